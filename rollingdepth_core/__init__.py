@@ -1,0 +1,3 @@
+"""RollingDepth: temporally consistent depth for VFX plates (engine; no bpy, no Qt)."""
+
+__version__ = "0.1.0"

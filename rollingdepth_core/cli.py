@@ -1,0 +1,300 @@
+"""The `rollingdepth` command: run, selftest, check.
+
+Every RollingDepthError becomes one line on stderr and a non-zero exit; Ctrl-C (or SIGTERM from
+a host application) stops cleanly with exit code 130 and no half-written file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+
+from . import __version__
+from .config import (
+    ALIGNERS,
+    DEFAULT_CHECKPOINT,
+    DEPTH_MODES,
+    DEVICES,
+    DTYPES,
+    PRESETS,
+    OutputConfig,
+    preset_config,
+)
+from .errors import Cancelled, RollingDepthError
+from .progress import STAGES
+
+EXIT_ERROR = 1
+EXIT_CANCELLED = 130
+
+
+# ---------------------------------------------------------------------------- progress sinks
+class TerminalProgress:
+    """One tqdm bar per stage, with counts and ETA."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.bar = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage or self.bar is None:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(
+                total=total, desc=f"{STAGES.get(stage, stage):<22}", unit="", leave=True
+            )
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def message(self, text: str) -> None:
+        self.close()
+        print(text, file=sys.stderr)
+
+    def result(self, payload: dict) -> None:
+        self.close()
+
+    def error(self, text: str, kind: str) -> None:
+        self.close()
+        print(f"rollingdepth: error: {text}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class JsonProgress:
+    """The machine-readable protocol: one JSON object per line on stdout.
+
+    ``{"event": "progress", "stage", "done", "total", "message"}`` while running, then exactly one
+    ``{"event": "result", ...}`` or ``{"event": "error", "kind", "message"}``.
+    """
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stdout
+        self.start = time.monotonic()
+
+    def emit(self, payload: dict) -> None:
+        self.stream.write(json.dumps(payload) + "\n")
+        self.stream.flush()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.emit(
+            {
+                "event": "progress",
+                "stage": stage,
+                "done": done,
+                "total": total,
+                "message": STAGES.get(stage, stage),
+                "elapsed": round(time.monotonic() - self.start, 3),
+            }
+        )
+
+    def message(self, text: str) -> None:
+        self.emit({"event": "message", "message": text})
+
+    def result(self, payload: dict) -> None:
+        self.emit({"event": "result", **payload})
+
+    def error(self, text: str, kind: str) -> None:
+        self.emit({"event": "error", "kind": kind, "message": text})
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------- arguments
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "plate", help="video file, image sequence (plate.####.exr, plate.%%04d.png) or folder"
+    )
+    p.add_argument("-o", "--output", required=True, help="output folder for the EXR sequence")
+    p.add_argument(
+        "--checkpoint", default=DEFAULT_CHECKPOINT, help="hub id or local folder (diffusers layout)"
+    )
+    p.add_argument("--preset", default="fast", choices=list(PRESETS))
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument(
+        "--dtype", default=None, choices=DTYPES, help="default: the preset's (fp32 on CPU)"
+    )
+    p.add_argument("--dilations", type=int, nargs="+", default=None, metavar="D")
+    p.add_argument("--snippet-len", type=int, default=None)
+    p.add_argument("--denoise-steps", type=int, default=None)
+    p.add_argument("--refine-steps", type=int, default=None)
+    p.add_argument("--refine-snippet-len", type=int, default=None)
+    p.add_argument("--refine-start-dilation", type=int, default=None)
+    cap = p.add_mutually_exclusive_group()
+    cap.add_argument("--cap-dilation", dest="cap_dilation", action="store_true", default=None)
+    cap.add_argument("--no-cap-dilation", dest="cap_dilation", action="store_false")
+    p.add_argument(
+        "--res", type=int, default=None, help="longer edge for processing (0 = plate size)"
+    )
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--aligner",
+        default=None,
+        choices=ALIGNERS,
+        help="robust (default) or adam (the reference solver)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="snippets per UNet call (0 = automatic)"
+    )
+    p.add_argument("--vae-batch-size", type=int, default=None)
+    p.add_argument(
+        "--frames", default=None, help="frame range in the plate's numbering, e.g. 1001-1100"
+    )
+    p.add_argument("--input-colorspace", default="auto", choices=("auto", "srgb", "linear"))
+    p.add_argument("--depth-mode", default="inverse", choices=DEPTH_MODES)
+    p.add_argument("--near", type=float, default=1.0)
+    p.add_argument("--far", type=float, default=100.0)
+    p.add_argument("--half", action="store_true", help="write half floats (default float32)")
+    p.add_argument("--channel", default="Z", help="EXR channel name, e.g. Z or depth.Z")
+    p.add_argument("--name", default="depth", help="file name prefix: NAME.####.exr")
+    p.add_argument("--restore-res", action="store_true", help="write at the plate's resolution")
+    p.add_argument("--confidence", action="store_true", help="add a `confidence` channel")
+    p.add_argument("--preview", action="store_true", help="also write a colourised mp4")
+    p.add_argument(
+        "--progress",
+        default="bar",
+        choices=("bar", "json"),
+        help="json: one object per line on stdout",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rollingdepth", description="Temporally consistent depth for VFX plates."
+    )
+    parser.add_argument("--version", action="version", version=f"rollingdepth {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_run_arguments(sub.add_parser("run", help="estimate depth for a plate and write EXRs"))
+    selftest = sub.add_parser("selftest", help="run the whole pipeline with a tiny random model")
+    selftest.add_argument("--keep", default=None, help="keep the outputs in this folder")
+    check = sub.add_parser("check", help="report Python, torch and devices")
+    check.add_argument("--json", action="store_true")
+    return parser
+
+
+# ---------------------------------------------------------------------------- commands
+def command_run(args: argparse.Namespace, sink) -> dict:
+    from .runner import run_plate
+
+    config = preset_config(
+        args.preset,
+        dilations=args.dilations,
+        snippet_len=args.snippet_len,
+        denoise_steps=args.denoise_steps,
+        cap_dilation=args.cap_dilation,
+        refine_steps=args.refine_steps,
+        refine_snippet_len=args.refine_snippet_len,
+        refine_start_dilation=args.refine_start_dilation,
+        processing_res=args.res,
+        dtype=args.dtype,
+        seed=args.seed,
+        aligner=args.aligner,
+        batch_size=args.batch_size,
+        vae_batch_size=args.vae_batch_size,
+        confidence=args.confidence or None,
+    )
+    output = OutputConfig(
+        depth_mode=args.depth_mode,
+        near=args.near,
+        far=args.far,
+        half=args.half,
+        channel=args.channel,
+        restore_res=args.restore_res,
+        preview=args.preview,
+        name=args.name,
+    )
+    output.check()
+    return run_plate(
+        plate=args.plate,
+        output_dir=args.output,
+        config=config,
+        output=output,
+        checkpoint=args.checkpoint,
+        preset=args.preset,
+        device=args.device,
+        dtype_explicit=args.dtype is not None,
+        frames=args.frames,
+        input_colorspace=args.input_colorspace,
+        progress=sink,
+        message=sink.message,
+    )
+
+
+def command_selftest(args: argparse.Namespace, sink) -> dict:
+    from .selftest import run_selftest
+
+    return run_selftest(keep=args.keep, progress=sink, message=sink.message)
+
+
+def command_check(args: argparse.Namespace) -> dict:
+    import platform
+
+    import torch
+
+    from .device import describe_device, resolve_device
+
+    info = {
+        "rollingdepth": __version__,
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+        "device": describe_device(resolve_device("auto")),
+    }
+    return info
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="rollingdepth: %(message)s")
+    for name in ("diffusers", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    if args.command == "check":
+        info = command_check(args)
+        if args.json:
+            print(json.dumps(info))
+        else:
+            for key, value in info.items():
+                print(f"{key:>12}: {value}")
+        return 0
+
+    sink = JsonProgress() if getattr(args, "progress", "bar") == "json" else TerminalProgress()
+    if isinstance(sink, JsonProgress):
+        # keep stdout a clean JSON stream: library chatter goes to stderr
+        logging.getLogger().handlers[0].setStream(sys.stderr)
+    try:
+        command = command_run if args.command == "run" else command_selftest
+        result = command(args, sink)
+    except KeyboardInterrupt:
+        sink.error("cancelled; no partial files were left", "cancelled")
+        return EXIT_CANCELLED
+    except Cancelled as exc:
+        sink.error(str(exc), "cancelled")
+        return EXIT_CANCELLED
+    except RollingDepthError as exc:
+        sink.error(str(exc), type(exc).__name__)
+        return EXIT_ERROR
+    sink.result(result)
+    if isinstance(sink, TerminalProgress):
+        print(result.get("summary", ""), file=sys.stderr)
+    return 0 if result.get("ok", True) else EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

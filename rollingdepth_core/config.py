@@ -1,0 +1,148 @@
+"""Run settings as frozen dataclasses; presets are plain data over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+from .errors import ConfigError
+
+DEFAULT_CHECKPOINT = "prs-eth/rollingdepth-v1-0"
+DTYPES = ("fp32", "fp16", "bf16")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+ALIGNERS = ("robust", "adam")
+DEPTH_MODES = ("inverse", "depth", "normalized")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Everything that changes what the model and the aligner compute."""
+
+    dilations: tuple[int, ...] = (1, 25)
+    snippet_len: int = 3
+    denoise_steps: int = 1
+    cap_dilation: bool = True
+    refine_steps: int = 0
+    refine_snippet_len: int = 3
+    refine_start_dilation: int = 6
+    processing_res: int = 768
+    dtype: str = "fp16"
+    seed: int = 0
+    aligner: str = "robust"
+    batch_size: int = 0  # snippets per UNet call; 0 = chosen from the device's memory
+    vae_batch_size: int = 4
+    confidence: bool = False
+
+    def check(self) -> None:
+        """Raise ConfigError for any value outside what the method supports."""
+        if not self.dilations:
+            raise ConfigError("`dilations` must name at least one dilation, e.g. `1 10 25`")
+        if any(d < 1 for d in self.dilations):
+            raise ConfigError(f"`dilations` must be >= 1; got {list(self.dilations)}")
+        if 1 not in self.dilations:
+            raise ConfigError(
+                f"`dilations` must include 1 so that neighbouring frames are linked; "
+                f"got {list(self.dilations)}"
+            )
+        if not 2 <= self.snippet_len <= 4:
+            raise ConfigError(f"`snippet_len` must be 2, 3 or 4; got {self.snippet_len}")
+        if not 2 <= self.refine_snippet_len <= 4:
+            raise ConfigError(
+                f"`refine_snippet_len` must be 2, 3 or 4; got {self.refine_snippet_len}"
+            )
+        if self.denoise_steps < 1:
+            raise ConfigError(f"`denoise_steps` must be >= 1; got {self.denoise_steps}")
+        if not 0 <= self.refine_steps <= 500:
+            raise ConfigError(f"`refine_steps` must be in 0..500; got {self.refine_steps}")
+        if self.refine_start_dilation < 1:
+            raise ConfigError(
+                f"`refine_start_dilation` must be >= 1; got {self.refine_start_dilation}"
+            )
+        if self.processing_res < 0 or (0 < self.processing_res < 64):
+            raise ConfigError(
+                f"`processing_res` must be 0 (keep the plate's size) or >= 64; "
+                f"got {self.processing_res}"
+            )
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"`dtype` must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.aligner not in ALIGNERS:
+            raise ConfigError(
+                f"`aligner` must be one of {', '.join(ALIGNERS)}; got {self.aligner!r}"
+            )
+        if self.batch_size < 0 or self.vae_batch_size < 1:
+            raise ConfigError("`batch_size` must be >= 0 and `vae_batch_size` >= 1")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """How the aligned inverse depth is turned into files."""
+
+    depth_mode: str = "inverse"
+    near: float = 1.0
+    far: float = 100.0
+    half: bool = False
+    channel: str = "Z"
+    restore_res: bool = False
+    preview: bool = False
+    name: str = "depth"
+
+    def check(self) -> None:
+        if self.depth_mode not in DEPTH_MODES:
+            raise ConfigError(
+                f"`depth_mode` must be one of {', '.join(DEPTH_MODES)}; got {self.depth_mode!r}"
+            )
+        if not (0 < self.near < self.far):
+            raise ConfigError(
+                f"`near` and `far` must satisfy 0 < near < far; got near={self.near}, "
+                f"far={self.far}"
+            )
+        if not self.channel or any(c.isspace() for c in self.channel):
+            raise ConfigError(
+                f"`channel` must be a non-empty name without spaces; got {self.channel!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+PRESETS: dict[str, Preset] = {
+    "fast": Preset(
+        "fast", InferenceConfig(dilations=(1, 25), dtype="fp16", refine_steps=0, processing_res=768)
+    ),
+    "fast1024": Preset(
+        "fast1024",
+        InferenceConfig(dilations=(1, 25), dtype="fp16", refine_steps=0, processing_res=1024),
+    ),
+    "full": Preset(
+        "full",
+        InferenceConfig(dilations=(1, 10, 25), dtype="fp16", refine_steps=10, processing_res=1024),
+    ),
+    "paper": Preset(
+        "paper",
+        InferenceConfig(
+            dilations=(1, 10, 25),
+            cap_dilation=False,
+            dtype="fp32",
+            refine_steps=10,
+            processing_res=768,
+        ),
+    ),
+}
+
+
+def preset_config(name: str, **overrides) -> InferenceConfig:
+    """The preset's settings with every non-None override applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"`preset` must be one of {', '.join(PRESETS)}; got {name!r}")
+    known = {f.name for f in fields(InferenceConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "dilations" in given:
+        given["dilations"] = tuple(int(d) for d in given["dilations"])
+    config = replace(PRESETS[name].inference, **given)
+    config.check()
+    return config

@@ -1,0 +1,148 @@
+"""From a prediction to files: depth conventions, resolution, EXR sequence, preview, sidecar."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .config import InferenceConfig, OutputConfig
+from .errors import OutputError
+from .exr import write_depth_exr
+from .progress import ProgressCallback, report
+
+DEPTH_CONVENTIONS = {
+    "inverse": "relative inverse depth (disparity-like), larger = nearer, affine-invariant",
+    "normalized": "relative inverse depth mapped to 0..1 over the clip, 1 = nearest",
+    "depth": "metric-like depth in scene units: inverse depth mapped to [1/far, 1/near]",
+}
+
+
+def convert_depth(
+    inverse: np.ndarray, mode: str, near: float, far: float, lo: float, hi: float
+) -> np.ndarray:
+    """Turn the model's relative inverse depth into the requested convention.
+
+    ``lo``/``hi`` are the clip-wide extremes, so every frame maps through the same curve.
+    """
+    if mode == "inverse":
+        return inverse.astype(np.float32)
+    unit = (inverse - lo) / max(hi - lo, 1e-12)  # 0 = farthest, 1 = nearest
+    unit = np.clip(unit, 0.0, 1.0)
+    if mode == "normalized":
+        return unit.astype(np.float32)
+    inv = 1.0 / far + unit * (1.0 / near - 1.0 / far)
+    return (1.0 / inv).astype(np.float32)
+
+
+def resize_map(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a ``[H,W]`` map; antialiased when shrinking."""
+    if image.shape == tuple(size):
+        return image
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    shrinking = size[0] < image.shape[0] or size[1] < image.shape[1]
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+    return x[0, 0].numpy()
+
+
+def frame_path(folder: Path, name: str, frame: int, pad: int = 4) -> Path:
+    return folder / f"{name}.{frame:0{pad}d}.exr"
+
+
+def ensure_writable(folder: str | Path) -> Path:
+    """Create the output folder and prove it takes files, before any long computation."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".rollingdepth-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {str(folder)!r}: {exc.strerror}") from exc
+    return folder
+
+
+def run_metadata(
+    checkpoint: str,
+    preset: str,
+    config: InferenceConfig,
+    output: OutputConfig,
+    source: str,
+    value_range: tuple[float, float],
+    dilations_run: Sequence[int],
+) -> dict[str, str | int | float]:
+    """Header attributes shared by every frame of a run."""
+    meta: dict[str, str | int | float] = {
+        "version": __version__,
+        "model": checkpoint,
+        "preset": preset,
+        "source": source,
+        "depth_mode": output.depth_mode,
+        "depth_convention": DEPTH_CONVENTIONS[output.depth_mode],
+        "value_min": float(value_range[0]),
+        "value_max": float(value_range[1]),
+        "dilations_run": " ".join(str(d) for d in dilations_run),
+    }
+    if output.depth_mode == "depth":
+        meta["near"] = float(output.near)
+        meta["far"] = float(output.far)
+    for key, value in asdict(config).items():
+        if isinstance(value, tuple):
+            value = " ".join(str(v) for v in value)
+        if isinstance(value, bool):
+            value = int(value)
+        meta[f"setting.{key}"] = value
+    return meta
+
+
+def write_depth_sequence(
+    depth: np.ndarray,
+    frame_numbers: Sequence[int],
+    folder: str | Path,
+    output: OutputConfig,
+    metadata: Mapping[str, str | int | float],
+    plate_size: tuple[int, int],
+    confidence: np.ndarray | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[Path]:
+    """Write one EXR per frame, named by the plate's own frame numbers; each write is atomic."""
+    folder = ensure_writable(folder)
+    if len(frame_numbers) != depth.shape[0]:
+        raise OutputError(f"{depth.shape[0]} depth frames but {len(frame_numbers)} frame numbers")
+    lo, hi = float(depth.min()), float(depth.max())
+    pad = max(4, len(str(max(frame_numbers))))
+    size = plate_size if output.restore_res else depth.shape[1:]
+    written = []
+    for i, number in enumerate(frame_numbers):
+        values = convert_depth(depth[i], output.depth_mode, output.near, output.far, lo, hi)
+        extra = None
+        if confidence is not None:
+            extra = {"confidence": resize_map(confidence[i], size)}
+        path = frame_path(folder, output.name, number, pad)
+        write_depth_exr(
+            path,
+            resize_map(values, size),
+            channel=output.channel,
+            half=output.half,
+            metadata={**metadata, "source_frame": int(number)},
+            extra_channels=extra,
+        )
+        written.append(path)
+        report(progress, "write", i + 1, len(frame_numbers))
+    return written
+
+
+def write_preview(depth: np.ndarray, folder: str | Path, name: str, fps: Fraction | None) -> Path:
+    """A turbo-coloured mp4 of the clip-normalised inverse depth next to the EXRs."""
+    from .preview import write_preview_video
+
+    lo, hi = float(depth.min()), float(depth.max())
+    path = Path(folder) / f"{name}_preview.mp4"
+    write_preview_video(path, ((d - lo) / max(hi - lo, 1e-12) for d in depth), fps)
+    return path
