@@ -31,7 +31,7 @@ class Components:
 def _missing_weights_message(checkpoint: str, reason: str) -> str:
     return (
         f"model weights {checkpoint!r} are not available: {reason}. "
-        f"On a machine with internet run `huggingface-cli download {checkpoint} --local-dir "
+        f"On a machine with internet run `hf download {checkpoint} --local-dir "
         f"rollingdepth-v1-0`, copy that folder here and pass `--checkpoint /path/to/"
         f"rollingdepth-v1-0` (or set HF_HOME to a shared cache that holds it). "
         f"`rollingdepth selftest` checks the installation without weights"

@@ -9,8 +9,7 @@ from .errors import Cancelled
 ProgressCallback = Callable[[str, int, int], None]
 
 STAGES = {
-    "read": "reading frames",
-    "encode": "encoding frames",
+    "encode": "reading + encoding",
     "snippets": "predicting snippets",
     "align": "co-aligning snippets",
     "refine": "refining",

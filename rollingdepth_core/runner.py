@@ -50,12 +50,8 @@ def run_plate(
         )
     config = replace(config, dtype=pipeline.dtype_name)
 
-    def frames_read():
-        for i, (_, rgb) in enumerate(source.frames()):
-            report(progress, "read", i + 1, len(source))
-            yield rgb
-
-    prediction = pipeline(frames_read(), config, n_frames=len(source), progress=progress)
+    frames_rgb = (rgb for _, rgb in source.frames())
+    prediction = pipeline(frames_rgb, config, n_frames=len(source), progress=progress)
     lo, hi = float(prediction.depth.min()), float(prediction.depth.max())
     metadata = run_metadata(
         checkpoint, preset, config, output, str(plate), (lo, hi), prediction.dilations

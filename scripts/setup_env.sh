@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Creates (or updates) the engine's environment in .venv/ at the repository root.
+# Idempotent: a second run only checks. Installs missing system libraries with apt-get when root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+SYSTEM_LIBS="libegl1 libgl1 libfontconfig1 libxkbcommon0 libglib2.0-0 libdbus-1-3"
+
+ensure_system_libs() {
+    command -v dpkg >/dev/null 2>&1 || return 0
+    local missing=""
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+    done
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing system libraries:$missing"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    else
+        echo "setup: warning: missing system libraries:$missing (install them with apt-get)" >&2
+    fi
+}
+ensure_system_libs $SYSTEM_LIBS
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $PYTHON"
+    "$PYTHON" -m venv .venv
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+    echo "setup: installing torch (pinned, CPU build where no GPU)"
+    .venv/bin/pip install -q torch==2.13.0
+fi
+stamp=.venv/.rollingdepth-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing the engine and its dependencies"
+    .venv/bin/pip install -q -c scripts/constraints.txt -e ".[dev,panel]"
+    touch "$stamp"
+fi

@@ -1,0 +1,131 @@
+"""A deliberately plain, unbatched implementation of METHOD.md used as a test oracle.
+
+Everything in memory, one UNet call per snippet, one VAE call per frame, the dense Adam
+objective written out as METHOD.md states it. The engine (batched, streamed, modular) must
+reproduce it.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SCALE = 0.18215
+
+
+def reference_run(components, frames, dilations, snippet_len, res, seed, refine_steps,
+                  iterations=2000, cap=True):
+    unet, vae, sched_proto = components.unet, components.vae, components.scheduler
+    tok, text = components.tokenizer, components.text_encoder
+    n = len(frames)
+    h0, w0 = frames[0].shape[:2]
+    f = min(res / w0, res / h0)
+    size = (int(h0 * f), int(w0 * f))
+
+    def enc(img):  # [1,3,H,W] in [-1,1]
+        m = vae.quant_conv(vae.encoder(img))
+        return m[:, :4] * SCALE
+
+    def dec(lat):
+        return vae.decoder(vae.post_quant_conv(lat / SCALE)).mean(1)  # [1,H,W]
+
+    with torch.no_grad():
+        imgs = []
+        for fr in frames:
+            x = torch.from_numpy(fr).permute(2, 0, 1)[None].float() * 255.0
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            imgs.append(x / 255.0 * 2 - 1)
+        rgb = torch.cat([enc(i) for i in imgs])  # [N,4,h,w]
+        ids = tok("", padding="do_not_pad", return_tensors="pt").input_ids
+        emb = text(ids)[0]
+        noise = torch.randn((1, 4, *rgb.shape[-2:]), generator=torch.Generator("cpu").manual_seed(seed))
+
+        def cap_d(d, L):
+            m = int(n / L) - 1
+            return min(d, m) if (cap and m < d) else d
+
+        dils = [cap_d(d, snippet_len) for d in dilations]
+        snippets, indices = [], []
+        for d in dils:
+            sched = type(sched_proto).from_config(sched_proto.config)
+            idx = [[i + j * d for j in range(snippet_len)] for i in range(n - (snippet_len - 1) * d)]
+            preds = []
+            for snip in idx:
+                r = rgb[snip]
+                z = noise.repeat(len(snip), 1, 1, 1)
+                sched.set_timesteps(1)
+                for t in sched.timesteps:
+                    out = unet(torch.cat([r, z], 1), t.repeat(len(snip)),
+                               encoder_hidden_states=emb.repeat(len(snip), 1, 1),
+                               cross_attention_kwargs={"num_frames": len(snip)}).sample
+                    z = sched.step(out, t, z).prev_sample
+                preds.append(torch.cat([dec(z[k:k + 1]) for k in range(len(snip))]))
+            snippets.append(torch.stack(preds))  # [n,L,H,W]
+            indices.append(torch.tensor(idx))
+
+    # dense Adam co-alignment, as METHOD.md step 9 states it
+    mn = min(s.min() for s in snippets)
+    snippets = [s - mn for s in snippets]
+    red = [s[:, :, 2:-2, 2:-2][:, :, ::10, ::10].reshape(s.shape[0], s.shape[1], -1) for s in snippets]
+    P = red[0].shape[-1]
+    sc = [torch.ones(len(r), 1, 1, requires_grad=True) for r in red]
+    sh = [torch.zeros(len(r), 1, 1, requires_grad=True) for r in red]
+    opt = torch.optim.Adam(sc + sh, lr=1e-3, betas=(0.5, 0.9))
+    for _ in range(iterations):
+        opt.zero_grad()
+        rows_m, rows_i, rows_b = [], [], []
+        for r, s, t, idx in zip(red, sc, sh, indices):
+            a = r * s + t
+            for j in range(a.shape[1]):
+                m = torch.zeros(n, P)
+                mi = torch.zeros(n, P)
+                b = torch.zeros(n, P)
+                m = m.index_put((idx[:, j],), a[:, j])
+                mi = mi.index_put((idx[:, j],), a[:, j].clip(1e-3) ** -1)
+                b = b.index_put((idx[:, j],), torch.ones_like(a[:, j]))
+                rows_m.append(m)
+                rows_i.append(mi)
+                rows_b.append(b)
+        M, MI, B = torch.stack(rows_m), torch.stack(rows_i), torch.stack(rows_b)
+        tgt = (M.sum(0) / B.sum(0)).detach()
+        tgti = (MI.sum(0) / B.sum(0)).detach()
+        nrm = tgt.abs().mean(-1, keepdim=True)
+        nrmi = tgti.abs().mean(-1, keepdim=True)
+        loss = ((M - tgt) * B / nrm).abs().mean() + ((MI - tgti) * B / nrmi).abs().mean()
+        loss = loss + sum(0.1 * (torch.clamp(1 - s, min=0) ** 2).mean() + 10 * (t**2).mean()
+                          for s, t in zip(sc, sh))
+        loss.backward()
+        opt.step()
+
+    with torch.no_grad():
+        merged = []
+        for fidx in range(n):
+            vals = []
+            for s, a, b, idx in zip(snippets, sc, sh, indices):
+                aa = s * a[:, :, :, None] + b[:, :, :, None]
+                vals.append(aa[idx == fidx])
+            merged.append(torch.cat(vals).mean(0))
+        merged = torch.stack(merged)
+        merged = merged - merged.min()
+        merged = merged / merged.max() * 2 - 1
+        if refine_steps == 0:
+            return merged.numpy()
+        sched = type(sched_proto).from_config(sched_proto.config)
+        total = int(refine_steps / 0.5)
+        sched.set_timesteps(total)
+        ts = sched.timesteps[int(total * 0.5):]
+        lat = torch.cat([enc(merged[i][None, None].repeat(1, 3, 1, 1)) for i in range(n)])
+        lat = sched.add_noise(lat, noise.repeat(n, 1, 1, 1), ts[0])
+        start = cap_d(6, 3)
+        for i, t in enumerate(ts):
+            d = int((1 - i / len(ts)) * (start - 1)) + 1
+            idx = [[k + j * d for j in range(3)] for k in range(n - 2 * d)]
+            new = torch.zeros_like(lat)
+            cnt = torch.zeros(n)
+            for snip in idx:
+                out = unet(torch.cat([rgb[snip], lat[snip]], 1), t.repeat(3),
+                           encoder_hidden_states=emb.repeat(3, 1, 1),
+                           cross_attention_kwargs={"num_frames": 3}).sample
+                new[snip] += sched.step(out, t, lat[snip]).prev_sample
+                cnt[snip] += 1
+            lat = new / cnt[:, None, None, None]
+        return torch.cat([dec(lat[i:i + 1]) for i in range(n)]).numpy()
