@@ -1,0 +1,580 @@
+"""Reading plates: video files (PyAV) and image sequences (OpenImageIO) as display sRGB frames."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import OpenImageIO as oiio
+
+from .colorspace import INPUT_COLORSPACES, to_display
+from .errors import ConfigError, InputError
+from .exr import oiio_error
+
+IMAGE_EXTENSIONS = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
+MIN_FRAMES = 2
+
+# A frame token in a pattern's file name: `####`, `@@@@` (one digit of padding per
+# character) or printf `%04d` / `%d`.
+_FRAME_TOKEN = re.compile(r"#+|@+|%(0\d+)?d")
+# A numbered file name: the last run of digits right before the extension.
+_NUMBERED_NAME = re.compile(r"^(?P<head>.*?)(?P<digits>\d+)(?P<tail>\.[A-Za-z0-9]+)$")
+_FLOAT_TYPES = (oiio.HALF, oiio.FLOAT, oiio.DOUBLE)
+_VIDEO_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError)
+# Decoding forward beats a seek for short hops, and keeps the scrubber's next-frame fast.
+_SEEK_MIN_DISTANCE = 24
+
+
+@dataclass(frozen=True)
+class PlateInfo:
+    """What was opened, in the plate's own terms."""
+
+    source: str
+    kind: str  # "video" | "sequence"
+    frame_numbers: tuple[int, ...]
+    width: int
+    height: int
+    fps: Fraction | None
+    missing_frames: tuple[int, ...]
+    colorspace: str  # "srgb" | "linear": what was assumed for the input
+    codec: str | None
+
+
+def parse_frame_range(text: str) -> tuple[int, int]:
+    """Parse ``"1001-1100"`` or ``"1001"`` into an inclusive ``(first, last)``.
+
+    Raises
+    ------
+    ConfigError
+        The text is not a range of non-negative frame numbers, or first > last.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if match is None:
+        raise ConfigError(f"frame range must look like `1001-1100` or `1001`; got {text!r}")
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) is not None else first
+    if first > last:
+        raise ConfigError(f"frame range {text!r} starts after it ends ({first} > {last})")
+    return first, last
+
+
+class Plate:
+    """A plate opened for streaming: see `open_plate`."""
+
+    info: PlateInfo
+
+    def __len__(self) -> int:
+        return len(self.info.frame_numbers)
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(frame_number, rgb)`` in order; rgb is float32 [H,W,3] display sRGB in [0,1]."""
+        raise NotImplementedError
+
+    def read(self, index: int) -> np.ndarray:
+        """Return the frame at position ``index`` (0..len-1) as float32 [H,W,3] in [0,1]."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release open files; the plate may still be read afterwards (files are reopened)."""
+
+    def __enter__(self) -> Plate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame index {index} out of range 0..{len(self) - 1}")
+
+
+def open_plate(
+    path: str | os.PathLike[str],
+    frames: tuple[int, int] | None = None,
+    input_colorspace: str = "auto",
+) -> Plate:
+    """Open a video file, an image sequence or a folder holding one sequence.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A video file (anything FFmpeg decodes); a sequence pattern
+        (``plate.####.exr``, ``plate.@@@@.exr``, ``plate.%04d.exr``); one file of a
+        numbered sequence (``plate.1001.exr``, which stands for its siblings); or a
+        folder holding exactly one image sequence.
+    frames : tuple of int, optional
+        Inclusive ``(first, last)`` in the plate's own numbering (video: 0-based).
+    input_colorspace : str
+        ``"auto"``: floating-point images (EXR, float TIFF) are scene-linear, integer
+        images and video are display sRGB. ``"srgb"`` or ``"linear"`` force one.
+
+    Raises
+    ------
+    InputError
+        Missing or undecodable input, fewer than 2 frames, mixed resolutions, a range
+        outside the plate, a folder with no or several sequences.
+    ConfigError
+        Bad ``frames`` or ``input_colorspace``.
+    """
+    if input_colorspace not in INPUT_COLORSPACES:
+        raise ConfigError(
+            f"`input_colorspace` must be one of {INPUT_COLORSPACES}; got {input_colorspace!r}"
+        )
+    if frames is not None:
+        if len(frames) != 2 or frames[0] > frames[1]:
+            raise ConfigError(f"`frames` must be (first, last) with first <= last; got {frames}")
+        frames = (int(frames[0]), int(frames[1]))
+
+    source = os.fspath(path)
+    target = Path(source)
+    if target.is_dir():
+        _, files = _the_sequence_in(target, source)
+        return _SequencePlate(source, files, frames, input_colorspace)
+    if not target.is_file() and _FRAME_TOKEN.search(target.name):
+        pattern = _SequencePattern.from_text(source)
+        if not pattern.folder.is_dir():
+            raise InputError(f"{source}: folder {pattern.folder} does not exist")
+        files = pattern.scan()
+        if not files:
+            raise InputError(f"{source}: no files match this pattern")
+        return _SequencePlate(source, files, frames, input_colorspace)
+    if not target.exists():
+        raise InputError(f"{source}: no such file or folder")
+    if target.suffix.lower() in IMAGE_EXTENSIONS:
+        pattern = _SequencePattern.from_numbered_file(target)
+        files = pattern.scan() if pattern is not None else {}
+        if len(files) < 2:
+            raise InputError(
+                f"{source}: RollingDepth needs at least {MIN_FRAMES} frames; got 1 "
+                "(a single image with no numbered siblings)"
+            )
+        return _SequencePlate(source, files, frames, input_colorspace)
+    return _VideoPlate(source, frames, input_colorspace)
+
+
+def _select(
+    source: str, available: list[int], frames: tuple[int, int] | None
+) -> tuple[list[int], tuple[int, ...]]:
+    """Pick the frame numbers in ``frames`` from sorted ``available``; also return the gaps."""
+    lo, hi = available[0], available[-1]
+    first, last = frames if frames is not None else (lo, hi)
+    if first < lo or last > hi:
+        raise InputError(
+            f"{source}: frames {first}-{last} are outside the plate's frame range {lo}-{hi}"
+        )
+    present = set(available)
+    selected = [n for n in available if first <= n <= last]
+    missing = tuple(n for n in range(first, last + 1) if n not in present)
+    if len(selected) < MIN_FRAMES:
+        raise InputError(
+            f"{source}: RollingDepth needs at least {MIN_FRAMES} frames; got {len(selected)}"
+        )
+    return selected, missing
+
+
+# ---------------------------------------------------------------------------------------------
+# Image sequences
+
+
+@dataclass(frozen=True)
+class _SequencePattern:
+    folder: Path
+    head: str
+    pad: int
+    tail: str
+
+    @classmethod
+    def from_text(cls, text: str) -> _SequencePattern:
+        path = Path(text)
+        token = list(_FRAME_TOKEN.finditer(path.name))[-1]
+        if token.group(0).startswith("%"):
+            pad = int(token.group(1)) if token.group(1) else 1
+        else:
+            pad = len(token.group(0))
+        name = path.name
+        return cls(path.parent, name[: token.start()], pad, name[token.end() :])
+
+    @classmethod
+    def from_numbered_file(cls, path: Path) -> _SequencePattern | None:
+        match = _NUMBERED_NAME.match(path.name)
+        if match is None:
+            return None
+        return cls(path.parent, match["head"], len(match["digits"]), match["tail"])
+
+    def matches(self, digits: str) -> bool:
+        # `%04d` writes 1001 as "1001" and 10000 as "10000", never "01001".
+        return digits == f"{int(digits):0{self.pad}d}"
+
+    def scan(self) -> dict[int, Path]:
+        name_re = re.compile(re.escape(self.head) + r"(\d+)" + re.escape(self.tail))
+        files: dict[int, Path] = {}
+        for entry in os.scandir(self.folder):
+            match = name_re.fullmatch(entry.name)
+            if match and self.matches(match.group(1)) and entry.is_file():
+                files[int(match.group(1))] = Path(entry.path)
+        return files
+
+    def display(self) -> str:
+        return str(self.folder / f"{self.head}{'#' * self.pad}{self.tail}")
+
+
+def _the_sequence_in(folder: Path, source: str) -> tuple[_SequencePattern, dict[int, Path]]:
+    """Find the one image sequence in ``folder``; hidden and unnumbered files are ignored."""
+    groups: dict[tuple[str, str], list[tuple[str, Path]]] = {}
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        match = _NUMBERED_NAME.match(entry.name)
+        if match is None or match["tail"].lower() not in IMAGE_EXTENSIONS:
+            continue
+        groups.setdefault((match["head"], match["tail"]), []).append(
+            (match["digits"], Path(entry.path))
+        )
+
+    sequences: list[tuple[_SequencePattern, dict[int, Path]]] = []
+    for (head, tail), members in sorted(groups.items()):
+        # The shortest number fixes the padding; names padded differently (e.g. `1` next to
+        # `0001`) are a second sequence sharing the same name.
+        while members:
+            pad = min(len(digits) for digits, _ in members)
+            pattern = _SequencePattern(folder, head, pad, tail)
+            files = {int(d): p for d, p in members if pattern.matches(d)}
+            members = [(d, p) for d, p in members if not pattern.matches(d)]
+            sequences.append((pattern, files))
+
+    if not sequences:
+        raise InputError(
+            f"{source}: no image sequence in this folder (looked for numbered "
+            f"{', '.join(IMAGE_EXTENSIONS)} files)"
+        )
+    if len(sequences) > 1:
+        listing = "; ".join(f"{p.display()} ({len(f)} frames)" for p, f in sequences)
+        raise InputError(
+            f"{source}: the folder holds {len(sequences)} image sequences, pass one of them: "
+            f"{listing}"
+        )
+    return sequences[0]
+
+
+@dataclass(frozen=True)
+class _ImageHeader:
+    width: int
+    height: int
+    is_float: bool
+    format_name: str
+
+
+def _read_header(path: Path) -> _ImageHeader:
+    inp = oiio.ImageInput.open(str(path))
+    if inp is None:
+        raise InputError(f"{path}: cannot read image: {oiio_error()}")
+    try:
+        spec = inp.spec()
+        return _ImageHeader(
+            width=spec.full_width,
+            height=spec.full_height,
+            is_float=spec.format.basetype in _FLOAT_TYPES,
+            format_name=inp.format_name(),
+        )
+    finally:
+        inp.close()
+
+
+def _read_image(path: Path, colorspace: str) -> np.ndarray:
+    """Read one image as float32 [H,W,3] display sRGB, framed by its display window."""
+    # Alpha is dropped, so keep colour as stored: PNG/TIFF alpha is unassociated and
+    # OpenImageIO would otherwise premultiply it (black wherever alpha is 0).
+    config = oiio.ImageSpec()
+    config.attribute("oiio:UnassociatedAlpha", 1)
+    inp = oiio.ImageInput.open(str(path), config)
+    if inp is None:
+        raise InputError(f"{path}: cannot read image: {oiio_error()}")
+    try:
+        spec = inp.spec()
+        pixels = inp.read_image("float")
+        if pixels is None:
+            raise InputError(f"{path}: cannot read pixels: {oiio_error(inp)}")
+    finally:
+        inp.close()
+    pixels = np.asarray(pixels, dtype=np.float32).reshape(
+        spec.height, spec.width, spec.nchannels
+    )  # [h,w,C]
+    rgb = pixels[..., _rgb_channel_indices(list(spec.channelnames))]  # [h,w,3]
+    rgb = _frame_in_display_window(rgb, spec)  # [H,W,3]
+    return to_display(rgb, colorspace)
+
+
+def _rgb_channel_indices(names: list[str]) -> list[int]:
+    """Indices of R, G, B (also layered, e.g. ``beauty.R``); grey repeats channel 0."""
+    found = []
+    for channel in "RGB":
+        candidates = [i for i, n in enumerate(names) if n.upper() == channel]
+        candidates += [i for i, n in enumerate(names) if n.upper().endswith("." + channel)]
+        found.append(candidates[0] if candidates else None)
+    if None not in found:
+        return found
+    if len(names) >= 3:
+        return [0, 1, 2]
+    return [0, 0, 0]
+
+
+def _frame_in_display_window(rgb: np.ndarray, spec: oiio.ImageSpec) -> np.ndarray:
+    """Place the data window inside the display window: overscan cropped, gaps black."""
+    full_w, full_h = spec.full_width, spec.full_height
+    if (spec.x, spec.y, spec.width, spec.height) == (spec.full_x, spec.full_y, full_w, full_h):
+        return rgb
+    canvas = np.zeros((full_h, full_w, 3), dtype=np.float32)
+    x0, y0 = spec.x - spec.full_x, spec.y - spec.full_y
+    cx0, cy0 = max(x0, 0), max(y0, 0)
+    cx1, cy1 = min(x0 + spec.width, full_w), min(y0 + spec.height, full_h)
+    if cx1 > cx0 and cy1 > cy0:
+        canvas[cy0:cy1, cx0:cx1] = rgb[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    return canvas
+
+
+class _SequencePlate(Plate):
+    def __init__(
+        self,
+        source: str,
+        files: dict[int, Path],
+        frames: tuple[int, int] | None,
+        input_colorspace: str,
+    ) -> None:
+        numbers, missing = _select(source, sorted(files), frames)
+        self._paths = [files[n] for n in numbers]
+        # Headers only: catches unreadable files and mixed sizes before any model work.
+        first = _read_header(self._paths[0])
+        for number, path in zip(numbers[1:], self._paths[1:], strict=True):
+            header = _read_header(path)
+            if (header.width, header.height) != (first.width, first.height):
+                raise InputError(
+                    f"{source}: mixed resolutions: frame {number} is "
+                    f"{header.width}x{header.height} but frame {numbers[0]} is "
+                    f"{first.width}x{first.height}"
+                )
+        if input_colorspace == "auto":
+            input_colorspace = "linear" if first.is_float else "srgb"
+        self.info = PlateInfo(
+            source=source,
+            kind="sequence",
+            frame_numbers=tuple(numbers),
+            width=first.width,
+            height=first.height,
+            fps=None,
+            missing_frames=missing,
+            colorspace=input_colorspace,
+            codec=first.format_name,
+        )
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        for number, path in zip(self.info.frame_numbers, self._paths, strict=True):
+            yield number, self._load(path)
+
+    def read(self, index: int) -> np.ndarray:
+        self._check_index(index)
+        return self._load(self._paths[index])
+
+    def _load(self, path: Path) -> np.ndarray:
+        rgb = _read_image(path, self.info.colorspace)
+        if rgb.shape[:2] != (self.info.height, self.info.width):
+            # The file changed on disk since the plate was opened.
+            raise InputError(
+                f"{path}: frame is {rgb.shape[1]}x{rgb.shape[0]}, plate is "
+                f"{self.info.width}x{self.info.height}"
+            )
+        return rgb
+
+
+# ---------------------------------------------------------------------------------------------
+# Video
+
+
+def _rational(value: object) -> Fraction | None:
+    if not value:
+        return None
+    return Fraction(value.numerator, value.denominator)
+
+
+def _video_frame_to_rgb(frame: av.VideoFrame, colorspace: str) -> np.ndarray:
+    """float32 [H,W,3] in [0,1]; sources deeper than 8 bits keep their precision."""
+    bits = max(component.bits for component in frame.format.components)
+    if bits > 8:
+        rgb = frame.to_ndarray(format="rgb48le", src_color_range=frame.color_range)
+        rgb = rgb.astype(np.float32) / 65535.0
+    else:
+        rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
+        rgb = rgb.astype(np.float32) / 255.0
+    return to_display(rgb, colorspace)
+
+
+class _VideoDecoder:
+    """Frames of one video stream by 0-based index, seeking where timestamps allow it."""
+
+    def __init__(self, path: str, count: int) -> None:
+        self._path = path
+        self._count = count
+        self._pts_index: dict[int, int] | None = None
+        self._pts_by_frame: list[int] | None = None
+
+    def _open(self) -> tuple[av.container.InputContainer, av.VideoStream]:
+        container = av.open(self._path)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return container, stream
+
+    def _build_pts_index(self) -> None:
+        """Map presentation timestamps to frame indices by demuxing (no decoding)."""
+        container, stream = self._open()
+        try:
+            pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+        finally:
+            container.close()
+        if len(pts) == self._count and len(set(pts)) == len(pts):
+            self._pts_by_frame = pts
+            self._pts_index = {p: i for i, p in enumerate(pts)}
+        else:
+            self._pts_by_frame, self._pts_index = [], {}
+
+    def iter_from(self, start: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Yield ``(index, frame)`` for ``start`` and every later frame."""
+        if start >= _SEEK_MIN_DISTANCE:
+            if self._pts_index is None:
+                self._build_pts_index()
+            if self._pts_index:
+                seeked = self._iter_seeking(start)
+                try:
+                    first = next(seeked, None)
+                    if first is not None:
+                        yield first
+                        yield from seeked
+                        return
+                finally:
+                    seeked.close()
+        yield from self._iter_decoding(start)
+
+    def _iter_decoding(self, start: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        container, stream = self._open()
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index >= start:
+                    yield index, frame
+        finally:
+            container.close()
+
+    def _iter_seeking(self, start: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Seek to the keyframe before ``start``; yields nothing if timestamps disagree."""
+        container, stream = self._open()
+        try:
+            container.seek(self._pts_by_frame[start], stream=stream, backward=True)
+            index = None
+            for frame in container.decode(stream):
+                if index is None:
+                    index = self._pts_index.get(frame.pts)
+                    if index is None or index > start:
+                        return  # landed somewhere unknown: the caller decodes from 0
+                else:
+                    index += 1
+                if index >= start:
+                    yield index, frame
+        finally:
+            container.close()
+
+
+class _VideoPlate(Plate):
+    def __init__(self, source: str, frames: tuple[int, int] | None, input_colorspace: str) -> None:
+        try:
+            container = av.open(source)
+        except _VIDEO_ERRORS as exc:
+            raise InputError(f"{source}: cannot open as video: {exc}") from exc
+        try:
+            if not container.streams.video:
+                raise InputError(f"{source}: no video stream in this file")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            fps = _rational(stream.average_rate) or _rational(stream.guessed_rate)
+            codec = stream.codec_context.name
+            count = stream.frames
+            # Decoding the first frame proves the stream is decodable; when the container
+            # does not say how many frames it holds (mkv), decode them all to count.
+            decoded = 0
+            try:
+                for _ in container.decode(stream):
+                    decoded += 1
+                    if count > 0:
+                        break
+            except _VIDEO_ERRORS as exc:
+                raise InputError(f"{source}: cannot decode video: {exc}") from exc
+            if decoded == 0:
+                raise InputError(f"{source}: the video stream holds no decodable frames")
+            width, height = stream.codec_context.width, stream.codec_context.height
+        finally:
+            container.close()
+        if count <= 0:
+            count = decoded
+
+        numbers, _ = _select(source, list(range(count)), frames)
+        if input_colorspace == "auto":
+            input_colorspace = "srgb"
+        self.info = PlateInfo(
+            source=source,
+            kind="video",
+            frame_numbers=tuple(numbers),
+            width=width,
+            height=height,
+            fps=fps,
+            missing_frames=(),
+            colorspace=input_colorspace,
+            codec=codec,
+        )
+        self._decoder = _VideoDecoder(source, count)
+        self._cursor: Iterator[tuple[int, av.VideoFrame]] | None = None
+        self._cursor_next = 0  # index the cursor yields next
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        first, last = self.info.frame_numbers[0], self.info.frame_numbers[-1]
+        expected = first
+        decoded = self._decoder.iter_from(first)
+        try:
+            for index, frame in decoded:
+                yield index, _video_frame_to_rgb(frame, self.info.colorspace)
+                expected = index + 1
+                if index >= last:
+                    return
+        except _VIDEO_ERRORS as exc:
+            raise InputError(f"{self.info.source}: cannot decode frame {expected}: {exc}") from exc
+        finally:
+            decoded.close()  # closes the container now, not whenever the generator is collected
+        raise InputError(
+            f"{self.info.source}: the video ended after frame {expected - 1}; "
+            f"its header promised frames up to {last}"
+        )
+
+    def read(self, index: int) -> np.ndarray:
+        self._check_index(index)
+        target = self.info.frame_numbers[index]
+        ahead = target - self._cursor_next
+        if self._cursor is None or not 0 <= ahead < _SEEK_MIN_DISTANCE:
+            self.close()
+            self._cursor = self._decoder.iter_from(target)
+        try:
+            for number, frame in self._cursor:
+                self._cursor_next = number + 1
+                if number == target:
+                    return _video_frame_to_rgb(frame, self.info.colorspace)
+        except _VIDEO_ERRORS as exc:
+            self.close()
+            raise InputError(f"{self.info.source}: cannot decode frame {target}: {exc}") from exc
+        self.close()
+        raise InputError(f"{self.info.source}: the video ended before frame {target}")
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+        self._cursor = None
+        self._cursor_next = 0

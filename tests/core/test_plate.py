@@ -1,0 +1,398 @@
+"""Reading plates: videos and image sequences generated on the fly, read back through open_plate."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+
+from rollingdepth_core.colorspace import linear_to_srgb, srgb_to_linear
+from rollingdepth_core.errors import ConfigError, InputError
+from rollingdepth_core.plate import Plate, open_plate, parse_frame_range
+
+from .plate_fixtures import (
+    make_image_sequence,
+    make_mixed_resolution_sequence,
+    make_video,
+    plate_frame,
+    write_image,
+)
+
+W, H, N = 64, 48, 8
+NTSC_FILM = Fraction(24000, 1001)
+# Mean absolute error against the source pixels, per how lossy the format is.
+VIDEO_TOLERANCE = {"libx264": 0.03, "prores_ks": 0.01, "ffv1": 0.005}
+SEQUENCE_TOLERANCE = {"png": 0.003, "exr": 0.002, "tif": 1e-4, "jpg": 0.02, "dpx": 0.002}
+
+
+@pytest.fixture(scope="module")
+def plates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("plates")
+
+
+@pytest.fixture(scope="module")
+def h264(plates: Path) -> Path:
+    return make_video(plates / "clip.mp4", N, W, H)
+
+
+@pytest.fixture(scope="module")
+def png_sequence(plates: Path) -> str:
+    return make_image_sequence(plates / "png", N, W, H)
+
+
+def _read_all(plate: Plate) -> tuple[list[int], list[np.ndarray]]:
+    numbers, images = [], []
+    for number, rgb in plate.frames():
+        numbers.append(number)
+        images.append(rgb)
+    return numbers, images
+
+
+# ---------------------------------------------------------------------------------------------
+# Video
+
+
+@pytest.mark.parametrize(
+    ("codec", "suffix", "codec_name"),
+    [("libx264", ".mp4", "h264"), ("prores_ks", ".mov", "prores"), ("ffv1", ".mkv", "ffv1")],
+)
+def test_video_reads_back(plates: Path, codec: str, suffix: str, codec_name: str) -> None:
+    path = make_video(plates / f"{codec}{suffix}", N, W, H, codec=codec)
+    plate = open_plate(path)
+
+    info = plate.info
+    assert (info.kind, info.source, info.codec) == ("video", str(path), codec_name)
+    assert (info.width, info.height) == (W, H)
+    assert info.fps == NTSC_FILM and isinstance(info.fps, Fraction)
+    assert info.frame_numbers == tuple(range(N)) and len(plate) == N
+    assert info.missing_frames == () and info.colorspace == "srgb"
+
+    numbers, images = _read_all(plate)
+    assert numbers == list(range(N))
+    for index, rgb in enumerate(images):
+        assert rgb.shape == (H, W, 3) and rgb.dtype == np.float32
+        assert rgb.min() >= 0.0 and rgb.max() <= 1.0
+        error = np.abs(rgb - plate_frame(index, W, H)).mean()
+        assert error < VIDEO_TOLERANCE[codec], (index, error)
+
+
+def test_video_counts_frames_by_decoding_when_the_container_does_not_say(plates: Path) -> None:
+    path = make_video(plates / "count.mkv", 5, W, H, codec="ffv1")
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 0  # Matroska keeps no frame count
+    assert len(open_plate(path)) == 5
+
+
+@pytest.mark.parametrize("fps", [Fraction(25), Fraction(30000, 1001)])
+def test_video_frame_rate_stays_exact(plates: Path, fps: Fraction) -> None:
+    path = make_video(plates / f"rate{fps.numerator}.mov", 3, W, H, fps=fps, codec="prores_ks")
+    assert open_plate(path).info.fps == fps
+
+
+def test_video_random_access_matches_streaming(plates: Path) -> None:
+    # Short keyframe interval and enough frames that `read` seeks instead of decoding on.
+    path = make_video(plates / "seek.mp4", 60, 32, 24, gop=5)
+    plate = open_plate(path)
+    _, streamed = _read_all(plate)
+    for index in (50, 3, 4, 40, 59, 0, 30, 31, 12, 59):
+        assert np.array_equal(plate.read(index), streamed[index]), index
+    plate.close()
+    with pytest.raises(IndexError):
+        plate.read(60)
+
+
+def test_video_frame_range(plates: Path) -> None:
+    path = make_video(plates / "range.mp4", 40, 32, 24, gop=5)
+    _, streamed = _read_all(open_plate(path))
+    plate = open_plate(path, frames=(30, 35))
+    assert plate.info.frame_numbers == (30, 31, 32, 33, 34, 35)
+    numbers, images = _read_all(plate)
+    assert numbers == [30, 31, 32, 33, 34, 35]
+    for number, rgb in zip(numbers, images, strict=True):
+        assert np.array_equal(rgb, streamed[number])
+    assert np.array_equal(plate.read(0), streamed[30])
+
+    with pytest.raises(InputError, match="0-39"):
+        open_plate(path, frames=(35, 45))
+
+
+# ---------------------------------------------------------------------------------------------
+# Image sequences
+
+
+@pytest.mark.parametrize("ext", ["png", "exr", "tif", "jpg", "dpx"])
+def test_sequence_reads_back(plates: Path, ext: str) -> None:
+    pattern = make_image_sequence(plates / f"seq_{ext}", 4, W, H, ext=ext)
+    assert pattern.endswith(f"plate.####.{ext}")
+    plate = open_plate(pattern)
+
+    info = plate.info
+    assert (info.kind, info.fps, info.missing_frames) == ("sequence", None, ())
+    assert info.frame_numbers == (1001, 1002, 1003, 1004)
+    assert (info.width, info.height) == (W, H)
+    assert info.colorspace == ("linear" if ext == "exr" else "srgb")
+
+    numbers, images = _read_all(plate)
+    assert numbers == [1001, 1002, 1003, 1004]
+    for index, rgb in enumerate(images):
+        assert rgb.shape == (H, W, 3) and rgb.dtype == np.float32
+        assert rgb.min() >= 0.0 and rgb.max() <= 1.0
+        error = np.abs(rgb - plate_frame(index, W, H)).mean()
+        assert error < SEQUENCE_TOLERANCE[ext], (index, error)
+    assert np.array_equal(plate.read(2), images[2])
+
+
+def test_sequence_path_forms_agree(png_sequence: str) -> None:
+    folder = Path(png_sequence).parent
+    forms = [
+        png_sequence,
+        str(folder / "plate.%04d.png"),
+        str(folder / "plate.@@@@.png"),
+        str(folder),
+        str(folder / "plate.1003.png"),
+    ]
+    for form in forms:
+        plate = open_plate(form)
+        assert plate.info.source == form
+        assert plate.info.frame_numbers == tuple(range(1001, 1001 + N)), form
+
+
+def test_sequence_padding_must_match(plates: Path) -> None:
+    pattern = make_image_sequence(plates / "pad6", 3, 16, 16, start=7, pad=6)
+    assert pattern.endswith("plate.######.png")
+    assert open_plate(pattern).info.frame_numbers == (7, 8, 9)
+    assert open_plate(pattern.replace("######", "%06d")).info.frame_numbers == (7, 8, 9)
+    with pytest.raises(InputError, match="no files match"):
+        open_plate(pattern.replace("######", "####"))
+
+
+def test_unpadded_numbers_run_past_the_padding(plates: Path) -> None:
+    folder = plates / "unpadded"
+    make_image_sequence(folder, 3, 16, 16, start=998, pad=1)  # 998, 999, 1000
+    assert open_plate(folder / "plate.#.png").info.frame_numbers == (998, 999, 1000)
+    assert open_plate(folder).info.frame_numbers == (998, 999, 1000)
+
+
+def test_sequence_gaps_are_reported(plates: Path) -> None:
+    pattern = make_image_sequence(plates / "gaps", 8, W, H, skip=(1003, 1004, 1007))
+    plate = open_plate(pattern)
+    assert plate.info.frame_numbers == (1001, 1002, 1005, 1006, 1008)
+    assert plate.info.missing_frames == (1003, 1004, 1007)
+    assert [n for n, _ in plate.frames()] == [1001, 1002, 1005, 1006, 1008]
+
+    selected = open_plate(pattern, frames=(1002, 1006))
+    assert selected.info.frame_numbers == (1002, 1005, 1006)
+    assert selected.info.missing_frames == (1003, 1004)
+
+
+def test_sequence_frame_range(png_sequence: str) -> None:
+    plate = open_plate(png_sequence, frames=(1003, 1005))
+    assert plate.info.frame_numbers == (1003, 1004, 1005)
+    assert len(plate) == 3
+    assert np.abs(plate.read(0) - plate_frame(2, W, H)).mean() < 0.003
+
+    with pytest.raises(InputError, match=r"1001-1008"):
+        open_plate(png_sequence, frames=(990, 1003))
+    with pytest.raises(InputError, match=r"1001-1008"):
+        open_plate(png_sequence, frames=(1005, 1100))
+    with pytest.raises(InputError, match="at least 2 frames; got 1"):
+        open_plate(png_sequence, frames=(1004, 1004))
+    with pytest.raises(ConfigError):
+        open_plate(png_sequence, frames=(1005, 1003))
+
+
+def test_frames_streams_lazily(png_sequence: str) -> None:
+    stream = open_plate(png_sequence).frames()
+    number, rgb = next(stream)
+    assert number == 1001 and rgb.shape == (H, W, 3)
+    stream.close()
+
+
+def test_plate_info_is_frozen(png_sequence: str) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        open_plate(png_sequence).info.width = 1  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour and channels
+
+
+def test_linear_exr_is_encoded_to_srgb(plates: Path) -> None:
+    folder = plates / "grey18"
+    folder.mkdir()
+    for number in (1, 2):
+        write_image(folder / f"grey.{number:04d}.exr", np.full((8, 8, 3), 0.18), "half")
+    plate = open_plate(folder)
+    assert plate.info.colorspace == "linear"
+    # Linear 0.18 (mid grey) is 0.4613 in sRGB; HALF stores 0.18 to ~1e-4.
+    np.testing.assert_allclose(plate.read(0), 0.4613, atol=1e-3)
+
+    as_srgb = open_plate(folder, input_colorspace="srgb")
+    assert as_srgb.info.colorspace == "srgb"
+    np.testing.assert_allclose(as_srgb.read(0), 0.18, atol=1e-3)
+
+
+def test_out_of_range_linear_values_are_clipped(plates: Path) -> None:
+    folder = plates / "hdr"
+    folder.mkdir()
+    pixels = np.zeros((4, 4, 3), np.float32)
+    pixels[0, 0] = (-0.5, 4.0, np.nan)
+    pixels[1, 1] = (1.0, 0.0, np.inf)
+    for number in (1, 2):
+        write_image(folder / f"hdr.{number}.exr", pixels, "float")
+    rgb = open_plate(folder).read(0)
+    np.testing.assert_array_equal(rgb[0, 0], (0.0, 1.0, 0.0))
+    np.testing.assert_array_equal(rgb[1, 1], (1.0, 0.0, 1.0))
+
+
+def test_integer_images_can_be_declared_linear(png_sequence: str) -> None:
+    plate = open_plate(png_sequence, input_colorspace="linear")
+    assert plate.info.colorspace == "linear"
+    expected = linear_to_srgb(np.round(plate_frame(0, W, H) * 255) / 255)
+    np.testing.assert_allclose(plate.read(0), expected, atol=1e-5)
+
+
+def test_unknown_input_colorspace_is_a_config_error(png_sequence: str) -> None:
+    with pytest.raises(ConfigError, match="input_colorspace"):
+        open_plate(png_sequence, input_colorspace="acescg")
+
+
+def test_grey_and_alpha_channels(plates: Path) -> None:
+    grey, rgba = plates / "grey", plates / "rgba"
+    grey.mkdir()
+    rgba.mkdir()
+    for number in (1, 2):
+        write_image(grey / f"g.{number}.exr", np.full((4, 6), 0.18), "float", channel_names=["Y"])
+        pixels = np.concatenate([np.full((4, 6, 3), 0.5), np.full((4, 6, 1), 0.25)], axis=-1)
+        write_image(rgba / f"a.{number}.png", pixels, "uint8", {"oiio:UnassociatedAlpha": 1})
+    grey_rgb = open_plate(grey).read(1)
+    assert grey_rgb.shape == (4, 6, 3)
+    np.testing.assert_allclose(grey_rgb, 0.4613, atol=1e-3)
+    rgba_rgb = open_plate(rgba).read(0)
+    assert rgba_rgb.shape == (4, 6, 3)
+    # Colour as stored, not premultiplied by the alpha that is dropped.
+    np.testing.assert_allclose(rgba_rgb, 128 / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("origin", "size", "inside"),
+    [
+        ((2, 1), (4, 2), (slice(1, 3), slice(2, 6))),  # data window inside: black around it
+        ((-2, -1), (12, 6), (slice(0, 4), slice(0, 8))),  # overscan: cropped
+    ],
+)
+def test_exr_data_window_is_placed_in_display_window(
+    tmp_path: Path, origin: tuple[int, int], size: tuple[int, int], inside: tuple[slice, slice]
+) -> None:
+    for number in (1, 2):
+        spec = oiio.ImageSpec(size[0], size[1], 3, "float")
+        spec.x, spec.y = origin
+        spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, 8, 4
+        path = str(tmp_path / f"w.{number}.exr")
+        out = oiio.ImageOutput.create(path)
+        assert out.open(path, spec)
+        assert out.write_image(np.ones((size[1], size[0], 3), np.float32))
+        assert out.close()
+    plate = open_plate(tmp_path)
+    assert (plate.info.width, plate.info.height) == (8, 4)
+    rgb = plate.read(0)
+    assert rgb.shape == (4, 8, 3)
+    assert rgb[inside].min() == 1.0
+    assert rgb.sum() == rgb[inside].sum()
+
+
+def test_srgb_curve_known_values() -> None:
+    np.testing.assert_allclose(
+        linear_to_srgb(np.array([0.0, 0.18, 1.0])), [0, 0.4613, 1], atol=1e-4
+    )
+    # The two pieces of the curve meet at the break point.
+    np.testing.assert_allclose(linear_to_srgb(np.array([0.0031308])), [0.04045], atol=1e-5)
+    values = np.linspace(0, 1, 101, dtype=np.float32)
+    np.testing.assert_allclose(srgb_to_linear(linear_to_srgb(values)), values, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_parse_frame_range() -> None:
+    assert parse_frame_range("1001-1100") == (1001, 1100)
+    assert parse_frame_range("1001") == (1001, 1001)
+    assert parse_frame_range(" 5 - 7 ") == (5, 7)
+    for text in ("", "abc", "1001-", "10-5", "1.5-3", "-3"):
+        with pytest.raises(ConfigError, match=r"frame range"):
+            parse_frame_range(text)
+
+
+def test_missing_paths(plates: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        open_plate(plates / "nowhere.mp4")
+    with pytest.raises(InputError, match="does not exist"):
+        open_plate(plates / "no_folder" / "plate.####.exr")
+    (plates / "empty").mkdir()
+    with pytest.raises(InputError, match="no image sequence"):
+        open_plate(plates / "empty")
+
+
+def test_garbage_video_is_an_input_error(plates: Path) -> None:
+    path = plates / "garbage.mp4"
+    path.write_bytes(b"this is not a video at all" * 100)
+    with pytest.raises(InputError, match="garbage.mp4"):
+        open_plate(path)
+
+
+def test_garbage_image_is_an_input_error(plates: Path) -> None:
+    folder = plates / "bad_png"
+    make_image_sequence(folder, 3, 16, 16)
+    (folder / "plate.1002.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match=r"plate\.1002\.png"):
+        open_plate(folder)
+
+
+def test_file_without_video_stream(plates: Path) -> None:
+    path = plates / "sound.wav"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with pytest.raises(InputError, match="no video stream"):
+        open_plate(path)
+
+
+def test_too_few_frames(plates: Path) -> None:
+    with pytest.raises(InputError, match="at least 2 frames; got 1"):
+        open_plate(make_video(plates / "one.mp4", 1, W, H))
+    lonely = Path(make_image_sequence(plates / "lonely", 1, 16, 16)).parent
+    with pytest.raises(InputError, match="at least 2 frames; got 1"):
+        open_plate(lonely / "plate.1001.png")
+    with pytest.raises(InputError, match="at least 2 frames; got 1"):
+        open_plate(lonely / "plate.####.png")
+
+
+def test_mixed_resolutions(plates: Path) -> None:
+    pattern = make_mixed_resolution_sequence(plates / "mixed")
+    with pytest.raises(InputError, match=r"frame 1003 is 96x48 but frame 1001 is 64x48"):
+        open_plate(pattern)
+    # Outside the mixed frame the plate is fine.
+    assert len(open_plate(pattern, frames=(1001, 1002))) == 2
+
+
+def test_folder_with_two_sequences(plates: Path, png_sequence: str) -> None:
+    folder = plates / "two"
+    shutil.copytree(Path(png_sequence).parent, folder)
+    make_image_sequence(folder, 2, 16, 16, name="other", ext="jpg")
+    with pytest.raises(InputError, match="2 image sequences") as caught:
+        open_plate(folder)
+    message = str(caught.value)
+    assert "plate.####.png (8 frames)" in message and "other.####.jpg (2 frames)" in message
+    assert "\n" not in message
+    # Naming one of them still works.
+    assert len(open_plate(folder / "other.####.jpg")) == 2
