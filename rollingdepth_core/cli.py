@@ -24,7 +24,7 @@ from .config import (
     OutputConfig,
     preset_config,
 )
-from .errors import Cancelled, RollingDepthError
+from .errors import Cancelled, ConfigError, RollingDepthError
 from .progress import STAGES
 
 EXIT_ERROR = 1
@@ -147,6 +147,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--vae-batch-size", type=int, default=None)
     p.add_argument(
+        "--reference",
+        action="store_true",
+        help="reproduce the reference implementation: adam aligner, one snippet per UNet call, "
+        "VAE batches of 4 (with --dtype fp32 --device cpu --seed S)",
+    )
+    p.add_argument(
         "--frames", default=None, help="frame range in the plate's numbering, e.g. 1001-1100"
     )
     p.add_argument("--input-colorspace", default="auto", choices=("auto", "srgb", "linear"))
@@ -182,8 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------- commands
+REFERENCE_SETTINGS = {"aligner": "adam", "batch_size": 1, "vae_batch_size": 4}
+
+
 def command_run(args: argparse.Namespace, sink) -> dict:
     from .runner import run_plate
+
+    if args.reference:
+        for key, value in REFERENCE_SETTINGS.items():
+            given = getattr(args, key)
+            if given is not None and given != value:
+                flag = "--" + key.replace("_", "-")
+                raise ConfigError(f"`--reference` sets `{flag} {value}`; got `{flag} {given}`")
+            setattr(args, key, value)
 
     config = preset_config(
         args.preset,

@@ -57,9 +57,9 @@ class InferenceConfig:
             raise ConfigError(
                 f"`refine_start_dilation` must be >= 1; got {self.refine_start_dilation}"
             )
-        if self.processing_res < 0 or (0 < self.processing_res < 64):
+        if self.processing_res < 0 or (0 < self.processing_res < 16):
             raise ConfigError(
-                f"`processing_res` must be 0 (keep the plate's size) or >= 64; "
+                f"`processing_res` must be 0 (keep the plate's size) or >= 16; "
                 f"got {self.processing_res}"
             )
         if self.dtype not in DTYPES:

@@ -90,10 +90,12 @@ class RollingDepthPipeline:
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise InputError(f"expected an RGB frame [H,W,3]; got shape {tuple(frame.shape)}")
         x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))
-        x = x.permute(2, 0, 1)[None]  # [1,3,H,W]
+        # resize on 0..255 values, as the reference does: 8-bit plates then give bit-identical
+        # model input (k/255*255 == k in float32), which its fragile Adam solver needs
+        x = x.permute(2, 0, 1)[None] * 255.0  # [1,3,H,W]
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        x = x * 2.0 - 1.0
+        x = x / 255.0 * 2.0 - 1.0
         return pad_to_multiple(x)
 
     @torch.no_grad()
@@ -194,7 +196,7 @@ class RollingDepthPipeline:
         """One denoising step for snippets stacked on the batch axis: ``[(b L),4,h,w]``."""
         batch = rgb_latents.shape[0]
         unet_input = torch.cat([rgb_latents, depth_latents], dim=1)  # [(b L),8,h,w]
-        embedding = self.empty_embedding().expand(batch, -1, -1)
+        embedding = self.empty_embedding().repeat(batch, 1, 1)
         noise_pred = self.components.unet(
             unet_input,
             t.repeat(batch),
@@ -225,19 +227,35 @@ class RollingDepthPipeline:
         out = np.empty((n_snippets, snippet_len, *size), dtype=out_dtype)
         scheduler = self.new_scheduler()
         total = total or n_snippets
+        flat_out = out.reshape(-1, *size)  # [(n L),H,W] view
+        # denoised latents wait here until a full VAE batch is ready: decoding then runs over
+        # the flattened snippet frames in fixed chunks, whatever the UNet batch size
+        pending: list[torch.Tensor] = []
+        decoded = 0
+
+        def decode_ready(final: bool) -> None:
+            nonlocal decoded
+            queue = torch.cat(pending) if pending else None
+            pending.clear()
+            if queue is None:
+                return
+            while len(queue) >= config.vae_batch_size or (final and len(queue)):
+                chunk, queue = queue[: config.vae_batch_size], queue[config.vae_batch_size :]
+                maps = self.decode_depth(chunk, size).float().cpu().numpy()
+                flat_out[decoded : decoded + len(maps)] = maps
+                decoded += len(maps)
+            if len(queue):
+                pending.append(queue)
+
         for start in range(0, n_snippets, batch_size):
             batch_idx = torch.from_numpy(indices[start : start + batch_size].reshape(-1))
             rgb = latents[batch_idx.to(latents.device)]  # [(b L),4,h,w]
-            depth = noise.expand(rgb.shape[0], -1, -1, -1)
+            depth = noise.repeat(rgb.shape[0], 1, 1, 1)
             scheduler.set_timesteps(config.denoise_steps, device=self.device)
             for t in scheduler.timesteps:
                 depth = self.unet_step(scheduler, rgb, depth, t, snippet_len)
-            maps = torch.cat(
-                [self.decode_depth(chunk, size) for chunk in depth.split(config.vae_batch_size)]
-            )  # [(b L),H,W]
-            out[start : start + batch_size] = (
-                maps.float().cpu().numpy().reshape(-1, snippet_len, *size)
-            )
+            pending.append(depth)
+            decode_ready(final=start + batch_size >= n_snippets)
             report(progress, "snippets", done_before + min(start + batch_size, n_snippets), total)
         return out
 

@@ -1,19 +1,21 @@
-"""A deliberately plain, unbatched implementation of METHOD.md used as a test oracle.
+"""A deliberately plain implementation of METHOD.md with the reference's call structure.
 
-Everything in memory, one UNet call per snippet, one VAE call per frame, the dense Adam
-objective written out as METHOD.md states it. The engine (batched, streamed, modular) must
-reproduce it.
+Everything in memory, one UNet call per snippet, the VAE in batches of 4 frames (the
+reference's default), the dense Adam objective written out as METHOD.md states it. The engine
+(batched, streamed, modular) must reproduce it.
 """
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+VAE_BATCH = 4
 
 SCALE = 0.18215
 
 
-def reference_run(components, frames, dilations, snippet_len, res, seed, refine_steps,
-                  iterations=2000, cap=True):
+def reference_run(
+    components, frames, dilations, snippet_len, res, seed, refine_steps, iterations=2000, cap=True
+):
     unet, vae, sched_proto = components.unet, components.vae, components.scheduler
     tok, text = components.tokenizer, components.text_encoder
     n = len(frames)
@@ -34,10 +36,13 @@ def reference_run(components, frames, dilations, snippet_len, res, seed, refine_
             x = torch.from_numpy(fr).permute(2, 0, 1)[None].float() * 255.0
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
             imgs.append(x / 255.0 * 2 - 1)
-        rgb = torch.cat([enc(i) for i in imgs])  # [N,4,h,w]
+        imgs = torch.cat(imgs)
+        rgb = torch.cat([enc(imgs[i : i + VAE_BATCH]) for i in range(0, n, VAE_BATCH)])
         ids = tok("", padding="do_not_pad", return_tensors="pt").input_ids
         emb = text(ids)[0]
-        noise = torch.randn((1, 4, *rgb.shape[-2:]), generator=torch.Generator("cpu").manual_seed(seed))
+        noise = torch.randn(
+            (1, 4, *rgb.shape[-2:]), generator=torch.Generator("cpu").manual_seed(seed)
+        )
 
         def cap_d(d, L):
             m = int(n / L) - 1
@@ -47,25 +52,65 @@ def reference_run(components, frames, dilations, snippet_len, res, seed, refine_
         snippets, indices = [], []
         for d in dils:
             sched = type(sched_proto).from_config(sched_proto.config)
-            idx = [[i + j * d for j in range(snippet_len)] for i in range(n - (snippet_len - 1) * d)]
-            preds = []
+            idx = [
+                [i + j * d for j in range(snippet_len)] for i in range(n - (snippet_len - 1) * d)
+            ]
+            lats = []
             for snip in idx:
                 r = rgb[snip]
                 z = noise.repeat(len(snip), 1, 1, 1)
                 sched.set_timesteps(1)
                 for t in sched.timesteps:
-                    out = unet(torch.cat([r, z], 1), t.repeat(len(snip)),
-                               encoder_hidden_states=emb.repeat(len(snip), 1, 1),
-                               cross_attention_kwargs={"num_frames": len(snip)}).sample
+                    out = unet(
+                        torch.cat([r, z], 1),
+                        t.repeat(len(snip)),
+                        encoder_hidden_states=emb.repeat(len(snip), 1, 1),
+                        cross_attention_kwargs={"num_frames": len(snip)},
+                    ).sample
                     z = sched.step(out, t, z).prev_sample
-                preds.append(torch.cat([dec(z[k:k + 1]) for k in range(len(snip))]))
-            snippets.append(torch.stack(preds))  # [n,L,H,W]
+                lats.append(z)
+            flat = torch.cat(lats)  # all frames of all snippets of this dilation, in order
+            maps = torch.cat([dec(flat[i : i + VAE_BATCH]) for i in range(0, len(flat), VAE_BATCH)])
+            snippets.append(maps.reshape(len(idx), snippet_len, *maps.shape[-2:]))  # [n,L,H,W]
             indices.append(torch.tensor(idx))
 
-    # dense Adam co-alignment, as METHOD.md step 9 states it
+    merged = reference_align(snippets, indices, n, iterations)
+    with torch.no_grad():
+        if refine_steps == 0:
+            return merged.numpy()
+        sched = type(sched_proto).from_config(sched_proto.config)
+        total = int(refine_steps / 0.5)
+        sched.set_timesteps(total)
+        ts = sched.timesteps[int(total * 0.5) :]
+        depth3 = merged[:, None].repeat(1, 3, 1, 1)
+        lat = torch.cat([enc(depth3[i : i + VAE_BATCH]) for i in range(0, n, VAE_BATCH)])
+        lat = sched.add_noise(lat, noise.repeat(n, 1, 1, 1), ts[0])
+        start = cap_d(6, 3)
+        for i, t in enumerate(ts):
+            d = int((1 - i / len(ts)) * (start - 1)) + 1
+            idx = [[k + j * d for j in range(3)] for k in range(n - 2 * d)]
+            new = torch.zeros_like(lat)
+            cnt = torch.zeros(n)
+            for snip in idx:
+                out = unet(
+                    torch.cat([rgb[snip], lat[snip]], 1),
+                    t.repeat(3),
+                    encoder_hidden_states=emb.repeat(3, 1, 1),
+                    cross_attention_kwargs={"num_frames": 3},
+                ).sample
+                new[snip] += sched.step(out, t, lat[snip]).prev_sample
+                cnt[snip] += 1
+            lat = new / cnt[:, None, None, None]
+        return torch.cat([dec(lat[i : i + VAE_BATCH]) for i in range(0, n, VAE_BATCH)]).numpy()
+
+
+def reference_align(snippets, indices, n, iterations=2000):
+    """Dense Adam co-alignment, merge and renormalisation, as METHOD.md step 9 states them."""
     mn = min(s.min() for s in snippets)
     snippets = [s - mn for s in snippets]
-    red = [s[:, :, 2:-2, 2:-2][:, :, ::10, ::10].reshape(s.shape[0], s.shape[1], -1) for s in snippets]
+    red = [
+        s[:, :, 2:-2, 2:-2][:, :, ::10, ::10].reshape(s.shape[0], s.shape[1], -1) for s in snippets
+    ]
     P = red[0].shape[-1]
     sc = [torch.ones(len(r), 1, 1, requires_grad=True) for r in red]
     sh = [torch.zeros(len(r), 1, 1, requires_grad=True) for r in red]
@@ -73,7 +118,7 @@ def reference_run(components, frames, dilations, snippet_len, res, seed, refine_
     for _ in range(iterations):
         opt.zero_grad()
         rows_m, rows_i, rows_b = [], [], []
-        for r, s, t, idx in zip(red, sc, sh, indices):
+        for r, s, t, idx in zip(red, sc, sh, indices, strict=False):
             a = r * s + t
             for j in range(a.shape[1]):
                 m = torch.zeros(n, P)
@@ -91,8 +136,10 @@ def reference_run(components, frames, dilations, snippet_len, res, seed, refine_
         nrm = tgt.abs().mean(-1, keepdim=True)
         nrmi = tgti.abs().mean(-1, keepdim=True)
         loss = ((M - tgt) * B / nrm).abs().mean() + ((MI - tgti) * B / nrmi).abs().mean()
-        loss = loss + sum(0.1 * (torch.clamp(1 - s, min=0) ** 2).mean() + 10 * (t**2).mean()
-                          for s, t in zip(sc, sh))
+        loss = loss + sum(
+            0.1 * (torch.clamp(1 - s, min=0) ** 2).mean() + 10 * (t**2).mean()
+            for s, t in zip(sc, sh, strict=False)
+        )
         loss.backward()
         opt.step()
 
@@ -100,32 +147,11 @@ def reference_run(components, frames, dilations, snippet_len, res, seed, refine_
         merged = []
         for fidx in range(n):
             vals = []
-            for s, a, b, idx in zip(snippets, sc, sh, indices):
+            for s, a, b, idx in zip(snippets, sc, sh, indices, strict=False):
                 aa = s * a[:, :, :, None] + b[:, :, :, None]
                 vals.append(aa[idx == fidx])
             merged.append(torch.cat(vals).mean(0))
         merged = torch.stack(merged)
         merged = merged - merged.min()
         merged = merged / merged.max() * 2 - 1
-        if refine_steps == 0:
-            return merged.numpy()
-        sched = type(sched_proto).from_config(sched_proto.config)
-        total = int(refine_steps / 0.5)
-        sched.set_timesteps(total)
-        ts = sched.timesteps[int(total * 0.5):]
-        lat = torch.cat([enc(merged[i][None, None].repeat(1, 3, 1, 1)) for i in range(n)])
-        lat = sched.add_noise(lat, noise.repeat(n, 1, 1, 1), ts[0])
-        start = cap_d(6, 3)
-        for i, t in enumerate(ts):
-            d = int((1 - i / len(ts)) * (start - 1)) + 1
-            idx = [[k + j * d for j in range(3)] for k in range(n - 2 * d)]
-            new = torch.zeros_like(lat)
-            cnt = torch.zeros(n)
-            for snip in idx:
-                out = unet(torch.cat([rgb[snip], lat[snip]], 1), t.repeat(3),
-                           encoder_hidden_states=emb.repeat(3, 1, 1),
-                           cross_attention_kwargs={"num_frames": 3}).sample
-                new[snip] += sched.step(out, t, lat[snip]).prev_sample
-                cnt[snip] += 1
-            lat = new / cnt[:, None, None, None]
-        return torch.cat([dec(lat[i:i + 1]) for i in range(n)]).numpy()
+    return merged
