@@ -39,8 +39,11 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--height", type=int, default=144)
     ap.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    ap.add_argument("--res", type=int, default=0, help="processing resolution (0 = plate size)")
     ap.add_argument("--keep", default=None, help="keep the work folder here")
-    ap.add_argument("run_args", nargs=argparse.REMAINDER, help="extra `rollingdepth run` flags after --")
+    ap.add_argument(
+        "run_args", nargs=argparse.REMAINDER, help="extra `rollingdepth run` flags after --"
+    )
     args = ap.parse_args()
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="rollingdepth-bench-"))
@@ -50,8 +53,22 @@ def main() -> int:
         make_random_checkpoint(ckpt, size=args.size)
     plate = write_sample_video(work / "plate.mp4", args.frames, args.height, args.width)
     extra = [a for a in args.run_args if a != "--"]
-    cmd = [sys.executable, "-m", "rollingdepth_core.cli", "run", str(plate), "-o",
-           str(work / "depth"), "--checkpoint", str(ckpt), "--progress", "json", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rollingdepth_core.cli",
+        "run",
+        str(plate),
+        "-o",
+        str(work / "depth"),
+        "--checkpoint",
+        str(ckpt),
+        "--progress",
+        "json",
+        "--res",
+        str(args.res),
+        *extra,
+    ]
     print("command:", " ".join(cmd[2:]), flush=True)
 
     started = time.perf_counter()
@@ -94,8 +111,10 @@ def main() -> int:
         print("run failed:", result, file=sys.stderr)
         return 1
 
-    print(f"\n{args.frames} frames {args.width}x{args.height}, {args.size} random checkpoint, "
-          f"processing {result['processing_size']}, dilations {result['dilations_run']}")
+    print(
+        f"\n{args.frames} frames {args.width}x{args.height}, {args.size} random checkpoint, "
+        f"processing {result['processing_size']}, dilations {result['dilations_run']}"
+    )
     print(f"{'stage':<10}{'seconds':>10}{'peak RSS MiB':>15}")
     for name in order:
         s = stats[name]

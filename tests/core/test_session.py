@@ -1,0 +1,238 @@
+"""DepthSession: cached latents, noise and snippets; only what a settings change needs runs."""
+
+from dataclasses import replace
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from rollingdepth_core.config import OutputConfig, preset_config
+from rollingdepth_core.errors import Cancelled, ConfigError, RollingDepthError
+from rollingdepth_core.exr import read_exr
+from rollingdepth_core.pipeline import RollingDepthPipeline
+from rollingdepth_core.plate import PlateInfo, open_plate
+from rollingdepth_core.sample import write_sample_video
+from rollingdepth_core.session import DepthSession, expand_pattern
+
+N_FRAMES = 12
+
+
+def config(**overrides):
+    settings = dict(dilations=(1, 3), processing_res=64, dtype="fp32", seed=3)
+    return preset_config("fast", **{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_checkpoint):
+    return RollingDepthPipeline.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="fp32")
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("plate")
+    return write_sample_video(folder / "plate.mp4", n_frames=N_FRAMES, height=64, width=96)
+
+
+@pytest.fixture
+def unet_calls(pipeline):
+    """Counts real UNet forwards, independently of the session's own counters."""
+    calls = []
+    handle = pipeline.components.unet.register_forward_hook(lambda *_: calls.append(1))
+    yield calls
+    handle.remove()
+
+
+@pytest.fixture
+def session(pipeline, video):
+    return DepthSession(pipeline, open_plate(video))
+
+
+def test_run_matches_the_one_shot_pipeline(session, pipeline, video):
+    result = session.run(config())
+    frames = (rgb for _, rgb in open_plate(video).frames())
+    expected = pipeline(frames, config(), n_frames=N_FRAMES)
+    assert result.depth.shape == (N_FRAMES, 42, 64)
+    assert result.dilations == expected.dilations == [1, 3]
+    np.testing.assert_allclose(result.depth, expected.depth, atol=1e-5)
+    assert session.counters.snippets_predicted == (N_FRAMES - 2) + (N_FRAMES - 6)
+    assert session.counters.encode_passes == 1
+
+
+def test_alignment_change_runs_no_model(session, unet_calls):
+    first = session.run(config())
+    calls = len(unet_calls)
+    predicted = session.counters.snippets_predicted
+    assert not session.needs_model(config(aligner="adam"))
+
+    other = session.run(config(aligner="adam"))
+    assert len(unet_calls) == calls
+    assert session.counters.snippets_predicted == predicted
+    assert session.counters.alignments == 2
+    assert other.alignment.method == "adam" and first.alignment.method == "robust"
+
+    again = session.run(config())  # back to robust: the alignment itself is cached
+    assert session.counters.alignments == 2
+    np.testing.assert_array_equal(again.depth, first.depth)
+
+
+def test_adding_a_dilation_runs_only_its_snippets(session, unet_calls):
+    session.run(config(dilations=(1, 3)))
+    before = session.counters.snippets_predicted
+    wider = config(dilations=(1, 2, 3))
+    assert session.pending_snippets(wider) == N_FRAMES - 4
+    calls = len(unet_calls)
+
+    session.run(wider)
+    assert session.counters.snippets_predicted == before + N_FRAMES - 4
+    assert session.counters.predict_calls == 3
+    assert session.counters.encode_passes == 1  # the latents were kept
+    assert len(unet_calls) > calls
+    assert session.pending_snippets(config(dilations=(1, 2))) == 0
+
+
+def test_capped_dilations_reuse_the_capped_snippets(session):
+    session.run(config(dilations=(1, 3)))
+    # 12 frames, snippet length 3: every dilation above 3 is capped to 3
+    assert session.pending_snippets(config(dilations=(1, 3, 25))) == 0
+
+
+def test_model_settings_that_change_snippets_run_again(session):
+    session.run(config())
+    assert session.pending_snippets(config(seed=4)) == 16
+    assert session.pending_snippets(config(processing_res=96)) == 16
+    assert session.pending_snippets(config(denoise_steps=2)) == 16
+    session.run(config(processing_res=96))
+    assert session.counters.encode_passes == 2
+    # the first size's snippets are still there; aligning them needs no latents
+    result = session.run(config())
+    assert session.counters.encode_passes == 2
+    assert result.depth.shape == (N_FRAMES, 42, 64)
+
+
+def test_refinement_runs_once_per_alignment(session, unet_calls):
+    refined = config(refine_steps=2)
+    assert session.needs_model(refined)
+    first = session.run(refined)
+    assert session.counters.refine_passes == 1
+    assert not np.array_equal(first.depth, first.aligned)
+    calls = len(unet_calls)
+
+    session.run(refined)
+    assert len(unet_calls) == calls and session.counters.refine_passes == 1
+    session.run(replace(refined, dilations=(1, 2, 3)))  # new aligned input: refine again
+    assert session.counters.refine_passes == 2
+
+
+def test_align_needs_predicted_snippets(session):
+    with pytest.raises(RollingDepthError, match="not predicted yet"):
+        session.align(config())
+
+
+def test_cancel_keeps_the_dilations_already_done(session):
+    def cancel_in_second_dilation(stage, done, total):
+        if stage == "snippets" and done > N_FRAMES - 2:
+            raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        session.predict(config(), cancel_in_second_dilation)
+    assert session.pending_snippets(config()) == N_FRAMES - 6
+    session.predict(config())
+    assert session.counters.snippets_predicted == 2 * (N_FRAMES - 2) + (N_FRAMES - 6) - (
+        N_FRAMES - 2
+    )
+
+
+def test_cache_limit_keeps_what_the_settings_use(pipeline, video):
+    session = DepthSession(pipeline, open_plate(video), cache_bytes=1)
+    session.run(config(dilations=(1, 3)))
+    session.run(config(dilations=(1, 2)))
+    assert session.pending_snippets(config(dilations=(1, 2))) == 0
+    assert session.pending_snippets(config(dilations=(1, 3))) == N_FRAMES - 6
+
+
+def test_export_writes_the_plate_numbers_in_range(session, tmp_path):
+    result = session.run(replace(config(), confidence=True))
+    output = OutputConfig(depth_mode="depth", near=2.0, far=50.0, half=True, channel="depth.Z")
+    pattern = str(tmp_path / "out" / "depth.####.exr")
+    written = session.export(
+        result, pattern, output, frame_range=(3, 6), confidence=True, checkpoint="ck"
+    )
+    assert [p.name for p in written] == [f"depth.{i:04d}.exr" for i in range(3, 7)]
+    full = session.export(result, str(tmp_path / "full" / "d.%03d.exr"), output)
+    assert len(full) == N_FRAMES and full[0].name == "d.000.exr"
+    channels, header = read_exr(written[0])
+    assert set(channels) == {"depth.Z", "confidence"}
+    assert header["channel_formats"]["depth.Z"] == "half"
+    assert header["rollingdepth/source_frame"] == 3
+    assert header["rollingdepth/model"] == "ck"
+    assert header["rollingdepth/dilations_run"] == "1 3"
+    # a partial export maps depth through the whole clip's range, as a full one does
+    np.testing.assert_array_equal(channels["depth.Z"], read_exr(full[3])[0]["depth.Z"])
+    assert channels["depth.Z"].min() >= 2.0 and channels["depth.Z"].max() <= 50.0
+
+
+def test_export_refuses_what_it_cannot_do(session, tmp_path):
+    result = session.run(config())
+    with pytest.raises(ConfigError, match="confidence"):
+        session.export(result, str(tmp_path / "d.####.exr"), OutputConfig(), confidence=True)
+    with pytest.raises(ConfigError, match="holds none"):
+        session.export(result, str(tmp_path / "d.####.exr"), OutputConfig(), frame_range=(50, 60))
+
+
+def test_expand_pattern():
+    assert expand_pattern("/a/depth.####.exr", 7).endswith("/a/depth.0007.exr")
+    assert expand_pattern("depth.%05d.exr", 1001) == "depth.01001.exr"
+    assert expand_pattern("depth.%d.exr", 12) == "depth.12.exr"
+    assert expand_pattern("/shot_#/depth.##.exr", 3).endswith("/shot_#/depth.03.exr")
+    for bad in ("depth.exr", "depth.##.##.exr"):
+        with pytest.raises(ConfigError, match="frame token"):
+            expand_pattern(bad, 1)
+
+
+# ---------------------------------------------------------------- without a model
+class SyntheticPipeline:
+    """Stands in for the model: random snippets, so alignment can be timed and counted alone."""
+
+    dtype_name = "fp32"
+
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+
+    def encode_frames(self, frames, config, n_frames=None, progress=None):
+        count = sum(1 for _ in frames)
+        return np.zeros((count, 4, 1, 1), np.float32), (1, 1)
+
+    def shared_noise(self, latent_shape, seed):
+        return np.zeros((1, 4, *latent_shape), np.float32)
+
+    def predict_snippets(self, latents, noise, indices, size, config, *args):
+        base = self.rng.random((1, 1, *size), dtype=np.float32)
+        noise = 0.05 * self.rng.random((*indices.shape, *size), dtype=np.float32)
+        return base + noise
+
+
+class SyntheticPlate:
+    def __init__(self, n_frames, height, width):
+        numbers = tuple(range(1001, 1001 + n_frames))
+        self.info = PlateInfo(
+            "synthetic", "sequence", numbers, width, height, Fraction(24), (), "srgb", None
+        )
+
+    def __len__(self):
+        return len(self.info.frame_numbers)
+
+    def frames(self):
+        for number in self.info.frame_numbers:
+            yield number, None
+
+
+def test_synthetic_session_realigns_without_the_model():
+    session = DepthSession(SyntheticPipeline(), SyntheticPlate(40, 36, 64))
+    session.run(config(dilations=(1, 10)))
+    predicted = session.counters.snippets_predicted
+    result = session.run(config(dilations=(1, 10), confidence=True))
+    assert session.counters.snippets_predicted == predicted == 38 + 20
+    assert session.counters.alignments == 2
+    assert result.depth.shape == (40, 36, 64)
+    assert result.alignment.confidence.shape == (40, 36, 64)
+    assert result.alignment.frame_residuals.shape == (40,)
