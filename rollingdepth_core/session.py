@@ -36,7 +36,7 @@ from .snippets import resolve_dilations, snippet_indices
 SnippetKey = tuple[int, int, int, int, int]
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 NON_FINITE = "the model produced non-finite depth; with fp16 try bf16 or fp32"
-MAX_ALIGNMENTS = 4  # recent alignments kept, so toggling an aligner back and forth is free
+MAX_ALIGNMENTS = 2  # the current and the previous: toggling a setting back is free
 # `####` (one digit of padding per `#`) or printf `%04d` / `%d` in an output pattern.
 _FRAME_TOKEN = re.compile(r"#+|%(0\d+)?d")
 

@@ -1,0 +1,317 @@
+"""The panel's state and jobs: plate, model, tuning session and current result (no widgets).
+
+Threads: jobs run in the `Worker`'s thread. The session and the model are created there and
+handed over under a lock; the GUI thread only asks the session questions while no job runs.
+A plate change bumps a generation number, so a job for the previous plate cannot install its
+result.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from rollingdepth_core.config import InferenceConfig, OutputConfig
+from rollingdepth_core.errors import Cancelled, RollingDepthError
+from rollingdepth_core.output import convert_depth
+from rollingdepth_core.pipeline import DepthPrediction, RollingDepthPipeline
+from rollingdepth_core.plate import Plate, PlateInfo, open_plate
+from rollingdepth_core.progress import report
+from rollingdepth_core.session import DepthSession
+
+from .worker import Worker
+
+# Frames kept for scrubbing; a 4K float frame is ~100 MB, so the budget is in bytes.
+FRAME_CACHE_BYTES = 512 * 1024**2
+JOB_TITLES = {
+    "run": "Run failed",
+    "align": "Re-alignment failed",
+    "export": "Export failed",
+}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a run depends on: the inference settings and the model to run them with."""
+
+    config: InferenceConfig
+    checkpoint: str
+    device: str = "auto"
+    preset: str = "fast"
+
+    @property
+    def model_key(self) -> tuple[str, str, str]:
+        return (self.checkpoint, self.device, self.config.dtype)
+
+
+class PanelController(QObject):
+    plate_changed = Signal(object)  # PlateInfo, or None when closed
+    result_changed = Signal(object)  # DepthPrediction, or None
+    error = Signal(str, str)  # title, message
+    message = Signal(str)  # one line for the status bar
+    hint_changed = Signal(str, bool)  # what Run would do; True = the shown depth is stale
+    progress = Signal(str, str, int, int)  # job, stage, done, total
+    job_started = Signal(str)
+    busy_changed = Signal(bool)
+    export_finished = Signal(list)  # written paths
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.worker = Worker(self)
+        self.worker.started.connect(self.job_started)
+        self.worker.progress.connect(self.progress)
+        self.worker.busy_changed.connect(self.busy_changed)
+        self.worker.finished.connect(self._job_finished)
+        self.worker.failed.connect(self._job_failed)
+        self.worker.cancelled.connect(self._job_cancelled)
+        self.plate: Plate | None = None  # the GUI thread's own instance, for viewing
+        self.result: DepthPrediction | None = None
+        self._depth_range = (0.0, 1.0)  # the result's clip-wide extremes, for every frame shown
+        self.result_request: RunRequest | None = None
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._pipeline: RollingDepthPipeline | None = None
+        self._model_key: tuple | None = None
+        self._session: DepthSession | None = None
+        self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._latest: RunRequest | None = None  # the settings as the user last left them
+        # Settings whose job failed or was cancelled: not re-aligned automatically again.
+        self._halted: RunRequest | None = None
+
+    # ---------------------------------------------------------------- plate
+    @property
+    def info(self) -> PlateInfo | None:
+        return None if self.plate is None else self.plate.info
+
+    @property
+    def session(self) -> DepthSession | None:
+        return self._session
+
+    def open_plate(self, path: str | Path) -> bool:
+        """Open ``path`` for viewing; the model stays loaded, cached predictions go."""
+        try:
+            plate = open_plate(path)
+        except RollingDepthError as exc:
+            self.error.emit("Cannot open plate", str(exc))
+            return False
+        self.worker.cancel()
+        with self._lock:
+            self._generation += 1
+            self._session = None
+        if self.plate is not None:
+            self.plate.close()
+        self.plate = plate
+        self._frames.clear()
+        self.result, self.result_request = None, None
+        info = plate.info
+        self.plate_changed.emit(info)
+        self.result_changed.emit(None)
+        gaps = f", {len(info.missing_frames)} missing" if info.missing_frames else ""
+        self.message.emit(
+            f"opened {info.source}: {len(plate)} frames {info.frame_numbers[0]}-"
+            f"{info.frame_numbers[-1]}{gaps}, {info.width}x{info.height}"
+        )
+        self._update_hint()
+        return True
+
+    def frame(self, index: int) -> np.ndarray | None:
+        """RGB ``[H,W,3]`` of frame ``index``, kept in a small cache for scrubbing."""
+        if self.plate is None:
+            return None
+        if index in self._frames:
+            self._frames.move_to_end(index)
+            return self._frames[index]
+        try:
+            rgb = self.plate.read(index)
+        except RollingDepthError as exc:
+            self.error.emit("Cannot read frame", str(exc))
+            return None
+        self._frames[index] = rgb
+        while len(self._frames) > 1 and (
+            sum(f.nbytes for f in self._frames.values()) > FRAME_CACHE_BYTES
+        ):
+            self._frames.popitem(last=False)
+        return rgb
+
+    def depth(self, index: int, output: OutputConfig) -> tuple[np.ndarray, np.ndarray] | None:
+        """(colour values in [0,1] with 1 = nearest, values in ``output``'s convention)."""
+        if self.result is None or not 0 <= index < self.result.depth.shape[0]:
+            return None
+        lo, hi = self._depth_range
+        frame = self.result.depth[index]
+        unit = (frame - lo) / max(hi - lo, 1e-12)
+        return unit, convert_depth(frame, output.depth_mode, output.near, output.far, lo, hi)
+
+    # ---------------------------------------------------------------- runs
+    def run(self, request: RunRequest) -> None:
+        """Predict what is missing and align, in the background (restarts a running job)."""
+        if self.plate is None:
+            self.error.emit("Nothing to run", "Open a plate first (File > Open).")
+            return
+        self._latest, self._halted = request, None
+        generation, source = self._generation, self.plate.info.source
+
+        def job(progress):
+            session = self._session_for(request, generation, source, progress)
+            return generation, request, session.run(request.config, progress)
+
+        self.worker.submit("run", job)
+
+    def settings_changed(self, request: RunRequest) -> None:
+        """Re-align at once when the change needs no model; otherwise say what Run will do."""
+        self._latest = request
+        if self.worker.busy and self.worker.current_job != "align":
+            return  # looked at again when the running job ends
+        if (
+            request in (self.result_request, self._halted)
+            or self._needs_model(request) is not False
+        ):
+            self._update_hint()
+            return
+        session, generation = self._session, self._generation
+
+        def job(progress):
+            return generation, request, session.align(request.config, progress)
+
+        self.hint_changed.emit("re-aligning (no model run)", False)
+        self.worker.submit("align", job)
+
+    def cancel(self) -> None:
+        self.worker.cancel()
+
+    def export(
+        self,
+        pattern: str,
+        output: OutputConfig,
+        frame_range: tuple[int, int] | None,
+        confidence: bool,
+    ) -> None:
+        """Write the current result as EXRs in the background."""
+        if self.result is None or self._session is None:
+            self.error.emit("Nothing to export", "Run the model first.")
+            return
+        session, prediction, request = self._session, self.result, self.result_request
+
+        def job(progress):
+            result = prediction
+            if confidence and result.alignment.confidence is None:
+                # the confidence map comes from the aligner: no model run
+                result = session.align(replace(result.config, confidence=True), progress)
+            return session.export(
+                result,
+                pattern,
+                output,
+                frame_range,
+                confidence=confidence,
+                checkpoint=request.checkpoint,
+                preset=request.preset,
+                progress=progress,
+            )
+
+        self.worker.submit("export", job)
+
+    def shutdown(self) -> None:
+        self.worker.shutdown()
+        if self.plate is not None:
+            self.plate.close()
+
+    # ---------------------------------------------------------------- internals
+    def _session_for(self, request, generation, source, progress) -> DepthSession:
+        """Worker thread: the session for this plate and model, loading what is missing."""
+        with self._lock:
+            pipeline, model_key, session = self._pipeline, self._model_key, self._session
+        if pipeline is None or model_key != request.model_key:
+            report(progress, "load", 0, 1)
+            pipeline = RollingDepthPipeline.from_pretrained(
+                request.checkpoint,
+                device=request.device,
+                dtype=request.config.dtype,
+                dtype_explicit=False,
+            )
+            report(progress, "load", 1, 1)
+            session = None
+        if session is None:
+            session = DepthSession(pipeline, open_plate(source))
+        with self._lock:
+            if generation != self._generation:
+                raise Cancelled("another plate was opened")
+            self._pipeline, self._model_key = pipeline, request.model_key
+            self._session = session
+        return session
+
+    def _needs_model(self, request: RunRequest) -> bool | None:
+        """True/False, or None when it cannot be known (no plate, bad settings)."""
+        if self.plate is None:
+            return None
+        if self._session is None or self._model_key != request.model_key:
+            return True
+        try:
+            return self._session.needs_model(request.config)
+        except RollingDepthError:
+            return None
+
+    def _update_hint(self) -> None:
+        request = self._latest
+        stale = self.result is not None and request != self.result_request
+        if self.plate is None:
+            self.hint_changed.emit("open a plate to start", False)
+        elif request is None:
+            self.hint_changed.emit("press Run to predict depth", False)
+        elif self._session is None or self._model_key != request.model_key:
+            self.hint_changed.emit("Run will load the model and encode the plate", stale)
+        else:
+            try:
+                pending = self._session.pending_snippets(request.config)
+                needs_model = self._session.needs_model(request.config)
+            except RollingDepthError as exc:
+                self.hint_changed.emit(f"settings not valid for this plate: {exc}", True)
+                return
+            if pending:
+                self.hint_changed.emit(f"Run will predict {pending} new snippets", stale)
+            elif needs_model:
+                self.hint_changed.emit("Run will refine (runs the model)", stale)
+            elif stale:
+                self.hint_changed.emit("press Run to re-align (no model run)", True)
+            else:
+                self.hint_changed.emit("up to date", False)
+
+    def _job_finished(self, name: str, payload: object) -> None:
+        if name in ("run", "align"):
+            generation, request, prediction = payload
+            if generation == self._generation:
+                self.result, self.result_request = prediction, request
+                self._depth_range = (float(prediction.depth.min()), float(prediction.depth.max()))
+                self.result_changed.emit(prediction)
+                timings = ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items())
+                self.message.emit(f"{name} done: {timings}")
+        elif name == "export":
+            self.message.emit(f"exported {len(payload)} EXRs to {Path(payload[0]).parent}")
+            self.export_finished.emit(payload)
+        self._after_job()
+
+    def _job_failed(self, name: str, message: str) -> None:
+        if name != "export" and not self.worker.busy:
+            self._halted = self._latest
+        self.error.emit(JOB_TITLES.get(name, "Error"), message)
+        self._after_job()
+
+    def _job_cancelled(self, name: str) -> None:
+        if not self.worker.busy:  # not a restart: the user stopped it
+            if name != "export":
+                self._halted = self._latest
+            self.message.emit(f"{name} cancelled")
+        self._after_job()
+
+    def _after_job(self) -> None:
+        if self.worker.busy:
+            return
+        latest = self._latest
+        if latest is not None and self.result is not None and latest != self.result_request:
+            self.settings_changed(latest)
+        else:
+            self._update_hint()

@@ -1,0 +1,325 @@
+"""The main window: builds the widgets and wires their signals to the controller."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from rollingdepth_core.errors import ConfigError
+from rollingdepth_core.plate import IMAGE_EXTENSIONS, PlateInfo
+from rollingdepth_core.preview import COLORMAPS
+
+from .controller import PanelController, RunRequest
+from .diagnostics_plot import DiagnosticsPlot
+from .export_dialog import ExportDialog
+from .scrubber import FrameScrubber
+from .settings_panel import SettingsPanel
+from .viewer import VIEW_MODE_LABELS, VIEW_MODES, DepthViewer
+
+log = logging.getLogger(__name__)
+VIDEO_FILTER = (
+    "Plates (*.mp4 *.mov *.mkv *.avi *.mxf *.webm "
+    + " ".join(f"*{ext}" for ext in IMAGE_EXTENSIONS)
+    + ");;All files (*)"
+)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("RollingDepth panel")
+        self.setAcceptDrops(True)
+        self.settings = settings if settings is not None else QSettings()
+        self.controller = PanelController(self)
+        self.viewer = DepthViewer(self)
+        self.scrubber = FrameScrubber(self)
+        self.settings_panel = SettingsPanel(self)
+        self.diagnostics = DiagnosticsPlot(self)
+        self.cursor_label = QLabel("", self)
+        self.colormap_box = QComboBox(self)
+        self.colormap_box.addItems(list(COLORMAPS))
+        self.colormap_box.setToolTip("Colour map of the depth view")
+        self.export_dialog: ExportDialog | None = None
+        self.error_box: QMessageBox | None = None
+
+        self._build_layout()
+        self._build_actions()
+        self._wire()
+        self.restore_state()
+
+    # ---------------------------------------------------------------- layout
+    def _build_layout(self) -> None:
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.viewer, 1)
+        layout.addWidget(self.scrubber)
+        self.setCentralWidget(central)
+
+        self.settings_panel.setMinimumWidth(300)
+        self.settings_dock = QDockWidget("Settings", self)
+        self.settings_dock.setObjectName("settings_dock")
+        self.settings_dock.setWidget(self.settings_panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.settings_dock)
+        self.diagnostics_dock = QDockWidget("Alignment diagnostics", self)
+        self.diagnostics_dock.setObjectName("diagnostics_dock")
+        self.diagnostics_dock.setWidget(self.diagnostics)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.diagnostics_dock)
+        self.statusBar().addPermanentWidget(self.cursor_label)
+
+    def _build_actions(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.open_action = file_menu.addAction("&Open plate…", QKeySequence.StandardKey.Open)
+        self.export_action = file_menu.addAction("&Export EXRs…", QKeySequence("Ctrl+E"))
+        self.export_action.setEnabled(False)
+        file_menu.addSeparator()
+        self.quit_action = file_menu.addAction("&Quit", QKeySequence.StandardKey.Quit)
+
+        run_menu = self.menuBar().addMenu("&Run")
+        self.run_action = run_menu.addAction("&Run", QKeySequence("Ctrl+R"))
+        self.cancel_action = run_menu.addAction("&Cancel", QKeySequence("Esc"))
+
+        view_menu = self.menuBar().addMenu("&View")
+        toolbar = QToolBar("View", self)
+        toolbar.setObjectName("view_toolbar")
+        self.addToolBar(toolbar)
+        self.mode_group = QActionGroup(self)
+        self.mode_actions: dict[str, QAction] = {}
+        for number, mode in enumerate(VIEW_MODES, start=1):
+            action = QAction(VIEW_MODE_LABELS[mode], self)
+            action.setCheckable(True)
+            action.setShortcut(QKeySequence(str(number)))
+            action.setData(mode)
+            self.mode_group.addAction(action)
+            toolbar.addAction(action)
+            view_menu.addAction(action)
+            self.mode_actions[mode] = action
+        self.mode_actions[self.viewer.mode].setChecked(True)
+        toolbar.addSeparator()
+        toolbar.addWidget(QLabel(" colour map ", self))
+        toolbar.addWidget(self.colormap_box)
+        self.fit_action = toolbar.addAction("Fit")
+        self.fit_action.setShortcut(QKeySequence("F"))
+        self.fit_action.setToolTip("Fit the image to the view (F, or double-click)")
+        view_menu.addSeparator()
+        view_menu.addAction(self.settings_dock.toggleViewAction())
+        view_menu.addAction(self.diagnostics_dock.toggleViewAction())
+
+        self.frame_keys = {
+            "Left": lambda: self.scrubber.step(-1),
+            "Right": lambda: self.scrubber.step(1),
+            ",": lambda: self.scrubber.step(-1),
+            ".": lambda: self.scrubber.step(1),
+            "Home": self.scrubber.first,
+            "End": self.scrubber.last,
+            "Space": self.scrubber.toggle_playing,
+        }
+        for key, slot in self.frame_keys.items():
+            QShortcut(QKeySequence(key), self, activated=slot)
+
+    # ---------------------------------------------------------------- wiring
+    def _wire(self) -> None:
+        c = self.controller
+        self.open_action.triggered.connect(self.choose_plate)
+        self.export_action.triggered.connect(self.open_export_dialog)
+        self.quit_action.triggered.connect(self.close)
+        self.run_action.triggered.connect(self.run)
+        self.cancel_action.triggered.connect(c.cancel)
+        self.mode_group.triggered.connect(lambda action: self.viewer.set_mode(action.data()))
+        self.viewer.mode_changed.connect(lambda mode: self.mode_actions[mode].setChecked(True))
+        self.colormap_box.currentTextChanged.connect(self.viewer.set_colormap)
+        self.fit_action.triggered.connect(self.viewer.reset_view)
+        self.viewer.hovered.connect(self.cursor_label.setText)
+
+        self.scrubber.index_changed.connect(self.show_frame)
+        self.diagnostics.frame_selected.connect(self.scrubber.set_index)
+
+        self.settings_panel.run_requested.connect(self.run)
+        self.settings_panel.cancel_requested.connect(c.cancel)
+        self.settings_panel.inference_changed.connect(self.settings_changed)
+        self.settings_panel.output_changed.connect(lambda: self.show_frame(self.scrubber.index))
+
+        c.plate_changed.connect(self.plate_changed)
+        c.result_changed.connect(self.result_changed)
+        c.error.connect(self.show_error)
+        c.message.connect(self.statusBar().showMessage)
+        c.hint_changed.connect(self.settings_panel.set_hint)
+        c.job_started.connect(lambda job: self.settings_panel.set_stage_text(f"{job}: starting"))
+        c.progress.connect(self.job_progress)
+        c.busy_changed.connect(self.busy_changed)
+        c.export_finished.connect(self._export_finished)
+        c.worker.failed.connect(self._export_stopped)
+        c.worker.cancelled.connect(self._export_stopped)
+
+    # ---------------------------------------------------------------- slots
+    def choose_plate(self) -> None:
+        folder = self.settings.value("window/last_folder", "")
+        path, _ = QFileDialog.getOpenFileName(self, "Open plate", folder, VIDEO_FILTER)
+        if path:
+            self.open_plate(path)
+
+    def open_plate(self, path: str) -> bool:
+        self.settings.setValue("window/last_folder", str(Path(path).parent))
+        return self.controller.open_plate(path)
+
+    def plate_changed(self, info: PlateInfo | None) -> None:
+        self.setWindowTitle(
+            f"RollingDepth panel: {Path(info.source).name}" if info else "RollingDepth panel"
+        )
+        self.scrubber.set_frames(info.frame_numbers if info else (), info.fps if info else None)
+        self.viewer.reset_view()
+        self.show_frame(self.scrubber.index)
+        self.settings_changed()
+
+    def result_changed(self, prediction) -> None:
+        info = self.controller.info
+        self.diagnostics.set_prediction(prediction, info.frame_numbers if info else ())
+        self.diagnostics.set_current(self.scrubber.index)
+        self.export_action.setEnabled(prediction is not None and not self.controller.worker.busy)
+        self.show_frame(self.scrubber.index)
+
+    def show_frame(self, index: int) -> None:
+        rgb = self.controller.frame(index)
+        if rgb is None and self.controller.plate is not None:
+            self.scrubber.set_playing(False)  # one error dialog, not one per frame
+        self.viewer.set_rgb(rgb)
+        try:
+            output = self.settings_panel.output_config()
+        except ConfigError as exc:
+            self.statusBar().showMessage(str(exc))
+            return
+        depth = self.controller.depth(index, output)
+        if depth is None:
+            self.viewer.set_depth(None)
+        else:
+            self.viewer.set_depth(depth[0], depth[1], output.depth_mode)
+        self.diagnostics.set_current(index)
+
+    def request(self) -> RunRequest:
+        panel = self.settings_panel
+        return RunRequest(panel.inference_config(), panel.checkpoint, panel.device, panel.preset)
+
+    def run(self) -> None:
+        try:
+            request = self.request()
+        except ConfigError as exc:
+            self.show_error("Settings not valid", str(exc))
+            return
+        self.settings_panel.save_state(self.settings)
+        self.controller.run(request)
+
+    def settings_changed(self) -> None:
+        try:
+            request = self.request()
+        except ConfigError as exc:
+            self.settings_panel.set_hint(str(exc), warning=True)
+            return
+        self.controller.settings_changed(request)
+
+    def busy_changed(self, busy: bool) -> None:
+        self.settings_panel.set_busy(busy)
+        if not busy:
+            self.settings_panel.set_stage_text("idle")
+        self.export_action.setEnabled(not busy and self.controller.result is not None)
+
+    def job_progress(self, job: str, stage: str, done: int, total: int) -> None:
+        self.settings_panel.set_progress(stage, done, total)
+        if job == "export" and self.export_dialog is not None and stage == "write":
+            self.export_dialog.set_progress(done, total)
+
+    def open_export_dialog(self) -> ExportDialog | None:
+        info = self.controller.info
+        if info is None or self.controller.result is None:
+            self.show_error("Nothing to export", "Open a plate and run it first.")
+            return None
+        try:
+            output = self.settings_panel.output_config()
+        except ConfigError as exc:
+            self.show_error("Output settings not valid", str(exc))
+            return None
+        pattern = self.settings.value("export/pattern", "")
+        dialog = ExportDialog(info, output, pattern, self)
+        dialog.export_requested.connect(self._export_requested)
+        dialog.error.connect(self.show_error)
+        self.export_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _export_requested(self, pattern, output, frame_range, confidence) -> None:
+        self.settings.setValue("export/pattern", pattern)
+        self.controller.export(pattern, output, frame_range, confidence)
+
+    def _export_finished(self, paths: list) -> None:
+        if self.export_dialog is not None:
+            self.export_dialog.export_done(paths)
+
+    def _export_stopped(self, job: str, *_message) -> None:
+        if job == "export" and self.export_dialog is not None:
+            self.export_dialog.export_stopped("export stopped")
+
+    def show_error(self, title: str, message: str) -> QMessageBox:
+        """A non-blocking error dialog with the cause (kept in `error_box` for tests)."""
+        log.error("%s: %s", title, message)
+        box = QMessageBox(
+            QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self
+        )
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.error_box = box
+        box.open()
+        return box
+
+    # ---------------------------------------------------------------- drag and drop
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = [u for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            event.acceptProposedAction()
+            self.open_plate(urls[0].toLocalFile())
+
+    # ---------------------------------------------------------------- persistence
+    def save_state(self) -> None:
+        self.settings_panel.save_state(self.settings)
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("view/mode", self.viewer.mode)
+        self.settings.setValue("view/colormap", self.viewer.colormap)
+        self.settings.sync()
+
+    def restore_state(self) -> None:
+        self.settings_panel.restore_state(self.settings)
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        mode = self.settings.value("view/mode", "rgb")
+        if mode in VIEW_MODES:
+            self.viewer.set_mode(mode)
+        colormap = self.settings.value("view/colormap", "turbo")
+        if colormap in COLORMAPS:
+            self.colormap_box.setCurrentText(colormap)
+        self.viewer.set_colormap(self.colormap_box.currentText())
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_state()
+        self.controller.shutdown()
+        super().closeEvent(event)

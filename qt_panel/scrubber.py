@@ -1,0 +1,136 @@
+"""The frame scrubber: slider, frame number in the plate's numbering, play/pause."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QSpinBox, QToolButton, QWidget
+
+DEFAULT_FPS = Fraction(24)
+
+
+class FrameScrubber(QWidget):
+    """Picks a frame by position (0..N-1) while showing the plate's own frame numbers."""
+
+    index_changed = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._numbers: tuple[int, ...] = ()
+        self._index = 0
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self._advance)
+
+        self.play_button = QToolButton(self)
+        self.play_button.setText("Play")
+        self.play_button.setToolTip("Play / pause (Space)")
+        self.play_button.setCheckable(True)
+        self.play_button.toggled.connect(self._set_playing)
+        self.slider = QSlider(Qt.Orientation.Horizontal, self)
+        self.slider.setToolTip("Scrub through the plate (Left/Right or , and . step one frame)")
+        self.slider.valueChanged.connect(self.set_index)
+        self.frame_field = QSpinBox(self)
+        self.frame_field.setToolTip("Frame number in the plate's own numbering")
+        self.frame_field.setKeyboardTracking(False)
+        self.frame_field.valueChanged.connect(self._frame_number_entered)
+        self.position_label = QLabel("no plate", self)
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 2, 6, 2)
+        layout.addWidget(self.play_button)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(QLabel("frame", self))
+        layout.addWidget(self.frame_field)
+        layout.addWidget(self.position_label)
+        self.set_frames((), None)
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def frame_number(self) -> int | None:
+        return self._numbers[self._index] if self._numbers else None
+
+    def set_frames(self, numbers: tuple[int, ...], fps: Fraction | None) -> None:
+        """A new plate: its frame numbers and rate; the scrubber goes to the first frame."""
+        self.set_playing(False)
+        self._numbers = tuple(numbers)
+        rate = float(fps or DEFAULT_FPS)
+        self._timer.setInterval(max(1, round(1000 / rate)))
+        has_frames = bool(self._numbers)
+        for widget in (self.slider, self.frame_field, self.play_button):
+            widget.setEnabled(has_frames)
+        self.slider.blockSignals(True)
+        self.frame_field.blockSignals(True)
+        self.slider.setRange(0, max(len(self._numbers) - 1, 0))
+        if has_frames:
+            self.frame_field.setRange(self._numbers[0], self._numbers[-1])
+        else:
+            self.frame_field.setRange(0, 0)
+        self.slider.blockSignals(False)
+        self.frame_field.blockSignals(False)
+        self._index = -1
+        self.set_index(0)
+
+    def set_index(self, index: int) -> None:
+        if not self._numbers:
+            self.position_label.setText("no plate")
+            self._index = 0
+            return
+        index = min(max(int(index), 0), len(self._numbers) - 1)
+        if index == self._index:
+            return
+        self._index = index
+        self.slider.blockSignals(True)
+        self.frame_field.blockSignals(True)
+        self.slider.setValue(index)
+        self.frame_field.setValue(self._numbers[index])
+        self.slider.blockSignals(False)
+        self.frame_field.blockSignals(False)
+        self.position_label.setText(f"{index + 1} / {len(self._numbers)}")
+        self.index_changed.emit(index)
+
+    def set_frame_number(self, number: int) -> None:
+        """Go to ``number``, or the nearest frame the plate has (sequences may have gaps)."""
+        if self._numbers:
+            nearest = min(range(len(self._numbers)), key=lambda i: abs(self._numbers[i] - number))
+            self.set_index(nearest)
+
+    def step(self, delta: int) -> None:
+        self.set_index(self._index + delta)
+
+    def first(self) -> None:
+        self.set_index(0)
+
+    def last(self) -> None:
+        self.set_index(len(self._numbers) - 1)
+
+    @property
+    def playing(self) -> bool:
+        return self._timer.isActive()
+
+    def set_playing(self, playing: bool) -> None:
+        self.play_button.setChecked(playing and bool(self._numbers))
+
+    def toggle_playing(self) -> None:
+        self.set_playing(not self.playing)
+
+    def _set_playing(self, playing: bool) -> None:
+        self.play_button.setText("Pause" if playing else "Play")
+        if playing:
+            self._timer.start()
+        else:
+            self._timer.stop()
+
+    def _advance(self) -> None:
+        # loops, as a flipbook does
+        self.set_index((self._index + 1) % len(self._numbers))
+
+    def _frame_number_entered(self, number: int) -> None:
+        self.set_frame_number(number)
+        if self._numbers and self._numbers[self._index] != number:
+            self.frame_field.blockSignals(True)
+            self.frame_field.setValue(self._numbers[self._index])
+            self.frame_field.blockSignals(False)

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+
+from qt_panel.viewer import VIEW_MODES, DepthViewer
+
+
+@pytest.fixture
+def viewer(qtbot):
+    view = DepthViewer()
+    qtbot.addWidget(view)
+    view.resize(400, 200)
+    rgb = np.zeros((50, 100, 3), np.float32)
+    rgb[:, :, 0] = np.linspace(0, 1, 100)[None, :]
+    depth = np.tile(np.linspace(0, 1, 64, dtype=np.float32)[None, :], (32, 1))  # half size
+    view.set_rgb(rgb)
+    view.set_depth(depth, depth * 10, "depth")
+    view.show()
+    qtbot.waitExposed(view)
+    return view
+
+
+def image_variance(widget) -> float:
+    image = widget.grab().toImage()
+    pixels = np.array(
+        [
+            image.pixelColor(x, y).value()
+            for x in range(0, image.width(), 7)
+            for y in range(0, image.height(), 7)
+        ]
+    )
+    return float(pixels.std())
+
+
+def test_every_mode_draws_something(viewer):
+    for mode in VIEW_MODES:
+        viewer.set_mode(mode)
+        assert image_variance(viewer) > 10, mode
+    with pytest.raises(ValueError, match="mode"):
+        viewer.set_mode("anaglyph")
+
+
+def test_readout_maps_screen_to_plate_and_depth(viewer):
+    # fit: a 100x50 plate in 400x200 is scaled 4x and fills the widget
+    viewer.set_mode("rgb")
+    assert viewer.image_position(QPointF(200, 100)) == ("rgb", 50.0, 25.0)
+    text = viewer.describe(QPointF(398, 100))
+    assert "x 99  y 25" in text and "RGB 1.000 0.000 0.000" in text
+    # the depth map is at half size: plate x 99 reads depth column 63 (value 10)
+    assert "depth 10 (depth)" in text
+    assert viewer.image_position(QPointF(-5, 100)) is None
+
+
+def test_side_by_side_puts_depth_on_the_right(viewer):
+    viewer.set_mode("side")  # 200x50 canvas in 400x200: scale 2, centred vertically
+    which, x, y = viewer.image_position(QPointF(300, 100))
+    assert which == "depth" and x == pytest.approx(50) and y == pytest.approx(25)
+    assert viewer.image_position(QPointF(100, 100))[0] == "rgb"
+
+
+def test_wipe_is_dragged_and_splits_the_readout(qtbot, viewer):
+    viewer.set_mode("wipe")
+    assert viewer.image_position(QPointF(150, 100))[0] == "rgb"
+    assert viewer.image_position(QPointF(250, 100))[0] == "depth"
+    qtbot.mousePress(viewer, Qt.MouseButton.LeftButton, pos=QPoint(200, 100))
+    qtbot.mouseMove(viewer, QPoint(100, 100))
+    qtbot.mouseRelease(viewer, Qt.MouseButton.LeftButton, pos=QPoint(100, 100))
+    assert viewer.wipe == pytest.approx(0.25, abs=0.01)
+    assert viewer.image_position(QPointF(150, 100))[0] == "depth"
+
+
+def test_zoom_keeps_the_point_under_the_cursor_and_fit_resets(viewer):
+    viewer.set_mode("rgb")
+    before = viewer.image_position(QPointF(120, 60))
+    viewer.zoom_at(QPointF(120, 60), 16.0)
+    after = viewer.image_position(QPointF(120, 60))
+    assert after[1] == pytest.approx(before[1]) and after[2] == pytest.approx(before[2])
+    assert viewer.image_position(QPointF(0, 0))[1] > 0  # zoomed in: the corner is inside
+    viewer.reset_view()
+    assert viewer.zoom is None and viewer.image_position(QPointF(0, 0))[1:] == (0.0, 0.0)
+
+
+def test_pan_by_dragging(qtbot, viewer):
+    viewer.set_mode("depth")
+    qtbot.mousePress(viewer, Qt.MouseButton.LeftButton, pos=QPoint(100, 100))
+    qtbot.mouseMove(viewer, QPoint(140, 120))
+    qtbot.mouseRelease(viewer, Qt.MouseButton.LeftButton, pos=QPoint(140, 120))
+    assert (viewer.pan.x(), viewer.pan.y()) == (40, 20)
+
+
+def test_empty_viewer_says_what_to_do(qtbot):
+    view = DepthViewer()
+    qtbot.addWidget(view)
+    view.resize(300, 150)
+    assert view.describe(QPointF(10, 10)) == ""
+    assert "Open a plate" in view.placeholder
+    assert image_variance(view) > 1  # the hint text is drawn
