@@ -1,0 +1,487 @@
+"""Talking to the RollingDepth engine: a separate Python process and its JSON-lines protocol.
+
+Standard library only: this module must not import bpy (so it can be tested on its own) and
+must never import torch (Blender does not ship it). The engine is started as
+``ENGINE_PYTHON -m rollingdepth_core.cli run ... --progress json`` (or the ``rollingdepth``
+executable), read on two threads so that Blender's UI thread never blocks on a pipe, and
+stopped with terminate-then-kill.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENGINE_MODULE = "rollingdepth_core.cli"
+# Blender shows an EXR whose only channel is `Y` as grey; a lone `Z` channel (the engine's
+# default) loads as black in the Sequencer and the compositor (measured on bpy 5.0.1).
+DEPTH_CHANNEL = "Y"
+PREFERENCES_HINT = "Edit ▸ Preferences ▸ Add-ons ▸ RollingDepth"
+TERMINATE_GRACE_S = 5.0
+CHECK_TIMEOUT_S = 120.0
+
+# Rough share of the run each engine stage takes (rollingdepth_core.progress.STAGES), for one
+# overall progress value.
+STAGE_WEIGHTS = {
+    "encode": 0.2,
+    "snippets": 0.5,
+    "align": 0.1,
+    "refine": 0.1,
+    "write": 0.08,
+    "preview": 0.02,
+}
+
+
+class EngineError(Exception):
+    """A problem the user can fix; the message says how."""
+
+    def __init__(self, message: str, kind: str = "EngineError") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# ---------------------------------------------------------------------------- locating
+def engine_command(path: str) -> list[str]:
+    """The argv prefix that runs the engine's CLI from the configured path.
+
+    ``path`` is the engine's Python interpreter (``.venv/bin/python``), a virtual environment
+    folder, or the ``rollingdepth`` executable.
+    """
+    if not path or not path.strip():
+        raise EngineError(
+            f"No RollingDepth engine is configured: set the engine's Python in {PREFERENCES_HINT} "
+            "(for example /path/to/rollingdepth/.venv/bin/python).",
+            "NoEngine",
+        )
+    resolved = Path(os.path.expanduser(path.strip()))
+    if not resolved.exists():
+        raise EngineError(
+            f"The engine path {str(resolved)!r} does not exist: point {PREFERENCES_HINT} at the "
+            "engine's Python interpreter (for example /path/to/rollingdepth/.venv/bin/python).",
+            "EngineNotFound",
+        )
+    if resolved.is_dir():
+        resolved = _python_in_environment(resolved)
+    if not os.access(resolved, os.X_OK):
+        raise EngineError(
+            f"The engine path {str(resolved)!r} is not executable: choose the Python "
+            f"interpreter of the engine's environment in {PREFERENCES_HINT}.",
+            "EngineNotFound",
+        )
+    if resolved.name.lower().startswith("rollingdepth"):
+        return [str(resolved)]
+    return [str(resolved), "-m", ENGINE_MODULE]
+
+
+def _python_in_environment(folder: Path) -> Path:
+    for candidate in ("bin/python3", "bin/python", "Scripts/python.exe", "python.exe"):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    raise EngineError(
+        f"{str(folder)!r} is a folder without a Python interpreter: choose the engine's "
+        f"Python itself (for example {folder / 'bin' / 'python'}) in {PREFERENCES_HINT}.",
+        "EngineNotFound",
+    )
+
+
+def engine_environment() -> dict[str, str]:
+    """The engine's environment: Blender's, minus what would point it at Blender's Python."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONSTARTUP")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def _popen_flags() -> dict:
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NO_WINDOW}
+    return {}
+
+
+def check_engine(path: str, timeout: float = CHECK_TIMEOUT_S) -> dict:
+    """Run ``check --json`` and return its report (python, torch, device, ...)."""
+    argv = [*engine_command(path), "check", "--json"]
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=timeout,
+            env=engine_environment(),
+            **_popen_flags(),
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise EngineError(
+            f"The engine did not answer `check` within {timeout:.0f} s: run "
+            f"`{' '.join(argv)}` in a terminal to see what it is doing.",
+            "EngineTimeout",
+        ) from exc
+    except OSError as exc:
+        raise EngineError(
+            f"Could not start the engine ({exc.strerror}): check the path in {PREFERENCES_HINT}.",
+            "EngineNotFound",
+        ) from exc
+    for line in reversed(done.stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                break
+    raise EngineError(
+        f"The engine check failed (exit code {done.returncode}): "
+        f"{last_meaningful_line(done.stderr) or 'no output'}. "
+        f"Is {argv[0]!r} the Python of the environment where rollingdepth is installed?",
+        "EngineCrash",
+    )
+
+
+def last_meaningful_line(text: str) -> str:
+    """The last non-empty line of a traceback or log: usually the one that says what broke."""
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+# ---------------------------------------------------------------------------- run settings
+@dataclass(frozen=True)
+class RunOptions:
+    """Settings of one ``rollingdepth run``; ``None`` means the engine's (preset's) default."""
+
+    checkpoint: str = ""
+    preset: str = "fast"
+    dilations: tuple[int, ...] | None = None
+    refine_steps: int | None = None
+    resolution: int | None = None
+    depth_mode: str = "inverse"
+    near: float = 1.0
+    far: float = 100.0
+    half: bool = False
+    restore_res: bool = True
+    device: str = "auto"
+    dtype: str | None = None
+    name: str = "depth"
+    channel: str = DEPTH_CHANNEL
+
+    def arguments(self) -> list[str]:
+        args = ["--preset", self.preset, "--device", self.device]
+        args += ["--name", self.name, "--channel", self.channel]
+        if self.checkpoint:
+            args += ["--checkpoint", self.checkpoint]
+        if self.dtype:
+            args += ["--dtype", self.dtype]
+        if self.dilations:
+            args += ["--dilations", *(str(d) for d in self.dilations)]
+        if self.refine_steps is not None:
+            args += ["--refine-steps", str(self.refine_steps)]
+        if self.resolution is not None:
+            args += ["--res", str(self.resolution)]
+        args += ["--depth-mode", self.depth_mode]
+        if self.depth_mode == "depth":
+            args += ["--near", repr(float(self.near)), "--far", repr(float(self.far))]
+        if self.half:
+            args.append("--half")
+        if self.restore_res:
+            args.append("--restore-res")
+        return args
+
+
+def parse_dilations(text: str) -> tuple[int, ...]:
+    """``"1 10 25"`` (spaces or commas) -> ``(1, 10, 25)``; empty -> ``()`` (preset default)."""
+    parts = text.replace(",", " ").split()
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError as exc:
+        raise EngineError(
+            f"Dilations must be whole numbers separated by spaces, like `1 10 25`; got {text!r}.",
+            "ConfigError",
+        ) from exc
+    if values and (1 not in values or min(values) < 1):
+        raise EngineError(
+            f"Dilations must be >= 1 and include 1, like `1 10 25`; got {text!r}.", "ConfigError"
+        )
+    return values
+
+
+def run_argv(
+    engine_path: str, plate: str, output_dir: str, frames: str | None, options: RunOptions
+) -> list[str]:
+    argv = [*engine_command(engine_path), "run", plate, "-o", output_dir]
+    if frames:
+        argv += ["--frames", frames]
+    return [*argv, *options.arguments(), "--progress", "json"]
+
+
+# ---------------------------------------------------------------------------- a running engine
+@dataclass
+class RunState:
+    """What the UI shows; updated by `EngineProcess.poll`."""
+
+    stage: str = "starting"
+    message: str = "starting the engine"
+    done: int = 0
+    total: int = 0
+    fraction: float = 0.0
+    messages: list[str] = field(default_factory=list)
+    result: dict | None = None
+    error: dict | None = None
+
+
+def overall_fraction(stage: str, done: int, total: int) -> float:
+    """Progress of the whole run from the stage the engine reports."""
+    order = list(STAGE_WEIGHTS)
+    if stage not in STAGE_WEIGHTS:
+        return 0.0
+    before = sum(STAGE_WEIGHTS[s] for s in order[: order.index(stage)])
+    part = STAGE_WEIGHTS[stage] * (done / total if total else 0.0)
+    return min(1.0, (before + part) / sum(STAGE_WEIGHTS.values()))
+
+
+_LIVE: set[EngineProcess] = set()  # started and not yet ended: stopped when Blender quits
+
+
+class EngineProcess:
+    """One engine run: start it, `poll` it from a timer (never blocks), `cancel` it.
+
+    Two reader threads move stdout lines into a queue and keep stderr's tail, so a chatty
+    engine never stalls on a full pipe and the UI thread never waits on a read.
+    """
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.state = RunState()
+        self.returncode: int | None = None
+        self.cancelled = False
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=200)
+        self._chatter: collections.deque[str] = collections.deque(maxlen=50)  # non-JSON stdout
+        self._process: subprocess.Popen | None = None
+        self._threads: list[threading.Thread] = []
+        self._stdout_closed = False
+
+    # ---- lifecycle
+    def start(self) -> EngineProcess:
+        try:
+            self._process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                bufsize=1,
+                env=engine_environment(),
+                **_popen_flags(),
+            )
+        except OSError as exc:
+            raise EngineError(
+                f"Could not start the engine {self.argv[0]!r} ({exc.strerror}): check the "
+                f"engine path in {PREFERENCES_HINT}.",
+                "EngineNotFound",
+            ) from exc
+        _LIVE.add(self)
+        self._threads = [
+            threading.Thread(target=self._pump_stdout, daemon=True, name="rollingdepth-stdout"),
+            threading.Thread(target=self._pump_stderr, daemon=True, name="rollingdepth-stderr"),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def finished(self) -> bool:
+        """True once the process has exited and every line it wrote has been handled."""
+        return self.returncode is not None and self._stdout_closed
+
+    def _pump_stdout(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _pump_stderr(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        for line in self._process.stderr:
+            self._stderr.append(line.rstrip("\n"))
+
+    # ---- polling
+    def poll(self) -> list[dict]:
+        """Handle everything the engine wrote since the last call; never blocks."""
+        events = []
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._stdout_closed = True
+                break
+            event = self._parse(line)
+            if event is not None:
+                self._apply(event)
+                events.append(event)
+        if self._process is not None and self.returncode is None:
+            self.returncode = self._process.poll()
+        if self.finished:
+            for thread in self._threads:
+                thread.join(timeout=1.0)
+            _LIVE.discard(self)
+            if self.state.result is None and self.state.error is None:
+                event = self._missing_result_error()
+                self._apply(event)
+                events.append(event)
+        return events
+
+    def _parse(self, line: str) -> dict | None:
+        text = line.strip()
+        if not text:
+            return None
+        if text.startswith("{"):
+            try:
+                event = json.loads(text)
+            except json.JSONDecodeError:
+                event = None
+            if isinstance(event, dict) and "event" in event:
+                return event
+        # anything else on stdout is library chatter; kept in case stderr says nothing
+        self._chatter.append(text)
+        return None
+
+    def _apply(self, event: dict) -> None:
+        kind = event.get("event")
+        state = self.state
+        if kind == "progress":
+            state.stage = str(event.get("stage", state.stage))
+            state.done = int(event.get("done", 0) or 0)
+            state.total = int(event.get("total", 0) or 0)
+            state.message = str(event.get("message", state.stage))
+            state.fraction = max(
+                state.fraction, overall_fraction(state.stage, state.done, state.total)
+            )
+        elif kind == "message":
+            state.messages.append(str(event.get("message", "")))
+        elif kind == "result":
+            state.result = event
+            state.stage, state.message, state.fraction = "done", "finished", 1.0
+        elif kind == "error":
+            state.error = event
+            state.stage, state.message = "error", str(event.get("message", "engine error"))
+
+    def _missing_result_error(self) -> dict:
+        if self.cancelled:
+            return {"event": "error", "kind": "cancelled", "message": "cancelled"}
+        tail = last_meaningful_line("\n".join(self._stderr)) or last_meaningful_line(
+            "\n".join(self._chatter)
+        )
+        return {
+            "event": "error",
+            "kind": "EngineCrash",
+            "message": (
+                f"The engine stopped (exit code {self.returncode}) without a result"
+                + (f": {tail}" if tail else "")
+                + ". Run `rollingdepth check` in the engine's environment, and see the "
+                "console for the full log."
+            ),
+        }
+
+    @property
+    def stderr_tail(self) -> str:
+        return "\n".join(self._stderr)
+
+    # ---- blocking use (scripts, background mode)
+    def wait(self, timeout: float | None = None, on_events=None, interval: float = 0.05) -> bool:
+        """Poll until the run ends; returns False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            events = self.poll()
+            if on_events and events:
+                on_events(events)
+            if self.finished:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(interval)
+        return True
+
+    # ---- stopping
+    def cancel(self, grace: float = TERMINATE_GRACE_S) -> None:
+        """Ask the engine to stop (SIGTERM: it cleans up), kill it after ``grace`` seconds."""
+        self.cancelled = True
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            try:
+                process.terminate()
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=grace)
+            except OSError:
+                pass
+        self.returncode = process.returncode
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        self.poll()
+        _LIVE.discard(self)
+
+
+def stop_all(grace: float = 2.0) -> None:
+    """End every engine this Blender started (add-on disabled, Blender quitting)."""
+    for run in list(_LIVE):
+        run.cancel(grace=grace)
+
+
+atexit.register(stop_all)
+
+
+# ---------------------------------------------------------------------------- output files
+def output_files(folder: str, name: str) -> set[str]:
+    """What a run named ``name`` writes into ``folder``: ``NAME.<digits>.exr``, the engine's
+    hidden temporaries (``.NAME.<digits>.exr.tmp*``) and its sidecar files."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return set()
+    prefix = name + "."
+    sidecars = {f"{name}_alignment.json", f"{name}_preview.mp4"}
+    found = set()
+    for entry in entries:
+        stem = entry[len(prefix) : -len(".exr")] if entry.endswith(".exr") else ""
+        if (
+            (entry.startswith(prefix) and stem.isdigit())
+            or (entry.startswith("." + prefix) and ".tmp" in entry)
+            or entry in sidecars
+        ):
+            found.add(entry)
+    return found
+
+
+def remove_new_outputs(folder: str, name: str, before: set[str]) -> list[str]:
+    """Delete depth files that appeared since ``before`` (a cancelled or failed run)."""
+    removed = []
+    for entry in sorted(output_files(folder, name) - before):
+        try:
+            os.remove(os.path.join(folder, entry))
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed

@@ -1,0 +1,299 @@
+"""Sequencer ▸ Strip ▸ Estimate Depth (RollingDepth), and its Cancel button.
+
+Interactive use runs modal: a timer polls the engine (`DepthJob.step`), progress goes to the
+status bar and the sidebar, Esc or Cancel stops the engine. In background mode, or with
+``wait=True`` from a script, the same job is stepped in a loop until it ends.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from . import jobs, sequencer
+from .engine import EngineError, RunOptions, parse_dilations
+from .frames import StripError
+from .preferences import preferences
+
+TIMER_INTERVAL_S = 0.2
+
+PRESET_ITEMS = [
+    ("fast", "Fast", "Dilations 1 25, no refinement, 768 px"),
+    ("fast1024", "Fast 1024", "Dilations 1 25, no refinement, 1024 px"),
+    ("full", "Full", "Dilations 1 10 25, 10 refinement steps, 1024 px"),
+    ("paper", "Paper", "The paper's settings (fp32, uncapped dilations, 768 px)"),
+]
+DEPTH_MODE_ITEMS = [
+    ("inverse", "Inverse depth", "Relative inverse depth (disparity-like), larger = nearer"),
+    ("depth", "Depth", "Depth in scene units between Near and Far"),
+    ("normalized", "Normalized", "Inverse depth mapped to 0..1 over the clip, 1 = nearest"),
+]
+
+
+def _redraw_sequencer(context) -> None:
+    screen = getattr(context, "screen", None)
+    if screen is None:
+        return
+    for area in screen.areas:
+        if area.type == "SEQUENCE_EDITOR":
+            area.tag_redraw()
+
+
+class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
+    """Estimate temporally consistent depth for the active image-sequence or movie strip and
+    add it as an EXR strip above it"""
+
+    bl_idname = "sequencer.rollingdepth_estimate"
+    bl_label = "Estimate Depth (RollingDepth)"
+    bl_options = {"REGISTER"}
+
+    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="fast")
+    dilations: StringProperty(
+        name="Dilations",
+        description="Frame spacings of the snippets, e.g. `1 10 25`; empty keeps the preset's",
+        default="",
+    )
+    refine_steps: IntProperty(
+        name="Refinement Steps",
+        description="Refinement steps after co-alignment; -1 keeps the preset's",
+        default=-1,
+        min=-1,
+        max=500,
+    )
+    resolution: IntProperty(
+        name="Resolution",
+        description="Longer edge for processing in pixels; -1 keeps the preset's, 0 = plate size",
+        default=-1,
+        min=-1,
+        max=8192,
+    )
+    depth_mode: EnumProperty(name="Convention", items=DEPTH_MODE_ITEMS, default="inverse")
+    near: FloatProperty(name="Near", default=1.0, min=1e-4, soft_max=1000.0)
+    far: FloatProperty(name="Far", default=100.0, min=1e-3, soft_max=100000.0)
+    half: BoolProperty(
+        name="Half Float", description="Write 16-bit half EXRs instead of 32-bit float"
+    )
+    restore_res: BoolProperty(
+        name="Plate Resolution",
+        description="Write the depth at the plate's resolution (else at processing size)",
+        default=True,
+    )
+    output_dir: StringProperty(
+        name="Output Folder",
+        description="Folder for depth.####.exr; default //depth/<strip name>/ next to the .blend",
+        subtype="DIR_PATH",
+        default="",
+        options={"SKIP_SAVE"},  # re-derived from each strip's name, never reused
+    )
+    defocus: BoolProperty(
+        name="Set up Defocus Compositing",
+        description="Create a scene whose compositor feeds this depth into a Defocus node",
+        default=False,
+    )
+    checkpoint: StringProperty(
+        name="Checkpoint",
+        description="Hub id or folder; empty uses the add-on preferences",
+        default="",
+        options={"HIDDEN", "SKIP_SAVE"},
+    )
+    wait: BoolProperty(
+        name="Wait",
+        description="Block until the engine finishes (for scripts; background mode always waits)",
+        default=False,
+        options={"HIDDEN", "SKIP_SAVE"},
+    )
+
+    _timer = None
+    _job: jobs.DepthJob | None = None
+
+    @classmethod
+    def poll(cls, context):
+        if sequencer.sequencer_scene(context).sequence_editor is None:
+            cls.poll_message_set("The scene has no strips")
+            return False
+        return True
+
+    # ---------------------------------------------------------------- dialog
+    def invoke(self, context, event):
+        scene = sequencer.sequencer_scene(context)
+        strip = sequencer.active_strip(scene)
+        problem = sequencer.strip_problem(strip)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        if not self.output_dir:
+            self.output_dir = jobs.default_output_dir(strip.name)
+        return context.window_manager.invoke_props_dialog(self, width=420)
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        strip = sequencer.active_strip(sequencer.sequencer_scene(context))
+        if strip is not None:
+            layout.label(
+                text=f"{strip.name}: frames {strip.frame_final_start}-{strip.frame_final_end - 1}",
+                icon="SEQUENCE",
+            )
+        layout.prop(self, "preset")
+        layout.prop(self, "dilations")
+        layout.prop(self, "refine_steps")
+        layout.prop(self, "resolution")
+        layout.prop(self, "depth_mode")
+        if self.depth_mode == "depth":
+            row = layout.row(align=True)
+            row.prop(self, "near")
+            row.prop(self, "far")
+        layout.prop(self, "half")
+        layout.prop(self, "restore_res")
+        layout.prop(self, "output_dir")
+        if self.output_dir.startswith("//") and not bpy.data.filepath:
+            layout.label(text="Unsaved .blend: a temporary folder will be used", icon="INFO")
+        layout.prop(self, "defocus")
+
+    # ---------------------------------------------------------------- start
+    def execute(self, context):
+        if jobs.current_job() is not None and not jobs.current_job().done:
+            self.report({"ERROR"}, "A RollingDepth run is in progress: cancel it or wait.")
+            return {"CANCELLED"}
+        scene = sequencer.sequencer_scene(context)
+        strip = sequencer.active_strip(scene)
+        problem = sequencer.strip_problem(strip)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        try:
+            settings = self._settings(context, strip)
+            job = jobs.DepthJob(scene, strip, settings).start()
+        except (EngineError, StripError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+
+        if self.wait or bpy.app.background or context.window is None:
+            job.run_blocking()
+            return self._end(context, job)
+
+        self._job = job
+        jobs.set_current(job)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(TIMER_INTERVAL_S, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 100)
+        self._show_progress(context, job)
+        return {"RUNNING_MODAL"}
+
+    def _settings(self, context, strip) -> jobs.JobSettings:
+        prefs = preferences(context)
+        if self.depth_mode == "depth" and not self.near < self.far:
+            raise EngineError("Near must be smaller than Far.", "ConfigError")
+        options = RunOptions(
+            checkpoint=self.checkpoint or prefs.checkpoint.strip(),
+            preset=self.preset,
+            dilations=parse_dilations(self.dilations) or None,
+            refine_steps=None if self.refine_steps < 0 else self.refine_steps,
+            resolution=None if self.resolution < 0 else self.resolution,
+            depth_mode=self.depth_mode,
+            near=self.near,
+            far=self.far,
+            half=self.half,
+            restore_res=self.restore_res,
+            device=prefs.device,
+            dtype=None if prefs.dtype == "preset" else prefs.dtype,
+        )
+        output_dir, note = jobs.resolve_output_dir(self.output_dir, strip.name)
+        if note:
+            self.report({"WARNING"}, note)
+        return jobs.JobSettings(
+            engine_path=bpy.path.abspath(prefs.engine_path),
+            options=options,
+            output_dir=output_dir,
+            defocus=self.defocus,
+        )
+
+    # ---------------------------------------------------------------- modal
+    def modal(self, context, event):
+        job = self._job
+        if job is None:
+            return {"CANCELLED"}
+        if event.type == "ESC" and event.value == "PRESS":
+            job.cancel()
+            return self._end(context, job)
+        if event.type == "TIMER":
+            if job.step() != jobs.RUNNING:
+                return self._end(context, job)
+            self._show_progress(context, job)
+        elif job.done:  # cancelled from the sidebar's button
+            return self._end(context, job)
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context):
+        """Blender ends the modal operator (window closed, file loaded): stop the engine."""
+        if self._job is not None:
+            self._job.cancel()
+            jobs.finished(self._job)
+            self._job = None
+            self._cleanup_ui(context)
+
+    def _show_progress(self, context, job) -> None:
+        percent = int(job.progress * 100)
+        context.window_manager.progress_update(percent)
+        if context.workspace is not None:
+            context.workspace.status_text_set(
+                f"RollingDepth: {job.strip_name}: {job.status_text} ({percent}%)  Esc to cancel"
+            )
+        _redraw_sequencer(context)
+
+    def _cleanup_ui(self, context) -> None:
+        wm = context.window_manager
+        if self._timer is not None:
+            wm.event_timer_remove(self._timer)
+            self._timer = None
+        wm.progress_end()
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        _redraw_sequencer(context)
+
+    # ---------------------------------------------------------------- end
+    def _end(self, context, job: jobs.DepthJob):
+        if self._timer is not None or self._job is not None:
+            self._cleanup_ui(context)
+        self._job = None
+        jobs.finished(job)
+        for note in job.notes:
+            self.report({"INFO"}, f"RollingDepth: {note}")
+        if job.state == jobs.FINISHED:
+            message = jobs.summary(job)
+            self.report({"INFO"}, message)
+            if not bpy.app.background:
+                bpy.ops.ed.undo_push(message="Estimate Depth (RollingDepth)")
+            return {"FINISHED"}
+        if job.state == jobs.CANCELLED:
+            self.report({"WARNING"}, "RollingDepth cancelled; no depth files were written.")
+            return {"CANCELLED"}
+        self.report({"ERROR"}, job.error or "RollingDepth failed.")
+        return {"CANCELLED"}
+
+
+class SEQUENCER_OT_rollingdepth_cancel(bpy.types.Operator):
+    """Stop the running RollingDepth engine; nothing it wrote is kept"""
+
+    bl_idname = "sequencer.rollingdepth_cancel"
+    bl_label = "Cancel RollingDepth"
+    bl_options = {"INTERNAL"}
+
+    @classmethod
+    def poll(cls, context):
+        job = jobs.current_job()
+        return job is not None and not job.done
+
+    def execute(self, context):
+        jobs.cancel_current()
+        _redraw_sequencer(context)
+        return {"FINISHED"}
+
+
+def draw_strip_menu(self, context):
+    self.layout.separator()
+    self.layout.operator(
+        SEQUENCER_OT_rollingdepth_estimate.bl_idname, text="Estimate Depth (RollingDepth)"
+    )

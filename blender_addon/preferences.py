@@ -1,0 +1,80 @@
+"""Add-on preferences: where the engine is, which weights, which device."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+
+from .engine import EngineError, check_engine
+
+DEVICE_ITEMS = [
+    ("auto", "Automatic", "CUDA, then Apple MPS, then CPU"),
+    ("cuda", "CUDA", "An NVIDIA GPU"),
+    ("mps", "Apple MPS", "Apple silicon GPU"),
+    ("cpu", "CPU", "Slow, but always there"),
+]
+DTYPE_ITEMS = [
+    ("preset", "Preset's", "The preset's precision (fp16 on a GPU, fp32 on the CPU)"),
+    ("fp32", "fp32", "Full precision"),
+    ("fp16", "fp16", "Half precision (GPU)"),
+    ("bf16", "bf16", "bfloat16 (recent GPUs)"),
+]
+
+
+class RollingDepthPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    engine_path: StringProperty(
+        name="Engine Python",
+        description=(
+            "The Python interpreter of the environment where RollingDepth is installed "
+            "(e.g. /path/to/rollingdepth/.venv/bin/python), or its `rollingdepth` executable"
+        ),
+        subtype="FILE_PATH",
+        default="",
+    )
+    checkpoint: StringProperty(
+        name="Checkpoint",
+        description="Hugging Face hub id or a local folder with the weights (diffusers layout)",
+        default="prs-eth/rollingdepth-v1-0",
+    )
+    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto")
+    dtype: EnumProperty(name="Precision", items=DTYPE_ITEMS, default="preset")
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(self, "engine_path")
+        layout.prop(self, "checkpoint")
+        layout.prop(self, "device")
+        layout.prop(self, "dtype")
+        row = layout.row()
+        row.operator(ROLLINGDEPTH_OT_check_engine.bl_idname, icon="CHECKMARK")
+
+
+def preferences(context=None) -> RollingDepthPreferences:
+    context = context or bpy.context
+    return context.preferences.addons[__package__].preferences
+
+
+class ROLLINGDEPTH_OT_check_engine(bpy.types.Operator):
+    """Run the engine's `check` and report its Python, torch and device"""
+
+    bl_idname = "rollingdepth.check_engine"
+    bl_label = "Check Engine"
+    bl_options = {"INTERNAL"}
+
+    def execute(self, context):
+        prefs = preferences(context)
+        try:
+            info = check_engine(bpy.path.abspath(prefs.engine_path))
+        except EngineError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        gpu = "CUDA" if info.get("cuda") else ("MPS" if info.get("mps") else "no GPU")
+        self.report(
+            {"INFO"},
+            f"RollingDepth {info.get('rollingdepth', '?')} ready: Python {info.get('python', '?')}"
+            f", torch {info.get('torch', '?')}, device {info.get('device', '?')} ({gpu})",
+        )
+        return {"FINISHED"}

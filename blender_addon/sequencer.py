@@ -1,0 +1,222 @@
+"""Every access to Blender's Video Sequencer lives here.
+
+Blender 5.0 calls them *strips* (``sequence_editor.strips``, ``strips_all``); 4.5 has both the
+new names and the old ``sequences``/``sequences_all``. ``context.sequencer_scene`` (5.0) is None
+in background mode and absent in 4.5, so the active scene stands in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import bpy
+
+from .frames import FramePlan, StripError, plan_image_strip, plan_movie_strip
+
+SUPPORTED_TYPES = ("IMAGE", "MOVIE")
+MAX_CHANNEL = 128
+
+
+# ---------------------------------------------------------------------------- API differences
+def sequencer_scene(context) -> bpy.types.Scene:
+    scene = getattr(context, "sequencer_scene", None)
+    return scene if scene is not None else context.scene
+
+
+def strips_in(owner):
+    """The strips directly inside a sequence editor or a meta strip."""
+    return owner.strips if hasattr(owner, "strips") else owner.sequences
+
+
+def all_strips(scene) -> list:
+    editor = scene.sequence_editor
+    if editor is None:
+        return []
+    return list(editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all)
+
+
+def active_strip(scene):
+    editor = scene.sequence_editor
+    return editor.active_strip if editor is not None else None
+
+
+def find_strip(scene, name: str):
+    for strip in all_strips(scene):
+        if strip.name == name:
+            return strip
+    return None
+
+
+def container_of(scene, strip):
+    """The meta strip holding ``strip``, or the scene's sequence editor."""
+    parent = strip.parent_meta() if hasattr(strip, "parent_meta") else None
+    return parent if parent is not None else scene.sequence_editor
+
+
+# ---------------------------------------------------------------------------- reading a strip
+def _abspath(strip, path: str) -> str:
+    return os.path.normpath(bpy.path.abspath(path, library=strip.id_data.library))
+
+
+def strip_problem(strip) -> str | None:
+    """Why ``strip`` cannot be processed, or None."""
+    if strip is None:
+        return "Select an image-sequence or movie strip in the Sequencer first."
+    if strip.type not in SUPPORTED_TYPES:
+        return (
+            f"The active strip {strip.name!r} is a {strip.type.lower()} strip; select an "
+            "image-sequence or movie strip."
+        )
+    if strip.type == "MOVIE":
+        # Image strips go through Blender's own frame lookup, which applies all of these;
+        # a movie strip is mapped by formula, which covers plain playback only.
+        if strip.use_reverse_frames:
+            return f"Movie strip {strip.name!r} plays reversed: turn off Reverse Frames first."
+        if strip.strobe > 1.0:  # 0 (strips made by scripts) and 1 both mean off
+            return f"Movie strip {strip.name!r} uses Strobe: set Strobe to 1 first."
+        if len(strip.retiming_keys):
+            return (
+                f"Movie strip {strip.name!r} is retimed: reset its retiming "
+                "(Strip ▸ Retiming ▸ Reset Retiming) first."
+            )
+    return None
+
+
+def plan_for_strip(strip, staging_dir: str) -> FramePlan:
+    """The engine run that covers exactly the frames ``strip`` shows (see frames.py)."""
+    problem = strip_problem(strip)
+    if problem:
+        raise StripError(problem)
+    start, end = strip.frame_final_start, strip.frame_final_end
+    if strip.type == "IMAGE":
+        directory = _abspath(strip, strip.directory)
+        element_names = [element.filename for element in strip.elements]
+        visible = []
+        for frame in range(start, end):
+            element = strip.strip_elem_from_frame(frame)
+            if element is None:
+                raise StripError(f"Strip {strip.name!r} shows no image at frame {frame}.")
+            visible.append((frame, element.filename))
+        missing = sorted(
+            {name for _, name in visible if not os.path.isfile(os.path.join(directory, name))}
+        )
+        if missing:
+            raise StripError(
+                f"Strip {strip.name!r} cannot be read: {len(missing)} file(s) missing in "
+                f"{directory}, e.g. {missing[0]}. Relink the strip (Strip ▸ Change Path) first."
+            )
+        return plan_image_strip(directory, visible, element_names, staging_dir)
+    path = _abspath(strip, strip.filepath)
+    if not os.path.isfile(path):
+        raise StripError(
+            f"Strip {strip.name!r} cannot be read: {path} does not exist. Relink the strip "
+            "(Strip ▸ Change Path) first."
+        )
+    return plan_movie_strip(
+        path,
+        start,
+        end,
+        int(round(strip.frame_start)),
+        strip.animation_offset_start,
+        strip.frame_duration,
+    )
+
+
+def stage_plate(plan: FramePlan, staging_dir: str) -> None:
+    """Make the staging folder a plan reads from: links to the source files (copies if the
+    file system refuses links, e.g. Windows without developer mode)."""
+    if not plan.staging:
+        return
+    os.makedirs(staging_dir, exist_ok=True)
+    for source, name in plan.staging:
+        target = os.path.join(staging_dir, name)
+        if os.path.lexists(target):
+            os.remove(target)
+        try:
+            os.symlink(source, target)
+        except (OSError, NotImplementedError):
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+
+
+def plate_size(strip) -> tuple[int, int] | None:
+    """(width, height) of the strip's media, when Blender has read it."""
+    for element in strip.elements:
+        if element.orig_width and element.orig_height:
+            return element.orig_width, element.orig_height
+    return None
+
+
+# ---------------------------------------------------------------------------- adding the result
+def free_channel_above(scene, strip, start: int, end: int) -> int:
+    """The lowest channel above ``strip`` with nothing in ``start .. end - 1``."""
+    siblings = list(strips_in(container_of(scene, strip)))
+    for channel in range(strip.channel + 1, MAX_CHANNEL + 1):
+        if not any(
+            other.channel == channel
+            and other.frame_final_start < end
+            and other.frame_final_end > start
+            for other in siblings
+        ):
+            return channel
+    raise StripError(f"No free channel above {strip.name!r} for the depth strip.")
+
+
+def _blend_relative(path: str) -> str:
+    if not bpy.data.filepath:
+        return path
+    try:
+        return bpy.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return path
+
+
+def add_depth_strip(
+    scene,
+    source,
+    plan: FramePlan,
+    files_by_number: dict[int, str],
+    name: str,
+    depth_size: tuple[int, int] | None = None,
+):
+    """An image strip of the depth EXRs that shows, on every timeline frame, the depth of the
+    source frame shown there; in the next free channel above ``source``, ``Non-Color``."""
+    missing = [n for n in plan.source_numbers if n not in files_by_number]
+    if missing:
+        raise StripError(
+            f"The engine wrote no depth for source frame(s) {missing[:5]}; nothing was added."
+        )
+    files = [files_by_number[number] for _, number in plan.timeline]
+    directories = {os.path.dirname(f) for f in files}
+    if len(directories) != 1:
+        raise StripError("The depth files are not in one folder; nothing was added.")
+    start = plan.timeline[0][0]
+    end = plan.timeline[-1][0] + 1
+    channel = free_channel_above(scene, source, start, end)
+    collection = strips_in(container_of(scene, source))
+    strip = collection.new_image(name, _blend_relative(files[0]), channel, start)
+    for path in files[1:]:
+        strip.elements.append(os.path.basename(path))
+    strip.colorspace_settings.name = "Non-Color"
+    _match_placement(source, strip, depth_size)
+    return strip
+
+
+def _match_placement(source, depth, depth_size: tuple[int, int] | None) -> None:
+    """Give the depth strip the source's framing, so the two overlay pixel for pixel."""
+    factor = 1.0
+    source_size = plate_size(source)
+    if depth_size and source_size and depth_size[0]:
+        factor = source_size[0] / depth_size[0]
+    transform, target = source.transform, depth.transform
+    target.offset_x, target.offset_y = transform.offset_x, transform.offset_y
+    target.rotation = transform.rotation
+    target.origin = transform.origin
+    target.scale_x = transform.scale_x * factor
+    target.scale_y = transform.scale_y * factor
+    for side in ("min_x", "max_x", "min_y", "max_y"):
+        setattr(depth.crop, side, int(round(getattr(source.crop, side) / factor)))
+    depth.use_flip_x, depth.use_flip_y = source.use_flip_x, source.use_flip_y

@@ -1,0 +1,97 @@
+"""Installation, the engine check, and every failure reaching the user as a report with a fix."""
+
+from __future__ import annotations
+
+import sys
+
+import bpy
+import pytest
+
+from .support import add_image_strip, run_operator
+
+
+@pytest.fixture()
+def image_strip(scene, media):
+    names = [f"plate.{n:04d}.png" for n in range(1001, 1009)]
+    strip = add_image_strip(scene, media["sequence_dir"], names, 1, 1)
+    scene.sequence_editor.active_strip = strip
+    return strip
+
+
+def test_installed_extension_adds_the_strip_menu_entry(addon):
+    assert bpy.ops.sequencer.rollingdepth_estimate.get_rna_type().name == (
+        "Estimate Depth (RollingDepth)"
+    )
+    assert hasattr(bpy.types, "SEQUENCER_PT_rollingdepth")
+    draw_functions = bpy.types.SEQUENCER_MT_strip._dyn_ui_initialize()
+    assert any(getattr(f, "__module__", "").startswith(addon.__name__) for f in draw_functions)
+    # the extension never imports torch into Blender
+    assert "torch" not in sys.modules
+
+
+def test_check_engine_reports_python_torch_and_device(prefs, capfd):
+    assert bpy.ops.rollingdepth.check_engine() == {"FINISHED"}
+    out = capfd.readouterr().out
+    assert "Python 3." in out and "torch" in out and "device cpu" in out.lower()
+
+
+def test_check_engine_with_a_bad_path(prefs):
+    prefs.engine_path = "/nowhere/bin/python"
+    with pytest.raises(RuntimeError, match="does not exist.*Preferences"):
+        bpy.ops.rollingdepth.check_engine()
+
+
+def test_no_engine_configured(prefs, image_strip, tmp_path):
+    prefs.engine_path = ""
+    with pytest.raises(RuntimeError, match="No RollingDepth engine is configured"):
+        run_operator(output_dir=str(tmp_path))
+
+
+def test_engine_path_that_does_not_exist(prefs, image_strip, tmp_path):
+    prefs.engine_path = str(tmp_path / "missing" / "python")
+    with pytest.raises(RuntimeError, match="does not exist: point .*Preferences"):
+        run_operator(output_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_engine_crash_without_a_result_line(prefs, image_strip, tmp_path):
+    """Blender's own Python has no rollingdepth_core: the run dies with a traceback."""
+    prefs.engine_path = sys.executable
+    with pytest.raises(RuntimeError, match="without a result.*No module named"):
+        run_operator(output_dir=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_weights_bring_the_engine_message(prefs, image_strip, tmp_path):
+    prefs.checkpoint = str(tmp_path / "no-such-checkpoint")
+    with pytest.raises(RuntimeError, match="RollingDepth weights:"):
+        run_operator(output_dir=str(tmp_path / "out"))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_unreadable_strip(prefs, scene, media, tmp_path):
+    strip = add_image_strip(
+        scene, media["sequence_dir"], ["plate.1001.png", "gone.1002.png", "gone.1003.png"], 1, 1
+    )
+    scene.sequence_editor.active_strip = strip
+    with pytest.raises(RuntimeError, match="cannot be read: 2 file"):
+        run_operator(output_dir=str(tmp_path))
+
+
+def test_unsupported_strip(prefs, scene, tmp_path):
+    other = bpy.data.scenes.get("other") or bpy.data.scenes.new("other")
+    scene.sequence_editor.active_strip = scene.sequence_editor.strips.new_scene("shot", other, 1, 1)
+    with pytest.raises(RuntimeError, match="select an image-sequence or movie strip"):
+        run_operator(output_dir=str(tmp_path))
+
+
+def test_unsaved_blend_uses_a_temporary_folder(addon):
+    import importlib
+
+    jobs = importlib.import_module(f"{addon.__name__}.jobs")
+    assert bpy.data.filepath == ""
+    folder, note = jobs.resolve_output_dir("//depth/shot 010/", "shot 010")
+    assert note and "temporary folder" in note and folder in note
+    assert folder.startswith(__import__("tempfile").gettempdir())
+    folder, note = jobs.resolve_output_dir("/abs/depth", "shot")
+    assert (folder, note) == ("/abs/depth", None)

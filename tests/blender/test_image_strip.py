@@ -1,0 +1,140 @@
+"""An image-sequence strip with trims, a hold offset and a busy channel, end to end."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import bpy
+import pytest
+
+from .conftest import fresh_scene, point_at_engine
+from .support import (
+    FAST,
+    SEQUENCE_COUNT,
+    SEQUENCE_FIRST,
+    add_image_strip,
+    engine_cli,
+    max_exr_difference,
+    run_operator,
+)
+
+SOURCE_CHANNEL = 2
+FRAME_START = 20
+# elements 1001..1014 at 20..33; the first element skipped by the animation offset, two more
+# frames trimmed at the start and three at the end: timeline 22..29 shows files 1004..1011
+EXPECTED_TIMELINE = list(range(22, 30))
+EXPECTED_NUMBERS = list(range(1004, 1012))
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory, media, addon):
+    """One operator run shared by the checks below (each engine run costs ~10 s on CPU)."""
+    point_at_engine(media["checkpoint"])
+    scene = fresh_scene()
+    editor = scene.sequence_editor
+    names = [f"plate.{SEQUENCE_FIRST + i:04d}.png" for i in range(SEQUENCE_COUNT)]
+    source = add_image_strip(scene, media["sequence_dir"], names, SOURCE_CHANNEL, FRAME_START)
+    source.animation_offset_start = 1
+    source.frame_offset_start = 2
+    source.frame_offset_end = 3
+    # something already sits in the channel right above, overlapping: the depth goes higher
+    blocker = editor.strips.new_image(
+        "blocker", str(media["sequence_dir"] / names[0]), SOURCE_CHANNEL + 1, 25
+    )
+    editor.active_strip = source
+
+    output = tmp_path_factory.mktemp("image_out")
+    # normalized depth lies in 0..1 by construction, so the render below shows it unclipped
+    result = run_operator(output_dir=str(output), depth_mode="normalized")
+    depth = scene.sequence_editor.strips[f"{source.name} depth"]
+    return {
+        "result": result,
+        "scene": scene,
+        "source": source,
+        "blocker": blocker,
+        "depth": depth,
+        "output": output,
+        "names": names,
+    }
+
+
+def test_operator_finishes(image_run):
+    assert image_run["result"] == {"FINISHED"}
+
+
+def test_only_the_visible_frames_are_processed(image_run):
+    written = sorted(p.name for p in image_run["output"].glob("depth.*.exr"))
+    assert written == [f"depth.{n:04d}.exr" for n in EXPECTED_NUMBERS]
+    # no work folder, staging links or temporaries are left behind
+    assert not [p for p in image_run["output"].iterdir() if p.name.startswith(".")]
+
+
+def test_depth_strip_lines_up_with_the_source(image_run):
+    source, depth = image_run["source"], image_run["depth"]
+    assert depth.channel == source.channel + 2  # channel + 1 is taken by the blocker
+    assert (depth.frame_final_start, depth.frame_final_end) == (
+        source.frame_final_start,
+        source.frame_final_end,
+    )
+    assert depth.colorspace_settings.name == "Non-Color"
+    for frame in EXPECTED_TIMELINE:
+        shown = source.strip_elem_from_frame(frame).filename
+        number = int(shown.split(".")[1])
+        assert depth.strip_elem_from_frame(frame).filename == f"depth.{number:04d}.exr"
+    assert [
+        int(source.strip_elem_from_frame(t).filename.split(".")[1]) for t in EXPECTED_TIMELINE
+    ] == (EXPECTED_NUMBERS)
+
+
+def test_exrs_equal_the_cli_output(image_run, media, tmp_path):
+    pattern = str(media["sequence_dir"] / "plate.####.png")
+    cli = engine_cli(
+        pattern,
+        "-o",
+        str(tmp_path),
+        "--checkpoint",
+        media["checkpoint"],
+        "--frames",
+        f"{EXPECTED_NUMBERS[0]}-{EXPECTED_NUMBERS[-1]}",
+        "--channel",
+        "Y",
+        "--restore-res",
+        "--depth-mode",
+        "normalized",
+        *FAST,
+    )
+    assert cli["frame_numbers"] == EXPECTED_NUMBERS
+    pairs = [
+        (str(image_run["output"] / f"depth.{n:04d}.exr"), str(tmp_path / f"depth.{n:04d}.exr"))
+        for n in EXPECTED_NUMBERS
+    ]
+    assert max_exr_difference(pairs) <= 1e-6
+
+
+def test_depth_strip_renders_through_the_sequencer(image_run, tmp_path):
+    """Render one frame of the depth strip alone; copy it to docs/screenshots for a look."""
+    scene, source, depth = image_run["scene"], image_run["source"], image_run["depth"]
+    image_run["blocker"].mute = True
+    source.mute = True
+    scene.view_settings.view_transform = "Standard"
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.resolution_percentage = 400  # 256x192: big enough to look at in the docs
+    scene.frame_set(26)
+    scene.render.filepath = str(tmp_path / "depth_strip.png")
+    try:
+        bpy.ops.render.render(write_still=True)
+    finally:
+        scene.render.resolution_percentage = 100
+        source.mute = False
+        image_run["blocker"].mute = False
+    rendered = tmp_path / "depth_strip.png"
+    assert rendered.is_file()
+    image = bpy.data.images.load(str(rendered))
+    red = list(image.pixels)[0::4]
+    bpy.data.images.remove(image)
+    assert max(red) - min(red) > 0.05, "the depth strip rendered flat: Blender shows no depth"
+    screenshots = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    screenshots.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(rendered, screenshots / "blender_depth_strip.png")
+    assert depth.frame_final_start <= 26 < depth.frame_final_end

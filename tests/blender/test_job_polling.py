@@ -1,0 +1,226 @@
+"""The poll step the modal operator's timer calls, cancelling, and staged (gappy) strips."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+import types
+
+import bpy
+import pytest
+
+from .conftest import fresh_scene
+from .support import ADDON_MODULE, add_image_strip
+
+
+@pytest.fixture()
+def jobs(addon):
+    return importlib.import_module(f"{ADDON_MODULE}.jobs")
+
+
+@pytest.fixture()
+def engine(addon):
+    return importlib.import_module(f"{ADDON_MODULE}.engine")
+
+
+def _options(engine, checkpoint: str):
+    return engine.RunOptions(
+        checkpoint=checkpoint,
+        dilations=(1, 3),
+        resolution=64,
+        device="cpu",
+        dtype="fp32",
+    )
+
+
+def _every_other_frame_strip(media):
+    """A strip listing plate.1001, 1003, ... 1011: not one contiguous run, so it is staged."""
+    scene = fresh_scene()
+    names = [f"plate.{n:04d}.png" for n in range(1001, 1012, 2)]
+    strip = add_image_strip(scene, media["sequence_dir"], names, 1, 1)
+    scene.sequence_editor.active_strip = strip
+    return scene, strip, names
+
+
+class ModalDriver:
+    """Drives the operator's real `modal` method as Blender's timer would (background mode has
+    no event loop): the operator class's functions bound to a stand-in instance."""
+
+    def __init__(self, operators, job):
+        self.reports: list[tuple[str, str]] = []
+        self._timer = None
+        self._job = job
+        cls = operators.SEQUENCER_OT_rollingdepth_estimate
+        for name in ("modal", "cancel", "_end", "_cleanup_ui", "_show_progress"):
+            setattr(self, name, types.MethodType(getattr(cls, name), self))
+        self.context = types.SimpleNamespace(
+            window_manager=bpy.context.window_manager, workspace=None, screen=None
+        )
+
+    def report(self, kind, message):
+        self.reports.append((next(iter(kind)), message))
+
+    def event(self, kind: str):
+        return self.modal(self.context, types.SimpleNamespace(type=kind, value="PRESS"))
+
+
+@pytest.fixture()
+def operators(addon):
+    return importlib.import_module(f"{ADDON_MODULE}.operators")
+
+
+def _start(jobs, engine, prefs, media, tmp_path):
+    scene, strip, names = _every_other_frame_strip(media)
+    settings = jobs.JobSettings(
+        engine_path=str(prefs.engine_path),
+        options=_options(engine, media["checkpoint"]),
+        output_dir=str(tmp_path),
+    )
+    job = jobs.DepthJob(scene, strip, settings).start()
+    jobs.set_current(job)
+    return scene, strip, names, job
+
+
+def test_modal_timer_steps_never_block_and_finish(jobs, engine, operators, prefs, media, tmp_path):
+    scene, strip, names, job = _start(jobs, engine, prefs, media, tmp_path)
+    assert job.plan.frames is None and len(job.plan.staging) == len(names)
+    driver = ModalDriver(operators, job)
+    steps, slowest, seen_progress = 0, 0.0, False
+    deadline = time.monotonic() + 120
+    while True:
+        began = time.perf_counter()
+        result = driver.event("TIMER")
+        if result != {"PASS_THROUGH"}:
+            break  # the last step adds the strip: real work, timed by nobody
+        slowest = max(slowest, time.perf_counter() - began)
+        steps += 1
+        seen_progress = seen_progress or job.process.state.total > 0
+        assert time.monotonic() < deadline, "the engine did not finish"
+        time.sleep(0.05)
+    assert result == {"FINISHED"}, driver.reports
+    assert job.state == jobs.FINISHED
+    assert steps > 5 and seen_progress
+    # a step that waited on the engine would take seconds; allow for a busy 2-core machine
+    assert slowest < 1.0, f"a timer step blocked for {slowest:.2f} s"
+    assert jobs.current_job() is None and "Depth strip" in jobs.last_outcome()
+    assert any(kind == "INFO" and "Depth strip" in text for kind, text in driver.reports)
+    # the output keeps the source files' own numbers, gaps included
+    numbers = [int(n.split(".")[1]) for n in names]
+    assert sorted(p.name for p in tmp_path.glob("depth.*.exr")) == [
+        f"depth.{n:04d}.exr" for n in numbers
+    ]
+    depth = scene.sequence_editor.strips[job.depth_strip_name]
+    assert [e.filename for e in depth.elements] == [f"depth.{n:04d}.exr" for n in numbers]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _assert_gone(job, strip, scene, tmp_path):
+    process = job.process
+    assert process.returncode is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(process.pid, 0)
+    assert list(tmp_path.iterdir()) == []
+    assert scene.sequence_editor.strips.get(f"{strip.name} depth") is None
+
+
+def test_cancel_button_mid_run_ends_the_engine_and_leaves_nothing(
+    jobs, engine, operators, prefs, media, tmp_path
+):
+    scene, strip, _, job = _start(jobs, engine, prefs, media, tmp_path)
+    driver = ModalDriver(operators, job)
+    deadline = time.monotonic() + 60
+    while job.process.state.total == 0:  # wait until the engine is really working
+        assert driver.event("TIMER") == {"PASS_THROUGH"}, driver.reports
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    began = time.monotonic()
+    assert bpy.ops.sequencer.rollingdepth_cancel() == {"FINISHED"}  # the sidebar's button
+    assert time.monotonic() - began < engine.TERMINATE_GRACE_S + 2
+    assert driver.event("TIMER") == {"CANCELLED"}
+    assert job.state == jobs.CANCELLED
+    assert ("WARNING", "RollingDepth cancelled; no depth files were written.") in driver.reports
+    _assert_gone(job, strip, scene, tmp_path)
+
+
+def test_escape_cancels(jobs, engine, operators, prefs, media, tmp_path):
+    scene, strip, _, job = _start(jobs, engine, prefs, media, tmp_path)
+    driver = ModalDriver(operators, job)
+    assert driver.event("TIMER") == {"PASS_THROUGH"}
+    assert driver.event("ESC") == {"CANCELLED"}
+    assert job.state == jobs.CANCELLED and jobs.current_job() is None
+    _assert_gone(job, strip, scene, tmp_path)
+
+
+def test_blocking_job_path(jobs, engine, prefs, media, tmp_path):
+    """`run_blocking` is the same step loop; a timeout stops the engine and reports it."""
+    scene, strip, _, job = _start(jobs, engine, prefs, media, tmp_path)
+    jobs.set_current(None)
+    assert job.run_blocking(timeout=0.5) == jobs.FAILED
+    assert "did not finish within" in job.error
+    _assert_gone(job, strip, scene, tmp_path)
+
+
+def test_engine_process_protocol_with_a_fake_engine(engine, tmp_path):
+    """Protocol parsing without the model: chatter, progress, a result, and a crash."""
+    script = tmp_path / "fake.py"
+    script.write_text(
+        "import json, sys\n"
+        "print('some library chatter')\n"
+        "print(json.dumps({'event': 'progress', 'stage': 'snippets', 'done': 1, 'total': 4,"
+        " 'message': 'predicting snippets'}), flush=True)\n"
+        "print('a warning', file=sys.stderr)\n"
+        "if sys.argv[1] == 'ok':\n"
+        "    print(json.dumps({'event': 'result', 'ok': True, 'files': []}))\n"
+        "else:\n"
+        "    raise SystemExit('boom: the GPU caught fire')\n"
+    )
+    run = engine.EngineProcess([sys.executable, str(script), "ok"]).start()
+    assert run.wait(timeout=30)
+    assert run.state.result == {"event": "result", "ok": True, "files": []}
+    assert run.state.error is None
+
+    crash = engine.EngineProcess([sys.executable, str(script), "crash"]).start()
+    assert crash.wait(timeout=30)
+    assert crash.state.result is None
+    assert crash.state.error["kind"] == "EngineCrash"
+    assert "boom: the GPU caught fire" in crash.state.error["message"]
+    assert "exit code 1" in crash.state.error["message"]
+
+
+def test_run_arguments_follow_the_cli(engine):
+    options = engine.RunOptions(
+        checkpoint="ckpt",
+        preset="full",
+        dilations=(1, 10, 25),
+        refine_steps=5,
+        resolution=512,
+        depth_mode="depth",
+        near=0.5,
+        far=50.0,
+        half=True,
+    )
+    argv = engine.run_argv(sys.executable, "plate.####.png", "out", "1001-1010", options)
+    joined = " ".join(argv[1:])
+    assert joined.startswith(
+        "-m rollingdepth_core.cli run plate.####.png -o out --frames 1001-1010"
+    )
+    for part in (
+        "--preset full",
+        "--checkpoint ckpt",
+        "--dilations 1 10 25",
+        "--refine-steps 5",
+        "--res 512",
+        "--depth-mode depth",
+        "--near 0.5 --far 50.0",
+        "--half",
+        "--channel Y",
+        "--restore-res",
+        "--progress json",
+    ):
+        assert part in joined
+    assert engine.parse_dilations("1, 10 25") == (1, 10, 25)
+    assert engine.parse_dilations("") == ()
+    with pytest.raises(engine.EngineError, match="include 1"):
+        engine.parse_dilations("10 25")

@@ -1,0 +1,151 @@
+"""A movie strip with trims and an animation offset: timeline frames -> 0-based movie frames."""
+
+from __future__ import annotations
+
+import bpy
+import pytest
+
+from .conftest import fresh_scene, point_at_engine
+from .support import ADDON_MODULE, FAST, engine_cli, engine_python, max_exr_difference, run_operator
+
+FRAME_START = 5
+# 14 movie frames at 5..18; animation offset 1 drops movie frame 0; trims of 3 and 2 leave
+# timeline 8..15 showing movie frames 4..11
+EXPECTED_TIMELINE = list(range(8, 16))
+EXPECTED_MOVIE_FRAMES = list(range(4, 12))
+
+
+def _trimmed_movie(scene, path):
+    strip = scene.sequence_editor.strips.new_movie("clip", str(path), 1, FRAME_START)
+    strip.animation_offset_start = 1
+    strip.frame_offset_start = 3
+    strip.frame_offset_end = 2
+    scene.sequence_editor.active_strip = strip
+    return strip
+
+
+@pytest.fixture(scope="module")
+def movie_run(tmp_path_factory, media, addon):
+    point_at_engine(media["checkpoint"])
+    scene = fresh_scene()
+    source = _trimmed_movie(scene, media["movie"])
+    output = tmp_path_factory.mktemp("movie_out")
+    result = run_operator(output_dir=str(output), defocus=True)
+    return {
+        "result": result,
+        "scene": scene,
+        "source": source,
+        "depth": scene.sequence_editor.strips[f"{source.name} depth"],
+        "output": output,
+    }
+
+
+def test_operator_finishes(movie_run):
+    assert movie_run["result"] == {"FINISHED"}
+    assert (movie_run["source"].frame_final_start, movie_run["source"].frame_final_end) == (8, 16)
+
+
+def test_only_the_visible_movie_frames_are_processed(movie_run):
+    written = sorted(p.name for p in movie_run["output"].glob("depth.*.exr"))
+    assert written == [f"depth.{n:04d}.exr" for n in EXPECTED_MOVIE_FRAMES]
+
+
+def test_depth_strip_lines_up_with_the_movie(movie_run):
+    source, depth = movie_run["source"], movie_run["depth"]
+    assert depth.channel == source.channel + 1
+    assert (depth.frame_final_start, depth.frame_final_end) == (8, 16)
+    assert depth.colorspace_settings.name == "Non-Color"
+    shown = [depth.strip_elem_from_frame(t).filename for t in EXPECTED_TIMELINE]
+    assert shown == [f"depth.{n:04d}.exr" for n in EXPECTED_MOVIE_FRAMES]
+
+
+def test_exrs_equal_the_cli_output(movie_run, media, tmp_path):
+    cli = engine_cli(
+        str(media["movie"]),
+        "-o",
+        str(tmp_path),
+        "--checkpoint",
+        media["checkpoint"],
+        "--frames",
+        f"{EXPECTED_MOVIE_FRAMES[0]}-{EXPECTED_MOVIE_FRAMES[-1]}",
+        "--channel",
+        "Y",
+        "--restore-res",
+        *FAST,
+    )
+    assert cli["frame_numbers"] == EXPECTED_MOVIE_FRAMES
+    pairs = [
+        (str(movie_run["output"] / f"depth.{n:04d}.exr"), str(tmp_path / f"depth.{n:04d}.exr"))
+        for n in EXPECTED_MOVIE_FRAMES
+    ]
+    assert max_exr_difference(pairs) <= 1e-6
+
+
+def test_defocus_scene_feeds_the_depth_into_defocus(movie_run, tmp_path):
+    defocus_scene = bpy.data.scenes[f"{movie_run['source'].name} Defocus"]
+    if hasattr(defocus_scene, "compositing_node_group"):  # Blender 5.0
+        tree = defocus_scene.compositing_node_group
+    else:  # 4.5
+        tree = defocus_scene.node_tree
+    defocus = next(n for n in tree.nodes if n.bl_idname == "CompositorNodeDefocus")
+    z_link = defocus.inputs["Z"].links[0]
+    # Z <- |nearness - focus| <- nearness <- the depth sequence's Image node
+    node = z_link.from_node
+    while node.bl_idname != "CompositorNodeImage":
+        node = node.inputs[0].links[0].from_node
+    assert node.image.colorspace_settings.name == "Non-Color"
+    assert node.image.source == "SEQUENCE"
+    assert bpy.path.basename(node.image.filepath) == "depth.0004.exr"
+    plate = defocus.inputs["Image"].links[0].from_node
+    assert plate.image.source == "MOVIE"
+    assert (defocus_scene.frame_start, defocus_scene.frame_end) == (8, 15)
+
+    # render the compositor once: it must run and produce an image
+    with bpy.context.temp_override(scene=defocus_scene):
+        defocus_scene.frame_set(10)
+        defocus_scene.render.image_settings.file_format = "PNG"
+        defocus_scene.render.filepath = str(tmp_path / "defocus.png")
+        bpy.ops.render.render(write_still=True, scene=defocus_scene.name)
+    image = bpy.data.images.load(str(tmp_path / "defocus.png"))
+    red = list(image.pixels)[0::4]
+    bpy.data.images.remove(image)
+    assert sum(red) / len(red) > 0.05, "the Defocus output is black: the plate did not arrive"
+    assert max(red) - min(red) > 0.05
+
+
+def test_movie_frame_formula_matches_what_blender_shows(addon, tmp_path, engine_ready):
+    """Ground truth for frames.movie_frame: render a movie whose frame i is grey level 20+10i."""
+    movie = tmp_path / "grey.mp4"
+    engine_python(
+        "import sys\n"
+        "from fractions import Fraction\n"
+        "import av, numpy as np\n"
+        "with av.open(sys.argv[1], 'w') as c:\n"
+        "    s = c.add_stream('libx264', rate=Fraction(24))\n"
+        "    s.width, s.height, s.pix_fmt, s.options = 64, 32, 'yuv444p', {'qp': '0'}\n"
+        "    for i in range(20):\n"
+        "        a = np.full((32, 64, 3), 20 + 10 * i, np.uint8)\n"
+        "        c.mux(s.encode(av.VideoFrame.from_ndarray(a, format='rgb24')))\n"
+        "    c.mux(s.encode(None))\n",
+        str(movie),
+    )
+    frames = __import__(f"{ADDON_MODULE}.frames", fromlist=["movie_frame"])
+    scene = fresh_scene()
+    scene.render.resolution_x, scene.render.resolution_y = 64, 32
+    scene.view_settings.view_transform = "Standard"
+    scene.render.image_settings.file_format = "PNG"
+    strip = scene.sequence_editor.strips.new_movie("grey", str(movie), 1, 10)
+    strip.animation_offset_start = 4
+    strip.frame_offset_start = 3
+    strip.frame_offset_end = 2
+    for t in (strip.frame_final_start, strip.frame_final_start + 5, strip.frame_final_end - 1):
+        scene.frame_set(t)
+        scene.render.filepath = str(tmp_path / f"grey_{t}.png")
+        bpy.ops.render.render(write_still=True)
+        image = bpy.data.images.load(scene.render.filepath)
+        shown = round((image.pixels[0] * 255 - 20) / 10)
+        bpy.data.images.remove(image)
+        expected = frames.movie_frame(
+            t, int(strip.frame_start), strip.animation_offset_start, strip.frame_duration
+        )
+        assert shown == expected, f"timeline {t}: Blender shows movie frame {shown}"
