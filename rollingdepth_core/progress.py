@@ -9,6 +9,7 @@ from .errors import Cancelled
 ProgressCallback = Callable[[str, int, int], None]
 
 STAGES = {
+    "load": "loading the model",
     "encode": "reading + encoding",
     "snippets": "predicting snippets",
     "align": "co-aligning snippets",

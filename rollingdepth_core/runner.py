@@ -45,9 +45,11 @@ def run_plate(
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
 
     if pipeline is None:
+        report(progress, "load", 0, 1)
         pipeline = RollingDepthPipeline.from_pretrained(
             checkpoint, device=device, dtype=config.dtype, dtype_explicit=dtype_explicit
         )
+        report(progress, "load", 1, 1)
     config = replace(config, dtype=pipeline.dtype_name)
 
     frames_rgb = (rgb for _, rgb in source.frames())
