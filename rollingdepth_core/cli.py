@@ -42,6 +42,8 @@ class TerminalProgress:
     def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
 
+        if stage == "load":  # a 0/1 bar says nothing; a failed load must stay one line
+            return
         if stage != self.stage or self.bar is None:
             self.close()
             self.stage = stage
