@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_exrs_equal_the_cli_output(image_run, media, tmp_path):
 
 
 def test_depth_strip_renders_through_the_sequencer(image_run, tmp_path):
-    """Render one frame of the depth strip alone; copy it to docs/screenshots for a look."""
+    """Render one frame of the depth strip alone; kept in $RD_SCREENSHOT_DIR when set."""
     scene, source, depth = image_run["scene"], image_run["source"], image_run["depth"]
     image_run["blocker"].mute = True
     source.mute = True
@@ -134,7 +135,8 @@ def test_depth_strip_renders_through_the_sequencer(image_run, tmp_path):
     red = list(image.pixels)[0::4]
     bpy.data.images.remove(image)
     assert max(red) - min(red) > 0.05, "the depth strip rendered flat: Blender shows no depth"
-    screenshots = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-    screenshots.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(rendered, screenshots / "blender_depth_strip.png")
+    if os.environ.get("RD_SCREENSHOT_DIR"):
+        screenshots = Path(os.environ["RD_SCREENSHOT_DIR"])
+        screenshots.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(rendered, screenshots / "blender_depth_strip.png")
     assert depth.frame_final_start <= 26 < depth.frame_final_end
