@@ -89,7 +89,7 @@ ProgressFn = Callable[[int, int], None]
 class AlignmentResult:
     """What co-alignment produced; ``depth`` is on the min-shifted values, not renormalised."""
 
-    depth: np.ndarray  # [N,H,W] float32
+    depth: np.ndarray | None  # [N,H,W] float32; None from solve_reduced (merged elsewhere)
     scales: list[np.ndarray]  # per dilation entry [n_snippets]
     shifts: list[np.ndarray]  # per dilation entry [n_snippets]
     confidence: np.ndarray | None  # [N,H,W] float32 in [0,1] when asked
@@ -101,6 +101,8 @@ class AlignmentResult:
     offset: float
     converged: bool = True
     merge_weights: list[np.ndarray] | None = field(default=None, repr=False)  # [n, L] each
+    # [N] robust spread of one occurrence around the merge (reduced maps), for confidence
+    frame_sigma: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no per-pixel arrays)."""
@@ -117,9 +119,7 @@ class AlignmentResult:
             "loss_history": [float(v) for v in self.loss_history],
         }
         if self.merge_weights is not None:
-            out["merge_weights"] = [
-                np.asarray(w, dtype=float).tolist() for w in self.merge_weights
-            ]
+            out["merge_weights"] = [np.asarray(w, dtype=float).tolist() for w in self.merge_weights]
         return out
 
     def save_json(self, path) -> None:
@@ -179,6 +179,126 @@ def coalign(
     # 2. reduced maps [n, L, P], float32, not shifted (shared between duplicate entries)
     cache: dict[int, np.ndarray] = {}
     reduced = [_reduced(a, border, subsample, cache) for a in arrays]
+    result, (scales, shifts, weights) = _solve(
+        reduced, idx, n_frames, offset, method, options, progress
+    )
+
+    # 4. the full-resolution merge
+    sigma = result.frame_sigma if confidence else None
+    result.depth, result.confidence = _merge(
+        arrays, idx, scales, shifts, n_frames, offset, weights, sigma
+    )
+    result.seconds = time.perf_counter() - clock
+    return result
+
+
+def solve_reduced(
+    reduced: Sequence[np.ndarray],
+    indices: Sequence[np.ndarray],
+    offset: float,
+    method: str = "robust",
+    *,
+    progress: ProgressFn | None = None,
+    **solver_options,
+) -> AlignmentResult:
+    """Solve the scales and shifts from reduced maps alone; nothing is merged (``depth=None``).
+
+    ``reduced``: per dilation entry ``[n_snippets, L, P]`` (the maps with the border cropped and
+    subsampled, as :func:`reduce_maps` makes them; duplicates may share one array);
+    ``offset``: the global minimum of the full-resolution snippets. Gives the scales, shifts,
+    merge weights and per-frame spread that :func:`coalign` would give for the same snippets,
+    so long clips can be solved without their full-resolution maps in memory and merged frame by
+    frame with :func:`merge_frame`.
+    """
+    clock = time.perf_counter()
+    if method not in METHODS:
+        raise ConfigError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
+    defaults = ADAM_OPTIONS if method == "adam" else ROBUST_OPTIONS
+    unknown = sorted(set(solver_options) - set(defaults))
+    if unknown:
+        raise ConfigError(f"unknown solver option(s) {', '.join(unknown)} for method {method!r}")
+    if len(reduced) != len(indices) or not reduced:
+        raise ConfigError("`reduced` and `indices` need one entry per dilation entry each")
+    idx = [np.asarray(k, dtype=np.int64) for k in indices]
+    for i, (r, k) in enumerate(zip(reduced, idx, strict=True)):
+        if r.ndim != 3 or r.shape[:2] != k.shape:
+            raise ConfigError(
+                f"`reduced[{i}]` must be [n_snippets, L, P] matching `indices[{i}]` "
+                f"{tuple(k.shape)}; got {tuple(r.shape)}"
+            )
+    n_frames = int(max(k.max() for k in idx)) + 1
+    options = {**defaults, **solver_options}
+    result, (scales, shifts, weights) = _solve(
+        list(reduced), idx, n_frames, np.float32(offset), method, options, progress
+    )
+    # the solver's own float64 values, so that merge_frame reproduces coalign's merge exactly
+    result.scales = [np.asarray(v, dtype=np.float64) for v in scales]
+    result.shifts = [np.asarray(v, dtype=np.float64) for v in shifts]
+    if weights is not None:
+        result.merge_weights = [np.asarray(v, dtype=np.float64) for v in weights]
+    result.seconds = time.perf_counter() - clock
+    return result
+
+
+def reduce_maps(maps: np.ndarray, border: int = 2, subsample: int = 10) -> np.ndarray:
+    """``[n, L, H, W]`` → the solver's ``[n, L, P]`` (border cropped, every ``subsample``-th
+    pixel); float16 stays float16, other dtypes become float32."""
+    _check_reduction(maps.shape[-2:], border, subsample)
+    return _reduced(maps, border, subsample, {})
+
+
+def merge_frame(
+    maps: Sequence,
+    scales: Sequence[float],
+    shifts: Sequence[float],
+    offset: float,
+    weights: Sequence[float] | None = None,
+    sigma: float | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One frame of the merge from the occurrences covering it, in :func:`coalign`'s order.
+
+    ``maps``: the ``[H, W]`` snippet frames covering the frame, ordered by (dilation entry,
+    snippet, position) as :func:`coalign` visits them; with the same scales, shifts, weights and
+    ``sigma`` (a result's ``frame_sigma[f]``) the frame and its confidence are bit-identical to
+    coalign's. Returns (``[H,W]`` float32, confidence ``[H,W]`` or None).
+    """
+    if not len(maps):
+        raise ConfigError("`maps` is empty: a frame needs at least one covering snippet frame")
+    offset = float(offset)
+    depth = torch.zeros(np.shape(maps[0]))
+    spread = torch.zeros_like(depth) if sigma is not None else None
+    weight_sum = weight_sq = const = 0.0
+    for n, block in enumerate(maps):
+        x = torch.from_numpy(np.asarray(block))
+        w_n = 1.0 if weights is None else float(weights[n])
+        s_n = float(scales[n])
+        b_n = float(shifts[n]) - s_n * offset
+        weight_sum += w_n
+        weight_sq += w_n * w_n
+        if spread is None:
+            depth.add_(x, alpha=w_n * s_n)
+            const += w_n * b_n
+        else:
+            y = x.float() * s_n + b_n
+            delta = y - depth
+            depth.add_(delta, alpha=w_n / weight_sum)
+            y.sub_(depth)
+            spread.addcmul_(delta, y, value=w_n)
+    if spread is None:
+        depth.div_(torch.tensor(np.float32(weight_sum)))
+        depth.add_(torch.tensor(np.float32(const / weight_sum)))
+        return depth.numpy(), None
+    n_eff = weight_sum**2 / weight_sq
+    var = spread.div_(torch.tensor(np.float32(weight_sum)))
+    var.add_(torch.tensor(np.float32(sigma**2 / n_eff)))
+    var.div_(torch.tensor(np.float32((CONFIDENCE_KAPPA * sigma) ** 2)))
+    return depth.numpy(), var.add_(1.0).reciprocal_().numpy()
+
+
+def _solve(reduced, idx, n_frames, offset, method, options, progress):
+    """Step 3 of :func:`coalign` on reduced maps: the solve and the per-frame statistics.
+
+    Returns the result (float32 parameters) and the solver's raw (scales, shifts, weights)."""
     layout = _Layout(idx, n_frames, reduced[0].shape[-1])
 
     # 3. solve
@@ -196,27 +316,25 @@ def coalign(
         scales, shifts = layout.split(s), layout.split(t)
         weights = layout.split_occurrences(occ_weights)
 
-    # 4. per-frame agreement on the reduced maps, then the full-resolution merge
+    # per-frame agreement on the reduced maps
     frame_res, sigma = _frame_statistics(reduced, offset, layout, scales, shifts, weights)
-    depth, conf = _merge(
-        arrays, idx, scales, shifts, n_frames, offset, weights, sigma if confidence else None
-    )
     return AlignmentResult(
-        depth=depth,
+        depth=None,
         scales=[np.asarray(s, dtype=np.float32) for s in scales],
         shifts=[np.asarray(t, dtype=np.float32) for t in shifts],
-        confidence=conf,
+        confidence=None,
         frame_residuals=frame_res,
         method=method,
         iterations=iterations,
-        seconds=time.perf_counter() - clock,
+        seconds=0.0,
         loss_history=history,
         offset=float(offset),
         converged=converged,
         merge_weights=None
         if weights is None
         else [np.asarray(w, dtype=np.float32) for w in weights],
-    )
+        frame_sigma=sigma,
+    ), (scales, shifts, weights)
 
 
 def merge_snippets(
@@ -731,9 +849,7 @@ class _RobustSolver:
             # 2. the consensus that is optimal for these weights and the current (a, b)
             wa = w * a_o
             total = (wa * a_o).sum(1)  # [F,P]
-            m_new = torch.where(
-                total > 0, (wa * (x - b_o)).sum(1) / total.clamp_min(1e-30), m
-            )
+            m_new = torch.where(total > 0, (wa * (x - b_o)).sum(1) / total.clamp_min(1e-30), m)
             self.consensus[f0:f1] = m_new
             magnitude += float(m_new.abs().mean(-1).sum())
             e.add_(a_o * (m - m_new)[:, None])  # residuals against the new consensus
