@@ -36,8 +36,9 @@ FINGERPRINT_BYTES = 1 << 20
 
 
 def frame_hash(rgb: np.ndarray) -> str:
-    """Hash of one decoded frame's pixels (shape and dtype included)."""
-    digest = hashlib.sha256()
+    """Hash of one decoded frame's pixels (shape and dtype included); BLAKE2b, which hashes a
+    float32 1080p frame about twice as fast as SHA-256."""
+    digest = hashlib.blake2b(digest_size=20)
     digest.update(f"{rgb.shape}{rgb.dtype}".encode())
     digest.update(np.ascontiguousarray(rgb).data)
     return digest.hexdigest()

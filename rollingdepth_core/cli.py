@@ -229,6 +229,8 @@ REFERENCE_SETTINGS = {"aligner": "adam", "batch_size": 1, "vae_batch_size": 4}
 def command_run(args: argparse.Namespace, sink) -> dict:
     from .runner import run_plate
 
+    if args.reference and args.cache:
+        raise ConfigError("`--reference` runs in memory at full precision; it cannot use `--cache`")
     if args.reference:
         for key, value in REFERENCE_SETTINGS.items():
             given = getattr(args, key)
@@ -287,8 +289,6 @@ def command_run(args: argparse.Namespace, sink) -> dict:
             progress=sink,
             message=sink.message,
         )
-    if args.reference and args.cache:
-        raise ConfigError("`--reference` runs in memory at full precision; it cannot use `--cache`")
     return run_plate(
         plate=args.plate,
         output_dir=args.output,

@@ -90,3 +90,10 @@ def test_ray_executor_equals_one_run(video, plain, tmp_path, tiny_checkpoint):
     finally:
         ray.shutdown()
     assert_same_exrs(plain, out)
+
+
+def test_reference_refuses_the_cache(video, tmp_path, tiny_checkpoint, capsys):
+    args = ("run", video, "-o", tmp_path / "o", "--cache", tmp_path / "c", "--reference")
+    code = cli(*args, checkpoint=tiny_checkpoint)
+    assert code == 1
+    assert "`--reference` runs in memory" in capsys.readouterr().err
