@@ -101,7 +101,7 @@ ProgressFn = Callable[[int, int], None]
 class AlignmentResult:
     """What co-alignment produced; ``depth`` is on the min-shifted values, not renormalised."""
 
-    depth: np.ndarray  # [N,H,W] float32
+    depth: np.ndarray | None  # [N,H,W] float32; None from solve_reduced (merged elsewhere)
     scales: list[np.ndarray]  # per dilation entry [n_snippets]
     shifts: list[np.ndarray]  # per dilation entry [n_snippets]
     confidence: np.ndarray | None  # [N,H,W] float32 in [0,1] when asked
@@ -113,6 +113,8 @@ class AlignmentResult:
     offset: float
     converged: bool = True
     merge_weights: list[np.ndarray] | None = field(default=None, repr=False)  # [n] per entry
+    # [N] robust spread of one occurrence around the merge (reduced maps), for confidence
+    frame_sigma: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no per-pixel arrays)."""
@@ -192,10 +194,184 @@ def coalign(
     offset = np.float32(min(_array_min(a) for a in _unique(arrays)))
     # 2. reduced maps [n, L, h, w]: views, not shifted
     reduced = [_reduced(a, border, subsample) for a in arrays]
+    # 3. solve (a dilation repeated by capping shares one array: found on the full maps)
+    result, (scales, shifts, weights) = _solve(
+        reduced, idx, n_frames, offset, method, options, progress, _first_copies(arrays, idx)
+    )
+
+    # 4. the full-resolution merge
+    result.depth, result.confidence = _merge(
+        arrays,
+        idx,
+        scales,
+        shifts,
+        n_frames,
+        offset,
+        weights,
+        result.frame_sigma if confidence else None,
+    )
+    result.seconds = time.perf_counter() - clock
+    return result
+
+
+def solve_reduced(
+    reduced: Sequence[np.ndarray],
+    indices: Sequence,
+    offset: float,
+    method: str = "robust",
+    *,
+    progress: ProgressFn | None = None,
+    **solver_options,
+) -> AlignmentResult:
+    """Solve the scales and shifts from reduced maps alone; nothing is merged (``depth=None``).
+
+    ``reduced``: per dilation entry ``[n_snippets, L, h, w]`` (the maps with the border cropped
+    and subsampled, as :func:`reduce_maps` makes them; an entry repeated by capping passes the
+    same array object again, or a view of the same memory, e.g. :func:`reduce_maps` of the
+    same snippet array); ``offset``: the global minimum of the full-resolution snippets.
+    Gives the scales, shifts, merge weights and per-frame spread that :func:`coalign` would
+    give for the same snippets, so long clips can be solved without their full-resolution maps
+    in memory and merged frame by frame with :func:`merge_frame`. The scales, shifts and
+    weights are the solver's own float64 values (coalign reports them as float32), which is
+    what makes :func:`merge_frame` reproduce coalign's merge exactly.
+    """
+    clock = time.perf_counter()
+    if method not in METHODS:
+        raise ConfigError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
+    defaults = ADAM_OPTIONS if method == "adam" else ROBUST_OPTIONS
+    unknown = sorted(set(solver_options) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"unknown solver option(s) {', '.join(f'`{k}`' for k in unknown)} for method "
+            f"{method!r}; allowed: {', '.join(f'`{k}`' for k in defaults)}"
+        )
+    options = {**defaults, **solver_options}
+    if method == "adam":
+        _check_adam_options(options)
+    else:
+        _check_robust_options(options)
+    if isinstance(reduced, (np.ndarray, torch.Tensor)) or not len(reduced):
+        raise ConfigError("`reduced` must be a non-empty list with one entry per dilation entry")
+    if len(reduced) != len(indices):
+        raise ConfigError(
+            f"`reduced` and `indices` need one entry per dilation entry each; got "
+            f"{len(reduced)} and {len(indices)}"
+        )
+    converted: dict[int, np.ndarray] = {}  # a repeated entry stays one array
+    maps = [converted.setdefault(id(r), _as_numpy(r)) for r in reduced]
+    idx = [np.asarray(_as_numpy(k), dtype=np.int64) for k in indices]
+    for i, (r, k) in enumerate(zip(maps, idx, strict=True)):
+        if r.ndim != 4 or r.shape[:2] != k.shape:
+            raise ConfigError(
+                f"`reduced[{i}]` must be [n_snippets, L, h, w] matching `indices[{i}]` "
+                f"{tuple(k.shape)}; got {tuple(r.shape)}"
+            )
+        if r.shape[-2:] != maps[0].shape[-2:]:
+            raise ConfigError(
+                f"`reduced[{i}]` maps are {tuple(r.shape[-2:])}; `reduced[0]` maps are "
+                f"{tuple(maps[0].shape[-2:])}: all must have the same size"
+            )
+        if not np.issubdtype(r.dtype, np.floating):
+            raise ConfigError(f"`reduced[{i}]` must hold floats; got dtype {r.dtype}")
+        if k.size and k.min() < 0:
+            raise ConfigError(f"`indices[{i}]` holds negative frame numbers ({int(k.min())})")
+    n_frames = int(max(k.max() for k in idx)) + 1
+    covered = np.bincount(np.concatenate([k.ravel() for k in idx]), minlength=n_frames) > 0
+    if not covered.all():
+        missing = np.flatnonzero(~covered)
+        raise ConfigError(
+            f"frames {missing[:10].tolist()}{' ...' if missing.size > 10 else ''} are covered "
+            f"by no snippet; every frame 0..{n_frames - 1} needs at least one"
+        )
+    result, (scales, shifts, weights) = _solve(
+        maps,
+        idx,
+        n_frames,
+        np.float32(offset),
+        method,
+        options,
+        progress,
+        _first_copies(_canonical_views(maps), idx),
+    )
+    result.scales = [np.asarray(v, dtype=np.float64) for v in scales]
+    result.shifts = [np.asarray(v, dtype=np.float64) for v in shifts]
+    if weights is not None:
+        result.merge_weights = [np.asarray(v, dtype=np.float64) for v in weights]
+    result.seconds = time.perf_counter() - clock
+    return result
+
+
+def reduce_maps(maps, border: int = 2, subsample: int = 10) -> np.ndarray:
+    """``[n, L, H, W]`` → what the solver sees, ``[n, L, h, w]`` (border cropped, every
+    ``subsample``-th pixel): a strided view of ``maps``, no copy and no dtype change."""
+    maps = _as_numpy(maps)
+    if maps.ndim != 4:
+        raise ConfigError(f"`maps` must be [n_snippets, L, H, W]; got shape {tuple(maps.shape)}")
+    _check_reduction(maps.shape[-2:], border, subsample)
+    return _reduced(maps, border, subsample)
+
+
+def merge_frame(
+    maps: Sequence,
+    scales: Sequence[float],
+    shifts: Sequence[float],
+    offset: float,
+    weights: Sequence[float] | None = None,
+    sigma: float | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One frame of the merge from the occurrences covering it, in :func:`coalign`'s order.
+
+    ``maps``: the ``[H, W]`` snippet frames covering the frame, ordered by (dilation entry,
+    snippet, position) as :func:`coalign` visits them; ``scales``, ``shifts`` and ``weights``
+    (a result's ``merge_weights[i][n]``): the values of each map's snippet. With the values
+    :func:`solve_reduced` gives and ``sigma`` (its ``frame_sigma[f]``) the frame and its
+    confidence are bit-identical to coalign's. The maps are read twice when ``sigma`` is
+    given. Returns (``[H,W]`` float32, confidence ``[H,W]`` float32 or None).
+    """
+    if not len(maps):
+        raise ConfigError("`maps` is empty: a frame needs at least one covering snippet frame")
+    if len(scales) != len(maps) or len(shifts) != len(maps):
+        raise ConfigError("`scales` and `shifts` need one value per map")
+    if weights is not None and len(weights) != len(maps):
+        raise ConfigError("`weights` needs one value per map")
+    offset = float(offset)
+    views = [_tensor_view(_as_numpy(m)) for m in maps]
+    terms = []  # (scale, constant, weight) in float64, as _merge computes them
+    for n in range(len(views)):
+        s_o = float(np.float64(scales[n]))
+        b_o = float(np.float64(shifts[n])) - s_o * offset
+        terms.append((s_o, b_o, 1.0 if weights is None else float(np.float64(weights[n]))))
+    depth = torch.zeros(views[0].shape)
+    weight_sum = const = 0.0
+    for x, (s_o, b_o, w_o) in zip(views, terms, strict=True):
+        depth.add_(x, alpha=float(w_o * s_o))
+        weight_sum += w_o
+        const += w_o * b_o
+    depth.div_(torch.tensor(np.float32(weight_sum)))
+    depth.add_(torch.tensor(np.float32(const / weight_sum)))
+    if sigma is None:
+        return depth.numpy(), None
+    sigma = float(sigma)
+    count = float(len(views))
+    spread = torch.zeros_like(depth)
+    for x, (s_o, b_o, _) in zip(views, terms, strict=True):
+        y = x.to(torch.float32, copy=True)
+        y.mul_(float(s_o)).add_(float(b_o)).sub_(depth)
+        spread.addcmul_(y, y)
+    var = spread.div_(torch.tensor(np.float32(count)))
+    var.add_(torch.tensor(np.float32(sigma**2 / count)))
+    var.div_(torch.tensor(np.float32((CONFIDENCE_KAPPA * sigma) ** 2)))
+    return depth.numpy(), var.add_(1.0).reciprocal_().numpy()
+
+
+def _solve(reduced, idx, n_frames, offset, method, options, progress, first):
+    """Step 3 of :func:`coalign` on reduced maps ``[n, L, h, w]``: the solve and the
+    per-frame statistics. ``first``: :func:`_first_copies` of the entries.
+
+    Returns the result (float32 parameters, no depth) and the solver's raw (scales, shifts,
+    weights), which the merge uses."""
     n_pixels = reduced[0].shape[-2] * reduced[0].shape[-1]
     layout = _Layout(idx, n_frames, n_pixels)
-
-    # 3. solve
     if method == "adam":
         scales, shifts, history, iterations = _solve_adam(
             reduced, offset, idx, n_frames, progress, **options
@@ -206,7 +382,6 @@ def coalign(
         # a dilation repeated by capping is the same data twice: it is solved once (counted
         # twice it would pull the consensus towards itself) and, as the reference does,
         # merged twice
-        first = _first_copies(arrays, idx)
         keep = sorted(set(first))
         solved = _Layout([idx[i] for i in keep], n_frames, n_pixels)
         solver = _RobustSolver([reduced[i] for i in keep], offset, solved, progress)
@@ -218,27 +393,26 @@ def coalign(
 
         scales, shifts, weights = per_entry(s), per_entry(t), per_entry(snippet_weights)
 
-    # 4. per-frame agreement on the reduced maps, then the full-resolution merge
+    # per-frame agreement on the reduced maps (sigma: the confidence's scale)
     frame_res, sigma = _frame_statistics(reduced, offset, layout, scales, shifts, weights)
-    depth, conf = _merge(
-        arrays, idx, scales, shifts, n_frames, offset, weights, sigma if confidence else None
-    )
-    return AlignmentResult(
-        depth=depth,
+    result = AlignmentResult(
+        depth=None,
         scales=[np.asarray(s, dtype=np.float32) for s in scales],
         shifts=[np.asarray(t, dtype=np.float32) for t in shifts],
-        confidence=conf,
+        confidence=None,
         frame_residuals=frame_res,
         method=method,
         iterations=iterations,
-        seconds=time.perf_counter() - clock,
+        seconds=0.0,
         loss_history=history,
         offset=float(offset),
         converged=converged,
         merge_weights=None
         if weights is None
         else [np.asarray(w, dtype=np.float32) for w in weights],
+        frame_sigma=sigma,
     )
+    return result, (scales, shifts, weights)
 
 
 def merge_snippets(
@@ -419,6 +593,18 @@ def _first_copies(arrays: list[np.ndarray], indices: list[np.ndarray]) -> list[i
         same = (j for j in range(i) if arrays[j] is a and np.array_equal(indices[j], k))
         first.append(next(same, i))
     return first
+
+
+def _canonical_views(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """``arrays`` with every array replaced by the first one that views the same memory the
+    same way (data pointer, shape, strides, dtype): :func:`reduce_maps` of one snippet array
+    passed twice gives two view objects of the same data, which count as one array."""
+    seen: dict[tuple, np.ndarray] = {}
+    out = []
+    for a in arrays:
+        key = (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
+        out.append(seen.setdefault(key, a))
+    return out
 
 
 def _array_min(a: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""The `rollingdepth` command: run, selftest, check.
+"""The `rollingdepth` command: run, infer, finalize, selftest, check.
 
 Every RollingDepthError becomes one line on stderr and a non-zero exit; Ctrl-C (or SIGTERM from
 a host application) stops cleanly with exit code 130 and no half-written file.
@@ -112,11 +112,34 @@ class JsonProgress:
 
 
 # ---------------------------------------------------------------------------- arguments
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
+def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
     p.add_argument(
         "plate", help="video file, image sequence (plate.####.exr, plate.%%04d.png) or folder"
     )
-    p.add_argument("-o", "--output", required=True, help="output folder for the EXR sequence")
+    if command != "infer":
+        p.add_argument("-o", "--output", required=True, help="output folder for the EXR sequence")
+    p.add_argument(
+        "--cache",
+        default=None,
+        required=command != "run",
+        metavar="DIR",
+        help="snippet cache folder: bounded memory, resumable runs, reuse across setting changes"
+        + (" (shared by every farm job of the shot)" if command != "run" else ""),
+    )
+    if command == "infer":
+        p.add_argument(
+            "--chunk", default=None, metavar="K/N", help="compute only share K of N (1-based)"
+        )
+    if command != "finalize":
+        p.add_argument(
+            "--executor",
+            default="local",
+            choices=("local", "ray"),
+            help="ray: send snippet blocks to a Ray cluster (needs --cache on shared storage)",
+        )
+        p.add_argument(
+            "--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS)"
+        )
     p.add_argument(
         "--checkpoint", default=DEFAULT_CHECKPOINT, help="hub id or local folder (diffusers layout)"
     )
@@ -182,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rollingdepth {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_arguments(sub.add_parser("run", help="estimate depth for a plate and write EXRs"))
+    add_run_arguments(
+        sub.add_parser(
+            "infer", help="farm step 1: compute snippet blocks (a --chunk K/N share) into --cache"
+        ),
+        "infer",
+    )
+    add_run_arguments(
+        sub.add_parser(
+            "finalize", help="farm step 2: align, merge and write EXRs from a complete --cache"
+        ),
+        "finalize",
+    )
     selftest = sub.add_parser("selftest", help="run the whole pipeline with a tiny random model")
     selftest.add_argument("--keep", default=None, help="keep the outputs in this folder")
     check = sub.add_parser("check", help="report Python, torch and devices")
@@ -196,6 +231,8 @@ REFERENCE_SETTINGS = {"aligner": "adam", "batch_size": 1, "vae_batch_size": 4}
 def command_run(args: argparse.Namespace, sink) -> dict:
     from .runner import run_plate
 
+    if args.reference and args.cache:
+        raise ConfigError("`--reference` runs in memory at full precision; it cannot use `--cache`")
     if args.reference:
         for key, value in REFERENCE_SETTINGS.items():
             given = getattr(args, key)
@@ -232,6 +269,28 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         name=args.name,
     )
     output.check()
+    if args.command != "run":
+        from .runner import run_plate_cached
+
+        return run_plate_cached(
+            plate=args.plate,
+            output_dir=getattr(args, "output", None),
+            config=config,
+            output=output,
+            checkpoint=args.checkpoint,
+            cache_dir=args.cache,
+            mode=args.command,
+            chunk=getattr(args, "chunk", None),
+            executor=getattr(args, "executor", "local"),
+            ray_address=getattr(args, "ray_address", None),
+            preset=args.preset,
+            device=args.device,
+            dtype_explicit=args.dtype is not None,
+            frames=args.frames,
+            input_colorspace=args.input_colorspace,
+            progress=sink,
+            message=sink.message,
+        )
     return run_plate(
         plate=args.plate,
         output_dir=args.output,
@@ -245,6 +304,9 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         input_colorspace=args.input_colorspace,
         progress=sink,
         message=sink.message,
+        cache_dir=args.cache,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
 
 
@@ -298,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         # keep stdout a clean JSON stream: library chatter goes to stderr
         logging.getLogger().handlers[0].setStream(sys.stderr)
     try:
-        command = command_run if args.command == "run" else command_selftest
+        command = command_selftest if args.command == "selftest" else command_run
         result = command(args, sink)
     except KeyboardInterrupt:
         sink.error("cancelled; no partial files were left", "cancelled")

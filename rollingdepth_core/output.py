@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -112,18 +112,47 @@ def write_depth_sequence(
     progress: ProgressCallback | None = None,
 ) -> list[Path]:
     """Write one EXR per frame, named by the plate's own frame numbers; each write is atomic."""
-    folder = ensure_writable(folder)
     if len(frame_numbers) != depth.shape[0]:
         raise OutputError(f"{depth.shape[0]} depth frames but {len(frame_numbers)} frame numbers")
-    lo, hi = float(depth.min()), float(depth.max())
+    return write_depth_stream(
+        depth,
+        (float(depth.min()), float(depth.max())),
+        frame_numbers,
+        folder,
+        output,
+        metadata,
+        plate_size,
+        confidence,
+        progress,
+    )
+
+
+def write_depth_stream(
+    frames: Iterable[np.ndarray],
+    value_range: tuple[float, float],
+    frame_numbers: Sequence[int],
+    folder: str | Path,
+    output: OutputConfig,
+    metadata: Mapping[str, str | int | float],
+    plate_size: tuple[int, int],
+    confidence: Iterable[np.ndarray] | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[Path]:
+    """:func:`write_depth_sequence` from frames ``[H,W]`` that arrive one at a time.
+
+    ``value_range`` is the clip's (min, max), known beforehand, so no frame is held back.
+    """
+    folder = ensure_writable(folder)
+    lo, hi = value_range
     pad = max(4, len(str(max(frame_numbers))))
-    size = plate_size if output.restore_res else depth.shape[1:]
+    confidences = iter(confidence) if confidence is not None else None
     written = []
-    for i, number in enumerate(frame_numbers):
-        values = convert_depth(depth[i], output.depth_mode, output.near, output.far, lo, hi)
+    for i, (number, frame) in enumerate(zip(frame_numbers, frames, strict=True)):
+        size = plate_size if output.restore_res else frame.shape
+        values = convert_depth(frame, output.depth_mode, output.near, output.far, lo, hi)
         extra = None
-        if confidence is not None:
-            extra = {"confidence": resize_map(confidence[i], size)}
+        if confidences is not None:
+            extra = {"confidence": resize_map(next(confidences), size)}
         path = frame_path(folder, output.name, number, pad)
         write_depth_exr(
             path,

@@ -270,7 +270,35 @@ class RollingDepthPipeline:
         progress: ProgressCallback | None = None,
     ) -> np.ndarray:
         """Diffusion refinement of the aligned video with shrinking dilations: ``[N,H,W]``."""
-        n_frames = aligned.shape[0]
+        chunks = (
+            aligned[start : start + config.vae_batch_size]
+            for start in range(0, aligned.shape[0], config.vae_batch_size)
+        )
+        current = self.refine_latents(latents, self.encode_depth(chunks), noise, config, progress)
+        maps = [self.decode_depth(chunk, size) for chunk in current.split(config.vae_batch_size)]
+        return torch.cat(maps).float().cpu().numpy()
+
+    @torch.no_grad()
+    def encode_depth(self, chunks: Iterable[np.ndarray]) -> torch.Tensor:
+        """Aligned depth in chunks of ``[b,H,W]`` (replicated to RGB) → latents ``[N,4,h,w]``."""
+        depth_latents = []
+        for chunk in chunks:
+            chunk = torch.from_numpy(np.ascontiguousarray(chunk))
+            images = pad_to_multiple(chunk[:, None].expand(-1, 3, -1, -1).float())
+            depth_latents.append(self.encode(images))
+        return torch.cat(depth_latents)
+
+    @torch.no_grad()
+    def refine_latents(
+        self,
+        latents: torch.Tensor,
+        encoded: torch.Tensor,
+        noise: torch.Tensor,
+        config: InferenceConfig,
+        progress: ProgressCallback | None = None,
+    ) -> torch.Tensor:
+        """The refinement loop on latents: encoded aligned depth ``[N,4,h,w]`` → refined."""
+        n_frames = encoded.shape[0]
         steps = config.refine_steps
         scheduler = self.new_scheduler()
         total_steps = int(steps / 0.5)
@@ -282,13 +310,7 @@ class RollingDepthPipeline:
         scheduler.set_timesteps(total_steps, device=self.device)
         timesteps = scheduler.timesteps[int(total_steps * 0.5) :]  # keep the second half
 
-        depth_latents = []
-        for start in range(0, n_frames, config.vae_batch_size):
-            chunk = torch.from_numpy(aligned[start : start + config.vae_batch_size])
-            images = pad_to_multiple(chunk[:, None].expand(-1, 3, -1, -1).float())
-            depth_latents.append(self.encode(images))
-        current = torch.cat(depth_latents)  # [N,4,h,w]
-        current = scheduler.add_noise(current, noise.expand_as(current), timesteps[0])
+        current = scheduler.add_noise(encoded, noise.expand_as(encoded), timesteps[0])  # [N,4,h,w]
 
         dilations = refine_dilations(
             n_frames,
@@ -315,8 +337,7 @@ class RollingDepthPipeline:
                 counts.index_add_(0, flat, torch.ones_like(flat, dtype=counts.dtype))
             current = (summed / counts[:, None, None, None]).to(self.dtype)
             report(progress, "refine", step + 1, steps)
-        maps = [self.decode_depth(chunk, size) for chunk in current.split(config.vae_batch_size)]
-        return torch.cat(maps).float().cpu().numpy()
+        return current
 
     # ---------------------------------------------------------------- the whole run
     def __call__(

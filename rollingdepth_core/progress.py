@@ -11,8 +11,10 @@ ProgressCallback = Callable[[str, int, int], None]
 STAGES = {
     "load": "loading the model",
     "encode": "reading + encoding",
+    "scan": "reading + hashing frames",
     "snippets": "predicting snippets",
     "align": "co-aligning snippets",
+    "merge": "merging frames",
     "refine": "refining",
     "write": "writing EXRs",
     "preview": "writing preview",
