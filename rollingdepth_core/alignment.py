@@ -25,7 +25,8 @@ Two solvers:
       noise lives (the model normalises each snippet to [-1, 1], so its errors are about
       constant in snippet units): ``e = x - a_k m - b_k``. Fitting ``s x + t`` to ``m``
       instead is an errors-in-variables regression that shrinks the scale of snippets with a
-      large depth range (on the benchmark: 2-4 % scale errors at 2 % noise, 0.06 % here).
+      large depth range (benchmark clip, 30 frames, 2 % noise, no outliers: rms scale error
+      1.5 %, max 3.4 %, against 0.06 % and 0.14 % here).
     * Objective: the sum over snippet frames and reduced pixels of ``rho(e / sigma_k)``,
       ``sigma_k`` the snippet's robust (MAD) noise level, so noisy snippets count less and
       the robust thresholds are in noise units.
