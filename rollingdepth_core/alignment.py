@@ -174,20 +174,7 @@ def coalign(
     ``max_iterations``, ``tol``.
     """
     clock = time.perf_counter()
-    if method not in METHODS:
-        raise ConfigError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
-    defaults = ADAM_OPTIONS if method == "adam" else ROBUST_OPTIONS
-    unknown = sorted(set(solver_options) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"unknown solver option(s) {', '.join(f'`{k}`' for k in unknown)} for method "
-            f"{method!r}; allowed: {', '.join(f'`{k}`' for k in defaults)}"
-        )
-    options = {**defaults, **solver_options}
-    if method == "adam":
-        _check_adam_options(options)
-    else:
-        _check_robust_options(options)
+    options = _solver_options(method, solver_options)
     arrays, idx, n_frames = _check_inputs(snippets, indices)
     _check_reduction(arrays[0].shape[-2:], border, subsample)
 
@@ -237,20 +224,7 @@ def solve_reduced(
     what makes :func:`merge_frame` reproduce coalign's merge exactly.
     """
     clock = time.perf_counter()
-    if method not in METHODS:
-        raise ConfigError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
-    defaults = ADAM_OPTIONS if method == "adam" else ROBUST_OPTIONS
-    unknown = sorted(set(solver_options) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"unknown solver option(s) {', '.join(f'`{k}`' for k in unknown)} for method "
-            f"{method!r}; allowed: {', '.join(f'`{k}`' for k in defaults)}"
-        )
-    options = {**defaults, **solver_options}
-    if method == "adam":
-        _check_adam_options(options)
-    else:
-        _check_robust_options(options)
+    options = _solver_options(method, solver_options)
     if isinstance(reduced, (np.ndarray, torch.Tensor)) or not len(reduced):
         raise ConfigError("`reduced` must be a non-empty list with one entry per dilation entry")
     if len(reduced) != len(indices):
@@ -553,6 +527,25 @@ def _check_reduction(hw: tuple[int, int], border: int, subsample: int) -> None:
         raise ConfigError(
             f"maps of {tuple(hw)} pixels leave nothing after cropping a {border}-pixel border"
         )
+
+
+def _solver_options(method: str, solver_options: dict) -> dict:
+    """The method's defaults with the caller's options, every one checked."""
+    if method not in METHODS:
+        raise ConfigError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
+    defaults = ADAM_OPTIONS if method == "adam" else ROBUST_OPTIONS
+    unknown = sorted(set(solver_options) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"unknown solver option(s) {', '.join(f'`{k}`' for k in unknown)} for method "
+            f"{method!r}; allowed: {', '.join(f'`{k}`' for k in defaults)}"
+        )
+    options = {**defaults, **solver_options}
+    if method == "adam":
+        _check_adam_options(options)
+    else:
+        _check_robust_options(options)
+    return options
 
 
 def _check_adam_options(options: dict) -> None:
