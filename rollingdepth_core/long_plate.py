@@ -170,7 +170,9 @@ def scan_plate(
         if missing and (encode_groups is None or g in encode_groups):
             pipe = pipeline()
             images = torch.cat([pipe.preprocess(f, size) for f in pending])
-            latents = pipe.encode(images).float().cpu().numpy()  # [b,4,h,w]
+            latents = pipe.encode(images).cpu()  # [b,4,h,w]
+            # stored in the compute dtype (numpy has no bfloat16: that one goes as float32)
+            latents = (latents.float() if latents.dtype == torch.bfloat16 else latents).numpy()
             for k, latent in zip(new, latents, strict=True):
                 cache.save_latent(k, latent)
             cache.stats.latents_computed += len(new)
