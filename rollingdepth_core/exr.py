@@ -25,8 +25,12 @@ def write_depth_exr(
     half: bool = False,
     metadata: Mapping[str, str | int | float] | None = None,
     extra_channels: Mapping[str, np.ndarray] | None = None,
+    datetime: str | None = None,
 ) -> None:
     """Write a depth map (and optional extra channels) as a zip-compressed scanline EXR.
+
+    ``datetime`` (``"YYYY:MM:DD HH:MM:SS"``) pins the ``DateTime`` header; without it
+    OpenImageIO stamps the time of writing, and two writes of the same data differ.
 
     The file is written next to the target under a hidden temporary name and moved into
     place with `os.replace`, so readers never see half a file and an existing file is
@@ -72,6 +76,8 @@ def write_depth_exr(
     spec.z_channel = 0
     spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, width, height
     spec.attribute("compression", COMPRESSION)
+    if datetime is not None:
+        spec.attribute("DateTime", datetime)
     for key, value in attributes.items():
         spec.attribute(key, value)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from fractions import Fraction
@@ -66,6 +67,22 @@ def ensure_writable(folder: str | Path) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write to output folder {str(folder)!r}: {exc.strerror}") from exc
     return folder
+
+
+def source_datetime(source: str | None) -> str | None:
+    """The plate's modification time (its file, or its folder for a sequence pattern).
+
+    Used as the EXRs' ``DateTime`` so that a rerun, a farm split and a local run of the same
+    plate write byte-identical files.
+    """
+    if not source:
+        return None
+    path = Path(source)
+    if not path.exists():
+        path = path.parent
+    if not path.exists():
+        return None
+    return time.strftime("%Y:%m:%d %H:%M:%S", time.gmtime(path.stat().st_mtime))
 
 
 def run_metadata(
@@ -146,6 +163,7 @@ def write_depth_stream(
     lo, hi = value_range
     pad = max(4, len(str(max(frame_numbers))))
     confidences = iter(confidence) if confidence is not None else None
+    stamp = source_datetime(metadata.get("source"))
     written = []
     for i, (number, frame) in enumerate(zip(frame_numbers, frames, strict=True)):
         size = plate_size if output.restore_res else frame.shape
@@ -161,6 +179,7 @@ def write_depth_stream(
             half=output.half,
             metadata={**metadata, "source_frame": int(number)},
             extra_channels=extra,
+            datetime=stamp,
         )
         written.append(path)
         report(progress, "write", i + 1, len(frame_numbers))

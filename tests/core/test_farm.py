@@ -39,6 +39,7 @@ def assert_same_exrs(expected, folder):
             np.testing.assert_array_equal(pa[channel], pb[channel])
         assert ma["rollingdepth/value_min"] == mb["rollingdepth/value_min"]
         assert ma["rollingdepth/value_max"] == mb["rollingdepth/value_max"]
+        assert a.read_bytes() == b.read_bytes()  # the whole file, headers included
 
 
 def cli(*args, checkpoint):
