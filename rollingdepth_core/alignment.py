@@ -68,7 +68,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +102,9 @@ ProgressFn = Callable[[int, int], None]
 class AlignmentResult:
     """What co-alignment produced; ``depth`` is on the min-shifted values, not renormalised."""
 
-    depth: np.ndarray | None  # [N,H,W] float32; None from solve_reduced (merged elsewhere)
+    # [N,H,W] float32; None from solve_reduced (merged elsewhere) and in the pipeline's
+    # results, which normalise it in place into DepthPrediction.aligned
+    depth: np.ndarray | None
     scales: list[np.ndarray]  # per dilation entry [n_snippets]
     shifts: list[np.ndarray]  # per dilation entry [n_snippets]
     confidence: np.ndarray | None  # [N,H,W] float32 in [0,1] when asked
@@ -276,6 +278,51 @@ def solve_reduced(
     return result
 
 
+def merge_solution(
+    snippets: Sequence,
+    indices: Sequence,
+    solution: AlignmentResult,
+    *,
+    confidence: bool = False,
+) -> AlignmentResult:
+    """The full-resolution merge (:func:`coalign`'s last step) with a solve done before.
+
+    ``solution``: what :func:`solve_reduced` gave for these snippets' reduced maps (with
+    their global minimum as ``offset``); its float64 scales, shifts and weights make the
+    depth and confidence bit-identical to :func:`coalign`'s. A caller that keeps snippets
+    solves once and merges as often as it likes (with and without confidence). Returns a
+    copy of ``solution`` with ``depth`` (and ``confidence``) set.
+    """
+    arrays, idx, n_frames = _check_inputs(snippets, indices)
+    if solution.method not in METHODS or len(solution.scales) != len(arrays):
+        raise ConfigError(
+            f"`solution` must be a result for these snippets: it has {len(solution.scales)} "
+            f"dilation entries, `snippets` has {len(arrays)}"
+        )
+    for i, (a, s) in enumerate(zip(arrays, solution.scales, strict=True)):
+        if np.shape(s) != (a.shape[0],):
+            raise ConfigError(
+                f"`solution` has {np.size(s)} snippets for entry {i}; `snippets[{i}]` has "
+                f"{a.shape[0]}"
+            )
+    if solution.frame_residuals.shape[0] != n_frames:
+        raise ConfigError(
+            f"`solution` covers {solution.frame_residuals.shape[0]} frames; the indices cover "
+            f"{n_frames}"
+        )
+    depth, conf = _merge(
+        arrays,
+        idx,
+        solution.scales,
+        solution.shifts,
+        n_frames,
+        np.float32(solution.offset),
+        solution.merge_weights,
+        solution.frame_sigma if confidence else None,
+    )
+    return replace(solution, depth=depth, confidence=conf)
+
+
 def reduce_maps(maps, border: int = 2, subsample: int = 10) -> np.ndarray:
     """``[n, L, H, W]`` → what the solver sees, ``[n, L, h, w]`` (border cropped, every
     ``subsample``-th pixel): a strided view of ``maps``, no copy and no dtype change."""
@@ -317,26 +364,11 @@ def merge_frame(
         b_o = float(np.float64(shifts[n])) - s_o * offset
         terms.append((s_o, b_o, 1.0 if weights is None else float(np.float64(weights[n]))))
     depth = torch.zeros(views[0].shape)
-    weight_sum = const = 0.0
-    for x, (s_o, b_o, w_o) in zip(views, terms, strict=True):
-        depth.add_(x, alpha=float(w_o * s_o))
-        weight_sum += w_o
-        const += w_o * b_o
-    depth.div_(torch.tensor(np.float32(weight_sum)))
-    depth.add_(torch.tensor(np.float32(const / weight_sum)))
-    if sigma is None:
-        return depth.numpy(), None
-    sigma = float(sigma)
-    count = float(len(views))
-    spread = torch.zeros_like(depth)
-    for x, (s_o, b_o, _) in zip(views, terms, strict=True):
-        y = x.to(torch.float32, copy=True)
-        y.mul_(float(s_o)).add_(float(b_o)).sub_(depth)
-        spread.addcmul_(y, y)
-    var = spread.div_(torch.tensor(np.float32(count)))
-    var.add_(torch.tensor(np.float32(sigma**2 / count)))
-    var.div_(torch.tensor(np.float32((CONFIDENCE_KAPPA * sigma) ** 2)))
-    return depth.numpy(), var.add_(1.0).reciprocal_().numpy()
+    conf = None if sigma is None else torch.empty(views[0].shape)
+    _merge_one(
+        views, terms, None if sigma is None else float(sigma), depth, conf, torch.empty_like(depth)
+    )
+    return depth.numpy(), None if conf is None else conf.numpy()
 
 
 def _solve(reduced, idx, n_frames, offset, method, options, progress, first):
@@ -434,15 +466,34 @@ def merge_snippets(
     return depth
 
 
-def normalize_depth(depth: np.ndarray) -> np.ndarray:
-    """Min-max map the whole video to [-1, 1] (a constant video maps to zeros)."""
+def normalize_depth(depth: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """Min-max map the whole video to [-1, 1] (a constant video maps to zeros), float32.
+
+    ``inplace=True`` overwrites ``depth`` (a writable float32 array) instead of allocating a
+    second video; the values are the same either way."""
     depth = np.asarray(depth, dtype=np.float32)
-    lo, hi = float(depth.min()), float(depth.max())
+    if inplace and not depth.flags.writeable:
+        raise ConfigError("`depth` is read-only; cannot normalise it in place")
+    lo, hi = (float(v) for v in torch.aminmax(_tensor_view(depth)))
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ConfigError("`depth` contains non-finite values; cannot normalise it")
+    return rescale_depth(depth, lo, hi, out=depth if inplace else None)
+
+
+def rescale_depth(
+    depth: np.ndarray, lo: float, hi: float, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``(depth - lo) * 2 / (hi - lo) - 1`` in float32 (zeros when ``hi <= lo``): what
+    :func:`normalize_depth` does with the video's extremes, for any part of it (a frame);
+    into ``out`` (may be ``depth``) when given."""
+    depth = np.asarray(depth, dtype=np.float32)
+    if out is None:
+        out = np.empty(depth.shape, np.float32)
+    target = torch.from_numpy(out)
     if hi <= lo:
-        return np.zeros_like(depth)
-    return ((depth - lo) * np.float32(2.0 / (hi - lo)) - 1.0).astype(np.float32)
+        return target.zero_().numpy()
+    torch.sub(_tensor_view(depth), lo, out=target)
+    return target.mul_(float(np.float32(2.0 / (hi - lo)))).sub_(1.0).numpy()
 
 
 # ------------------------------------------------------------------------------ input checks
@@ -678,6 +729,7 @@ class _Layout:
             "gathers": gathers,
             "occ": torch.from_numpy(occ[valid]),  # occurrence ids of the valid slots
             "occ_at": torch.from_numpy(np.flatnonzero(valid)),  # ... and their flat positions
+            "full": bool(valid.all()),  # no pads
         }
 
     def gather(
@@ -686,7 +738,12 @@ class _Layout:
         """Reduced values minus ``offset`` of the chunk's occurrences: ``[F, c, P]`` (pads 0),
         into ``out`` when given."""
         f, c = chunk["gid"].shape
-        x = torch.zeros(f * c, self.n_pixels) if out is None else out.view(f * c, -1).zero_()
+        if out is None:
+            x = torch.zeros(f * c, self.n_pixels)
+        else:  # a reused buffer: only its pads need clearing (all slots are overwritten)
+            x = out.view(f * c, -1)
+            if not chunk["full"]:
+                x.zero_()
         for i, pos, rows in chunk["gathers"]:
             picked = maps[i].index_select(0, rows).float().flatten(1)  # new: free to change
             x.index_copy_(0, pos, picked.sub_(offset) if offset else picked)
@@ -951,8 +1008,9 @@ class _RobustSolver:
     def _pass(self, a, b, noise, kind, first, solve=True) -> dict:
         """One sweep over the frames: residuals, weights, consensus, normal equations.
 
-        Works in chunk-sized buffers that are reused from chunk to chunk (x, e, w, w a and
-        two scratch), so a pass allocates almost nothing.
+        Works in chunk-sized buffers that are reused from chunk to chunk, so a pass allocates
+        almost nothing. Sums over a frame's occurrences and over its pixels are batched matrix
+        products (one read of the ``[F, c, P]`` operand for several sums).
         """
         k = self.layout.n_snippets
         a_t = torch.from_numpy(a.astype(np.float32))
@@ -963,40 +1021,43 @@ class _RobustSolver:
         for chunk in self.layout.chunks:
             f0, f1 = chunk["f0"], chunk["f1"]
             gid, valid, shared = chunk["gid"], chunk["valid"], chunk["shared"]
-            x, e, w, wa, t1, t2 = self._buffers((f1 - f0, gid.shape[1], self.layout.n_pixels))
-            a_o = (a_t[gid] * valid)[..., None]  # [F,c,1], 0 on pads
+            c = gid.shape[1]
+            x, e, w, we, t1, t2 = self._buffers((f1 - f0, c, self.layout.n_pixels))
+            a_f = a_t[gid] * valid  # [F,c], 0 on pads
+            a_o = a_f[..., None]
             b_o = (b_t[gid] * valid)[..., None]
-            scale = noise_t[gid][..., None]
             self.layout.gather(chunk, self.maps, 0.0, out=x)  # raw values, pads 0
             if first:  # least squares for equal weights: sum a (x - b) / sum a^2
                 torch.sub(x, b_o, out=t1).mul_(a_o)
                 self.consensus[f0:f1] = t1.sum(1) / a_o.square().sum(1)
             m = self.consensus[f0:f1]  # [F,P], a view
             # 1. residuals against the kept consensus: robust weights and the objective
-            torch.mul(a_o, m[:, None], out=e).neg_().add_(x).sub_(b_o)  # e = x - a m - b
+            torch.sub(x, b_o, out=e).addcmul_(a_o, m[:, None], value=-1.0)  # e = x - a m - b
             if kind == "huber":
                 sample = e[:, :, :: self.stride].abs()
                 sample = torch.where(shared[..., None] > 0, sample, torch.nan)
                 self.samples[chunk["occ"]] = sample.reshape(-1, sample.shape[-1])[chunk["occ_at"]]
-            loss_sum += _robust_weights(kind, e, scale, shared, out=w, scratch=(t1, t2))
+            # W: robust weight / noise^2, 0 on pads and on frames seen once
+            loss_sum += _robust_weights(kind, e, noise_t[gid], shared, out=w, scratch=(t1, t2))
             loss_count += float(shared.sum()) * x.shape[-1]
-            w.mul_((shared / noise_t[gid] ** 2)[..., None])  # W, 0 on pads and single frames
-            # 2. the consensus that is optimal for these weights and the current (a, b)
-            torch.mul(w, a_o, out=wa)
-            total = torch.mul(wa, a_o, out=t1).sum(1)  # [F,P]
-            fitted = torch.sub(x, b_o, out=t1).mul_(wa).sum(1) / total.clamp_min(1e-30)
-            m_new = torch.where(total > 0, fitted, m)
-            e.addcmul_(a_o, (m - m_new)[:, None])  # residuals against the new consensus
+            # 2. the consensus that is optimal for these weights and the current (a, b): the
+            # kept one moved by sum_c W a e / sum_c W a^2 (a weighted mean of x - b over a)
+            torch.mul(w, e, out=we)
+            total = torch.bmm(a_f.square()[:, None], w).squeeze(1)  # [F,P] sum_c W a^2
+            pull = torch.bmm(a_f[:, None], we).squeeze(1)  # [F,P] sum_c W a e
+            delta = torch.where(total > 0, pull / total.clamp_min(1e-30), 0.0)
+            m_new = m + delta
             self.consensus[f0:f1] = m_new  # (after m, a view of it, was used)
             magnitude += float(m_new.abs().mean(-1).sum())
             if solve:
                 # 3. Gauss-Newton in (a, b), consensus eliminated: Jacobian (m, 1), coeff. a
-                system.add(chunk["gid_np"], w, wa, total, m_new[:, None], e, t1, t2)
+                system.add_frames(chunk["gid_np"], a_f, w, we, total, m_new, delta, t1, t2)
             else:
                 # leave-one-out residual in consensus units: against the consensus of the
                 # others, (y - m) S / (S - w a^2), so a snippet frame does not vouch for itself
+                e.addcmul_(a_o, delta[:, None], value=-1.0)  # against the new consensus
                 y_res = torch.div(e, a_o.clamp_min(1e-30), out=t1)
-                own = torch.mul(wa, a_o, out=t2)
+                own = torch.mul(w, a_o, out=t2).mul_(a_o)
                 rest = total.unsqueeze(1) - own
                 y_res.mul_(total.unsqueeze(1) / rest.clamp_min(1e-6 * total.unsqueeze(1) + 1e-30))
                 msq = torch.where(shared > 0, y_res.square_().mean(-1), torch.nan)
@@ -1012,20 +1073,23 @@ class _RobustSolver:
         return self.workspace[shape]
 
 
-def _robust_weights(kind, e, scale, shared, out, scratch) -> float:
-    """IRLS weights psi(u)/u of ``u = e / scale`` into ``out``; returns sum of rho(u) over the
+def _robust_weights(kind, e, noise, shared, out, scratch) -> float:
+    """Weights ``W = shared psi(u)/u / noise^2`` of ``u = e / noise`` into ``out`` (``e``
+    ``[F,c,P]``, ``noise`` and ``shared`` ``[F,c]``); returns the sum of rho(u) over the
     ``shared`` occurrences. ``scratch``: two buffers shaped like ``e``."""
     t1, t2 = scratch
+    factor = (shared / noise.square())[..., None]
     if kind == "huber":
-        u = torch.div(e, scale, out=t2).abs_()
+        u = torch.mul(e, noise.reciprocal()[..., None], out=t2).abs_()
         clipped = torch.clamp(u, max=HUBER_K, out=t1)  # rho = r (|u| - r / 2), r = min(|u|, k)
         rho = torch.mul(clipped, -0.5, out=out).add_(u).mul_(clipped)
-        loss = float(rho.mul_(shared[..., None]).sum())
-        torch.reciprocal(u, out=out).mul_(HUBER_K).clamp_(max=1.0)  # min(1, k / |u|)
+        loss = float((rho.sum(-1) * shared).sum())
+        torch.reciprocal(u, out=out).mul_(HUBER_K).clamp_(max=1.0).mul_(factor)  # min(1, k/|u|)
         return loss
-    w = torch.div(e, scale, out=out).div_(CAUCHY_C).square_().add_(1.0).reciprocal_()
-    rho = torch.log(w, out=t1).mul_(-0.5 * CAUCHY_C**2)
-    return float(rho.mul_(shared[..., None]).sum())
+    # Cauchy: q = 1 + (u / c)^2, weight 1 / q, rho = c^2 / 2 log q
+    q = torch.mul(e, (noise * CAUCHY_C).reciprocal()[..., None], out=t2).square_().add_(1.0)
+    torch.div(factor, q, out=out)
+    return 0.5 * CAUCHY_C**2 * float((torch.log(q, out=t1).sum(-1) * shared).sum())
 
 
 class _NormalEquations:
@@ -1058,6 +1122,12 @@ class _NormalEquations:
         g_jj = torch.bmm(root_j, root_j.transpose(1, 2)).double().numpy()  # [F,c,c]
         g_j1 = torch.bmm(root_j, root.transpose(1, 2)).double().numpy()
         g_11 = torch.bmm(root, root.transpose(1, 2)).double().numpy()
+        self._add_blocks(gid_np, (d_jj, d_j, d_1), (g_jj, g_j1, g_11), g_p, g_q)
+
+    def _add_blocks(self, gid_np, diagonals, grams, g_p, g_q) -> None:
+        """Frames' ``c x c`` blocks ``diag(d) - G`` for (pp, pq, qq) and the gradient sums
+        ``g_p``, ``g_q`` ``[F,c]`` into the system."""
+        (d_jj, d_j, d_1), (g_jj, g_j1, g_11) = diagonals, grams
         eye = np.eye(gid_np.shape[1])
         h_pp = eye * d_jj.double().numpy()[:, None, :] - g_jj
         h_pq = eye * d_j.double().numpy()[:, None, :] - g_j1
@@ -1071,6 +1141,31 @@ class _NormalEquations:
         # _gauge_step solves H d = -gradient; the step that reduces |e - J d|_W is H^-1 J^T W e
         self.g[0::2] -= np.bincount(gid_np.ravel(), g_p.double().numpy().ravel(), minlength=self.k)
         self.g[1::2] -= np.bincount(gid_np.ravel(), g_q.double().numpy().ravel(), minlength=self.k)
+
+    def add_frames(self, gid_np, a_f, w, we, total, m, delta, t1, t2) -> None:
+        """The same sums as :meth:`add` for the passes, where the Jacobian of every occurrence
+        is the frame's consensus ``m`` ``[F,P]`` and the consensus coefficient its ``a``
+        (``a_f`` ``[F,c]``); ``we`` = W e against the consensus before it moved by ``delta``
+        (residuals against the moved one are ``e - a delta``); ``t1``, ``t2``: scratch.
+
+        The sums over pixels are products of per-pixel rows ``[F,k,P]`` with the transposed
+        ``[F,c,P]`` operand, the form the BLAS does fastest (several sums, one read)."""
+        rows = torch.stack([torch.ones_like(m), m, m * m, delta, delta * m], dim=1)  # [F,5,P]
+        w_sums = torch.bmm(rows, w.transpose(1, 2))  # [F,5,c]: sum W, W m, W m^2, W d, W d m
+        e_sums = torch.bmm(rows[:, :2], we.transpose(1, 2))  # [F,2,c]: sum W e, W e m
+        d_1, d_j, d_jj, w_delta, w_delta_m = w_sums.unbind(1)
+        g_q = e_sums[:, 0] - a_f * w_delta
+        g_p = e_sums[:, 1] - a_f * w_delta_m
+        # Schur term: (W a)(W a)^T / S = a a^T (W / sqrt S)(W / sqrt S)^T, S = sum_c W a^2
+        inv_sqrt = torch.where(total > 0, total.clamp_min(1e-30).rsqrt(), 0.0)  # [F,P]
+        r = torch.mul(w, inv_sqrt[:, None], out=t1)
+        r_j = torch.mul(r, m[:, None], out=t2)
+        aa = (a_f[:, :, None] * a_f[:, None, :]).double().numpy()  # [F,c,c]
+        grams = [
+            torch.bmm(left, right.transpose(1, 2)).double().numpy() * aa
+            for left, right in ((r_j, r_j), (r_j, r), (r, r))
+        ]
+        self._add_blocks(gid_np, (d_jj, d_j, d_1), grams, g_p, g_q)
 
     def result(self, loss: float, magnitude: float) -> dict:
         out = {"loss": loss, "magnitude": magnitude, "gradient": self.g}
@@ -1125,7 +1220,7 @@ def _gauge_step(
         )
         kkt = sp.bmat([[damped, rows.T], [rows, None]], format="csc")
         rhs = np.concatenate([-stats["gradient"], np.zeros(2), floor - s[pinned]])
-        delta = spla.splu(kkt).solve(rhs)[:k2]
+        delta = spla.splu(kkt, permc_spec="MMD_AT_PLUS_A").solve(rhs)[:k2]
         crossing = np.flatnonzero(s + delta[0::2] < floor * (1 - 1e-9))
         crossing = np.setdiff1d(crossing, pinned)
         if crossing.size == 0:
@@ -1182,43 +1277,66 @@ def _occurrence_shape(weights, shape: tuple[int, int]) -> np.ndarray:
 def _merge(arrays, indices, scales, shifts, n_frames, offset, weights, sigma):
     """Streamed full-resolution merge; with ``sigma`` also the agreement confidence.
 
-    Pass 1 accumulates ``w s x`` per frame (the constants ``w (t - s offset)`` per frame
-    aside) and divides by the frame's weight; with confidence, pass 2 accumulates every
-    snippet frame's squared deviation from the merged frame. Memory: the output (one or two
-    ``[N,H,W]`` arrays), nothing per snippet.
+    Frame by frame (:func:`_merge_one`), the snippet frames covering it in (entry, snippet,
+    position) order. Memory: the output (one or two ``[N,H,W]`` arrays), nothing per
+    snippet.
     """
     h, w = arrays[0].shape[-2:]
     offset = float(offset)
-    maps = []  # (frame, snippet frame [H,W] any float dtype, scale, constant, weight)
+    tensors: dict[int, torch.Tensor] = {}  # one view per array (entries may share one)
+    covering = [[] for _ in range(n_frames)]  # per frame: (snippet frame, (scale, const, w))
     for i, (a, k) in enumerate(zip(arrays, indices, strict=True)):
+        tensor = tensors.setdefault(id(a), _tensor_view(a))
         sc = np.asarray(scales[i], dtype=np.float64)
         sh = np.asarray(shifts[i], dtype=np.float64)
         wt = np.ones(k.shape) if weights is None else _occurrence_shape(weights[i], k.shape)
         for n in range(a.shape[0]):
             for j in range(a.shape[1]):
-                maps.append((int(k[n, j]), a, n, j, sc[n], sh[n] - sc[n] * offset, wt[n, j]))
-    weight_sum = np.zeros(n_frames)
-    const = np.zeros(n_frames)
-    counts = np.zeros(n_frames)
+                term = (float(sc[n]), float(sh[n] - sc[n] * offset), float(wt[n, j]))
+                covering[int(k[n, j])].append((tensor[n, j], term))
     depth = torch.zeros(n_frames, h, w)
-    for f, a, n, j, s_o, b_o, w_o in maps:
-        depth[f].add_(_tensor_view(a[n, j]), alpha=float(w_o * s_o))
-        weight_sum[f] += w_o
-        const[f] += w_o * b_o
-        counts[f] += 1
-    depth.div_(torch.from_numpy(weight_sum.astype(np.float32))[:, None, None])
-    depth.add_(torch.from_numpy((const / weight_sum).astype(np.float32))[:, None, None])
+    conf = None if sigma is None else torch.empty(n_frames, h, w)
+    scratch = torch.empty(h, w)
+    for f, occurrences in enumerate(covering):
+        views, terms = zip(*occurrences, strict=True)
+        _merge_one(
+            views,
+            terms,
+            None if sigma is None else float(sigma[f]),
+            depth[f],
+            None if conf is None else conf[f],
+            scratch,
+        )
+    return depth.numpy(), None if conf is None else conf.numpy()
+
+
+def _merge_one(views, terms, sigma, depth, conf, scratch) -> None:
+    """One frame of the merge, in place (:func:`coalign` and :func:`merge_frame` alike).
+
+    ``depth`` (``[H,W]`` float32 zeros) gets the mean of the ``views`` (the snippet frames
+    covering the frame, any float dtype) aligned and weighted by their ``terms`` (scale,
+    constant, weight), float64 constants rounded once to float32. With ``sigma`` (the
+    frame's spread), ``conf`` gets the agreement confidence: var = mean squared deviation of
+    the aligned snippet frames from the merge + sigma^2 / n (about sigma^2 where they agree,
+    however many there are; one alone gets the prior), confidence = 1 / (1 + var / (kappa
+    sigma)^2). ``scratch``: an ``[H,W]`` float32 buffer.
+    """
+    weight_sum = const = 0.0
+    for x, (s_o, b_o, w_o) in zip(views, terms, strict=True):
+        depth.add_(x, alpha=w_o * s_o)
+        weight_sum += w_o
+        const += w_o * b_o
+    depth.div_(torch.tensor(np.float32(weight_sum)))
+    depth.add_(torch.tensor(np.float32(const / weight_sum)))
     if sigma is None:
-        return depth.numpy(), None
-    spread = torch.zeros(n_frames, h, w)
-    for f, a, n, j, s_o, b_o, _ in maps:
-        y = _tensor_view(a[n, j]).to(torch.float32, copy=True)  # never write the input
-        y.mul_(float(s_o)).add_(float(b_o)).sub_(depth[f])
-        spread[f].addcmul_(y, y)
-    # var = mean squared deviation of the snippet frames from the merge + sigma^2 / n: about
-    # sigma^2 where they agree, however many there are (one alone gets the prior sigma^2)
-    var = spread.div_(torch.from_numpy(counts.astype(np.float32))[:, None, None])
-    var.add_(torch.from_numpy((sigma**2 / counts).astype(np.float32))[:, None, None])
-    var.div_(torch.from_numpy(((CONFIDENCE_KAPPA * sigma) ** 2).astype(np.float32))[:, None, None])
-    conf = var.add_(1.0).reciprocal_()
-    return depth.numpy(), conf.numpy()
+        return
+    count = float(len(views))
+    spread = conf.zero_()
+    for x, (s_o, b_o, _) in zip(views, terms, strict=True):
+        # merged - aligned (the sign does not matter once squared); the input is not written
+        deviation = torch.sub(depth, x, alpha=s_o, out=scratch).sub_(b_o)
+        spread.addcmul_(deviation, deviation)
+    spread.div_(torch.tensor(np.float32(count)))
+    spread.add_(torch.tensor(np.float32(sigma**2 / count)))
+    spread.div_(torch.tensor(np.float32((CONFIDENCE_KAPPA * sigma) ** 2)))
+    spread.add_(1.0).reciprocal_()

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .alignment import AlignmentResult, merge_frame, reduce_maps, solve_reduced
+from .alignment import AlignmentResult, merge_frame, reduce_maps, rescale_depth, solve_reduced
 from .cache import REDUCE_BORDER, REDUCE_SUBSAMPLE, SnippetCache, block_key, frame_hash, latent_key
 from .config import InferenceConfig
 from .errors import ConfigError, InputError, RollingDepthError
@@ -407,10 +407,7 @@ def normalized(frames: Iterable[np.ndarray], lo: float, hi: float) -> Iterator[n
             "the model produced non-finite depth; with fp16 try `--dtype bf16` or `fp32`"
         )
     for frame in frames:
-        if hi <= lo:
-            yield np.zeros_like(frame)
-        else:
-            yield ((frame - lo) * np.float32(2.0 / (hi - lo)) - 1.0).astype(np.float32)
+        yield rescale_depth(frame, lo, hi)
 
 
 @dataclass

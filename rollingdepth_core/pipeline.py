@@ -387,7 +387,10 @@ class RollingDepthPipeline:
             confidence=config.confidence,
             progress=None if progress is None else lambda d, t: progress("align", d, t),
         )
-        aligned = normalize_depth(alignment.depth).astype(np.float32)
+        # the merged video becomes the normalised one in place (no second [N,H,W] copy);
+        # the result keeps the scales and shifts, not the raw merge
+        aligned = normalize_depth(alignment.depth, inplace=True)
+        alignment.depth = None
         timings["align"] = time.perf_counter() - clock
 
         # 10. refinement

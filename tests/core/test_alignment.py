@@ -10,7 +10,10 @@ from rollingdepth_core.alignment import (
     AlignmentResult,
     coalign,
     merge_snippets,
+    merge_solution,
     normalize_depth,
+    reduce_maps,
+    solve_reduced,
 )
 from rollingdepth_core.errors import ConfigError
 
@@ -372,6 +375,39 @@ def test_merge_snippets_matches_a_naive_per_frame_mean(noisy):
         snippets, indices, result.scales, result.shifts, 24, weights=result.merge_weights
     )
     np.testing.assert_allclose(again, result.depth, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["robust", "adam"])
+def test_solve_once_merge_twice_is_coalign(noisy, method):
+    _, snippets, indices, _ = noisy
+    options = {"iterations": 50} if method == "adam" else {}
+    expected = coalign(snippets, indices, method, confidence=True, **options)
+    offset = min(float(s.min()) for s in snippets)
+    solution = solve_reduced([reduce_maps(s) for s in snippets], indices, offset, method, **options)
+    assert solution.depth is None
+    plain = merge_solution(snippets, indices, solution)
+    both = merge_solution(snippets, indices, solution, confidence=True)
+    assert plain.confidence is None and solution.depth is None  # a copy, not the solve
+    np.testing.assert_array_equal(plain.depth, expected.depth)
+    np.testing.assert_array_equal(both.depth, expected.depth)
+    np.testing.assert_array_equal(both.confidence, expected.confidence)
+    with pytest.raises(ConfigError, match="dilation entries"):
+        merge_solution(snippets[:1], indices[:1], solution)
+    with pytest.raises(ConfigError, match="snippets for entry 0"):
+        merge_solution([snippets[0][1:]] + snippets[1:], [indices[0][1:]] + indices[1:], solution)
+
+
+def test_normalize_depth_in_place_gives_the_same_values():
+    depth = np.random.default_rng(1).uniform(-2, 5, (3, 4, 5)).astype(np.float32)
+    expected = normalize_depth(depth)
+    work = depth.copy()
+    out = normalize_depth(work, inplace=True)
+    assert np.shares_memory(out, work)
+    np.testing.assert_array_equal(out, expected)
+    frozen = depth.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ConfigError, match="read-only"):
+        normalize_depth(frozen, inplace=True)
 
 
 def test_normalize_depth_maps_the_video_to_minus_one_one():
