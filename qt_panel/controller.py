@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PySide6.QtCore import QObject, Signal
 
 from rollingdepth_core.config import InferenceConfig, OutputConfig
@@ -158,7 +159,7 @@ class PanelController(QObject):
 
         def job(progress):
             session = self._session_for(request, generation, source, progress)
-            return generation, request, session.run(request.config, progress)
+            return _outcome(generation, request, session.run(request.config, progress))
 
         self.worker.submit("run", job)
 
@@ -176,7 +177,7 @@ class PanelController(QObject):
         session, generation = self._session, self._generation
 
         def job(progress):
-            return generation, request, session.align(request.config, progress)
+            return _outcome(generation, request, session.align(request.config, progress))
 
         self.hint_changed.emit("re-aligning (no model run)", False)
         self.worker.submit("align", job)
@@ -282,10 +283,10 @@ class PanelController(QObject):
 
     def _job_finished(self, name: str, payload: object) -> None:
         if name in ("run", "align"):
-            generation, request, prediction = payload
+            generation, request, prediction, depth_range = payload
             if generation == self._generation:
                 self.result, self.result_request = prediction, request
-                self._depth_range = (float(prediction.depth.min()), float(prediction.depth.max()))
+                self._depth_range = depth_range
                 self.result_changed.emit(prediction)
                 timings = ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items())
                 self.message.emit(f"{name} done: {timings}")
@@ -315,3 +316,10 @@ class PanelController(QObject):
             self.settings_changed(latest)
         else:
             self._update_hint()
+
+
+def _outcome(generation: int, request: RunRequest, prediction: DepthPrediction) -> tuple:
+    """A run's payload for the GUI thread, with the clip's depth extremes found here, in the
+    worker (one pass over the whole clip is too long for the GUI thread)."""
+    lo, hi = torch.aminmax(torch.from_numpy(prediction.depth))
+    return generation, request, prediction, (float(lo), float(hi))

@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .alignment import AlignmentResult, coalign, normalize_depth
+from .alignment import (
+    AlignmentResult,
+    merge_solution,
+    normalize_depth,
+    reduce_maps,
+    solve_reduced,
+)
 from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError, RollingDepthError
 from .exr import write_depth_exr
@@ -37,6 +43,7 @@ SnippetKey = tuple[int, int, int, int, int]
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 NON_FINITE = "the model produced non-finite depth; with fp16 try bf16 or fp32"
 MAX_ALIGNMENTS = 2  # the current and the previous: toggling a setting back is free
+MAX_SOLUTIONS = 8  # solves are small (per-snippet numbers); merging again is what costs
 # `####` (one digit of padding per `#`) or printf `%04d` / `%d` in an output pattern.
 _FRAME_TOKEN = re.compile(r"#+|%(0\d+)?d")
 
@@ -50,7 +57,8 @@ class SessionCounters:
     predict_calls: int = 0  # `predict_snippets` calls, one per dilation predicted
     snippets_predicted: int = 0  # snippets denoised by the UNet
     refine_passes: int = 0
-    alignments: int = 0  # co-alignments actually computed (cache misses)
+    alignments: int = 0  # merges actually computed (cache misses)
+    solves: int = 0  # co-alignment solves (a confidence toggle re-merges a kept solve)
 
 
 class DepthSession:
@@ -83,6 +91,9 @@ class DepthSession:
         self._snippets: OrderedDict[SnippetKey, np.ndarray] = OrderedDict()
         # alignment key -> (result, its depth renormalised to [-1,1] [N,H,W])
         self._alignments: OrderedDict[tuple, tuple[AlignmentResult, np.ndarray]] = OrderedDict()
+        # (snippet keys, aligner) -> the solve (no depth): a confidence toggle only re-merges
+        self._solutions: OrderedDict[tuple, AlignmentResult] = OrderedDict()
+        self._minimum: dict[SnippetKey, float] = {}  # per snippet array, for the offset
         self._refined: tuple[tuple, np.ndarray] | None = None
 
     # ---------------------------------------------------------------- what a config needs
@@ -208,15 +219,12 @@ class DepthSession:
         clock = time.perf_counter()
         cached = self._cached_alignment(keys, config)
         if cached is None:
-            alignment = coalign(
-                snippets,
-                indices,
-                method=config.aligner,
-                confidence=config.confidence,
-                progress=None if progress is None else lambda d, t: progress("align", d, t),
-            )
+            solution = self._solution(keys, snippets, indices, config, progress)
+            alignment = merge_solution(snippets, indices, solution, confidence=config.confidence)
             try:
-                aligned = normalize_depth(alignment.depth)  # [N,H,W] float32 in [-1,1]
+                # [N,H,W] float32 in [-1,1], in place: a cached alignment holds one video
+                aligned = normalize_depth(alignment.depth, inplace=True)
+                alignment.depth = None
             except ConfigError as exc:  # non-finite values
                 raise RollingDepthError(NON_FINITE) from exc
             self._alignments[self._alignment_key(keys, config)] = (alignment, aligned)
@@ -350,6 +358,31 @@ class DepthSession:
     def _alignment_key(keys: list[SnippetKey], config: InferenceConfig) -> tuple:
         return (tuple(keys), config.aligner, config.confidence)
 
+    def _solution(self, keys, snippets, indices, config, progress) -> AlignmentResult:
+        """The solver's scales, shifts and weights for these snippets, solved once."""
+        key = (tuple(keys), config.aligner)
+        if key in self._solutions:
+            self._solutions.move_to_end(key)
+            return self._solutions[key]
+        for k, a in zip(keys, snippets, strict=True):
+            if k not in self._minimum:
+                lo = float(torch.from_numpy(a).min())
+                if not np.isfinite(lo):
+                    raise RollingDepthError(NON_FINITE)
+                self._minimum[k] = lo
+        solution = solve_reduced(
+            [reduce_maps(a) for a in snippets],  # strided views: nothing copied
+            indices,
+            np.float32(min(self._minimum[k] for k in keys)),  # the global minimum, as coalign
+            method=config.aligner,
+            progress=None if progress is None else lambda d, t: progress("align", d, t),
+        )
+        self.counters.solves += 1
+        self._solutions[key] = solution
+        while len(self._solutions) > MAX_SOLUTIONS:
+            self._solutions.popitem(last=False)
+        return solution
+
     def _cached_alignment(
         self, keys: list[SnippetKey], config: InferenceConfig
     ) -> tuple[AlignmentResult, np.ndarray] | None:
@@ -378,6 +411,9 @@ class DepthSession:
                 break
             if key not in keep:
                 total -= self._snippets.pop(key).nbytes
+                self._minimum.pop(key, None)
+                for solved in [k for k in self._solutions if key in k[0]]:
+                    del self._solutions[solved]  # a recomputed prediction is solved anew
 
 
 def expand_pattern(pattern: str, frame: int) -> str:

@@ -75,6 +75,28 @@ def test_alignment_change_runs_no_model(session, unet_calls):
     np.testing.assert_array_equal(again.depth, first.depth)
 
 
+def test_confidence_toggle_merges_again_without_a_solve(session):
+    from rollingdepth_core.alignment import coalign, normalize_depth
+
+    plain = session.run(config())
+    assert session.counters.solves == 1
+    with_confidence = session.run(config(confidence=True))
+    assert session.counters.solves == 1  # the kept solve, merged again with confidence
+    assert session.counters.alignments == 2
+    assert plain.alignment.confidence is None
+    confidence = with_confidence.alignment.confidence
+    assert confidence.shape == (N_FRAMES, 42, 64)
+    assert np.all((confidence > 0) & (confidence <= 1))
+    np.testing.assert_array_equal(with_confidence.aligned, plain.aligned)
+
+    # solve once + merge is coalign, bit for bit
+    expected = coalign(plain.snippets, plain.indices, confidence=True)
+    np.testing.assert_array_equal(confidence, expected.confidence)
+    np.testing.assert_array_equal(plain.aligned, normalize_depth(expected.depth))
+    for got, want in zip(with_confidence.alignment.scales, expected.scales, strict=True):
+        np.testing.assert_array_equal(np.float32(got), want)
+
+
 def test_adding_a_dilation_runs_only_its_snippets(session, unet_calls):
     session.run(config(dilations=(1, 3)))
     before = session.counters.snippets_predicted
