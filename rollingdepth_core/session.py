@@ -93,7 +93,10 @@ class DepthSession:
         self._alignments: OrderedDict[tuple, tuple[AlignmentResult, np.ndarray]] = OrderedDict()
         # (snippet keys, aligner) -> the solve (no depth): a confidence toggle only re-merges
         self._solutions: OrderedDict[tuple, AlignmentResult] = OrderedDict()
-        self._minimum: dict[SnippetKey, float] = {}  # per snippet array, for the offset
+        # per snippet array: its minimum (for the offset) and its reduced maps, copied once
+        # (1 % of the snippets' bytes; the solver reads them every pass, and strided reads
+        # from the full maps would cost about a third of the solve)
+        self._reduced: dict[SnippetKey, tuple[float, np.ndarray]] = {}
         self._refined: tuple[tuple, np.ndarray] | None = None
 
     # ---------------------------------------------------------------- what a config needs
@@ -365,15 +368,15 @@ class DepthSession:
             self._solutions.move_to_end(key)
             return self._solutions[key]
         for k, a in zip(keys, snippets, strict=True):
-            if k not in self._minimum:
+            if k not in self._reduced:
                 lo = float(torch.from_numpy(a).min())
                 if not np.isfinite(lo):
                     raise RollingDepthError(NON_FINITE)
-                self._minimum[k] = lo
+                self._reduced[k] = (lo, np.ascontiguousarray(reduce_maps(a)))
         solution = solve_reduced(
-            [reduce_maps(a) for a in snippets],  # strided views: nothing copied
+            [self._reduced[k][1] for k in keys],  # a capped duplicate passes the same array
             indices,
-            np.float32(min(self._minimum[k] for k in keys)),  # the global minimum, as coalign
+            np.float32(min(self._reduced[k][0] for k in keys)),  # the global min, as coalign
             method=config.aligner,
             progress=None if progress is None else lambda d, t: progress("align", d, t),
         )
@@ -411,7 +414,7 @@ class DepthSession:
                 break
             if key not in keep:
                 total -= self._snippets.pop(key).nbytes
-                self._minimum.pop(key, None)
+                self._reduced.pop(key, None)
                 for solved in [k for k in self._solutions if key in k[0]]:
                     del self._solutions[solved]  # a recomputed prediction is solved anew
 
