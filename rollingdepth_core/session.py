@@ -4,7 +4,8 @@ Front-ends that let a user try settings (the Qt panel) hold one `DepthSession` p
 model. The session keeps the RGB latents of the current processing size, the shared noise per
 seed, and every snippet prediction, keyed by what the model saw. So:
 
-- changing alignment, merge or output settings runs no model at all (`align` only);
+- changing alignment, merge or output settings runs no model at all (`align` only); each
+  solve is kept too, so switching the confidence channel on only merges again;
 - adding a dilation predicts only that dilation's snippets;
 - a new processing size re-encodes the frames; a new plate or model needs a new session.
 
