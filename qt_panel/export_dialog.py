@@ -10,7 +10,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -28,6 +27,8 @@ from rollingdepth_core.config import DEPTH_MODES, OutputConfig
 from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.plate import PlateInfo
 from rollingdepth_core.session import expand_pattern
+
+from .settings_panel import distance_spin
 
 DEFAULT_PATTERN_NAME = "depth.####.exr"
 PRECISIONS = {"float (32-bit)": False, "half (16-bit)": True}
@@ -67,8 +68,8 @@ class ExportDialog(QDialog):
         self.depth_mode_box = QComboBox(self)
         self.depth_mode_box.addItems(list(DEPTH_MODES))
         self.depth_mode_box.setCurrentText(output.depth_mode)
-        self.near_spin = _distance_spin(self, output.near)
-        self.far_spin = _distance_spin(self, output.far)
+        self.near_spin = distance_spin(self, value=output.near)
+        self.far_spin = distance_spin(self, value=output.far)
         self.restore_check = QCheckBox("at the plate's resolution", self)
         self.restore_check.setChecked(output.restore_res)
         self.progress_bar = QProgressBar(self)
@@ -189,13 +190,5 @@ def with_frame_token(path: str) -> str:
 def _frame_spin(parent: QWidget, low: int, high: int, value: int) -> QSpinBox:
     spin = QSpinBox(parent)
     spin.setRange(low, high)
-    spin.setValue(value)
-    return spin
-
-
-def _distance_spin(parent: QWidget, value: float) -> QDoubleSpinBox:
-    spin = QDoubleSpinBox(parent)
-    spin.setRange(0.001, 1e6)
-    spin.setDecimals(3)
     spin.setValue(value)
     return spin

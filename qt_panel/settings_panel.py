@@ -95,8 +95,8 @@ class SettingsPanel(QWidget):
             "inverse: relative inverse depth; normalized: 0..1, 1 = nearest; "
             "depth: mapped to [near, far] scene units"
         )
-        self.near_spin = _double_spin(self, "Nearest depth (depth convention)")
-        self.far_spin = _double_spin(self, "Farthest depth (depth convention)")
+        self.near_spin = distance_spin(self, "Nearest depth (depth convention)")
+        self.far_spin = distance_spin(self, "Farthest depth (depth convention)")
         self.checkpoint_edit = QLineEdit(self)
         self.checkpoint_edit.setToolTip("Hub id or a local checkpoint folder")
         self.browse_button = QToolButton(self)
@@ -371,9 +371,12 @@ def _spin(parent: QWidget, low: int, high: int, tip: str) -> QSpinBox:
     return spin
 
 
-def _double_spin(parent: QWidget, tip: str) -> QDoubleSpinBox:
+def distance_spin(parent: QWidget, tip: str = "", value: float | None = None) -> QDoubleSpinBox:
+    """A near/far field; the settings panel and the export dialog accept the same range."""
     spin = QDoubleSpinBox(parent)
     spin.setRange(0.001, 1e6)
     spin.setDecimals(3)
     spin.setToolTip(tip)
+    if value is not None:
+        spin.setValue(value)
     return spin

@@ -252,14 +252,7 @@ def solve_reduced(
             raise ConfigError(f"`reduced[{i}]` must hold floats; got dtype {r.dtype}")
         if k.size and k.min() < 0:
             raise ConfigError(f"`indices[{i}]` holds negative frame numbers ({int(k.min())})")
-    n_frames = int(max(k.max() for k in idx)) + 1
-    covered = np.bincount(np.concatenate([k.ravel() for k in idx]), minlength=n_frames) > 0
-    if not covered.all():
-        missing = np.flatnonzero(~covered)
-        raise ConfigError(
-            f"frames {missing[:10].tolist()}{' ...' if missing.size > 10 else ''} are covered "
-            f"by no snippet; every frame 0..{n_frames - 1} needs at least one"
-        )
+    n_frames = _covered_frames(idx)
     result, (scales, shifts, weights) = _solve(
         maps,
         idx,
@@ -560,14 +553,7 @@ def _check_inputs(snippets, indices) -> tuple[list[np.ndarray], list[np.ndarray]
                 )
         arrays.append(a)
         idx.append(k.astype(np.int64))
-    n_frames = int(max(k.max() for k in idx)) + 1
-    covered = np.bincount(np.concatenate([k.ravel() for k in idx]), minlength=n_frames) > 0
-    if not covered.all():
-        missing = np.flatnonzero(~covered)
-        raise ConfigError(
-            f"frames {missing[:10].tolist()}{' ...' if missing.size > 10 else ''} are covered "
-            f"by no snippet; every frame 0..{n_frames - 1} needs at least one"
-        )
+    n_frames = _covered_frames(idx)
     return arrays, idx, n_frames
 
 
@@ -612,6 +598,19 @@ def _check_robust_options(options: dict) -> None:
         raise ConfigError(f"`max_iterations` must be an integer >= 2; got {it}")
     if not options["tol"] > 0:
         raise ConfigError(f"`tol` must be > 0; got {options['tol']}")
+
+
+def _covered_frames(idx: list[np.ndarray]) -> int:
+    """The frame count ``max + 1`` of the indices; ConfigError if a frame in it has no snippet."""
+    n_frames = int(max(k.max() for k in idx)) + 1
+    covered = np.bincount(np.concatenate([k.ravel() for k in idx]), minlength=n_frames) > 0
+    if not covered.all():
+        missing = np.flatnonzero(~covered)
+        raise ConfigError(
+            f"frames {missing[:10].tolist()}{' ...' if missing.size > 10 else ''} are covered "
+            f"by no snippet; every frame 0..{n_frames - 1} needs at least one"
+        )
+    return n_frames
 
 
 def _unique(arrays: list[np.ndarray]) -> list[np.ndarray]:

@@ -269,31 +269,8 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         name=args.name,
     )
     output.check()
-    if args.command != "run":
-        from .runner import run_plate_cached
-
-        return run_plate_cached(
-            plate=args.plate,
-            output_dir=getattr(args, "output", None),
-            config=config,
-            output=output,
-            checkpoint=args.checkpoint,
-            cache_dir=args.cache,
-            mode=args.command,
-            chunk=getattr(args, "chunk", None),
-            executor=getattr(args, "executor", "local"),
-            ray_address=getattr(args, "ray_address", None),
-            preset=args.preset,
-            device=args.device,
-            dtype_explicit=args.dtype is not None,
-            frames=args.frames,
-            input_colorspace=args.input_colorspace,
-            progress=sink,
-            message=sink.message,
-        )
-    return run_plate(
+    common = dict(  # what `run`, `infer` and `finalize` all pass on
         plate=args.plate,
-        output_dir=args.output,
         config=config,
         output=output,
         checkpoint=args.checkpoint,
@@ -304,6 +281,22 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         input_colorspace=args.input_colorspace,
         progress=sink,
         message=sink.message,
+    )
+    if args.command != "run":
+        from .runner import run_plate_cached
+
+        return run_plate_cached(
+            **common,
+            output_dir=getattr(args, "output", None),
+            cache_dir=args.cache,
+            mode=args.command,
+            chunk=getattr(args, "chunk", None),
+            executor=getattr(args, "executor", "local"),
+            ray_address=getattr(args, "ray_address", None),
+        )
+    return run_plate(
+        **common,
+        output_dir=args.output,
         cache_dir=args.cache,
         executor=args.executor,
         ray_address=args.ray_address,

@@ -40,7 +40,7 @@ from .alignment import AlignmentResult, merge_frame, reduce_maps, rescale_depth,
 from .cache import REDUCE_BORDER, REDUCE_SUBSAMPLE, SnippetCache, block_key, frame_hash, latent_key
 from .config import InferenceConfig
 from .errors import ConfigError, InputError, RollingDepthError
-from .pipeline import RollingDepthPipeline, processing_size
+from .pipeline import RollingDepthPipeline, check_frame_size, processing_size
 from .progress import ProgressCallback, report
 from .snippets import check_clip_length, resolve_dilations, snippet_indices
 
@@ -186,11 +186,7 @@ def scan_plate(
         if plate_size is None:
             plate_size = frame.shape[:2]
             size = processing_size(*plate_size, config.processing_res)
-        elif frame.shape[:2] != plate_size:
-            raise InputError(
-                f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, the first frame "
-                f"{plate_size[1]}x{plate_size[0]}: every frame must have one size"
-            )
+        check_frame_size(frame, plate_size, count)
         pending.append(frame)
         if len(pending) == group:
             flush()

@@ -46,6 +46,15 @@ class DepthPrediction:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def check_frame_size(frame: np.ndarray, plate_size: tuple[int, int], count: int) -> None:
+    """InputError unless frame number ``count`` (``[H,W,3]``) has the first frame's size."""
+    if frame.shape[:2] != plate_size:
+        raise InputError(
+            f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, the first frame "
+            f"{plate_size[1]}x{plate_size[0]}: every frame must have one size"
+        )
+
+
 def processing_size(height: int, width: int, res: int) -> tuple[int, int]:
     """The reference resize rule: the longer edge becomes ``res`` (0 keeps the size)."""
     if res <= 0:
@@ -160,11 +169,7 @@ class RollingDepthPipeline:
             if plate_size is None:
                 plate_size = frame.shape[:2]
                 size = processing_size(*plate_size, config.processing_res)
-            elif frame.shape[:2] != plate_size:
-                raise InputError(
-                    f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, the first frame "
-                    f"{plate_size[1]}x{plate_size[0]}: every frame must have one size"
-                )
+            check_frame_size(frame, plate_size, count)
             pending.append(self.preprocess(frame, size))
             count += 1
             if len(pending) == config.vae_batch_size:
