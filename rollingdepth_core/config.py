@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
+from . import protocol
 from .errors import ConfigError
 
 DEFAULT_CHECKPOINT = "prs-eth/rollingdepth-v1-0"
 DTYPES = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 ALIGNERS = ("robust", "adam")
-DEPTH_MODES = ("inverse", "depth", "normalized")
+DEPTH_MODES = tuple(protocol.DEPTH_MODES)
 
 
 @dataclass(frozen=True)
@@ -108,27 +109,8 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "fast": Preset(
-        "fast", InferenceConfig(dilations=(1, 25), dtype="fp16", refine_steps=0, processing_res=768)
-    ),
-    "fast1024": Preset(
-        "fast1024",
-        InferenceConfig(dilations=(1, 25), dtype="fp16", refine_steps=0, processing_res=1024),
-    ),
-    "full": Preset(
-        "full",
-        InferenceConfig(dilations=(1, 10, 25), dtype="fp16", refine_steps=10, processing_res=1024),
-    ),
-    "paper": Preset(
-        "paper",
-        InferenceConfig(
-            dilations=(1, 10, 25),
-            cap_dilation=False,
-            dtype="fp32",
-            refine_steps=10,
-            processing_res=768,
-        ),
-    ),
+    name: Preset(name, InferenceConfig(**spec["settings"]))
+    for name, spec in protocol.PRESETS.items()
 }
 
 

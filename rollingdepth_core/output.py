@@ -13,17 +13,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from . import __version__, protocol
 from .config import InferenceConfig, OutputConfig
 from .errors import OutputError
 from .exr import write_depth_exr
 from .progress import ProgressCallback, report
 
-DEPTH_CONVENTIONS = {
-    "inverse": "relative inverse depth (disparity-like), larger = nearer, affine-invariant",
-    "normalized": "relative inverse depth mapped to 0..1 over the clip, 1 = nearest",
-    "depth": "metric-like depth in scene units: inverse depth mapped to [1/far, 1/near]",
-}
+DEPTH_CONVENTIONS = {mode: spec["description"] for mode, spec in protocol.DEPTH_MODES.items()}
 
 
 def convert_depth(

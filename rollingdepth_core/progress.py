@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from . import protocol
 from .errors import Cancelled
 
 ProgressCallback = Callable[[str, int, int], None]
 
-STAGES = {
-    "load": "loading the model",
-    "encode": "reading + encoding",
-    "scan": "reading + hashing frames",
-    "snippets": "predicting snippets",
-    "align": "co-aligning snippets",
-    "merge": "merging frames",
-    "refine": "refining",
-    "write": "writing EXRs",
-    "preview": "writing preview",
-}
+STAGES = protocol.STAGES
 
 
 def report(progress: ProgressCallback | None, stage: str, done: int, total: int) -> None:
