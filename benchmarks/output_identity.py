@@ -5,7 +5,7 @@ Runs (a) a default CLI run, (b) ``run --cache``, (c) ``infer --chunk 1/2, 2/2`` 
 prints one digest per path (over the files' names and bytes) plus the per-file digests as JSON.
 A redesign of the run path keeps (a)-(e) byte-identical: run this before and after and compare.
 
-    python benchmarks/output_identity.py --out /tmp/identity.json [--skip-ray]
+    python benchmarks/output_identity.py --out /tmp/identity.json [--skip-ray] [--work DIR]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,11 +86,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="write the digests to this JSON file")
     parser.add_argument("--skip-ray", action="store_true", help="leave out (d)")
+    parser.add_argument(
+        "--work",
+        default=str(Path(tempfile.gettempdir()) / "rollingdepth-identity"),
+        help="work folder (emptied first); the paths land in the EXR headers, so keep it fixed",
+    )
     args = parser.parse_args()
 
     from rollingdepth_core.random_checkpoint import make_random_checkpoint
 
-    work = Path(tempfile.mkdtemp(prefix="rd-identity-"))
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     checkpoint = make_random_checkpoint(work / "ckpt", size="tiny", seed=0)
     plate = str(make_plate(work / "plate"))
     common = [plate, "--checkpoint", str(checkpoint), *SETTINGS]

@@ -51,7 +51,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads[0])
     from rollingdepth_core.config import preset_config
-    from rollingdepth_core.pipeline import RollingDepthPipeline
+    from rollingdepth_core.model import DepthModel
     from rollingdepth_core.plate import open_plate
     from rollingdepth_core.random_checkpoint import make_random_checkpoint
     from rollingdepth_core.sample import write_sample_video
@@ -65,7 +65,7 @@ def main() -> int:
     plate_path = work / f"plate-{args.frames}-{args.width}x{args.height}.mp4"
     if not plate_path.exists():
         write_sample_video(plate_path, args.frames, args.height, args.width)
-    pipeline = RollingDepthPipeline.from_pretrained(str(ckpt), device="cpu", dtype="fp32")
+    pipeline = DepthModel.from_pretrained(str(ckpt), device="cpu", dtype="fp32")
     session = DepthSession(pipeline, open_plate(plate_path))
     config = preset_config(
         "fast", dilations=tuple(args.dilations), processing_res=args.res, dtype="fp32"

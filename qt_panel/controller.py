@@ -19,11 +19,11 @@ from PySide6.QtCore import QObject, Signal
 
 from rollingdepth_core.config import InferenceConfig, OutputConfig
 from rollingdepth_core.errors import Cancelled, RollingDepthError
+from rollingdepth_core.model import DepthModel
 from rollingdepth_core.output import convert_depth
-from rollingdepth_core.pipeline import DepthPrediction, RollingDepthPipeline
 from rollingdepth_core.plate import Plate, PlateInfo, open_plate
 from rollingdepth_core.progress import report
-from rollingdepth_core.session import DepthSession
+from rollingdepth_core.session import DepthPrediction, DepthSession
 
 from .worker import Worker
 
@@ -76,7 +76,7 @@ class PanelController(QObject):
         self.result_request: RunRequest | None = None
         self._lock = threading.Lock()
         self._generation = 0
-        self._pipeline: RollingDepthPipeline | None = None
+        self._model: DepthModel | None = None
         self._model_key: tuple | None = None
         self._session: DepthSession | None = None
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -225,10 +225,10 @@ class PanelController(QObject):
     def _session_for(self, request, generation, source, progress) -> DepthSession:
         """Worker thread: the session for this plate and model, loading what is missing."""
         with self._lock:
-            pipeline, model_key, session = self._pipeline, self._model_key, self._session
+            pipeline, model_key, session = self._model, self._model_key, self._session
         if pipeline is None or model_key != request.model_key:
             report(progress, "load", 0, 1)
-            pipeline = RollingDepthPipeline.from_pretrained(
+            pipeline = DepthModel.from_pretrained(
                 request.checkpoint,
                 device=request.device,
                 dtype=request.config.dtype,
@@ -241,7 +241,7 @@ class PanelController(QObject):
         with self._lock:
             if generation != self._generation:
                 raise Cancelled("another plate was opened")
-            self._pipeline, self._model_key = pipeline, request.model_key
+            self._model, self._model_key = pipeline, request.model_key
             self._session = session
         return session
 

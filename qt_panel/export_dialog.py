@@ -25,8 +25,8 @@ from PySide6.QtWidgets import (
 
 from rollingdepth_core.config import DEPTH_MODES, OutputConfig
 from rollingdepth_core.errors import ConfigError
+from rollingdepth_core.output import expand_pattern
 from rollingdepth_core.plate import PlateInfo
-from rollingdepth_core.session import expand_pattern
 
 from .settings_panel import distance_spin
 

@@ -282,25 +282,15 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         progress=sink,
         message=sink.message,
     )
-    if args.command != "run":
-        from .runner import run_plate_cached
-
-        return run_plate_cached(
-            **common,
-            output_dir=getattr(args, "output", None),
-            cache_dir=args.cache,
-            mode=args.command,
-            chunk=getattr(args, "chunk", None),
-            executor=getattr(args, "executor", "local"),
-            ray_address=getattr(args, "ray_address", None),
-        )
     return run_plate(
         **common,
-        output_dir=args.output,
+        output_dir=getattr(args, "output", None),
         cache_dir=args.cache,
-        executor=args.executor,
-        ray_address=args.ray_address,
-    )
+        mode=args.command,
+        chunk=getattr(args, "chunk", None),
+        executor=getattr(args, "executor", "local"),
+        ray_address=getattr(args, "ray_address", None),
+    ).to_message()
 
 
 def command_selftest(args: argparse.Namespace, sink) -> dict:

@@ -27,3 +27,12 @@ class DeviceError(RollingDepthError):
 
 class Cancelled(RollingDepthError):
     """The user (Ctrl-C, a Cancel button) or a progress callback stopped the run."""
+
+
+class NonFiniteDepth(RollingDepthError):
+    """The model produced NaN or infinite depth (half precision overflowing, usually)."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message or "the model produced non-finite depth; with fp16 try `--dtype bf16` or `fp32`"
+        )

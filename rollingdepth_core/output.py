@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from . import __version__, protocol
 from .config import InferenceConfig, OutputConfig
-from .errors import OutputError
+from .errors import ConfigError, OutputError
 from .exr import write_depth_exr
 from .progress import ProgressCallback, report
 
@@ -49,8 +49,30 @@ def resize_map(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x[0, 0].numpy()
 
 
-def frame_path(folder: Path, name: str, frame: int, pad: int = 4) -> Path:
-    return folder / f"{name}.{frame:0{pad}d}.exr"
+def sequence_pattern(folder: str | Path, name: str, frame_numbers: Sequence[int]) -> str:
+    """``folder/NAME.####.exr`` with at least four digits, more if the frame numbers need them."""
+    pad = max(4, len(str(max(frame_numbers))))
+    return str(Path(folder) / f"{name}.{'#' * pad}.exr")
+
+
+def expand_pattern(pattern: str, frame: int) -> str:
+    """``depth.####.exr`` with frame 7 -> ``depth.0007.exr``; ``%04d`` works too.
+
+    Raises
+    ------
+    ConfigError
+        The file name holds no frame token, or more than one.
+    """
+    folder, name = Path(pattern).parent, Path(pattern).name
+    tokens = list(protocol.FRAME_TOKEN.finditer(name))
+    if len(tokens) != 1:
+        raise ConfigError(
+            f"output pattern {pattern!r} must hold exactly one frame token in its file name "
+            f"(`####` or `%04d`), e.g. `depth.####.exr`"
+        )
+    token = tokens[0]
+    digits = f"{frame:0{protocol.token_width(token.group(0))}d}"
+    return str(folder / (name[: token.start()] + digits + name[token.end() :]))
 
 
 def ensure_writable(folder: str | Path) -> Path:
@@ -114,60 +136,41 @@ def run_metadata(
     return meta
 
 
-def write_depth_sequence(
-    depth: np.ndarray,
-    frame_numbers: Sequence[int],
-    folder: str | Path,
-    output: OutputConfig,
-    metadata: Mapping[str, str | int | float],
-    plate_size: tuple[int, int],
-    confidence: np.ndarray | None = None,
-    progress: ProgressCallback | None = None,
-) -> list[Path]:
-    """Write one EXR per frame, named by the plate's own frame numbers; each write is atomic."""
-    if len(frame_numbers) != depth.shape[0]:
-        raise OutputError(f"{depth.shape[0]} depth frames but {len(frame_numbers)} frame numbers")
-    return write_depth_stream(
-        depth,
-        (float(depth.min()), float(depth.max())),
-        frame_numbers,
-        folder,
-        output,
-        metadata,
-        plate_size,
-        confidence,
-        progress,
-    )
-
-
-def write_depth_stream(
+def write_depth_frames(
     frames: Iterable[np.ndarray],
     value_range: tuple[float, float],
     frame_numbers: Sequence[int],
-    folder: str | Path,
+    pattern: str,
     output: OutputConfig,
     metadata: Mapping[str, str | int | float],
     plate_size: tuple[int, int],
     confidence: Iterable[np.ndarray] | None = None,
     progress: ProgressCallback | None = None,
+    select: Sequence[int] | None = None,
 ) -> list[Path]:
-    """:func:`write_depth_sequence` from frames ``[H,W]`` that arrive one at a time.
+    """The one writer of depth frames: one EXR per frame, named by the plate's own numbers.
 
-    ``value_range`` is the clip's (min, max), known beforehand, so no frame is held back.
+    Every path (a CLI run, farm finalize, Ray, the panel's export) writes through here, with
+    the same naming (``pattern``, e.g. ``depth.####.exr``), conversion, metadata and
+    ``DateTime`` (the plate's modification time, so reruns write identical bytes). ``frames``
+    (and ``confidence``) are ``[H,W]`` maps arriving one at a time; ``value_range`` is the
+    clip's (min, max), known beforehand, so no frame is held back. ``select`` (positions in
+    the clip) writes only those frames; the conversion still uses the whole clip's range.
+    Each write is atomic.
     """
-    folder = ensure_writable(folder)
     lo, hi = value_range
-    pad = max(4, len(str(max(frame_numbers))))
+    chosen = set(range(len(frame_numbers))) if select is None else set(select)
     confidences = iter(confidence) if confidence is not None else None
     stamp = source_datetime(metadata.get("source"))
-    written = []
+    written: list[Path] = []
     for i, (number, frame) in enumerate(zip(frame_numbers, frames, strict=True)):
+        conf = next(confidences) if confidences is not None else None
+        if i not in chosen:
+            continue
         size = plate_size if output.restore_res else frame.shape
         values = convert_depth(frame, output.depth_mode, output.near, output.far, lo, hi)
-        extra = None
-        if confidences is not None:
-            extra = {"confidence": resize_map(next(confidences), size)}
-        path = frame_path(folder, output.name, number, pad)
+        extra = None if conf is None else {"confidence": resize_map(conf, size)}
+        path = Path(expand_pattern(pattern, number))
         write_depth_exr(
             path,
             resize_map(values, size),
@@ -178,15 +181,21 @@ def write_depth_stream(
             datetime=stamp,
         )
         written.append(path)
-        report(progress, "write", i + 1, len(frame_numbers))
+        report(progress, "write", len(written), len(chosen))
     return written
 
 
-def write_preview(depth: np.ndarray, folder: str | Path, name: str, fps: Fraction | None) -> Path:
+def write_preview(
+    frames: Iterable[np.ndarray],
+    value_range: tuple[float, float],
+    folder: str | Path,
+    name: str,
+    fps: Fraction | None,
+) -> Path:
     """A turbo-coloured mp4 of the clip-normalised inverse depth next to the EXRs."""
     from .preview import write_preview_video
 
-    lo, hi = float(depth.min()), float(depth.max())
+    lo, hi = value_range
     path = Path(folder) / f"{name}_preview.mp4"
-    write_preview_video(path, ((d - lo) / max(hi - lo, 1e-12) for d in depth), fps)
+    write_preview_video(path, ((d - lo) / max(hi - lo, 1e-12) for d in frames), fps)
     return path

@@ -1,148 +1,80 @@
-"""One run from a plate on disk to an EXR sequence: what the CLI and the front-ends call."""
+"""One run from a plate on disk to an EXR sequence: the driver the CLI and the add-on use.
+
+It only chooses: a store (memory, or the disk cache with ``cache_dir``), an executor (local or
+Ray) and what share of the work to do (``mode``: a whole run, a farm ``infer`` chunk, or
+``finalize``); :func:`.method.run_method` does the method and :func:`.output.write_depth_frames`
+writes the frames.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 
 from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError
+from .executors import LocalExecutor, RayExecutor
+from .method import run_method
+from .model import DepthModel
 from .output import (
     ensure_writable,
     run_metadata,
-    write_depth_sequence,
-    write_depth_stream,
+    sequence_pattern,
+    write_depth_frames,
     write_preview,
 )
-from .pipeline import RollingDepthPipeline
 from .plate import open_plate, parse_frame_range
 from .progress import ProgressCallback, report
 from .snippets import check_clip_length
-
-
-def run_plate(
-    plate: str,
-    output_dir: str,
-    config: InferenceConfig,
-    output: OutputConfig,
-    checkpoint: str,
-    preset: str = "fast",
-    device: str = "auto",
-    dtype_explicit: bool = False,
-    frames: str | None = None,
-    input_colorspace: str = "auto",
-    progress: ProgressCallback | None = None,
-    message: Callable[[str], None] | None = None,
-    pipeline: RollingDepthPipeline | None = None,
-    cache_dir: str | None = None,
-    executor: str = "local",
-    ray_address: str | None = None,
-) -> dict:
-    """Estimate depth for ``plate`` and write ``output_dir/NAME.####.exr``; returns a summary.
-
-    With ``cache_dir`` (or ``executor="ray"``, which needs one) the run goes through the on-disk
-    snippet cache: bounded memory, resumable; see :func:`run_plate_cached`.
-    """
-    if cache_dir is not None or executor != "local":
-        if cache_dir is None:
-            raise ConfigError("`--executor ray` needs `--cache DIR` on storage every node sees")
-        return run_plate_cached(
-            plate, output_dir, config, output, checkpoint, cache_dir, "run", None, executor,
-            ray_address, preset, device, dtype_explicit, frames, input_colorspace, progress,
-            message, pipeline,
-        )  # fmt: skip
-    started = time.perf_counter()
-    config.check()
-    output.check()
-    # cheap checks first, so bad input fails before the model loads
-    folder = ensure_writable(output_dir)
-    frame_range = parse_frame_range(frames) if frames else None
-    source = open_plate(plate, frames=frame_range, input_colorspace=input_colorspace)
-    info = source.info
-    check_clip_length(len(source), config.snippet_len)
-    if info.missing_frames and message:
-        missing = ", ".join(str(f) for f in info.missing_frames[:10])
-        message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
-
-    if pipeline is None:
-        report(progress, "load", 0, 1)
-        pipeline = RollingDepthPipeline.from_pretrained(
-            checkpoint, device=device, dtype=config.dtype, dtype_explicit=dtype_explicit
-        )
-        report(progress, "load", 1, 1)
-    config = replace(config, dtype=pipeline.dtype_name)
-
-    frames_rgb = (rgb for _, rgb in source.frames())
-    prediction = pipeline(frames_rgb, config, n_frames=len(source), progress=progress)
-    lo, hi = float(prediction.depth.min()), float(prediction.depth.max())
-    metadata = run_metadata(
-        checkpoint, preset, config, output, str(plate), (lo, hi), prediction.dilations
-    )
-    clock = time.perf_counter()
-    written = write_depth_sequence(
-        prediction.depth,
-        info.frame_numbers,
-        folder,
-        output,
-        metadata,
-        plate_size=(info.height, info.width),
-        confidence=prediction.alignment.confidence,
-        progress=progress,
-    )
-    prediction.timings["write"] = time.perf_counter() - clock
-    alignment_json = folder / f"{output.name}_alignment.json"
-    prediction.alignment.save_json(alignment_json)
-    preview = None
-    if output.preview:
-        report(progress, "preview", 0, 1)
-        preview = write_preview(prediction.depth, folder, output.name, info.fps)
-        report(progress, "preview", 1, 1)
-    seconds = time.perf_counter() - started
-    first, last = info.frame_numbers[0], info.frame_numbers[-1]
-    return {
-        "ok": True,
-        "output_dir": str(folder),
-        "files": [str(p) for p in written],
-        "frame_numbers": list(info.frame_numbers),
-        "first_frame": first,
-        "last_frame": last,
-        "pattern": str(folder / f"{output.name}.{'#' * max(4, len(str(last)))}.exr"),
-        "alignment": str(alignment_json),
-        "preview": str(preview) if preview else None,
-        "processing_size": list(prediction.processing_size),
-        "dilations_run": prediction.dilations,
-        "device": str(pipeline.device),
-        "dtype": pipeline.dtype_name,
-        "timings": {k: round(v, 3) for k, v in prediction.timings.items()},
-        "seconds": round(seconds, 3),
-        "summary": (
-            f"wrote {len(written)} EXRs ({first}-{last}) to {folder} in {seconds:.1f} s "
-            f"[{pipeline.device}, {pipeline.dtype_name}, dilations {prediction.dilations}]"
-        ),
-    }
-
-
-def result_paths(result: dict) -> list[Path]:
-    return [Path(p) for p in result["files"]]
-
 
 MODES = ("run", "infer", "finalize")
 EXECUTORS = ("local", "ray")
 
 
-def run_plate_cached(
+@dataclass
+class RunResult:
+    """What a run did; :meth:`to_message` is the ``result`` event of ``--progress json``
+    (its keys are :data:`.protocol.RESULT_KEYS`, plus the cache's counts for cached runs)."""
+
+    ok: bool = True
+    output_dir: str | None = None
+    files: list[str] = field(default_factory=list)
+    frame_numbers: list[int] = field(default_factory=list)
+    first_frame: int | None = None
+    last_frame: int | None = None
+    pattern: str | None = None
+    alignment: str | None = None
+    preview: str | None = None
+    processing_size: list[int] = field(default_factory=list)
+    output_size: list[int] = field(default_factory=list)
+    value_range: list[float] = field(default_factory=list)  # of the values in the files
+    depth_mode: str = "inverse"
+    channel: str = "Z"
+    near: float | None = None
+    far: float | None = None
+    dilations_run: list[int] = field(default_factory=list)
+    device: str = ""
+    dtype: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    summary: str = ""
+    cache: str | None = None
+    cache_stats: dict | None = None
+    chunk: str | None = None
+    chunk_blocks: list[int] | None = None
+    model_loaded: bool = False
+
+    def to_message(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def run_plate(
     plate: str,
     output_dir: str | None,
     config: InferenceConfig,
     output: OutputConfig,
     checkpoint: str,
-    cache_dir: str,
-    mode: str = "run",
-    chunk: str | None = None,
-    executor: str = "local",
-    ray_address: str | None = None,
     preset: str = "fast",
     device: str = "auto",
     dtype_explicit: bool = False,
@@ -150,38 +82,35 @@ def run_plate_cached(
     input_colorspace: str = "auto",
     progress: ProgressCallback | None = None,
     message: Callable[[str], None] | None = None,
-    pipeline: RollingDepthPipeline | None = None,
-) -> dict:
-    """A run through the on-disk snippet cache (:mod:`.long_plate`): bounded memory, resumable.
+    model: DepthModel | None = None,
+    cache_dir: str | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    mode: str = "run",
+    chunk: str | None = None,
+) -> RunResult:
+    """Estimate depth for ``plate`` and write ``output_dir/NAME.####.exr``.
 
-    ``mode``: ``"run"`` computes what the cache lacks and writes the EXRs; ``"infer"`` only
-    computes snippet blocks (all, or the share ``chunk="K/N"``); ``"finalize"`` aligns, merges
-    and writes from a complete cache and never runs the snippet model. ``executor="ray"`` sends
-    the snippet blocks to a Ray cluster (``ray_address``, else ``RAY_ADDRESS``, else a local
-    instance). Returns a summary like :func:`run_plate`'s, with the cache's counts.
+    ``cache_dir`` keeps latents and snippet blocks on disk (bounded memory, resumable, shared
+    by farm jobs); ``mode="infer"`` computes only snippet blocks (all, or the share
+    ``chunk="K/N"``) into it, ``mode="finalize"`` aligns, merges and writes from a complete
+    cache without running the snippet model. ``executor="ray"`` sends snippet blocks to a Ray
+    cluster (``ray_address``, else ``RAY_ADDRESS``, else a local instance).
     """
-    from .cache import SnippetCache, model_fingerprint
     from .checkpoint import locate_checkpoint
     from .device import resolve_device, resolve_dtype
-    from .long_plate import (
-        CachedContext,
-        block_keys,
-        compute_blocks_locally,
-        drop_scratch,
-        finalize_depth,
-        make_plan,
-        parse_chunk,
-        scan_plate,
-        scratch_folder,
-    )
 
     started = time.perf_counter()
+    # cheap checks first, so bad input fails before the model loads
     config.check()
     output.check()
     if mode not in MODES:
         raise ConfigError(f"`mode` must be one of {', '.join(MODES)}; got {mode!r}")
     if executor not in EXECUTORS:
         raise ConfigError(f"`executor` must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if cache_dir is None and (mode != "run" or executor != "local"):
+        need = "`--executor ray`" if mode == "run" else f"`rollingdepth {mode}`"
+        raise ConfigError(f"{need} needs `--cache DIR` on storage every node sees")
     if chunk is not None and mode != "infer":
         raise ConfigError("`--chunk` belongs to `rollingdepth infer`; finalize with all chunks")
     share = parse_chunk(chunk) if chunk else (1, 1)
@@ -194,133 +123,158 @@ def run_plate_cached(
         missing = ", ".join(str(f) for f in info.missing_frames[:10])
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
 
-    if pipeline is not None:
-        torch_device, dtype = pipeline.device, pipeline.dtype_name
+    if model is not None:
+        torch_device, dtype = model.device, model.dtype_name
     else:
         torch_device = resolve_device(device)
         dtype = resolve_dtype(config.dtype, torch_device, explicit=dtype_explicit)
     config = replace(config, dtype=dtype)
-    model = model_fingerprint(locate_checkpoint(checkpoint))
-    cache = SnippetCache(cache_dir)
-    plan = make_plan(len(source), config)
-    loaded: list[RollingDepthPipeline] = [pipeline] if pipeline is not None else []
+    loaded: list[DepthModel] = [model] if model is not None else []
 
-    def get_pipeline() -> RollingDepthPipeline:
+    def get_model() -> DepthModel:
         if not loaded:
+            report(progress, "load", 0, 1)
             loaded.append(
-                RollingDepthPipeline.from_pretrained(
+                DepthModel.from_pretrained(
                     checkpoint, device=str(torch_device), dtype=dtype, dtype_explicit=True
                 )
             )
+            report(progress, "load", 1, 1)
         return loaded[0]
 
-    mine = plan.chunk(*share) if mode != "finalize" else []
-    if mode == "finalize":
-        encode_groups = None if config.refine_steps > 0 else set()
+    if cache_dir is None:
+        from .stores import MemoryStore
+
+        store = MemoryStore()
+        get_model()  # the in-memory run always needs it: load before reading the plate
     else:
-        encode_groups = plan.needed_groups(mine, config.vae_batch_size)
-    clock = time.perf_counter()
-    timings: dict[str, float] = {}
-    frames_rgb = (rgb for _, rgb in source.frames())
-    scan = scan_plate(
-        frames_rgb, len(source), config, model, cache, encode_groups, get_pipeline, progress
+        from .cache import model_fingerprint
+        from .stores import DiskStore
+
+        store = DiskStore(cache_dir, model_fingerprint(locate_checkpoint(checkpoint)))
+    runner = (
+        RayExecutor(checkpoint, str(torch_device), ray_address)
+        if executor == "ray"
+        else LocalExecutor()
     )
-    keys = block_keys(plan, scan, config, model)
-    context = CachedContext(
-        str(cache.folder), config, model, scan.size, scan.latent_shape, keys, checkpoint
+    result = RunResult(
+        processing_size=[],
+        depth_mode=output.depth_mode,
+        channel=output.channel,
+        near=output.near if output.depth_mode == "depth" else None,
+        far=output.far if output.depth_mode == "depth" else None,
+        device=str(torch_device),
+        dtype=dtype,
+        cache=str(store.folder) if cache_dir is not None else None,
     )
-    timings["scan"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    if executor == "ray" and mode != "finalize":
-        from .ray_executor import compute_blocks_on_ray
-
-        compute_blocks_on_ray(mine, context, scan, cache, str(torch_device), ray_address, progress)
-    elif mode != "finalize":
-        compute_blocks_locally(mine, context, scan, get_pipeline, cache, progress)
-    timings["snippets"] = time.perf_counter() - clock
-    summary = {
-        "ok": True,
-        "cache": str(cache.folder),
-        "cache_stats": cache.stats.to_dict(),
-        "blocks": len(plan.blocks),
-        "dilations_run": plan.dilations,
-        "processing_size": list(scan.size),
-        "device": str(torch_device),
-        "dtype": dtype,
-        "model_loaded": bool(loaded) and pipeline is None,
-    }
-    if mode == "infer":
-        seconds = time.perf_counter() - started
-        stats = cache.stats
-        summary.update(
-            chunk=f"{share[0]}/{share[1]}",
-            chunk_blocks=[b.number for b in mine],
-            timings={k: round(v, 3) for k, v in timings.items()},
-            seconds=round(seconds, 3),
-            summary=(
-                f"chunk {share[0]}/{share[1]}: {len(mine)} of {len(plan.blocks)} blocks "
-                f"({stats.blocks_computed} computed, {stats.blocks_reused} cached) in "
-                f"{cache.folder} in {seconds:.1f} s"
-            ),
-        )
-        return summary
-
-    scratch = scratch_folder(cache)
     try:
-        clock = time.perf_counter()
-        final = finalize_depth(plan, keys, cache, scan, config, scratch, get_pipeline, progress)
-        timings["align_merge"] = time.perf_counter() - clock
-        summary["model_loaded"] = bool(loaded) and pipeline is None
-        metadata = run_metadata(
-            checkpoint, preset, config, output, str(plate), final.value_range, plan.dilations
+        depth = run_method(
+            (rgb for _, rgb in source.frames()),
+            len(source),
+            config,
+            store,
+            runner,
+            get_model,
+            blocks={"run": "all", "infer": "chunk", "finalize": "none"}[mode],
+            chunk=share,
+            progress=progress,
         )
+        result.model_loaded = bool(loaded) and model is None
+        if cache_dir is not None:
+            result.cache_stats = store.stats.to_dict()
+        if depth is None:  # an infer chunk: the blocks are in the cache, nothing to write
+            seconds = time.perf_counter() - started
+            stats = store.stats
+            mine = [b.number for b in _chunk_blocks(len(source), config, store, share)]
+            result.chunk, result.chunk_blocks = f"{share[0]}/{share[1]}", mine
+            result.seconds = round(seconds, 3)
+            result.summary = (
+                f"chunk {share[0]}/{share[1]}: {len(mine)} blocks ({stats.blocks_computed} "
+                f"computed, {stats.blocks_reused} cached) in {store.folder} in {seconds:.1f} s"
+            )
+            return result
+
+        # 8. frames out, through the one writer
         clock = time.perf_counter()
-        written = write_depth_stream(
-            final.frames(),
-            final.value_range,
+        metadata = run_metadata(
+            checkpoint, preset, config, output, str(plate), depth.value_range, depth.plan.dilations
+        )
+        pattern = sequence_pattern(folder, output.name, info.frame_numbers)
+        written = write_depth_frames(
+            depth.frames(),
+            depth.value_range,
             info.frame_numbers,
-            folder,
+            pattern,
             output,
             metadata,
             plate_size=(info.height, info.width),
-            confidence=final.confidence(),
+            confidence=depth.confidence(),
             progress=progress,
         )
-        timings["write"] = time.perf_counter() - clock
+        depth.timings["write"] = time.perf_counter() - clock
         alignment_json = folder / f"{output.name}_alignment.json"
-        final.alignment.save_json(alignment_json)
+        depth.alignment.save_json(alignment_json)
         preview = None
         if output.preview:
-            from .preview import write_preview_video
-
             report(progress, "preview", 0, 1)
-            lo, hi = final.value_range
-            preview = folder / f"{output.name}_preview.mp4"
-            write_preview_video(
-                preview, ((d - lo) / max(hi - lo, 1e-12) for d in final.frames()), info.fps
+            preview = write_preview(
+                depth.frames(), depth.value_range, folder, output.name, info.fps
             )
             report(progress, "preview", 1, 1)
     finally:
-        drop_scratch(scratch)
+        store.close()
+
     seconds = time.perf_counter() - started
     first, last = info.frame_numbers[0], info.frame_numbers[-1]
-    stats = cache.stats
-    summary.update(
-        output_dir=str(folder),
-        files=[str(p) for p in written],
-        frame_numbers=list(info.frame_numbers),
-        first_frame=first,
-        last_frame=last,
-        pattern=str(folder / f"{output.name}.{'#' * max(4, len(str(last)))}.exr"),
-        alignment=str(alignment_json),
-        preview=str(preview) if preview else None,
-        timings={k: round(v, 3) for k, v in timings.items()},
-        seconds=round(seconds, 3),
-        summary=(
-            f"wrote {len(written)} EXRs ({first}-{last}) to {folder} in {seconds:.1f} s "
-            f"[{torch_device}, {dtype}, dilations {plan.dilations}; snippet blocks: "
-            f"{stats.blocks_computed} computed, {stats.blocks_reused} cached]"
-        ),
+    out_size = (info.height, info.width) if output.restore_res else depth.size
+    cached = ""
+    if cache_dir is not None:
+        stats = store.stats
+        cached = f"; snippet blocks: {stats.blocks_computed} computed, {stats.blocks_reused} cached"
+    result.output_dir = str(folder)
+    result.files = [str(p) for p in written]
+    result.frame_numbers = list(info.frame_numbers)
+    result.first_frame, result.last_frame = first, last
+    result.pattern = pattern
+    result.alignment = str(alignment_json)
+    result.preview = str(preview) if preview else None
+    result.processing_size = list(depth.size)
+    result.output_size = list(out_size)
+    result.value_range = list(written_range(depth.value_range, output))
+    result.dilations_run = depth.plan.dilations
+    result.timings = {k: round(v, 3) for k, v in depth.timings.items()}
+    result.seconds = round(seconds, 3)
+    result.summary = (
+        f"wrote {len(written)} EXRs ({first}-{last}) to {folder} in {seconds:.1f} s "
+        f"[{torch_device}, {dtype}, dilations {depth.plan.dilations}{cached}]"
     )
-    return summary
+    return result
+
+
+def written_range(value_range: tuple[float, float], output: OutputConfig) -> tuple[float, float]:
+    """The (min, max) of the values in the files, after the depth convention."""
+    import numpy as np
+
+    from .output import convert_depth
+
+    lo, hi = value_range
+    ends = convert_depth(np.array([lo, hi], np.float32), output.depth_mode, output.near,
+                         output.far, lo, hi)  # fmt: skip
+    return float(ends.min()), float(ends.max())
+
+
+def parse_chunk(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 1 <= K <= N."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"`--chunk` must look like K/N, e.g. 2/8; got {text!r}") from None
+    if not 1 <= k <= n:
+        raise ConfigError(f"`--chunk` K/N needs 1 <= K <= N; got {text!r}")
+    return k, n
+
+
+def _chunk_blocks(n_frames: int, config: InferenceConfig, store, share: tuple[int, int]):
+    from .method import make_plan
+
+    return make_plan(n_frames, config, store.block_snippets).chunk(*share)

@@ -39,7 +39,7 @@ def run_selftest(
         config = preset_config(
             "fast", processing_res=64, dtype="fp32", dilations=(1, 3), refine_steps=2
         )
-        result = run_plate(
+        run = run_plate(
             str(plate),
             str(out),
             config,
@@ -50,6 +50,7 @@ def run_selftest(
             progress=progress,
             message=message,
         )
+        result = run.to_message()
         problems = []
         if len(result["files"]) != N_FRAMES:
             problems.append(f"expected {N_FRAMES} EXRs, got {len(result['files'])}")

@@ -14,39 +14,42 @@ The session is not thread-safe: one thread at a time may call it (a GUI's worker
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .alignment import (
-    AlignmentResult,
-    merge_solution,
-    normalize_depth,
-    reduce_maps,
-    solve_reduced,
-)
+from .alignment import AlignmentResult, rescale_depth
 from .config import InferenceConfig, OutputConfig
-from .errors import ConfigError, RollingDepthError
-from .exr import write_depth_exr
-from .output import convert_depth, ensure_writable, resize_map, run_metadata
-from .pipeline import DepthPrediction, RollingDepthPipeline, processing_size
+from .errors import ConfigError, NonFiniteDepth, RollingDepthError
+from .executors import LocalExecutor
+from .method import Plan, make_plan, merge, missing_blocks, refine, solve
+from .model import DepthModel, processing_size
+from .output import ensure_writable, expand_pattern, run_metadata, write_depth_frames
 from .plate import Plate
-from .progress import ProgressCallback, report
-from .snippets import resolve_dilations, snippet_indices
+from .progress import ProgressCallback
+from .stores import DEFAULT_MEMORY_BYTES, MemoryStore
 
-# What a snippet prediction depends on: (dilation, snippet_len, denoise_steps, seed, res).
-SnippetKey = tuple[int, int, int, int, int]
-DEFAULT_CACHE_BYTES = 4 * 1024**3
-NON_FINITE = "the model produced non-finite depth; with fp16 try bf16 or fp32"
+DEFAULT_CACHE_BYTES = DEFAULT_MEMORY_BYTES
 MAX_ALIGNMENTS = 2  # the current and the previous: toggling a setting back is free
 MAX_SOLUTIONS = 8  # solves are small (per-snippet numbers); merging again is what costs
-# `####` (one digit of padding per `#`) or printf `%04d` / `%d` in an output pattern.
-_FRAME_TOKEN = re.compile(r"#+|%(0\d+)?d")
+
+
+@dataclass
+class DepthPrediction:
+    """What a session run produced, kept so that alignment and output can be redone."""
+
+    depth: np.ndarray  # [N,H,W] float32 relative inverse depth (larger = nearer), about [-1,1]
+    aligned: np.ndarray  # [N,H,W] float32 co-aligned, renormalised to [-1,1], before refinement
+    alignment: AlignmentResult
+    dilations: list[int]  # as run, after capping (duplicates kept)
+    indices: list[np.ndarray]  # per dilation entry [n_snippets, L]
+    snippets: list[np.ndarray]  # per dilation entry [n_snippets, L, H, W]
+    processing_size: tuple[int, int]  # (H, W)
+    config: InferenceConfig
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,11 +66,15 @@ class SessionCounters:
 
 
 class DepthSession:
-    """Depth for one plate with one pipeline, recomputing only what a settings change needs.
+    """Depth for one plate with one model, recomputing only what a settings change needs.
+
+    A thin driver of :mod:`.method` over a :class:`.stores.MemoryStore` that lives as long as
+    the session, so snippet blocks (and the latents of the current processing size) are kept
+    between runs; solves and merges are kept too.
 
     Parameters
     ----------
-    pipeline : RollingDepthPipeline
+    model : DepthModel
         The loaded model; its dtype overrides ``config.dtype`` everywhere.
     plate : Plate
         The opened plate; frames are streamed from it whenever latents are (re)encoded.
@@ -78,26 +85,19 @@ class DepthSession:
 
     def __init__(
         self,
-        pipeline: RollingDepthPipeline,
+        model: DepthModel,
         plate: Plate,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        self.pipeline = pipeline
+        self.model = model
         self.plate = plate
-        self.cache_bytes = cache_bytes
         self.counters = SessionCounters()
-        self._latents: torch.Tensor | None = None  # [N,4,h,w] at `_latents_res`
-        self._latents_res: int | None = None
-        self._noise: dict[tuple[int, tuple[int, int]], torch.Tensor] = {}
-        self._snippets: OrderedDict[SnippetKey, np.ndarray] = OrderedDict()
+        self.store = MemoryStore(cache_bytes)
+        self._executor = LocalExecutor()
         # alignment key -> (result, its depth renormalised to [-1,1] [N,H,W])
         self._alignments: OrderedDict[tuple, tuple[AlignmentResult, np.ndarray]] = OrderedDict()
-        # (snippet keys, aligner) -> the solve (no depth): a confidence toggle only re-merges
+        # (block keys, aligner) -> the solve (no depth): a confidence toggle only re-merges
         self._solutions: OrderedDict[tuple, AlignmentResult] = OrderedDict()
-        # per snippet array: its minimum (for the offset) and its reduced maps, copied once
-        # (1 % of the snippets' bytes; the solver reads them every pass, and strided reads
-        # from the full maps would cost about a third of the solve)
-        self._reduced: dict[SnippetKey, tuple[float, np.ndarray]] = {}
         self._refined: tuple[tuple, np.ndarray] | None = None
 
     # ---------------------------------------------------------------- what a config needs
@@ -106,38 +106,26 @@ class DepthSession:
         return len(self.plate)
 
     def settings(self, config: InferenceConfig) -> InferenceConfig:
-        """``config`` checked, with the dtype the pipeline actually runs in."""
+        """``config`` checked, with the dtype the model actually runs in."""
         config.check()
-        return replace(config, dtype=self.pipeline.dtype_name)
+        return replace(config, dtype=self.model.dtype_name)
 
     def processing_size(self, config: InferenceConfig) -> tuple[int, int]:
         info = self.plate.info
         return processing_size(info.height, info.width, config.processing_res)
 
+    def plan(self, config: InferenceConfig) -> Plan:
+        """The snippets of ``config``: one block per dilation, dilations after capping."""
+        return make_plan(self.n_frames, config, self.store.block_snippets)
+
     def dilations(self, config: InferenceConfig) -> list[int]:
         """The dilations a run uses, after capping, duplicates kept."""
-        return resolve_dilations(
-            self.n_frames, config.snippet_len, config.dilations, config.cap_dilation
-        )
-
-    @staticmethod
-    def snippet_key(config: InferenceConfig, dilation: int) -> SnippetKey:
-        return (
-            dilation,
-            config.snippet_len,
-            config.denoise_steps,
-            config.seed,
-            config.processing_res,
-        )
+        return self.plan(config).dilations
 
     def pending_snippets(self, config: InferenceConfig) -> int:
         """How many snippets `predict` would have to run the UNet for."""
         config.check()
-        return sum(
-            len(snippet_indices(self.n_frames, config.snippet_len, d))
-            for d in dict.fromkeys(self.dilations(config))
-            if self.snippet_key(config, d) not in self._snippets
-        )
+        return sum(len(b.indices) for b in missing_blocks(self.plan(config), self.store, config))
 
     def needs_model(self, config: InferenceConfig) -> bool:
         """Whether `run` with ``config`` would run the model (snippets or refinement)."""
@@ -148,59 +136,40 @@ class DepthSession:
         return self._refined is None or self._refined[0] != self._refine_key(config)
 
     # ---------------------------------------------------------------- cached stages
-    def encode(
-        self, config: InferenceConfig, progress: ProgressCallback | None = None
-    ) -> torch.Tensor:
-        """RGB latents ``[N,4,h,w]`` at the config's processing size, encoded once per size."""
-        if self._latents is None or self._latents_res != config.processing_res:
-            self._latents = None  # free the old size before encoding the new one
+    def encode(self, config: InferenceConfig, progress: ProgressCallback | None = None) -> None:
+        """1. RGB latents at the config's processing size, encoded once per size."""
+        if self.store.needs_scan(config):
             frames = (rgb for _, rgb in self.plate.frames())
-            latents, _ = self.pipeline.encode_frames(frames, config, self.n_frames, progress)
-            self._latents, self._latents_res = latents, config.processing_res
+            self.store.scan(frames, self.n_frames, config, lambda: self.model, None, progress)
             self.counters.encode_passes += 1
-            self.counters.frames_encoded += latents.shape[0]
-        return self._latents
-
-    def noise(self, seed: int, latent_shape: tuple[int, int]) -> torch.Tensor:
-        """The shared noise latent ``[1,4,h,w]`` for ``seed``, drawn once."""
-        key = (seed, tuple(latent_shape))
-        if key not in self._noise:
-            self._noise[key] = self.pipeline.shared_noise(tuple(latent_shape), seed)
-        return self._noise[key]
+            self.counters.frames_encoded += self.n_frames
 
     def predict(
         self, config: InferenceConfig, progress: ProgressCallback | None = None
     ) -> list[np.ndarray]:
-        """Snippet predictions per dilation entry ``[n_snippets, L, H, W]``; runs only new ones."""
+        """3. Snippet predictions per dilation entry ``[n_snippets, L, H, W]``; runs only new
+        ones."""
         config = self.settings(config)
-        dilations = self.dilations(config)
-        missing = [
-            d for d in dict.fromkeys(dilations) if self.snippet_key(config, d) not in self._snippets
-        ]
-        if missing:
-            latents = self.encode(config, progress)  # [N,4,h,w]
-            noise = self.noise(config.seed, tuple(latents.shape[-2:]))  # [1,4,h,w]
+        plan = self.plan(config)
+        todo = missing_blocks(plan, self.store, config)
+        if todo:
+            self.encode(config, progress)
             size = self.processing_size(config)
-            plans = [(d, snippet_indices(self.n_frames, config.snippet_len, d)) for d in missing]
-            total = sum(len(idx) for _, idx in plans)
-            done = 0
-            for d, idx in plans:
-                self._snippets[self.snippet_key(config, d)] = self.pipeline.predict_snippets(
-                    latents, noise, idx, size, config, progress, done, total
-                )
-                done += len(idx)
-                self.counters.predict_calls += 1
-                self.counters.snippets_predicted += len(idx)
-        used = [self.snippet_key(config, d) for d in dilations]
-        for key in used:
-            self._snippets.move_to_end(key)
-        self._trim_cache(set(used))
-        return [self._snippets[key] for key in used]
+            self._executor.compute(todo, plan, self.store, config, size, lambda: self.model,
+                                   progress)  # fmt: skip
+            self.counters.predict_calls += len(todo)
+            self.counters.snippets_predicted += sum(len(b.indices) for b in todo)
+        keys = self._keys(plan, config)
+        for dropped in self.store.trim(set(keys)):
+            for solved in [k for k in self._solutions if dropped in k[0]]:
+                del self._solutions[solved]  # a recomputed prediction is solved anew
+        return self._snippets(plan, config)
 
     def align(
         self, config: InferenceConfig, progress: ProgressCallback | None = None
     ) -> DepthPrediction:
-        """Co-align, merge and (optionally) refine the cached snippets; no new snippets run.
+        """4-7. Co-align, merge, normalise and (optionally) refine the kept snippets; no new
+        snippets run.
 
         Raises
         ------
@@ -214,23 +183,27 @@ class DepthSession:
                 f"{pending} snippets of these settings are not predicted yet; run `predict` first"
             )
         timings: dict[str, float] = {}
-        dilations = self.dilations(config)
-        keys = [self.snippet_key(config, d) for d in dilations]
-        snippets = [self._snippets[key] for key in keys]
-        indices = [snippet_indices(self.n_frames, config.snippet_len, d) for d in dilations]
+        plan = self.plan(config)
+        keys = self._keys(plan, config)
+        size = self.processing_size(config)
 
-        # 9. co-alignment, merge, renormalisation: cached per snippets and aligner settings
+        # 4-6. solve, merge, normalise: cached per snippets and aligner settings
         clock = time.perf_counter()
         cached = self._cached_alignment(keys, config)
         if cached is None:
-            solution = self._solution(keys, snippets, indices, config, progress)
-            alignment = merge_solution(snippets, indices, solution, confidence=config.confidence)
-            try:
-                # [N,H,W] float32 in [-1,1], in place: a cached alignment holds one video
-                aligned = normalize_depth(alignment.depth, inplace=True)
-                alignment.depth = None
-            except ConfigError as exc:  # non-finite values
-                raise RollingDepthError(NON_FINITE) from exc
+            solution = self._solution(plan, keys, config, progress)
+            merged = self.store.frames_buffer("merged", self.n_frames, size)
+            conf = (
+                self.store.frames_buffer("confidence", self.n_frames, size)
+                if config.confidence
+                else None
+            )
+            merge(plan, self.store, config, solution, merged, conf, progress)
+            if not (np.isfinite(merged.lo) and np.isfinite(merged.hi)):
+                raise NonFiniteDepth()
+            # [N,H,W] float32 in [-1,1], in place: a cached alignment holds one video
+            aligned = rescale_depth(merged.array, merged.lo, merged.hi, out=merged.array)
+            alignment = replace(solution, confidence=None if conf is None else conf.array)
             self._alignments[self._alignment_key(keys, config)] = (alignment, aligned)
             while len(self._alignments) > MAX_ALIGNMENTS:
                 self._alignments.popitem(last=False)
@@ -239,7 +212,7 @@ class DepthSession:
             alignment, aligned = cached
         timings["align"] = time.perf_counter() - clock
 
-        # 10. refinement: the model runs again, so its result is cached too
+        # 7. refinement: the model runs again, so its result is cached too
         depth = aligned
         if config.refine_steps > 0:
             key = self._refine_key(config)
@@ -247,12 +220,15 @@ class DepthSession:
                 depth = self._refined[1]
             else:
                 clock = time.perf_counter()
-                latents = self.encode(config, progress)
-                noise = self.noise(config.seed, tuple(latents.shape[-2:]))
-                size = self.processing_size(config)
-                depth = self.pipeline.refine(latents, aligned, noise, size, config, progress)
-                if not np.isfinite(depth).all():
-                    raise RollingDepthError(NON_FINITE)
+                self.encode(config, progress)
+                out = self.store.frames_buffer("refined", self.n_frames, size)
+                chunks = (
+                    aligned[start : start + config.vae_batch_size]
+                    for start in range(0, self.n_frames, config.vae_batch_size)
+                )
+                refine(self.model, self.store.all_latents(self.model), chunks, config, size,
+                       out, progress)  # fmt: skip
+                depth = out.array
                 self._refined = (key, depth)
                 self.counters.refine_passes += 1
                 timings["refine"] = time.perf_counter() - clock
@@ -260,10 +236,10 @@ class DepthSession:
             depth=depth,
             aligned=aligned,
             alignment=alignment,
-            dilations=dilations,
-            indices=indices,
-            snippets=snippets,
-            processing_size=self.processing_size(config),
+            dilations=plan.dilations,
+            indices=plan.indices,
+            snippets=self._snippets(plan, config),
+            processing_size=size,
             config=config,
             timings=timings,
         )
@@ -291,7 +267,8 @@ class DepthSession:
         preset: str = "custom",
         progress: ProgressCallback | None = None,
     ) -> list[Path]:
-        """Write ``prediction`` as one EXR per frame through `write_depth_exr`.
+        """Write ``prediction`` as one EXR per frame through the one writer
+        (:func:`.output.write_depth_frames`, as a CLI run writes).
 
         ``pattern`` names the files, e.g. ``/shots/sh010/depth.####.exr`` (``#`` per digit,
         or ``%04d``); frames are numbered as in the plate. ``frame_range`` (inclusive, plate
@@ -330,57 +307,44 @@ class DepthSession:
         depth = prediction.depth
         lo, hi = float(depth.min()), float(depth.max())
         info = self.plate.info
-        size = (info.height, info.width) if output.restore_res else depth.shape[1:]
         header = run_metadata(
-            checkpoint,
-            preset,
-            prediction.config,
-            output,
-            info.source,
-            (lo, hi),
+            checkpoint, preset, prediction.config, output, info.source, (lo, hi),
             prediction.dilations,
+        )  # fmt: skip
+        return write_depth_frames(
+            iter(depth),
+            (lo, hi),
+            numbers,
+            pattern,
+            output,
+            header,
+            plate_size=(info.height, info.width),
+            confidence=iter(conf) if confidence else None,
+            progress=progress,
+            select=selected,
         )
-        written = []
-        for count, i in enumerate(selected, start=1):
-            values = convert_depth(depth[i], output.depth_mode, output.near, output.far, lo, hi)
-            extra = {"confidence": resize_map(conf[i], size)} if confidence else None
-            path = Path(expand_pattern(pattern, numbers[i]))
-            write_depth_exr(
-                path,
-                resize_map(values, size),
-                channel=output.channel,
-                half=output.half,
-                metadata={**header, "source_frame": int(numbers[i])},
-                extra_channels=extra,
-            )
-            written.append(path)
-            report(progress, "write", count, len(selected))
-        return written
 
     # ---------------------------------------------------------------- internals
+    def _keys(self, plan: Plan, config: InferenceConfig) -> list[tuple]:
+        return [self.store.block_key(b, config) for b in plan.blocks]
+
+    def _snippets(self, plan: Plan, config: InferenceConfig) -> list[np.ndarray]:
+        """Per dilation entry (duplicates share one array) its ``[n, L, H, W]`` snippets."""
+        arrays = {b.dilation: self.store.block(self.store.block_key(b, config))
+                  for b in plan.blocks}  # fmt: skip
+        return [arrays[d] for d in plan.dilations]
+
     @staticmethod
-    def _alignment_key(keys: list[SnippetKey], config: InferenceConfig) -> tuple:
+    def _alignment_key(keys: list[tuple], config: InferenceConfig) -> tuple:
         return (tuple(keys), config.aligner, config.confidence)
 
-    def _solution(self, keys, snippets, indices, config, progress) -> AlignmentResult:
+    def _solution(self, plan, keys, config, progress) -> AlignmentResult:
         """The solver's scales, shifts and weights for these snippets, solved once."""
         key = (tuple(keys), config.aligner)
         if key in self._solutions:
             self._solutions.move_to_end(key)
             return self._solutions[key]
-        for k, a in zip(keys, snippets, strict=True):
-            if k not in self._reduced:
-                lo = float(torch.from_numpy(a).min())
-                if not np.isfinite(lo):
-                    raise RollingDepthError(NON_FINITE)
-                self._reduced[k] = (lo, np.ascontiguousarray(reduce_maps(a)))
-        solution = solve_reduced(
-            [self._reduced[k][1] for k in keys],  # a capped duplicate passes the same array
-            indices,
-            np.float32(min(self._reduced[k][0] for k in keys)),  # the global min, as coalign
-            method=config.aligner,
-            progress=None if progress is None else lambda d, t: progress("align", d, t),
-        )
+        solution = solve(plan, self.store, config, progress)
         self.counters.solves += 1
         self._solutions[key] = solution
         while len(self._solutions) > MAX_SOLUTIONS:
@@ -388,7 +352,7 @@ class DepthSession:
         return solution
 
     def _cached_alignment(
-        self, keys: list[SnippetKey], config: InferenceConfig
+        self, keys: list[tuple], config: InferenceConfig
     ) -> tuple[AlignmentResult, np.ndarray] | None:
         # An alignment computed with confidence serves a request without it.
         for confidence in (config.confidence, True):
@@ -399,7 +363,7 @@ class DepthSession:
         return None
 
     def _refine_key(self, config: InferenceConfig) -> tuple:
-        keys = [self.snippet_key(config, d) for d in self.dilations(config)]
+        keys = self._keys(self.plan(config), config)
         return (
             self._alignment_key(keys, replace(config, confidence=False)),
             config.refine_steps,
@@ -407,36 +371,3 @@ class DepthSession:
             config.refine_start_dilation,
             config.cap_dilation,
         )
-
-    def _trim_cache(self, keep: set[SnippetKey]) -> None:
-        total = sum(a.nbytes for a in self._snippets.values())
-        for key in list(self._snippets):
-            if total <= self.cache_bytes:
-                break
-            if key not in keep:
-                total -= self._snippets.pop(key).nbytes
-                self._reduced.pop(key, None)
-                for solved in [k for k in self._solutions if key in k[0]]:
-                    del self._solutions[solved]  # a recomputed prediction is solved anew
-
-
-def expand_pattern(pattern: str, frame: int) -> str:
-    """``depth.####.exr`` with frame 7 → ``depth.0007.exr``; ``%04d`` works too.
-
-    Raises
-    ------
-    ConfigError
-        The file name holds no frame token, or more than one.
-    """
-    folder, name = Path(pattern).parent, Path(pattern).name
-    tokens = list(_FRAME_TOKEN.finditer(name))
-    if len(tokens) != 1:
-        raise ConfigError(
-            f"output pattern {pattern!r} must hold exactly one frame token in its file name "
-            f"(`####` or `%04d`), e.g. `depth.####.exr`"
-        )
-    token = tokens[0]
-    text = token.group(0)
-    width = int(token.group(1) or 0) if text.startswith("%") else len(text)
-    digits = f"{frame:0{width}d}"
-    return str(folder / (name[: token.start()] + digits + name[token.end() :]))

@@ -1,7 +1,7 @@
-"""A deliberately plain implementation of METHOD.md with the reference's call structure.
+"""A deliberately plain implementation of docs/method.md with the reference's call structure.
 
 Everything in memory, one UNet call per snippet, the VAE in batches of 4 frames (the
-reference's default), the dense Adam objective written out as METHOD.md states it. The engine
+reference's default), the dense Adam objective written out as docs/method.md states it. The engine
 (batched, streamed, modular) must reproduce it.
 """
 
@@ -105,7 +105,7 @@ def reference_run(
 
 
 def reference_align(snippets, indices, n, iterations=2000):
-    """Dense Adam co-alignment, merge and renormalisation, as METHOD.md step 9 states them."""
+    """Dense Adam co-alignment, merge and renormalisation, as docs/method.md step 9 states them."""
     mn = min(s.min() for s in snippets)
     snippets = [s - mn for s in snippets]
     red = [

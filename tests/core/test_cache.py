@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from rollingdepth_core import long_plate
 from rollingdepth_core.alignment import coalign, merge_frame, reduce_maps, solve_reduced
 from rollingdepth_core.cache import SnippetCache, frame_hash, model_fingerprint
 from rollingdepth_core.config import OutputConfig, preset_config
 from rollingdepth_core.errors import Cancelled
 from rollingdepth_core.exr import read_exr
-from rollingdepth_core.pipeline import RollingDepthPipeline
-from rollingdepth_core.runner import run_plate_cached
+from rollingdepth_core.model import DepthModel
+from rollingdepth_core.runner import run_plate
 from rollingdepth_core.sample import write_sample_video
 from rollingdepth_core.snippets import snippet_indices
+from rollingdepth_core.stores import DiskStore
 
 SETTINGS = dict(dilations=(1, 3), processing_res=64, seed=3, dtype="fp32")
 
@@ -26,35 +26,35 @@ def video(tmp_path_factory):
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    monkeypatch.setattr(long_plate, "BLOCK_SNIPPETS", 4)  # 12 frames, dilations 1 3: 5 blocks
+    monkeypatch.setattr(DiskStore, "block_snippets", 4)  # 12 frames, dilations 1 3: 5 blocks
 
 
 @pytest.fixture
 def snippet_counter(monkeypatch):
     """Counts the snippets the UNet denoises (rows passed to predict_snippets)."""
     counted = []
-    original = RollingDepthPipeline.predict_snippets
+    original = DepthModel.predict_snippets
 
     def counting(self, latents, noise, indices, *args, **kwargs):
         counted.append(len(indices))
         return original(self, latents, noise, indices, *args, **kwargs)
 
-    monkeypatch.setattr(RollingDepthPipeline, "predict_snippets", counting)
+    monkeypatch.setattr(DepthModel, "predict_snippets", counting)
     return counted
 
 
 def run(video, tmp_path, checkpoint, out="out", cache="cache", progress=None, **settings):
     config = preset_config("fast", **{**SETTINGS, **settings.pop("config", {})})
-    return run_plate_cached(
+    return run_plate(
         str(video),
         str(tmp_path / out),
         config,
         OutputConfig(**settings),
         str(checkpoint),
-        str(tmp_path / cache),
+        cache_dir=str(tmp_path / cache),
         device="cpu",
         progress=progress,
-    )
+    ).to_message()
 
 
 def read_all(result):
@@ -106,7 +106,7 @@ def test_keys_follow_pixels_and_model(tiny_checkpoint, tmp_path):
 def test_cached_run_writes_what_it_promises(video, tmp_path, tiny_checkpoint):
     result = run(video, tmp_path, tiny_checkpoint)
     assert len(result["files"]) == 12
-    assert result["cache_stats"]["blocks_computed"] == result["blocks"]
+    assert result["cache_stats"]["blocks_computed"] == 2  # 10 + 6 snippets, 16 a block
     assert not list((tmp_path / "cache" / "scratch").glob("*"))  # scratch removed
     assert not list((tmp_path / "cache").rglob(".*.tmp"))
     z = read_all(result)[0]["Z"]
@@ -145,7 +145,7 @@ def test_alignment_and_output_changes_run_no_model(
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(RollingDepthPipeline, "from_pretrained", no_model)
+    monkeypatch.setattr(DepthModel, "from_pretrained", no_model)
     again = run(
         video,
         tmp_path,

@@ -45,6 +45,7 @@ def exr_spec(path):
     return spec
 
 
+@pytest.mark.slow
 def test_video_end_to_end(video, tmp_path, tiny_checkpoint):
     out = tmp_path / "depth"
     proc = run_cli(
@@ -83,6 +84,7 @@ def test_video_end_to_end(video, tmp_path, tiny_checkpoint):
     assert not list(out.glob(".*"))  # no temp files left
 
 
+@pytest.mark.slow
 def test_exr_sequence_end_to_end(tmp_path, tiny_checkpoint):
     pattern = make_image_sequence(tmp_path / "plate", 8, 64, 48, start=1001, ext="exr")
     out = tmp_path / "depth"
@@ -141,6 +143,7 @@ def test_same_seed_same_result(video, tmp_path, tiny_checkpoint):
     np.testing.assert_array_equal(a["Z"], b["Z"])
 
 
+@pytest.mark.slow
 def test_json_progress_protocol(video, tmp_path, tiny_checkpoint):
     proc = run_cli(
         "run", video, "-o", tmp_path, "--checkpoint", tiny_checkpoint, *FAST, "--progress", "json"
@@ -206,6 +209,7 @@ def test_bad_inputs(tmp_path, capsys, tiny_checkpoint):
     assert keep.read_bytes() == b"an earlier result"  # nothing already written is lost
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_no_partial_file(tmp_path, tiny_checkpoint):
     video = write_sample_video(tmp_path / "long.mp4", n_frames=40, height=48, width=64)
     out = tmp_path / "depth"

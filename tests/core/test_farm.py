@@ -79,6 +79,7 @@ def test_finalize_needs_a_cache(video, tmp_path, tiny_checkpoint, capsys):
     assert "--cache" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 def test_ray_executor_equals_one_run(video, plain, tmp_path, tiny_checkpoint):
     import ray

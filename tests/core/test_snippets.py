@@ -48,7 +48,7 @@ def test_clip_too_short():
 
 
 def test_refine_schedule():
-    # METHOD.md: 12 frames, R=2: start 6 is capped to 3, dilations 3 then 2
+    # docs/method.md step 10: 12 frames, R=2: start 6 is capped to 3, dilations 3 then 2
     assert refine_dilations(12, 3, 6, 2, cap=True) == [3, 2]
     # the reference's float expression: (1 - 8/10) * 5 = 0.99999... -> gap 0 at step 8
     assert refine_dilations(250, 3, 6, 10, cap=True) == [6, 5, 5, 4, 4, 3, 3, 2, 1, 1]

@@ -87,7 +87,7 @@ def synthetic_prediction():
     in every snippet that covers them."""
     from rollingdepth_core.alignment import coalign, normalize_depth
     from rollingdepth_core.config import InferenceConfig
-    from rollingdepth_core.pipeline import DepthPrediction
+    from rollingdepth_core.session import DepthPrediction
     from rollingdepth_core.snippets import snippet_indices
 
     rng = np.random.default_rng(0)

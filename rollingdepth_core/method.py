@@ -1,0 +1,451 @@
+"""The method, once: frames in, temporally consistent depth frames out (docs/method.md).
+
+:func:`run_method` is the one sequence every way of running RollingDepth goes through, top to
+bottom like a diffusers pipeline's ``__call__``:
+
+1. scan: frames stream from the plate and are encoded to latents once (a store may find them
+   cached); 2. plan: dilated snippets (capped for short clips), cut into blocks; 3. predict:
+   the blocks the store lacks are denoised and decoded by an executor (here, or on a Ray
+   cluster); 4. solve: scales and shifts from the reduced maps alone; 5. merge: frame by
+   frame at full resolution; 6. normalise to [-1, 1] over the clip; 7. refine (optional);
+   8. frames out, to the one writer (:mod:`.output`).
+
+The store (:mod:`.stores`: memory or disk) decides where things live, the executor
+(:mod:`.executors`: local or Ray) where blocks are computed; the stages are the same. The
+front-ends are thin drivers: :mod:`.runner` (CLI runs, farm chunks, Ray, ``--reference``) and
+:mod:`.session` (the panel's tuning session) choose a store and an executor and call these
+stages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .alignment import AlignmentResult, merge_frame, rescale_depth, solve_reduced
+from .config import InferenceConfig
+from .errors import NonFiniteDepth, RollingDepthError
+from .model import DepthModel
+from .progress import ProgressCallback, report
+from .snippets import check_clip_length, refine_dilations, resolve_dilations, snippet_indices
+
+
+class CacheIncomplete(RollingDepthError):
+    """``finalize`` found snippet blocks missing from the cache."""
+
+
+# ------------------------------------------------------------------------------ 2. the plan
+@dataclass(frozen=True)
+class Block:
+    """A run of consecutive snippets of one dilation: the unit of storing and of farm chunks."""
+
+    number: int  # position in the run's plan
+    dilation: int
+    start: int  # first snippet of the dilation
+    indices: np.ndarray  # [b, L] frame numbers
+
+
+@dataclass
+class Plan:
+    """Which snippets a run needs and how they fall into blocks."""
+
+    n_frames: int
+    dilations: list[int]  # as run, after capping (duplicates kept)
+    indices: list[np.ndarray]  # per dilation entry [n, L]
+    blocks: list[Block]
+    first_block: dict[int, int]  # dilation -> number of its first block
+    block_snippets: int  # snippets per block (a dilation's count when blocks are whole)
+
+    def chunk(self, k: int, n: int) -> list[Block]:
+        """Share ``k`` of ``n`` (1-based): blocks ``k-1, k-1+n, ...``."""
+        return [b for b in self.blocks if b.number % n == k - 1]
+
+    def block_of(self, dilation: int, snippet: int) -> tuple[Block, int]:
+        """The block holding snippet ``snippet`` of ``dilation``, and its row there."""
+        block = self.blocks[self.first_block[dilation] + snippet // self.block_snippets]
+        return block, snippet - block.start
+
+    def covering(self, frame: int) -> Iterator[tuple[int, int, int]]:
+        """(dilation entry i, snippet n, position j) covering ``frame``, in the merge's order."""
+        length = self.indices[0].shape[1]
+        for i, (d, idx) in enumerate(zip(self.dilations, self.indices, strict=True)):
+            for j in reversed(range(length)):  # ascending snippet number n = f - j d
+                n = frame - j * d
+                if 0 <= n < len(idx):
+                    yield i, n, j
+
+
+def make_plan(n_frames: int, config: InferenceConfig, block_snippets: int | None) -> Plan:
+    """The dilations as run (capped for short clips) and their snippets in blocks of
+    ``block_snippets`` (None: one block per dilation)."""
+    check_clip_length(n_frames, config.snippet_len)
+    dilations = resolve_dilations(
+        n_frames, config.snippet_len, config.dilations, config.cap_dilation
+    )
+    indices = [snippet_indices(n_frames, config.snippet_len, d) for d in dilations]
+    size = block_snippets or max(len(idx) for idx in indices)
+    blocks: list[Block] = []
+    first: dict[int, int] = {}
+    for d, idx in zip(dilations, indices, strict=True):
+        if d in first:
+            continue  # a dilation repeated by capping is predicted once
+        first[d] = len(blocks)
+        for start in range(0, len(idx), size):
+            blocks.append(Block(len(blocks), d, start, idx[start : start + size]))
+    return Plan(n_frames, dilations, indices, blocks, first, size)
+
+
+def needed_frames(blocks: Iterable[Block]) -> set[int]:
+    return {int(f) for b in blocks for f in np.unique(b.indices)}
+
+
+# ------------------------------------------------------------------------------ 3. predict
+def predict_block(
+    model: DepthModel,
+    store,
+    block: Block,
+    config: InferenceConfig,
+    size: tuple[int, int],
+    progress: ProgressCallback | None = None,
+    done: int = 0,
+    total: int | None = None,
+) -> int:
+    """Denoise and decode one block from its frames' latents and store it; returns its count.
+
+    ``progress`` hears ``snippets`` after every UNet batch, counted from ``done`` of ``total``.
+    """
+    frames = np.unique(block.indices)
+    latents = store.block_latents(frames, model)  # [F,4,h,w]
+    local = np.searchsorted(frames, block.indices)  # [b, L] rows of `latents`
+    noise = model.shared_noise(store.latent_shape, config.seed)  # [1,4,h,w]
+    batch = store.unet_batch_size(config, model, store.latent_shape)
+    maps = model.predict_snippets(latents, noise, local, size, config, batch, progress, done, total)
+    if not np.isfinite(maps).all():
+        raise NonFiniteDepth()
+    store.put_block(store.block_key(block, config), maps)  # [b,L,H,W]
+    report(progress, "snippets", done + len(block.indices), total or len(block.indices))
+    return len(block.indices)
+
+
+def missing_blocks(plan: Plan, store, config: InferenceConfig) -> list[Block]:
+    return [b for b in plan.blocks if not store.has_block(store.block_key(b, config))]
+
+
+def check_complete(plan: Plan, store, config: InferenceConfig) -> None:
+    missing = [b.number for b in missing_blocks(plan, store, config)]
+    if missing:
+        shown = ", ".join(str(m) for m in missing[:12]) + (" ..." if len(missing) > 12 else "")
+        raise CacheIncomplete(
+            f"the cache {str(store.folder)!r} lacks {len(missing)} of {len(plan.blocks)} snippet "
+            f"blocks (blocks {shown}; block b belongs to chunk b % N + 1 of N): run the missing "
+            f"`rollingdepth infer --chunk K/N` jobs with the same plate and settings first"
+        )
+
+
+# ------------------------------------------------------------------------------ 4. solve
+def solve(
+    plan: Plan,
+    store,
+    config: InferenceConfig,
+    progress: ProgressCallback | None = None,
+) -> AlignmentResult:
+    """Co-align from the blocks' reduced maps (never their full-resolution maps)."""
+    offset = np.inf
+    per_dilation: dict[int, list[np.ndarray]] = {}
+    for b in plan.blocks:
+        lo, reduced = store.block_min_and_reduced(store.block_key(b, config))
+        offset = min(offset, lo)  # the global minimum of the snippets, the reference's offset
+        per_dilation.setdefault(b.dilation, []).append(reduced)
+    if not np.isfinite(offset):
+        raise NonFiniteDepth()
+    # one array per dilation: a dilation repeated by capping passes the same object again
+    reduced = {d: p[0] if len(p) == 1 else np.concatenate(p) for d, p in per_dilation.items()}
+    return solve_reduced(
+        [reduced[d] for d in plan.dilations],
+        plan.indices,
+        np.float32(offset),
+        method=config.aligner,
+        progress=None if progress is None else lambda d, t: progress("align", d, t),
+    )
+
+
+# ------------------------------------------------------------------------------ 5. merge
+def merge(
+    plan: Plan,
+    store,
+    config: InferenceConfig,
+    solution: AlignmentResult,
+    merged,
+    confidence=None,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """The full-resolution merge, one frame at a time, into the frame buffer ``merged`` (and
+    the agreement confidence into ``confidence`` when given)."""
+    keys = {b.number: store.block_key(b, config) for b in plan.blocks}
+    for f in range(plan.n_frames):
+        maps, scales, shifts, weights = [], [], [], []
+        for i, n, j in plan.covering(f):
+            block, row = plan.block_of(plan.dilations[i], n)
+            maps.append(store.frame_map(keys[block.number], row, j))
+            scales.append(solution.scales[i][n])
+            shifts.append(solution.shifts[i][n])
+            if solution.merge_weights is not None:
+                weights.append(solution.merge_weights[i][n])
+        sigma = float(solution.frame_sigma[f]) if confidence is not None else None
+        depth, conf = merge_frame(
+            maps,
+            scales,
+            shifts,
+            solution.offset,
+            weights if solution.merge_weights is not None else None,
+            sigma,
+        )
+        merged.append(depth)
+        if confidence is not None:
+            confidence.append(conf)
+        report(progress, "merge", f + 1, plan.n_frames)
+    merged.close()
+    if confidence is not None:
+        confidence.close()
+
+
+# ------------------------------------------------------------------------------ 6. normalise
+def normalised(frames: Iterable[np.ndarray], lo: float, hi: float) -> Iterator[np.ndarray]:
+    """Frames min-max mapped to [-1, 1] with the clip's extremes ``lo``, ``hi``."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise NonFiniteDepth()
+    for frame in frames:
+        yield rescale_depth(frame, lo, hi)
+
+
+# ------------------------------------------------------------------------------ 7. refine
+@torch.no_grad()
+def refine_latents(
+    model: DepthModel,
+    latents: torch.Tensor,
+    encoded: torch.Tensor,
+    noise: torch.Tensor,
+    config: InferenceConfig,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """The refinement loop: encoded aligned depth ``[N,4,h,w]`` -> refined latents, with
+    snippets of shrinking dilations over the second half of the schedule."""
+    n_frames = encoded.shape[0]
+    steps = config.refine_steps
+    scheduler = model.new_scheduler()
+    total_steps = int(steps / 0.5)
+    if total_steps > scheduler.config.num_train_timesteps:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"`refine_steps` {steps} needs {total_steps} scheduler steps; the checkpoint "
+            f"has {scheduler.config.num_train_timesteps}"
+        )
+    scheduler.set_timesteps(total_steps, device=model.device)
+    timesteps = scheduler.timesteps[int(total_steps * 0.5) :]  # keep the second half
+
+    current = scheduler.add_noise(encoded, noise.expand_as(encoded), timesteps[0])  # [N,4,h,w]
+    dilations = refine_dilations(
+        n_frames,
+        config.refine_snippet_len,
+        config.refine_start_dilation,
+        steps,
+        config.cap_dilation,
+    )
+    batch_size = config.batch_size or model.auto_batch_size(
+        latents.shape[-2:], config.refine_snippet_len
+    )
+    for step, (t, dilation) in enumerate(zip(timesteps, dilations, strict=True)):
+        indices = snippet_indices(n_frames, config.refine_snippet_len, dilation)
+        summed = torch.zeros_like(current, dtype=torch.float32)
+        counts = torch.zeros(n_frames, device=model.device)
+        for start in range(0, len(indices), batch_size):
+            flat = torch.from_numpy(indices[start : start + batch_size].reshape(-1)).to(
+                model.device
+            )
+            pred = model.unet_step(
+                scheduler, latents[flat], current[flat], t, config.refine_snippet_len
+            )
+            summed.index_add_(0, flat, pred.float())
+            counts.index_add_(0, flat, torch.ones_like(flat, dtype=counts.dtype))
+        current = (summed / counts[:, None, None, None]).to(model.dtype)
+        report(progress, "refine", step + 1, steps)
+    return current
+
+
+@torch.no_grad()
+def refine(
+    model: DepthModel,
+    latents: torch.Tensor,
+    aligned_chunks: Iterable[np.ndarray],
+    config: InferenceConfig,
+    size: tuple[int, int],
+    out,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Diffusion refinement of the aligned clip (chunks of ``[b,H,W]`` in [-1, 1]) into the
+    frame buffer ``out``."""
+    noise = model.shared_noise(tuple(latents.shape[-2:]), config.seed)  # [1,4,h,w]
+    encoded = model.encode_depth(aligned_chunks)  # [N,4,h,w]
+    current = refine_latents(model, latents, encoded, noise, config, progress)
+    del encoded
+    for chunk in current.split(config.vae_batch_size):
+        for frame in model.decode_depth(chunk, size).float().cpu().numpy():
+            out.append(frame)
+    out.close()
+    if not (np.isfinite(out.lo) and np.isfinite(out.hi)):
+        raise NonFiniteDepth()
+
+
+# ------------------------------------------------------------------------------ the sequence
+@dataclass
+class DepthFrames:
+    """The finished clip, in its store: iterate :meth:`frames` (and :meth:`confidence`)."""
+
+    buffer: object  # a frame buffer of the store (.stores.ArrayFrames or FileFrames)
+    value_range: tuple[float, float]  # of the frames as iterated
+    normalize: tuple[float, float] | None  # the buffer holds the raw merge: normalise on read
+    confidence_buffer: object | None
+    alignment: AlignmentResult
+    plan: Plan
+    size: tuple[int, int]  # processing (H, W)
+    plate_size: tuple[int, int]
+    store: object = None
+    config: InferenceConfig | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        if self.normalize is None:
+            return iter(self.buffer)
+        return normalised(self.buffer, *self.normalize)
+
+    def confidence(self) -> Iterator[np.ndarray] | None:
+        return None if self.confidence_buffer is None else iter(self.confidence_buffer)
+
+    def snippet_maps(self) -> list[np.ndarray]:
+        """Per dilation entry its snippets ``[n, L, H, W]`` as the store holds them."""
+        per_dilation = {}
+        for b in self.plan.blocks:
+            rows = [self.store.frame_map(self.store.block_key(b, self.config), r, j)
+                    for r in range(len(b.indices)) for j in range(b.indices.shape[1])]  # fmt: skip
+            per_dilation.setdefault(b.dilation, []).append(
+                np.stack(rows).reshape(*b.indices.shape, *self.size)
+            )
+        return [np.concatenate(per_dilation[d]) for d in self.plan.dilations]
+
+    def to_array(self) -> np.ndarray:
+        """The whole clip ``[N,H,W]`` float32 in memory."""
+        return np.stack(list(self.frames()))
+
+
+def check_inputs(n_frames: int, config: InferenceConfig) -> None:
+    """Every setting and the clip length, before any tensor work."""
+    config.check()
+    check_clip_length(n_frames, config.snippet_len)
+
+
+def run_method(
+    frames: Iterable[np.ndarray],
+    n_frames: int,
+    config: InferenceConfig,
+    store,
+    executor,
+    model: Callable[[], DepthModel],
+    *,
+    blocks: str = "all",
+    chunk: tuple[int, int] = (1, 1),
+    progress: ProgressCallback | None = None,
+) -> DepthFrames | None:
+    """Run the stages over ``store`` with ``executor``; ``model()`` loads the model on first use.
+
+    ``blocks``: ``"all"`` predicts what the store lacks and finishes the clip; ``"chunk"``
+    predicts share ``chunk`` = (K, N) of the blocks and stops (a farm's infer job, returns
+    None); ``"none"`` predicts nothing and finishes from a complete store (finalize).
+    """
+    check_inputs(n_frames, config)
+    timings: dict[str, float] = {}
+
+    # 2. the plan (before the scan: a chunk encodes only its blocks' frames)
+    plan = make_plan(n_frames, config, store.block_snippets)  # blocks of [b, L] indices
+    mine = plan.chunk(*chunk) if blocks != "none" else []
+    if blocks == "none":
+        needed: set[int] | None = None if config.refine_steps > 0 else set()
+    else:
+        needed = needed_frames(mine)
+
+    # 1. scan/encode: latents [N,4,h,w] of the frames a run needs
+    clock = time.perf_counter()
+    plate_size, size = store.scan(frames, n_frames, config, model, needed, progress)
+    timings["encode"] = time.perf_counter() - clock
+
+    # 3. predict the blocks the store lacks: [b,L,H,W] maps each
+    clock = time.perf_counter()
+    if blocks != "none":
+        executor.compute(mine, plan, store, config, size, model, progress)
+    timings["snippets"] = time.perf_counter() - clock
+    if blocks == "chunk":
+        return None
+    check_complete(plan, store, config)
+
+    # 4. solve scales and shifts on the reduced maps
+    clock = time.perf_counter()
+    solution = solve(plan, store, config, progress)
+    timings["align"] = time.perf_counter() - clock
+
+    # 5. merge frame by frame: [H,W] per frame into a clip buffer
+    clock = time.perf_counter()
+    if hasattr(store, "keep_open"):
+        length = config.snippet_len
+        spans = [(length - 1) * d // plan.block_snippets + 2 for d in dict.fromkeys(plan.dilations)]
+        store.keep_open(sum(spans) + 2)
+    merged = store.frames_buffer("merged", n_frames, size)
+    conf = store.frames_buffer("confidence", n_frames, size) if config.confidence else None
+    merge(plan, store, config, solution, merged, conf, progress)
+    timings["merge"] = time.perf_counter() - clock
+
+    # 6. normalise to [-1, 1] with the clip's extremes (on read: nothing is rewritten)
+    lo, hi = merged.lo, merged.hi
+    (lo_n, hi_n), *_ = normalised([np.array([lo, hi], np.float32)], lo, hi)
+    result = DepthFrames(
+        merged, (float(lo_n), float(hi_n)), (lo, hi), conf, solution, plan, size, plate_size,
+        store, config,
+    )  # fmt: skip
+    if config.refine_steps > 0:
+        # 7. refinement of the normalised clip
+        clock = time.perf_counter()
+        pipe = model()
+        refined = store.frames_buffer("refined", n_frames, size)
+        chunks = (
+            np.stack(list(normalised(chunk, lo, hi)))
+            for chunk in merged.chunks(config.vae_batch_size)
+        )
+        refine(pipe, store.all_latents(pipe), chunks, config, size, refined, progress)
+        result.buffer, result.normalize = refined, None
+        result.value_range = (refined.lo, refined.hi)
+        timings["refine"] = time.perf_counter() - clock
+    result.timings = timings
+    # 8. frames out: the caller hands result.frames() to the writer
+    return result
+
+
+def estimate_depth(
+    model: DepthModel,
+    frames: Iterable[np.ndarray],
+    config: InferenceConfig,
+    progress: ProgressCallback | None = None,
+) -> DepthFrames:
+    """The whole method in memory on frames ``[H,W,3]`` (RGB in [0,1]) from Python: a
+    :class:`.stores.MemoryStore` and this process, as ``rollingdepth run`` without ``--cache``.
+    """
+    from .executors import LocalExecutor
+    from .stores import MemoryStore
+
+    frames = list(frames)
+    return run_method(
+        iter(frames), len(frames), config, MemoryStore(), LocalExecutor(), lambda: model,
+        progress=progress,
+    )  # fmt: skip
