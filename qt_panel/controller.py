@@ -9,6 +9,7 @@ result.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,8 +22,9 @@ from rollingdepth_core.config import InferenceConfig, OutputConfig
 from rollingdepth_core.errors import Cancelled, RollingDepthError
 from rollingdepth_core.model import DepthModel
 from rollingdepth_core.output import convert_depth
-from rollingdepth_core.plate import Plate, PlateInfo, open_plate
+from rollingdepth_core.plate import IMAGE_EXTENSIONS, Plate, PlateInfo, open_plate
 from rollingdepth_core.progress import report
+from rollingdepth_core.protocol import DEFAULT_PRESET
 from rollingdepth_core.session import DepthPrediction, DepthSession
 
 from .worker import Worker
@@ -34,6 +36,8 @@ JOB_TITLES = {
     "align": "Re-alignment failed",
     "export": "Export failed",
 }
+# What a finished job says it did, in the progress area.
+JOB_VERBS = {"run": "done", "align": "re-aligned", "export": "exported"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class RunRequest:
     config: InferenceConfig
     checkpoint: str
     device: str = "auto"
-    preset: str = "fast"
+    preset: str = DEFAULT_PRESET  # or CUSTOM_PRESET: recorded in the EXR headers
 
     @property
     def model_key(self) -> tuple[str, str, str]:
@@ -53,17 +57,20 @@ class RunRequest:
 class PanelController(QObject):
     plate_changed = Signal(object)  # PlateInfo, or None when closed
     result_changed = Signal(object)  # DepthPrediction, or None
-    error = Signal(str, str)  # title, message
+    error = Signal(str, str, str)  # title, message, detail ("" when the message says it all)
     message = Signal(str)  # one line for the status bar
     hint_changed = Signal(str, bool)  # what Run would do; True = the shown depth is stale
     progress = Signal(str, str, int, int)  # job, stage, done, total
     job_started = Signal(str)
     busy_changed = Signal(bool)
     export_finished = Signal(list)  # written paths
+    job_ended = Signal(str, str, str)  # job, outcome (done|cancelled|failed), what happened
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.worker = Worker(self)
+        self._job_clock = time.monotonic()
+        self.worker.started.connect(self._job_begins)
         self.worker.started.connect(self.job_started)
         self.worker.progress.connect(self.progress)
         self.worker.busy_changed.connect(self.busy_changed)
@@ -98,7 +105,7 @@ class PanelController(QObject):
         try:
             plate = open_plate(path)
         except RollingDepthError as exc:
-            self.error.emit("Cannot open plate", str(exc))
+            self.error.emit("Cannot open plate", unreadable_text(path, exc), str(exc))
             return False
         self.worker.cancel()
         with self._lock:
@@ -130,7 +137,7 @@ class PanelController(QObject):
         try:
             rgb = self.plate.read(index)
         except RollingDepthError as exc:
-            self.error.emit("Cannot read frame", str(exc))
+            self.error.emit("Cannot read frame", str(exc), "")
             return None
         self._frames[index] = rgb
         while len(self._frames) > 1 and (
@@ -148,11 +155,18 @@ class PanelController(QObject):
         unit = (frame - lo) / max(hi - lo, 1e-12)
         return unit, convert_depth(frame, output.depth_mode, output.near, output.far, lo, hi)
 
+    def depth_legend(self, output: OutputConfig) -> tuple[float, float]:
+        """(farthest, nearest) value of the result in ``output``'s convention: the ends of
+        the colour map."""
+        lo, hi = self._depth_range
+        ends = convert_depth(np.array([lo, hi]), output.depth_mode, output.near, output.far, lo, hi)
+        return float(ends[0]), float(ends[1])
+
     # ---------------------------------------------------------------- runs
     def run(self, request: RunRequest) -> None:
         """Predict what is missing and align, in the background (restarts a running job)."""
         if self.plate is None:
-            self.error.emit("Nothing to run", "Open a plate first (File > Open).")
+            self.error.emit("Nothing to run", "Open a plate first (File > Open).", "")
             return
         self._latest, self._halted = request, None
         generation, source = self._generation, self.plate.info.source
@@ -194,7 +208,7 @@ class PanelController(QObject):
     ) -> None:
         """Write the current result as EXRs in the background."""
         if self.result is None or self._session is None:
-            self.error.emit("Nothing to export", "Run the model first.")
+            self.error.emit("Nothing to export", "Run the model first.", "")
             return
         session, prediction, request = self._session, self.result, self.result_request
 
@@ -245,6 +259,10 @@ class PanelController(QObject):
             self._session = session
         return session
 
+    def model_loaded(self, request: RunRequest) -> bool:
+        """Whether the model ``request`` runs is the one in memory."""
+        return self._pipeline is not None and self._model_key == request.model_key
+
     def _needs_model(self, request: RunRequest) -> bool | None:
         """True/False, or None when it cannot be known (no plate, bad settings)."""
         if self.plate is None:
@@ -263,8 +281,10 @@ class PanelController(QObject):
             self.hint_changed.emit("open a plate to start", False)
         elif request is None:
             self.hint_changed.emit("press Run to predict depth", False)
-        elif self._session is None or self._model_key != request.model_key:
+        elif not self.model_loaded(request):
             self.hint_changed.emit("Run will load the model and encode the plate", stale)
+        elif self._session is None:
+            self.hint_changed.emit("Run will encode the plate (the model is loaded)", stale)
         else:
             try:
                 pending = self._session.pending_snippets(request.config)
@@ -290,15 +310,27 @@ class PanelController(QObject):
                 self.result_changed.emit(prediction)
                 timings = ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items())
                 self.message.emit(f"{name} done: {timings}")
+                n_snippets = sum(len(idx) for idx in prediction.indices)
+                self.job_ended.emit(
+                    name,
+                    "done",
+                    f"{JOB_VERBS[name]} in {self._elapsed():.1f} s \N{EM DASH} "
+                    f"{prediction.depth.shape[0]} frames, {n_snippets} snippets",
+                )
         elif name == "export":
-            self.message.emit(f"exported {len(payload)} EXRs to {Path(payload[0]).parent}")
+            folder = Path(payload[0]).parent if payload else ""
+            self.message.emit(f"exported {len(payload)} EXRs to {folder}")
+            self.job_ended.emit(
+                name, "done", f"exported {len(payload)} EXRs in {self._elapsed():.1f} s"
+            )
             self.export_finished.emit(payload)
         self._after_job()
 
     def _job_failed(self, name: str, message: str) -> None:
         if name != "export" and not self.worker.busy:
             self._halted = self._latest
-        self.error.emit(JOB_TITLES.get(name, "Error"), message)
+        self.job_ended.emit(name, "failed", f"{name} failed after {self._elapsed():.1f} s")
+        self.error.emit(JOB_TITLES.get(name, "Error"), message, "")
         self._after_job()
 
     def _job_cancelled(self, name: str) -> None:
@@ -306,7 +338,16 @@ class PanelController(QObject):
             if name != "export":
                 self._halted = self._latest
             self.message.emit(f"{name} cancelled")
+            self.job_ended.emit(
+                name, "cancelled", f"{name} cancelled after {self._elapsed():.1f} s"
+            )
         self._after_job()
+
+    def _job_begins(self, name: str) -> None:
+        self._job_clock = time.monotonic()
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._job_clock
 
     def _after_job(self) -> None:
         if self.worker.busy:
@@ -323,3 +364,17 @@ def _outcome(generation: int, request: RunRequest, prediction: DepthPrediction) 
     worker (one pass over the whole clip is too long for the GUI thread)."""
     lo, hi = torch.aminmax(torch.from_numpy(prediction.depth))
     return generation, request, prediction, (float(lo), float(hi))
+
+
+def unreadable_text(path: str | Path, exc: RollingDepthError) -> str:
+    """What to tell an artist about a plate that would not open; the engine's message (with
+    FFmpeg's error number) goes into the dialog's details."""
+    target = Path(path)
+    if target.is_file():
+        kind = "image" if target.suffix.lower() in IMAGE_EXTENSIONS else "video"
+        what = "a readable image" if kind == "image" else "a readable video"
+        codec = " (or an unsupported codec)" if kind == "video" else ""
+        return f"{target.name} is not {what}{codec}."
+    # a missing file, a pattern matching nothing, a folder without one sequence: the
+    # engine's one line already says which
+    return str(exc)

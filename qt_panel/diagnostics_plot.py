@@ -1,227 +1,303 @@
 """Alignment diagnostics over time: every snippet's scale and shift per dilation, and the
-per-frame residual, so a stretch of the plate where snippets disagree stands out."""
+per-frame residual, so a stretch of the plate where snippets disagree stands out.
+
+Drawn with pyqtgraph: three plots share the time axis (the plate's own frame numbers), the
+wheel zooms in time, hovering reads the values out, and a time cursor follows the scrubber.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPainterPath, QPen
-from PySide6.QtWidgets import QSizePolicy, QWidget
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from rollingdepth_core.session import DepthPrediction
 
 PALETTE = ("#4e9af1", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#edc948", "#76b7b2")
-RESIDUAL_COLOR = QColor("#c7c7cc")
-OUTLIER_COLOR = QColor("#ff5a5f")
+RESIDUAL_COLOR = "#a9a9b2"
+OUTLIER_COLOR = "#ff5a5f"
+CURSOR_COLOR = "#ffd24a"
 # A frame whose residual is this many times the clip's median residual is flagged.
 OUTLIER_RATIO = 2.0
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 12, 26, 22
-PANEL_GAP = 14
+# The residual plot shows at most this many times the median, so the band of good frames
+# stays readable next to a very bad stretch (the readout and the summary give the peak).
+RESIDUAL_VIEW_MAX = 10.0
+GOOD_NOTE = (
+    "residual = how much the aligned snippets covering a frame disagree, "
+    "in multiples of this clip's median. Good: grey bars in the shaded band (around 1). "
+    f"Red bars above the dashed line ({OUTLIER_RATIO:g}x) mark depth to check."
+)
+PLACEHOLDER = "Alignment diagnostics appear here after a run"
+
+
+class PlainAxis(pg.AxisItem):
+    """Fixed-point tick labels with as many decimals as the tick spacing needs.
+
+    pyqtgraph's default switches to scientific notation for small values (``3.6e-03``) and can
+    print two ticks with the same rounded text; the decimals here follow the spacing.
+    """
+
+    def tickStrings(self, values, scale, spacing):
+        places = max(0, math.ceil(-math.log10(spacing * scale))) if spacing * scale > 0 else 0
+        return [f"{v * scale:.{places}f}" for v in values]
+
+
+class FrameAxis(pg.AxisItem):
+    """Whole frame numbers only, at a regular spacing."""
+
+    def tickValues(self, minVal, maxVal, size):
+        levels = []
+        for spacing, values in super().tickValues(minVal, maxVal, size):
+            if spacing < 1:
+                continue
+            whole = [v for v in values if float(v).is_integer()]
+            if whole:
+                levels.append((spacing, whole))
+        return levels or [(1.0, list(range(math.ceil(minVal), math.floor(maxVal) + 1)))]
+
+    def tickStrings(self, values, scale, spacing):
+        return [str(int(round(v))) for v in values]
 
 
 class DiagnosticsPlot(QWidget):
-    """Three panels sharing the time axis; click or drag to go to a frame."""
+    """Three plots over the plate's frames; click (or drag the cursor) to go to a frame."""
 
-    frame_selected = Signal(int)
+    frame_selected = Signal(int)  # position 0..N-1 in the plate
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setMinimumHeight(220)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self._numbers: tuple[int, ...] = ()
+        self.setMinimumHeight(260)
+        self._numbers = np.zeros(0)
         self._series: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         self._residuals: np.ndarray | None = None
+        self._relative: np.ndarray | None = None  # residual / the clip's median
         self._outliers: np.ndarray | None = None
-        self._summary = ""
         self._current = 0
+
+        self.graphics = pg.GraphicsLayoutWidget(self)
+        self.graphics.setBackground("#1e1e22")
+        self.scale_plot = self._add_plot(0, "scale")
+        self.shift_plot = self._add_plot(1, "shift")
+        self.residual_plot = self._add_plot(2, "residual", bottom=True)
+        self.residual_plot.disableAutoRange(axis="y")
+        self.plots = (self.scale_plot, self.shift_plot, self.residual_plot)
+        for plot in self.plots[:-1]:
+            plot.setXLink(self.residual_plot)
+        self.legend = self.scale_plot.addLegend(offset=(-8, 4), colCount=4)
+        self.cursors = []
+        for plot in self.plots:
+            line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen(CURSOR_COLOR, width=1.5))
+            line.setZValue(10)
+            line.sigDragged.connect(self._cursor_dragged)
+            plot.addItem(line, ignoreBounds=True)
+            self.cursors.append(line)
+        self.good_band = pg.LinearRegionItem(
+            (0.0, OUTLIER_RATIO),
+            orientation="horizontal",
+            movable=False,
+            brush=pg.mkBrush(89, 161, 79, 40),
+            pen=pg.mkPen(None),
+        )
+        self.good_band.setZValue(-10)
+        self.threshold_line = pg.InfiniteLine(
+            OUTLIER_RATIO,
+            angle=0,
+            pen=pg.mkPen(OUTLIER_COLOR, width=1, style=Qt.PenStyle.DashLine),
+            label=f"{OUTLIER_RATIO:g}x median: check",
+            # the label hangs under the line, inside the plot whatever the y range
+            labelOpts={"position": 0.02, "color": OUTLIER_COLOR, "anchors": [(0, 0), (0, 0)]},
+        )
+        self.residual_plot.addItem(self.good_band, ignoreBounds=True)
+        self.residual_plot.addItem(self.threshold_line, ignoreBounds=True)
+        self.bars: pg.BarGraphItem | None = None
+
+        self.summary_label = QLabel(PLACEHOLDER, self)
+        self.note_label = QLabel(GOOD_NOTE, self)
+        self.note_label.setWordWrap(True)
+        self.note_label.setStyleSheet("color: #9a9aa5;")
+        self.hover_label = QLabel("", self)
+        self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 2, 4, 2)
+        layout.setSpacing(2)
+        layout.addWidget(self.summary_label)
+        layout.addWidget(self.graphics, 1)
+        layout.addWidget(self.hover_label)
+        layout.addWidget(self.note_label)
+        layout.setAlignment(Qt.AlignmentFlag.AlignTop)  # the placeholder line sits at the top
+
+        scene = self.graphics.scene()
+        scene.sigMouseMoved.connect(self._hover)
+        scene.sigMouseClicked.connect(self._clicked)
+        self._show_empty()
+
+    def _add_plot(self, row: int, title: str, bottom: bool = False) -> pg.PlotItem:
+        axes = {"left": PlainAxis("left"), "bottom": FrameAxis("bottom")}
+        plot = self.graphics.addPlot(row=row, col=0, axisItems=axes)
+        plot.setLabel("left", title)
+        plot.showGrid(x=True, y=True, alpha=0.15)
+        plot.getAxis("left").setWidth(64)  # one width, so the three time axes line up
+        plot.getAxis("left").enableAutoSIPrefix(False)  # no "(x0.001)" tacked onto the title
+        if not bottom:
+            plot.getAxis("bottom").setStyle(showValues=False)
+        else:
+            plot.setLabel("bottom", "frame")
+        # Zoom and pan in time only; the values always fit what is in view.
+        plot.setMouseEnabled(x=True, y=False)
+        plot.enableAutoRange(axis="y")
+        plot.setAutoVisible(y=True)
+        plot.hideButtons()
+        return plot
 
     # ---------------------------------------------------------------- data
     def set_prediction(
         self, prediction: DepthPrediction | None, frame_numbers: tuple[int, ...] = ()
     ) -> None:
-        """Show ``prediction``'s alignment; None clears the plot."""
-        self._numbers = tuple(frame_numbers)
+        """Show ``prediction``'s alignment over ``frame_numbers``; None clears the plot."""
+        for plot in self.plots:
+            for item in list(plot.listDataItems()):
+                plot.removeItem(item)
+        if self.bars is not None:
+            self.residual_plot.removeItem(self.bars)
+            self.bars = None
+        self.legend.clear()
         self._series = []
-        self._residuals = self._outliers = None
-        self._summary = ""
-        if prediction is not None:
-            alignment = prediction.alignment
-            seen: dict[int, int] = {}
-            for dilation, idx, scales, shifts in zip(
+        self._residuals = self._relative = self._outliers = None
+        self.hover_label.setText("")
+        if prediction is None:
+            self._numbers = np.zeros(0)
+            self._show_empty()
+            return
+        alignment = prediction.alignment
+        n = len(alignment.frame_residuals)
+        numbers = np.asarray(frame_numbers if frame_numbers else range(n), dtype=np.float64)
+        self._numbers = numbers
+        seen: dict[int, int] = {}
+        for i, (dilation, idx, scales, shifts) in enumerate(
+            zip(
                 prediction.dilations,
                 prediction.indices,
                 alignment.scales,
                 alignment.shifts,
                 strict=True,
-            ):
-                seen[dilation] = seen.get(dilation, 0) + 1
-                label = f"d={dilation}" + (f" #{seen[dilation]}" if seen[dilation] > 1 else "")
-                centres = idx.mean(axis=1)  # a snippet sits at the mean of its frames
-                self._series.append((label, centres, np.asarray(scales), np.asarray(shifts)))
-            self._residuals = np.asarray(alignment.frame_residuals, dtype=np.float64)
-            self._outliers = flag_outliers(self._residuals)
-            state = "converged" if alignment.converged else "not converged"
-            self._summary = (
-                f"{alignment.method} aligner, {alignment.iterations} iterations, {state}, "
-                f"{alignment.seconds:.2f} s"
             )
-        self.update()
+        ):
+            seen[dilation] = seen.get(dilation, 0) + 1
+            label = f"d={dilation}" + (f" #{seen[dilation]}" if seen[dilation] > 1 else "")
+            # a snippet sits at the mean of its frames, placed in the plate's numbering
+            centres = np.interp(idx.mean(axis=1), np.arange(n), numbers)
+            scales, shifts = np.asarray(scales, float), np.asarray(shifts, float)
+            self._series.append((label, centres, scales, shifts))
+            pen = pg.mkPen(PALETTE[i % len(PALETTE)], width=1.5)
+            self.scale_plot.plot(centres, scales, pen=pen, name=label)
+            self.shift_plot.plot(centres, shifts, pen=pen)
+
+        self._residuals = np.asarray(alignment.frame_residuals, dtype=np.float64)
+        median = float(np.median(self._residuals))
+        self._relative = self._residuals / median if median > 0 else np.ones(n)
+        self._outliers = flag_outliers(self._residuals)
+        brushes = [pg.mkBrush(OUTLIER_COLOR if bad else RESIDUAL_COLOR) for bad in self._outliers]
+        step = float(np.min(np.diff(numbers))) if n > 1 else 1.0
+        self.bars = pg.BarGraphItem(
+            x=numbers, height=self._relative, width=0.7 * step, brushes=brushes, pens=[None] * n
+        )
+        self.residual_plot.addItem(self.bars)
+        self.residual_plot.setXRange(numbers[0] - 0.5, numbers[-1] + 0.5, padding=0)
+        peak = int(np.argmax(self._relative))
+        top = min(max(float(self._relative[peak]) * 1.1, OUTLIER_RATIO * 1.5), RESIDUAL_VIEW_MAX)
+        self.residual_plot.setYRange(0.0, top, padding=0)
+        for plot in self.plots[:-1]:
+            plot.enableAutoRange(axis="y")
+        state = "converged" if alignment.converged else "not converged"
+        flagged = int(self._outliers.sum())
+        verdict = (
+            f"{flagged} frame(s) to check, worst {int(numbers[peak])} "
+            f"({self._relative[peak]:.1f}x median)"
+            if flagged
+            else "no frame stands out"
+        )
+        self.summary_label.setText(
+            f"{alignment.method} aligner, {alignment.iterations} iterations, {state}, "
+            f"{alignment.seconds:.2f} s; median residual {median:.4f}; {verdict}"
+        )
+        self.graphics.show()
+        self.note_label.show()
+        self.set_current(min(self._current, n - 1))
 
     def set_current(self, index: int) -> None:
-        self._current = index
-        self.update()
+        """Move the time cursor to position ``index`` (follows the scrubber)."""
+        self._current = max(int(index), 0)
+        if len(self._numbers) == 0:
+            return
+        number = float(self._numbers[min(self._current, len(self._numbers) - 1)])
+        for line in self.cursors:
+            line.blockSignals(True)
+            line.setValue(number)
+            line.blockSignals(False)
 
     @property
     def outlier_frames(self) -> list[int]:
         """Plate frame numbers whose residual is flagged."""
         if self._outliers is None:
             return []
-        return [self._numbers[i] for i in np.flatnonzero(self._outliers)]
-
-    # ---------------------------------------------------------------- painting
-    def _n_frames(self) -> int:
-        return 0 if self._residuals is None else len(self._residuals)
-
-    def _panels(self) -> list[QRectF]:
-        height = self.height() - MARGIN_TOP - MARGIN_BOTTOM - 2 * PANEL_GAP
-        width = self.width() - MARGIN_LEFT - MARGIN_RIGHT
-        each = max(height / 3, 10)
-        return [
-            QRectF(MARGIN_LEFT, MARGIN_TOP + i * (each + PANEL_GAP), width, each) for i in range(3)
-        ]
-
-    def _x(self, frame: float, rect: QRectF) -> float:
-        """Frame i owns the i-th of N equal slots; its point sits in the slot's middle."""
-        return rect.left() + (frame + 0.5) / max(self._n_frames(), 1) * rect.width()
-
-    def paintEvent(self, event) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.fillRect(self.rect(), QColor(30, 30, 34))
-        if self._residuals is None:
-            painter.setPen(QColor(200, 200, 210))
-            painter.drawText(
-                self.rect(),
-                Qt.AlignmentFlag.AlignCenter,
-                "Alignment diagnostics appear here after a run",
-            )
-            return
-        scale_rect, shift_rect, residual_rect = self._panels()
-        self._draw_legend(painter)
-        self._draw_series(painter, scale_rect, 2)
-        self._draw_series(painter, shift_rect, 3)
-        self._draw_residuals(painter, residual_rect)
-        self._draw_time_axis(painter, residual_rect)
-        for rect, title in (
-            (scale_rect, "snippet scale"),
-            (shift_rect, "snippet shift"),
-            (residual_rect, "frame residual"),
-        ):
-            self._draw_title(painter, rect, title)
-        for rect in (scale_rect, shift_rect, residual_rect):
-            x = self._x(self._current, rect)
-            painter.setPen(QPen(QColor(255, 255, 255, 180), 1, Qt.PenStyle.DashLine))
-            painter.drawLine(QPointF(x, rect.top()), QPointF(x, rect.bottom()))
-
-    def _draw_legend(self, painter: QPainter) -> None:
-        x = MARGIN_LEFT
-        for i, (label, *_rest) in enumerate(self._series):
-            color = QColor(PALETTE[i % len(PALETTE)])
-            painter.fillRect(QRectF(x, 8, 12, 10), color)
-            painter.setPen(QColor(230, 230, 235))
-            painter.drawText(QPointF(x + 16, 18), label)
-            x += 24 + painter.fontMetrics().horizontalAdvance(label)
-        painter.setPen(QColor(160, 160, 170))
-        summary_width = painter.fontMetrics().horizontalAdvance(self._summary)
-        painter.drawText(QPointF(self.width() - MARGIN_RIGHT - summary_width, 18), self._summary)
-
-    def _frame_panel(self, painter: QPainter, rect: QRectF, lo: float, hi: float) -> None:
-        painter.fillRect(rect, QColor(38, 38, 44))
-        painter.setPen(QColor(70, 70, 78))
-        painter.drawRect(rect)
-        labels = QRectF(0, rect.top(), MARGIN_LEFT - 6, rect.height())
-        right = Qt.AlignmentFlag.AlignRight
-        painter.setPen(QColor(150, 150, 160))
-        painter.drawText(labels, right | Qt.AlignmentFlag.AlignTop, _tick(hi))
-        painter.drawText(labels, right | Qt.AlignmentFlag.AlignBottom, _tick(lo))
-
-    def _draw_title(self, painter: QPainter, rect: QRectF, title: str) -> None:
-        """The panel's name in its top-left corner, over the data on a dark box."""
-        metrics = painter.fontMetrics()
-        box = QRectF(
-            rect.left() + 1,
-            rect.top() + 1,
-            metrics.horizontalAdvance(title) + 10,
-            metrics.height() + 2,
-        )
-        painter.fillRect(box, QColor(20, 20, 24, 200))
-        painter.setPen(QColor(225, 225, 232))
-        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, title)
-
-    def _y(self, value: float, rect: QRectF, lo: float, hi: float) -> float:
-        return rect.bottom() - (value - lo) / (hi - lo) * rect.height()
-
-    def _draw_series(self, painter: QPainter, rect: QRectF, column: int) -> None:
-        values = np.concatenate([s[column] for s in self._series])
-        lo, hi = _padded_range(values)
-        self._frame_panel(painter, rect, lo, hi)
-        for i, series in enumerate(self._series):
-            centres, data = series[1], series[column]
-            path = QPainterPath()
-            for j, (c, v) in enumerate(zip(centres, data, strict=True)):
-                point = QPointF(self._x(float(c), rect), self._y(float(v), rect, lo, hi))
-                if j == 0:
-                    path.moveTo(point)
-                else:
-                    path.lineTo(point)
-            painter.setPen(QPen(QColor(PALETTE[i % len(PALETTE)]), 1.5))
-            painter.drawPath(path)
-
-    def _draw_residuals(self, painter: QPainter, rect: QRectF) -> None:
-        values = self._residuals
-        lo, hi = 0.0, float(values.max()) * 1.1 or 1.0
-        self._frame_panel(painter, rect, lo, hi)
-        n = len(values)
-        bar = max(rect.width() / max(n, 1) * 0.7, 1.0)
-        for i, v in enumerate(values):
-            top = self._y(float(v), rect, lo, hi)
-            color = OUTLIER_COLOR if self._outliers[i] else RESIDUAL_COLOR
-            x = self._x(i, rect) - bar / 2
-            painter.fillRect(QRectF(x, top, bar, rect.bottom() - top), color)
-
-    def _draw_time_axis(self, painter: QPainter, rect: QRectF) -> None:
-        n = self._n_frames()
-        if n == 0 or not self._numbers:
-            return
-        painter.setPen(QColor(170, 170, 180))
-        ticks = sorted({0, n - 1, *np.linspace(0, n - 1, 6).round().astype(int).tolist()})
-        metrics = painter.fontMetrics()
-        for i in ticks:
-            label = str(self._numbers[i])
-            x = self._x(i, rect) - metrics.horizontalAdvance(label) / 2
-            x = min(max(x, rect.left()), rect.right() - metrics.horizontalAdvance(label))
-            painter.drawText(QPointF(x, rect.bottom() + 15), label)
+        return [int(self._numbers[i]) for i in np.flatnonzero(self._outliers)]
 
     # ---------------------------------------------------------------- interaction
-    def frame_at(self, x: float) -> int | None:
-        n = self._n_frames()
-        if n == 0:
+    def index_of(self, number: float) -> int | None:
+        """Position of the plate frame nearest to frame number ``number``."""
+        if len(self._numbers) == 0:
             return None
-        rect = self._panels()[0]
-        fraction = (x - rect.left()) / max(rect.width(), 1.0)
-        return min(max(int(fraction * n), 0), n - 1)
+        return int(np.argmin(np.abs(self._numbers - number)))
 
-    def mousePressEvent(self, event: QMouseEvent) -> None:
-        self._select(event)
+    def describe(self, index: int) -> str:
+        """The hover readout for position ``index``."""
+        number = int(self._numbers[index])
+        parts = [f"frame {number}"]
+        for label, centres, scales, shifts in self._series:
+            j = int(np.argmin(np.abs(centres - number)))
+            # + 0.0 turns -0.0 into 0.0, so a zero shift does not read "-0.000"
+            parts.append(f"{label}: scale {scales[j]:.3f} shift {round(shifts[j], 3) + 0.0:+.3f}")
+        verdict = "check" if self._outliers[index] else "ok"
+        parts.append(
+            f"residual {self._residuals[index]:.4f} ({self._relative[index]:.1f}x median, "
+            f"{verdict})"
+        )
+        return "   ".join(parts)
 
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:
-        if event.buttons() & Qt.MouseButton.LeftButton:
-            self._select(event)
+    def _scene_to_index(self, scene_pos: QPointF) -> int | None:
+        for plot in self.plots:
+            if plot.sceneBoundingRect().contains(scene_pos):
+                x = plot.vb.mapSceneToView(scene_pos).x()
+                return self.index_of(x)
+        return None
 
-    def _select(self, event: QMouseEvent) -> None:
-        frame = self.frame_at(event.position().x())
-        if frame is not None:
-            self.frame_selected.emit(frame)
+    def _hover(self, scene_pos: QPointF) -> None:
+        if self._residuals is None:
+            return
+        index = self._scene_to_index(scene_pos)
+        self.hover_label.setText("" if index is None else self.describe(index))
+
+    def _clicked(self, event) -> None:
+        if self._residuals is None or event.button() != Qt.MouseButton.LeftButton:
+            return
+        index = self._scene_to_index(event.scenePos())
+        if index is not None:
+            self.frame_selected.emit(index)
+
+    def _cursor_dragged(self, line: pg.InfiniteLine) -> None:
+        index = self.index_of(line.value())
+        if index is not None:
+            self.set_current(index)
+            self.frame_selected.emit(index)
+
+    def _show_empty(self) -> None:
+        """No axes over nothing: only the line that says what will appear here."""
+        self.summary_label.setText(PLACEHOLDER)
+        self.graphics.hide()
+        self.note_label.hide()
 
 
 def flag_outliers(residuals: np.ndarray) -> np.ndarray:
@@ -231,16 +307,3 @@ def flag_outliers(residuals: np.ndarray) -> np.ndarray:
     its neighbours (their snippets reach into it), which would inflate any spread estimate.
     """
     return residuals > OUTLIER_RATIO * float(np.median(residuals))
-
-
-def _tick(value: float) -> str:
-    """A short axis label: at most about 7 characters whatever the magnitude."""
-    if value == 0 or 1e-2 <= abs(value) < 1e4:
-        return f"{value:.3g}"
-    return f"{value:.1e}"
-
-
-def _padded_range(values: np.ndarray) -> tuple[float, float]:
-    lo, hi = float(values.min()), float(values.max())
-    pad = max((hi - lo) * 0.08, 1e-6 * max(abs(lo), abs(hi), 1.0))
-    return lo - pad, hi + pad

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rollingdepth_core.config import DEPTH_MODES, OutputConfig
+from rollingdepth_core import protocol
+from rollingdepth_core.config import OutputConfig
 from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.output import expand_pattern
 from rollingdepth_core.plate import PlateInfo
@@ -53,7 +54,7 @@ class ExportDialog(QDialog):
         first, last = info.frame_numbers[0], info.frame_numbers[-1]
         default = Path(info.source).parent / "depth" / DEFAULT_PATTERN_NAME
         self.pattern_edit = QLineEdit(pattern or str(default), self)
-        self.pattern_edit.setToolTip("One file per frame; `####` becomes the plate's frame number")
+        self.pattern_edit.setToolTip("One file per frame; #### becomes the plate's frame number")
         self.browse_button = QToolButton(self)
         self.browse_button.setText("…")
         self.browse_button.clicked.connect(self._browse)
@@ -64,15 +65,25 @@ class ExportDialog(QDialog):
         self.precision_box.setCurrentIndex(1 if output.half else 0)
         self.channel_edit = QLineEdit(output.channel, self)
         self.channel_edit.setToolTip("Depth channel name, e.g. Z or depth.Z")
-        self.confidence_check = QCheckBox("add a `confidence` channel (0..1)", self)
+        self.confidence_check = QCheckBox("add a confidence channel (0..1)", self)
+        self.confidence_check.setToolTip(
+            "How much the aligned snippets agree at each pixel, from the aligner (no model run)"
+        )
         self.depth_mode_box = QComboBox(self)
-        self.depth_mode_box.addItems(list(DEPTH_MODES))
+        for mode, spec in protocol.DEPTH_MODES.items():
+            self.depth_mode_box.addItem(mode)
+            self.depth_mode_box.setItemData(
+                self.depth_mode_box.count() - 1, spec["description"], Qt.ItemDataRole.ToolTipRole
+            )
         self.depth_mode_box.setCurrentText(output.depth_mode)
         self.near_spin = distance_spin(self, value=output.near)
         self.far_spin = distance_spin(self, value=output.far)
         self.restore_check = QCheckBox("at the plate's resolution", self)
         self.restore_check.setChecked(output.restore_res)
+        # Hidden until an export starts: an empty bar reads as a text field.
         self.progress_bar = QProgressBar(self)
+        self.progress_bar.setFormat("%v / %m frames")
+        self.progress_bar.hide()
         self.status_label = QLabel("", self)
         self.status_label.setWordWrap(True)
         self.export_button = QPushButton("Export", self)
@@ -141,6 +152,8 @@ class ExportDialog(QDialog):
             self.error.emit("Cannot export", str(exc))
             return
         self.set_busy(True)
+        self.progress_bar.setRange(0, 0)  # busy until the first frame is written
+        self.progress_bar.show()
         self.status_label.setText("exporting…")
         self.export_requested.emit(
             self.pattern, output, frame_range, self.confidence_check.isChecked()

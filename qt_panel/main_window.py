@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, QSize, Qt
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QDockWidget,
     QFileDialog,
@@ -36,6 +37,19 @@ VIDEO_FILTER = (
     + " ".join(f"*{ext}" for ext in IMAGE_EXTENSIONS)
     + ");;All files (*)"
 )
+# The size a first window opens at, on a screen with room for it: the settings show without
+# scrolling and the viewer keeps most of the width. A smaller screen gets most of its area.
+PREFERRED_SIZE = QSize(1600, 1000)
+SCREEN_SHARE = 0.92
+DIAGNOSTICS_SHARE = 0.36  # of the window's height, at first
+
+
+def default_size(available: QSize) -> QSize:
+    """The first window's size on a screen whose free area is ``available``."""
+    return QSize(
+        min(PREFERRED_SIZE.width(), int(available.width() * SCREEN_SHARE)),
+        min(PREFERRED_SIZE.height(), int(available.height() * SCREEN_SHARE)),
+    )
 
 
 class MainWindow(QMainWindow):
@@ -71,7 +85,9 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.scrubber)
         self.setCentralWidget(central)
 
-        self.settings_panel.setMinimumWidth(300)
+        self.settings_panel.setMinimumWidth(340)
+        # The settings take the whole right column; the diagnostics sit under the viewer.
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.settings_dock = QDockWidget("Settings", self)
         self.settings_dock.setObjectName("settings_dock")
         self.settings_dock.setWidget(self.settings_panel)
@@ -159,7 +175,9 @@ class MainWindow(QMainWindow):
         c.error.connect(self.show_error)
         c.message.connect(self.statusBar().showMessage)
         c.hint_changed.connect(self.settings_panel.set_hint)
-        c.job_started.connect(lambda job: self.settings_panel.set_stage_text(f"{job}: starting"))
+        c.job_started.connect(self.settings_panel.job_started)
+        c.job_ended.connect(self.job_ended)
+        self.settings_panel.save_defaults_requested.connect(self.save_defaults)
         c.progress.connect(self.job_progress)
         c.busy_changed.connect(self.busy_changed)
         c.export_finished.connect(self._export_finished)
@@ -182,6 +200,7 @@ class MainWindow(QMainWindow):
             f"RollingDepth panel: {Path(info.source).name}" if info else "RollingDepth panel"
         )
         self.scrubber.set_frames(info.frame_numbers if info else (), info.fps if info else None)
+        self.settings_panel.set_frame_count(len(info.frame_numbers) if info else None)
         self.viewer.reset_view()
         self.show_frame(self.scrubber.index)
         self.settings_changed()
@@ -207,7 +226,8 @@ class MainWindow(QMainWindow):
         if depth is None:
             self.viewer.set_depth(None)
         else:
-            self.viewer.set_depth(depth[0], depth[1], output.depth_mode)
+            legend = self.controller.depth_legend(output)
+            self.viewer.set_depth(depth[0], depth[1], output.depth_mode, legend)
         self.diagnostics.set_current(index)
 
     def request(self) -> RunRequest:
@@ -220,7 +240,7 @@ class MainWindow(QMainWindow):
         except ConfigError as exc:
             self.show_error("Settings not valid", str(exc))
             return
-        self.settings_panel.save_state(self.settings)
+        self.settings_panel.save_model(self.settings)
         self.controller.run(request)
 
     def settings_changed(self) -> None:
@@ -233,9 +253,16 @@ class MainWindow(QMainWindow):
 
     def busy_changed(self, busy: bool) -> None:
         self.settings_panel.set_busy(busy)
-        if not busy:
-            self.settings_panel.set_stage_text("idle")
         self.export_action.setEnabled(not busy and self.controller.result is not None)
+
+    def job_ended(self, job: str, outcome: str, text: str) -> None:
+        if job != "export":
+            self.settings_panel.job_ended(outcome, text)
+
+    def save_defaults(self) -> None:
+        self.settings_panel.save_defaults(self.settings)
+        self.settings.sync()
+        self.statusBar().showMessage("new windows start with these settings", 5000)
 
     def job_progress(self, job: str, stage: str, done: int, total: int) -> None:
         self.settings_panel.set_progress(stage, done, total)
@@ -255,7 +282,7 @@ class MainWindow(QMainWindow):
         pattern = self.settings.value("export/pattern", "")
         dialog = ExportDialog(info, output, pattern, self)
         dialog.export_requested.connect(self._export_requested)
-        dialog.error.connect(self.show_error)
+        dialog.error.connect(lambda title, message: self.show_error(title, message))
         self.export_dialog = dialog
         dialog.open()
         return dialog
@@ -272,12 +299,15 @@ class MainWindow(QMainWindow):
         if job == "export" and self.export_dialog is not None:
             self.export_dialog.export_stopped("export stopped")
 
-    def show_error(self, title: str, message: str) -> QMessageBox:
-        """A non-blocking error dialog with the cause (kept in `error_box` for tests)."""
-        log.error("%s: %s", title, message)
+    def show_error(self, title: str, message: str, detail: str = "") -> QMessageBox:
+        """A non-blocking error dialog with the cause (kept in `error_box` for tests);
+        ``detail`` (the engine's own message) sits behind "Show Details…"."""
+        log.error("%s: %s%s", title, message, f" ({detail})" if detail else "")
         box = QMessageBox(
             QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self
         )
+        if detail and detail != message:
+            box.setDetailedText(detail)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.error_box = box
         box.open()
@@ -296,7 +326,9 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------- persistence
     def save_state(self) -> None:
-        self.settings_panel.save_state(self.settings)
+        """What persists: geometry, layout, view, last folder, export pattern, checkpoint and
+        device. Run settings only through "Save as defaults"."""
+        self.settings_panel.save_model(self.settings)
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.setValue("view/mode", self.viewer.mode)
@@ -306,11 +338,17 @@ class MainWindow(QMainWindow):
     def restore_state(self) -> None:
         self.settings_panel.restore_state(self.settings)
         geometry = self.settings.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
+        if geometry is None or not self.restoreGeometry(geometry):
+            screen = self.screen() or QApplication.primaryScreen()
+            self.resize(default_size(screen.availableGeometry().size()))
         state = self.settings.value("window/state")
-        if state is not None:
-            self.restoreState(state)
+        if state is None or not self.restoreState(state):
+            # the diagnostics get room for three readable plots under the viewer
+            self.resizeDocks(
+                [self.diagnostics_dock],
+                [int(self.height() * DIAGNOSTICS_SHARE)],
+                Qt.Orientation.Vertical,
+            )
         mode = self.settings.value("view/mode", "rgb")
         if mode in VIEW_MODES:
             self.viewer.set_mode(mode)

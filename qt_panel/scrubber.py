@@ -1,4 +1,8 @@
-"""The frame scrubber: slider, frame number in the plate's numbering, play/pause."""
+"""The frame scrubber: slider, frame number in the plate's numbering, play/pause.
+
+One numbering everywhere: the plate's own frame numbers (a video's first frame is 0, a
+sequence's is the number in its first file name); positions 0..N-1 stay internal.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ class FrameScrubber(QWidget):
         self.frame_field.setToolTip("Frame number in the plate's own numbering")
         self.frame_field.setKeyboardTracking(False)
         self.frame_field.valueChanged.connect(self._frame_number_entered)
-        self.position_label = QLabel("no plate", self)
+        self.range_label = QLabel("no plate", self)
+        self.range_label.setToolTip("The plate's first and last frame numbers")
 
         layout = QHBoxLayout(self)
         layout.setContentsMargins(6, 2, 6, 2)
@@ -42,7 +47,7 @@ class FrameScrubber(QWidget):
         layout.addWidget(self.slider, 1)
         layout.addWidget(QLabel("frame", self))
         layout.addWidget(self.frame_field)
-        layout.addWidget(self.position_label)
+        layout.addWidget(self.range_label)
         self.set_frames((), None)
 
     @property
@@ -66,9 +71,14 @@ class FrameScrubber(QWidget):
         self.frame_field.blockSignals(True)
         self.slider.setRange(0, max(len(self._numbers) - 1, 0))
         if has_frames:
-            self.frame_field.setRange(self._numbers[0], self._numbers[-1])
+            first, last = self._numbers[0], self._numbers[-1]
+            self.frame_field.setRange(first, last)
+            missing = last - first + 1 - len(self._numbers)
+            gaps = f" ({missing} missing)" if missing else ""
+            self.range_label.setText(f"of {first}\N{EN DASH}{last}{gaps}")
         else:
             self.frame_field.setRange(0, 0)
+            self.range_label.setText("no plate")
         self.slider.blockSignals(False)
         self.frame_field.blockSignals(False)
         self._index = -1
@@ -76,7 +86,6 @@ class FrameScrubber(QWidget):
 
     def set_index(self, index: int) -> None:
         if not self._numbers:
-            self.position_label.setText("no plate")
             self._index = 0
             return
         index = min(max(int(index), 0), len(self._numbers) - 1)
@@ -89,7 +98,6 @@ class FrameScrubber(QWidget):
         self.frame_field.setValue(self._numbers[index])
         self.slider.blockSignals(False)
         self.frame_field.blockSignals(False)
-        self.position_label.setText(f"{index + 1} / {len(self._numbers)}")
         self.index_changed.emit(index)
 
     def set_frame_number(self, number: int) -> None:

@@ -24,10 +24,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rollingdepth_core import protocol
 from rollingdepth_core.config import (
     ALIGNERS,
     DEFAULT_CHECKPOINT,
-    DEPTH_MODES,
     DEVICES,
     PRESETS,
     InferenceConfig,
@@ -35,10 +35,26 @@ from rollingdepth_core.config import (
     preset_config,
 )
 from rollingdepth_core.errors import ConfigError
-from rollingdepth_core.progress import STAGES
+from rollingdepth_core.snippets import cap_dilation
 
-STAGE_TEXT = {**STAGES, "load": "loading model"}
-SETTINGS_GROUP = "settings"
+# What persists between sessions: the model a user works with (checkpoint, device) always;
+# run settings only when the user saves them as defaults ("Save as defaults"), so one
+# window's experiments never leak into the next one.
+MODEL_GROUP = "model"
+DEFAULTS_GROUP = "defaults"
+MODEL_KEYS = ("checkpoint", "device")
+DEFAULT_KEYS = (
+    "preset",
+    "dilations",
+    "snippet_len",
+    "refine_steps",
+    "processing_res",
+    "seed",
+    "aligner",
+    "depth_mode",
+    "near",
+    "far",
+)
 # A change is applied once the user pauses, so a spin box held down re-aligns once.
 DEBOUNCE_MS = 250
 
@@ -53,7 +69,7 @@ def parse_dilations(text: str) -> tuple[int, ...]:
     """
     parts = [p for p in re.split(r"[\s,]+", text.strip()) if p]
     if not parts or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"dilations must be whole numbers like `1 10 25`; got {text!r}")
+        raise ConfigError(f"dilations must be whole numbers like 1 10 25; got {text!r}")
     return tuple(int(p) for p in parts)
 
 
@@ -64,6 +80,7 @@ class SettingsPanel(QWidget):
     output_changed = Signal()  # depth convention, near/far
     run_requested = Signal()
     cancel_requested = Signal()
+    save_defaults_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -72,14 +89,29 @@ class SettingsPanel(QWidget):
         self._debounce.setInterval(DEBOUNCE_MS)
         self._debounce.timeout.connect(self.inference_changed)
 
+        self._base_preset = protocol.DEFAULT_PRESET  # what "custom" settings started from
+        self._frame_count: int | None = None
         self.preset_box = QComboBox(self)
-        self.preset_box.addItems(list(PRESETS))
-        self.preset_box.setToolTip("Starting point; the fields below override it")
-        self.dilations_edit = QLineEdit(self)
-        self.dilations_edit.setToolTip(
-            "Dilations of the rolling snippets, e.g. `1 10 25`; must include 1. "
-            "Adding one runs only its new snippets."
+        for name, spec in protocol.PRESETS.items():
+            self.preset_box.addItem(name)
+            self.preset_box.setItemData(
+                self.preset_box.count() - 1, spec["description"], Qt.ItemDataRole.ToolTipRole
+            )
+        self.preset_box.addItem(protocol.CUSTOM_PRESET)
+        self.preset_box.setItemData(
+            self.preset_box.count() - 1,
+            "Settings edited by hand; exports record the preset as custom",
+            Qt.ItemDataRole.ToolTipRole,
         )
+        self.preset_box.setToolTip(
+            "Starting point; editing a field below turns it into custom settings"
+        )
+        self.dilations_edit = QLineEdit(self)
+        self.dilations_edit.setToolTip(DILATIONS_TIP)
+        self.dilation_note = QLabel("", self)
+        self.dilation_note.setWordWrap(True)
+        self.dilation_note.setStyleSheet("color: #d9822b;")
+        self.dilation_note.hide()
         self.snippet_len_spin = _spin(self, 2, 4, "Frames per snippet")
         self.refine_spin = _spin(self, 0, 100, "Diffusion refinement steps (0 = off)")
         self.res_spin = _spin(self, 0, 4096, "Processing size of the longer edge (0 = plate size)")
@@ -90,10 +122,15 @@ class SettingsPanel(QWidget):
         self.aligner_box.addItems(list(ALIGNERS))
         self.aligner_box.setToolTip("How snippets are co-aligned; changing it runs no model")
         self.depth_mode_box = QComboBox(self)
-        self.depth_mode_box.addItems(list(DEPTH_MODES))
+        for mode, spec in protocol.DEPTH_MODES.items():
+            self.depth_mode_box.addItem(mode)
+            self.depth_mode_box.setItemData(
+                self.depth_mode_box.count() - 1, spec["description"], Qt.ItemDataRole.ToolTipRole
+            )
         self.depth_mode_box.setToolTip(
-            "inverse: relative inverse depth; normalized: 0..1, 1 = nearest; "
-            "depth: mapped to [near, far] scene units"
+            "\n".join(
+                f"{mode}: {spec['description']}" for mode, spec in protocol.DEPTH_MODES.items()
+            )
         )
         self.near_spin = distance_spin(self, "Nearest depth (depth convention)")
         self.far_spin = distance_spin(self, "Farthest depth (depth convention)")
@@ -108,6 +145,11 @@ class SettingsPanel(QWidget):
 
         self.hint_label = QLabel(self)
         self.hint_label.setWordWrap(True)
+        self.save_defaults_button = QPushButton("Save as defaults", self)
+        self.save_defaults_button.setToolTip(
+            "Start new windows with these settings instead of the preset's"
+        )
+        self.save_defaults_button.clicked.connect(self.save_defaults_requested)
         self.run_button = QPushButton("Run", self)
         self.run_button.setToolTip("Predict the missing snippets, then align (Ctrl+R)")
         self.run_button.clicked.connect(self.run_requested)
@@ -115,10 +157,15 @@ class SettingsPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel_requested)
         self.progress_bar = QProgressBar(self)
         self.progress_bar.setTextVisible(True)
-        self.stage_label = QLabel("idle", self)
+        # An empty bar reads as a text field: it says "idle" until the first job.
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("idle")
+        self.stage_label = QLabel("no run yet", self)
+        self.stage_label.setWordWrap(True)
 
         self._build_layout()
-        self._apply_preset(self.preset_box.currentText())
+        self._apply_preset(self._base_preset)
         self.near_spin.setValue(OutputConfig.near)
         self.far_spin.setValue(OutputConfig.far)
         self.checkpoint_edit.setText(DEFAULT_CHECKPOINT)
@@ -134,12 +181,15 @@ class SettingsPanel(QWidget):
         checkpoint_row = QHBoxLayout()
         checkpoint_row.addWidget(self.checkpoint_edit, 1)
         checkpoint_row.addWidget(self.browse_button)
-        form.addRow("Checkpoint", checkpoint_row)
+        # A path is long: it gets the whole width of the panel, under its label.
+        form.addRow(QLabel("Checkpoint", self))
+        form.addRow(checkpoint_row)
         form.addRow("Device", self.device_box)
 
         snippets = QGroupBox("Snippets", self)
         form = QFormLayout(snippets)
         form.addRow("Dilations", self.dilations_edit)
+        form.addRow("", self.dilation_note)
         form.addRow("Snippet length", self.snippet_len_spin)
         form.addRow("Refine steps", self.refine_spin)
         form.addRow("Resolution", self.res_spin)
@@ -174,6 +224,7 @@ class SettingsPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(scroll, 1)
+        layout.addWidget(self.save_defaults_button)
         layout.addWidget(self.hint_label)
         layout.addLayout(buttons)
         layout.addWidget(self.stage_label)
@@ -184,7 +235,10 @@ class SettingsPanel(QWidget):
         self.dilations_edit.textChanged.connect(self._dilations_edited)
         for spin in (self.snippet_len_spin, self.refine_spin, self.res_spin, self.seed_spin):
             spin.valueChanged.connect(self._debounce.start)
+            spin.valueChanged.connect(self._fields_edited)
+        self.snippet_len_spin.valueChanged.connect(self._update_dilation_note)
         self.aligner_box.currentTextChanged.connect(self._debounce.start)
+        self.aligner_box.currentTextChanged.connect(self._fields_edited)
         self.checkpoint_edit.editingFinished.connect(self._debounce.start)
         self.device_box.currentTextChanged.connect(self._debounce.start)
         self.depth_mode_box.currentTextChanged.connect(self._update_near_far)
@@ -195,7 +249,16 @@ class SettingsPanel(QWidget):
     # ---------------------------------------------------------------- values
     @property
     def preset(self) -> str:
-        return self.preset_box.currentText()
+        """The preset the fields hold, or ``"custom"`` once any of them was changed by hand."""
+        try:
+            config = self.inference_config()
+        except ConfigError:
+            return protocol.CUSTOM_PRESET
+        return (
+            self._base_preset
+            if config == PRESETS[self._base_preset].inference
+            else (protocol.CUSTOM_PRESET)
+        )
 
     @property
     def checkpoint(self) -> str:
@@ -208,7 +271,7 @@ class SettingsPanel(QWidget):
     def inference_config(self) -> InferenceConfig:
         """The preset with the panel's fields over it (raises ConfigError when invalid)."""
         return preset_config(
-            self.preset,
+            self._base_preset,
             dilations=parse_dilations(self.dilations_edit.text()),
             snippet_len=self.snippet_len_spin.value(),
             refine_steps=self.refine_spin.value(),
@@ -260,73 +323,105 @@ class SettingsPanel(QWidget):
     def set_busy(self, busy: bool) -> None:
         self.run_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
-        if not busy:
-            self.progress_bar.setRange(0, 1)
-            self.progress_bar.setValue(0)
+
+    def job_started(self, job: str) -> None:
+        self.stage_label.setText(f"{job}: starting")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("%p%")
 
     def set_progress(self, stage: str, done: int, total: int) -> None:
-        self.stage_label.setText(f"{STAGE_TEXT.get(stage, stage)}: {done}/{total}")
+        self.stage_label.setText(f"{protocol.STAGES.get(stage, stage)}: {done}/{total}")
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(min(done, max(total, 1)))
 
-    def set_stage_text(self, text: str) -> None:
+    def job_ended(self, outcome: str, text: str) -> None:
+        """Keep what happened in view: ``outcome`` is done, cancelled or failed."""
         self.stage_label.setText(text)
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1 if outcome == "done" else 0)
+        self.progress_bar.setFormat(outcome)
+
+    def set_frame_count(self, n_frames: int | None) -> None:
+        """The open plate's length, for the dilation capping note."""
+        self._frame_count = n_frames
+        self._update_dilation_note()
 
     def set_hint(self, text: str, warning: bool = False) -> None:
         self.hint_label.setText(text)
         self.hint_label.setStyleSheet("color: #d9822b;" if warning else "")
 
     # ---------------------------------------------------------------- persistence
-    def save_state(self, settings: QSettings) -> None:
-        settings.beginGroup(SETTINGS_GROUP)
-        settings.setValue("preset", self.preset)
-        settings.setValue("dilations", self.dilations_edit.text())
-        settings.setValue("snippet_len", self.snippet_len_spin.value())
-        settings.setValue("refine_steps", self.refine_spin.value())
-        settings.setValue("processing_res", self.res_spin.value())
-        settings.setValue("seed", self.seed_spin.value())
-        settings.setValue("aligner", self.aligner_box.currentText())
-        settings.setValue("depth_mode", self.depth_mode_box.currentText())
-        settings.setValue("near", self.near_spin.value())
-        settings.setValue("far", self.far_spin.value())
-        settings.setValue("checkpoint", self.checkpoint_edit.text())
-        settings.setValue("device", self.device)
-        settings.endGroup()
+    def values(self) -> dict[str, object]:
+        """Every field by the names `set_values` takes (the preset is the one they started
+        from, so that restoring it and then the fields gives the same settings)."""
+        return {
+            "preset": self._base_preset,
+            "dilations": self.dilations_edit.text(),
+            "snippet_len": self.snippet_len_spin.value(),
+            "refine_steps": self.refine_spin.value(),
+            "processing_res": self.res_spin.value(),
+            "seed": self.seed_spin.value(),
+            "aligner": self.aligner_box.currentText(),
+            "depth_mode": self.depth_mode_box.currentText(),
+            "near": self.near_spin.value(),
+            "far": self.far_spin.value(),
+            "checkpoint": self.checkpoint_edit.text(),
+            "device": self.device,
+        }
+
+    def save_model(self, settings: QSettings) -> None:
+        """Remember the checkpoint and device (always kept between sessions)."""
+        _write_group(settings, MODEL_GROUP, self.values(), MODEL_KEYS)
+
+    def save_defaults(self, settings: QSettings) -> None:
+        """Make the current run settings what new windows start with."""
+        _write_group(settings, DEFAULTS_GROUP, self.values(), DEFAULT_KEYS)
 
     def restore_state(self, settings: QSettings) -> None:
-        settings.beginGroup(SETTINGS_GROUP)
-        try:
-            stored = {key: settings.value(key) for key in settings.childKeys()}
-        finally:
-            settings.endGroup()
-        choices = {
-            "preset": list(PRESETS),
-            "aligner": list(ALIGNERS),
-            "depth_mode": list(DEPTH_MODES),
-            "device": list(DEVICES),
-        }
-        # values from an older version that no longer fit are skipped, not guessed at
+        """The saved defaults (or the default preset) and the remembered model."""
         values = {
-            key: value
-            for key, value in stored.items()
-            if value not in (None, "") and (key not in choices or value in choices[key])
+            **_read_group(settings, DEFAULTS_GROUP, DEFAULT_KEYS),
+            **_read_group(settings, MODEL_GROUP, MODEL_KEYS),
         }
-        self.set_values(**{k: v for k, v in values.items() if k in _STATE_KEYS})
+        self.set_values(**values)
 
     # ---------------------------------------------------------------- internals
     def _apply_preset(self, name: str) -> None:
+        if name == protocol.CUSTOM_PRESET:
+            self._fields_edited()  # picking "custom" keeps the fields as they are
+            return
+        self._base_preset = name
         config = PRESETS[name].inference
-        for widget in (self.dilations_edit, self.snippet_len_spin, self.refine_spin, self.res_spin):
+        fields = (
+            self.dilations_edit,
+            self.snippet_len_spin,
+            self.refine_spin,
+            self.res_spin,
+            self.seed_spin,
+            self.aligner_box,
+        )
+        for widget in fields:
             widget.blockSignals(True)
         self.dilations_edit.setText(" ".join(str(d) for d in config.dilations))
         self.snippet_len_spin.setValue(config.snippet_len)
         self.refine_spin.setValue(config.refine_steps)
         self.res_spin.setValue(config.processing_res)
-        for widget in (self.dilations_edit, self.snippet_len_spin, self.refine_spin, self.res_spin):
+        self.seed_spin.setValue(config.seed)
+        self.aligner_box.setCurrentText(config.aligner)
+        for widget in fields:
             widget.blockSignals(False)
         self._dilations_edited(self.dilations_edit.text())
 
+    def _fields_edited(self) -> None:
+        """Show whether the fields still hold the preset or are custom settings now."""
+        self.preset_box.blockSignals(True)
+        self.preset_box.setCurrentText(self.preset)
+        self.preset_box.blockSignals(False)
+
     def _dilations_edited(self, text: str) -> None:
+        self._fields_edited()
+        self._update_dilation_note()
         try:
             parse_dilations(text)
         except ConfigError as exc:
@@ -334,8 +429,32 @@ class SettingsPanel(QWidget):
             self.dilations_edit.setToolTip(str(exc))
             return
         self.dilations_edit.setStyleSheet("")
-        self.dilations_edit.setToolTip("Dilations of the rolling snippets, e.g. `1 10 25`")
+        self.dilations_edit.setToolTip(DILATIONS_TIP)
         self._debounce.start()
+
+    def _update_dilation_note(self) -> None:
+        """Say next to the field when the plate is too short for a dilation."""
+        note = ""
+        try:
+            dilations = parse_dilations(self.dilations_edit.text())
+        except ConfigError:
+            dilations = ()
+        n, length = self._frame_count, self.snippet_len_spin.value()
+        if n and dilations:
+            if PRESETS[self._base_preset].inference.cap_dilation:
+                capped = [
+                    f"{d} \N{RIGHTWARDS ARROW} {cap_dilation(n, length, d)}"
+                    for d in dilations
+                    if cap_dilation(n, length, d) != d
+                ]
+                if capped:
+                    note = f"capped for this {n}-frame plate: {', '.join(capped)}"
+            else:
+                too_long = [str(d) for d in dilations if (length - 1) * d >= n]
+                if too_long:
+                    note = f"too long for this {n}-frame plate: {', '.join(too_long)}"
+        self.dilation_note.setText(note)
+        self.dilation_note.setVisible(bool(note))
 
     def _update_near_far(self) -> None:
         enabled = self.depth_mode_box.currentText() == "depth"
@@ -348,20 +467,38 @@ class SettingsPanel(QWidget):
             self._set_checkpoint(folder)
 
 
-_STATE_KEYS = (
-    "preset",
-    "dilations",
-    "snippet_len",
-    "refine_steps",
-    "processing_res",
-    "seed",
-    "aligner",
-    "depth_mode",
-    "near",
-    "far",
-    "checkpoint",
-    "device",
+DILATIONS_TIP = (
+    "Dilations of the rolling snippets, e.g. 1 10 25; must include 1. "
+    "Adding one runs only its new snippets."
 )
+_CHOICES = {
+    "preset": tuple(protocol.PRESETS),
+    "aligner": ALIGNERS,
+    "depth_mode": tuple(protocol.DEPTH_MODES),
+    "device": DEVICES,
+}
+
+
+def _write_group(settings: QSettings, group: str, values: dict, keys: tuple[str, ...]) -> None:
+    settings.beginGroup(group)
+    for key in keys:
+        settings.setValue(key, values[key])
+    settings.endGroup()
+
+
+def _read_group(settings: QSettings, group: str, keys: tuple[str, ...]) -> dict[str, object]:
+    """Stored values of ``keys``; values from an older version that no longer fit are
+    skipped, not guessed at."""
+    settings.beginGroup(group)
+    try:
+        stored = {key: settings.value(key) for key in keys if settings.contains(key)}
+    finally:
+        settings.endGroup()
+    return {
+        key: value
+        for key, value in stored.items()
+        if value not in (None, "") and (key not in _CHOICES or value in _CHOICES[key])
+    }
 
 
 def _spin(parent: QWidget, low: int, high: int, tip: str) -> QSpinBox:

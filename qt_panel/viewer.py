@@ -14,6 +14,11 @@ VIEW_MODE_LABELS = {"rgb": "RGB", "depth": "Depth", "side": "Side by side", "wip
 ZOOM_RANGE = (0.05, 64.0)
 # How close (in screen pixels) a press must be to the wipe line to grab it.
 WIPE_GRAB_PX = 12
+COLOUR_BAR_SIZE = (14, 180)  # width, largest height in screen pixels
+NEGATIVE_INVERSE_NOTE = (
+    "inverse depth is relative: values below 0 are just farther, not behind the camera "
+    "(normalized gives 0..1, depth gives scene units)"
+)
 
 
 def to_qimage(rgb: np.ndarray) -> QImage:
@@ -54,6 +59,8 @@ class DepthViewer(QWidget):
         self._depth_values: np.ndarray | None = None  # [h,w] in the output convention
         self._depth_label = ""
         self._depth_image: QImage | None = None
+        self._legend: tuple[float, float] | None = None  # values at far (0) and near (1)
+        self._bar_image: QImage | None = None
         self._drag: str | None = None  # "pan" | "wipe"
         self._drag_origin = QPointF()
         self._pan_origin = QPointF()
@@ -65,13 +72,34 @@ class DepthViewer(QWidget):
         self.update()
 
     def set_depth(
-        self, depth01: np.ndarray | None, values: np.ndarray | None = None, label: str = ""
+        self,
+        depth01: np.ndarray | None,
+        values: np.ndarray | None = None,
+        label: str = "",
+        legend: tuple[float, float] | None = None,
     ) -> None:
-        """``depth01`` colours the map; ``values`` (same shape) is what the readout shows."""
+        """``depth01`` colours the map; ``values`` (same shape) is what the readout shows;
+        ``legend`` is (value at the far end, value at the near end) for the colour bar."""
         self._depth01 = depth01
         self._depth_values = depth01 if values is None else values
         self._depth_label = label
+        self._legend = legend if depth01 is not None else None
         self._render_depth()
+
+    @property
+    def legend_labels(self) -> tuple[str, str] | None:
+        """The colour bar's (near, far) texts, or None when no bar is shown."""
+        if self._legend is None:
+            return None
+        far, near = self._legend
+        return f"near {near:.4g}", f"far {far:.4g}"
+
+    @property
+    def legend_note(self) -> str:
+        """A line under the colour bar when the values need explaining."""
+        if self._legend is None or self._depth_label != "inverse":
+            return ""
+        return NEGATIVE_INVERSE_NOTE if min(self._legend) < 0 else ""
 
     def set_mode(self, mode: str) -> None:
         if mode not in VIEW_MODES:
@@ -94,6 +122,8 @@ class DepthViewer(QWidget):
         self._depth_image = None
         if self._depth01 is not None:
             self._depth_image = to_qimage(colorize(self._depth01, self.colormap))
+            ramp = np.linspace(1.0, 0.0, 256, dtype=np.float32)[:, None]  # near at the top
+            self._bar_image = to_qimage(colorize(np.repeat(ramp, 2, axis=1), self.colormap))
         self.update()
 
     # ---------------------------------------------------------------- geometry
@@ -179,6 +209,48 @@ class DepthViewer(QWidget):
             self._draw_image(painter, self._depth_image, rect, self._depth_caption())
         else:
             self._draw_image(painter, self._rgb_image, rect, "RGB")
+        if self.mode != "rgb" and self._depth_image is not None:
+            self._draw_colour_bar(painter)
+
+    def _draw_colour_bar(self, painter: QPainter) -> None:
+        """The colour map with its end values, at the right edge; near is at the top."""
+        labels = self.legend_labels
+        if labels is None or self._bar_image is None:
+            return
+        metrics = painter.fontMetrics()
+        width, tallest = COLOUR_BAR_SIZE
+        height = max(min(tallest, self.height() - 4 * metrics.height()), 40)
+        text_width = max(metrics.horizontalAdvance(t) for t in labels)
+        bar = QRectF(self.width() - width - 12, 12 + metrics.height(), width, height)
+        panel = QRectF(
+            bar.left() - text_width - 14,
+            6,
+            text_width + width + 22,
+            height + 3 * metrics.height() + 14,
+        )
+        painter.fillRect(panel, QColor(0, 0, 0, 160))
+        painter.drawImage(bar, self._bar_image)
+        painter.setPen(QColor(255, 255, 255))
+        painter.drawText(QPointF(panel.left() + 6, bar.top() + metrics.ascent() / 2), labels[0])
+        painter.drawText(QPointF(panel.left() + 6, bar.bottom() + metrics.ascent() / 2), labels[1])
+        caption = self._depth_label or "depth"
+        painter.drawText(
+            QRectF(
+                panel.left(), panel.bottom() - metrics.height() - 4, panel.width(), metrics.height()
+            ),
+            Qt.AlignmentFlag.AlignCenter,
+            caption,
+        )
+        note = self.legend_note
+        if note:
+            area = QRectF(12, self.height() - 3 * metrics.height() - 12, self.width() - 24, 0)
+            box = painter.boundingRect(
+                area, Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap, note
+            ).adjusted(-6, -3, 6, 3)
+            box.moveBottom(self.height() - 8)
+            painter.fillRect(box, QColor(0, 0, 0, 170))
+            painter.setPen(QColor(255, 214, 120))
+            painter.drawText(box.adjusted(6, 3, -6, -3), Qt.TextFlag.TextWordWrap, note)
 
     def _depth_caption(self) -> str:
         return f"Depth · {self.colormap}" + (f" · {self._depth_label}" if self._depth_label else "")

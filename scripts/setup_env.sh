@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 SYSTEM_LIBS="libegl1 libgl1 libfontconfig1 libxkbcommon0 libglib2.0-0 libdbus-1-3"
+# Qt's xcb platform plugin (the panel on a Linux desktop): what libqxcb.so and
+# libQt6XcbQpa.so.6 of PySide6 6.12 link (ldd); a fresh Debian 12 lacked icccm4 and keysyms1.
+SYSTEM_LIBS="$SYSTEM_LIBS libx11-6 libx11-xcb1 libxcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0
+    libxcb-keysyms1 libxcb-randr0 libxcb-render0 libxcb-render-util0 libxcb-shape0 libxcb-shm0
+    libxcb-sync1 libxcb-util1 libxcb-xfixes0 libxcb-xkb1 libxkbcommon-x11-0"
+# A virtual X display for tests/qt/test_real_display.py (xvfb-run needs xauth).
+SYSTEM_LIBS="$SYSTEM_LIBS xvfb xauth"
 
 ensure_system_libs() {
     command -v dpkg >/dev/null 2>&1 || return 0

@@ -1,9 +1,18 @@
+import json
 import os
+import tempfile
+from pathlib import Path
 
-# Before anything imports Qt: no display is needed or used.
-os.environ["QT_QPA_PLATFORM"] = "offscreen"
-
-from pathlib import Path  # noqa: E402
+# Before anything imports Qt: no display is needed or used. The offscreen screen is 800x800
+# unless told otherwise; a common desktop size makes the default-size checks meaningful.
+SCREEN = {"width": 1920, "height": 1080}
+_screen_config = Path(tempfile.mkdtemp(prefix="rd-qt-screen-")) / "screen.json"
+_screen_config.write_text(
+    json.dumps(
+        {"screens": [{"name": "test", "x": 0, "y": 0, **SCREEN, "logicalDpi": 96, "dpr": 1}]}
+    )
+)
+os.environ["QT_QPA_PLATFORM"] = f"offscreen:configfile={_screen_config}"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

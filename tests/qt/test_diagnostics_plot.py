@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QPointF
 
-from qt_panel.diagnostics_plot import MARGIN_LEFT, DiagnosticsPlot, flag_outliers
+from qt_panel.diagnostics_plot import (
+    OUTLIER_RATIO,
+    RESIDUAL_VIEW_MAX,
+    DiagnosticsPlot,
+    flag_outliers,
+)
 
 NUMBERS = tuple(range(1001, 1041))
 
@@ -11,11 +16,29 @@ NUMBERS = tuple(range(1001, 1041))
 def plot(qtbot, synthetic_prediction):
     widget = DiagnosticsPlot()
     qtbot.addWidget(widget)
-    widget.resize(640, 300)
+    widget.resize(900, 380)
     widget.set_prediction(synthetic_prediction, NUMBERS)
     widget.show()
     qtbot.waitExposed(widget)
     return widget
+
+
+def tick_labels(axis) -> list[str]:
+    lo, hi = axis.range
+    length = axis.width() if axis.orientation in ("left", "right") else axis.height()
+    size = axis.height() if axis.orientation in ("left", "right") else axis.width()
+    assert length > 0
+    labels = []
+    for spacing, values in axis.tickValues(lo, hi, size):
+        labels.append((spacing, values, axis.tickStrings(values, axis.scale, spacing)))
+    return labels
+
+
+def scene_point(plot, graph, x_value, y_fraction=0.5):
+    """A scene position over ``graph`` at data x ``x_value``."""
+    rect = graph.vb.sceneBoundingRect()
+    x = graph.vb.mapViewToScene(QPointF(x_value, 0)).x()
+    return QPointF(x, rect.top() + rect.height() * y_fraction)
 
 
 def test_a_bad_stretch_stands_out(plot, synthetic_prediction):
@@ -26,6 +49,7 @@ def test_a_bad_stretch_stands_out(plot, synthetic_prediction):
     flagged = plot.outlier_frames
     assert 1021 in flagged or 1024 in flagged
     assert set(flagged) <= set(range(1011, 1031))  # and nothing far from it
+    assert "frame(s) to check" in plot.summary_label.text()
 
 
 def test_flag_outliers():
@@ -35,32 +59,85 @@ def test_flag_outliers():
     assert flag_outliers(values).tolist() == [False] * 10 + [True, False]
 
 
-def test_one_series_per_dilation_entry_with_every_snippet(plot, synthetic_prediction):
-    labels = [s[0] for s in plot._series]
-    assert labels == ["d=1", "d=5"]
-    for series, scales in zip(plot._series, synthetic_prediction.alignment.scales, strict=True):
-        assert len(series[2]) == len(scales)
+def test_axes_read_plainly(plot, synthetic_prediction):
+    # residuals are ~1e-2 here and 3.6e-03 on real plates: no scientific notation anywhere
+    for graph in plot.plots:
+        for spacing, _, labels in tick_labels(graph.getAxis("left")):
+            assert labels, spacing
+            assert not any("e" in text for text in labels), labels
+            assert len(set(labels)) == len(labels), labels  # no two ticks read the same
+    # the time axis: the plate's own frame numbers, whole, regularly spaced
+    levels = tick_labels(plot.residual_plot.getAxis("bottom"))
+    assert levels
+    for spacing, values, labels in levels:
+        assert spacing >= 1
+        assert all(float(v).is_integer() for v in values)
+        assert all(1000 <= int(text) <= 1041 for text in labels)
+    # each level leaves out the ticks of the levels above it: together they are regular
+    major_spacing, major_values, major_labels = levels[0]
+    assert len(set(np.diff(major_values))) == 1
+    every = sorted(v for _, values, _ in levels for v in values)
+    assert len(set(np.diff(every))) == 1
+    assert "1010" in major_labels or "1020" in major_labels
+
+
+def test_what_good_looks_like_is_drawn(plot):
+    lo, hi = plot.good_band.getRegion()
+    assert (lo, hi) == (0.0, OUTLIER_RATIO)
+    assert plot.threshold_line.value() == OUTLIER_RATIO
+    assert "median" in plot.note_label.text() and plot.note_label.isVisible()
+    # the residuals are shown relative to the clip's median: typical frames sit near 1
+    assert np.median(plot._relative) == pytest.approx(1.0)
+    # a stretch 80x worse than the median does not squash the band out of sight
+    assert plot._relative.max() > 20
+    low, high = plot.residual_plot.viewRange()[1]
+    assert low == 0 and OUTLIER_RATIO < high <= RESIDUAL_VIEW_MAX
+    assert "worst 102" in plot.summary_label.text()
+
+
+def test_hover_reads_values_out(plot, synthetic_prediction):
+    plot._hover(scene_point(plot, plot.residual_plot, 1022))
+    text = plot.hover_label.text()
+    assert text.startswith("frame 1022")
+    assert "d=1: scale" in text and "d=5: scale" in text
+    residual = synthetic_prediction.alignment.frame_residuals[21]
+    assert f"residual {residual:.4f}" in text and "check" in text
+    plot._hover(QPointF(-50, -50))
+    assert plot.hover_label.text() == ""
+
+
+def test_zoom_in_time_and_cursor_follow_the_scrubber(qtbot, plot):
+    full = plot.residual_plot.viewRange()[0]
+    assert full[0] == pytest.approx(1000.5) and full[1] == pytest.approx(1040.5)
+    plot.residual_plot.vb.scaleBy(x=0.25, center=QPointF(1020, 0))
+    zoomed = plot.residual_plot.viewRange()[0]
+    assert zoomed[1] - zoomed[0] == pytest.approx((full[1] - full[0]) * 0.25)
+    # the three plots share the time axis
+    assert plot.scale_plot.viewRange()[0] == pytest.approx(zoomed)
+
+    plot.set_current(15)
+    assert [line.value() for line in plot.cursors] == [1016] * 3
+    with qtbot.waitSignal(plot.frame_selected) as blocker:
+        plot.cursors[2].setValue(1030.2)
+        plot.cursors[2].sigDragged.emit(plot.cursors[2])
+    assert blocker.args == [29]
+    assert plot.cursors[0].value() == 1030
 
 
 def test_clicking_selects_a_frame(qtbot, plot):
-    width = plot.width() - MARGIN_LEFT - 12
-    x = int(MARGIN_LEFT + width * (10.5 / 40))
+    point = scene_point(plot, plot.shift_plot, 1011)
+    view_point = plot.graphics.mapFromScene(point)
+    from PySide6.QtCore import Qt
+
     with qtbot.waitSignal(plot.frame_selected) as blocker:
-        qtbot.mouseClick(plot, Qt.MouseButton.LeftButton, pos=QPoint(x, 100))
+        qtbot.mouseClick(plot.graphics.viewport(), Qt.MouseButton.LeftButton, pos=view_point)
     assert blocker.args == [10]
-    assert plot.frame_at(0) == 0 and plot.frame_at(10_000) == 39
 
 
 def test_draws_and_clears(plot, screenshot_dir):
     image = plot.grab().toImage()
-    bottom = plot._panels()[2]
-    # the residual bars: light pixels in the bottom panel, over the corrupted stretch
-    x = int(plot._x(22, bottom))
-    bar = [
-        image.pixelColor(x, int(y)).value() for y in range(int(bottom.top()), int(bottom.bottom()))
-    ]
-    assert max(bar) > 180
-    assert np.std([image.pixelColor(x, 40).value() for x in range(0, image.width(), 3)]) > 10
-    plot.grab().save(str(screenshot_dir / "diagnostics_widget.png"))
+    assert np.std([image.pixelColor(x, 120).value() for x in range(0, image.width(), 3)]) > 10
+    plot.grab().save(str(screenshot_dir / "qt_panel_diagnostics.png"))
     plot.set_prediction(None)
-    assert plot.outlier_frames == [] and plot.frame_at(100) is None
+    assert plot.outlier_frames == [] and plot.index_of(1001) is None
+    assert plot.bars is None and not plot.scale_plot.listDataItems()

@@ -78,3 +78,23 @@ def test_with_frame_token():
     assert with_frame_token("/out/depth.exr") == "/out/depth.####.exr"
     assert with_frame_token("/out/depth") == "/out/depth.####.exr"
     assert with_frame_token("/out/depth.%04d.exr") == "/out/depth.%04d.exr"
+
+
+def test_no_markup_shows_and_no_empty_bar_before_an_export(qtbot, dialog, tmp_path):
+    from PySide6.QtWidgets import QAbstractButton, QLabel, QProgressBar, QWidget
+
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    texts = [w.text() for w in dialog.findChildren(QLabel) + dialog.findChildren(QAbstractButton)]
+    texts += [w.toolTip() for w in dialog.findChildren(QWidget)]
+    assert any("confidence channel" in t for t in texts)
+    assert not [t for t in texts if "`" in t]
+    # an idle, empty progress bar looks like a text field: it shows only while exporting
+    bar = dialog.findChild(QProgressBar)
+    assert not bar.isVisible()
+    dialog.pattern_edit.setText(str(tmp_path / "z_####.exr"))
+    with qtbot.waitSignal(dialog.export_requested):
+        dialog.export_button.click()
+    assert bar.isVisible()
+    dialog.set_progress(2, 3)
+    assert bar.text() == "2 / 3 frames"

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
+from PySide6.QtCore import QMimeData, QPointF, QSize, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QMessageBox
 
@@ -175,7 +175,8 @@ def test_cancel_a_run(qtbot, window, tmp_path):
     assert "snippets" not in stages
     assert window.controller.result is None
     qtbot.waitUntil(lambda: window.settings_panel.run_button.isEnabled(), timeout=5000)
-    assert window.settings_panel.stage_label.text() == "idle"
+    assert window.settings_panel.stage_label.text().startswith("run cancelled after")
+    assert window.settings_panel.progress_bar.text() == "cancelled"
     assert "cancelled" in window.statusBar().currentMessage()
 
     result = run_and_wait(qtbot, window)  # the model stayed loaded; a new run completes
@@ -188,8 +189,15 @@ def test_errors_show_a_dialog_with_the_cause(qtbot, window, clip, tmp_path):
     assert not window.open_plate(str(broken))
     box = window.error_box
     assert isinstance(box, QMessageBox) and box.isVisible()
-    assert box.windowTitle() == "Cannot open plate" and "broken.mp4" in box.text()
+    assert box.windowTitle() == "Cannot open plate"
+    # what an artist reads first; FFmpeg's error number only in the details
+    assert box.text() == "broken.mp4 is not a readable video (or an unsupported codec)."
+    assert "Errno" not in box.text() and "Errno" in box.detailedText()
+    assert "broken.mp4" in box.detailedText()
     box.accept()
+    assert not window.open_plate(str(tmp_path / "missing.mov"))
+    assert "no such file" in window.error_box.text() and window.error_box.detailedText() == ""
+    window.error_box.accept()
 
     window.open_plate(str(clip))
     window.settings_panel.set_values(checkpoint=str(tmp_path / "no-such-checkpoint"))
@@ -224,24 +232,143 @@ def test_drop_an_image_sequence(qtbot, window, sequence):
     assert "plate" in window.windowTitle()
 
 
-def test_settings_and_view_persist(qtbot, tiny_checkpoint):
+def test_what_persists_and_what_does_not(qtbot, tiny_checkpoint, clip):
     first = MainWindow()
     qtbot.addWidget(first)
     first.settings_panel.set_values(
         checkpoint=str(tiny_checkpoint), dilations="1 2", aligner="adam", device="cpu"
     )
+    first.open_plate(str(clip))
     first.mode_actions["side"].trigger()
     first.colormap_box.setCurrentText("spectral")
+    first.resize(1111, 777)
     first.close()
 
     second = MainWindow()
     qtbot.addWidget(second)
-    assert second.settings_panel.dilations_edit.text() == "1 2"
-    assert second.settings_panel.aligner_box.currentText() == "adam"
+    # kept: the model, the view, the window, the last folder
     assert second.settings_panel.checkpoint == str(tiny_checkpoint)
+    assert second.settings_panel.device == "cpu"
     assert second.viewer.mode == "side" and second.viewer.colormap == "spectral"
     assert second.mode_actions["side"].isChecked()
+    assert (second.width(), second.height()) == (1111, 777)
+    assert second.settings.value("window/last_folder") == str(clip.parent)
+    # not kept: one window's experiments (a second instance used to pick up stale dilations)
+    assert second.settings_panel.dilations_edit.text() == "1 25"
+    assert second.settings_panel.aligner_box.currentText() == "robust"
+    assert second.settings_panel.preset == "fast"
+
+    # unless the user saves them as defaults
+    second.settings_panel.set_values(dilations="1 4", aligner="adam")
+    second.settings_panel.save_defaults_button.click()
     second.close()
+    third = MainWindow()
+    qtbot.addWidget(third)
+    assert third.settings_panel.dilations_edit.text() == "1 4"
+    assert third.settings_panel.aligner_box.currentText() == "adam"
+    third.close()
+
+
+def test_opens_at_a_size_that_shows_the_settings(qtbot, tiny_checkpoint):
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    from qt_panel.main_window import default_size
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    available = QApplication.primaryScreen().availableGeometry().size()
+    assert (available.width(), available.height()) == (1920, 1080)
+    assert window.size() == default_size(available)
+    assert window.width() >= 1280 and window.height() >= 900
+    # every setting is in view: the settings do not scroll
+    scroll = window.settings_panel.findChild(QScrollArea)
+    assert scroll.verticalScrollBar().maximum() == 0
+    panel = window.settings_panel
+    assert panel.run_button.isVisible() and panel.progress_bar.isVisible()
+    # the checkpoint (a hub id or a local folder) is shown whole
+    for checkpoint in (panel.checkpoint, str(tiny_checkpoint)):
+        panel.set_values(checkpoint=checkpoint)
+        edit = panel.checkpoint_edit
+        assert edit.fontMetrics().horizontalAdvance(checkpoint) < edit.width() - 8, checkpoint
+    # a small screen gets most of itself, not more
+    small = default_size(QSize(1280, 720))
+    assert small.width() <= 1280 and small.height() <= 720 and small.height() > 600
+    window.close()
+
+
+def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path, screenshot_dir):
+    window.open_plate(str(clip))
+    hint = window.settings_panel.hint_label
+    assert hint.text() == "Run will load the model and encode the plate"
+    run_and_wait(qtbot, window)
+    panel = window.settings_panel
+    n_snippets = (N_FRAMES - 2) + (N_FRAMES - 6)
+    text = panel.stage_label.text()
+    assert text.startswith("done in ") and text.endswith(
+        f" s \N{EM DASH} {N_FRAMES} frames, {n_snippets} snippets"
+    )
+    assert panel.progress_bar.text() == "done" and panel.progress_bar.value() == 1
+    assert "idle" not in text and panel.stage_label.isVisible()
+
+    # a re-alignment says so too
+    with qtbot.waitSignal(window.controller.result_changed, timeout=RUN_TIMEOUT_MS):
+        panel.set_values(aligner="adam")
+    qtbot.waitUntil(lambda: not window.controller.worker.busy, timeout=RUN_TIMEOUT_MS)
+    assert panel.stage_label.text().startswith("re-aligned in ")
+
+    # a second plate: the model is loaded already, and the hint says so
+    other = write_sample_video(tmp_path / "other.mp4", n_frames=8, height=64, width=96)
+    window.open_plate(str(other))
+    qtbot.waitUntil(lambda: "encode" in hint.text(), timeout=5000)
+    assert hint.text() == "Run will encode the plate (the model is loaded)"
+    assert "load the model" not in hint.text()
+
+
+def test_screenshot_after_a_run_at_the_default_size(qtbot, tiny_checkpoint, clip, screenshot_dir):
+    """The README's picture: a fresh window (its default size), a plate, one run."""
+    from .conftest import PANEL_SETTINGS
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.settings_panel.set_values(checkpoint=str(tiny_checkpoint), **PANEL_SETTINGS)
+    window.show()
+    qtbot.waitExposed(window)
+    window.open_plate(str(clip))
+    window.colormap_box.setCurrentText("turbo")
+    window.mode_actions["side"].trigger()
+    run_and_wait(qtbot, window)
+    window.scrubber.set_index(6)
+    window.diagnostics._hover(window.diagnostics.residual_plot.vb.mapViewToScene(QPointF(6, 0.5)))
+    assert window.diagnostics.hover_label.text().startswith("frame 6")
+    assert window.grab().save(str(screenshot_dir / "qt_panel_after_run.png"))
+    assert not_blank(window.viewer) and not_blank(window.diagnostics)
+    window.controller.shutdown()
+
+
+def test_edited_settings_are_recorded_as_custom(qtbot, window, clip, tmp_path):
+    window.open_plate(str(clip))
+    panel = window.settings_panel
+    panel.set_values(preset="fast", dilations="1 3", processing_res=64)
+    assert panel.preset_box.currentText() == "custom"
+    run_and_wait(qtbot, window)
+    assert window.controller.result_request.preset == "custom"
+    dialog = window.open_export_dialog()
+    dialog.pattern_edit.setText(str(tmp_path / "out" / "depth.####.exr"))
+    dialog.first_spin.setValue(0)
+    dialog.last_spin.setValue(0)
+    with qtbot.waitSignal(window.controller.export_finished, timeout=RUN_TIMEOUT_MS) as done:
+        dialog.export_button.click()
+    _, header = read_exr(done.args[0][0])
+    assert header["rollingdepth/preset"] == "custom"
+
+
+def test_a_capped_dilation_is_said_in_the_settings(qtbot, window, clip):
+    window.settings_panel.set_values(dilations="1 5")
+    window.open_plate(str(clip))  # 12 frames: 5 is capped to 3
+    note = window.settings_panel.dilation_note
+    assert note.isVisible() and "5 \N{RIGHTWARDS ARROW} 3" in note.text()
 
 
 def test_the_plate_given_on_the_command_line_opens(qtbot, clip, isolated_settings):

@@ -1,6 +1,7 @@
 from fractions import Fraction
 
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel
 
 from qt_panel.scrubber import FrameScrubber
 
@@ -20,7 +21,25 @@ def test_shows_the_plates_own_numbers(qtbot):
         scrubber.step(1)
     assert blocker.args == [1]
     assert scrubber.frame_number == 1002
-    assert scrubber.position_label.text() == "2 / 12"
+    assert scrubber.range_label.text() == "of 1001\N{EN DASH}1012"
+    assert scrubber.range_label.isVisibleTo(scrubber)
+
+
+def test_a_video_shows_one_numbering(qtbot):
+    """A video's first frame is 0; nothing next to it says 1 (no second, 1-based count)."""
+    scrubber = make(qtbot, numbers=tuple(range(40)))
+    scrubber.show()
+    assert scrubber.frame_field.value() == 0
+    texts = [label.text() for label in scrubber.findChildren(QLabel)]
+    assert "of 0\N{EN DASH}39" in texts
+    assert not any("/" in text for text in texts), texts
+    scrubber.last()
+    assert scrubber.frame_field.value() == 39
+
+
+def test_gaps_are_said(qtbot):
+    scrubber = make(qtbot, numbers=(1001, 1002, 1005, 1006))
+    assert scrubber.range_label.text() == "of 1001\N{EN DASH}1006 (2 missing)"
 
 
 def test_typing_a_frame_number_goes_there(qtbot):
@@ -62,4 +81,4 @@ def test_no_plate(qtbot):
     assert not scrubber.slider.isEnabled()
     assert scrubber.frame_number is None
     scrubber.step(1)
-    assert scrubber.position_label.text() == "no plate"
+    assert scrubber.range_label.text() == "no plate"

@@ -95,3 +95,27 @@ def test_empty_viewer_says_what_to_do(qtbot):
     assert view.describe(QPointF(10, 10)) == ""
     assert "Open a plate" in view.placeholder
     assert image_variance(view) > 1  # the hint text is drawn
+
+
+def test_depth_views_have_a_colour_bar_with_values(qtbot, viewer, screenshot_dir):
+    viewer.resize(600, 300)
+    viewer.set_colormap("gray")
+    values = np.tile(np.linspace(-0.8, 1.0, 64, dtype=np.float32)[None, :], (32, 1))
+    viewer.set_depth((values + 0.8) / 1.8, values, "inverse", legend=(-0.8, 1.0))
+    viewer.set_mode("depth")
+    assert viewer.legend_labels == ("near 1", "far -0.8")
+    # inverse values below 0 get a note that they are relative, not behind the camera
+    assert "below 0" in viewer.legend_note
+    image = viewer.grab().toImage()
+    # the bar: a vertical gray ramp at the right edge, bright (near) at the top
+    x = viewer.width() - 12 - 7
+    column = [image.pixelColor(x, y).value() for y in range(0, image.height())]
+    ramp = [v for v in column if 0 < v < 255]
+    assert max(column) > 230 and column.index(max(column)) < column.index(min(column[20:]))
+    assert len(set(ramp)) > 20
+    viewer.grab().save(str(screenshot_dir / "viewer_colour_bar.png"))
+
+    viewer.set_depth((values + 0.8) / 1.8, values + 1.0, "inverse", legend=(0.2, 2.0))
+    assert viewer.legend_note == ""  # nothing to explain
+    viewer.set_depth(None)
+    assert viewer.legend_labels is None
