@@ -56,7 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .errors import InputError, RollingDepthError
+from .errors import ConfigError, InputError, RollingDepthError
 
 ANCHOR_COLUMNS = ("frame", "x", "y", "depth")
 OPTIONAL_COLUMNS = ("weight", "track")
@@ -228,7 +228,7 @@ def sample_frame(
     """
     depth_hw = np.asarray(depth_hw)
     if depth_hw.ndim != 2:
-        raise ValueError(f"depth map must be [h,w], got shape {tuple(depth_hw.shape)}")
+        raise ConfigError(f"`depth_hw` must be [h,w], got shape {tuple(depth_hw.shape)}")
     h, w = depth_hw.shape
     big_h, big_w = plate_size
     u = np.clip(np.asarray(x, np.float64) * (w / big_w) - 0.5, 0.0, w - 1)
@@ -303,7 +303,9 @@ class AnchorSampler:
         """Sample processed frame ``frame_index`` (0-based), a ``[h,w]`` map."""
         depth_hw = np.asarray(depth_hw)
         if not 0 <= frame_index < len(self.frame_numbers):
-            raise ValueError(f"frame_index {frame_index} outside 0..{len(self.frame_numbers) - 1}")
+            raise ConfigError(
+                f"`frame_index` {frame_index} outside 0..{len(self.frame_numbers) - 1}"
+            )
         self._min[frame_index] = float(depth_hw.min())
         self._max[frame_index] = float(depth_hw.max())
         rows = self._rows_of.get(int(frame_index))
@@ -316,7 +318,7 @@ class AnchorSampler:
     def samples(self) -> AnchorSamples:
         missing = sorted(set(self._rows_of) - set(self._d))
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"frames with anchors were never sampled: {[self.frame_numbers[k] for k in missing]}"
             )
         keys = sorted(self._d)
@@ -449,9 +451,9 @@ def fit_anchors(
     error (module docstring). Deterministic for a given ``seed``.
     """
     if mode not in FIT_MODES:
-        raise ValueError(f"`mode` must be one of {FIT_MODES}, got {mode!r}")
+        raise ConfigError(f"`mode` must be one of {FIT_MODES}, got {mode!r}")
     if not (smooth_frames > 0 and threshold > 0 and min_cutoff >= 0):
-        raise ValueError("`smooth_frames` and `threshold` must be > 0, `min_cutoff` >= 0")
+        raise ConfigError("`smooth_frames` and `threshold` must be > 0, `min_cutoff` >= 0")
     anchors = samples.anchors
     z = anchors.depth[samples.index]
     w = anchors.weight[samples.index]

@@ -17,7 +17,7 @@ from rollingdepth_core.anchors import (
     sample_frame,
     sample_video,
 )
-from rollingdepth_core.errors import RollingDepthError
+from rollingdepth_core.errors import ConfigError, RollingDepthError
 
 FIT_RTOL = 1e-9  # exact data: float64 least squares
 PLATE = (36, 64)  # (H, W) of the plate the anchors refer to
@@ -230,7 +230,7 @@ def test_sampler_takes_frames_in_any_order_and_records_extremes():
     assert streamed.d_range == (float(video.min()), float(video.max()))
     missing = AnchorSampler(anchors, numbers, PLATE)
     missing.add(0, video[0])
-    with pytest.raises(ValueError, match="never sampled"):
+    with pytest.raises(ConfigError, match="never sampled"):
         missing.samples()
 
 
@@ -383,3 +383,42 @@ def test_sidecar_records_every_anchor():
     assert good["used"] and good["predicted"] == pytest.approx(anchors.depth[0], rel=1e-9)
     assert good["frame"] == 7
     assert data["used"] == 11 and data["rejected"] == 1 and data["units"] == "m"
+
+
+def test_header_fields_round_trip_through_an_exr(tmp_path):
+    from rollingdepth_core.exr import read_exr, write_depth_exr
+
+    n = 30
+    video = relative_video(n)
+    numbers = list(range(1001, 1001 + n))
+    anchors = anchors_on(
+        video, None, None, numbers, per_frame=6, a_of=lambda k: 0.25 + 0.001 * k, b_of=lambda k: 0.4
+    )
+    fit = fit_anchors(sample_video(video, anchors, numbers, PLATE), "smooth", smooth_frames=12)
+    path = tmp_path / "depth.1005.exr"
+    write_depth_exr(path, fit.depth(4, video[4]), metadata=fit.header(4))
+    channels, header = read_exr(path)
+    assert header["rollingdepth/anchors.units"] == "m"
+    assert header["rollingdepth/anchors.mode"] == "smooth"
+    assert header["rollingdepth/anchors.used"] == len(anchors)
+    assert header["rollingdepth/anchors.a"] == pytest.approx(fit.a[4], rel=1e-6)
+    low, high = (float(v) for v in header["rollingdepth/anchors.a_range"].split())
+    assert low == pytest.approx(fit.a.min(), rel=1e-6) and high == pytest.approx(
+        fit.a.max(), rel=1e-6
+    )
+    z = 1.0 / ((0.25 + 0.004) * video[4].astype(np.float64) + 0.4)
+    np.testing.assert_allclose(channels["Z"], z, rtol=1e-5)
+
+
+def test_argument_errors_name_the_argument():
+    video = relative_video(2)
+    anchors = anchors_on(video, 0.3, 0.4, [0, 1], per_frame=4)
+    samples = sample_video(video, anchors, [0, 1], PLATE)
+    with pytest.raises(ConfigError, match="`mode` must be one of"):
+        fit_anchors(samples, "per-frame")
+    with pytest.raises(ConfigError, match="`smooth_frames`"):
+        fit_anchors(samples, "smooth", smooth_frames=0)
+    with pytest.raises(ConfigError, match=r"`depth_hw` must be \[h,w\]"):
+        sample_frame(video, [1.0], [1.0], PLATE)
+    with pytest.raises(ConfigError, match="`frame_index` 2 outside 0..1"):
+        AnchorSampler(anchors, [0, 1], PLATE).add(2, video[0])
