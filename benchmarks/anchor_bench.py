@@ -338,7 +338,7 @@ def engine(args, workdir: Path) -> dict:
 
     torch.set_num_threads(1)
     from rollingdepth_core.alignment import coalign, normalize_depth
-    from rollingdepth_core.anchors import fit_anchors, sample_video
+    from rollingdepth_core.anchors import AnchorFitError, fit_anchors, sample_video
 
     width, height = (int(v) for v in args.size.split("x"))
     pw, ph = (int(v) for v in args.proc.split("x"))
@@ -371,7 +371,11 @@ def engine(args, workdir: Path) -> dict:
         anchors = replace(anchors, depth=anchors.depth * scale)
         clock = time.perf_counter()
         samples = sample_video(d, anchors, numbers, (height, width))
-        fit = fit_anchors(samples, mode)
+        try:
+            fit = fit_anchors(samples, mode)
+        except AnchorFitError as exc:
+            out["runs"].append({"anchors": name, "mode": mode, "refused": str(exc)})
+            return None
         fit_s = time.perf_counter() - clock
         inv = np.stack([fit.apply(k, d_plate[k]) for k in range(args.frames)]).astype(np.float64)
         score = absrel(inv, z_gt, valid)
@@ -403,8 +407,9 @@ def engine(args, workdir: Path) -> dict:
     bad_anchors, bad = corrupt(geometry, 0.2, args.seed + 1)
     for mode in ("global", "smooth"):
         fit = run("geometry, 20% corrupted", bad_anchors, mode)
-        rejected = {r["row"] for r in fit.records if not r["used"]}
-        out["runs"][-1]["corrupted_rejected"] = len(rejected & set(bad.tolist())) / len(bad)
+        if fit is not None:
+            rejected = {r["row"] for r in fit.records if not r["used"]}
+            out["runs"][-1]["corrupted_rejected"] = len(rejected & set(bad.tolist())) / len(bad)
     info = json.loads((workdir / "solve_info.json").read_text())
     out["solve"] = info
     if (workdir / "solve.csv").exists():
@@ -436,6 +441,9 @@ def print_table(out: dict) -> None:
     )
     print(head)
     for r in out["runs"]:
+        if "refused" in r:
+            print(f"{r['anchors']:32s} {r['mode']:7s} refused: {r['refused']}")
+            continue
         print(
             f"{r['anchors']:32s} {r['mode']:7s} {r['count']:5d} {r['used']:5d} "
             f"{r['rejected']:4d} {r['skipped']:4d} {r['residual_median']:8.4f} "

@@ -22,6 +22,15 @@ Conventions
       ``unit_settings.scale_length`` (the result is then in metres; otherwise in Blender units,
       the unit of a Z pass).
 
+    * Weight: a bundle's depth is as good as its triangulation. Its relative depth error is
+      about ``sigma / (f parallax)`` (``sigma`` the track's reprojection error, at least
+      ``MIN_TRACK_ERROR`` px; ``f`` the focal length in px; ``parallax`` the widest angle
+      between the rays from the solved cameras that saw it), so the weight is the track's own
+      ``weight`` times ``(f parallax / sigma)^2``, divided by the largest over the tracks: far
+      points seen over a short baseline count little (they vary by several per cent).
+    * Positions stay on the plate as shot (lens distortion included): the depth maps are of
+      the plate too.
+
 Only bpy, mathutils and the standard library: this runs inside Blender's own Python.
 """
 
@@ -36,6 +45,8 @@ from dataclasses import dataclass, field
 import bpy
 
 CSV_COLUMNS = ("frame", "x", "y", "depth", "weight", "track")
+MIN_TRACK_ERROR = 0.1  # px: what a tracker promises at best, whatever the solve reports
+MIN_WEIGHT = 1e-3  # of the best track's, so that every anchor stays in the file
 
 
 class CameraSolveError(Exception):
@@ -64,14 +75,20 @@ def solve_anchors(clip, scene=None, tracking_object=None) -> SolveAnchors:
             f"Movie Clip {clip.name!r} has no valid camera solve for {tracking_object.name!r}: "
             "track features and run Solve Camera Motion first."
         )
+    if tracking.settings.use_tripod_solver:
+        raise CameraSolveError(
+            f"Movie Clip {clip.name!r} has a tripod solve: it has no depth (every bundle sits "
+            "on one sphere). Solve with camera translation, or give measured points instead."
+        )
     width, height = (int(v) for v in clip.size)
     if width <= 0 or height <= 0:
         raise CameraSolveError(f"Movie Clip {clip.name!r} has no frames (file not found?).")
     scale, units = _scene_scale(clip, scene, tracking_object)
     first = _first_number(clip)
-    cameras = {}  # clip frame -> inverse camera matrix
+    focal = float(tracking.camera.focal_length_pixels)
+    cameras = {}  # clip frame -> (inverse camera matrix, camera centre), in solve space
     for camera in reconstruction.cameras:
-        cameras[camera.frame] = camera.matrix.inverted()
+        cameras[camera.frame] = (camera.matrix.inverted(), camera.matrix.translation.copy())
 
     rows = []
     skipped = {"no bundle": 0, "no camera": 0, "behind camera": 0, "zero weight": 0}
@@ -84,27 +101,33 @@ def solve_anchors(clip, scene=None, tracking_object=None) -> SolveAnchors:
             skipped["zero weight"] += len(markers)
             continue
         bundle = track.bundle.to_4d()
+        track_rows, rays = [], []
         for marker in markers:
-            inverse = cameras.get(marker.frame)
-            if inverse is None:
+            solved = cameras.get(marker.frame)
+            if solved is None:
                 skipped["no camera"] += 1
                 continue
+            inverse, centre = solved
             depth = -(inverse @ bundle).z * scale
             if not depth > 0:
                 skipped["behind camera"] += 1
                 continue
+            rays.append((track.bundle - centre).normalized())
             u = marker.co[0] + track.offset[0]
             v = marker.co[1] + track.offset[1]
-            rows.append(
-                (
-                    first + marker.frame - 1 + clip.frame_offset,
-                    u * width,
-                    (1.0 - v) * height,
-                    depth,
-                    float(track.weight),
-                    track.name,
-                )
-            )
+            frame = first + marker.frame - 1 + clip.frame_offset
+            track_rows.append([frame, u * width, (1.0 - v) * height, depth, 0.0, track.name])
+        if not track_rows:
+            continue
+        sigma = max(float(track.average_error), MIN_TRACK_ERROR)
+        precision = (focal * _parallax(rays) / sigma) ** 2
+        for row in track_rows:
+            row[4] = float(track.weight) * precision
+        rows.extend(track_rows)
+    best = max((row[4] for row in rows), default=0.0)
+    for row in rows:
+        row[4] = max(row[4] / best, MIN_WEIGHT) if best > 0 else 1.0
+    rows = [tuple(row) for row in rows]
     rows.sort(key=lambda row: (row[0], row[5]))
     return SolveAnchors(rows, units, clip.name, scale, {k: v for k, v in skipped.items() if v})
 
@@ -122,7 +145,7 @@ def write_anchors_csv(path: str, anchors: SolveAnchors) -> str:
             writer.writerow(CSV_COLUMNS)
             for frame, x, y, depth, weight, track in anchors.rows:
                 writer.writerow(
-                    (frame, repr(float(x)), repr(float(y)), repr(float(depth)), weight, track)
+                    (frame, repr(float(x)), repr(float(y)), repr(float(depth)), repr(weight), track)
                 )
         os.replace(tmp, path)
     except BaseException:
@@ -142,6 +165,16 @@ def export_solve_anchors(clip, path: str, scene=None, tracking_object=None) -> S
         )
     write_anchors_csv(path, anchors)
     return anchors
+
+
+def _parallax(rays) -> float:
+    """The widest angle (radians) between two of the unit rays: from the ray farthest from
+    their mean direction to the ray farthest from that one."""
+    if len(rays) < 2:
+        return 0.0
+    mean = sum(rays[1:], rays[0].copy()).normalized()
+    start = max(rays, key=lambda ray: ray.angle(mean, 0.0))
+    return max(ray.angle(start, 0.0) for ray in rays)
 
 
 def _first_number(clip) -> int:

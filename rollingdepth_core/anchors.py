@@ -37,6 +37,9 @@ The fit (:func:`fit_anchors`)
       (a Whittaker smoother's half-power period ``2 pi (lam / rho)^(1/4)``, rho the mean data
       weight per frame); slower drift is followed, faster wiggles are not. A tiny ridge towards
       the global fit keeps frames far from any anchor determined (they keep the trend).
+      A linear drift of a and b over the clip costs nothing, so ramps are followed without
+      lag; on a short clip with unevenly reliable anchors (a camera solve's far tracks) that
+      freedom can fit their errors: keep ``"global"`` there (the benchmark shows it).
 
 Refusals (:class:`AnchorFitError`): fewer than 2 usable anchors, anchors all at one depth or
 all on one value of d, a fit in which nearer-looking (larger d) points come out farther

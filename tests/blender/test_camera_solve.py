@@ -160,8 +160,8 @@ def median(values):
 
 
 def test_solve_anchors_match_true_depth_up_to_the_solve_scale(solved):
-    scene, camera, clip = solved["scene"], solved["camera"], solved["clip"]
-    anchors = solved["module"].solve_anchors(clip, scene)
+    scene, camera, clip, module = (solved[k] for k in ("scene", "camera", "clip", "module"))
+    anchors = module.solve_anchors(clip, scene)
     rows = anchors.rows
     tracks = {row[5] for row in rows}
     assert len(rows) > 40 and len(tracks) >= 8
@@ -181,6 +181,14 @@ def test_solve_anchors_match_true_depth_up_to_the_solve_scale(solved):
     errors = sorted(abs(r / scale - 1) for r in ratios)
     assert errors[len(errors) // 2] < 0.03
     assert errors[int(0.9 * len(errors))] < 0.15
+    # weights: the best-triangulated track has 1; the wall, far away and seen over the same
+    # short baseline, is less certain than the boxes and floor in front of it
+    weights = [row[4] for row in rows]
+    assert max(weights) == 1.0 and min(weights) >= module.MIN_WEIGHT
+    depth_of = [(r[3] * scale, r[4]) for r in rows]
+    far = median([w for z, w in depth_of if z > 15])
+    near = median([w for z, w in depth_of if z < 12])
+    assert far < 0.5 * near
 
 
 def test_set_scale_camera_object_and_unit_scale_are_honoured(solved, tmp_path):
@@ -252,3 +260,13 @@ def test_refuses_a_clip_without_a_solve(solved, tmp_path):
     with pytest.raises(module.CameraSolveError, match="no valid camera solve"):
         module.export_solve_anchors(clip, str(tmp_path / "none.csv"), solved["scene"])
     assert not (tmp_path / "none.csv").exists()
+
+
+def test_refuses_a_tripod_solve(solved):
+    module, clip = solved["module"], solved["clip"]
+    clip.tracking.settings.use_tripod_solver = True
+    try:
+        with pytest.raises(module.CameraSolveError, match="tripod solve: it has no depth"):
+            module.solve_anchors(clip, solved["scene"])
+    finally:
+        clip.tracking.settings.use_tripod_solver = False
