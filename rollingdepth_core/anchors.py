@@ -34,8 +34,11 @@ The fit (:func:`fit_anchors`)
       around the global fit, so alpha and beta are corrections in units of d. Penalty:
       ``lam (|D2 alpha|^2 + |D2 beta|^2)`` (second differences over frames), with ``lam`` set so
       that a variation with a period of ``smooth_frames`` frames is followed at half amplitude
-      (a Whittaker smoother's half-power period ``2 pi (lam / rho)^(1/4)``, rho the mean data
-      weight per frame); slower drift is followed, faster wiggles are not. A tiny ridge towards
+      (a Whittaker smoother's gain ``1 / (1 + (lam / rho) (2 sin(pi / period))^4)`` is 1/2
+      there; rho the mean over frames of the harmonic mean of a frame's two data curvatures,
+      measured: gain 0.47-0.49 at that period); slower drift is followed, faster wiggles are
+      not. Weights: Huber passes first (convex: the global fit's residuals, which hold the
+      drift, cannot lock anchors out), then Tukey passes as above. A tiny ridge towards
       the global fit keeps frames far from any anchor determined (they keep the trend).
       A linear drift of a and b over the clip costs nothing, so ramps are followed without
       lag; on a short clip with unevenly reliable anchors (a camera solve's far tracks) that
