@@ -488,7 +488,7 @@ def fit_anchors(
     if keep.sum() < 2:
         raise AnchorFitError(f"only {int(keep.sum())} anchor(s) agree with the fit; need 2")
     _check_spread(d, z, keep, (lo, hi), "the anchors that agree with the fit")
-    _check_positive(a, b, samples, d_range)
+    _check_positive(a, b, samples, d_range, mode)
 
     inv = a[t] * d + b[t]
     predicted = np.where(inv > 0, 1.0 / np.where(inv > 0, inv, 1.0), np.inf)
@@ -562,11 +562,15 @@ def _check_spread(d, z, keep, d_range, who: str) -> None:
         )
 
 
-def _check_positive(a, b, samples: AnchorSamples, d_range) -> None:
+def _check_positive(a, b, samples: AnchorSamples, d_range, mode: str) -> None:
     if np.any(a <= 0):
+        where = hint = ""
+        if mode == "smooth":
+            where = f" on frame {samples.frame_numbers[int(np.argmax(a <= 0))]}"
+            hint = ", or fit in global mode or with a larger smooth_frames"
         raise AnchorFitError(
-            "the anchors contradict the depth order (the fit makes nearer-looking points "
-            "farther); check the anchors' frames, positions and depths"
+            f"the anchors contradict the depth order{where} (the fit makes nearer-looking "
+            f"points farther); check the anchors' frames, positions and depths{hint}"
         )
     if d_range is not None:
         lo = np.full(a.shape, float(d_range[0]))
