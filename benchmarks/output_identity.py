@@ -68,10 +68,7 @@ def panel_export(plate: str, checkpoint: Path, out: Path) -> None:
     from rollingdepth_core.plate import open_plate
     from rollingdepth_core.session import DepthSession
 
-    try:  # after the redesign the session builds on the one method
-        from rollingdepth_core.model import DepthModel as Model
-    except ImportError:
-        from rollingdepth_core.pipeline import RollingDepthPipeline as Model
+    from rollingdepth_core.model import DepthModel as Model
 
     config = preset_config(
         "fast", processing_res=64, dilations=(1, 3), seed=3, dtype="fp32", vae_batch_size=4

@@ -188,6 +188,21 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
     p.add_argument("--channel", default="Z", help="EXR channel name, e.g. Z or depth.Z")
     p.add_argument("--name", default="depth", help="file name prefix: NAME.####.exr")
     p.add_argument("--restore-res", action="store_true", help="write at the plate's resolution")
+    if command != "infer":
+        p.add_argument(
+            "--anchors",
+            default=None,
+            metavar="FILE",
+            help="points of known depth (CSV `frame,x,y,depth[,weight]` in plate pixels, or "
+            "JSON): the depth is fitted to them and written in scene units (default: none)",
+        )
+        p.add_argument(
+            "--anchor-fit",
+            default="global",
+            choices=("global", "smooth"),
+            help="one scale/shift for the clip, or one that varies slowly over time "
+            "(default: global)",
+        )
     p.add_argument("--confidence", action="store_true", help="add a `confidence` channel")
     p.add_argument("--preview", action="store_true", help="also write a colourised mp4")
     p.add_argument(
@@ -290,6 +305,8 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         chunk=getattr(args, "chunk", None),
         executor=getattr(args, "executor", "local"),
         ray_address=getattr(args, "ray_address", None),
+        anchors=getattr(args, "anchors", None),
+        anchor_fit=getattr(args, "anchor_fit", "global"),
     ).to_message()
 
 
@@ -339,9 +356,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sink = JsonProgress() if getattr(args, "progress", "bar") == "json" else TerminalProgress()
-    if isinstance(sink, JsonProgress):
-        # keep stdout a clean JSON stream: library chatter goes to stderr
-        logging.getLogger().handlers[0].setStream(sys.stderr)
     try:
         command = command_selftest if args.command == "selftest" else command_run
         result = command(args, sink)

@@ -20,13 +20,14 @@ stages.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .alignment import AlignmentResult, merge_frame, rescale_depth, solve_reduced
+from .anchors import AnchorFit, Anchors, AnchorSampler, fit_anchors
 from .config import InferenceConfig
 from .errors import NonFiniteDepth, RollingDepthError
 from .model import DepthModel
@@ -301,6 +302,37 @@ def refine(
         raise NonFiniteDepth()
 
 
+# ------------------------------------------------------------------------------ 7b. anchor
+@dataclass(frozen=True)
+class AnchorRequest:
+    """Points of known depth to anchor the clip to (``--anchors``): see :mod:`.anchors`."""
+
+    anchors: Anchors
+    frame_numbers: Sequence[int]  # the plate's numbers of the processed frames, in order
+    mode: str = "global"  # or "smooth"
+
+
+def anchor(
+    frames: Iterable[np.ndarray],
+    request: AnchorRequest,
+    plate_size: tuple[int, int],
+    value_range: tuple[float, float],
+) -> tuple[AnchorFit, tuple[float, float]]:
+    """Sample the anchors off the final frames (one pass) and fit ``1/Z = a d + b``.
+
+    Returns the fit and the clip's range of metric inverse depth ``1/Z`` (min, max).
+    """
+    sampler = AnchorSampler(request.anchors, request.frame_numbers, plate_size)
+    for k, frame in enumerate(frames):
+        sampler.add(k, frame)
+    samples = sampler.samples()
+    fit = fit_anchors(samples, request.mode, d_range=value_range)
+    # a > 0 (the fit refuses otherwise): each frame's extremes map to its extremes of 1/Z
+    inv_lo = samples.frame_min * fit.a + fit.b
+    inv_hi = samples.frame_max * fit.a + fit.b
+    return fit, (float(np.nanmin(inv_lo)), float(np.nanmax(inv_hi)))
+
+
 # ------------------------------------------------------------------------------ the sequence
 @dataclass
 class DepthFrames:
@@ -317,6 +349,8 @@ class DepthFrames:
     store: object = None
     config: InferenceConfig | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    anchor_fit: AnchorFit | None = None  # with anchors: 1/Z = a d + b per frame
+    metric_range: tuple[float, float] | None = None  # with anchors: the clip's 1/Z range
 
     def frames(self) -> Iterator[np.ndarray]:
         if self.normalize is None:
@@ -358,6 +392,7 @@ def run_method(
     *,
     blocks: str = "all",
     chunk: tuple[int, int] = (1, 1),
+    anchors: AnchorRequest | None = None,
     progress: ProgressCallback | None = None,
 ) -> DepthFrames | None:
     """Run the stages over ``store`` with ``executor``; ``model()`` loads the model on first use.
@@ -427,6 +462,13 @@ def run_method(
         result.buffer, result.normalize = refined, None
         result.value_range = (refined.lo, refined.hi)
         timings["refine"] = time.perf_counter() - clock
+    if anchors is not None:
+        # 7b. anchor the clip to scene units (one pass over the final frames)
+        clock = time.perf_counter()
+        result.anchor_fit, result.metric_range = anchor(
+            result.frames(), anchors, plate_size, result.value_range
+        )
+        timings["anchor"] = time.perf_counter() - clock
     result.timings = timings
     # 8. frames out: the caller hands result.frames() to the writer
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,12 +15,17 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, protocol
+from .anchors import AnchorFit
 from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError, OutputError
 from .exr import write_depth_exr
 from .progress import ProgressCallback, report
 
 DEPTH_CONVENTIONS = {mode: spec["description"] for mode, spec in protocol.DEPTH_MODES.items()}
+ANCHORED_CONVENTIONS = {
+    "inverse": "inverse planar depth 1/Z in 1/{units}, anchored to points of known depth",
+    "depth": "planar depth Z in {units} from the camera, anchored to points of known depth",
+}
 
 
 def convert_depth(
@@ -111,22 +117,34 @@ def run_metadata(
     source: str,
     value_range: tuple[float, float],
     dilations_run: Sequence[int],
+    anchor_fit: AnchorFit | None = None,
+    metric_range: tuple[float, float] | None = None,
 ) -> dict[str, str | int | float]:
-    """Header attributes shared by every frame of a run."""
+    """Header attributes shared by every frame of a run.
+
+    ``value_range`` is the clip's relative inverse depth (min, max); the header records the
+    range of the values *in the files* (after the depth convention and any anchoring).
+    """
+    lo, hi = written_range(value_range, output, metric_range)
+    convention = DEPTH_CONVENTIONS[output.depth_mode]
+    if anchor_fit is not None:
+        convention = ANCHORED_CONVENTIONS[output.depth_mode].format(units=anchor_fit.units)
     meta: dict[str, str | int | float] = {
         "version": __version__,
         "model": checkpoint,
         "preset": preset,
         "source": source,
         "depth_mode": output.depth_mode,
-        "depth_convention": DEPTH_CONVENTIONS[output.depth_mode],
-        "value_min": float(value_range[0]),
-        "value_max": float(value_range[1]),
+        "depth_convention": convention,
+        "value_min": lo,
+        "value_max": hi,
         "dilations_run": " ".join(str(d) for d in dilations_run),
     }
-    if output.depth_mode == "depth":
+    if output.depth_mode == "depth" and anchor_fit is None:
         meta["near"] = float(output.near)
         meta["far"] = float(output.far)
+    if anchor_fit is not None:
+        meta.update(anchor_fit.header())
     for key, value in asdict(config).items():
         if isinstance(value, tuple):
             value = " ".join(str(v) for v in value)
@@ -134,6 +152,42 @@ def run_metadata(
             value = int(value)
         meta[f"setting.{key}"] = value
     return meta
+
+
+def written_range(
+    value_range: tuple[float, float],
+    output: OutputConfig,
+    metric_range: tuple[float, float] | None = None,
+) -> tuple[float, float]:
+    """The (min, max) of the values in the files: the clip's relative inverse depth range
+    through the depth convention, or, anchored, the range of ``1/Z`` (``metric_range``)."""
+    if metric_range is not None:
+        lo, hi = metric_range
+        return (lo, hi) if output.depth_mode == "inverse" else (1.0 / hi, 1.0 / lo)
+    lo, hi = value_range
+    ends = convert_depth(np.array([lo, hi], np.float32), output.depth_mode, output.near,
+                         output.far, lo, hi)  # fmt: skip
+    return float(ends.min()), float(ends.max())
+
+
+def frame_values(
+    frame: np.ndarray,
+    index: int,
+    output: OutputConfig,
+    value_range: tuple[float, float],
+    size: tuple[int, int],
+    anchor_fit: AnchorFit | None = None,
+) -> np.ndarray:
+    """One frame ``[h,w]`` of relative inverse depth -> the file's values ``[H,W]`` (``size``).
+
+    Anchored, the metric inverse depth ``1/Z`` (affine in the relative depth) is resized first
+    and the reciprocal taken after, so the resize invents no depth between two surfaces."""
+    if anchor_fit is None:
+        lo, hi = value_range
+        values = convert_depth(frame, output.depth_mode, output.near, output.far, lo, hi)
+        return resize_map(values, size)
+    inverse = resize_map(anchor_fit.apply(index, frame), size)
+    return inverse if output.depth_mode == "inverse" else (np.float32(1.0) / inverse)
 
 
 def write_depth_frames(
@@ -147,6 +201,7 @@ def write_depth_frames(
     confidence: Iterable[np.ndarray] | None = None,
     progress: ProgressCallback | None = None,
     select: Sequence[int] | None = None,
+    anchor_fit: AnchorFit | None = None,
 ) -> list[Path]:
     """The one writer of depth frames: one EXR per frame, named by the plate's own numbers.
 
@@ -156,9 +211,9 @@ def write_depth_frames(
     (and ``confidence``) are ``[H,W]`` maps arriving one at a time; ``value_range`` is the
     clip's (min, max), known beforehand, so no frame is held back. ``select`` (positions in
     the clip) writes only those frames; the conversion still uses the whole clip's range.
+    ``anchor_fit`` turns the values into scene units (``1/Z`` or ``Z``, by the depth mode).
     Each write is atomic.
     """
-    lo, hi = value_range
     chosen = set(range(len(frame_numbers))) if select is None else set(select)
     confidences = iter(confidence) if confidence is not None else None
     stamp = source_datetime(metadata.get("source"))
@@ -168,21 +223,40 @@ def write_depth_frames(
         if i not in chosen:
             continue
         size = plate_size if output.restore_res else frame.shape
-        values = convert_depth(frame, output.depth_mode, output.near, output.far, lo, hi)
+        values = frame_values(frame, i, output, value_range, size, anchor_fit)
         extra = None if conf is None else {"confidence": resize_map(conf, size)}
         path = Path(expand_pattern(pattern, number))
+        header = {**metadata, "source_frame": int(number)}
+        if anchor_fit is not None and anchor_fit.mode != "global":
+            header.update(anchor_fit.header(i))  # this frame's a and b
         write_depth_exr(
             path,
-            resize_map(values, size),
+            values,
             channel=output.channel,
             half=output.half,
-            metadata={**metadata, "source_frame": int(number)},
+            metadata=header,
             extra_channels=extra,
             datetime=stamp,
         )
         written.append(path)
         report(progress, "write", len(written), len(chosen))
     return written
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a sidecar file under a temporary name and rename it: never half-written."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(temp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {str(path)!r}: {exc.strerror}") from exc
+    return path
 
 
 def write_preview(

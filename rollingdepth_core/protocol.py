@@ -151,6 +151,7 @@ RESULT_KEYS = (
     "timings",
     "seconds",
     "summary",
+    "anchors",  # only with --anchors: units, mode, used, rejected, residuals, sidecar file
 )
 
 

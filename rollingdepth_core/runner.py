@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
+from .anchors import load_anchors
 from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError
 from .executors import LocalExecutor, RayExecutor
-from .method import run_method
+from .method import AnchorRequest, run_method
 from .model import DepthModel
 from .output import (
     ensure_writable,
@@ -23,12 +24,15 @@ from .output import (
     sequence_pattern,
     write_depth_frames,
     write_preview,
+    write_text_atomic,
+    written_range,
 )
 from .plate import open_plate, parse_frame_range
 from .progress import ProgressCallback, report
 from .snippets import check_clip_length
 
 MODES = ("run", "infer", "finalize")
+ANCHOR_FITS = ("global", "smooth")
 EXECUTORS = ("local", "ray")
 
 
@@ -64,6 +68,7 @@ class RunResult:
     chunk: str | None = None
     chunk_blocks: list[int] | None = None
     model_loaded: bool = False
+    anchors: dict | None = None  # with --anchors: the fit's summary and its sidecar
 
     def to_message(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -88,6 +93,8 @@ def run_plate(
     ray_address: str | None = None,
     mode: str = "run",
     chunk: str | None = None,
+    anchors: str | None = None,
+    anchor_fit: str = "global",
 ) -> RunResult:
     """Estimate depth for ``plate`` and write ``output_dir/NAME.####.exr``.
 
@@ -95,7 +102,10 @@ def run_plate(
     by farm jobs); ``mode="infer"`` computes only snippet blocks (all, or the share
     ``chunk="K/N"``) into it, ``mode="finalize"`` aligns, merges and writes from a complete
     cache without running the snippet model. ``executor="ray"`` sends snippet blocks to a Ray
-    cluster (``ray_address``, else ``RAY_ADDRESS``, else a local instance).
+    cluster (``ray_address``, else ``RAY_ADDRESS``, else a local instance). ``anchors`` (a
+    CSV or JSON file of points of known depth, see :mod:`.anchors`) anchors the depth to scene
+    units with one (a, b) for the clip (``anchor_fit="global"``) or a slowly varying one
+    (``"smooth"``).
     """
     from .checkpoint import locate_checkpoint
     from .device import resolve_device, resolve_dtype
@@ -114,6 +124,17 @@ def run_plate(
     if chunk is not None and mode != "infer":
         raise ConfigError("`--chunk` belongs to `rollingdepth infer`; finalize with all chunks")
     share = parse_chunk(chunk) if chunk else (1, 1)
+    anchor_points = None
+    if anchors is not None and mode != "infer":
+        if anchor_fit not in ANCHOR_FITS:
+            raise ConfigError(
+                f"`--anchor-fit` must be one of {', '.join(ANCHOR_FITS)}; got {anchor_fit!r}"
+            )
+        if output.depth_mode == "normalized":
+            raise ConfigError(
+                "`--anchors` gives scene units: use `--depth-mode depth` (Z) or `inverse` (1/Z)"
+            )
+        anchor_points = load_anchors(anchors)
     folder = ensure_writable(output_dir) if mode != "infer" else None
     frame_range = parse_frame_range(frames) if frames else None
     source = open_plate(plate, frames=frame_range, input_colorspace=input_colorspace)
@@ -177,6 +198,9 @@ def run_plate(
             get_model,
             blocks={"run": "all", "infer": "chunk", "finalize": "none"}[mode],
             chunk=share,
+            anchors=None
+            if anchor_points is None
+            else AnchorRequest(anchor_points, info.frame_numbers, anchor_fit),
             progress=progress,
         )
         result.model_loaded = bool(loaded) and model is None
@@ -197,8 +221,9 @@ def run_plate(
         # 8. frames out, through the one writer
         clock = time.perf_counter()
         metadata = run_metadata(
-            checkpoint, preset, config, output, str(plate), depth.value_range, depth.plan.dilations
-        )
+            checkpoint, preset, config, output, str(plate), depth.value_range,
+            depth.plan.dilations, depth.anchor_fit, depth.metric_range,
+        )  # fmt: skip
         pattern = sequence_pattern(folder, output.name, info.frame_numbers)
         written = write_depth_frames(
             depth.frames(),
@@ -210,8 +235,13 @@ def run_plate(
             plate_size=(info.height, info.width),
             confidence=depth.confidence(),
             progress=progress,
+            anchor_fit=depth.anchor_fit,
         )
         depth.timings["write"] = time.perf_counter() - clock
+        anchors_json = None
+        if depth.anchor_fit is not None:
+            anchors_json = folder / f"{output.name}_anchors.json"
+            write_text_atomic(anchors_json, depth.anchor_fit.to_json())
         alignment_json = folder / f"{output.name}_alignment.json"
         depth.alignment.save_json(alignment_json)
         preview = None
@@ -240,7 +270,19 @@ def run_plate(
     result.preview = str(preview) if preview else None
     result.processing_size = list(depth.size)
     result.output_size = list(out_size)
-    result.value_range = list(written_range(depth.value_range, output))
+    result.value_range = list(written_range(depth.value_range, output, depth.metric_range))
+    if depth.anchor_fit is not None:
+        fit = depth.anchor_fit
+        result.anchors = {
+            "file": str(anchors_json),
+            "units": fit.units,
+            "mode": fit.mode,
+            "used": fit.n_used,
+            "rejected": fit.n_rejected,
+            "skipped": fit.n_outside + fit.n_unprocessed,
+            "residual_median": fit.residual_median,
+            "residual_p90": fit.residual_p90,
+        }
     result.dilations_run = depth.plan.dilations
     result.timings = {k: round(v, 3) for k, v in depth.timings.items()}
     result.seconds = round(seconds, 3)
@@ -249,18 +291,6 @@ def run_plate(
         f"[{torch_device}, {dtype}, dilations {depth.plan.dilations}{cached}]"
     )
     return result
-
-
-def written_range(value_range: tuple[float, float], output: OutputConfig) -> tuple[float, float]:
-    """The (min, max) of the values in the files, after the depth convention."""
-    import numpy as np
-
-    from .output import convert_depth
-
-    lo, hi = value_range
-    ends = convert_depth(np.array([lo, hi], np.float32), output.depth_mode, output.near,
-                         output.far, lo, hi)  # fmt: skip
-    return float(ends.min()), float(ends.max())
 
 
 def parse_chunk(text: str) -> tuple[int, int]:
