@@ -164,7 +164,7 @@ def resolve_color(request: ColorRequest | str, hints: tuple[ColorHint, ...]) -> 
         display=display,
         view=view,
         decided_by=decided_by,
-        passthrough=_same_encoding(config, input_space, _display_space(config, display, view)),
+        passthrough=_is_display_encoding(config, input_space, display),
     )
 
 
@@ -201,13 +201,24 @@ def _display_space(config: ocio.Config, display: str, view: str) -> str:
     return display if name == ocio.OCIO_VIEW_USE_DISPLAY_NAME else name
 
 
-def _same_encoding(config: ocio.Config, input_space: str, display_space: str) -> bool:
-    """True when converting ``input_space`` to the display's encoding changes nothing."""
+def _is_display_encoding(config: ocio.Config, input_space: str, display: str) -> bool:
+    """True when ``input_space`` is how the display itself encodes pictures.
+
+    That is the colour space of one of its views (data views such as Raw aside): such a
+    plate is already what the display shows, and a view would tone map it a second time.
+    """
     ramp = np.linspace(0.0, 1.0, 17, dtype=np.float32)
     lattice = np.stack(np.meshgrid(ramp, ramp, ramp, indexing="ij"), axis=-1).reshape(-1, 3)
-    converted = lattice.copy()
-    config.getProcessor(input_space, display_space).getDefaultCPUProcessor().applyRGB(converted)
-    return float(np.abs(converted - lattice).max()) < _SAME_ENCODING_TOLERANCE
+    encodings = {_display_space(config, display, view) for view in config.getViews(display)}
+    for encoding in sorted(encodings):
+        space = config.getColorSpace(encoding)
+        if space is None or space.isData():
+            continue
+        converted = lattice.copy()
+        config.getProcessor(input_space, encoding).getDefaultCPUProcessor().applyRGB(converted)
+        if float(np.abs(converted - lattice).max()) < _SAME_ENCODING_TOLERANCE:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,8 +245,8 @@ _PRIMARIES_BT2020, _PRIMARIES_P3D65 = 9, 12
 def image_color_hints(spec: oiio.ImageSpec, format_name: str) -> tuple[ColorHint, ...]:
     """Colour spaces an image file's header names, most specific first.
 
-    EXR and DPX: OIIO's ``oiio:ColorSpace`` (EXR ``colorInteropID``, DPX transfer), then EXR
-    ``acesImageContainerFlag`` / ``chromaticities`` or the DPX transfer. Then the fallback for
+    EXR and DPX: OIIO's ``oiio:ColorSpace`` (from EXR ``colorInteropID`` or the ACES container
+    flag, from the DPX transfer), then EXR ``chromaticities`` or the DPX transfer. Then the fallback for
     every format: floating-point pixels are linear Rec.709, integer pixels sRGB. Other formats'
     ``oiio:ColorSpace`` is OIIO's own guess (PNG always says sRGB), so only the fallback counts.
     """
@@ -246,8 +257,6 @@ def image_color_hints(spec: oiio.ImageSpec, format_name: str) -> tuple[ColorHint
         if named:
             hints.append(ColorHint(str(named), f"{kind} oiio:ColorSpace '{named}'"))
     if kind == "EXR":
-        if spec.getattribute("acesImageContainerFlag") == 1:
-            hints.append(ColorHint("lin_ap0_scene", "EXR acesImageContainerFlag"))
         chromaticities = spec.getattribute("chromaticities")
         if chromaticities is not None:
             hints.extend(_hint_from_chromaticities(chromaticities))
