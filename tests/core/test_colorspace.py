@@ -81,12 +81,12 @@ def write_tagged_video(
         context.colorspace, context.color_range = BT2020_NCL, 1
         for index in range(n_frames):
             rgb = np.rint(plate_frame(index, width, height) * 65535).astype(np.uint16)
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le").reformat(
-                format="yuv422p10le",
-                dst_colorspace=BT2020_NCL,
-                dst_color_range=1,
-                dst_color_trc=transfer,
-                dst_color_primaries=BT2020,
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le")
+            # Tagged before the YUV conversion: asking swscale to change the tags instead
+            # makes it build a colour pipeline (10 s a frame) that this test does not want.
+            frame.color_trc, frame.color_primaries = transfer, BT2020
+            frame = frame.reformat(
+                format="yuv422p10le", dst_colorspace=BT2020_NCL, dst_color_range=1
             )
             frame.pts = index
             container.mux(stream.encode(frame))
