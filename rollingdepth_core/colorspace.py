@@ -327,9 +327,9 @@ class DisplayTransform:
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """float32 [H,W,3] display values in [0,1] from pixels [H,W,3] in the input space."""
-        if self._cpu is None:
-            return clip_unit(rgb)
         out = np.array(rgb, dtype=np.float32, order="C", copy=True)  # [H,W,3]
+        if self._cpu is None:
+            return _clip_unit_in_place(out)
         if out.ndim != 3 or out.shape[-1] != 3:
             raise ConfigError(f"colour conversion needs [H,W,3] pixels; got {out.shape}")
         if out.shape[0] * out.shape[1] < _MIN_PIXELS_TO_SPLIT:
@@ -337,7 +337,7 @@ class DisplayTransform:
         else:
             bands = np.array_split(out, _WORKERS * 2)  # views into `out`
             list(_pool().map(self._cpu.applyRGB, bands))
-        return clip_unit(out)
+        return _clip_unit_in_place(out)
 
 
 @functools.lru_cache(maxsize=1)
@@ -359,10 +359,10 @@ def to_display(rgb: np.ndarray, color: PlateColor) -> np.ndarray:
     return display_transform(color)(rgb)
 
 
-def clip_unit(values: np.ndarray) -> np.ndarray:
-    """float32 copy clipped into [0, 1]; NaN -> 0, +inf -> 1, -inf -> 0."""
-    x = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(x, 0.0, 1.0)
+def _clip_unit_in_place(x: np.ndarray) -> np.ndarray:
+    """Clip float32 ``x`` into [0, 1] in place; NaN -> 0, +inf -> 1, -inf -> 0."""
+    np.nan_to_num(x, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(x, 0.0, 1.0, out=x)
 
 
 def describe_config(config: str | None = None) -> str:
