@@ -28,6 +28,7 @@ from rollingdepth_core.colorspace import (
 )
 
 WIDTH, HEIGHT = 2048, 1080
+MODEL_EDGE = 768
 CASES = (
     ("ACEScg", None),
     ("ARRI LogC4", None),
@@ -91,6 +92,17 @@ def main() -> None:
                 f"{space:<14} {color.view if not color.passthrough else '(passthrough)':<36} "
                 f"{seconds * 1000:>10.1f} {seconds / decode_s:>8.0%}"
             )
+        # The model sees the plate at its processing size: the same transform on a frame
+        # already resized to a 768 px longer edge (what converting after the resize would cost).
+        small_h = round(HEIGHT * MODEL_EDGE / WIDTH)
+        resized = np.ascontiguousarray(pixels[:: HEIGHT // small_h, :: WIDTH // MODEL_EDGE])
+        resized = resized[:small_h, :MODEL_EDGE]
+        transform = DisplayTransform(resolve_color(ColorRequest("ACEScg"), hints))
+        seconds = best_of(args.repeat, lambda: transform(resized))
+        print(
+            f"ACEScg, default view, at {MODEL_EDGE}x{small_h}: {seconds * 1000:.1f} ms "
+            f"({seconds / decode_s:.0%} of the 2K decode)"
+        )
         buf = oiio.ImageBuf(pixels)
         view = "ACES 2.0 - SDR 100 nits (Rec.709)"
         oiio_s = best_of(
