@@ -275,13 +275,21 @@ def image_color_hints(spec: oiio.ImageSpec, format_name: str) -> tuple[ColorHint
 
 
 def _hint_from_chromaticities(chromaticities: tuple[float, ...]) -> list[ColorHint]:
-    studio = oiio.ColorConfig(STUDIO_CONFIG)  # only as the table of primaries
     given = np.asarray(chromaticities, dtype=np.float64)
-    for space, label in _LINEAR_BY_PRIMARIES:
-        known = np.asarray(studio.get_chromaticities(space), dtype=np.float64)
+    for space, label, known in _primaries_table():
         if known.shape == given.shape and np.abs(known - given).max() < _CHROMATICITY_TOLERANCE:
             return [ColorHint(space, f"EXR chromaticities of {label}")]
     return []
+
+
+@functools.lru_cache(maxsize=1)
+def _primaries_table() -> tuple[tuple[str, str, np.ndarray], ...]:
+    """(interop id, label, 8 chromaticities) of each linear space, from the studio config."""
+    studio = oiio.ColorConfig(STUDIO_CONFIG)
+    return tuple(
+        (space, label, np.asarray(studio.get_chromaticities(space), dtype=np.float64))
+        for space, label in _LINEAR_BY_PRIMARIES
+    )
 
 
 def video_color_hints(primaries: int, transfer: int) -> tuple[ColorHint, ...]:
