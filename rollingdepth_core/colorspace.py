@@ -26,8 +26,9 @@ from .errors import ConfigError
 
 STUDIO_CONFIG = "ocio://studio-config-latest"
 AUTO = "auto"
-# The two short names the CLI has always taken, as Color Interop Forum ids: every config
-# from OCIO 2.5 on names its spaces with these ids (as aliases or interop ids).
+# The two short names the CLI has always taken, as Color Interop Forum ids: the OCIO 2.5
+# built-in configs carry them as aliases; a facility config may alias its own spaces so, or
+# the user names the space.
 ALIASES = {"srgb": "srgb_rec709_scene", "linear": "lin_rec709_scene"}
 SRGB_DISPLAY_ID = "srgb_rec709_display"
 LIST_HINT = "`rollingdepth colorspaces` lists the active config's colour spaces, displays and views"
@@ -336,10 +337,10 @@ class DisplayTransform:
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """float32 [H,W,3] display values in [0,1] from pixels [H,W,3] in the input space."""
         out = np.array(rgb, dtype=np.float32, order="C", copy=True)  # [H,W,3]
-        if self._cpu is None:
-            return _clip_unit_in_place(out)
         if out.ndim != 3 or out.shape[-1] != 3:
             raise ConfigError(f"colour conversion needs [H,W,3] pixels; got {out.shape}")
+        if self._cpu is None:
+            return _clip_unit_in_place(out)
         if out.shape[0] * out.shape[1] < _MIN_PIXELS_TO_SPLIT:
             self._cpu.applyRGB(out)
         else:
