@@ -247,8 +247,8 @@ def image_color_hints(spec: oiio.ImageSpec, format_name: str) -> tuple[ColorHint
     """Colour spaces an image file's header names, most specific first.
 
     EXR and DPX: OIIO's ``oiio:ColorSpace`` (from EXR ``colorInteropID`` or the ACES container
-    flag, from the DPX transfer), then EXR ``chromaticities`` or the DPX transfer. Then the fallback for
-    every format: floating-point pixels are linear Rec.709, integer pixels sRGB. Other formats'
+    flag, from the DPX transfer), then EXR ``chromaticities`` or the DPX transfer. Then the
+    fallback for every format: floating-point pixels are linear Rec.709, integer pixels sRGB. Other formats'
     ``oiio:ColorSpace`` is OIIO's own guess (PNG always says sRGB), so only the fallback counts.
     """
     kind = {"openexr": "EXR", "dpx": "DPX"}.get(format_name)
@@ -336,7 +336,14 @@ class DisplayTransform:
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """float32 [H,W,3] display values in [0,1] from pixels [H,W,3] in the input space."""
-        out = np.array(rgb, dtype=np.float32, order="C", copy=True)  # [H,W,3]
+        return self.in_place(np.array(rgb, dtype=np.float32, order="C", copy=True))
+
+    def in_place(self, rgb: np.ndarray) -> np.ndarray:
+        """Like calling it, but converts ``rgb`` itself when it is float32 and C-contiguous.
+
+        For readers that own the decoded array: saves a frame-sized copy.
+        """
+        out = np.ascontiguousarray(rgb, dtype=np.float32)  # [H,W,3]
         if out.ndim != 3 or out.shape[-1] != 3:
             raise ConfigError(f"colour conversion needs [H,W,3] pixels; got {out.shape}")
         if self._cpu is None:
@@ -370,8 +377,8 @@ def to_display(rgb: np.ndarray, color: PlateColor) -> np.ndarray:
 
 def _clip_unit_in_place(x: np.ndarray) -> np.ndarray:
     """Clip float32 ``x`` into [0, 1] in place; NaN -> 0, +inf -> 1, -inf -> 0."""
-    np.nan_to_num(x, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(x, 0.0, 1.0, out=x)
+    np.fmax(x, 0.0, out=x)  # fmax drops NaN: NaN -> 0, -inf -> 0
+    return np.minimum(x, 1.0, out=x)
 
 
 def describe_config(config: str | None = None) -> str:

@@ -378,7 +378,7 @@ class _SequencePlate(Plate):
             color=resolve_color(input_colorspace, first.color_hints),
             codec=first.format_name,
         )
-        self._to_display = display_transform(self.info.color)
+        self._to_display = display_transform(self.info.color).in_place
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         for number, path in zip(self.info.frame_numbers, self._paths, strict=True):
@@ -552,7 +552,7 @@ class _VideoPlate(Plate):
             color=resolve_color(input_colorspace, color_hints),
             codec=codec,
         )
-        self._to_display = display_transform(self.info.color)
+        self._to_display = display_transform(self.info.color).in_place
         self._decoder = _VideoDecoder(source, count)
         self._cursor: Iterator[tuple[int, av.VideoFrame]] | None = None
         self._cursor_next = 0  # index the cursor yields next

@@ -284,11 +284,13 @@ colorspaces:
     name: shot_linear
   - !<ColorSpace>
     name: shot_log
-    to_scene_reference: !<LogAffineTransform> {base: 2, log_side_slope: 0.1, log_side_offset: 0.6, direction: inverse}
+    to_scene_reference: !<LogAffineTransform>
+      {base: 2, log_side_slope: 0.1, log_side_offset: 0.6, direction: inverse}
   - !<ColorSpace>
     name: srgb_out
     aliases: [srgb_rec709_scene]
-    from_scene_reference: !<ExponentWithLinearTransform> {gamma: 2.4, offset: 0.055, direction: inverse}
+    from_scene_reference: !<ExponentWithLinearTransform>
+      {gamma: 2.4, offset: 0.055, direction: inverse}
   - !<ColorSpace>
     name: film_out
     from_scene_reference: !<GroupTransform>
@@ -349,7 +351,7 @@ def test_one_processor_per_plate(tmp_path: Path) -> None:
     folder = write_pair(tmp_path / "once", "exr", scene_pixels(W, H), "float")
     first = open_plate(folder, input_colorspace="ACEScg")
     again = open_plate(folder, input_colorspace="ACEScg")
-    assert first._to_display is again._to_display is display_transform(first.info.color)
+    assert first._to_display == again._to_display == display_transform(first.info.color).in_place
 
 
 # ---------------------------------------------------------------------------------------------
