@@ -1,4 +1,4 @@
-"""The `rollingdepth` command: run, infer, finalize, selftest, check.
+"""The `rollingdepth` command: run, infer, finalize, selftest, check, colorspaces.
 
 Every RollingDepthError becomes one line on stderr and a non-zero exit; Ctrl-C (or SIGTERM from
 a host application) stops cleanly with exit code 130 and no half-written file.
@@ -180,7 +180,21 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
     p.add_argument(
         "--frames", default=None, help="frame range in the plate's numbering, e.g. 1001-1100"
     )
-    p.add_argument("--input-colorspace", default="auto", choices=("auto", "srgb", "linear"))
+    p.add_argument(
+        "--input-colorspace",
+        default="auto",
+        metavar="NAME",
+        help="auto (from file metadata), srgb, linear, or any colour space of the OCIO config "
+        "(`rollingdepth colorspaces` lists them)",
+    )
+    add_ocio_config_argument(p)
+    p.add_argument(
+        "--ocio-view",
+        default=None,
+        metavar="VIEW",
+        help="view of the sRGB display the model sees the plate through "
+        "(default: the config's default view)",
+    )
     p.add_argument("--depth-mode", default="inverse", choices=DEPTH_MODES)
     p.add_argument("--near", type=float, default=1.0)
     p.add_argument("--far", type=float, default=100.0)
@@ -213,6 +227,15 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
     )
 
 
+def add_ocio_config_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ocio-config",
+        default=None,
+        metavar="PATH|URI",
+        help="OCIO config (default: $OCIO, else ocio://studio-config-latest)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rollingdepth", description="Temporally consistent depth for VFX plates."
@@ -236,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--keep", default=None, help="keep the outputs in this folder")
     check = sub.add_parser("check", help="report Python, torch and devices")
     check.add_argument("--json", action="store_true")
+    spaces = sub.add_parser(
+        "colorspaces", help="list the OCIO config's colour spaces, displays and views"
+    )
+    add_ocio_config_argument(spaces)
     return parser
 
 
@@ -244,6 +271,7 @@ REFERENCE_SETTINGS = {"aligner": "adam", "batch_size": 1, "vae_batch_size": 4}
 
 
 def command_run(args: argparse.Namespace, sink) -> dict:
+    from .colorspace import ColorRequest
     from .runner import run_plate
 
     if args.reference and args.cache:
@@ -293,7 +321,7 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         device=args.device,
         dtype_explicit=args.dtype is not None,
         frames=args.frames,
-        input_colorspace=args.input_colorspace,
+        input_colorspace=ColorRequest(args.input_colorspace, args.ocio_config, args.ocio_view),
         progress=sink,
         message=sink.message,
     )
@@ -353,6 +381,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for key, value in info.items():
                 print(f"{key:>12}: {value}")
+        return 0
+
+    if args.command == "colorspaces":
+        from .colorspace import describe_config
+
+        try:
+            print(describe_config(args.ocio_config))
+        except RollingDepthError as exc:
+            print(f"rollingdepth: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
         return 0
 
     sink = JsonProgress() if getattr(args, "progress", "bar") == "json" else TerminalProgress()

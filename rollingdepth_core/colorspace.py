@@ -1,71 +1,406 @@
-"""Scene-linear to display sRGB, the encoding the depth model was trained on."""
+"""Colour management: a plate reaches the model through an OCIO display and view.
+
+The depth model was trained on display-referred sRGB pictures, so every plate is shown to it
+the way a compositor's viewer would show it on an sRGB monitor: the input colour space of the
+active OCIO config goes through the config's sRGB display and its default SDR view (in the ACES
+studio config a real ACES 2.0 tone map, not a clip). A plate that is already encoded for that
+display (8-bit sRGB stills, ordinary Rec.709 video) reaches the model unchanged, only clipped,
+so those plates give exactly the model input they always did.
+
+Which config: ``--ocio-config`` if given, else ``$OCIO``, else OCIO's built-in studio config.
+All conversion is done by OpenColorIO; one processor is built per plate.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 import numpy as np
+import OpenImageIO as oiio
+import PyOpenColorIO as ocio
 
 from .errors import ConfigError
 
-INPUT_COLORSPACES = ("auto", "srgb", "linear")
+STUDIO_CONFIG = "ocio://studio-config-latest"
+AUTO = "auto"
+# The two short names the CLI has always taken, as Color Interop Forum ids: the OCIO 2.5
+# built-in configs carry them as aliases; a facility config may alias its own spaces so, or
+# the user names the space.
+ALIASES = {"srgb": "srgb_rec709_scene", "linear": "lin_rec709_scene"}
+SRGB_DISPLAY_ID = "srgb_rec709_display"
+LIST_HINT = "`rollingdepth colorspaces` lists the active config's colour spaces, displays and views"
 
-# sRGB piecewise curve (IEC 61966-2-1).
-_SRGB_BREAK_LINEAR = 0.0031308
-_SRGB_BREAK_ENCODED = 0.04045
+# A space this close to the display's own encoding is that encoding (the studio config's sRGB
+# texture space differs from its sRGB display space by 2e-5 of matrix round trip); 1e-4 is a
+# tenth of a 10-bit code value.
+_SAME_ENCODING_TOLERANCE = 1e-4
+# OCIO's CPU processor releases the GIL: frames this large are converted in row bands, in
+# parallel; smaller ones are not worth the hand-off.
+_MIN_PIXELS_TO_SPLIT = 1 << 16
+_WORKERS = os.cpu_count() or 1
 
 
-def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
-    """Encode scene-linear values with the sRGB OETF for display.
+@dataclass(frozen=True)
+class ColorRequest:
+    """What the user asked for: an input colour space, and optionally a config and a view.
 
-    Negatives and NaN become 0; values above 1 are hard-clipped to 1 (no soft
-    roll-off), as a viewer without a view transform would show them. Highlights
-    above 1 carry no shape the model could use, and a clip keeps the mapping
-    exact for every value in [0, 1].
+    ``space`` is ``"auto"`` (decide from the plate's metadata), ``"srgb"``, ``"linear"`` or any
+    colour space name or alias of the config. ``config`` is a path or ``ocio://`` URI (None:
+    ``$OCIO``, else the studio config). ``view`` is a view of the sRGB display (None: the
+    config's default view for it).
+    """
+
+    space: str = AUTO
+    config: str | None = None
+    view: str | None = None
+
+
+@dataclass(frozen=True)
+class ColorHint:
+    """What the plate's own metadata says: a colour space (name, alias or interop id)."""
+
+    space: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlateColor:
+    """How a plate's pixels become model input; the plate exposes it as ``plate.info.color``."""
+
+    config: str  # path or URI of the OCIO config
+    input_space: str  # colour space name in that config
+    display: str
+    view: str
+    decided_by: str  # "requested", or the metadata that decided `auto`
+    passthrough: bool  # already encoded for the display: only clipped to [0, 1]
+
+    @property
+    def summary(self) -> str:
+        """One line for the log: what was assumed and why."""
+        route = (
+            "unchanged (already encoded for the display)"
+            if self.passthrough
+            else f"through '{self.display}' / '{self.view}'"
+        )
+        return f"input colour space '{self.input_space}' ({self.decided_by}), {route}"
+
+    def header(self) -> dict[str, str]:
+        """EXR header fields (the writer adds its ``rollingdepth/`` prefix)."""
+        return {
+            "ocio.config": self.config,
+            "ocio.input_colorspace": self.input_space,
+            "ocio.display": self.display,
+            "ocio.view": self.view,
+            "ocio.decided_by": self.decided_by,
+        }
+
+
+def active_config(config: str | None = None) -> str:
+    """The config a run uses: ``config`` if given, else ``$OCIO``, else the studio config."""
+    return config or os.environ.get("OCIO") or STUDIO_CONFIG
+
+
+@functools.lru_cache(maxsize=8)
+def load_config(config: str) -> ocio.Config:
+    """Load (once) the OCIO config at a path or ``ocio://`` URI."""
+    try:
+        return ocio.Config.CreateFromFile(config)
+    except ocio.Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise ConfigError(f"cannot load OCIO config {config!r}: {first_line}") from exc
+
+
+def resolve_color(request: ColorRequest | str, hints: tuple[ColorHint, ...]) -> PlateColor:
+    """Decide the input space, display and view for a plate.
 
     Parameters
     ----------
-    linear : np.ndarray
-        Scene-linear values, any shape.
+    request : ColorRequest or str
+        What the user asked for (a str is a colour space with the default config and view).
+    hints : tuple of ColorHint
+        What the plate's metadata says, most specific first (see `image_color_hints`,
+        `video_color_hints`); ``auto`` takes the first the config knows.
 
-    Returns
-    -------
-    np.ndarray
-        float32 display values in [0, 1], same shape.
+    Raises
+    ------
+    ConfigError
+        Unknown colour space or view, or a config that knows none of the hinted spaces.
     """
-    x = clip_unit(linear)
-    low = x * 12.92
-    high = 1.055 * np.power(x, 1.0 / 2.4, dtype=np.float32) - 0.055
-    encoded = np.where(x <= _SRGB_BREAK_LINEAR, low, high).astype(np.float32, copy=False)
-    encoded[x >= 1.0] = 1.0  # float32 rounding would leave white at 0.99999994
-    return encoded
+    if isinstance(request, str):
+        request = ColorRequest(space=request)
+    config_name = active_config(request.config)
+    config = load_config(config_name)
+    display = _srgb_display(config)
+    views = list(config.getViews(display))
+    view = request.view or config.getDefaultView(display)
+    if view not in views:
+        raise ConfigError(
+            f"`--ocio-view` {view!r} is not a view of display '{display}' in {config_name}; "
+            f"views: {', '.join(views)}"
+        )
+
+    if request.space == AUTO:
+        found = [(_find_space(config_name, hint.space), hint) for hint in hints]
+        found = [(space, hint) for space, hint in found if space is not None]
+        if not found:
+            raise ConfigError(
+                f"the plate is {hints[0].space} ({hints[0].reason}) but {config_name} has no "
+                f"such colour space; pass `--input-colorspace` ({LIST_HINT})"
+            )
+        input_space, decided_by = found[0][0], found[0][1].reason
+    else:
+        input_space = _find_space(config_name, ALIASES.get(request.space.lower(), request.space))
+        if input_space is None:
+            raise ConfigError(
+                f"`--input-colorspace` {request.space!r} is not a colour space of "
+                f"{config_name}; {LIST_HINT}"
+            )
+        decided_by = "requested"
+    return PlateColor(
+        config=config_name,
+        input_space=input_space,
+        display=display,
+        view=view,
+        decided_by=decided_by,
+        passthrough=_is_display_encoding(config, input_space, display),
+    )
 
 
-def srgb_to_linear(encoded: np.ndarray) -> np.ndarray:
-    """Decode display sRGB values in [0, 1] back to linear (inverse of `linear_to_srgb`)."""
-    x = clip_unit(encoded)
-    low = x / 12.92
-    high = np.power((x + 0.055) / 1.055, 2.4, dtype=np.float32)
-    return np.where(x <= _SRGB_BREAK_ENCODED, low, high).astype(np.float32, copy=False)
+def _find_space(config_name: str, key: str) -> str | None:
+    """A colour space by name, alias or interop id; OIIO's name rules as the last resort."""
+    config = load_config(config_name)
+    space = config.getColorSpace(key)
+    if space is None:
+        space = next((s for s in config.getColorSpaces() if s.getInteropID() == key), None)
+    if space is None:
+        # OIIO knows the names older files carry ("Linear", "sRGB", role names).
+        resolved = oiio.ColorConfig(config_name).resolve(key)
+        space = config.getColorSpace(resolved) if resolved != key else None
+    return space.getName() if space is not None else None
 
 
-def clip_unit(values: np.ndarray) -> np.ndarray:
-    """float32 copy clipped into [0, 1]; NaN -> 0, +inf -> 1, -inf -> 0."""
-    x = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(x, 0.0, 1.0)
+def _srgb_display(config: ocio.Config) -> str:
+    """The display the model looks through: the config's sRGB display."""
+    displays = list(config.getDisplays())
+    for display in displays:
+        space = config.getColorSpace(
+            _display_space(config, display, config.getDefaultView(display))
+        )
+        if space is not None and SRGB_DISPLAY_ID in (space.getInteropID(), *space.getAliases()):
+            return display
+    for display in displays:
+        if "srgb" in display.lower():
+            return display
+    return config.getDefaultDisplay()
 
 
-def to_display(rgb: np.ndarray, colorspace: str) -> np.ndarray:
-    """Bring decoded pixels into display sRGB in [0, 1].
+def _display_space(config: ocio.Config, display: str, view: str) -> str:
+    name = config.getDisplayViewColorSpaceName(display, view)
+    return display if name == ocio.OCIO_VIEW_USE_DISPLAY_NAME else name
 
-    Parameters
-    ----------
-    rgb : np.ndarray
-        Pixels as read, float.
-    colorspace : str
-        ``"linear"`` (encode with the sRGB OETF) or ``"srgb"`` (already display
-        referred: only clipped).
+
+def _is_display_encoding(config: ocio.Config, input_space: str, display: str) -> bool:
+    """True when ``input_space`` is how the display itself encodes pictures.
+
+    That is the colour space of one of its views (data views such as Raw aside): such a
+    plate is already what the display shows, and a view would tone map it a second time.
     """
-    if colorspace == "linear":
-        return linear_to_srgb(rgb)
-    if colorspace == "srgb":
-        return clip_unit(rgb)
-    raise ConfigError(f"`colorspace` must be 'linear' or 'srgb'; got {colorspace!r}")
+    ramp = np.linspace(0.0, 1.0, 17, dtype=np.float32)
+    lattice = np.stack(np.meshgrid(ramp, ramp, ramp, indexing="ij"), axis=-1).reshape(-1, 3)
+    encodings = {_display_space(config, display, view) for view in config.getViews(display)}
+    for encoding in sorted(encodings):
+        space = config.getColorSpace(encoding)
+        if space is None or space.isData():
+            continue
+        converted = lattice.copy()
+        config.getProcessor(input_space, encoding).getDefaultCPUProcessor().applyRGB(converted)
+        if float(np.abs(converted - lattice).max()) < _SAME_ENCODING_TOLERANCE:
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# What the plate's metadata says
+
+# Linear spaces an EXR `chromaticities` attribute can name, as interop ids.
+_LINEAR_BY_PRIMARIES = (
+    ("lin_ap0_scene", "ACES AP0"),
+    ("lin_ap1_scene", "ACES AP1"),
+    ("lin_rec709_scene", "Rec.709"),
+    ("lin_rec2020_scene", "Rec.2020"),
+    ("lin_p3d65_scene", "P3-D65"),
+)
+_CHROMATICITY_TOLERANCE = 1e-3
+_DPX_LOG_TRANSFERS = ("Logarithmic", "Printing density")
+# FFmpeg's AVColorTransferCharacteristic / AVColorPrimaries numbers, as PyAV frames carry them.
+_TRC_NAMES = {1: "bt709", 2: "unspecified", 6: "smpte170m", 8: "linear", 13: "iec61966-2-1",
+              14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084", 18: "arib-std-b67"}  # fmt: skip
+_PRIMARIES_NAMES = {1: "bt709", 2: "unspecified", 9: "bt2020", 12: "smpte432"}
+_TRC_PQ, _TRC_HLG, _TRC_LINEAR, _TRC_SRGB = 16, 18, 8, 13
+_PRIMARIES_BT2020, _PRIMARIES_P3D65 = 9, 12
+
+
+def image_color_hints(spec: oiio.ImageSpec, format_name: str) -> tuple[ColorHint, ...]:
+    """Colour spaces an image file's header names, most specific first.
+
+    EXR and DPX: OIIO's ``oiio:ColorSpace`` (from EXR ``colorInteropID`` or the ACES container
+    flag, from the DPX transfer), then EXR ``chromaticities`` or the DPX transfer. Then the
+    fallback for every format: floating-point pixels are linear Rec.709, integer pixels sRGB. Other formats'
+    ``oiio:ColorSpace`` is OIIO's own guess (PNG always says sRGB), so only the fallback counts.
+    """
+    kind = {"openexr": "EXR", "dpx": "DPX"}.get(format_name)
+    hints: list[ColorHint] = []
+    if kind is not None:
+        named = spec.getattribute("oiio:ColorSpace")
+        if named:
+            hints.append(ColorHint(str(named), f"{kind} oiio:ColorSpace '{named}'"))
+    if kind == "EXR":
+        chromaticities = spec.getattribute("chromaticities")
+        if chromaticities is not None:
+            hints.extend(_hint_from_chromaticities(chromaticities))
+    if kind == "DPX":
+        transfer = spec.getattribute("dpx:Transfer")
+        if transfer in _DPX_LOG_TRANSFERS:
+            # Cineon-style printing density: the config's ADX encoding of it.
+            hints.append(ColorHint("ADX10", f"DPX transfer '{transfer}'"))
+        elif transfer == "Linear":
+            hints.append(ColorHint("lin_rec709_scene", "DPX transfer 'Linear'"))
+    if spec.format.basetype in (oiio.HALF, oiio.FLOAT, oiio.DOUBLE):
+        hints.append(ColorHint("lin_rec709_scene", "floating-point pixels, no colour metadata"))
+    else:
+        hints.append(ColorHint("srgb_rec709_scene", "integer pixels, no colour metadata"))
+    return tuple(hints)
+
+
+def _hint_from_chromaticities(chromaticities: tuple[float, ...]) -> list[ColorHint]:
+    given = np.asarray(chromaticities, dtype=np.float64)
+    for space, label, known in _primaries_table():
+        if known.shape == given.shape and np.abs(known - given).max() < _CHROMATICITY_TOLERANCE:
+            return [ColorHint(space, f"EXR chromaticities of {label}")]
+    return []
+
+
+@functools.lru_cache(maxsize=1)
+def _primaries_table() -> tuple[tuple[str, str, np.ndarray], ...]:
+    """(interop id, label, 8 chromaticities) of each linear space, from the studio config."""
+    studio = oiio.ColorConfig(STUDIO_CONFIG)
+    return tuple(
+        (space, label, np.asarray(studio.get_chromaticities(space), dtype=np.float64))
+        for space, label in _LINEAR_BY_PRIMARIES
+    )
+
+
+def video_color_hints(primaries: int, transfer: int) -> tuple[ColorHint, ...]:
+    """Colour spaces a video stream's tags name (FFmpeg numbers, as ``frame.color_trc``).
+
+    PQ and HLG are the config's Rec.2100 display spaces (tone mapped to SDR by the view); a
+    linear transfer is linear Rec.709 or Rec.2020; everything else (bt709, sRGB, bt601,
+    untagged) is the sRGB encoding a player shows on an sRGB monitor: passed through.
+    """
+    tags = (
+        f"transfer {_TRC_NAMES.get(transfer, transfer)}, "
+        f"primaries {_PRIMARIES_NAMES.get(primaries, primaries)}"
+    )
+    p3 = primaries == _PRIMARIES_P3D65
+    if transfer == _TRC_PQ:
+        return (ColorHint("pq_p3d65_display" if p3 else "pq_rec2020_display", f"video {tags}"),)
+    if transfer == _TRC_HLG:
+        return (ColorHint("hlg_rec2020_display", f"video {tags}"),)
+    if transfer == _TRC_LINEAR:
+        wide = primaries == _PRIMARIES_BT2020
+        return (ColorHint("lin_rec2020_scene" if wide else "lin_rec709_scene", f"video {tags}"),)
+    if transfer == _TRC_SRGB and p3:
+        return (ColorHint("srgb_p3d65_scene", f"video {tags}"),)
+    return (ColorHint("srgb_rec709_scene", f"video {tags}"),)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion
+
+
+class DisplayTransform:
+    """The OCIO processor of one `PlateColor`, built once; call it on each frame."""
+
+    def __init__(self, color: PlateColor) -> None:
+        self.color = color
+        self._cpu = None
+        if not color.passthrough:
+            transform = ocio.DisplayViewTransform(
+                src=color.input_space, display=color.display, view=color.view
+            )
+            processor = load_config(color.config).getProcessor(transform)
+            self._cpu = processor.getDefaultCPUProcessor()
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """float32 [H,W,3] display values in [0,1] from pixels [H,W,3] in the input space."""
+        return self.in_place(np.array(rgb, dtype=np.float32, order="C", copy=True))
+
+    def in_place(self, rgb: np.ndarray) -> np.ndarray:
+        """Like calling it, but converts ``rgb`` itself when it is float32 and C-contiguous.
+
+        For readers that own the decoded array: saves a frame-sized copy.
+        """
+        out = np.ascontiguousarray(rgb, dtype=np.float32)  # [H,W,3]
+        if out.ndim != 3 or out.shape[-1] != 3:
+            raise ConfigError(f"colour conversion needs [H,W,3] pixels; got {out.shape}")
+        if self._cpu is None:
+            return _clip_unit_in_place(out)
+        if out.shape[0] * out.shape[1] < _MIN_PIXELS_TO_SPLIT:
+            self._cpu.applyRGB(out)
+        else:
+            bands = np.array_split(out, _WORKERS * 2)  # views into `out`
+            list(_pool().map(self._cpu.applyRGB, bands))
+        return _clip_unit_in_place(out)
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="ocio")
+
+
+@functools.lru_cache(maxsize=8)
+def display_transform(color: PlateColor) -> DisplayTransform:
+    """The (cached) transform of ``color``: one processor per plate colour decision."""
+    return DisplayTransform(color)
+
+
+def to_display(rgb: np.ndarray, color: PlateColor) -> np.ndarray:
+    """Show RGB float pixels [H,W,3] in ``color.input_space`` as the model sees them.
+
+    For viewers (the Qt panel): the same transform the plate reader applies.
+    """
+    return display_transform(color)(rgb)
+
+
+def _clip_unit_in_place(x: np.ndarray) -> np.ndarray:
+    """Clip float32 ``x`` into [0, 1] in place; NaN -> 0, +inf -> 1, -inf -> 0."""
+    np.fmax(x, 0.0, out=x)  # fmax drops NaN: NaN -> 0, -inf -> 0
+    return np.minimum(x, 1.0, out=x)
+
+
+def describe_config(config: str | None = None) -> str:
+    """The active config's colour spaces (with aliases), displays and views, as text."""
+    name = active_config(config)
+    cfg = load_config(name)
+    display = _srgb_display(cfg)
+    lines = [
+        f"OCIO config: {name} ({cfg.getName() or 'unnamed'})",
+        f"model display: {display}, default view: {cfg.getDefaultView(display)}",
+        "",
+        "colour spaces (--input-colorspace; also 'auto', 'srgb', 'linear'):",
+    ]
+    for space in cfg.getColorSpaces():
+        aliases = ", ".join(space.getAliases())
+        family = space.getFamily()
+        lines.append(
+            f"  {space.getName()}"
+            + (f"  [{family}]" if family else "")
+            + (f"  aliases: {aliases}" if aliases else "")
+        )
+    lines += ["", "displays and views (--ocio-view takes a view of the model display):"]
+    for each in cfg.getDisplays():
+        lines.append(f"  {each}: {', '.join(cfg.getViews(each))}")
+    return "\n".join(lines)

@@ -1,10 +1,14 @@
-"""Reading plates: video files (PyAV) and image sequences (OpenImageIO) as display sRGB frames."""
+"""Reading plates: video files (PyAV) and image sequences (OpenImageIO) as display sRGB frames.
+
+Colour: each plate resolves its input colour space once (`colorspace.resolve_color`) and
+converts every frame through the same OCIO processor (see `PlateInfo.color`).
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -13,7 +17,15 @@ import av
 import numpy as np
 import OpenImageIO as oiio
 
-from .colorspace import INPUT_COLORSPACES, to_display
+from .colorspace import (
+    ColorHint,
+    ColorRequest,
+    PlateColor,
+    display_transform,
+    image_color_hints,
+    resolve_color,
+    video_color_hints,
+)
 from .errors import ConfigError, InputError
 from .exr import oiio_error
 
@@ -25,7 +37,6 @@ MIN_FRAMES = 2
 _FRAME_TOKEN = re.compile(r"#+|@+|%(0\d+)?d")
 # A numbered file name: the last run of digits right before the extension.
 _NUMBERED_NAME = re.compile(r"^(?P<head>.*?)(?P<digits>\d+)(?P<tail>\.[A-Za-z0-9]+)$")
-_FLOAT_TYPES = (oiio.HALF, oiio.FLOAT, oiio.DOUBLE)
 _VIDEO_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError)
 # Decoding forward beats a seek for short hops, and keeps the scrubber's next-frame fast.
 _SEEK_MIN_DISTANCE = 24
@@ -42,7 +53,7 @@ class PlateInfo:
     height: int
     fps: Fraction | None
     missing_frames: tuple[int, ...]
-    colorspace: str  # "srgb" | "linear": what was assumed for the input
+    color: PlateColor  # input colour space, OCIO config, display and view, and why
     codec: str | None
 
 
@@ -97,7 +108,7 @@ class Plate:
 def open_plate(
     path: str | os.PathLike[str],
     frames: tuple[int, int] | None = None,
-    input_colorspace: str = "auto",
+    input_colorspace: str | ColorRequest = "auto",
 ) -> Plate:
     """Open a video file, an image sequence or a folder holding one sequence.
 
@@ -110,9 +121,11 @@ def open_plate(
         folder holding exactly one image sequence.
     frames : tuple of int, optional
         Inclusive ``(first, last)`` in the plate's own numbering (video: 0-based).
-    input_colorspace : str
-        ``"auto"``: floating-point images (EXR, float TIFF) are scene-linear, integer
-        images and video are display sRGB. ``"srgb"`` or ``"linear"`` force one.
+    input_colorspace : str or ColorRequest
+        A colour space of the active OCIO config (``"srgb"`` and ``"linear"`` are short for
+        its sRGB-encoded and linear Rec.709 spaces), or ``"auto"``: decided from the EXR/DPX
+        header or the video's colour tags, else float images are linear Rec.709 and integer
+        images and untagged video sRGB. A `ColorRequest` also chooses the config and view.
 
     Raises
     ------
@@ -120,12 +133,8 @@ def open_plate(
         Missing or undecodable input, fewer than 2 frames, mixed resolutions, a range
         outside the plate, a folder with no or several sequences.
     ConfigError
-        Bad ``frames`` or ``input_colorspace``.
+        Bad ``frames``, an unknown colour space or view, an unreadable OCIO config.
     """
-    if input_colorspace not in INPUT_COLORSPACES:
-        raise ConfigError(
-            f"`input_colorspace` must be one of {INPUT_COLORSPACES}; got {input_colorspace!r}"
-        )
     if frames is not None:
         if len(frames) != 2 or frames[0] > frames[1]:
             raise ConfigError(f"`frames` must be (first, last) with first <= last; got {frames}")
@@ -266,8 +275,8 @@ def _the_sequence_in(folder: Path, source: str) -> tuple[_SequencePattern, dict[
 class _ImageHeader:
     width: int
     height: int
-    is_float: bool
     format_name: str
+    color_hints: tuple[ColorHint, ...]
 
 
 def _read_header(path: Path) -> _ImageHeader:
@@ -279,14 +288,14 @@ def _read_header(path: Path) -> _ImageHeader:
         return _ImageHeader(
             width=spec.full_width,
             height=spec.full_height,
-            is_float=spec.format.basetype in _FLOAT_TYPES,
             format_name=inp.format_name(),
+            color_hints=image_color_hints(spec, inp.format_name()),
         )
     finally:
         inp.close()
 
 
-def _read_image(path: Path, colorspace: str) -> np.ndarray:
+def _read_image(path: Path, to_display: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Read one image as float32 [H,W,3] display sRGB, framed by its display window."""
     # Alpha is dropped, so keep colour as stored: PNG/TIFF alpha is unassociated and
     # OpenImageIO would otherwise premultiply it (black wherever alpha is 0).
@@ -307,7 +316,7 @@ def _read_image(path: Path, colorspace: str) -> np.ndarray:
     )  # [h,w,C]
     rgb = pixels[..., _rgb_channel_indices(list(spec.channelnames))]  # [h,w,3]
     rgb = _frame_in_display_window(rgb, spec)  # [H,W,3]
-    return to_display(rgb, colorspace)
+    return to_display(rgb)
 
 
 def _rgb_channel_indices(names: list[str]) -> list[int]:
@@ -344,7 +353,7 @@ class _SequencePlate(Plate):
         source: str,
         files: dict[int, Path],
         frames: tuple[int, int] | None,
-        input_colorspace: str,
+        input_colorspace: str | ColorRequest,
     ) -> None:
         numbers, missing = _select(source, sorted(files), frames)
         self._paths = [files[n] for n in numbers]
@@ -358,8 +367,6 @@ class _SequencePlate(Plate):
                     f"{header.width}x{header.height} but frame {numbers[0]} is "
                     f"{first.width}x{first.height}"
                 )
-        if input_colorspace == "auto":
-            input_colorspace = "linear" if first.is_float else "srgb"
         self.info = PlateInfo(
             source=source,
             kind="sequence",
@@ -368,9 +375,10 @@ class _SequencePlate(Plate):
             height=first.height,
             fps=None,
             missing_frames=missing,
-            colorspace=input_colorspace,
+            color=resolve_color(input_colorspace, first.color_hints),
             codec=first.format_name,
         )
+        self._to_display = display_transform(self.info.color).in_place
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         for number, path in zip(self.info.frame_numbers, self._paths, strict=True):
@@ -381,7 +389,7 @@ class _SequencePlate(Plate):
         return self._load(self._paths[index])
 
     def _load(self, path: Path) -> np.ndarray:
-        rgb = _read_image(path, self.info.colorspace)
+        rgb = _read_image(path, self._to_display)
         if rgb.shape[:2] != (self.info.height, self.info.width):
             # The file changed on disk since the plate was opened.
             raise InputError(
@@ -401,8 +409,14 @@ def _rational(value: object) -> Fraction | None:
     return Fraction(value.numerator, value.denominator)
 
 
-def _video_frame_to_rgb(frame: av.VideoFrame, colorspace: str) -> np.ndarray:
-    """float32 [H,W,3] in [0,1]; sources deeper than 8 bits keep their precision."""
+def _video_frame_to_rgb(
+    frame: av.VideoFrame, to_display: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """float32 [H,W,3] in [0,1]; sources deeper than 8 bits keep their precision.
+
+    YUV becomes RGB with the frame's own matrix and range; the code values then go through
+    the plate's colour transform (PQ and HLG are tone mapped there, not here).
+    """
     bits = max(component.bits for component in frame.format.components)
     if bits > 8:
         rgb = frame.to_ndarray(format="rgb48le", src_color_range=frame.color_range)
@@ -410,7 +424,7 @@ def _video_frame_to_rgb(frame: av.VideoFrame, colorspace: str) -> np.ndarray:
     else:
         rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
         rgb = rgb.astype(np.float32) / 255.0
-    return to_display(rgb, colorspace)
+    return to_display(rgb)
 
 
 class _VideoDecoder:
@@ -487,7 +501,12 @@ class _VideoDecoder:
 
 
 class _VideoPlate(Plate):
-    def __init__(self, source: str, frames: tuple[int, int] | None, input_colorspace: str) -> None:
+    def __init__(
+        self,
+        source: str,
+        frames: tuple[int, int] | None,
+        input_colorspace: str | ColorRequest,
+    ) -> None:
         try:
             container = av.open(source)
         except _VIDEO_ERRORS as exc:
@@ -503,8 +522,11 @@ class _VideoPlate(Plate):
             # Decoding the first frame proves the stream is decodable; when the container
             # does not say how many frames it holds (mkv), decode them all to count.
             decoded = 0
+            color_hints: tuple[ColorHint, ...] = ()
             try:
-                for _ in container.decode(stream):
+                for frame in container.decode(stream):
+                    if not color_hints:
+                        color_hints = video_color_hints(frame.color_primaries, frame.color_trc)
                     decoded += 1
                     if count > 0:
                         break
@@ -519,8 +541,6 @@ class _VideoPlate(Plate):
             count = decoded
 
         numbers, _ = _select(source, list(range(count)), frames)
-        if input_colorspace == "auto":
-            input_colorspace = "srgb"
         self.info = PlateInfo(
             source=source,
             kind="video",
@@ -529,9 +549,10 @@ class _VideoPlate(Plate):
             height=height,
             fps=fps,
             missing_frames=(),
-            colorspace=input_colorspace,
+            color=resolve_color(input_colorspace, color_hints),
             codec=codec,
         )
+        self._to_display = display_transform(self.info.color).in_place
         self._decoder = _VideoDecoder(source, count)
         self._cursor: Iterator[tuple[int, av.VideoFrame]] | None = None
         self._cursor_next = 0  # index the cursor yields next
@@ -542,7 +563,7 @@ class _VideoPlate(Plate):
         decoded = self._decoder.iter_from(first)
         try:
             for index, frame in decoded:
-                yield index, _video_frame_to_rgb(frame, self.info.colorspace)
+                yield index, _video_frame_to_rgb(frame, self._to_display)
                 expected = index + 1
                 if index >= last:
                     return
@@ -566,7 +587,7 @@ class _VideoPlate(Plate):
             for number, frame in self._cursor:
                 self._cursor_next = number + 1
                 if number == target:
-                    return _video_frame_to_rgb(frame, self.info.colorspace)
+                    return _video_frame_to_rgb(frame, self._to_display)
         except _VIDEO_ERRORS as exc:
             self.close()
             raise InputError(f"{self.info.source}: cannot decode frame {target}: {exc}") from exc

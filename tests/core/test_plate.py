@@ -12,7 +12,7 @@ import numpy as np
 import OpenImageIO as oiio
 import pytest
 
-from rollingdepth_core.colorspace import linear_to_srgb, srgb_to_linear
+from rollingdepth_core.colorspace import STUDIO_CONFIG
 from rollingdepth_core.errors import ConfigError, InputError
 from rollingdepth_core.plate import Plate, open_plate, parse_frame_range
 
@@ -21,6 +21,7 @@ from .plate_fixtures import (
     make_mixed_resolution_sequence,
     make_video,
     plate_frame,
+    srgb_to_linear,
     write_image,
 )
 
@@ -29,6 +30,20 @@ NTSC_FILM = Fraction(24000, 1001)
 # Mean absolute error against the source pixels, per how lossy the format is.
 VIDEO_TOLERANCE = {"libx264": 0.03, "prores_ks": 0.01, "ffv1": 0.005}
 SEQUENCE_TOLERANCE = {"png": 0.003, "exr": 0.002, "tif": 1e-4, "jpg": 0.02, "dpx": 0.002}
+SRGB, LINEAR = "sRGB Encoded Rec.709 (sRGB)", "Linear Rec.709 (sRGB)"
+ACES_VIEW = "ACES 2.0 - SDR 100 nits (Rec.709)"
+
+
+def studio_display(pixels: np.ndarray, space: str) -> np.ndarray:
+    """OpenImageIO's own display transform of ``pixels``: the studio config's default view."""
+    buf = oiio.ImageBufAlgo.ociodisplay(
+        oiio.ImageBuf(np.ascontiguousarray(pixels, dtype=np.float32)),
+        "sRGB - Display",
+        ACES_VIEW,
+        space,
+        colorconfig=STUDIO_CONFIG,
+    )
+    return np.clip(buf.get_pixels(oiio.FLOAT), 0.0, 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +86,8 @@ def test_video_reads_back(plates: Path, codec: str, suffix: str, codec_name: str
     assert (info.width, info.height) == (W, H)
     assert info.fps == NTSC_FILM and isinstance(info.fps, Fraction)
     assert info.frame_numbers == tuple(range(N)) and len(plate) == N
-    assert info.missing_frames == () and info.colorspace == "srgb"
+    assert info.missing_frames == () and info.color.input_space == SRGB
+    assert info.color.passthrough
 
     numbers, images = _read_all(plate)
     assert numbers == list(range(N))
@@ -136,14 +152,18 @@ def test_sequence_reads_back(plates: Path, ext: str) -> None:
     assert (info.kind, info.fps, info.missing_frames) == ("sequence", None, ())
     assert info.frame_numbers == (1001, 1002, 1003, 1004)
     assert (info.width, info.height) == (W, H)
-    assert info.colorspace == ("linear" if ext == "exr" else "srgb")
+    assert info.color.input_space == (LINEAR if ext == "exr" else SRGB)
+    assert info.color.passthrough == (ext != "exr")
 
     numbers, images = _read_all(plate)
     assert numbers == [1001, 1002, 1003, 1004]
     for index, rgb in enumerate(images):
         assert rgb.shape == (H, W, 3) and rgb.dtype == np.float32
         assert rgb.min() >= 0.0 and rgb.max() <= 1.0
-        error = np.abs(rgb - plate_frame(index, W, H)).mean()
+        expected = plate_frame(index, W, H)
+        if ext == "exr":  # linear, shown through the ACES view
+            expected = studio_display(srgb_to_linear(expected), LINEAR)
+        error = np.abs(rgb - expected).mean()
         assert error < SEQUENCE_TOLERANCE[ext], (index, error)
     assert np.array_equal(plate.read(2), images[2])
 
@@ -223,22 +243,24 @@ def test_plate_info_is_frozen(png_sequence: str) -> None:
 # Colour and channels
 
 
-def test_linear_exr_is_encoded_to_srgb(plates: Path) -> None:
+def test_linear_exr_goes_through_the_view(plates: Path) -> None:
     folder = plates / "grey18"
     folder.mkdir()
     for number in (1, 2):
         write_image(folder / f"grey.{number:04d}.exr", np.full((8, 8, 3), 0.18), "half")
     plate = open_plate(folder)
-    assert plate.info.colorspace == "linear"
-    # Linear 0.18 (mid grey) is 0.4613 in sRGB; HALF stores 0.18 to ~1e-4.
-    np.testing.assert_allclose(plate.read(0), 0.4613, atol=1e-3)
+    assert plate.info.color.input_space == LINEAR and plate.info.color.view == ACES_VIEW
+    # HALF stores 0.18 to ~1e-4; mid grey is tone mapped, not just encoded (0.4613).
+    grey = studio_display(np.full((1, 1, 3), 0.18), LINEAR)[0, 0]
+    assert abs(grey[0] - 0.4613) > 0.01
+    np.testing.assert_allclose(plate.read(0), np.broadcast_to(grey, (8, 8, 3)), atol=1e-3)
 
     as_srgb = open_plate(folder, input_colorspace="srgb")
-    assert as_srgb.info.colorspace == "srgb"
+    assert as_srgb.info.color.input_space == SRGB and as_srgb.info.color.passthrough
     np.testing.assert_allclose(as_srgb.read(0), 0.18, atol=1e-3)
 
 
-def test_out_of_range_linear_values_are_clipped(plates: Path) -> None:
+def test_out_of_range_values_end_in_unit_range(plates: Path) -> None:
     folder = plates / "hdr"
     folder.mkdir()
     pixels = np.zeros((4, 4, 3), np.float32)
@@ -247,20 +269,23 @@ def test_out_of_range_linear_values_are_clipped(plates: Path) -> None:
     for number in (1, 2):
         write_image(folder / f"hdr.{number}.exr", pixels, "float")
     rgb = open_plate(folder).read(0)
+    assert np.isfinite(rgb).all() and rgb.min() >= 0.0 and rgb.max() <= 1.0
+    # Passed through (already display-encoded), they are clipped; NaN -> 0, inf -> 1.
+    rgb = open_plate(folder, input_colorspace="srgb").read(0)
     np.testing.assert_array_equal(rgb[0, 0], (0.0, 1.0, 0.0))
     np.testing.assert_array_equal(rgb[1, 1], (1.0, 0.0, 1.0))
 
 
 def test_integer_images_can_be_declared_linear(png_sequence: str) -> None:
     plate = open_plate(png_sequence, input_colorspace="linear")
-    assert plate.info.colorspace == "linear"
-    expected = linear_to_srgb(np.round(plate_frame(0, W, H) * 255) / 255)
+    assert plate.info.color.input_space == LINEAR
+    expected = studio_display(np.round(plate_frame(0, W, H) * 255) / 255, LINEAR)
     np.testing.assert_allclose(plate.read(0), expected, atol=1e-5)
 
 
 def test_unknown_input_colorspace_is_a_config_error(png_sequence: str) -> None:
-    with pytest.raises(ConfigError, match="input_colorspace"):
-        open_plate(png_sequence, input_colorspace="acescg")
+    with pytest.raises(ConfigError, match="rollingdepth colorspaces"):
+        open_plate(png_sequence, input_colorspace="not-a-colour-space")
 
 
 def test_grey_and_alpha_channels(plates: Path) -> None:
@@ -273,7 +298,8 @@ def test_grey_and_alpha_channels(plates: Path) -> None:
         write_image(rgba / f"a.{number}.png", pixels, "uint8", {"oiio:UnassociatedAlpha": 1})
     grey_rgb = open_plate(grey).read(1)
     assert grey_rgb.shape == (4, 6, 3)
-    np.testing.assert_allclose(grey_rgb, 0.4613, atol=1e-3)
+    grey = studio_display(np.full((1, 1, 3), 0.18), LINEAR)[0, 0]
+    np.testing.assert_allclose(grey_rgb, np.broadcast_to(grey, (4, 6, 3)), atol=1e-6)
     rgba_rgb = open_plate(rgba).read(0)
     assert rgba_rgb.shape == (4, 6, 3)
     # Colour as stored, not premultiplied by the alpha that is dropped.
@@ -299,22 +325,12 @@ def test_exr_data_window_is_placed_in_display_window(
         assert out.open(path, spec)
         assert out.write_image(np.ones((size[1], size[0], 3), np.float32))
         assert out.close()
-    plate = open_plate(tmp_path)
+    plate = open_plate(tmp_path, input_colorspace="srgb")  # geometry only: keep values
     assert (plate.info.width, plate.info.height) == (8, 4)
     rgb = plate.read(0)
     assert rgb.shape == (4, 8, 3)
     assert rgb[inside].min() == 1.0
     assert rgb.sum() == rgb[inside].sum()
-
-
-def test_srgb_curve_known_values() -> None:
-    np.testing.assert_allclose(
-        linear_to_srgb(np.array([0.0, 0.18, 1.0])), [0, 0.4613, 1], atol=1e-4
-    )
-    # The two pieces of the curve meet at the break point.
-    np.testing.assert_allclose(linear_to_srgb(np.array([0.0031308])), [0.04045], atol=1e-5)
-    values = np.linspace(0, 1, 101, dtype=np.float32)
-    np.testing.assert_allclose(srgb_to_linear(linear_to_srgb(values)), values, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
