@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from . import __version__, protocol
 from .anchors import AnchorFit
+from .colorspace import PlateColor
 from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError, OutputError
 from .exr import write_depth_exr
@@ -119,8 +120,12 @@ def run_metadata(
     dilations_run: Sequence[int],
     anchor_fit: AnchorFit | None = None,
     metric_range: tuple[float, float] | None = None,
+    color: PlateColor | None = None,
 ) -> dict[str, str | int | float]:
     """Header attributes shared by every frame of a run.
+
+    ``color`` (the plate's colour decision) records the OCIO config, input space, display and
+    view the model saw the plate through.
 
     ``value_range`` is the clip's relative inverse depth (min, max); the header records the
     range of the values *in the files* (after the depth convention and any anchoring).
@@ -145,6 +150,8 @@ def run_metadata(
         meta["far"] = float(output.far)
     if anchor_fit is not None:
         meta.update(anchor_fit.header())
+    if color is not None:
+        meta.update(color.header())
     for key, value in asdict(config).items():
         if isinstance(value, tuple):
             value = " ".join(str(v) for v in value)

@@ -140,6 +140,8 @@ def run_plate(
     source = open_plate(plate, frames=frame_range, input_colorspace=input_colorspace)
     info = source.info
     check_clip_length(len(source), config.snippet_len)
+    if message:
+        message(info.color.summary)
     if info.missing_frames and message:
         missing = ", ".join(str(f) for f in info.missing_frames[:10])
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
@@ -222,7 +224,7 @@ def run_plate(
         clock = time.perf_counter()
         metadata = run_metadata(
             checkpoint, preset, config, output, str(plate), depth.value_range,
-            depth.plan.dilations, depth.anchor_fit, depth.metric_range,
+            depth.plan.dilations, depth.anchor_fit, depth.metric_range, info.color,
         )  # fmt: skip
         pattern = sequence_pattern(folder, output.name, info.frame_numbers)
         written = write_depth_frames(

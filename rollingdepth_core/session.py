@@ -309,7 +309,7 @@ class DepthSession:
         info = self.plate.info
         header = run_metadata(
             checkpoint, preset, prediction.config, output, info.source, (lo, hi),
-            prediction.dilations,
+            prediction.dilations, color=info.color,
         )  # fmt: skip
         return write_depth_frames(
             iter(depth),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from rollingdepth_core.colorspace import resolve_color
 from rollingdepth_core.config import OutputConfig, preset_config
 from rollingdepth_core.errors import Cancelled, ConfigError, RollingDepthError
 from rollingdepth_core.exr import read_exr
@@ -235,7 +236,15 @@ class SyntheticPlate:
     def __init__(self, n_frames, height, width):
         numbers = tuple(range(1001, 1001 + n_frames))
         self.info = PlateInfo(
-            "synthetic", "sequence", numbers, width, height, Fraction(24), (), "srgb", None
+            "synthetic",
+            "sequence",
+            numbers,
+            width,
+            height,
+            Fraction(24),
+            (),
+            resolve_color("srgb", ()),
+            None,
         )
 
     def __len__(self):

@@ -3,6 +3,7 @@ from fractions import Fraction
 import pytest
 
 from qt_panel.export_dialog import ExportDialog, with_frame_token
+from rollingdepth_core.colorspace import resolve_color
 from rollingdepth_core.config import OutputConfig
 from rollingdepth_core.plate import PlateInfo
 
@@ -14,7 +15,7 @@ INFO = PlateInfo(
     64,
     Fraction(24),
     (),
-    "linear",
+    resolve_color("linear", ()),
     "openexr",
 )
 
