@@ -20,15 +20,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rollingdepth_core.cuts import DETECTION_WIDTH, CutDetector
+from rollingdepth_core.cuts import CUT_METHODS, DETECTION_WIDTH, CutDetector
 from rollingdepth_core.plate import open_plate
 from tests.core.test_cuts import write_edit
 
 
-def detection_timing(width: int, height: int, shots: list[int]) -> None:
+def detection_timing(width: int, height: int, shots: list[int], method: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = write_edit(Path(folder) / "edit.mp4", shots, height, width)
-        detector = CutDetector()
+        detector = CutDetector(method)
         decode_s, detect_s = [], []
         with open_plate(path) as plate:
             frames = plate.frames()
@@ -44,7 +44,7 @@ def detection_timing(width: int, height: int, shots: list[int]) -> None:
         cuts = detector.finish()
     expected = [int(c) for c in np.cumsum(shots)[:-1]]
     decode, detect = np.median(decode_s[1:-1]), np.median(detect_s[1:])
-    print(f"{width}x{height}, shots {shots}: cuts {cuts} (expected {expected})")
+    print(f"{width}x{height}, shots {shots}, {method}: cuts {cuts} (expected {expected})")
     print(
         f"  per frame (median): decode {decode * 1e3:.1f} ms, detect {detect * 1e3:.1f} ms "
         f"({detect / decode:.2f}x decode); cv2 threads {cv2.getNumThreads()}"
@@ -79,9 +79,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1920x1080", help="WIDTHxHEIGHT")
     parser.add_argument("--shots", type=int, nargs="+", default=[16, 16, 16])
+    parser.add_argument("--method", default="content", choices=list(CUT_METHODS))
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    detection_timing(width, height, args.shots)
+    detection_timing(width, height, args.shots, args.method)
     aliasing(width, height)
 
 

@@ -1,9 +1,10 @@
 """Shot cuts: a plate that is really an edit is split into shots, each processed on its own.
 
 RollingDepth aligns every snippet of a clip into one depth scale; across a hard cut that
-alignment mixes two unrelated scenes. `detect_cuts` finds where new shots start (PySceneDetect's
-content detector fed frame by frame), `parse_cuts` reads a hand-made list, and
-`shots_from_cuts` turns either into `Shot` ranges of clip positions.
+alignment mixes two unrelated scenes. `detect_cuts` finds where new shots start (a PySceneDetect
+detector fed frame by frame), `parse_cuts` reads a hand-made list, and `shots_from_cuts` turns
+either into `Shot` ranges of clip positions. Hard cuts only: a dissolve or fade may give one
+cut somewhere inside it, or none.
 
 Minimum shot length: a shot needs at least ``MIN_SHOT_FRAMES`` (2) frames, like a clip. Cuts
 that the user lists are checked and refused with a `ConfigError` when they would leave a shorter
@@ -28,9 +29,13 @@ from .errors import ConfigError, InputError
 
 CUTS_MODES = ("auto", "none")
 MIN_SHOT_FRAMES = 2
-# PySceneDetect's defaults, tuned on real footage: the mean HSV change (0..255) between
-# neighbouring frames that makes a cut, and the shortest shot it reports (frames).
-DEFAULT_THRESHOLD = 27.0
+# PySceneDetect's detectors and their default thresholds, tuned on real footage. "content": the
+# mean HSV change (0..255) between neighbouring frames. "adaptive": that change over its mean
+# on the 2 frames either side (and at least 15), so a one- or two-frame flash, which scores high
+# on its way in and out, weighs less; it reports a cut 2 frames late.
+CUT_METHODS = {"content": 27.0, "adaptive": 3.0}
+DEFAULT_CUT_METHOD = "content"
+# The shortest shot the detector reports (frames): PySceneDetect's default.
 DEFAULT_MIN_SHOT_FRAMES = 15
 # PySceneDetect scores frames downscaled to this width (its SceneManager's default); the score
 # and its threshold are averages, so they do not depend on the size, and the detector runs at a
@@ -59,22 +64,33 @@ class Shot:
 
 
 class CutDetector:
-    """PySceneDetect's `ContentDetector` fed one frame at a time, for a caller that already
-    streams the plate: `push` each frame in order, then `finish`. Holds two small frames at most.
+    """A PySceneDetect detector fed one frame at a time, for a caller that already streams the
+    plate: `push` each frame in order, then `finish`. Holds two small frames at most.
 
     Parameters
     ----------
-    threshold : float
-        Mean change of hue, saturation and value (0..255) between neighbouring frames that
-        makes a cut; lower finds more cuts.
+    method : str
+        ``"content"`` (`ContentDetector`) or ``"adaptive"`` (`AdaptiveDetector`): see
+        `CUT_METHODS`.
+    threshold : float, optional
+        What makes a cut; lower finds more. ``"content"``: mean change of hue, saturation and
+        value (0..255) between neighbouring frames. ``"adaptive"``: that change over its mean
+        on the neighbouring frames. None takes `CUT_METHODS`' default.
     min_shot_frames : int
         Shortest shot reported (frames, >= 2): a flash or fast action that crosses the
         threshold twice within this many frames gives one cut, not two.
     """
 
     def __init__(
-        self, threshold: float = DEFAULT_THRESHOLD, min_shot_frames: int = DEFAULT_MIN_SHOT_FRAMES
+        self,
+        method: str = DEFAULT_CUT_METHOD,
+        threshold: float | None = None,
+        min_shot_frames: int = DEFAULT_MIN_SHOT_FRAMES,
     ) -> None:
+        if method not in CUT_METHODS:
+            raise ConfigError(f"`method` must be one of {tuple(CUT_METHODS)}; got {method!r}")
+        if threshold is None:
+            threshold = CUT_METHODS[method]
         if not threshold > 0:
             raise ConfigError(f"`threshold` must be > 0; got {threshold}")
         if min_shot_frames < MIN_SHOT_FRAMES:
@@ -84,14 +100,19 @@ class CutDetector:
             )
         try:
             from scenedetect import FrameTimecode
-            from scenedetect.detectors import ContentDetector
+            from scenedetect.detectors import AdaptiveDetector, ContentDetector
         except ImportError as exc:
             raise ConfigError(
                 "`cuts=auto` needs PySceneDetect: pip install opencv-python-headless "
                 f"and then pip install --no-deps scenedetect==0.7.2 ({exc})"
             ) from exc
         self._timecode = FrameTimecode
-        self._detector = ContentDetector(threshold=threshold, min_scene_len=min_shot_frames)
+        if method == "content":
+            self._detector = ContentDetector(threshold=threshold, min_scene_len=min_shot_frames)
+        else:
+            self._detector = AdaptiveDetector(
+                adaptive_threshold=threshold, min_scene_len=min_shot_frames
+            )
         self._size: tuple[int, int] | None = None  # (width, height) of the first frame
         self._count = 0
         self._cuts: list[int] = []
@@ -135,7 +156,8 @@ class CutDetector:
 
 def detect_cuts(
     frames: Iterable[np.ndarray],
-    threshold: float = DEFAULT_THRESHOLD,
+    method: str = DEFAULT_CUT_METHOD,
+    threshold: float | None = None,
     min_shot_frames: int = DEFAULT_MIN_SHOT_FRAMES,
 ) -> list[int]:
     """Clip positions (0-based) where a new shot starts, from frames streamed once.
@@ -145,7 +167,7 @@ def detect_cuts(
     frames : iterable of np.ndarray
         The clip in order, float32 RGB ``[H,W,3]`` in [0,1] as `Plate.frames` decodes them
         (``rgb for _, rgb in plate.frames()``); none is kept.
-    threshold, min_shot_frames
+    method, threshold, min_shot_frames
         See `CutDetector`.
 
     Returns
@@ -153,7 +175,7 @@ def detect_cuts(
     list of int
         Sorted positions ``p`` (``0 < p < n - 1``); shot ``k`` runs up to the ``k``-th cut.
     """
-    detector = CutDetector(threshold=threshold, min_shot_frames=min_shot_frames)
+    detector = CutDetector(method, threshold, min_shot_frames)
     for rgb in frames:
         detector.push(rgb)
     return detector.finish()

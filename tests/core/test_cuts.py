@@ -71,21 +71,23 @@ def write_edit(path, lengths, height: int, width: int):
 
 
 # ---------------------------------------------------------------------------- detection
-def test_detects_the_cuts_of_an_encoded_edit(tmp_path):
+@pytest.mark.parametrize("method", ["content", "adaptive"])
+def test_detects_the_cuts_of_an_encoded_edit(tmp_path, method):
     # 320 px wide: the detector's downscale to 256 px runs too.
     path = write_edit(tmp_path / "edit.mp4", (20, 17, 24), 180, 320)
     with open_plate(path) as plate:
         assert len(plate) == 61
-        cuts = detect_cuts(rgb for _, rgb in plate.frames())
+        cuts = detect_cuts((rgb for _, rgb in plate.frames()), method)
         shots = shots_from_cuts(plate.info.frame_numbers, cuts)
     assert cuts == [20, 37]
     assert [(s.start, s.stop) for s in shots] == [(0, 20), (20, 37), (37, 61)]
 
 
-def test_no_cut_in_one_continuous_shot(tmp_path):
+@pytest.mark.parametrize("method", ["content", "adaptive"])
+def test_no_cut_in_one_continuous_shot(tmp_path, method):
     path = write_sample_video(tmp_path / "sample.mp4", n_frames=48)
     with open_plate(path) as plate:
-        assert detect_cuts(rgb for _, rgb in plate.frames()) == []
+        assert detect_cuts((rgb for _, rgb in plate.frames()), method) == []
 
 
 def test_each_moving_shot_alone_has_no_cut():
@@ -105,10 +107,25 @@ def test_cut_on_the_last_frame_is_dropped():
     assert detect_cuts(edit_frames((20, 2), 144, 256)) == [20]
 
 
+def test_adaptive_detector_weighs_a_flash_less():
+    """A frame twice as bright in a continuous shot (a muzzle flash, lightning): the content
+    detector cuts there, the adaptive one sees the change fall back and does not."""
+
+    def flashed(length):
+        for index in range(40):
+            rgb = sample_frame(index, 40, 144, 256)
+            yield np.clip(rgb * 2.0, 0, 1) if 20 <= index < 20 + length else rgb
+
+    for length in (1, 2):
+        assert detect_cuts(flashed(length), "content") == [20]
+        assert detect_cuts(flashed(length), "adaptive") == []
+
+
 def test_threshold_decides():
     frames = list(edit_frames((16, 16), 144, 256))
     assert detect_cuts(frames) == [16]
     assert detect_cuts(frames, threshold=200.0) == []
+    assert detect_cuts(frames, "adaptive", threshold=100.0) == []
 
 
 def test_streaming_detector_matches_detect_cuts():
@@ -123,6 +140,8 @@ def test_detector_refuses_bad_settings_and_frames():
         CutDetector(min_shot_frames=1)
     with pytest.raises(ConfigError, match="threshold"):
         CutDetector(threshold=0)
+    with pytest.raises(ConfigError, match=r"`method` must be one of \('content', 'adaptive'\)"):
+        CutDetector("histogram")
     detector = CutDetector()
     detector.push(np.zeros((48, 64, 3), np.float32))
     with pytest.raises(InputError, match="64x48"):
