@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rollingdepth_core.cuts import CUT_METHODS, DETECTION_WIDTH, CutDetector
+from rollingdepth_core.cuts import CUT_METHODS, DEFAULT_CUT_METHOD, DETECTION_WIDTH, CutDetector
 from rollingdepth_core.plate import open_plate
 from tests.core.test_cuts import write_edit
 
@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1920x1080", help="WIDTHxHEIGHT")
     parser.add_argument("--shots", type=int, nargs="+", default=[16, 16, 16])
-    parser.add_argument("--method", default="content", choices=list(CUT_METHODS))
+    parser.add_argument("--method", default=DEFAULT_CUT_METHOD, choices=list(CUT_METHODS))
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     detection_timing(width, height, args.shots, args.method)
