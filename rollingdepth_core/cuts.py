@@ -30,14 +30,21 @@ from .errors import ConfigError, InputError
 CUTS_MODES = ("auto", "none")
 MIN_SHOT_FRAMES = 2
 # PySceneDetect's detectors and their default thresholds, tuned on real footage. "content": the
-# mean HSV change (0..255) between neighbouring frames. "adaptive": that change over its mean
-# on the 2 frames either side (and at least 15), so a one- or two-frame flash, which scores high
-# on its way in and out, and grain, which raises every frame's change, weigh less; it cannot
-# see a cut in the last 2 frames. Adaptive is PySceneDetect's own default, and ours: on the
-# tests' edits it finds the same cuts, ignores flashes that make "content" cut, and keeps
-# finding them under grain where "content" misses one (tests/core/test_cuts.py).
+# mean change (0..255) of the scored HSV channels between neighbouring frames. "adaptive": that
+# change over its mean on the 2 frames either side (and at least 15), so a one- or two-frame
+# flash, which scores high on its way in and out, and grain, which raises every frame's change,
+# weigh less; it cannot see a cut in the last 2 frames. Adaptive is PySceneDetect's own default,
+# and ours: on the tests' edits it finds the same cuts, ignores flashes that make "content" cut,
+# and keeps finding them under grain where "content" misses one (tests/core/test_cuts.py).
 CUT_METHODS = {"content": 27.0, "adaptive": 3.0}
 DEFAULT_CUT_METHOD = "adaptive"
+# Hue, saturation and brightness are all scored unless `luma_only`. Hue is undefined on neutral
+# pixels, so on a black-and-white plate with grain it is noise (grey edit, grain std 0.01: full
+# HSV misses both cuts, brightness alone finds them). But brightness alone scores camera motion
+# high against a cut (panning sample shot: 22 a frame, a cut 42-50, where full HSV gives 8 and
+# 59-63), and the adaptive detector then misses cuts between moving shots: so only for
+# black-and-white or desaturated plates.
+DEFAULT_LUMA_ONLY = False
 # The shortest shot the detector reports (frames): PySceneDetect's default.
 DEFAULT_MIN_SHOT_FRAMES = 15
 # PySceneDetect scores frames downscaled to this width (its SceneManager's default); the score
@@ -76,12 +83,15 @@ class CutDetector:
         ``"content"`` (`ContentDetector`) or ``"adaptive"`` (`AdaptiveDetector`): see
         `CUT_METHODS`.
     threshold : float, optional
-        What makes a cut; lower finds more. ``"content"``: mean change of hue, saturation and
-        value (0..255) between neighbouring frames. ``"adaptive"``: that change over its mean
-        on the neighbouring frames. None takes `CUT_METHODS`' default.
+        What makes a cut; lower finds more. ``"content"``: mean change (0..255) of the scored
+        channels between neighbouring frames. ``"adaptive"``: that change over its mean on the
+        neighbouring frames. None takes `CUT_METHODS`' default.
     min_shot_frames : int
         Shortest shot reported (frames, >= 2): a flash or fast action that crosses the
         threshold twice within this many frames gives one cut, not two.
+    luma_only : bool
+        Score brightness changes only (for black-and-white or desaturated plates); by default
+        hue and saturation count too.
     """
 
     def __init__(
@@ -89,6 +99,7 @@ class CutDetector:
         method: str = DEFAULT_CUT_METHOD,
         threshold: float | None = None,
         min_shot_frames: int = DEFAULT_MIN_SHOT_FRAMES,
+        luma_only: bool = DEFAULT_LUMA_ONLY,
     ) -> None:
         if method not in CUT_METHODS:
             raise ConfigError(f"`method` must be one of {tuple(CUT_METHODS)}; got {method!r}")
@@ -111,10 +122,12 @@ class CutDetector:
             ) from exc
         self._timecode = FrameTimecode
         if method == "content":
-            self._detector = ContentDetector(threshold=threshold, min_scene_len=min_shot_frames)
+            self._detector = ContentDetector(
+                threshold=threshold, min_scene_len=min_shot_frames, luma_only=luma_only
+            )
         else:
             self._detector = AdaptiveDetector(
-                adaptive_threshold=threshold, min_scene_len=min_shot_frames
+                adaptive_threshold=threshold, min_scene_len=min_shot_frames, luma_only=luma_only
             )
         self._size: tuple[int, int] | None = None  # (width, height) of the first frame
         self._count = 0
@@ -162,6 +175,7 @@ def detect_cuts(
     method: str = DEFAULT_CUT_METHOD,
     threshold: float | None = None,
     min_shot_frames: int = DEFAULT_MIN_SHOT_FRAMES,
+    luma_only: bool = DEFAULT_LUMA_ONLY,
 ) -> list[int]:
     """Clip positions (0-based) where a new shot starts, from frames streamed once.
 
@@ -170,7 +184,7 @@ def detect_cuts(
     frames : iterable of np.ndarray
         The clip in order, float32 RGB ``[H,W,3]`` in [0,1] as `Plate.frames` decodes them
         (``rgb for _, rgb in plate.frames()``); none is kept.
-    method, threshold, min_shot_frames
+    method, threshold, min_shot_frames, luma_only
         See `CutDetector`.
 
     Returns
@@ -178,7 +192,7 @@ def detect_cuts(
     list of int
         Sorted positions ``p`` (``0 < p < n - 1``); shot ``k`` runs up to the ``k``-th cut.
     """
-    detector = CutDetector(method, threshold, min_shot_frames)
+    detector = CutDetector(method, threshold, min_shot_frames, luma_only)
     for rgb in frames:
         detector.push(rgb)
     return detector.finish()

@@ -71,23 +71,30 @@ def write_edit(path, lengths, height: int, width: int):
 
 
 # ---------------------------------------------------------------------------- detection
-@pytest.mark.parametrize("method", ["content", "adaptive"])
-def test_detects_the_cuts_of_an_encoded_edit(tmp_path, method):
+DETECTORS = pytest.mark.parametrize(
+    ("method", "luma_only"),
+    [("adaptive", False), ("content", False), ("adaptive", True)],
+)
+
+
+@DETECTORS
+def test_detects_the_cuts_of_an_encoded_edit(tmp_path, method, luma_only):
     # 320 px wide: the detector's downscale to 256 px runs too.
     path = write_edit(tmp_path / "edit.mp4", (20, 17, 24), 180, 320)
     with open_plate(path) as plate:
         assert len(plate) == 61
-        cuts = detect_cuts((rgb for _, rgb in plate.frames()), method)
+        cuts = detect_cuts((rgb for _, rgb in plate.frames()), method, luma_only=luma_only)
         shots = shots_from_cuts(plate.info.frame_numbers, cuts)
     assert cuts == [20, 37]
     assert [(s.start, s.stop) for s in shots] == [(0, 20), (20, 37), (37, 61)]
 
 
-@pytest.mark.parametrize("method", ["content", "adaptive"])
-def test_no_cut_in_one_continuous_shot(tmp_path, method):
+@DETECTORS
+def test_no_cut_in_one_continuous_shot(tmp_path, method, luma_only):
     path = write_sample_video(tmp_path / "sample.mp4", n_frames=48)
     with open_plate(path) as plate:
-        assert detect_cuts((rgb for _, rgb in plate.frames()), method) == []
+        frames = (rgb for _, rgb in plate.frames())
+        assert detect_cuts(frames, method, luma_only=luma_only) == []
 
 
 def test_each_moving_shot_alone_has_no_cut():
@@ -124,17 +131,43 @@ def test_adaptive_detector_weighs_a_flash_less():
         assert detect_cuts(flashed(length)) == []
 
 
-def test_adaptive_detector_finds_the_cuts_under_grain():
-    """Fresh grain each frame (std 0.03) raises every frame's change; the content detector
-    then misses the first cut, the adaptive one (the default) finds both."""
+def grainy(frames, std: float, grey: bool = False):
+    """Fresh grain each frame, on the frames or on their grey (a black-and-white plate)."""
+    rng = np.random.default_rng(0)
+    for rgb in frames:
+        if grey:
+            rgb = np.repeat(rgb.mean(axis=-1, keepdims=True), 3, axis=-1)
+        yield np.clip(rgb + std * rng.standard_normal(rgb.shape, np.float32), 0, 1)
 
-    def grainy(frames):
-        rng = np.random.default_rng(0)
-        for rgb in frames:
-            yield np.clip(rgb + 0.03 * rng.standard_normal(rgb.shape, np.float32), 0, 1)
 
-    assert detect_cuts(grainy(edit_frames((20, 17, 24), 144, 256)), "content") == [37]
-    assert detect_cuts(grainy(edit_frames((20, 17, 24), 144, 256))) == [20, 37]
+def test_the_default_detector_finds_the_cuts_under_grain():
+    """Grain (std 0.03) raises every frame's change: the content detector misses the first
+    cut, the adaptive one (the default) finds both."""
+    edit = (20, 17, 24)
+    assert detect_cuts(grainy(edit_frames(edit, 144, 256), 0.03)) == [20, 37]
+    assert detect_cuts(grainy(edit_frames(edit, 144, 256), 0.03), "content") == [37]
+
+
+def test_brightness_only_finds_the_cuts_of_a_grey_plate():
+    """On neutral pixels hue is noise: with a little grain the full HSV score misses both cuts
+    of a black-and-white edit; brightness alone finds them."""
+    grey_edit = list(grainy(edit_frames((20, 17, 24), 144, 256), 0.01, grey=True))
+    assert detect_cuts(grey_edit, luma_only=True) == [20, 37]
+    assert detect_cuts(grey_edit) == []
+
+
+def test_cut_between_two_moving_shots():
+    """The panning sample shot, then the fast-panning texture: full HSV (the default) finds the
+    cut; brightness alone scores the motion too high against it, so it is not the default."""
+
+    def frames():
+        yield from shot_frames(0, 20, 144, 256)
+        for index in range(20):
+            yield texture_frame(8 * index, 144, 256)
+
+    assert detect_cuts(frames()) == [20]
+    assert detect_cuts(frames(), "content") == [20]
+    assert detect_cuts(frames(), luma_only=True) == []
 
 
 @pytest.mark.parametrize(("method", "too_high"), [("content", 200.0), ("adaptive", 100.0)])
