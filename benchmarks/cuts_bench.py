@@ -71,7 +71,7 @@ def aliasing(width: int, height: int, n_frames: int = 12) -> None:
             scores.append(detector._frame_score)  # the library keeps the last score private
         print(
             f"  fine grain panning, shrunk by {name}: in-shot score max {max(scores[1:]):.1f} "
-            f"(cut threshold 27)"
+            f"(content threshold 27)"
         )
 
 
