@@ -43,5 +43,8 @@ stamp=.venv/.rollingdepth-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing the engine and its dependencies"
     .venv/bin/pip install -q -c scripts/constraints.txt -e ".[dev,panel]"
+    # Shot cut detection: without its opencv-python (GUI build, own Qt 5); pyproject brings the
+    # headless one.
+    .venv/bin/pip install -q -c scripts/constraints.txt --no-deps scenedetect
     touch "$stamp"
 fi
