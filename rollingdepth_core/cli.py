@@ -202,6 +202,14 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
     p.add_argument("--channel", default="Z", help="EXR channel name, e.g. Z or depth.Z")
     p.add_argument("--name", default="depth", help="file name prefix: NAME.####.exr")
     p.add_argument("--restore-res", action="store_true", help="write at the plate's resolution")
+    p.add_argument(
+        "--cuts",
+        default=None,
+        metavar="auto|none|LIST",
+        help="where the plate changes shot: auto (detect; the default for videos), none (the "
+        "default for image sequences) or plate frame numbers where a new shot starts, e.g. "
+        "1024,1077; every shot gets its own snippets, alignment and normalisation",
+    )
     if command != "infer":
         p.add_argument(
             "--anchors",
@@ -335,6 +343,7 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         ray_address=getattr(args, "ray_address", None),
         anchors=getattr(args, "anchors", None),
         anchor_fit=getattr(args, "anchor_fit", "global"),
+        cuts=args.cuts,
     ).to_message()
 
 

@@ -19,6 +19,7 @@ stages.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import torch
 from .alignment import AlignmentResult, merge_frame, rescale_depth, solve_reduced
 from .anchors import AnchorFit, Anchors, AnchorSampler, fit_anchors
 from .config import InferenceConfig
+from .cuts import Shot, shots_from_cuts
 from .errors import NonFiniteDepth, RollingDepthError
 from .model import DepthModel
 from .progress import ProgressCallback, report
@@ -349,6 +351,7 @@ class DepthFrames:
     store: object = None
     config: InferenceConfig | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    shot: Shot | None = None  # which shot of the plate (clip positions start..stop-1)
     anchor_fit: AnchorFit | None = None  # with anchors: 1/Z = a d + b per frame
     metric_range: tuple[float, float] | None = None  # with anchors: the clip's 1/Z range
 
@@ -383,8 +386,8 @@ def check_inputs(n_frames: int, config: InferenceConfig) -> None:
 
 
 def run_method(
-    frames: Iterable[np.ndarray],
-    n_frames: int,
+    frames: Callable[[], Iterable[np.ndarray]],
+    frame_numbers: Sequence[int],
     config: InferenceConfig,
     store,
     executor,
@@ -392,16 +395,70 @@ def run_method(
     *,
     blocks: str = "all",
     chunk: tuple[int, int] = (1, 1),
-    anchors: AnchorRequest | None = None,
+    cuts: Sequence[int] | None = (),
+    anchors: Anchors | None = None,
+    anchor_mode: str = "global",
     progress: ProgressCallback | None = None,
-) -> DepthFrames | None:
+) -> list[DepthFrames] | None:
     """Run the stages over ``store`` with ``executor``; ``model()`` loads the model on first use.
 
-    ``blocks``: ``"all"`` predicts what the store lacks and finishes the clip; ``"chunk"``
-    predicts share ``chunk`` = (K, N) of the blocks and stops (a farm's infer job, returns
-    None); ``"none"`` predicts nothing and finishes from a complete store (finalize).
+    ``frames()`` gives a fresh pass over the plate's frames ``[H,W,3]`` (RGB in [0,1]);
+    ``frame_numbers`` are the plate's numbers of those frames. ``blocks``: ``"all"`` predicts
+    what the store lacks and finishes the clip; ``"chunk"`` predicts share ``chunk`` = (K, N)
+    of the blocks and stops (a farm's infer job, returns None); ``"none"`` predicts nothing
+    and finishes from a complete store (finalize). ``cuts``: clip positions where a new shot
+    starts (``()``: one shot; None: detect them, one extra pass over the frames). Every shot
+    runs the stages on its own (its own snippets, alignment and normalisation) and gives one
+    :class:`DepthFrames`. ``anchors`` fits each shot to points of known depth (stage 7b), so
+    the writer can give scene units.
     """
-    check_inputs(n_frames, config)
+    config.check()
+
+    # 0. shots: a plate that is an edit runs the method once per shot
+    if cuts is None:
+        from .cuts import detect_cuts
+
+        cuts = detect_cuts(frames())
+    shots = shots_from_cuts(frame_numbers, cuts)
+    for shot in shots:
+        try:
+            check_inputs(shot.n_frames, config)
+        except RollingDepthError as exc:
+            if len(shots) == 1:
+                raise
+            raise type(exc)(f"shot {shot.index} (frames {shot.first_frame}-{shot.last_frame}): "
+                            f"{exc}") from exc  # fmt: skip
+    stream = iter(frames())
+    results = []
+    for shot in shots:
+        request = None
+        if anchors is not None:
+            request = AnchorRequest(anchors, frame_numbers[shot.start : shot.stop], anchor_mode)
+        result = _run_shot(
+            itertools.islice(stream, shot.n_frames), shot, config, store, executor, model,
+            blocks, chunk, request, "" if len(shots) == 1 else f"-{shot.index}", progress,
+        )  # fmt: skip
+        if result is not None:
+            result.shot = shot
+            results.append(result)
+    return results if blocks != "chunk" else None
+
+
+def _run_shot(
+    frames: Iterable[np.ndarray],
+    shot: Shot,
+    config: InferenceConfig,
+    store,
+    executor,
+    model: Callable[[], DepthModel],
+    blocks: str,
+    chunk: tuple[int, int],
+    anchors: AnchorRequest | None,
+    suffix: str,
+    progress: ProgressCallback | None,
+) -> DepthFrames | None:
+    """Stages 1-7b for one shot (the whole clip when it has no cuts)."""
+    n_frames = shot.n_frames
     timings: dict[str, float] = {}
 
     # 2. the plan (before the scan: a chunk encodes only its blocks' frames)
@@ -437,8 +494,10 @@ def run_method(
         length = config.snippet_len
         spans = [(length - 1) * d // plan.block_snippets + 2 for d in dict.fromkeys(plan.dilations)]
         store.keep_open(sum(spans) + 2)
-    merged = store.frames_buffer("merged", n_frames, size)
-    conf = store.frames_buffer("confidence", n_frames, size) if config.confidence else None
+    merged = store.frames_buffer("merged" + suffix, n_frames, size)
+    conf = None
+    if config.confidence:
+        conf = store.frames_buffer("confidence" + suffix, n_frames, size)
     merge(plan, store, config, solution, merged, conf, progress)
     timings["merge"] = time.perf_counter() - clock
 
@@ -453,7 +512,7 @@ def run_method(
         # 7. refinement of the normalised clip
         clock = time.perf_counter()
         pipe = model()
-        refined = store.frames_buffer("refined", n_frames, size)
+        refined = store.frames_buffer("refined" + suffix, n_frames, size)
         chunks = (
             np.stack(list(normalised(chunk, lo, hi)))
             for chunk in merged.chunks(config.vae_batch_size)
@@ -487,7 +546,8 @@ def estimate_depth(
     from .stores import MemoryStore
 
     frames = list(frames)
-    return run_method(
-        iter(frames), len(frames), config, MemoryStore(), LocalExecutor(), lambda: model,
-        progress=progress,
+    (result,) = run_method(
+        lambda: iter(frames), range(len(frames)), config, MemoryStore(), LocalExecutor(),
+        lambda: model, progress=progress,
     )  # fmt: skip
+    return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -266,17 +266,21 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
+def unit_frames(
+    frames: Iterable[np.ndarray], value_range: tuple[float, float]
+) -> Iterator[np.ndarray]:
+    """Frames mapped to 0..1 over ``value_range`` (for a preview)."""
+    lo, hi = value_range
+    for d in frames:
+        yield (d - lo) / max(hi - lo, 1e-12)
+
+
 def write_preview(
-    frames: Iterable[np.ndarray],
-    value_range: tuple[float, float],
-    folder: str | Path,
-    name: str,
-    fps: Fraction | None,
+    frames: Iterable[np.ndarray], folder: str | Path, name: str, fps: Fraction | None
 ) -> Path:
-    """A turbo-coloured mp4 of the clip-normalised inverse depth next to the EXRs."""
+    """A turbo-coloured mp4 next to the EXRs from frames in 0..1 (:func:`unit_frames`)."""
     from .preview import write_preview_video
 
-    lo, hi = value_range
     path = Path(folder) / f"{name}_preview.mp4"
-    write_preview_video(path, ((d - lo) / max(hi - lo, 1e-12) for d in frames), fps)
+    write_preview_video(path, frames, fps)
     return path

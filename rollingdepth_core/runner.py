@@ -8,20 +8,23 @@ writes the frames.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from .anchors import load_anchors
 from .config import InferenceConfig, OutputConfig
+from .cuts import parse_cuts
 from .errors import ConfigError
 from .executors import LocalExecutor, RayExecutor
-from .method import AnchorRequest, run_method
+from .method import run_method
 from .model import DepthModel
 from .output import (
     ensure_writable,
     run_metadata,
     sequence_pattern,
+    unit_frames,
     write_depth_frames,
     write_preview,
     write_text_atomic,
@@ -66,9 +69,9 @@ class RunResult:
     cache: str | None = None
     cache_stats: dict | None = None
     chunk: str | None = None
-    chunk_blocks: list[int] | None = None
     model_loaded: bool = False
     anchors: dict | None = None  # with --anchors: the fit's summary and its sidecar
+    shots: list[dict] | None = None  # a plate with cuts: each shot's positions and frames
 
     def to_message(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -95,6 +98,7 @@ def run_plate(
     chunk: str | None = None,
     anchors: str | None = None,
     anchor_fit: str = "global",
+    cuts: str | None = None,
 ) -> RunResult:
     """Estimate depth for ``plate`` and write ``output_dir/NAME.####.exr``.
 
@@ -105,7 +109,8 @@ def run_plate(
     cluster (``ray_address``, else ``RAY_ADDRESS``, else a local instance). ``anchors`` (a
     CSV or JSON file of points of known depth, see :mod:`.anchors`) anchors the depth to scene
     units with one (a, b) for the clip (``anchor_fit="global"``) or a slowly varying one
-    (``"smooth"``).
+    (``"smooth"``). ``cuts`` (``auto``, ``none`` or plate frame numbers where a shot starts;
+    default: ``auto`` for videos, ``none`` for image sequences) runs every shot on its own.
     """
     from .checkpoint import locate_checkpoint
     from .device import resolve_device, resolve_dtype
@@ -140,6 +145,8 @@ def run_plate(
     source = open_plate(plate, frames=frame_range, input_colorspace=input_colorspace)
     info = source.info
     check_clip_length(len(source), config.snippet_len)
+    shot_cuts = parse_cuts(cuts or ("auto" if info.kind == "video" else "none"),
+                           info.frame_numbers)  # fmt: skip
     if message:
         message(info.color.summary)
     if info.missing_frames and message:
@@ -191,66 +198,83 @@ def run_plate(
         cache=str(store.folder) if cache_dir is not None else None,
     )
     try:
-        depth = run_method(
-            (rgb for _, rgb in source.frames()),
-            len(source),
+        shots = run_method(
+            lambda: (rgb for _, rgb in source.frames()),
+            info.frame_numbers,
             config,
             store,
             runner,
             get_model,
             blocks={"run": "all", "infer": "chunk", "finalize": "none"}[mode],
             chunk=share,
-            anchors=None
-            if anchor_points is None
-            else AnchorRequest(anchor_points, info.frame_numbers, anchor_fit),
+            cuts=shot_cuts,
+            anchors=anchor_points,
+            anchor_mode=anchor_fit,
             progress=progress,
         )
         result.model_loaded = bool(loaded) and model is None
         if cache_dir is not None:
             result.cache_stats = store.stats.to_dict()
-        if depth is None:  # an infer chunk: the blocks are in the cache, nothing to write
+        if shots is None:  # an infer chunk: the blocks are in the cache, nothing to write
             seconds = time.perf_counter() - started
             stats = store.stats
-            mine = [b.number for b in _chunk_blocks(len(source), config, store, share)]
-            result.chunk, result.chunk_blocks = f"{share[0]}/{share[1]}", mine
+            result.chunk = f"{share[0]}/{share[1]}"
             result.seconds = round(seconds, 3)
             result.summary = (
-                f"chunk {share[0]}/{share[1]}: {len(mine)} blocks ({stats.blocks_computed} "
-                f"computed, {stats.blocks_reused} cached) in {store.folder} in {seconds:.1f} s"
+                f"chunk {share[0]}/{share[1]}: {stats.blocks_computed + stats.blocks_reused} "
+                f"blocks ({stats.blocks_computed} computed, {stats.blocks_reused} cached) in "
+                f"{store.folder} in {seconds:.1f} s"
             )
             return result
 
-        # 8. frames out, through the one writer
+        # 8. frames out, shot by shot, through the one writer
         clock = time.perf_counter()
-        metadata = run_metadata(
-            checkpoint, preset, config, output, str(plate), depth.value_range,
-            depth.plan.dilations, depth.anchor_fit, depth.metric_range, info.color,
-        )  # fmt: skip
         pattern = sequence_pattern(folder, output.name, info.frame_numbers)
-        written = write_depth_frames(
-            depth.frames(),
-            depth.value_range,
-            info.frame_numbers,
-            pattern,
-            output,
-            metadata,
-            plate_size=(info.height, info.width),
-            confidence=depth.confidence(),
-            progress=progress,
-            anchor_fit=depth.anchor_fit,
-        )
-        depth.timings["write"] = time.perf_counter() - clock
+        written: list = []
+        for depth in shots:
+            shot = depth.shot
+            metadata = run_metadata(
+                checkpoint, preset, config, output, str(plate), depth.value_range,
+                depth.plan.dilations, depth.anchor_fit, depth.metric_range, info.color,
+            )  # fmt: skip
+            if len(shots) > 1:
+                metadata["shot"] = shot.index
+                metadata["shot_frames"] = f"{shot.first_frame}-{shot.last_frame}"
+            written += write_depth_frames(
+                depth.frames(),
+                depth.value_range,
+                info.frame_numbers[shot.start : shot.stop],
+                pattern,
+                output,
+                metadata,
+                plate_size=(info.height, info.width),
+                confidence=depth.confidence(),
+                progress=progress,
+                anchor_fit=depth.anchor_fit,
+            )
+        write_seconds = time.perf_counter() - clock
         anchors_json = None
-        if depth.anchor_fit is not None:
+        if anchor_points is not None:
             anchors_json = folder / f"{output.name}_anchors.json"
-            write_text_atomic(anchors_json, depth.anchor_fit.to_json())
+            fits = [d.anchor_fit.to_dict() for d in shots]
+            write_text_atomic(
+                anchors_json, json.dumps(fits[0] if len(shots) == 1 else {"shots": fits}, indent=1)
+            )
         alignment_json = folder / f"{output.name}_alignment.json"
-        depth.alignment.save_json(alignment_json)
+        if len(shots) == 1:
+            shots[0].alignment.save_json(alignment_json)
+        else:
+            write_text_atomic(alignment_json, json.dumps({"shots": [
+                {**asdict(d.shot), "alignment": d.alignment.to_dict()} for d in shots
+            ]}, indent=1))  # fmt: skip
         preview = None
         if output.preview:
             report(progress, "preview", 0, 1)
             preview = write_preview(
-                depth.frames(), depth.value_range, folder, output.name, info.fps
+                (f for d in shots for f in unit_frames(d.frames(), d.value_range)),
+                folder,
+                output.name,
+                info.fps,
             )
             report(progress, "preview", 1, 1)
     finally:
@@ -258,11 +282,12 @@ def run_plate(
 
     seconds = time.perf_counter() - started
     first, last = info.frame_numbers[0], info.frame_numbers[-1]
-    out_size = (info.height, info.width) if output.restore_res else depth.size
+    out_size = (info.height, info.width) if output.restore_res else shots[0].size
     cached = ""
     if cache_dir is not None:
         stats = store.stats
         cached = f"; snippet blocks: {stats.blocks_computed} computed, {stats.blocks_reused} cached"
+    ranges = [written_range(d.value_range, output, d.metric_range) for d in shots]
     result.output_dir = str(folder)
     result.files = [str(p) for p in written]
     result.frame_numbers = list(info.frame_numbers)
@@ -270,27 +295,36 @@ def run_plate(
     result.pattern = pattern
     result.alignment = str(alignment_json)
     result.preview = str(preview) if preview else None
-    result.processing_size = list(depth.size)
+    result.processing_size = list(shots[0].size)
     result.output_size = list(out_size)
-    result.value_range = list(written_range(depth.value_range, output, depth.metric_range))
-    if depth.anchor_fit is not None:
-        fit = depth.anchor_fit
+    result.value_range = [min(r[0] for r in ranges), max(r[1] for r in ranges)]
+    if len(shots) > 1:
+        result.shots = [asdict(d.shot) for d in shots]
+    if anchor_points is not None:
+        fits = [d.anchor_fit for d in shots]
         result.anchors = {
             "file": str(anchors_json),
-            "units": fit.units,
-            "mode": fit.mode,
-            "used": fit.n_used,
-            "rejected": fit.n_rejected,
-            "skipped": fit.n_outside + fit.n_unprocessed,
-            "residual_median": fit.residual_median,
-            "residual_p90": fit.residual_p90,
+            "units": fits[0].units,
+            "mode": fits[0].mode,
+            "used": sum(f.n_used for f in fits),
+            "rejected": sum(f.n_rejected for f in fits),
+            "skipped": sum(f.n_outside + f.n_unprocessed for f in fits),
+            "residual_median": max(f.residual_median for f in fits),
+            "residual_p90": max(f.residual_p90 for f in fits),
         }
-    result.dilations_run = depth.plan.dilations
-    result.timings = {k: round(v, 3) for k, v in depth.timings.items()}
+    result.dilations_run = shots[0].plan.dilations
+    timings: dict[str, float] = {}
+    for d in shots:
+        for k, v in d.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    timings["write"] = write_seconds
+    result.timings = {k: round(v, 3) for k, v in timings.items()}
     result.seconds = round(seconds, 3)
     result.summary = (
         f"wrote {len(written)} EXRs ({first}-{last}) to {folder} in {seconds:.1f} s "
-        f"[{torch_device}, {dtype}, dilations {depth.plan.dilations}{cached}]"
+        f"[{torch_device}, {dtype}, dilations {shots[0].plan.dilations}{cached}"
+        + (f", {len(shots)} shots" if len(shots) > 1 else "")
+        + "]"
     )
     return result
 
@@ -304,9 +338,3 @@ def parse_chunk(text: str) -> tuple[int, int]:
     if not 1 <= k <= n:
         raise ConfigError(f"`--chunk` K/N needs 1 <= K <= N; got {text!r}")
     return k, n
-
-
-def _chunk_blocks(n_frames: int, config: InferenceConfig, store, share: tuple[int, int]):
-    from .method import make_plan
-
-    return make_plan(n_frames, config, store.block_snippets).chunk(*share)

@@ -23,9 +23,11 @@ def model(tiny_checkpoint):
 
 
 def run_in(store, model, frames, config):
-    result = run_method(iter(frames), len(frames), config, store, LocalExecutor(), lambda: model)
+    (result,) = run_method(
+        lambda: iter(frames), range(len(frames)), config, store, LocalExecutor(), lambda: model
+    )
     try:
-        return result, np.stack(list(result.frames()))
+        return result, result.to_array()
     finally:
         store.close()
 
