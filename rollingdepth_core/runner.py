@@ -7,9 +7,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError
 from .output import (
+    convert_depth,
     ensure_writable,
     run_metadata,
     write_depth_sequence,
@@ -112,6 +115,7 @@ def run_plate(
         "alignment": str(alignment_json),
         "preview": str(preview) if preview else None,
         "processing_size": list(prediction.processing_size),
+        **_written_values(output, (lo, hi), (info.height, info.width), prediction.depth.shape[1:]),
         "dilations_run": prediction.dilations,
         "device": str(pipeline.device),
         "dtype": pipeline.dtype_name,
@@ -121,6 +125,25 @@ def run_plate(
             f"wrote {len(written)} EXRs ({first}-{last}) to {folder} in {seconds:.1f} s "
             f"[{pipeline.device}, {pipeline.dtype_name}, dilations {prediction.dilations}]"
         ),
+    }
+
+
+def _written_values(
+    output: OutputConfig,
+    inverse_range: tuple[float, float],
+    plate_size: tuple[int, int],
+    processing_size,
+) -> dict:
+    """What the files hold (protocol.RESULT_KEYS): front-ends read this, not the EXR headers."""
+    lo, hi = inverse_range
+    ends = convert_depth(np.array([lo, hi]), output.depth_mode, output.near, output.far, lo, hi)
+    return {
+        "value_range": [float(ends.min()), float(ends.max())],
+        "output_size": list(plate_size if output.restore_res else processing_size),
+        "depth_mode": output.depth_mode,
+        "channel": output.channel,
+        "near": output.near,
+        "far": output.far,
     }
 
 
@@ -315,6 +338,7 @@ def run_plate_cached(
         pattern=str(folder / f"{output.name}.{'#' * max(4, len(str(last)))}.exr"),
         alignment=str(alignment_json),
         preview=str(preview) if preview else None,
+        **_written_values(output, final.value_range, (info.height, info.width), scan.size),
         timings={k: round(v, 3) for k, v in timings.items()},
         seconds=round(seconds, 3),
         summary=(
