@@ -74,7 +74,9 @@ def test_engine_crash_without_a_result_line(prefs, image_strip, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_weights_name_the_preference_and_leave_no_folder(prefs, image_strip, tmp_path, capfd):
+def test_missing_weights_name_the_preference_and_leave_no_folder(
+    prefs, image_strip, tmp_path, capfd
+):
     prefs.checkpoint = "nobody/no-such-model"
     with pytest.raises(RuntimeError, match="RollingDepth weights:") as caught:
         run_operator(output_dir=str(tmp_path / "new" / "out"))

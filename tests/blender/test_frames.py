@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -101,9 +102,8 @@ def test_protocol_is_bundled_not_restated(addon):
     from .support import REPO
 
     bundled = importlib.import_module(f"{ADDON_MODULE}.protocol")
-    assert (REPO / "rollingdepth_core" / "protocol.py").read_bytes() == open(
-        bundled.__file__, "rb"
-    ).read()
+    engine_file = REPO / "rollingdepth_core" / "protocol.py"
+    assert engine_file.read_bytes() == Path(bundled.__file__).read_bytes()
     operators = importlib.import_module(f"{ADDON_MODULE}.operators")
     assert [key for key, *_ in operators.PRESET_ITEMS] == list(bundled.PRESETS)
     assert [key for key, *_ in operators.DEPTH_MODE_ITEMS] == list(bundled.DEPTH_MODES)

@@ -225,7 +225,9 @@ def test_run_arguments_follow_the_cli(engine):
     with pytest.raises(engine.EngineError, match="include 1"):
         engine.parse_dilations("10 25")
     # plain options stay off the command line until asked for
-    plain = " ".join(engine.run_argv(sys.executable, "p.####.png", "out", None, engine.RunOptions()))
+    plain = " ".join(
+        engine.run_argv(sys.executable, "p.####.png", "out", None, engine.RunOptions())
+    )
     assert "--depth-mode normalized" in plain and "--channel Y" in plain
     for flag in ("--upsample", "--input-colorspace", "--ocio-config", "--holdout"):
         assert flag not in plain
