@@ -31,6 +31,8 @@ from .engine import EngineError, EngineProcess, RunOptions, error_text, run_argv
 from .frames import FramePlan, StripError
 
 RUNNING, FINISHED, FAILED, CANCELLED = "RUNNING", "FINISHED", "FAILED", "CANCELLED"
+# The `result` keys this add-on reads (all in protocol.RESULT_KEYS).
+RESULT_NEEDS = ("files", "frame_numbers", "output_size", "value_range", "depth_mode", "near", "far")
 WORK_PREFIX = ".rollingdepth-run-"
 
 
@@ -174,10 +176,6 @@ class DepthJob:
                     f"are in {self.settings.output_dir}."
                 )
             previous = sequencer.depth_strips_of(scene, source) if self.settings.replace else []
-            old_files = [path for strip in previous for path in sequencer.strip_files(strip)]
-            self.replaced = [strip.name for strip in previous]
-            for strip in previous:
-                sequencer.remove_strip(scene, strip)
             height, width = result["output_size"]
             depth = sequencer.add_depth_strip(
                 scene,
@@ -187,16 +185,24 @@ class DepthJob:
                 f"{source.name} depth",
                 (width, height),
             )
-            self.depth_strip_name = depth.name
             depth[sequencer.SIDECARS_KEY] = self.sidecars
-            # only now that the new depth is in place do the replaced frames go
-            kept = {os.path.normpath(p) for p in [*self.files, *self.sidecars]}
-            _remove_files({os.path.normpath(p) for p in old_files} - kept)
+            # only now that the new depth is in place do the replaced strips and files go
+            if previous:
+                old_files = [path for strip in previous for path in sequencer.strip_files(strip)]
+                self.replaced = [strip.name for strip in previous]
+                channel = min(strip.channel for strip in previous)
+                for strip in previous:
+                    sequencer.remove_strip(scene, strip)
+                depth.channel = min(depth.channel, channel)
+                depth.name = f"{source.name} depth"  # the replaced strip's name is free now
+                kept = {os.path.normpath(p) for p in [*self.files, *self.sidecars]}
+                _remove_files({os.path.normpath(p) for p in old_files} - kept)
+            self.depth_strip_name = depth.name
             if self.settings.defocus:
                 if self.settings.replace:
                     remove_defocus_scenes(scene, source)
                 self._build_defocus(scene, source, result, (width, height))
-        except (StripError, EngineError, OSError, RuntimeError, KeyError, ValueError) as exc:
+        except (StripError, EngineError, OSError, RuntimeError) as exc:
             self._fail(str(exc))
             return
         self.state = FINISHED
@@ -227,6 +233,13 @@ class DepthJob:
         """Move the finished run's files from the work folder into the output folder."""
         assert self.work_dir is not None
         output_dir = self.settings.output_dir
+        missing = [key for key in RESULT_NEEDS if key not in result]
+        if missing:
+            raise EngineError(
+                f"The engine's result lacks {', '.join(missing)}: install the engine version "
+                "that matches this add-on.",
+                "EngineError",
+            )
         numbers = [int(n) for n in result.get("frame_numbers", [])]
         produced = [str(p) for p in result.get("files", [])]
         if not produced or len(numbers) != len(produced):

@@ -107,6 +107,9 @@ def test_protocol_is_bundled_not_restated(addon):
     operators = importlib.import_module(f"{ADDON_MODULE}.operators")
     assert [key for key, *_ in operators.PRESET_ITEMS] == list(bundled.PRESETS)
     assert [key for key, *_ in operators.DEPTH_MODE_ITEMS] == list(bundled.DEPTH_MODES)
+    # what the add-on reads from the engine's result message is part of the protocol
+    jobs = importlib.import_module(f"{ADDON_MODULE}.jobs")
+    assert set(jobs.RESULT_NEEDS) <= set(bundled.RESULT_KEYS)
 
 
 def test_depth_at_processing_size_is_scaled_onto_the_plate(addon, scene, media):
