@@ -161,11 +161,11 @@ SETTING_OF_FLAG = {
 # What to do in Blender for an error kind, instead of the engine's CLI hint.
 BLENDER_HINTS = {
     "WeightsError": (
-        f"Set Checkpoint in {PREFERENCES_HINT} to a folder with the weights (diffusers "
+        f"Set {SETTING_OF_FLAG['--checkpoint']} to a folder with the weights (diffusers "
         "layout), then press Check Engine there"
     ),
-    "DeviceError": f"Choose another Device in {PREFERENCES_HINT}",
-    "OutputError": "Choose another Output Folder in the Estimate Depth dialog",
+    "DeviceError": f"Choose another {SETTING_OF_FLAG['--device']}",
+    "OutputError": f"Choose another {SETTING_OF_FLAG['-o']}",
 }
 _FLAG_MENTION = re.compile(r"(?:pass |use |with )?`(-o|--[a-z][\w-]*)(?: ([^`]*))?`")
 
@@ -187,11 +187,13 @@ def error_text(error: dict) -> str:
     kind = error.get("kind", "")
     message = in_blender_terms(error.get("message") or "the engine failed without a message")
     hint = BLENDER_HINTS.get(kind) or in_blender_terms(error.get("hint") or "")
+    if hint and any(where in message for where in SETTING_OF_FLAG.values() if where in hint):
+        hint = ""  # the message already names the setting to change
     if kind == "WeightsError":
         message = f"RollingDepth weights: {message}"
     elif kind and kind not in ("EngineCrash", "EngineError"):
         message = f"RollingDepth ({kind}): {message}"
-    return f"{message.rstrip('. ')}. {hint}." if hint else message
+    return f"{message.rstrip('. ')}. {hint[:1].upper()}{hint[1:]}." if hint else message
 
 
 def last_meaningful_line(text: str) -> str:

@@ -90,6 +90,24 @@ def test_missing_weights_name_the_preference_and_leave_no_folder(
     assert "RollingDepth engine log:\n\n" not in err and not err.rstrip().endswith("engine log:")
 
 
+def test_engine_hints_name_blender_settings_not_cli_flags(addon):
+    import importlib
+
+    engine = importlib.import_module(f"{addon.__name__}.engine")
+    text = engine.error_text(
+        {"kind": "ConfigError", "message": "too large", "hint": "pass `--res 1024` or less"}
+    )
+    assert text == (
+        "RollingDepth (ConfigError): too large. Set Resolution in the Estimate Depth dialog to "
+        "1024 or less."
+    )
+    weights = engine.error_text({"kind": "WeightsError", "message": "folder /x lacks unet/"})
+    assert weights.endswith(
+        "Set Checkpoint in Edit ▸ Preferences ▸ Add-ons ▸ RollingDepth to a "
+        "folder with the weights (diffusers layout), then press Check Engine there."
+    )
+
+
 def test_poll_message_names_the_scene_it_looked_at(addon):
     empty = bpy.data.scenes.get("plate Defocus") or bpy.data.scenes.new("plate Defocus")
     with (
