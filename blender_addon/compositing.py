@@ -5,19 +5,32 @@ skips the compositor, so a compositor tree in the edit's scene would never run. 
 reads the plate and the depth EXRs through Image nodes lined up on the same timeline frames as
 the strips, turns depth into a blur amount around a focus value, and feeds Defocus's Z.
 
+The first render must show the effect: focus starts on the subject (the depth under the frame
+centre, or the scene camera's focus distance when depth is in scene units), the farthest
+distance from focus gets the full blur, and that blur is a visible share of the width. The
+sidebar edits the two values that matter: Focus and Blur.
+
 Blender 5.0 compositors are node groups (``scene.compositing_node_group``, output through a
 Group Output node); 4.5 keeps ``scene.use_nodes`` / ``scene.node_tree`` with a Composite node.
 """
 
 from __future__ import annotations
 
+import array
 import os
 
 import bpy
 
 from .frames import FramePlan
+from .protocol import nearness_affine
+from .sequencer import SOURCE_KEY
 
 MAX_BLUR_SHARE = 0.02  # largest blur radius as a share of the image width
+MIN_BLUR_PX = 4.0  # so that small plates blur visibly too
+CENTRE_SHARE = 0.1  # the focus sample: the middle tenth of the frame (median)
+FOCUS_NODE = "RollingDepth Focus"
+DEFOCUS_NODE = "RollingDepth Defocus"
+EDIT_SCENE_KEY = "rollingdepth_edit_scene"
 
 
 def compositor_tree(scene):
@@ -90,6 +103,8 @@ def setup_defocus(
 ):
     """Create the scene ``<source> Defocus`` and return it."""
     scene = bpy.data.scenes.new(f"{source.name} Defocus")
+    scene[SOURCE_KEY] = source.name
+    scene[EDIT_SCENE_KEY] = edit_scene.name
     first, last = plan.timeline[0][0], plan.timeline[-1][0]
     scene.frame_start, scene.frame_end = first, last
     scene.render.fps, scene.render.fps_base = edit_scene.render.fps, edit_scene.render.fps_base
@@ -117,7 +132,7 @@ def setup_defocus(
     depth_node.location = (-800, -150)
 
     # nearness in 0..1 (1 = near plane / nearest), whatever the file's convention
-    scale, offset = _nearness_affine(depth_mode, near, far, value_range)
+    scale, offset = nearness_affine(depth_mode, near, far, value_range)
     source_socket = depth_node.outputs[0]
     x = -550
     if depth_mode == "depth":
@@ -132,32 +147,100 @@ def setup_defocus(
     nearness.inputs[2].default_value = offset
     nearness.location = (x, -150)
 
-    focus = _new_value(tree, 0.5, "Focus (0 far .. 1 near)")
+    focus_value = _subject_nearness(edit_scene, depth_files[0], depth_mode, scale, offset)
+    focus = _new_value(tree, focus_value, "Focus (0 far .. 1 near)")
+    focus.name = FOCUS_NODE
     focus.location = (x, -400)
     away = _new_math(tree, "SUBTRACT", "Distance from focus")
     tree.links.new(nearness.outputs[0], away.inputs[0])
     tree.links.new(focus.outputs[0], away.inputs[1])
     away.location = (x + 200, -150)
-    amount = _new_math(tree, "ABSOLUTE", "Blur amount")
+    distance = _new_math(tree, "ABSOLUTE", "|distance|")
+    tree.links.new(away.outputs[0], distance.inputs[0])
+    distance.location = (x + 400, -150)
+    # the farthest any pixel can be from focus, max(focus, 1 - focus), gets the full blur
+    rest = _new_math(tree, "SUBTRACT", "1 - focus")
+    rest.inputs[0].default_value = 1.0
+    tree.links.new(focus.outputs[0], rest.inputs[1])
+    rest.location = (x + 200, -400)
+    reach = _new_math(tree, "MAXIMUM", "Farthest from focus")
+    tree.links.new(focus.outputs[0], reach.inputs[0])
+    tree.links.new(rest.outputs[0], reach.inputs[1])
+    reach.location = (x + 400, -400)
+    amount = _new_math(tree, "DIVIDE", "Blur amount (0..1)")
     amount.use_clamp = True
-    tree.links.new(away.outputs[0], amount.inputs[0])
-    amount.location = (x + 400, -150)
+    tree.links.new(distance.outputs[0], amount.inputs[0])
+    tree.links.new(reach.outputs[0], amount.inputs[1])
+    amount.location = (x + 600, -150)
 
     defocus = tree.nodes.new("CompositorNodeDefocus")
+    defocus.name = DEFOCUS_NODE
     defocus.use_zbuffer = False  # Z is a 0..1 blur amount, scaled by z_scale pixels
-    defocus.z_scale = max(2.0, round(width * MAX_BLUR_SHARE))
-    defocus.blur_max = defocus.z_scale
-    defocus.location = (x + 650, 100)
+    defocus.z_scale = max(MIN_BLUR_PX, round(width * MAX_BLUR_SHARE))
+    # room for the sidebar's Blur (z_scale) to grow before Defocus clamps it
+    defocus.blur_max = max(defocus.z_scale, round(width / 8))
+    defocus.location = (x + 850, 100)
     tree.links.new(plate.outputs["Image"], defocus.inputs["Image"])
     tree.links.new(amount.outputs[0], defocus.inputs["Z"])
 
     output = _output_node(tree)
-    output.location = (x + 950, 100)
+    output.location = (x + 1150, 100)
     tree.links.new(defocus.outputs["Image"], output.inputs[0])
     viewer = tree.nodes.new("CompositorNodeViewer")
-    viewer.location = (x + 950, -100)
+    viewer.location = (x + 1150, -100)
     tree.links.new(defocus.outputs["Image"], viewer.inputs[0])
     return scene
+
+
+def _subject_nearness(edit_scene, depth_file: str, depth_mode: str, scale, offset) -> float:
+    """Where to focus first: the camera's focus distance for depth in scene units, else the
+    median depth in the middle of the first frame (where the subject usually is)."""
+    camera = edit_scene.camera
+    if depth_mode == "depth" and camera is not None and camera.type == "CAMERA":
+        dof = camera.data.dof
+        if dof.use_dof and dof.focus_distance > 0:
+            return min(1.0, max(0.0, scale / dof.focus_distance + offset))
+    image = bpy.data.images.load(depth_file, check_existing=False)
+    try:
+        image.colorspace_settings.name = "Non-Color"  # the values as written
+        width, height = image.size
+        channels = image.channels
+        pixels = array.array("f", bytes(4 * channels * width * height))
+        image.pixels.foreach_get(pixels)
+    finally:
+        bpy.data.images.remove(image)
+    half_w, half_h = max(1, int(width * CENTRE_SHARE / 2)), max(1, int(height * CENTRE_SHARE / 2))
+    values = sorted(
+        pixels[channels * (row * width + column)]
+        for row in range(height // 2 - half_h, height // 2 + half_h)
+        for column in range(width // 2 - half_w, width // 2 + half_w)
+    )
+    value = values[len(values) // 2]
+    if depth_mode == "depth":
+        value = 1.0 / value if value > 0 else 0.0
+    return min(1.0, max(0.0, scale * value + offset))
+
+
+def defocus_scenes_of(source_name: str) -> list:
+    """The Defocus scenes built for the strip named ``source_name``."""
+    return [s for s in bpy.data.scenes if s.get(SOURCE_KEY) == source_name]
+
+
+def remove_defocus_scenes(edit_scene, source) -> None:
+    for scene in defocus_scenes_of(source.name):
+        if scene.get(EDIT_SCENE_KEY) == edit_scene.name and scene != edit_scene:
+            tree = getattr(scene, "compositing_node_group", None)
+            bpy.data.scenes.remove(scene)
+            if tree is not None and tree.users == 0:
+                bpy.data.node_groups.remove(tree)
+
+
+def defocus_controls(scene):
+    """``(focus socket, defocus node)`` of a Defocus scene this add-on built, else None."""
+    tree = getattr(scene, "compositing_node_group", None) or getattr(scene, "node_tree", None)
+    if tree is None or FOCUS_NODE not in tree.nodes or DEFOCUS_NODE not in tree.nodes:
+        return None
+    return tree.nodes[FOCUS_NODE].outputs[0], tree.nodes[DEFOCUS_NODE]
 
 
 def _plate_file(source, plan: FramePlan) -> str:
@@ -165,21 +248,3 @@ def _plate_file(source, plan: FramePlan) -> str:
     element = source.strip_elem_from_frame(plan.timeline[0][0])
     directory = bpy.path.abspath(source.directory, library=source.id_data.library)
     return os.path.normpath(os.path.join(directory, element.filename))
-
-
-def _nearness_affine(
-    depth_mode: str, near: float, far: float, value_range: tuple[float, float] | None
-) -> tuple[float, float]:
-    """``scale, offset`` with ``nearness = value * scale + offset`` in 0..1.
-
-    ``depth`` files are reciprocated first, giving inverse depth in [1/far, 1/near];
-    ``inverse`` files use the clip's range from the EXR header; ``normalized`` already is.
-    """
-    if depth_mode == "depth":
-        lo, hi = 1.0 / far, 1.0 / near
-    elif depth_mode == "inverse" and value_range and value_range[1] > value_range[0]:
-        lo, hi = value_range
-    else:
-        return 1.0, 0.0
-    scale = 1.0 / (hi - lo)
-    return scale, -lo * scale

@@ -14,6 +14,7 @@ import collections
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -21,24 +22,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ENGINE_MODULE = "rollingdepth_core.cli"
-# Blender shows an EXR whose only channel is `Y` as grey; a lone `Z` channel (the engine's
-# default) loads as black in the Sequencer and the compositor (measured on bpy 5.0.1).
-DEPTH_CHANNEL = "Y"
+from . import protocol
+
 PREFERENCES_HINT = "Edit ▸ Preferences ▸ Add-ons ▸ RollingDepth"
+# The Sequencer shows values outside 0..1 clipped: inverse depth (about -1..1) shows as a
+# mostly black frame. Normalized depth (0..1, 1 = nearest) looks like depth on first sight;
+# the dialog offers the other conventions for compositors that need their values.
+DEFAULT_DEPTH_MODE = "normalized"
 TERMINATE_GRACE_S = 5.0
 CHECK_TIMEOUT_S = 120.0
-
-# Rough share of the run each engine stage takes (rollingdepth_core.progress.STAGES), for one
-# overall progress value.
-STAGE_WEIGHTS = {
-    "encode": 0.2,
-    "snippets": 0.5,
-    "align": 0.1,
-    "refine": 0.1,
-    "write": 0.08,
-    "preview": 0.02,
-}
 
 
 class EngineError(Exception):
@@ -79,7 +71,7 @@ def engine_command(path: str) -> list[str]:
         )
     if resolved.name.lower().startswith("rollingdepth"):
         return [str(resolved)]
-    return [str(resolved), "-m", ENGINE_MODULE]
+    return [str(resolved), "-m", protocol.ENGINE_MODULE]
 
 
 def _python_in_environment(folder: Path) -> Path:
@@ -107,9 +99,12 @@ def _popen_flags() -> dict:
     return {}
 
 
-def check_engine(path: str, timeout: float = CHECK_TIMEOUT_S) -> dict:
-    """Run ``check --json`` and return its report (python, torch, device, ...)."""
+def check_engine(path: str, checkpoint: str = "", timeout: float = CHECK_TIMEOUT_S) -> dict:
+    """Run ``check --json [--checkpoint C]`` and return its report (python, torch, device, and
+    ``checkpoint_folder`` or ``checkpoint_error`` / ``checkpoint_download``)."""
     argv = [*engine_command(path), "check", "--json"]
+    if checkpoint:
+        argv += ["--checkpoint", checkpoint]
     try:
         done = subprocess.run(
             argv,
@@ -148,6 +143,59 @@ def check_engine(path: str, timeout: float = CHECK_TIMEOUT_S) -> dict:
     )
 
 
+# Where each engine flag lives in Blender, for errors and hints written for the CLI.
+SETTING_OF_FLAG = {
+    "--checkpoint": f"Checkpoint in {PREFERENCES_HINT}",
+    "--device": f"Device in {PREFERENCES_HINT}",
+    "--dtype": f"Precision in {PREFERENCES_HINT}",
+    "--res": "Resolution in the Estimate Depth dialog",
+    "--dilations": "Dilations in the Estimate Depth dialog",
+    "--refine-steps": "Refinement Steps in the Estimate Depth dialog",
+    "--near": "Near in the Estimate Depth dialog",
+    "--far": "Far in the Estimate Depth dialog",
+    "--frames": "the strip's trims",
+    "--input-colorspace": "the strip's colour space (Strip ▸ Source)",
+    "--holdout": "Holdout Matte in the Estimate Depth dialog",
+    "-o": "Output Folder in the Estimate Depth dialog",
+}
+# What to do in Blender for an error kind, instead of the engine's CLI hint.
+BLENDER_HINTS = {
+    "WeightsError": (
+        f"Set {SETTING_OF_FLAG['--checkpoint']} to a folder with the weights (diffusers "
+        "layout), then press Check Engine there"
+    ),
+    "DeviceError": f"Choose another {SETTING_OF_FLAG['--device']}",
+    "OutputError": f"Choose another {SETTING_OF_FLAG['-o']}",
+}
+_FLAG_MENTION = re.compile(r"(?:pass |use |with )?`(-o|--[a-z][\w-]*)(?: ([^`]*))?`")
+
+
+def in_blender_terms(text: str) -> str:
+    """``pass `--checkpoint /x``` -> ``set Checkpoint in Edit ▸ Preferences ... to /x``."""
+
+    def setting(match: re.Match) -> str:
+        where = SETTING_OF_FLAG.get(match[1])
+        if where is None:
+            return match[0]
+        return f"set {where}" + (f" to {match[2]}" if match[2] else "")
+
+    return _FLAG_MENTION.sub(setting, text)
+
+
+def error_text(error: dict) -> str:
+    """The one line a Blender user sees for the engine's ``error`` event."""
+    kind = error.get("kind", "")
+    message = in_blender_terms(error.get("message") or "the engine failed without a message")
+    hint = BLENDER_HINTS.get(kind) or in_blender_terms(error.get("hint") or "")
+    if hint and any(where in message for where in SETTING_OF_FLAG.values() if where in hint):
+        hint = ""  # the message already names the setting to change
+    if kind == "WeightsError":
+        message = f"RollingDepth weights: {message}"
+    elif kind and kind not in ("EngineCrash", "EngineError"):
+        message = f"RollingDepth ({kind}): {message}"
+    return f"{message.rstrip('. ')}. {hint[:1].upper()}{hint[1:]}." if hint else message
+
+
 def last_meaningful_line(text: str) -> str:
     """The last non-empty line of a traceback or log: usually the one that says what broke."""
     for line in reversed(text.splitlines()):
@@ -162,19 +210,23 @@ class RunOptions:
     """Settings of one ``rollingdepth run``; ``None`` means the engine's (preset's) default."""
 
     checkpoint: str = ""
-    preset: str = "fast"
+    preset: str = protocol.DEFAULT_PRESET
     dilations: tuple[int, ...] | None = None
     refine_steps: int | None = None
     resolution: int | None = None
-    depth_mode: str = "inverse"
+    depth_mode: str = DEFAULT_DEPTH_MODE
     near: float = 1.0
     far: float = 100.0
     half: bool = False
     restore_res: bool = True
+    upsample: str | None = None  # "edge" | "bilinear", with restore_res only
+    input_colorspace: str | None = None  # an OCIO colour space of ``ocio_config``
+    ocio_config: str | None = None
+    holdout: str | None = None  # an image-sequence pattern or a movie
     device: str = "auto"
     dtype: str | None = None
     name: str = "depth"
-    channel: str = DEPTH_CHANNEL
+    channel: str = protocol.BLENDER_CHANNEL
 
     def arguments(self) -> list[str]:
         args = ["--preset", self.preset, "--device", self.device]
@@ -196,24 +248,23 @@ class RunOptions:
             args.append("--half")
         if self.restore_res:
             args.append("--restore-res")
+            if self.upsample:
+                args += ["--upsample", self.upsample]
+        if self.input_colorspace:
+            args += ["--input-colorspace", self.input_colorspace]
+            if self.ocio_config:
+                args += ["--ocio-config", self.ocio_config]
+        if self.holdout:
+            args += ["--holdout", self.holdout]
         return args
 
 
 def parse_dilations(text: str) -> tuple[int, ...]:
-    """``"1 10 25"`` (spaces or commas) -> ``(1, 10, 25)``; empty -> ``()`` (preset default)."""
-    parts = text.replace(",", " ").split()
+    """The dialog's dilations text, as the engine parses it; the error says what to type."""
     try:
-        values = tuple(int(p) for p in parts)
+        return protocol.parse_dilations(text)
     except ValueError as exc:
-        raise EngineError(
-            f"Dilations must be whole numbers separated by spaces, like `1 10 25`; got {text!r}.",
-            "ConfigError",
-        ) from exc
-    if values and (1 not in values or min(values) < 1):
-        raise EngineError(
-            f"Dilations must be >= 1 and include 1, like `1 10 25`; got {text!r}.", "ConfigError"
-        )
-    return values
+        raise EngineError(f"Dilations: {exc}.", "ConfigError") from exc
 
 
 def run_argv(
@@ -238,16 +289,6 @@ class RunState:
     messages: list[str] = field(default_factory=list)
     result: dict | None = None
     error: dict | None = None
-
-
-def overall_fraction(stage: str, done: int, total: int) -> float:
-    """Progress of the whole run from the stage the engine reports."""
-    order = list(STAGE_WEIGHTS)
-    if stage not in STAGE_WEIGHTS:
-        return 0.0
-    before = sum(STAGE_WEIGHTS[s] for s in order[: order.index(stage)])
-    part = STAGE_WEIGHTS[stage] * (done / total if total else 0.0)
-    return min(1.0, (before + part) / sum(STAGE_WEIGHTS.values()))
 
 
 _LIVE: set[EngineProcess] = set()  # started and not yet ended: stopped when Blender quits
@@ -368,26 +409,26 @@ class EngineProcess:
     def _apply(self, event: dict) -> None:
         kind = event.get("event")
         state = self.state
-        if kind == "progress":
+        if kind == protocol.EVENT_PROGRESS:
             state.stage = str(event.get("stage", state.stage))
             state.done = int(event.get("done", 0) or 0)
             state.total = int(event.get("total", 0) or 0)
             state.message = str(event.get("message", state.stage))
             state.fraction = max(
-                state.fraction, overall_fraction(state.stage, state.done, state.total)
+                state.fraction, protocol.overall_fraction(state.stage, state.done, state.total)
             )
-        elif kind == "message":
+        elif kind == protocol.EVENT_MESSAGE:
             state.messages.append(str(event.get("message", "")))
-        elif kind == "result":
+        elif kind == protocol.EVENT_RESULT:
             state.result = event
             state.stage, state.message, state.fraction = "done", "finished", 1.0
-        elif kind == "error":
+        elif kind == protocol.EVENT_ERROR:
             state.error = event
             state.stage, state.message = "error", str(event.get("message", "engine error"))
 
     def _missing_result_error(self) -> dict:
         if self.cancelled:
-            return {"event": "error", "kind": "cancelled", "message": "cancelled"}
+            return {"event": "error", "kind": protocol.KIND_CANCELLED, "message": "cancelled"}
         tail = last_meaningful_line("\n".join(self._stderr)) or last_meaningful_line(
             "\n".join(self._chatter)
         )
@@ -403,8 +444,9 @@ class EngineProcess:
         }
 
     @property
-    def stderr_tail(self) -> str:
-        return "\n".join(self._stderr)
+    def log_tail(self) -> str:
+        """The engine's last stderr lines, else its non-protocol stdout; empty when silent."""
+        return "\n".join(self._stderr).strip() or "\n".join(self._chatter).strip()
 
     # ---- blocking use (scripts, background mode)
     def wait(self, timeout: float | None = None, on_events=None, interval: float = 0.05) -> bool:
@@ -451,37 +493,3 @@ def stop_all(grace: float = 2.0) -> None:
 
 
 atexit.register(stop_all)
-
-
-# ---------------------------------------------------------------------------- output files
-def output_files(folder: str, name: str) -> set[str]:
-    """What a run named ``name`` writes into ``folder``: ``NAME.<digits>.exr``, the engine's
-    hidden temporaries (``.NAME.<digits>.exr.tmp*``) and its sidecar files."""
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return set()
-    prefix = name + "."
-    sidecars = {f"{name}_alignment.json", f"{name}_preview.mp4"}
-    found = set()
-    for entry in entries:
-        stem = entry[len(prefix) : -len(".exr")] if entry.endswith(".exr") else ""
-        if (
-            (entry.startswith(prefix) and stem.isdigit())
-            or (entry.startswith("." + prefix) and ".tmp" in entry)
-            or entry in sidecars
-        ):
-            found.add(entry)
-    return found
-
-
-def remove_new_outputs(folder: str, name: str, before: set[str]) -> list[str]:
-    """Delete depth files that appeared since ``before`` (a cancelled or failed run)."""
-    removed = []
-    for entry in sorted(output_files(folder, name) - before):
-        try:
-            os.remove(os.path.join(folder, entry))
-            removed.append(entry)
-        except OSError:
-            pass
-    return removed

@@ -11,10 +11,9 @@ index in a movie). The engine writes ``NAME.<source number>.exr``.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
-_NUMBERED = re.compile(r"^(?P<head>.*?)(?P<digits>\d+)(?P<tail>\D*)$")
+from .protocol import NUMBERED_NAME
 
 
 class StripError(Exception):
@@ -33,8 +32,12 @@ class NumberedName:
 
 
 def split_numbered(filename: str) -> NumberedName | None:
-    """``plate.1001.exr`` -> head ``plate.``, digits ``1001``, tail ``.exr`` (last digit run)."""
-    match = _NUMBERED.match(filename)
+    """``plate.1001.exr`` -> head ``plate.``, digits ``1001``, tail ``.exr``.
+
+    The engine's rule (protocol.NUMBERED_NAME): the digits right before the extension, so
+    ``scan.1001.jp2`` is frame 1001 and the engine finds the same frames the add-on asks for.
+    """
+    match = NUMBERED_NAME.match(filename)
     if match is None:
         return None
     return NumberedName(match["head"], match["digits"], match["tail"])
@@ -69,7 +72,7 @@ class FramePlan:
         return all(n - first_number == t - first_frame for t, n in self.timeline)
 
 
-def _sequence_numbering(names: list[str]) -> tuple[str, dict[str, int]] | None:
+def sequence_numbering(names: list[str]) -> tuple[str, dict[str, int]] | None:
     """``(pattern name, number of each file)`` when ``names`` are one numbered sequence.
 
     The pattern uses the engine's rule for ``#`` padding (printf ``%0Nd``: 1001 is "1001",
@@ -111,7 +114,7 @@ def plan_image_strip(
         raise StripError(
             "The strip shows a single image; RollingDepth needs a clip of at least 2 frames."
         )
-    numbering = _sequence_numbering(names)
+    numbering = sequence_numbering(names)
     if numbering is None:
         ext = os.path.splitext(names[0])[1]
         if any(os.path.splitext(n)[1].lower() != ext.lower() for n in names):

@@ -6,11 +6,16 @@ timer, the blocking path in a loop.
 
 The engine writes into a hidden work folder inside the output folder; only a finished run's
 files are moved into the output folder. A cancelled, failed or killed run therefore never
-leaves partial EXRs, nor a mix of new and old frames.
+leaves partial EXRs, nor a mix of new and old frames, nor the folders it created.
+
+Everything the add-on needs to know about the files comes from the engine's ``result``
+message (protocol.RESULT_KEYS): ``files``, ``frame_numbers``, ``output_size``,
+``value_range``, ``depth_mode``, ``near``, ``far``, ``alignment``, ``preview``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -20,13 +25,14 @@ from dataclasses import dataclass
 
 import bpy
 
-from . import sequencer
-from .compositing import setup_defocus
-from .engine import EngineError, EngineProcess, RunOptions, run_argv
-from .exr_header import ExrHeaderError, read_exr_header
+from . import protocol, sequencer
+from .compositing import remove_defocus_scenes, setup_defocus
+from .engine import EngineError, EngineProcess, RunOptions, error_text, run_argv
 from .frames import FramePlan, StripError
 
 RUNNING, FINISHED, FAILED, CANCELLED = "RUNNING", "FINISHED", "FAILED", "CANCELLED"
+# The `result` keys this add-on reads (all in protocol.RESULT_KEYS).
+RESULT_NEEDS = ("files", "frame_numbers", "output_size", "value_range", "depth_mode", "near", "far")
 WORK_PREFIX = ".rollingdepth-run-"
 
 
@@ -36,6 +42,7 @@ class JobSettings:
     options: RunOptions
     output_dir: str  # absolute
     defocus: bool = False
+    replace: bool = True  # remove the source's previous depth strip (and files) when done
 
 
 class DepthJob:
@@ -54,6 +61,9 @@ class DepthJob:
         self.process: EngineProcess | None = None
         self.work_dir: str | None = None
         self.files: list[str] = []
+        self.created_dirs: list[str] = []  # output folders this job made, deepest first
+        self.replaced: list[str] = []  # names of the depth strips this job replaced
+        self.sidecars: list[str] = []  # the run's alignment and preview files, moved out
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> DepthJob:
@@ -62,10 +72,12 @@ class DepthJob:
         scene = bpy.data.scenes[self.scene_name]
         strip = sequencer.find_strip(scene, self.strip_name)
         output_dir = self.settings.output_dir
+        self.created_dirs = _missing_folders(output_dir)
         try:
             os.makedirs(output_dir, exist_ok=True)
             self.work_dir = tempfile.mkdtemp(prefix=WORK_PREFIX, dir=output_dir)
         except OSError as exc:
+            self._remove_work_dir()
             raise EngineError(
                 f"Cannot write to the output folder {output_dir!r} ({exc.strerror}): choose "
                 "another folder.",
@@ -103,13 +115,15 @@ class DepthJob:
         self.notes.extend(m for m in run.messages if m not in self.notes)
         if run.result is not None and run.result.get("ok", True):
             self._finish(run.result)
-        elif self.process.cancelled or (run.error or {}).get("kind") == "cancelled":
+        elif self.process.cancelled or (run.error or {}).get("kind") == protocol.KIND_CANCELLED:
             self.state = CANCELLED
             self._remove_work_dir()
         else:
-            # the report carries one line; the console gets the engine's own log
-            print(f"RollingDepth engine log:\n{self.process.stderr_tail}", file=sys.stderr)
-            self._fail(_engine_error_text(run.error or {}))
+            # the report carries one line; the console gets the engine's own log, if it wrote one
+            log = self.process.log_tail
+            if log:
+                print(f"RollingDepth engine log:\n{log}", file=sys.stderr)
+            self._fail(error_text(run.error or {}))
         return self.state
 
     def run_blocking(self, timeout: float | None = None, interval: float = 0.05) -> str:
@@ -161,25 +175,39 @@ class DepthJob:
                     f"The strip {self.strip_name!r} was removed during the run; the depth EXRs "
                     f"are in {self.settings.output_dir}."
                 )
-            header = _header(self.files[0]) if self.files else None
-            depth_size = (header.width, header.height) if header else None
+            previous = sequencer.depth_strips_of(scene, source) if self.settings.replace else []
+            height, width = result["output_size"]
             depth = sequencer.add_depth_strip(
                 scene,
                 source,
                 self.plan,
                 files_by_number,
                 f"{source.name} depth",
-                depth_size,
+                (width, height),
             )
+            depth[sequencer.SIDECARS_KEY] = self.sidecars
+            # only now that the new depth is in place do the replaced strips and files go
+            if previous:
+                old_files = [path for strip in previous for path in sequencer.strip_files(strip)]
+                self.replaced = [strip.name for strip in previous]
+                channel = min(strip.channel for strip in previous)
+                for strip in previous:
+                    sequencer.remove_strip(scene, strip)
+                depth.channel = min(depth.channel, channel)
+                depth.name = f"{source.name} depth"  # the replaced strip's name is free now
+                kept = {os.path.normpath(p) for p in [*self.files, *self.sidecars]}
+                _remove_files({os.path.normpath(p) for p in old_files} - kept)
             self.depth_strip_name = depth.name
             if self.settings.defocus:
-                self._build_defocus(scene, source, header, depth_size)
+                if self.settings.replace:
+                    remove_defocus_scenes(scene, source)
+                self._build_defocus(scene, source, result, (width, height))
         except (StripError, EngineError, OSError, RuntimeError) as exc:
             self._fail(str(exc))
             return
         self.state = FINISHED
 
-    def _build_defocus(self, scene, source, header, depth_size) -> None:
+    def _build_defocus(self, scene, source, result: dict, depth_size) -> None:
         # An Image node steps one file number per frame: it cannot follow holds, skips,
         # reverse playback, or files without one numbering (those are staged under new names).
         if not self.plan.plays_in_order or self.plan.staging:
@@ -188,21 +216,15 @@ class DepthJob:
                 "which the compositor's Image nodes cannot follow (the depth strip is right)"
             )
             return
-        options = self.settings.options
-        value_range = None
-        if header is not None:
-            lo, hi = header.engine_value("value_min"), header.engine_value("value_max")
-            if isinstance(lo, float) and isinstance(hi, float):
-                value_range = (lo, hi)
         defocus = setup_defocus(
             scene,
             source,
             self.plan,
             self.files,
-            options.depth_mode,
-            options.near,
-            options.far,
-            value_range,
+            result["depth_mode"],
+            float(result["near"]),
+            float(result["far"]),
+            tuple(result["value_range"]),
             sequencer.plate_size(source) or depth_size,
         )
         self.defocus_scene_name = defocus.name
@@ -211,6 +233,13 @@ class DepthJob:
         """Move the finished run's files from the work folder into the output folder."""
         assert self.work_dir is not None
         output_dir = self.settings.output_dir
+        missing = [key for key in RESULT_NEEDS if key not in result]
+        if missing:
+            raise EngineError(
+                f"The engine's result lacks {', '.join(missing)}: install the engine version "
+                "that matches this add-on.",
+                "EngineError",
+            )
         numbers = [int(n) for n in result.get("frame_numbers", [])]
         produced = [str(p) for p in result.get("files", [])]
         if not produced or len(numbers) != len(produced):
@@ -226,7 +255,9 @@ class DepthJob:
         for key in ("alignment", "preview"):
             extra = result.get(key)
             if extra and os.path.isfile(extra):
-                os.replace(extra, os.path.join(output_dir, os.path.basename(extra)))
+                target = os.path.join(output_dir, os.path.basename(extra))
+                os.replace(extra, target)
+                self.sidecars.append(target)
         self.files = [files_by_number[n] for n in numbers]
         self._remove_work_dir()
         return files_by_number
@@ -237,25 +268,43 @@ class DepthJob:
         self._remove_work_dir()
 
     def _remove_work_dir(self) -> None:
+        """Remove the work folder and, unless the run finished, the folders it created."""
         if self.work_dir and os.path.isdir(self.work_dir):
             shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self.state == FINISHED:
+            return
+        for folder in self.created_dirs:  # deepest first; a folder with files in it stays
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
 
 
-def _engine_error_text(error: dict) -> str:
-    kind = error.get("kind", "")
-    message = error.get("message") or "the engine failed without a message"
-    if kind == "WeightsError":
-        return f"RollingDepth weights: {message}"
-    if kind and kind not in ("EngineCrash", "EngineError"):
-        return f"RollingDepth ({kind}): {message}"
-    return message
+def _missing_folders(folder: str) -> list[str]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    folder = os.path.abspath(folder)
+    while folder and not os.path.exists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing
 
 
-def _header(path: str):
-    try:
-        return read_exr_header(path)
-    except (OSError, ExrHeaderError):
-        return None
+def _remove_files(paths) -> None:
+    """Delete replaced depth frames, then their folders if that left them empty."""
+    folders = set()
+    for path in paths:
+        try:
+            os.remove(path)
+            folders.add(os.path.dirname(path))
+        except OSError:
+            pass
+    for folder in folders:
+        with contextlib.suppress(OSError):  # still holds other files: it stays
+            os.rmdir(folder)
 
 
 def summary(job: DepthJob) -> str:
@@ -268,6 +317,8 @@ def summary(job: DepthJob) -> str:
         if numbers
         else f"Depth strip {job.depth_strip_name!r} added"
     )
+    if job.replaced:
+        text += f", replacing {', '.join(repr(n) for n in job.replaced)}"
     if job.defocus_scene_name:
         text += f"; Defocus compositing in scene {job.defocus_scene_name!r}"
     return text

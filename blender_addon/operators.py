@@ -7,27 +7,33 @@ status bar and the sidebar, Esc or Cancel stops the engine. In background mode, 
 
 from __future__ import annotations
 
+import os
+
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import jobs, sequencer
-from .engine import EngineError, RunOptions, parse_dilations
+from . import jobs, protocol, sequencer
+from .engine import DEFAULT_DEPTH_MODE, EngineError, RunOptions, parse_dilations
 from .frames import StripError
 from .preferences import preferences
 
 TIMER_INTERVAL_S = 0.2
 
-PRESET_ITEMS = [
-    ("fast", "Fast", "Dilations 1 25, no refinement, 768 px"),
-    ("fast1024", "Fast 1024", "Dilations 1 25, no refinement, 1024 px"),
-    ("full", "Full", "Dilations 1 10 25, 10 refinement steps, 1024 px"),
-    ("paper", "Paper", "The paper's settings (fp32, uncapped dilations, 768 px)"),
-]
-DEPTH_MODE_ITEMS = [
-    ("inverse", "Inverse depth", "Relative inverse depth (disparity-like), larger = nearer"),
-    ("depth", "Depth", "Depth in scene units between Near and Far"),
-    ("normalized", "Normalized", "Inverse depth mapped to 0..1 over the clip, 1 = nearest"),
-]
+PRESET_ITEMS = [(key, p["label"], p["description"]) for key, p in protocol.PRESETS.items()]
+DEPTH_MODE_ITEMS = [(key, m["label"], m["description"]) for key, m in protocol.DEPTH_MODES.items()]
+# What the Sequencer shows of each convention, for the line under the Convention field.
+DEPTH_MODE_LOOK = {
+    "normalized": "Shows as depth in the Sequencer: 0 farthest .. 1 nearest",
+    "inverse": "Values outside 0..1 show clipped (black) in the Sequencer",
+    "depth": "Values above 1 show white in the Sequencer: set Near/Far in scene units",
+}
+
+
+def blender_ocio_config() -> str:
+    """The OCIO config Blender reads its colour space names from: $OCIO, else its own."""
+    return os.environ.get("OCIO") or os.path.join(
+        bpy.utils.system_resource("DATAFILES", path="colormanagement"), "config.ocio"
+    )
 
 
 def _redraw_sequencer(context) -> None:
@@ -47,7 +53,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
     bl_label = "Estimate Depth (RollingDepth)"
     bl_options = {"REGISTER"}
 
-    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="fast")
+    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default=protocol.DEFAULT_PRESET)
     dilations: StringProperty(
         name="Dilations",
         description="Frame spacings of the snippets, e.g. `1 10 25`; empty keeps the preset's",
@@ -67,7 +73,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         min=-1,
         max=8192,
     )
-    depth_mode: EnumProperty(name="Convention", items=DEPTH_MODE_ITEMS, default="inverse")
+    depth_mode: EnumProperty(name="Convention", items=DEPTH_MODE_ITEMS, default=DEFAULT_DEPTH_MODE)
     near: FloatProperty(name="Near", default=1.0, min=1e-4, soft_max=1000.0)
     far: FloatProperty(name="Far", default=100.0, min=1e-3, soft_max=100000.0)
     half: BoolProperty(
@@ -78,12 +84,38 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         description="Write the depth at the plate's resolution (else at processing size)",
         default=True,
     )
+    upsample_edges: BoolProperty(
+        name="Upsample Edges",
+        description="Edge-aware upsampling to the plate's resolution (`--upsample edge`); "
+        "off keeps the engine's default",
+        default=False,
+    )
+    strip_colorspace: BoolProperty(
+        name="Strip Colour Space",
+        description="Read the plate in the strip's colour space, through Blender's OCIO config "
+        "(`--input-colorspace`, `--ocio-config`); off lets the engine guess from the file type",
+        default=False,
+    )
+    holdout_strip: StringProperty(
+        name="Holdout Matte",
+        description="An image-sequence or movie strip whose white areas are kept out of the "
+        "depth alignment (`--holdout`), e.g. a roto of a moving actor",
+        default="",
+        options={"SKIP_SAVE"},
+    )
     output_dir: StringProperty(
         name="Output Folder",
         description="Folder for depth.####.exr; default //depth/<strip name>/ next to the .blend",
         subtype="DIR_PATH",
         default="",
-        options={"SKIP_SAVE"},  # re-derived from each strip's name, never reused
+        # re-derived from each strip's name, never reused; `//` means next to the .blend
+        options={"SKIP_SAVE", "PATH_SUPPORTS_BLEND_RELATIVE"},
+    )
+    replace: BoolProperty(
+        name="Replace Previous Depth",
+        description="Remove the depth strip an earlier run made from this strip, and its EXRs "
+        "once the new ones are in place",
+        default=True,
     )
     defocus: BoolProperty(
         name="Set up Defocus Compositing",
@@ -108,8 +140,11 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if sequencer.sequencer_scene(context).sequence_editor is None:
-            cls.poll_message_set("The scene has no strips")
+        scene = sequencer.sequencer_scene(context)
+        if scene.sequence_editor is None:
+            cls.poll_message_set(
+                f"Scene {scene.name!r} has no strips: switch to the scene with the plate"
+            )
             return False
         return True
 
@@ -140,15 +175,26 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         layout.prop(self, "refine_steps")
         layout.prop(self, "resolution")
         layout.prop(self, "depth_mode")
+        layout.label(text=DEPTH_MODE_LOOK[self.depth_mode], icon="INFO")
         if self.depth_mode == "depth":
             row = layout.row(align=True)
             row.prop(self, "near")
             row.prop(self, "far")
         layout.prop(self, "half")
         layout.prop(self, "restore_res")
+        row = layout.row()
+        row.enabled = self.restore_res
+        row.prop(self, "upsample_edges")
+        layout.prop(self, "strip_colorspace")
+        scene = sequencer.sequencer_scene(context)
+        if scene.sequence_editor is not None:
+            layout.prop_search(
+                self, "holdout_strip", scene.sequence_editor, sequencer.ALL_STRIPS, icon="MOD_MASK"
+            )
         layout.prop(self, "output_dir")
         if self.output_dir.startswith("//") and not bpy.data.filepath:
             layout.label(text="Unsaved .blend: a temporary folder will be used", icon="INFO")
+        layout.prop(self, "replace")
         layout.prop(self, "defocus")
 
     # ---------------------------------------------------------------- start
@@ -197,6 +243,10 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             far=self.far,
             half=self.half,
             restore_res=self.restore_res,
+            upsample="edge" if self.upsample_edges and self.restore_res else None,
+            input_colorspace=strip.colorspace_settings.name if self.strip_colorspace else None,
+            ocio_config=blender_ocio_config() if self.strip_colorspace else None,
+            holdout=self._holdout(context),
             device=prefs.device,
             dtype=None if prefs.dtype == "preset" else prefs.dtype,
         )
@@ -208,7 +258,16 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             options=options,
             output_dir=output_dir,
             defocus=self.defocus,
+            replace=self.replace,
         )
+
+    def _holdout(self, context) -> str | None:
+        if not self.holdout_strip:
+            return None
+        matte = sequencer.find_strip(sequencer.sequencer_scene(context), self.holdout_strip)
+        if matte is None:
+            raise StripError(f"Holdout Matte: there is no strip {self.holdout_strip!r}.")
+        return sequencer.media_path(matte)
 
     # ---------------------------------------------------------------- modal
     def modal(self, context, event):

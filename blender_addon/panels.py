@@ -1,4 +1,5 @@
-"""The Sequencer sidebar's RollingDepth tab: the run's stage, progress and a Cancel button."""
+"""The Sequencer sidebar's RollingDepth tab: the run's stage, progress and a Cancel button;
+Focus and Blur of the active strip's Defocus setup."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import textwrap
 import bpy
 
 from . import jobs, sequencer
+from .compositing import defocus_controls, defocus_scenes_of
 from .operators import SEQUENCER_OT_rollingdepth_cancel, SEQUENCER_OT_rollingdepth_estimate
 
 
@@ -49,3 +51,20 @@ class SEQUENCER_PT_rollingdepth(bpy.types.Panel):
         if outcome:
             layout.separator()
             _wrapped(layout, outcome, icon="INFO")
+        _draw_defocus(layout, context, strip)
+
+
+def _draw_defocus(layout, context, strip) -> None:
+    """Focus and Blur of the Defocus scene made for ``strip`` (or of the scene shown)."""
+    scenes = [context.scene] if defocus_controls(context.scene) else []
+    if not scenes and strip is not None:
+        scenes = defocus_scenes_of(strip.get(sequencer.SOURCE_KEY) or strip.name)
+    for scene in scenes:
+        controls = defocus_controls(scene)
+        if controls is None:
+            continue
+        focus, defocus = controls
+        box = layout.box()
+        box.label(text=scene.name, icon="SCENE_DATA")
+        box.prop(focus, "default_value", text="Focus (0 far, 1 near)")
+        box.prop(defocus, "z_scale", text="Blur (px)")

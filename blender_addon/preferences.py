@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-from .engine import EngineError, check_engine
+from .engine import EngineError, check_engine, in_blender_terms
 
 DEVICE_ITEMS = [
     ("auto", "Automatic", "CUDA, then Apple MPS, then CPU"),
@@ -58,7 +58,8 @@ def preferences(context=None) -> RollingDepthPreferences:
 
 
 class ROLLINGDEPTH_OT_check_engine(bpy.types.Operator):
-    """Run the engine's `check` and report its Python, torch and device"""
+    """Run the engine's `check` and report its Python, torch, device and whether the
+    checkpoint is there"""
 
     bl_idname = "rollingdepth.check_engine"
     bl_label = "Check Engine"
@@ -66,15 +67,31 @@ class ROLLINGDEPTH_OT_check_engine(bpy.types.Operator):
 
     def execute(self, context):
         prefs = preferences(context)
+        checkpoint = prefs.checkpoint.strip()
         try:
-            info = check_engine(bpy.path.abspath(prefs.engine_path))
+            info = check_engine(bpy.path.abspath(prefs.engine_path), checkpoint)
         except EngineError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         gpu = "CUDA" if info.get("cuda") else ("MPS" if info.get("mps") else "no GPU")
-        self.report(
-            {"INFO"},
-            f"RollingDepth {info.get('rollingdepth', '?')} ready: Python {info.get('python', '?')}"
-            f", torch {info.get('torch', '?')}, device {info.get('device', '?')} ({gpu})",
+        engine = (
+            f"RollingDepth {info.get('rollingdepth', '?')}: Python {info.get('python', '?')}, "
+            f"torch {info.get('torch', '?')}, device {info.get('device', '?')} ({gpu})"
         )
+        if info.get("checkpoint_error"):
+            self.report(
+                {"ERROR"},
+                f"Not ready: a run would fail on the Checkpoint preference: "
+                f"{in_blender_terms(info['checkpoint_error'])}. {engine}",
+            )
+            return {"CANCELLED"}
+        if checkpoint and not info.get("checkpoint_folder"):
+            self.report(
+                {"WARNING"},
+                f"{engine}. The weights {checkpoint!r} are not downloaded yet: the first run "
+                "downloads them from the Hugging Face hub (internet needed, a few GB).",
+            )
+            return {"FINISHED"}
+        weights = f", weights in {info['checkpoint_folder']}" if checkpoint else ""
+        self.report({"INFO"}, f"Ready: {engine}{weights}")
         return {"FINISHED"}

@@ -12,10 +12,14 @@ import shutil
 
 import bpy
 
-from .frames import FramePlan, StripError, plan_image_strip, plan_movie_strip
+from .frames import FramePlan, StripError, plan_image_strip, plan_movie_strip, sequence_numbering
 
 SUPPORTED_TYPES = ("IMAGE", "MOVIE")
 MAX_CHANNEL = 128
+# A depth strip (and a Defocus scene) carries the name of the strip it was estimated from.
+SOURCE_KEY = "rollingdepth_source"
+# ... and the run's other files (the result's `alignment`, `preview`), removed with it.
+SIDECARS_KEY = "rollingdepth_sidecars"
 
 
 # ---------------------------------------------------------------------------- API differences
@@ -29,11 +33,16 @@ def strips_in(owner):
     return owner.strips if hasattr(owner, "strips") else owner.sequences
 
 
+ALL_STRIPS = (
+    "strips_all" if "strips_all" in bpy.types.SequenceEditor.bl_rna.properties else "sequences_all"
+)
+
+
 def all_strips(scene) -> list:
     editor = scene.sequence_editor
     if editor is None:
         return []
-    return list(editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all)
+    return list(getattr(editor, ALL_STRIPS))
 
 
 def active_strip(scene):
@@ -63,6 +72,11 @@ def strip_problem(strip) -> str | None:
     """Why ``strip`` cannot be processed, or None."""
     if strip is None:
         return "Select an image-sequence or movie strip in the Sequencer first."
+    if strip.get(SOURCE_KEY):
+        return (
+            f"{strip.name!r} is the RollingDepth depth of {strip[SOURCE_KEY]!r}: select "
+            f"{strip[SOURCE_KEY]!r} to estimate its depth again."
+        )
     if strip.type not in SUPPORTED_TYPES:
         return (
             f"The active strip {strip.name!r} is a {strip.type.lower()} strip; select an "
@@ -142,6 +156,19 @@ def stage_plate(plan: FramePlan, staging_dir: str) -> None:
                 shutil.copy2(source, target)
 
 
+def media_path(strip) -> str:
+    """What the engine reads for ``strip``: a movie file, or an image sequence's pattern."""
+    if strip.type == "MOVIE":
+        return _abspath(strip, strip.filepath)
+    if strip.type == "IMAGE":
+        numbering = sequence_numbering([element.filename for element in strip.elements])
+        if numbering is not None:
+            return os.path.join(_abspath(strip, strip.directory), numbering[0])
+    raise StripError(
+        f"{strip.name!r} is not a movie or one numbered image sequence; a holdout matte must be."
+    )
+
+
 def plate_size(strip) -> tuple[int, int] | None:
     """(width, height) of the strip's media, when Blender has read it."""
     for element in strip.elements:
@@ -201,8 +228,25 @@ def add_depth_strip(
     for path in files[1:]:
         strip.elements.append(os.path.basename(path))
     strip.colorspace_settings.name = "Non-Color"
+    strip[SOURCE_KEY] = source.name
     _match_placement(source, strip, depth_size)
     return strip
+
+
+def depth_strips_of(scene, source) -> list:
+    """The depth strips earlier runs made from ``source``."""
+    return [s for s in all_strips(scene) if s.get(SOURCE_KEY) == source.name and s != source]
+
+
+def strip_files(strip) -> list[str]:
+    """Absolute paths of the files a depth strip stands for: its frames and sidecars."""
+    directory = _abspath(strip, strip.directory)
+    frames = [os.path.join(directory, element.filename) for element in strip.elements]
+    return frames + [_abspath(strip, path) for path in strip.get(SIDECARS_KEY, [])]
+
+
+def remove_strip(scene, strip) -> None:
+    strips_in(container_of(scene, strip)).remove(strip)
 
 
 def _match_placement(source, depth, depth_size: tuple[int, int] | None) -> None:

@@ -15,6 +15,7 @@ from .config import DEFAULT_CHECKPOINT
 from .errors import WeightsError
 
 SUBFOLDERS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
+_PATTERNS = ["model_index.json", *[f"{s}/*" for s in SUBFOLDERS]]
 
 
 @dataclass
@@ -38,31 +39,45 @@ def _missing_weights_message(checkpoint: str, reason: str) -> str:
     )
 
 
-def locate_checkpoint(checkpoint: str = DEFAULT_CHECKPOINT) -> Path:
-    """A local folder holding the checkpoint: the path itself, the hub cache, or a download."""
+def find_checkpoint(checkpoint: str = DEFAULT_CHECKPOINT) -> Path | None:
+    """The local folder holding the checkpoint, without downloading: the path itself (checked
+    for the diffusers layout) or the hub cache's snapshot; None for a hub id not cached."""
     path = Path(checkpoint).expanduser()
     looks_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", checkpoint) is not None
     if path.exists() or not looks_like_hub_id:
         return _check_folder(path, checkpoint)
     from huggingface_hub import snapshot_download
 
-    patterns = ["model_index.json", *[f"{s}/*" for s in SUBFOLDERS]]
     try:
-        folder = snapshot_download(checkpoint, allow_patterns=patterns, local_files_only=True)
+        folder = snapshot_download(checkpoint, allow_patterns=_PATTERNS, local_files_only=True)
     except Exception:
-        folder = None
-    if folder is None:
-        if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-            raise WeightsError(
-                _missing_weights_message(checkpoint, "not in the cache and HF_HUB_OFFLINE is set")
-            )
-        try:
-            folder = snapshot_download(checkpoint, allow_patterns=patterns)
-        except Exception as exc:  # any hub or network failure means the same to the user
-            reason = "the Hugging Face hub cannot be reached and nothing is cached"
-            if "404" in str(exc) or "RepositoryNotFound" in type(exc).__name__:
-                reason = "no such model on the Hugging Face hub"
-            raise WeightsError(_missing_weights_message(checkpoint, reason)) from exc
+        return None
+    return _check_folder(Path(folder), checkpoint)
+
+
+def hub_offline() -> bool:
+    """True when downloads are off (HF_HUB_OFFLINE): an uncached hub id then cannot load."""
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def locate_checkpoint(checkpoint: str = DEFAULT_CHECKPOINT) -> Path:
+    """A local folder holding the checkpoint: the path itself, the hub cache, or a download."""
+    folder = find_checkpoint(checkpoint)
+    if folder is not None:
+        return folder
+    if hub_offline():
+        raise WeightsError(
+            _missing_weights_message(checkpoint, "not in the cache and HF_HUB_OFFLINE is set")
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(checkpoint, allow_patterns=_PATTERNS)
+    except Exception as exc:  # any hub or network failure means the same to the user
+        reason = "the Hugging Face hub cannot be reached and nothing is cached"
+        if "404" in str(exc) or "RepositoryNotFound" in type(exc).__name__:
+            reason = "no such model on the Hugging Face hub"
+        raise WeightsError(_missing_weights_message(checkpoint, reason)) from exc
     return _check_folder(Path(folder), checkpoint)
 
 

@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 
-from . import __version__
+from . import __version__, protocol
 from .config import (
     ALIGNERS,
     DEFAULT_CHECKPOINT,
@@ -265,8 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     selftest = sub.add_parser("selftest", help="run the whole pipeline with a tiny random model")
     selftest.add_argument("--keep", default=None, help="keep the outputs in this folder")
-    check = sub.add_parser("check", help="report Python, torch and devices")
+    check = sub.add_parser("check", help="report Python, torch, devices (and a checkpoint)")
     check.add_argument("--json", action="store_true")
+    check.add_argument(
+        "--checkpoint",
+        default=None,
+        help="also check these weights (hub id or folder) without downloading: reports "
+        "checkpoint_folder, or checkpoint_error (a run would fail), or checkpoint_download",
+    )
     spaces = sub.add_parser(
         "colorspaces", help="list the OCIO config's colour spaces, displays and views"
     )
@@ -369,6 +375,19 @@ def command_check(args: argparse.Namespace) -> dict:
         "mps": torch.backends.mps.is_available(),
         "device": describe_device(resolve_device("auto")),
     }
+    if args.checkpoint:
+        from .checkpoint import find_checkpoint, hub_offline, locate_checkpoint
+
+        info["checkpoint"] = args.checkpoint
+        try:
+            folder = find_checkpoint(args.checkpoint)
+            if folder is None and hub_offline():
+                locate_checkpoint(args.checkpoint)  # raises the run's own WeightsError
+        except RollingDepthError as exc:
+            info["checkpoint_error"] = str(exc)
+        else:
+            info["checkpoint_folder"] = str(folder) if folder else None
+            info["checkpoint_download"] = folder is None
     return info
 
 
@@ -407,10 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         command = command_selftest if args.command == "selftest" else command_run
         result = command(args, sink)
     except KeyboardInterrupt:
-        sink.error("cancelled; no partial files were left", "cancelled")
+        sink.error("cancelled; no partial files were left", protocol.KIND_CANCELLED)
         return EXIT_CANCELLED
     except Cancelled as exc:
-        sink.error(str(exc), "cancelled")
+        sink.error(str(exc), protocol.KIND_CANCELLED)
         return EXIT_CANCELLED
     except RollingDepthError as exc:
         sink.error(str(exc), type(exc).__name__)

@@ -127,6 +127,8 @@ EVENT_PROGRESS = "progress"  # stage, done, total, message, elapsed
 EVENT_MESSAGE = "message"  # message
 EVENT_RESULT = "result"  # the RunResult fields below, exactly once at the end
 EVENT_ERROR = "error"  # kind, message, and `hint` where the error has one
+# The error `kind` of a run stopped on request (SIGTERM, Ctrl-C): not a failure to report.
+KIND_CANCELLED = "cancelled"
 # What a `result` carries (rollingdepth_core.engine.RunResult.to_message()).
 RESULT_KEYS = (
     "ok",

@@ -3,7 +3,11 @@
 Uses Blender's own extension packager (``blender_ext.py build``), which runs with plain
 Python: from the bpy wheel (``.venv-blender``), a Blender install, or ``--blender-ext PATH``.
 
-    python scripts/build_addon.py            # -> dist/rollingdepth-<version>.zip
+The add-on restates nothing the engine defines: ``rollingdepth_core/protocol.py`` (standard
+library only) is copied in as ``blender_addon/protocol.py`` (git-ignored) before packaging.
+
+    python scripts/build_addon.py                  # -> dist/rollingdepth-<version>.zip
+    python scripts/build_addon.py --bundle-only    # just the copy, to run from blender_addon/
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "blender_addon"
+PROTOCOL = REPO / "rollingdepth_core" / "protocol.py"
+BUNDLED_PROTOCOL = SOURCE / "protocol.py"
 PACKAGER = Path("scripts/addons_core/bl_pkg/cli/blender_ext.py")
 
 
@@ -60,8 +66,15 @@ def manifest_version() -> str:
     return match.group(1)
 
 
+def bundle_protocol() -> Path:
+    """Copy the engine's protocol module into the add-on (the one way it gets there)."""
+    shutil.copyfile(PROTOCOL, BUNDLED_PROTOCOL)
+    return BUNDLED_PROTOCOL
+
+
 def build(output_dir: Path, packager: Path) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
+    bundle_protocol()
     for cache in SOURCE.rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)
     target = output_dir / f"rollingdepth-{manifest_version()}.zip"
@@ -86,7 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default=str(REPO / "dist"))
     parser.add_argument("--blender-ext", default=None, help="path to Blender's blender_ext.py")
+    parser.add_argument(
+        "--bundle-only",
+        action="store_true",
+        help="only copy rollingdepth_core/protocol.py into blender_addon/ (no zip)",
+    )
     args = parser.parse_args(argv)
+    if args.bundle_only:
+        print(bundle_protocol())
+        return 0
     target = build(Path(args.output_dir), find_packager(args.blender_ext))
     print(target)
     return 0

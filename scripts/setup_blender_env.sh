@@ -40,4 +40,8 @@ if ! "$VENV/bin/python" -c "import pytest" >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip install pytest
 fi
 
+# The add-on imports the engine's protocol module as blender_addon/protocol.py: copy it in the
+# way the build does, so the add-on also runs straight from the source folder.
+"$VENV/bin/python" "$REPO/scripts/build_addon.py" --bundle-only
+
 "$VENV/bin/python" -c "import bpy; print('bpy', bpy.app.version_string, 'ready in $VENV')"

@@ -33,6 +33,18 @@ def test_check_engine_reports_python_torch_and_device(prefs, capfd):
     assert bpy.ops.rollingdepth.check_engine() == {"FINISHED"}
     out = capfd.readouterr().out
     assert "Python 3." in out and "torch" in out and "device cpu" in out.lower()
+    assert "Ready" in out and f"weights in {prefs.checkpoint}" in out
+
+
+@pytest.mark.parametrize("checkpoint", ["folder", "nobody/no-such-model"])
+def test_check_engine_is_not_ready_without_the_weights(prefs, tmp_path, checkpoint):
+    """A missing folder, or a hub id that is not cached while downloads are off
+    (HF_HUB_OFFLINE, set by conftest): a run would fail, so the check says so, naming the
+    preference to set rather than the engine's `--checkpoint` flag."""
+    prefs.checkpoint = str(tmp_path / "no-weights") if checkpoint == "folder" else checkpoint
+    with pytest.raises(RuntimeError, match="Not ready.*Checkpoint") as caught:
+        bpy.ops.rollingdepth.check_engine()
+    assert "--checkpoint" not in str(caught.value)
 
 
 def test_check_engine_with_a_bad_path(prefs):
@@ -62,11 +74,47 @@ def test_engine_crash_without_a_result_line(prefs, image_strip, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_weights_bring_the_engine_message(prefs, image_strip, tmp_path):
-    prefs.checkpoint = str(tmp_path / "no-such-checkpoint")
-    with pytest.raises(RuntimeError, match="RollingDepth weights:"):
-        run_operator(output_dir=str(tmp_path / "out"))
-    assert list((tmp_path / "out").iterdir()) == []
+def test_missing_weights_name_the_preference_and_leave_no_folder(
+    prefs, image_strip, tmp_path, capfd
+):
+    prefs.checkpoint = "nobody/no-such-model"
+    with pytest.raises(RuntimeError, match="RollingDepth weights:") as caught:
+        run_operator(output_dir=str(tmp_path / "new" / "out"))
+    message = str(caught.value)
+    # the engine speaks of CLI flags; Blender users get the preference to set
+    assert "--checkpoint" not in message
+    assert "set Checkpoint in Edit ▸ Preferences ▸ Add-ons ▸ RollingDepth" in message
+    # the folders the run created are gone again
+    assert list(tmp_path.iterdir()) == []
+    err = capfd.readouterr().err
+    assert "RollingDepth engine log:\n\n" not in err and not err.rstrip().endswith("engine log:")
+
+
+def test_engine_hints_name_blender_settings_not_cli_flags(addon):
+    import importlib
+
+    engine = importlib.import_module(f"{addon.__name__}.engine")
+    text = engine.error_text(
+        {"kind": "ConfigError", "message": "too large", "hint": "pass `--res 1024` or less"}
+    )
+    assert text == (
+        "RollingDepth (ConfigError): too large. Set Resolution in the Estimate Depth dialog to "
+        "1024 or less."
+    )
+    weights = engine.error_text({"kind": "WeightsError", "message": "folder /x lacks unet/"})
+    assert weights.endswith(
+        "Set Checkpoint in Edit ▸ Preferences ▸ Add-ons ▸ RollingDepth to a "
+        "folder with the weights (diffusers layout), then press Check Engine there."
+    )
+
+
+def test_poll_message_names_the_scene_it_looked_at(addon):
+    empty = bpy.data.scenes.get("plate Defocus") or bpy.data.scenes.new("plate Defocus")
+    with (
+        bpy.context.temp_override(scene=empty),
+        pytest.raises(RuntimeError, match="Scene 'plate Defocus' has no strips"),
+    ):
+        bpy.ops.sequencer.rollingdepth_estimate()
 
 
 def test_unreadable_strip(prefs, scene, media, tmp_path):

@@ -1,12 +1,13 @@
-"""The strip-to-engine frame rules (frames.py) and the stdlib EXR header reader."""
+"""The strip-to-engine frame rules (frames.py) and the bundled protocol module."""
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
-from .support import ADDON_MODULE, add_image_strip, engine_python
+from .support import ADDON_MODULE, add_image_strip
 
 
 @pytest.fixture()
@@ -87,24 +88,28 @@ def test_movie_plan_covers_trims_offsets_and_holds(frames):
     assert [n for _, n in held.timeline] == [0, 0, 0, 1, 2]
 
 
-def test_exr_header_reader_reads_the_engine_metadata(addon, tmp_path, engine_ready):
-    exr_header = importlib.import_module(f"{ADDON_MODULE}.exr_header")
-    path = tmp_path / "d.exr"
-    engine_python(
-        "import sys\n"
-        "import numpy as np\n"
-        "from rollingdepth_core.exr import write_depth_exr\n"
-        "write_depth_exr(sys.argv[1], np.zeros((6, 10), np.float32), channel='Y',"
-        " metadata={'value_min': -0.5, 'value_max': 2.0, 'depth_mode': 'inverse'})\n",
-        str(path),
-    )
-    header = exr_header.read_exr_header(path)
-    assert (header.width, header.height) == (10, 6)
-    assert header.engine_value("value_min") == -0.5
-    assert header.engine_value("value_max") == 2.0
-    assert header.engine_value("depth_mode") == "inverse"
-    with pytest.raises(exr_header.ExrHeaderError):
-        exr_header.read_exr_header(__file__)
+def test_numbering_follows_the_engine_rule_for_digits_in_the_extension(frames):
+    """`scan.1001.jp2`: the frame number is 1001, not the 2 of the extension (the engine's
+    protocol.NUMBERED_NAME), so the add-on reads the files in place like the engine does."""
+    names = [f"scan.{n}.jp2" for n in range(1001, 1005)]
+    plan = frames.plan_image_strip("/d", list(enumerate(names, start=1)), names, "/s")
+    assert plan.plate == "/d/scan.####.jp2" and plan.frames == "1001-1004"
+    assert plan.staging == ()
+
+
+def test_protocol_is_bundled_not_restated(addon):
+    """The add-on's protocol module is the engine's file, byte for byte."""
+    from .support import REPO
+
+    bundled = importlib.import_module(f"{ADDON_MODULE}.protocol")
+    engine_file = REPO / "rollingdepth_core" / "protocol.py"
+    assert engine_file.read_bytes() == Path(bundled.__file__).read_bytes()
+    operators = importlib.import_module(f"{ADDON_MODULE}.operators")
+    assert [key for key, *_ in operators.PRESET_ITEMS] == list(bundled.PRESETS)
+    assert [key for key, *_ in operators.DEPTH_MODE_ITEMS] == list(bundled.DEPTH_MODES)
+    # what the add-on reads from the engine's result message is part of the protocol
+    jobs = importlib.import_module(f"{ADDON_MODULE}.jobs")
+    assert set(jobs.RESULT_NEEDS) <= set(bundled.RESULT_KEYS)
 
 
 def test_depth_at_processing_size_is_scaled_onto_the_plate(addon, scene, media):

@@ -46,8 +46,8 @@ def image_run(tmp_path_factory, media, addon):
     editor.active_strip = source
 
     output = tmp_path_factory.mktemp("image_out")
-    # normalized depth lies in 0..1 by construction, so the render below shows it unclipped
-    result = run_operator(output_dir=str(output), depth_mode="normalized")
+    # the dialog's defaults: the convention is left to the add-on (what an artist gets)
+    result = run_operator(output_dir=str(output))
     depth = scene.sequence_editor.strips[f"{source.name} depth"]
     return {
         "result": result,
@@ -113,8 +113,11 @@ def test_exrs_equal_the_cli_output(image_run, media, tmp_path):
     assert max_exr_difference(pairs) <= 1e-6
 
 
-def test_depth_strip_renders_through_the_sequencer(image_run, tmp_path):
-    """Render one frame of the depth strip alone; kept in $RD_SCREENSHOT_DIR when set."""
+def test_first_look_is_depth_not_a_black_frame(image_run, tmp_path):
+    """Render one frame of the depth strip alone, as the Sequencer shows it after the first run
+    with the dialog's defaults; kept in $RD_SCREENSHOT_DIR when set.
+
+    Inverse depth (about -1..1) renders with every value below 0 black: half the frame."""
     scene, source, depth = image_run["scene"], image_run["source"], image_run["depth"]
     image_run["blocker"].mute = True
     source.mute = True
@@ -134,7 +137,9 @@ def test_depth_strip_renders_through_the_sequencer(image_run, tmp_path):
     image = bpy.data.images.load(str(rendered))
     red = list(image.pixels)[0::4]
     bpy.data.images.remove(image)
-    assert max(red) - min(red) > 0.05, "the depth strip rendered flat: Blender shows no depth"
+    assert max(red) - min(red) > 0.5, "the depth strip rendered flat: Blender shows no depth"
+    black = sum(value <= 1 / 255 for value in red) / len(red)
+    assert black < 0.05, f"{black:.0%} of the first look is clipped to black"
     if os.environ.get("RD_SCREENSHOT_DIR"):
         screenshots = Path(os.environ["RD_SCREENSHOT_DIR"])
         screenshots.mkdir(parents=True, exist_ok=True)

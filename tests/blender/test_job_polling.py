@@ -224,3 +224,47 @@ def test_run_arguments_follow_the_cli(engine):
     assert engine.parse_dilations("") == ()
     with pytest.raises(engine.EngineError, match="include 1"):
         engine.parse_dilations("10 25")
+    # plain options stay off the command line until asked for
+    plain = " ".join(
+        engine.run_argv(sys.executable, "p.####.png", "out", None, engine.RunOptions())
+    )
+    assert "--depth-mode normalized" in plain and "--channel Y" in plain
+    for flag in ("--upsample", "--input-colorspace", "--ocio-config", "--holdout"):
+        assert flag not in plain
+
+
+def test_dialog_options_reach_the_command_line(addon, prefs, scene, media, tmp_path):
+    """Upsample Edges, Strip Colour Space (with Blender's OCIO config) and Holdout Matte, as
+    the operator builds them from its properties and the strips."""
+    operators = importlib.import_module(f"{ADDON_MODULE}.operators")
+    names = [f"plate.{n:04d}.png" for n in range(1001, 1005)]
+    plate = add_image_strip(scene, media["sequence_dir"], names, 1, 1)
+    plate.colorspace_settings.name = "Linear Rec.709"
+    matte = add_image_strip(scene, media["sequence_dir"], names, 2, 1)
+    matte.name = "roto"
+    movie = scene.sequence_editor.strips.new_movie("roto clip", str(media["movie"]), 3, 1)
+    cls = operators.SEQUENCER_OT_rollingdepth_estimate
+
+    def argv(**properties):
+        defaults = dict(
+            checkpoint="", preset="fast", dilations="", refine_steps=-1, resolution=-1,
+            depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
+            upsample_edges=False, strip_colorspace=False, holdout_strip="",
+            output_dir=str(tmp_path), defocus=False, replace=True,
+        )  # fmt: skip
+        stand_in = types.SimpleNamespace(**{**defaults, **properties}, report=lambda *a: None)
+        stand_in._holdout = types.MethodType(cls._holdout, stand_in)
+        settings = cls._settings(stand_in, bpy.context, plate)
+        return " ".join(engine_module.run_argv(sys.executable, "p", "o", None, settings.options))
+
+    engine_module = importlib.import_module(f"{ADDON_MODULE}.engine")
+    assert "--upsample edge" in argv(upsample_edges=True)
+    assert "--upsample" not in argv(upsample_edges=True, restore_res=False)
+    colour = argv(strip_colorspace=True)
+    ocio = operators.blender_ocio_config()
+    assert os.path.isfile(ocio) and ocio.endswith("config.ocio")
+    assert f"--input-colorspace Linear Rec.709 --ocio-config {ocio}" in colour
+    assert f"--holdout {media['sequence_dir'] / 'plate.####.png'}" in argv(holdout_strip="roto")
+    assert f"--holdout {media['movie']}" in argv(holdout_strip=movie.name)
+    with pytest.raises(operators.StripError, match="no strip 'gone'"):
+        argv(holdout_strip="gone")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import bpy
 import pytest
 
 from .conftest import fresh_scene, point_at_engine
 from .support import ADDON_MODULE, FAST, engine_cli, engine_python, max_exr_difference, run_operator
+from .test_ui import _draw
 
 FRAME_START = 5
 # 14 movie frames at 5..18; animation offset 1 drops movie frame 0; trims of 3 and 2 leave
@@ -71,6 +75,8 @@ def test_exrs_equal_the_cli_output(movie_run, media, tmp_path):
         "--channel",
         "Y",
         "--restore-res",
+        "--depth-mode",
+        "normalized",
         *FAST,
     )
     assert cli["frame_numbers"] == EXPECTED_MOVIE_FRAMES
@@ -100,17 +106,66 @@ def test_defocus_scene_feeds_the_depth_into_defocus(movie_run, tmp_path):
     assert plate.image.source == "MOVIE"
     assert (defocus_scene.frame_start, defocus_scene.frame_end) == (8, 15)
 
-    # render the compositor once: it must run and produce an image
-    with bpy.context.temp_override(scene=defocus_scene):
-        defocus_scene.frame_set(10)
-        defocus_scene.render.image_settings.file_format = "PNG"
-        defocus_scene.render.filepath = str(tmp_path / "defocus.png")
-        bpy.ops.render.render(write_still=True, scene=defocus_scene.name)
-    image = bpy.data.images.load(str(tmp_path / "defocus.png"))
+    # focus starts on the subject: the depth under the frame centre, not a fixed 0.5
+    compositing = __import__(f"{ADDON_MODULE}.compositing", fromlist=["defocus_controls"])
+    focus, node = compositing.defocus_controls(defocus_scene)
+    assert node == defocus and 0.0 <= focus.default_value <= 1.0
+    assert abs(focus.default_value - 0.5) > 1e-3
+    assert defocus.z_scale >= compositing.MIN_BLUR_PX
+
+    # the result must look defocused: compare with the same render, Defocus muted
+    sharp = _render(defocus_scene, tmp_path / "sharp.png", mute=defocus)
+    blurred = _render(defocus_scene, tmp_path / "defocus.png")
+    assert sum(blurred) / len(blurred) > 0.05, "the Defocus output is black: no plate arrived"
+    change = sum(abs(a - b) for a, b in zip(sharp, blurred, strict=True)) / len(sharp)
+    assert change > 0.01, f"Defocus changed the plate by {change:.4f} on average: looks sharp"
+    if os.environ.get("RD_SCREENSHOT_DIR"):
+        screenshots = Path(os.environ["RD_SCREENSHOT_DIR"])
+        screenshots.mkdir(parents=True, exist_ok=True)
+        for name, path in (("blender_defocus", "defocus"), ("blender_defocus_sharp", "sharp")):
+            _enlarged_copy(tmp_path / f"{path}.png", screenshots / f"{name}.png")
+
+
+def _enlarged_copy(source: Path, target: Path, factor: int = 4) -> None:
+    """The tiny test plate, 4x larger for the docs (Image nodes ignore the render percentage)."""
+    image = bpy.data.images.load(str(source))
+    image.scale(image.size[0] * factor, image.size[1] * factor)
+    image.save(filepath=str(target))
+    bpy.data.images.remove(image)
+
+
+def _render(scene, path: Path, mute=None) -> list[float]:
+    """Render frame 10 of ``scene`` to ``path``; the red channel's values."""
+    if mute is not None:
+        mute.mute = True
+    try:
+        with bpy.context.temp_override(scene=scene):
+            scene.frame_set(10)
+            scene.render.image_settings.file_format = "PNG"
+            scene.render.filepath = str(path)
+            bpy.ops.render.render(write_still=True, scene=scene.name)
+    finally:
+        if mute is not None:
+            mute.mute = False
+    image = bpy.data.images.load(str(path))
     red = list(image.pixels)[0::4]
     bpy.data.images.remove(image)
-    assert sum(red) / len(red) > 0.05, "the Defocus output is black: the plate did not arrive"
-    assert max(red) - min(red) > 0.05
+    return red
+
+
+def test_sidebar_edits_focus_and_blur(movie_run):
+    """With the plate or its depth strip active, the sidebar shows the Defocus scene's Focus
+    and Blur, bound to the compositor's own values."""
+    panels = __import__(f"{ADDON_MODULE}.panels", fromlist=["SEQUENCER_PT_rollingdepth"])
+    compositing = __import__(f"{ADDON_MODULE}.compositing", fromlist=["defocus_controls"])
+    focus, defocus = compositing.defocus_controls(
+        bpy.data.scenes[f"{movie_run['source'].name} Defocus"]
+    )
+    for strip in (movie_run["source"], movie_run["depth"]):
+        movie_run["scene"].sequence_editor.active_strip = strip
+        layout = _draw(panels.SEQUENCER_PT_rollingdepth, bpy.context)
+        bound = [(args[0], args[1]) for name, args, _ in layout.log if name == "prop"]
+        assert bound == [(focus, "default_value"), (defocus, "z_scale")]
 
 
 def test_movie_frame_formula_matches_what_blender_shows(addon, tmp_path, engine_ready):

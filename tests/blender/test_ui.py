@@ -2,6 +2,7 @@
 
 Background mode has no windows to draw in, so each draw function runs against a recording
 stand-in for UILayout: it catches misspelt calls and wrong states, not pixel layout.
+`test_ui_cannot_be_drawn_to_pixels_in_background_mode` shows why pixels are out of reach.
 """
 
 from __future__ import annotations
@@ -89,14 +90,40 @@ def test_dialog_and_preferences_draw(modules, scene, media):
         bpy.context,
         depth_mode="depth",
         output_dir="//depth/plate/",
+        restore_res=True,
     )
     props = [a[1] for name, a, _ in layout.log if name == "prop"]
     assert props[:4] == ["preset", "dilations", "refine_steps", "resolution"]
     assert {"near", "far", "half", "restore_res", "output_dir", "defocus"} <= set(props)
+    assert {"upsample_edges", "strip_colorspace", "replace"} <= set(props)
+    assert [a[1] for name, a, _ in layout.log if name == "prop_search"] == ["holdout_strip"]
     assert any("temporary folder" in t for t in layout.texts("label"))
+
+    # the default convention, and what the dialog says about how it looks
+    cls = modules.operators.SEQUENCER_OT_rollingdepth_estimate
+    rna = bpy.ops.sequencer.rollingdepth_estimate.get_rna_type()
+    assert rna.properties["depth_mode"].default == "normalized"
+    layout = _draw(cls, bpy.context, depth_mode="normalized", output_dir="/x", restore_res=True)
+    assert "Shows as depth in the Sequencer: 0 farthest .. 1 nearest" in layout.texts("label")
+    layout = _draw(cls, bpy.context, depth_mode="inverse", output_dir="/x", restore_res=True)
+    assert any("clipped (black)" in t for t in layout.texts("label"))
 
     prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
     layout = _draw(modules.preferences.RollingDepthPreferences, bpy.context)
     layout_props = [a[1] for name, a, _ in layout.log if name == "prop"]
     assert layout_props == ["engine_path", "checkpoint", "device", "dtype"]
     assert prefs.bl_rna.properties["engine_path"].subtype == "FILE_PATH"
+
+
+def test_ui_cannot_be_drawn_to_pixels_in_background_mode(addon):
+    """Why no test renders the sidebar or the dialog to a PNG: bpy as a module always runs in
+    background mode, where the GPU module refuses to draw and the screenshot operators have
+    no window region to read. If this starts failing, a real UI screenshot test is possible."""
+    import gpu
+
+    assert bpy.app.background
+    with pytest.raises(SystemError, match="not available in background mode"):
+        gpu.types.GPUOffScreen(64, 64)
+    for operator in (bpy.ops.screen.screenshot, bpy.ops.screen.screenshot_area):
+        with pytest.raises(RuntimeError, match="poll.. failed, context is incorrect"):
+            operator(filepath="/tmp/never.png")

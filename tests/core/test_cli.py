@@ -249,6 +249,21 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, tiny_checkpoint):
         assert np.isfinite(channels["Z"]).all()
 
 
+def test_check_reports_whether_a_run_would_find_the_weights(tmp_path, tiny_checkpoint):
+    """`check --json --checkpoint`: the folder, or the run's own WeightsError; never a download."""
+
+    def check(checkpoint):
+        proc = run_cli("check", "--json", "--checkpoint", checkpoint)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.splitlines()[-1])
+
+    found = check(tiny_checkpoint)
+    assert found["checkpoint_folder"] == str(tiny_checkpoint) and not found["checkpoint_download"]
+    assert "lacks" in check(tmp_path)["checkpoint_error"]  # a folder without the layout
+    # a hub id not in the cache while HF_HUB_OFFLINE is set: a run would fail
+    assert "HF_HUB_OFFLINE" in check("nobody/no-such-model")["checkpoint_error"]
+
+
 def test_selftest(capsys):
     assert main(["selftest"]) == 0
     assert "selftest PASSED" in capsys.readouterr().err
