@@ -94,7 +94,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         name="Strip Colour Space",
         description="Read the plate in the strip's colour space, through Blender's OCIO config "
         "(`--input-colorspace`, `--ocio-config`); off lets the engine guess from the file type",
-        default=False,
+        default=True,
     )
     holdout_strip: StringProperty(
         name="Holdout Matte",
