@@ -1,0 +1,328 @@
+"""Depth at plate resolution whose edges sit on the plate's edges.
+
+The model runs at 768-1024 px and plates are 2K-4K. A bilinear resize turns every depth edge into
+a ramp several plate pixels wide, which ZDefocus renders as a halo. ``method="edge"`` does this
+instead:
+
+1. Where the low-res depth is smooth (no step within a 3x3 cell neighbourhood) the result is the
+   bilinear one, bit for bit: nothing there for the plate to correct.
+2. Near depth steps, a guided filter solved at model resolution (the plate area-averaged to the
+   map's size, so a pixel straddling an edge mixes colour and depth alike) gives per-pixel
+   coefficients ``a, b``; applied to the full-resolution plate, ``a . I + b`` puts the depth edge
+   where the plate's edge is (the fast guided filter of He & Sun 2015 used as an upsampler).
+3. Where the plate's edge is clean, that estimate is snapped to the nearer of the two local depth
+   levels (means of the lower and upper thirds of the 3x3 low-res neighbourhood), so no value
+   belonging to neither side is invented. Where the plate's edge is soft (motion blur, hair),
+   measured as the width of its colour transition, the guided estimate is kept: it follows the
+   plate's own blend.
+
+Extra maps (the confidence channel) take the same coefficients' construction and the same side
+of each snapped edge as the depth, so a plate pixel's depth and confidence come from one surface.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .output import resize_map
+
+UPSAMPLE_METHODS = ("edge", "bilinear")
+
+# Guided filter at model resolution: a 5x5 window holds both pure sides of a 1-2 px transition.
+GUIDE_RADIUS = 2
+# In squared guide units: colour differences well below 0.01 do not steer the depth.
+GUIDE_EPS = 1e-4
+# A step counts as a depth edge when it exceeds this many noise sigmas of the low-res map.
+EDGE_SIGMAS = 6.0
+# Plate transitions up to CLEAN_WIDTH px wide are clean edges (snapped); from SOFT_WIDTH px on they
+# are soft (motion blur, hair) and the guided blend is kept. A plate's own softness sits in between.
+CLEAN_WIDTH = 3.0
+SOFT_WIDTH = 5.0
+# Window over which the plate's transition width is measured (plate pixels).
+WIDTH_RADIUS = 3
+TILE = 256
+
+
+def upsample_depth(
+    depth: np.ndarray | torch.Tensor,
+    guide: np.ndarray | torch.Tensor,
+    method: str = "edge",
+    *,
+    extra: list[np.ndarray | torch.Tensor] | tuple = (),
+    tile: int = TILE,
+) -> np.ndarray | torch.Tensor | tuple:
+    """Upsample a ``[h,w]`` depth map to the ``[H,W,3]`` plate ``guide``'s resolution.
+
+    ``guide`` is the plate frame in display RGB, float 0..1 (integer arrays are scaled by their
+    type's maximum). ``extra`` maps (``[h,w]`` each, e.g. confidence) are upsampled with the same
+    guide and the same edge decisions. Returns the ``[H,W]`` float32 depth, or ``(depth, [extra])``
+    when ``extra`` is given. numpy in, numpy out; torch in, torch out on the input's device.
+    ``tile`` (plate pixels) bounds the working memory; the result does not depend on it.
+    """
+    check_inputs(depth, guide, method, extra, tile)
+    as_torch = isinstance(depth, torch.Tensor)
+    device = depth.device if as_torch else torch.device("cpu")
+    maps = [_as_tensor(m, device) for m in (depth, *extra)]
+    size = tuple(guide.shape[:2])
+    if method == "bilinear":
+        outs = [_resize_bilinear(m, size) for m in maps]
+    else:
+        outs = _upsample_edge(maps, _guide_tensor(guide, device), tile)
+    if not as_torch:
+        outs = [o.cpu().numpy() for o in outs]
+    return (outs[0], outs[1:]) if extra else outs[0]
+
+
+def check_inputs(depth, guide, method: str, extra, tile: int) -> None:
+    if method not in UPSAMPLE_METHODS:
+        raise ConfigError(f"`method` must be one of {', '.join(UPSAMPLE_METHODS)}; got {method!r}")
+    if depth.ndim != 2:
+        raise ConfigError(f"`depth` must be [h,w]; got shape {list(depth.shape)}")
+    if guide.ndim != 3 or guide.shape[2] != 3:
+        raise ConfigError(f"`guide` must be [H,W,3] (plate RGB); got shape {list(guide.shape)}")
+    if guide.shape[0] < depth.shape[0] or guide.shape[1] < depth.shape[1]:
+        raise ConfigError(
+            f"`guide` [H,W,3] must be at least the depth's size {list(depth.shape)}; "
+            f"got {list(guide.shape)}"
+        )
+    for i, m in enumerate(extra):
+        if tuple(m.shape) != tuple(depth.shape):
+            raise ConfigError(
+                f"`extra[{i}]` must have the depth's shape {list(depth.shape)}; got {list(m.shape)}"
+            )
+    if tile < 16:
+        raise ConfigError(f"`tile` must be at least 16 plate pixels; got {tile}")
+
+
+def _as_tensor(m, device: torch.device) -> torch.Tensor:
+    t = m if isinstance(m, torch.Tensor) else torch.from_numpy(np.asarray(m))
+    return t.to(device=device, dtype=torch.float32)
+
+
+def _guide_tensor(guide, device: torch.device) -> torch.Tensor:
+    """``[3,H,W]`` float32 view of the plate (no copy for a float32 numpy array)."""
+    g = guide if isinstance(guide, torch.Tensor) else torch.from_numpy(np.asarray(guide))
+    if not g.is_floating_point():
+        g = g.float() / float(torch.iinfo(g.dtype).max)
+    return g.to(device=device, dtype=torch.float32).permute(2, 0, 1)
+
+
+def _resize_bilinear(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Today's ``--restore-res`` resize (``output.resize_map``), on the map's device."""
+    if m.device.type == "cpu":
+        return torch.from_numpy(resize_map(m.numpy(), size))
+    return F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+
+
+def _upsample_edge(maps: list[torch.Tensor], guide: torch.Tensor, tile: int) -> list[torch.Tensor]:
+    h, w = maps[0].shape
+    H, W = guide.shape[1:]
+    # 1. model-resolution statistics, once per frame
+    guide_low = F.adaptive_avg_pool2d(guide[None], (h, w))  # [1,3,h,w]
+    solve = _GuidedSolve(guide_low)
+    coeffs = [solve.coefficients(m) for m in maps]  # each [4,h,w]: a_r, a_g, a_b, b
+    levels = _local_levels(maps)  # [len(maps)*2 + 2, h, w]: lo/hi per map, min, max of depth
+    edge_cells, step_cells = _edge_cells(maps[0])  # [h,w] bool each
+    # 2. plate resolution: bilinear everywhere, replaced near depth edges, block by block
+    outs = [_resize_bilinear(m, (H, W)).clone() for m in maps]
+    grid_r, grid_c = _AxisGrid(h, H, guide.device), _AxisGrid(w, W, guide.device)
+    block = max(4, tile * h // H)  # cells per block side
+    for cy in range(0, h, block):
+        for cx in range(0, w, block):
+            found = edge_cells[cy : cy + block, cx : cx + block]
+            if not found.any():
+                continue
+            # the plate pixels of the block's rows and columns that hold edge cells
+            r_any, c_any = found.any(1).nonzero()[:, 0], found.any(0).nonzero()[:, 0]
+            ys = grid_r.plate_span(cy + int(r_any[0]), cy + int(r_any[-1]) + 1)
+            xs = grid_c.plate_span(cx + int(c_any[0]), cx + int(c_any[-1]) + 1)
+            cells = _nearest(edge_cells[None], grid_r, grid_c, ys, xs)[0]  # [th,tw]
+            results = _edge_tile(guide, ys, xs, coeffs, levels, step_cells, grid_r, grid_c)
+            for out, res in zip(outs, results, strict=True):
+                out[ys, xs] = torch.where(cells, res, out[ys, xs])
+    return outs
+
+
+class _GuidedSolve:
+    """Guided-filter statistics of the low-res plate, shared by every map of the frame."""
+
+    def __init__(self, guide_low: torch.Tensor):
+        self.guide = guide_low  # [1,3,h,w]
+        self.mean_i = _box(guide_low)  # [1,3,h,w]
+        g = guide_low[0]
+        pairs = torch.stack([g[i] * g[j] for i, j in _PAIRS])[None]  # [1,6,h,w]
+        cov = _box(pairs)[0] - torch.stack(
+            [self.mean_i[0, i] * self.mean_i[0, j] for i, j in _PAIRS]
+        )
+        cov[[0, 3, 5]] += GUIDE_EPS  # the diagonal: rr, gg, bb
+        self.inv = _inverse_sym3(cov)  # [3,3,h,w]
+
+    def coefficients(self, p: torch.Tensor) -> torch.Tensor:
+        """Window-averaged ``a`` (per colour) and ``b`` with ``p ~ a . I + b``: ``[4,h,w]``."""
+        mean_p = _box(p[None, None])[0, 0]  # [h,w]
+        cov_ip = _box(self.guide * p)[0] - self.mean_i[0] * mean_p  # [3,h,w]
+        a = torch.einsum("ijhw,jhw->ihw", self.inv, cov_ip)  # [3,h,w]
+        b = mean_p - (a * self.mean_i[0]).sum(0)  # [h,w]
+        return _box(torch.cat([a, b[None]])[None])[0]  # [4,h,w]
+
+
+_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+
+
+def _box(x: torch.Tensor) -> torch.Tensor:
+    """Mean over the guided filter's window, reflected at the border.
+
+    Equal to ``kornia.filters.box_blur(x, k, "reflect", separable=True)`` (checked in the tests)
+    and twice as fast on CPU, where kornia convolves.
+    """
+    r = GUIDE_RADIUS
+    x = F.pad(x, (r, r, r, r), mode="reflect")
+    return F.avg_pool2d(F.avg_pool2d(x, (1, 2 * r + 1), 1), (2 * r + 1, 1), 1)
+
+
+def _inverse_sym3(c: torch.Tensor) -> torch.Tensor:
+    """Per-pixel inverse of symmetric 3x3 matrices given as ``[rr,rg,rb,gg,gb,bb]`` maps.
+
+    Closed form (adjugate / determinant): ``torch.linalg.inv`` on a million 3x3 batches costs
+    ~10x more on this CPU.
+    """
+    a, b, c_, d, e, f = c
+    A = d * f - e * e
+    B = c_ * e - b * f
+    C = b * e - c_ * d
+    D = a * f - c_ * c_
+    E = b * c_ - a * e
+    Fv = a * d - b * b
+    det = a * A + b * B + c_ * C
+    inv = torch.stack([A, B, C, B, D, E, C, E, Fv]) / det
+    return inv.view(3, 3, *det.shape)
+
+
+def _local_levels(maps: list[torch.Tensor]) -> torch.Tensor:
+    """The two depth levels around each low-res pixel and the maps' values on each side.
+
+    Lower/upper thirds of the depth's 3x3 neighbourhood: a pixel straddling the edge (an
+    area-averaged mix) falls in the middle third and is left out. Extra maps average over the
+    same members, so they follow the depth's side.
+    """
+    h, w = maps[0].shape
+    nb = [F.pad(m[None, None], (1, 1, 1, 1), mode="replicate") for m in maps]
+    nb = [F.unfold(m, 3)[0] for m in nb]  # each [9,h*w]
+    lo_v, hi_v = nb[0].min(0).values, nb[0].max(0).values
+    third = (hi_v - lo_v) / 3
+    lower = (nb[0] <= lo_v + third).float()
+    upper = (nb[0] >= hi_v - third).float()
+    out = []
+    for m in nb:
+        out += [(m * lower).sum(0) / lower.sum(0), (m * upper).sum(0) / upper.sum(0)]
+    out += [lo_v, hi_v]
+    return torch.stack(out).view(-1, h, w)
+
+
+def _edge_cells(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-res cells near a depth change (processed) and near a step (snapped), ``[h,w]`` bool.
+
+    A step shows in second differences; a slanted surface does not, so it is not terraced.
+    The noise scale comes from the map itself (median absolute Laplacian).
+    """
+    d = F.pad(depth[None, None], (1, 1, 1, 1), mode="replicate")
+    d2x = d[..., 1:-1, 2:] + d[..., 1:-1, :-2] - 2 * depth
+    d2y = d[..., 2:, 1:-1] + d[..., :-2, 1:-1] - 2 * depth
+    # sigma of white noise from the 5-point Laplacian: its std is sqrt(20) sigma; MAD -> std 1.4826
+    sigma = (d2x + d2y).abs().median() * 1.4826 / 20**0.5
+    spread = F.max_pool2d(d, 3, 1) + F.max_pool2d(-d, 3, 1)  # [1,1,h,w] 3x3 max - min
+    curvature = torch.maximum(d2x.abs(), d2y.abs())
+    tau = EDGE_SIGMAS * sigma + 1e-6 * (depth.max() - depth.min())
+    step = F.max_pool2d(curvature, 3, 1, 1) > tau
+    near_change = F.max_pool2d((spread > tau).float(), 3, 1, 1) > 0
+    return near_change[0, 0], step[0, 0]
+
+
+class _AxisGrid:
+    """How one axis of ``N`` plate pixels samples ``n`` low-res cells."""
+
+    def __init__(self, n: int, N: int, device):
+        pos = torch.arange(N, device=device)
+        # the cell containing each plate pixel, and where each cell's plate pixels start
+        self.near = ((pos * n) // N).clamp(max=n - 1)
+        self.starts = torch.searchsorted(self.near, torch.arange(n + 1, device=device)).tolist()
+        # bilinear taps as F.interpolate(align_corners=False): two cells and the second's weight
+        x = ((pos.double() + 0.5) * (n / N) - 0.5).clamp(min=0)
+        self.i0 = x.floor().long().clamp(max=n - 1)
+        self.i1 = (self.i0 + 1).clamp(max=n - 1)
+        self.frac = (x - self.i0).float()
+
+    def plate_span(self, first_cell: int, stop_cell: int) -> slice:
+        return slice(self.starts[first_cell], self.starts[stop_cell])
+
+
+def _nearest(m: torch.Tensor, gr: _AxisGrid, gc: _AxisGrid, ys: slice, xs: slice) -> torch.Tensor:
+    """``[C,h,w]`` -> ``[C,th,tw]``: each plate pixel takes its cell's value."""
+    r, c = gr.near[ys], gc.near[xs]
+    m = m[:, int(r[0]) : int(r[-1]) + 1, int(c[0]) : int(c[-1]) + 1]  # crop first: cheap gathers
+    return m[:, r - r[0]][:, :, c - c[0]]
+
+
+def _bilinear(m: torch.Tensor, gr: _AxisGrid, gc: _AxisGrid, ys: slice, xs: slice) -> torch.Tensor:
+    """``[C,h,w]`` -> ``[C,th,tw]`` bilinear samples at plate rows ``ys`` and columns ``xs``."""
+    r0, r1, c0, c1 = gr.i0[ys], gr.i1[ys], gc.i0[xs], gc.i1[xs]
+    m = m[:, int(r0[0]) : int(r1[-1]) + 1, int(c0[0]) : int(c1[-1]) + 1]
+    r0, r1, c0, c1 = r0 - r0[0], r1 - r0[0], c0 - c0[0], c1 - c0[0]
+    m = torch.lerp(m[:, :, c0], m[:, :, c1], gc.frac[xs])  # [C,hc,tw]
+    return torch.lerp(m[:, r0], m[:, r1], gr.frac[ys][:, None])  # [C,th,tw]
+
+
+def _transition_width(guide: torch.Tensor, ys: slice, xs: slice) -> torch.Tensor:
+    """Width in plate pixels of the colour transition around each pixel of the tile.
+
+    Over a k x k window: colour range / steepest colour gradient (Sobel). A hard or antialiased
+    edge gives 2, a ramp N pixels wide N (up to k). Ratios of window means were
+    tried first and read texture next to a clean edge as softness. The halo is read from the
+    plate, replicated only past the frame, so tiles are seamless.
+    """
+    R = WIDTH_RADIUS
+    H, W = guide.shape[1:]
+    want = (ys.start - R - 1, ys.stop + R + 1, xs.start - R - 1, xs.stop + R + 1)
+    y0, y1, x0, x1 = max(want[0], 0), min(want[1], H), max(want[2], 0), min(want[3], W)
+    g = F.pad(
+        guide[None, :, y0:y1, x0:x1],
+        (x0 - want[2], want[3] - x1, y0 - want[0], want[1] - y1),
+        mode="replicate",
+    )  # [1,3,th+2R+2,tw+2R+2]
+    # Sobel: film grain would otherwise outshine the steps of a motion-blurred edge
+    dx = g[..., :, 2:] - g[..., :, :-2]
+    dx = (dx[..., :-2, :] + 2 * dx[..., 1:-1, :] + dx[..., 2:, :]) / 8  # [1,3,th+2R,tw+2R]
+    dy = g[..., 2:, :] - g[..., :-2, :]
+    dy = (dy[..., :-2] + 2 * dy[..., 1:-1] + dy[..., 2:]) / 8
+    step = (dx.square() + dy.square()).sum(1, keepdim=True).sqrt()  # [1,1,.,.]
+    k = 2 * R + 1
+    g = g[..., 1:-1, 1:-1]
+    stats = torch.cat([step, g, -g], 1)  # [1,7,.,.]
+    stats = F.max_pool2d(F.max_pool2d(stats, (1, k), 1), (k, 1), 1)[0]  # [7,th,tw]
+    colour_range = (stats[1:4] + stats[4:7]).square().sum(0).sqrt()
+    return colour_range / stats[0].clamp(min=1e-6)
+
+
+def _edge_tile(guide, ys, xs, coeffs, levels, step_cells, gr, gc) -> list[torch.Tensor]:
+    plate = guide[:, ys, xs]  # [3,th,tw]
+    lv = _nearest(levels, gr, gc, ys, xs)  # [2n+2,th,tw]
+    estimates = []
+    for c in coeffs:
+        ab = _bilinear(c, gr, gc, ys, xs)  # [4,th,tw]
+        estimates.append(
+            torch.addcmul(ab[3], ab[0], plate[0]) + ab[1] * plate[1] + ab[2] * plate[2]
+        )
+    # the guided filter can overshoot; depth stays within its 3x3 low-res neighbourhood
+    depth = torch.minimum(torch.maximum(estimates[0], lv[-2]), lv[-1])
+    upper = (depth - lv[0]).abs() > (lv[1] - depth).abs()
+    width = _transition_width(guide, ys, xs)
+    clean = ((SOFT_WIDTH - width) / (SOFT_WIDTH - CLEAN_WIDTH)).clamp(0, 1)
+    snap = clean * _nearest(step_cells[None], gr, gc, ys, xs)[0]  # [th,tw] 1 = hard edge
+    results = []
+    for i, est in enumerate(estimates):
+        side = torch.where(upper, lv[2 * i + 1], lv[2 * i])
+        results.append(torch.lerp(depth if i == 0 else est, side, snap))
+    return results
