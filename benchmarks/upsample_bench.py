@@ -214,7 +214,8 @@ def speed(runs):
     t_bil = timed(lambda: resize_map(low, (H, W)))
     t_edge = timed(lambda: upsample_depth(low, plate))
     t_both = timed(lambda: upsample_depth(low, plate, extra=[conf]))
-    frac = upsample._edge_cells(torch.from_numpy(low))[0].float().mean().item()
+    d = torch.from_numpy(low)
+    frac = upsample._step_cells(d, upsample._noise_sigma(d)).float().mean().item()
     print(
         f"speed {w}x{h} -> {W}x{H}, {threads} threads, median of {runs} "
         f"(edge cells {frac:.1%} of the map):"

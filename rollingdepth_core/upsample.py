@@ -32,7 +32,7 @@ from .output import resize_map
 UPSAMPLE_METHODS = ("edge", "bilinear")
 
 # Guided filter at model resolution: a 5x5 window holds both pure sides of a 1-2 px transition.
-GUIDE_RADIUS = 2
+GUIDE_RADIUS = 1
 # In squared guide units: colour differences well below 0.01 do not steer the depth.
 GUIDE_EPS = 1e-4
 # A step counts as a depth edge when it exceeds this many noise sigmas of the low-res map.
@@ -43,6 +43,8 @@ CLEAN_WIDTH = 3.0
 SOFT_WIDTH = 5.0
 # Window over which the plate's transition width is measured (plate pixels).
 WIDTH_RADIUS = 3
+# A value within this fraction of the step from a level is that level plus noise.
+NEAR_LEVEL = 0.1
 TILE = 256
 
 
@@ -124,23 +126,24 @@ def _upsample_edge(maps: list[torch.Tensor], guide: torch.Tensor, tile: int) -> 
     guide_low = F.adaptive_avg_pool2d(guide[None], (h, w))  # [1,3,h,w]
     solve = _GuidedSolve(guide_low)
     coeffs = [solve.coefficients(m) for m in maps]  # each [4,h,w]: a_r, a_g, a_b, b
-    levels = _local_levels(maps)  # [len(maps)*2 + 2, h, w]: lo/hi per map, min, max of depth
-    edge_cells, step_cells = _edge_cells(maps[0])  # [h,w] bool each
+    sigma = _noise_sigma(maps[0])
+    levels = _local_levels(maps, sigma)  # [4*len(maps),h,w]: lo, hi, min, max per map
+    step_cells = _step_cells(maps[0], sigma)  # [h,w] bool
     # 2. plate resolution: bilinear everywhere, replaced near depth edges, block by block
     outs = [_resize_bilinear(m, (H, W)).clone() for m in maps]
     grid_r, grid_c = _AxisGrid(h, H, guide.device), _AxisGrid(w, W, guide.device)
     block = max(4, tile * h // H)  # cells per block side
     for cy in range(0, h, block):
         for cx in range(0, w, block):
-            found = edge_cells[cy : cy + block, cx : cx + block]
+            found = step_cells[cy : cy + block, cx : cx + block]
             if not found.any():
                 continue
             # the plate pixels of the block's rows and columns that hold edge cells
             r_any, c_any = found.any(1).nonzero()[:, 0], found.any(0).nonzero()[:, 0]
             ys = grid_r.plate_span(cy + int(r_any[0]), cy + int(r_any[-1]) + 1)
             xs = grid_c.plate_span(cx + int(c_any[0]), cx + int(c_any[-1]) + 1)
-            cells = _nearest(edge_cells[None], grid_r, grid_c, ys, xs)[0]  # [th,tw]
-            results = _edge_tile(guide, ys, xs, coeffs, levels, step_cells, grid_r, grid_c)
+            cells = _nearest(step_cells[None], grid_r, grid_c, ys, xs)[0]  # [th,tw]
+            results = _edge_tile(guide, ys, xs, coeffs, levels, grid_r, grid_c)
             for out, res in zip(outs, results, strict=True):
                 out[ys, xs] = torch.where(cells, res, out[ys, xs])
     return outs
@@ -201,44 +204,48 @@ def _inverse_sym3(c: torch.Tensor) -> torch.Tensor:
     return inv.view(3, 3, *det.shape)
 
 
-def _local_levels(maps: list[torch.Tensor]) -> torch.Tensor:
-    """The two depth levels around each low-res pixel and the maps' values on each side.
+def _local_levels(maps: list[torch.Tensor], sigma: torch.Tensor) -> torch.Tensor:
+    """Per map and low-res pixel: the two depth levels around it, and its 3x3 min and max.
 
-    Lower/upper thirds of the depth's 3x3 neighbourhood: a pixel straddling the edge (an
-    area-averaged mix) falls in the middle third and is left out. Extra maps average over the
-    same members, so they follow the depth's side.
+    Levels are the means of the depth's 3x3 neighbours within noise (3 sigma, at most a third of
+    the range) of its minimum and of its maximum: a pixel straddling the edge (an area-averaged
+    mix) is left out. Extra maps average over the same members, so they follow the depth's side.
+    Returns ``[4*len(maps),h,w]``: lo, hi, min, max of each map in turn.
     """
     h, w = maps[0].shape
-    nb = [F.pad(m[None, None], (1, 1, 1, 1), mode="replicate") for m in maps]
-    nb = [F.unfold(m, 3)[0] for m in nb]  # each [9,h*w]
-    lo_v, hi_v = nb[0].min(0).values, nb[0].max(0).values
-    third = (hi_v - lo_v) / 3
-    lower = (nb[0] <= lo_v + third).float()
-    upper = (nb[0] >= hi_v - third).float()
+    nb = [F.unfold(F.pad(m[None, None], (1, 1, 1, 1), mode="replicate"), 3)[0] for m in maps]
+    d_min, d_max = nb[0].min(0).values, nb[0].max(0).values  # each [h*w]
+    tol = torch.minimum((d_max - d_min) / 3, 3 * sigma)
+    lower = (nb[0] <= d_min + tol).float()  # [9,h*w]
+    upper = (nb[0] >= d_max - tol).float()
     out = []
     for m in nb:
         out += [(m * lower).sum(0) / lower.sum(0), (m * upper).sum(0) / upper.sum(0)]
-    out += [lo_v, hi_v]
+        out += [m.min(0).values, m.max(0).values]
     return torch.stack(out).view(-1, h, w)
 
 
-def _edge_cells(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Low-res cells near a depth change (processed) and near a step (snapped), ``[h,w]`` bool.
+def _noise_sigma(depth: torch.Tensor) -> torch.Tensor:
+    """Noise of the low-res map, from its median absolute 5-point Laplacian (std sqrt(20) sigma
+    for white noise; 1.4826 turns a MAD into a std). Robust to the few pixels on edges."""
+    d = F.pad(depth[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    lap = d[1:-1, 2:] + d[1:-1, :-2] + d[2:, 1:-1] + d[:-2, 1:-1] - 4 * depth
+    return lap.abs().median() * 1.4826 / 20**0.5
 
-    A step shows in second differences; a slanted surface does not, so it is not terraced.
-    The noise scale comes from the map itself (median absolute Laplacian).
+
+def _step_cells(depth: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Low-res cells within one cell of a depth step, ``[h,w]`` bool.
+
+    A step shows in second differences; a slanted surface does not, so it keeps its bilinear
+    ramp instead of being terraced. The floor keeps a noise-free map's rounding from counting.
     """
-    d = F.pad(depth[None, None], (1, 1, 1, 1), mode="replicate")
-    d2x = d[..., 1:-1, 2:] + d[..., 1:-1, :-2] - 2 * depth
-    d2y = d[..., 2:, 1:-1] + d[..., :-2, 1:-1] - 2 * depth
-    # sigma of white noise from the 5-point Laplacian: its std is sqrt(20) sigma; MAD -> std 1.4826
-    sigma = (d2x + d2y).abs().median() * 1.4826 / 20**0.5
-    spread = F.max_pool2d(d, 3, 1) + F.max_pool2d(-d, 3, 1)  # [1,1,h,w] 3x3 max - min
-    curvature = torch.maximum(d2x.abs(), d2y.abs())
-    tau = EDGE_SIGMAS * sigma + 1e-6 * (depth.max() - depth.min())
-    step = F.max_pool2d(curvature, 3, 1, 1) > tau
-    near_change = F.max_pool2d((spread > tau).float(), 3, 1, 1) > 0
-    return near_change[0, 0], step[0, 0]
+    d = depth[None, None]
+    # interior only, then the border copies its neighbour: padding would bend a slanted plane
+    d2x = F.pad(d[..., 2:] + d[..., :-2] - 2 * d[..., 1:-1], (1, 1, 0, 0), mode="replicate")
+    d2y = F.pad(d[..., 2:, :] + d[..., :-2, :] - 2 * d[..., 1:-1, :], (0, 0, 1, 1), "replicate")
+    curvature = torch.maximum(d2x.abs(), d2y.abs())  # [1,1,h,w]
+    tau = torch.maximum(EDGE_SIGMAS * sigma, 1e-4 * (depth.max() - depth.min()))
+    return (F.max_pool2d(curvature, 3, 1, 1) > tau)[0, 0]
 
 
 class _AxisGrid:
@@ -306,23 +313,27 @@ def _transition_width(guide: torch.Tensor, ys: slice, xs: slice) -> torch.Tensor
     return colour_range / stats[0].clamp(min=1e-6)
 
 
-def _edge_tile(guide, ys, xs, coeffs, levels, step_cells, gr, gc) -> list[torch.Tensor]:
+def _edge_tile(guide, ys, xs, coeffs, levels, gr, gc) -> list[torch.Tensor]:
     plate = guide[:, ys, xs]  # [3,th,tw]
-    lv = _nearest(levels, gr, gc, ys, xs)  # [2n+2,th,tw]
+    lv = _nearest(levels, gr, gc, ys, xs).unflatten(0, (-1, 4))  # [n,4,th,tw]: lo, hi, min, max
     estimates = []
-    for c in coeffs:
+    for c, (_, _, v_min, v_max) in zip(coeffs, lv, strict=True):
         ab = _bilinear(c, gr, gc, ys, xs)  # [4,th,tw]
-        estimates.append(
-            torch.addcmul(ab[3], ab[0], plate[0]) + ab[1] * plate[1] + ab[2] * plate[2]
-        )
-    # the guided filter can overshoot; depth stays within its 3x3 low-res neighbourhood
-    depth = torch.minimum(torch.maximum(estimates[0], lv[-2]), lv[-1])
-    upper = (depth - lv[0]).abs() > (lv[1] - depth).abs()
+        est = torch.addcmul(ab[3], ab[0], plate[0]) + ab[1] * plate[1] + ab[2] * plate[2]
+        # the guided filter can overshoot; a value stays within its 3x3 low-res neighbourhood
+        estimates.append(torch.minimum(torch.maximum(est, v_min), v_max))
+    depth, lo, hi = estimates[0], lv[0, 0], lv[0, 1]
+    upper = (depth - lo).abs() > (hi - depth).abs()
     width = _transition_width(guide, ys, xs)
     clean = ((SOFT_WIDTH - width) / (SOFT_WIDTH - CLEAN_WIDTH)).clamp(0, 1)
-    snap = clean * _nearest(step_cells[None], gr, gc, ys, xs)[0]  # [th,tw] 1 = hard edge
-    results = []
-    for i, est in enumerate(estimates):
-        side = torch.where(upper, lv[2 * i + 1], lv[2 * i])
-        results.append(torch.lerp(depth if i == 0 else est, side, snap))
-    return results
+    # texture leaking through the guided coefficients leaves values a little off a level even in
+    # windows with no plate edge, where the width is meaningless: those belong to the level
+    gap = torch.minimum(depth - lo, hi - depth) / (hi - lo).clamp(min=1e-6)
+    near_level = ((2 * NEAR_LEVEL - gap) / NEAR_LEVEL).clamp(0, 1)
+    snap = torch.maximum(clean, near_level)  # [th,tw] 1 = hard edge
+    # an estimate already past a level is on that side, and less noisy than the level's mean
+    snap = snap * ((depth >= lo) & (depth <= hi))
+    return [
+        torch.lerp(est, torch.where(upper, v[1], v[0]), snap)
+        for est, v in zip(estimates, lv, strict=True)
+    ]
