@@ -16,9 +16,12 @@ and over the whole frame; "invented" counts band pixels of clean edges whose val
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -197,9 +200,11 @@ def quality(H, W):
 def speed(runs):
     H, W, h, w = 2160, 3840, 576, 1024
     plate, depth, _ = make_scene(H, W)
-    low = model_map(depth, 1, np.random.default_rng(1))
+    rng = np.random.default_rng(1)
     low = F.adaptive_avg_pool2d(torch.from_numpy(depth)[None, None], (h, w))[0, 0].numpy()
+    low = low + rng.normal(0, 0.01, low.shape).astype(np.float32)
     conf = np.ones_like(low)
+    busy = rng.random(low.shape, dtype=np.float32)  # worst case: a step at every cell
 
     def timed(fn):
         fn()
@@ -214,6 +219,7 @@ def speed(runs):
     t_bil = timed(lambda: resize_map(low, (H, W)))
     t_edge = timed(lambda: upsample_depth(low, plate))
     t_both = timed(lambda: upsample_depth(low, plate, extra=[conf]))
+    t_busy = timed(lambda: upsample_depth(busy, plate))
     d = torch.from_numpy(low)
     frac = upsample._step_cells(d, upsample._noise_sigma(d)).float().mean().item()
     print(
@@ -222,40 +228,60 @@ def speed(runs):
     )
     print(
         f"  bilinear (resize_map) {t_bil:.3f} s; edge {t_edge:.3f} s "
-        f"({t_edge / t_bil:.1f}x bilinear); edge + confidence {t_both:.3f} s"
+        f"({t_edge / t_bil:.1f}x bilinear); edge + confidence {t_both:.3f} s; "
+        f"worst case (a step at every cell) {t_busy:.3f} s"
     )
-    tracemalloc.start()
-    upsample_depth(low, plate, extra=[conf])
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/plate.npy", plate)
+        np.save(f"{tmp}/low.npy", low)
+        probe = subprocess.run(
+            [sys.executable, __file__, "--memory-probe", tmp],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    base, peak = (int(v) for v in probe.stdout.split())
     print(
-        f"  peak Python-traced memory beyond the inputs: {peak / 2**20:.0f} MiB "
-        f"(plate {plate.nbytes / 2**20:.0f} MiB, one output {H * W * 4 / 2**20:.0f} MiB)"
+        f"  peak memory of a fresh process: {base / 2**10:.0f} MiB after loading torch and the "
+        f"inputs, {peak / 2**10:.0f} MiB after upsample_depth(extra=[confidence]): "
+        f"+{(peak - base) / 2**10:.0f} MiB (plate {plate.nbytes / 2**20:.0f} MiB, "
+        f"one output map {H * W * 4 / 2**20:.0f} MiB)"
     )
+
+
+def memory_probe(folder):
+    """Peak RSS (KiB) with the inputs loaded, then after one upsampling with confidence."""
+    plate, low = np.load(f"{folder}/plate.npy"), np.load(f"{folder}/low.npy")
+    F.interpolate(torch.zeros(1, 1, 4, 4), size=(8, 8), mode="bilinear")  # load torch's kernels
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    upsample_depth(low, plate, extra=[np.ones_like(low)])
+    print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def crop(H=864, W=1536, factor=4, zoom=4):
-    """Plate | bilinear | edge, a crop at ``zoom`` x, depth shown as grey."""
+    """Plate | bilinear | edge at ``zoom`` x, depth as grey: the clean disk's top edge above,
+    the motion-blurred ellipse's right edge below."""
     from PIL import Image
 
     plate, depth, _ = make_scene(H, W)
     low = model_map(depth, factor, np.random.default_rng(1))
     outs = [resize_map(low, (H, W)), upsample_depth(low, plate)]
-    ys, xs = (
-        slice(int(0.45 * H) - 150 - 20, int(0.45 * H) - 150 + 40),
-        slice(int(0.25 * W) - 40, int(0.25 * W) + 60),
-    )
-    panels = [plate[ys, xs]]
-    for o in outs:
-        g = np.clip(o[ys, xs], 0, 1)
-        panels.append(np.repeat(g[..., None], 3, axis=2))
-    sep = np.ones((panels[0].shape[0], 2, 3), np.float32)
-    img = np.concatenate([panels[0], sep, panels[1], sep, panels[2]], axis=1)
-    img = (img * 255).round().astype(np.uint8)
+    top_of_disk = (int(0.45 * H - 150 * H / 864) - 25, int(0.25 * W) - 50)
+    right_of_ellipse = (int(0.35 * H) - 30, int(0.8 * W + 120 * H / 864) - 50)
+    rows = []
+    for y, x in (top_of_disk, right_of_ellipse):
+        ys, xs = slice(y, y + 60), slice(x, x + 100)
+        panels = [plate[ys, xs]] + [
+            np.repeat(np.clip(o[ys, xs], 0, 1)[..., None], 3, 2) for o in outs
+        ]
+        sep = np.ones((60, 2, 3), np.float32)
+        rows.append(np.concatenate([panels[0], sep, panels[1], sep, panels[2]], axis=1))
+        rows.append(np.ones((2, rows[-1].shape[1], 3), np.float32))
+    img = (np.concatenate(rows[:-1]) * 255).round().astype(np.uint8)
     im = Image.fromarray(img).resize((img.shape[1] * zoom, img.shape[0] * zoom), Image.NEAREST)
     path = ROOT / "docs" / "screenshots" / "upsample_crop.png"
     im.save(path)
-    print(f"wrote {path.relative_to(ROOT)}: plate | bilinear | edge, {zoom * 100} %")
+    print(f"wrote {path.relative_to(ROOT)}: plate | bilinear | edge at {zoom * 100} %, {factor}x")
 
 
 def main():
@@ -263,9 +289,15 @@ def main():
     ap.add_argument("--size", type=int, nargs=2, default=(864, 1536), metavar=("H", "W"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--crop", action="store_true")
+    ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--memory-probe", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    quality(*args.size)
+    if args.memory_probe:
+        memory_probe(args.memory_probe)
+        return
+    if not args.no_quality:
+        quality(*args.size)
     if not args.no_speed:
         speed(args.runs)
     if args.crop:
