@@ -174,3 +174,13 @@ def test_errors_name_what_is_allowed(kwargs, message):
     with pytest.raises(ConfigError) as info:
         upsample_depth(**args)
     assert message in str(info.value)
+
+
+def test_same_size_leaves_the_callers_map_alone():
+    plate, depth = _step_scene(H=32, W=64, edge=30)
+    low = _area(depth, 2)
+    same = np.ascontiguousarray(plate[::2, ::2])  # a plate at the map's own size
+    before = low.copy()
+    out = upsample_depth(low, same)
+    np.testing.assert_array_equal(low, before)
+    assert not np.shares_memory(out, low)
