@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from rollingdepth_core import upsample_depth
 from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.output import resize_map
-from rollingdepth_core.upsample import _box
+from rollingdepth_core.upsample import _box, _window_max
 
 NEAR, FAR = 0.8, 0.2
 
@@ -184,3 +184,10 @@ def test_same_size_leaves_the_callers_map_alone():
     out = upsample_depth(low, same)
     np.testing.assert_array_equal(low, before)
     assert not np.shares_memory(out, low)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 7, 8, 9])
+def test_window_max_matches_max_pool(k):
+    x = torch.randn(1, 3, 20, 23)
+    expected = F.max_pool2d(F.max_pool2d(x, (1, k), 1), (k, 1), 1)
+    torch.testing.assert_close(_window_max(_window_max(x, k, 3), k, 2), expected, rtol=0, atol=0)
