@@ -217,7 +217,12 @@ def speed(runs):
     low = F.adaptive_avg_pool2d(torch.from_numpy(depth)[None, None], (h, w))[0, 0].numpy()
     low = low + rng.normal(0, 0.01, low.shape).astype(np.float32)
     conf = np.ones_like(low)
-    busy = rng.random(low.shape, dtype=np.float32)  # worst case: a step at every cell
+    # worst case: vertical stripes 6 cells wide, so most cells are within reach of a step
+    stripes = np.where(np.arange(w) // 6 % 2 == 1, 0.8, 0.2).astype(np.float32)
+    busy = np.broadcast_to(stripes, low.shape) + rng.normal(0, 0.01, low.shape).astype(np.float32)
+    busy_frac = upsample._step_cells(
+        torch.from_numpy(busy), upsample._noise_sigma(torch.from_numpy(busy))
+    )
 
     def timed(fn):
         """Median wall and CPU seconds (CPU: all threads; the machine may be shared)."""
@@ -234,17 +239,24 @@ def speed(runs):
     d = torch.from_numpy(low)
     frac = upsample._step_cells(d, upsample._noise_sigma(d)).float().mean().item()
     print(
-        f"speed {w}x{h} -> {W}x{H}, {threads} threads, median of {runs}, "
-        f"load average {os.getloadavg()[0]:.1f} (wall s / CPU s):"
+        f"speed {w}x{h} -> {W}x{H}, median of {runs}, load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores (wall s / CPU s of all threads); step cells {frac:.1%}:"
     )
-    for name, fn in [
+    cases = [
         ("bilinear (resize_map)", lambda: resize_map(low, (H, W))),
-        (f"edge (step cells {frac:.1%} of the map)", lambda: upsample_depth(low, plate)),
+        ("edge", lambda: upsample_depth(low, plate)),
         ("edge + confidence", lambda: upsample_depth(low, plate, extra=[conf])),
-        ("edge, a step at every cell (worst case)", lambda: upsample_depth(busy, plate)),
-    ]:
-        wall, cpu = timed(fn)
-        print(f"  {name:<42} {wall:6.3f} / {cpu:6.3f}")
+        (
+            f"edge, stripes: step cells {busy_frac.float().mean():.0%}",
+            lambda: upsample_depth(busy, plate),
+        ),
+    ]
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        for name, fn in cases[: None if n == 1 else 2]:
+            wall, cpu = timed(fn)
+            print(f"  {n} thread{'s' if n > 1 else ' '} {name:<34} {wall:6.3f} / {cpu:6.3f}")
+    torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         np.save(f"{tmp}/plate.npy", plate)
         np.save(f"{tmp}/low.npy", low)

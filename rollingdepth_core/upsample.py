@@ -49,7 +49,9 @@ SOFT_WIDTH = 5.0
 WIDTH_RADIUS = 3
 # A value within this fraction of the step from a level is that level plus noise.
 NEAR_LEVEL = 0.1
-TILE = 256
+# Plate pixels per block side: fewer, larger blocks mean fewer small ops (measured 512 fastest
+# of 256/512/1024 on a 4K frame, 1 and 2 threads).
+TILE = 512
 
 
 def upsample_depth(
