@@ -1,5 +1,28 @@
 """RollingDepth: temporally consistent depth for VFX plates (engine; no bpy, no Qt)."""
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .anchors import AnchorFit, AnchorSampler, fit_anchors, load_anchors  # noqa: E402,F401
+# The pure functions, usable without the pipeline; imported on first use so that
+# `import rollingdepth_core` (the panel's version check, the protocol) stays light.
+_EXPORTS = {
+    "coalign": ".alignment",
+    "solve_reduced": ".alignment",
+    "merge_solution": ".alignment",
+    "upsample_depth": ".upsample",
+    "load_anchors": ".anchors",
+    "fit_anchors": ".anchors",
+    "AnchorSampler": ".anchors",
+    "AnchorFit": ".anchors",
+    "estimate_depth": ".method",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
