@@ -86,9 +86,9 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
     )
     upsample_edges: BoolProperty(
         name="Upsample Edges",
-        description="Edge-aware upsampling to the plate's resolution (`--upsample edge`); "
-        "off keeps the engine's default",
-        default=False,
+        description="At the plate's resolution, put the depth's edges on the plate's edges "
+        "(`--upsample edge`); off resizes bilinearly",
+        default=True,
     )
     strip_colorspace: BoolProperty(
         name="Strip Colour Space",
@@ -243,7 +243,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             far=self.far,
             half=self.half,
             restore_res=self.restore_res,
-            upsample="edge" if self.upsample_edges and self.restore_res else None,
+            upsample=("edge" if self.upsample_edges else "bilinear") if self.restore_res else None,
             input_colorspace=strip.colorspace_settings.name if self.strip_colorspace else None,
             ocio_config=blender_ocio_config() if self.strip_colorspace else None,
             holdout=self._holdout(context),

@@ -203,6 +203,13 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
     p.add_argument("--name", default="depth", help="file name prefix: NAME.####.exr")
     p.add_argument("--restore-res", action="store_true", help="write at the plate's resolution")
     p.add_argument(
+        "--upsample",
+        default="edge",
+        choices=protocol.UPSAMPLE_METHODS,
+        help="how --restore-res reaches the plate's size: edge (depth edges follow the plate's "
+        "edges, hard where they are clean; default) or bilinear",
+    )
+    p.add_argument(
         "--cuts",
         default=None,
         metavar="auto|none|LIST",
@@ -322,6 +329,7 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         half=args.half,
         channel=args.channel,
         restore_res=args.restore_res,
+        upsample=args.upsample,
         preview=args.preview,
         name=args.name,
     )

@@ -85,8 +85,14 @@ class OutputConfig:
     restore_res: bool = False
     preview: bool = False
     name: str = "depth"
+    upsample: str = "edge"  # how --restore-res reaches the plate's size: edge | bilinear
 
     def check(self) -> None:
+        if self.upsample not in protocol.UPSAMPLE_METHODS:
+            raise ConfigError(
+                f"`upsample` must be one of {', '.join(protocol.UPSAMPLE_METHODS)}; "
+                f"got {self.upsample!r}"
+            )
         if self.depth_mode not in DEPTH_MODES:
             raise ConfigError(
                 f"`depth_mode` must be one of {', '.join(DEPTH_MODES)}; got {self.depth_mode!r}"

@@ -145,6 +145,8 @@ def run_metadata(
         "value_max": hi,
         "dilations_run": " ".join(str(d) for d in dilations_run),
     }
+    if output.restore_res:
+        meta["upsample"] = output.upsample
     if output.depth_mode == "depth" and anchor_fit is None:
         meta["near"] = float(output.near)
         meta["far"] = float(output.far)
@@ -184,17 +186,35 @@ def frame_values(
     value_range: tuple[float, float],
     size: tuple[int, int],
     anchor_fit: AnchorFit | None = None,
-) -> np.ndarray:
-    """One frame ``[h,w]`` of relative inverse depth -> the file's values ``[H,W]`` (``size``).
+    confidence: np.ndarray | None = None,
+    guide: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One frame ``[h,w]`` of relative inverse depth -> the file's values ``[H,W]`` (``size``),
+    and its confidence at the same size.
 
+    With ``guide`` (the plate frame ``[H,W,3]``, display RGB 0..1) and ``output.upsample ==
+    "edge"`` the maps reach the plate's size edge-aware (:func:`.upsample.upsample_depth`: the
+    depth's edges on the plate's edges, the confidence taking the same side), else bilinearly.
     Anchored, the metric inverse depth ``1/Z`` (affine in the relative depth) is resized first
     and the reciprocal taken after, so the resize invents no depth between two surfaces."""
     if anchor_fit is None:
         lo, hi = value_range
         values = convert_depth(frame, output.depth_mode, output.near, output.far, lo, hi)
-        return resize_map(values, size)
-    inverse = resize_map(anchor_fit.apply(index, frame), size)
-    return inverse if output.depth_mode == "inverse" else (np.float32(1.0) / inverse)
+    else:
+        values = anchor_fit.apply(index, frame)
+    if guide is not None and output.upsample == "edge" and tuple(size) != values.shape:
+        from .upsample import upsample_depth
+
+        if confidence is None:
+            values = upsample_depth(values, guide, "edge")
+        else:
+            values, (confidence,) = upsample_depth(values, guide, "edge", extra=[confidence])
+    else:
+        values = resize_map(values, size)
+        confidence = None if confidence is None else resize_map(confidence, size)
+    if anchor_fit is not None and output.depth_mode != "inverse":
+        values = np.float32(1.0) / values
+    return values, confidence
 
 
 def write_depth_frames(
@@ -209,6 +229,7 @@ def write_depth_frames(
     progress: ProgressCallback | None = None,
     select: Sequence[int] | None = None,
     anchor_fit: AnchorFit | None = None,
+    guides: Iterable[np.ndarray] | None = None,
 ) -> list[Path]:
     """The one writer of depth frames: one EXR per frame, named by the plate's own numbers.
 
@@ -219,19 +240,22 @@ def write_depth_frames(
     clip's (min, max), known beforehand, so no frame is held back. ``select`` (positions in
     the clip) writes only those frames; the conversion still uses the whole clip's range.
     ``anchor_fit`` turns the values into scene units (``1/Z`` or ``Z``, by the depth mode).
+    ``guides`` (the plate's frames, display RGB) let ``--restore-res`` upsample edge-aware.
     Each write is atomic.
     """
     chosen = set(range(len(frame_numbers))) if select is None else set(select)
     confidences = iter(confidence) if confidence is not None else None
+    plates = iter(guides) if guides is not None and output.restore_res else None
     stamp = source_datetime(metadata.get("source"))
     written: list[Path] = []
     for i, (number, frame) in enumerate(zip(frame_numbers, frames, strict=True)):
         conf = next(confidences) if confidences is not None else None
+        guide = next(plates) if plates is not None else None
         if i not in chosen:
             continue
         size = plate_size if output.restore_res else frame.shape
-        values = frame_values(frame, i, output, value_range, size, anchor_fit)
-        extra = None if conf is None else {"confidence": resize_map(conf, size)}
+        values, conf = frame_values(frame, i, output, value_range, size, anchor_fit, conf, guide)
+        extra = None if conf is None else {"confidence": conf}
         path = Path(expand_pattern(pattern, number))
         header = {**metadata, "source_frame": int(number)}
         if anchor_fit is not None and anchor_fit.mode != "global":

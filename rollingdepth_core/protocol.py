@@ -60,6 +60,9 @@ DEPTH_MODES: dict[str, dict[str, str]] = {
     },
 }
 DEFAULT_DEPTH_MODE = "inverse"
+# How depth at processing size reaches the plate's size (`--restore-res`): edge-aware (depth
+# edges on the plate's edges, hard where the plate's edge is clean) or plain bilinear.
+UPSAMPLE_METHODS = ("edge", "bilinear")
 # Blender (5.0.1, 4.5) reads an EXR whose only channel is `Z` as garbage; `Y` loads as grey.
 BLENDER_CHANNEL = "Y"
 DEFAULT_CHANNEL = "Z"

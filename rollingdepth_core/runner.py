@@ -8,6 +8,7 @@ writes the frames.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -231,6 +232,8 @@ def run_plate(
         clock = time.perf_counter()
         pattern = sequence_pattern(folder, output.name, info.frame_numbers)
         written: list = []
+        # the plate again, for edge-aware upsampling to its size (one shot after the other)
+        plates = (rgb for _, rgb in source.frames()) if output.restore_res else None
         for depth in shots:
             shot = depth.shot
             metadata = run_metadata(
@@ -251,6 +254,7 @@ def run_plate(
                 confidence=depth.confidence(),
                 progress=progress,
                 anchor_fit=depth.anchor_fit,
+                guides=None if plates is None else itertools.islice(plates, shot.n_frames),
             )
         write_seconds = time.perf_counter() - clock
         anchors_json = None

@@ -322,6 +322,7 @@ class DepthSession:
             confidence=iter(conf) if confidence else None,
             progress=progress,
             select=selected,
+            guides=(rgb for _, rgb in self.plate.frames()) if output.restore_res else None,
         )
 
     # ---------------------------------------------------------------- internals

@@ -259,6 +259,7 @@ def test_dialog_options_reach_the_command_line(addon, prefs, scene, media, tmp_p
 
     engine_module = importlib.import_module(f"{ADDON_MODULE}.engine")
     assert "--upsample edge" in argv(upsample_edges=True)
+    assert "--upsample bilinear" in argv(upsample_edges=False)
     assert "--upsample" not in argv(upsample_edges=True, restore_res=False)
     colour = argv(strip_colorspace=True)
     ocio = operators.blender_ocio_config()

@@ -37,12 +37,12 @@ def make_anchors(root, rng):
             truth[(frame, i, j)] = z
     path = root / "anchors.csv"
     path.write_text("\n".join(rows) + "\n")
-    return path, truth
+    return path, truth, len(rows) - 1
 
 
 def test_anchored_run_reproduces_known_depths(first_run, tiny_checkpoint):
     root, video = first_run
-    anchors, truth = make_anchors(root, np.random.default_rng(0))
+    anchors, truth, n_anchors = make_anchors(root, np.random.default_rng(0))
     out = root / "metric"
     args = ["run", video, "-o", out, "--checkpoint", tiny_checkpoint, *SETTINGS,
             "--anchors", anchors, "--depth-mode", "depth", "--progress", "json"]  # fmt: skip
@@ -53,7 +53,7 @@ def test_anchored_run_reproduces_known_depths(first_run, tiny_checkpoint):
         errors.append(abs(float(channels["Z"][j, i]) / z - 1))
     assert np.median(errors) < 0.005  # the target: 0.5 % median
     assert np.max(errors) < 1e-4  # same plate, same seed: the fit is exact
-    assert meta["rollingdepth/anchors.used"] == len(truth)
+    assert meta["rollingdepth/anchors.used"] == n_anchors
     assert meta["rollingdepth/anchors.a"] == pytest.approx(A, rel=1e-4)
     assert meta["rollingdepth/anchors.b"] == pytest.approx(B, rel=1e-4)
     values = np.concatenate([read_exr(p)[0]["Z"].ravel() for p in sorted(out.glob("depth.*.exr"))])
@@ -61,7 +61,7 @@ def test_anchored_run_reproduces_known_depths(first_run, tiny_checkpoint):
     assert meta["rollingdepth/value_min"] == pytest.approx(values.min(), rel=1e-5)
     assert meta["rollingdepth/value_max"] == pytest.approx(values.max(), rel=1e-5)
     sidecar = json.loads((out / "depth_anchors.json").read_text())
-    assert sidecar["used"] == len(truth) and len(sidecar["anchors"]) == len(truth)
+    assert sidecar["used"] == n_anchors and len(sidecar["anchors"]) == n_anchors
 
 
 def test_anchors_with_normalized_output_are_refused(first_run, tiny_checkpoint, capsys):
