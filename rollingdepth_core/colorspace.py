@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -101,7 +102,9 @@ class PlateColor:
             "ocio.display": self.display,
             "ocio.view": self.view,
             "ocio.decided_by": self.decided_by,
-            "ocio.exact": "yes" if self.exact or self.passthrough else "no (baked 3D LUT)",
+            "ocio.exact": "yes"
+            if self.exact or self.passthrough
+            else "no (large frames through a baked 3D LUT where faster)",
         }
 
 
@@ -333,8 +336,9 @@ class DisplayTransform:
     """The OCIO processor of one `PlateColor`, built once; call it on each frame.
 
     Frames of at least `_MIN_PIXELS_TO_BAKE` pixels go through `BakedDisplayTransform` (built
-    on the first such frame) unless ``color.exact``; smaller frames, and exact plates, through
-    the exact processor.
+    on the first such frame) unless ``color.exact`` or the view is cheap enough that the LUT
+    is not `BakedDisplayTransform.worthwhile`; smaller frames, exact plates and cheap views
+    through the exact processor.
     """
 
     def __init__(self, color: PlateColor) -> None:
@@ -362,10 +366,12 @@ class DisplayTransform:
             raise ConfigError(f"colour conversion needs [H,W,3] pixels; got {out.shape}")
         if self.exact is None:
             return _clip_unit_in_place(out)
-        if self.color.exact or out.shape[0] * out.shape[1] < _MIN_PIXELS_TO_BAKE:
-            _in_bands(out, self.exact.applyRGB)
-            return _clip_unit_in_place(out)
-        return self.baked().in_place(out)
+        if not (self.color.exact or out.shape[0] * out.shape[1] < _MIN_PIXELS_TO_BAKE):
+            baked = self.baked()
+            if baked.worthwhile:
+                return baked.in_place(out)
+        _in_bands(out, self.exact.applyRGB)
+        return _clip_unit_in_place(out)
 
     def baked(self) -> BakedDisplayTransform:
         """The baked LUT of this transform (built on first use)."""
@@ -382,6 +388,7 @@ BAKE_SIZE = 129
 BAKE_TOLERANCE = 1.0 / 255
 _SHAPER_LOG2_RANGE = (-12.0, 10.0)
 _SHAPER_LINEAR_BELOW = 2.0**-7
+_WORTHWHILE_SPEEDUP = 4.0
 # A cell whose corners' display values spread more than this is also checked inside.
 _STEEP_CELL = 0.05
 _OCTANTS = tuple((i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1))
@@ -444,9 +451,13 @@ class BakedDisplayTransform:
         )
         where = np.stack(np.unravel_index(cell_of, (n, n, n)), axis=-1) + offsets
         checks = np.ascontiguousarray((where / n).astype(np.float32)[None])  # shaper values
+        start = time.perf_counter()
         expected = self._exact_on(checks, unshape)
+        exact_s = time.perf_counter() - start
         got = _unshaped(checks, unshape)
+        start = time.perf_counter()
         _in_bands(got, lut_processor.applyRGB)
+        lut_s = time.perf_counter() - start
         # NaN fails the comparison: a cell the view leaves undefined somewhere is marked.
         good = np.abs(got - np.clip(expected, 0.0, 1.0)).max(axis=-1)[0] <= BAKE_TOLERANCE
         cells = np.zeros(n**3, dtype=bool)
@@ -455,6 +466,9 @@ class BakedDisplayTransform:
         lut.setData(table.ravel())
         self._lut = self._processor(shaper, lut)
         self.marked_fraction = float(cells.mean())
+        # Cheap views (a matrix and a curve) are faster exact than through the LUT, its
+        # domain checks and its exact redos: timed on the check points, with room for those.
+        self.worthwhile = lut_s * _WORTHWHILE_SPEEDUP < exact_s
 
     @staticmethod
     def _processor(shaper, lut) -> ocio.CPUProcessor:
