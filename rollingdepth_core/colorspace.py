@@ -393,8 +393,10 @@ _WORTHWHILE_SPEEDUP = 4.0
 _STEEP_CELL = 0.05
 _OCTANTS = tuple((i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1))
 # Lattice vertices of cells the LUT cannot reproduce hold this: any pixel interpolated from
-# one of them comes out above 1 and is redone by the exact processor.
+# one of them (with a weight above 1e-6) comes out above `_MARKED` and is redone by the exact
+# processor; interpolation rounding alone leaves values a few ulp above 1.
 _SENTINEL = 1.0e6
+_MARKED = 2.0
 _MIN_PIXELS_TO_BAKE = 1 << 16
 
 
@@ -492,11 +494,11 @@ class BakedDisplayTransform:
         lo, hi = self.domain
         source = band.copy()  # the exact processor redoes some pixels from their input
         self._lut.applyRGB(band)
-        marked = float(band.max()) > 1.0
+        marked = float(band.max()) > _MARKED
         # NaN fails both comparisons, so NaN pixels are redone too.
         outside = not (float(source.min()) >= lo and float(source.max()) <= hi)
         if marked or outside:
-            redo = (band > 1.0).any(axis=-1)
+            redo = (band > _MARKED).any(axis=-1)
             if outside:
                 redo |= ~((source >= lo) & (source <= hi)).all(axis=-1)
             pixels = source[redo][None]  # [1,N,3]
