@@ -407,12 +407,14 @@ class BakedDisplayTransform:
     frame of the exact processor). The bake checks it against the exact processor at every
     cell centre (one more frame's worth), and in steep cells (the gamut compression of bright
     saturated colours under the ACES 2.0 views) at the centres of their octants too; cells off
-    by more than `BAKE_TOLERANCE` there, or where the view has no value, are marked, and pixels falling in them, outside the LUT's domain, NaN or
-    infinite, go through the exact processor. What is left is interpolation error inside cells
-    that passed the check: ACES 2.0 is not smooth at a finer scale than any 3D LUT OCIO takes
-    (129^3 is its largest), so it is about 1/400 at the 99.9th percentile of realistic frames
-    and can exceed `BAKE_TOLERANCE` between the checked points in extreme saturated colours;
-    `tests/core/test_colorspace.py` bounds it and `benchmarks/colorspace_bench.py` measures it.
+    by more than `BAKE_TOLERANCE` there, or where the view has no value, are marked, and pixels
+    falling in them, outside the LUT's domain, NaN or infinite, go through the exact processor.
+    What is left is interpolation error inside cells that passed the check: ACES 2.0 is not
+    smooth at a finer scale than any 3D LUT OCIO takes (129^3 is its largest), so it is about
+    1/400 at the 99.9th percentile of realistic frames, and can exceed `BAKE_TOLERANCE` between
+    the checked points in extreme saturated colours (ACES 2.0 even turns a few of those black,
+    e.g. ACEScg (447, 0, 0.006), where the LUT gives white); `tests/core/test_colorspace.py`
+    bounds it and `benchmarks/colorspace_bench.py` measures it.
     """
 
     def __init__(self, color: PlateColor, exact: ocio.CPUProcessor) -> None:
