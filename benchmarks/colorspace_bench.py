@@ -1,12 +1,19 @@
-"""What the OCIO input transform costs next to decoding a 2K EXR frame.
+"""What the OCIO input transform costs next to decoding a 2K EXR frame, exact and baked.
 
-Writes a 2048x1080 RGB half-float EXR (zip, a textured gradient as camera plates hold), then
-times, within one run and as best-of-N: decoding it with OpenImageIO (what the plate reader
-does), and converting the decoded pixels to model input through `DisplayTransform` (the
-processor built once per plate) for a few input spaces and views. Also times OpenImageIO's
-`ociodisplay` with a config name, which rebuilds its processor on every call.
+Writes a 2048x1080 RGB half-float EXR (zip, a textured gradient), then times, within one run
+and as best-of-N: decoding it with OpenImageIO (what the plate reader does), and converting
+the decoded pixels in place (as the plate reader does) through `DisplayTransform`, for a few
+input spaces and views: with the exact OCIO processor and with it baked into a 3D LUT
+(`BakedDisplayTransform`, the default where `worthwhile`), on the decoded plate (a saturated
+gradient: many pixels fall in cells the LUT hands back to the exact processor) and on the
+realistic scene. For the baked path it reports the one-off bake time and
+its error against the exact processor on the decoded plate, on a realistic scene (blotchy
+texture over 12 stops, mild tints, a light source) and on a dense sample of the input range
+(each channel log-uniform over 2^-12..2^16 with some negatives for scene-linear input, uniform
+over [0, 1] for encoded input). Also times OpenImageIO's `ociodisplay` with a config name,
+which rebuilds its processor on every call.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/colorspace_bench.py [--repeat 5]
+    PYTHONPATH=. .venv/bin/python benchmarks/colorspace_bench.py [--repeat 3]
 """
 
 from __future__ import annotations
@@ -14,16 +21,19 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
+import PyOpenColorIO as ocio
 
 from rollingdepth_core.colorspace import (
     STUDIO_CONFIG,
     ColorRequest,
     DisplayTransform,
     image_color_hints,
+    load_config,
     resolve_color,
 )
 
@@ -33,19 +43,62 @@ CASES = (
     ("ACEScg", None),
     ("ARRI LogC4", None),
     ("ACEScg", "Un-tone-mapped"),
-    ("ACEScg", "Video (colorimetric)"),
     ("srgb", None),
 )
 
 
-def best_of(repeat: int, fn) -> float:
+def best_of(repeat: int, fn, setup=lambda: None) -> float:
+    setup()
     fn()  # warm: first-touch allocations, lazy OCIO setup
     times = []
     for _ in range(repeat):
+        setup()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def in_place_seconds(repeat: int, convert, pixels: np.ndarray) -> float:
+    """Best time of ``convert`` on a fresh copy of ``pixels`` (the copy not timed)."""
+    work = np.empty_like(pixels)
+    return best_of(repeat, lambda: convert(work), lambda: np.copyto(work, pixels))
+
+
+def exact_in_place(transform: DisplayTransform):
+    """The exact path of ``transform`` on any frame size (as ``--ocio-exact`` runs it)."""
+    exact = DisplayTransform(replace(transform.color, exact=True))
+    return exact.in_place
+
+
+def realistic_scene(seed: int = 0) -> np.ndarray:
+    """float32 [H,W,3] scene-linear: blotchy texture over 12 stops, mild tints, a light."""
+    rng = np.random.default_rng(seed)
+    blotches = np.kron(rng.normal(0.0, 1.0, (HEIGHT // 8 + 1, WIDTH // 8 + 1)), np.ones((8, 8)))
+    stops = np.clip(2.5 * blotches[:HEIGHT, :WIDTH], -8, 4) + rng.normal(0, 0.1, (HEIGHT, WIDTH))
+    tint = np.kron(
+        rng.uniform(0.6, 1.4, (HEIGHT // 32 + 1, WIDTH // 32 + 1, 3)), np.ones((32, 32, 1))
+    )
+    pixels = 0.18 * 2.0 ** stops[..., None] * tint[:HEIGHT, :WIDTH]
+    pixels[: HEIGHT // 16, : WIDTH // 16] *= 50.0
+    return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+def dense_sample(linear: bool, n: int = 1 << 20) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    if linear:
+        values = 2.0 ** rng.uniform(-12.0, 16.0, (n, 3)) * np.where(
+            rng.random((n, 3)) < 0.05, -0.002, 1.0
+        )
+    else:
+        values = rng.uniform(0.0, 1.0, (n, 3))
+    return values.astype(np.float32).reshape(1024, -1, 3)
+
+
+def errors(transform: DisplayTransform, exact, pixels: np.ndarray) -> str:
+    """max and 99.9th percentile of |baked - exact| in display values, in 1/255 units."""
+    error = np.abs(transform(pixels) - exact(pixels.copy()))
+    return f"{error.max() * 255:6.2f} {np.quantile(error, 0.999) * 255:5.2f}"
 
 
 def write_plate(path: Path) -> None:
@@ -69,7 +122,7 @@ def decode(path: Path) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -83,25 +136,66 @@ def main() -> None:
         print(
             f"2K EXR {WIDTH}x{HEIGHT} half zip: decode {decode_s * 1000:.1f} ms (best of {args.repeat})"
         )
-        print(f"{'input space':<14} {'view':<36} {'convert ms':>10} {'/ decode':>9}")
+        print(
+            "ms: in place on the decoded frame; x decode: ms / decode ms; err: |baked - exact| "
+            "in 1/255, max and p99.9, on the decoded plate / a realistic scene / a dense sample"
+        )
+        print(
+            f"{'input space':<11} {'view':<34} {'dec ms':>6} {'exact ms':>8} {'x dec':>6} {'baked ms':>8} "
+            f"{'x dec':>6} {'speedup':>7} {'bake s':>6}  {'plate':>12}  {'scene':>12}  {'dense':>12}"
+        )
+        scene = realistic_scene()
+        config = load_config(STUDIO_CONFIG)
         for space, view in CASES:
+            # Decode timed again next to each row: the machine's load drifts within a run.
+            decode_s = best_of(args.repeat, lambda: decode(path))
             color = resolve_color(ColorRequest(space, view=view), hints)
             transform = DisplayTransform(color)
-            seconds = best_of(args.repeat, lambda t=transform: t(pixels))
+            exact = exact_in_place(transform)
+            exact_s = in_place_seconds(args.repeat, exact, pixels)
+            label = color.view if not color.passthrough else "(passthrough)"
+            row = f"{space:<11} {label:<34} {decode_s * 1000:>6.1f} {exact_s * 1000:>8.1f} {exact_s / decode_s:>6.2f}"
+            if color.passthrough:
+                print(row)
+                continue
+            start = time.perf_counter()
+            transform.baked()
+            bake_s = time.perf_counter() - start
+            fast_s = in_place_seconds(args.repeat, transform.in_place, pixels)
+            baked = transform.baked()
+            linear = config.isColorSpaceLinear(color.input_space, ocio.REFERENCE_SPACE_SCENE)
+            encoded = scene.copy()
+            if not linear:  # the same scene as the camera encodes it
+                config.getProcessor("ACEScg", color.input_space).getDefaultCPUProcessor().applyRGB(
+                    encoded
+                )
+            scene_exact_s = in_place_seconds(args.repeat, exact, encoded)
+            scene_fast_s = in_place_seconds(args.repeat, baked.in_place, encoded)
             print(
-                f"{space:<14} {color.view if not color.passthrough else '(passthrough)':<36} "
-                f"{seconds * 1000:>10.1f} {seconds / decode_s:>8.0%}"
+                f"{row} {fast_s * 1000:>8.1f} {fast_s / decode_s:>6.2f} {exact_s / fast_s:>6.1f}x "
+                f"{bake_s:>6.1f}  {errors(transform, exact, pixels)}  "
+                f"{errors(transform, exact, encoded)}  "
+                f"{errors(transform, exact, dense_sample(linear))}"
+                + ("" if baked.worthwhile else "  (LUT not worthwhile: the default stays exact)")
+            )
+            print(
+                f"{'':<11} {'  on the realistic scene':<34} {'':>6} {scene_exact_s * 1000:>8.1f} "
+                f"{scene_exact_s / decode_s:>6.2f} {scene_fast_s * 1000:>8.1f} "
+                f"{scene_fast_s / decode_s:>6.2f} {scene_exact_s / scene_fast_s:>6.1f}x"
             )
         # The model sees the plate at its processing size: the same transform on a frame
         # already resized to a 768 px longer edge (what converting after the resize would cost).
         small_h = round(HEIGHT * MODEL_EDGE / WIDTH)
         resized = np.ascontiguousarray(pixels[:: HEIGHT // small_h, :: WIDTH // MODEL_EDGE])
-        resized = resized[:small_h, :MODEL_EDGE]
+        resized = np.ascontiguousarray(resized[:small_h, :MODEL_EDGE])
         transform = DisplayTransform(resolve_color(ColorRequest("ACEScg"), hints))
-        seconds = best_of(args.repeat, lambda: transform(resized))
+        decode_s = best_of(args.repeat, lambda: decode(path))
+        exact_s = in_place_seconds(args.repeat, exact_in_place(transform), resized)
+        fast_s = in_place_seconds(args.repeat, transform.in_place, resized)
         print(
-            f"ACEScg, default view, at {MODEL_EDGE}x{small_h}: {seconds * 1000:.1f} ms "
-            f"({seconds / decode_s:.0%} of the 2K decode)"
+            f"ACEScg, default view, at {MODEL_EDGE}x{small_h}: exact {exact_s * 1000:.1f} ms, "
+            f"baked {fast_s * 1000:.1f} ms ({exact_s / decode_s:.2f} / {fast_s / decode_s:.2f} "
+            "x the 2K decode)"
         )
         buf = oiio.ImageBuf(pixels)
         view = "ACES 2.0 - SDR 100 nits (Rec.709)"

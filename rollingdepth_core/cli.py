@@ -195,6 +195,12 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         help="view of the sRGB display the model sees the plate through "
         "(default: the config's default view)",
     )
+    p.add_argument(
+        "--ocio-exact",
+        action="store_true",
+        help="convert every pixel with OCIO's exact processor (default: large frames through "
+        "the processor baked into a 3D LUT, within about 1/255)",
+    )
     p.add_argument("--depth-mode", default="inverse", choices=DEPTH_MODES)
     p.add_argument("--near", type=float, default=1.0)
     p.add_argument("--far", type=float, default=100.0)
@@ -343,7 +349,9 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         device=args.device,
         dtype_explicit=args.dtype is not None,
         frames=args.frames,
-        input_colorspace=ColorRequest(args.input_colorspace, args.ocio_config, args.ocio_view),
+        input_colorspace=ColorRequest(
+            args.input_colorspace, args.ocio_config, args.ocio_view, args.ocio_exact
+        ),
         progress=sink,
         message=sink.message,
     )

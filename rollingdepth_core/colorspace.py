@@ -8,13 +8,18 @@ display (8-bit sRGB stills, ordinary Rec.709 video) reaches the model unchanged,
 so those plates give exactly the model input they always did.
 
 Which config: ``--ocio-config`` if given, else ``$OCIO``, else OCIO's built-in studio config.
-All conversion is done by OpenColorIO; one processor is built per plate.
+All conversion is done by OpenColorIO; one processor is built per plate. The ACES 2.0 views
+cost seconds per 2K frame on a CPU, so by default large frames go through that processor baked
+into a 3D LUT (`BakedDisplayTransform`), with the exact processor redoing every pixel the LUT
+cannot reproduce within `BAKE_TOLERANCE`; ``ColorRequest(exact=True)`` (``--ocio-exact``) uses
+the exact processor on every pixel.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -50,12 +55,13 @@ class ColorRequest:
     ``space`` is ``"auto"`` (decide from the plate's metadata), ``"srgb"``, ``"linear"`` or any
     colour space name or alias of the config. ``config`` is a path or ``ocio://`` URI (None:
     ``$OCIO``, else the studio config). ``view`` is a view of the sRGB display (None: the
-    config's default view for it).
+    config's default view for it). ``exact`` turns off the baked LUT (see `DisplayTransform`).
     """
 
     space: str = AUTO
     config: str | None = None
     view: str | None = None
+    exact: bool = False  # every pixel through the exact processor, no baked LUT
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class PlateColor:
     view: str
     decided_by: str  # "requested", or the metadata that decided `auto`
     passthrough: bool  # already encoded for the display: only clipped to [0, 1]
+    exact: bool = False  # no baked LUT: every pixel through the exact processor
 
     @property
     def summary(self) -> str:
@@ -95,6 +102,9 @@ class PlateColor:
             "ocio.display": self.display,
             "ocio.view": self.view,
             "ocio.decided_by": self.decided_by,
+            "ocio.exact": "yes"
+            if self.exact or self.passthrough
+            else "no (large frames through a baked 3D LUT where faster)",
         }
 
 
@@ -166,6 +176,7 @@ def resolve_color(request: ColorRequest | str, hints: tuple[ColorHint, ...]) -> 
         view=view,
         decided_by=decided_by,
         passthrough=_is_display_encoding(config, input_space, display),
+        exact=request.exact,
     )
 
 
@@ -322,17 +333,24 @@ def video_color_hints(primaries: int, transfer: int) -> tuple[ColorHint, ...]:
 
 
 class DisplayTransform:
-    """The OCIO processor of one `PlateColor`, built once; call it on each frame."""
+    """The OCIO processor of one `PlateColor`, built once; call it on each frame.
+
+    Frames of at least `_MIN_PIXELS_TO_BAKE` pixels go through `BakedDisplayTransform` (built
+    on the first such frame) unless ``color.exact`` or the view is cheap enough that the LUT
+    is not `BakedDisplayTransform.worthwhile`; smaller frames, exact plates and cheap views
+    through the exact processor.
+    """
 
     def __init__(self, color: PlateColor) -> None:
         self.color = color
-        self._cpu = None
+        self.exact = None
+        self._baked: BakedDisplayTransform | None = None
         if not color.passthrough:
             transform = ocio.DisplayViewTransform(
                 src=color.input_space, display=color.display, view=color.view
             )
             processor = load_config(color.config).getProcessor(transform)
-            self._cpu = processor.getDefaultCPUProcessor()
+            self.exact = processor.getDefaultCPUProcessor()
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """float32 [H,W,3] display values in [0,1] from pixels [H,W,3] in the input space."""
@@ -346,14 +364,198 @@ class DisplayTransform:
         out = np.ascontiguousarray(rgb, dtype=np.float32)  # [H,W,3]
         if out.ndim != 3 or out.shape[-1] != 3:
             raise ConfigError(f"colour conversion needs [H,W,3] pixels; got {out.shape}")
-        if self._cpu is None:
+        if self.exact is None:
             return _clip_unit_in_place(out)
-        if out.shape[0] * out.shape[1] < _MIN_PIXELS_TO_SPLIT:
-            self._cpu.applyRGB(out)
-        else:
-            bands = np.array_split(out, _WORKERS * 2)  # views into `out`
-            list(_pool().map(self._cpu.applyRGB, bands))
+        if not (self.color.exact or out.shape[0] * out.shape[1] < _MIN_PIXELS_TO_BAKE):
+            baked = self.baked()
+            if baked.worthwhile:
+                return baked.in_place(out)
+        _in_bands(out, self.exact.applyRGB)
         return _clip_unit_in_place(out)
+
+    def baked(self) -> BakedDisplayTransform:
+        """The baked LUT of this transform (built on first use)."""
+        if self._baked is None:
+            self._baked = BakedDisplayTransform(self.color, self.exact)
+        return self._baked
+
+
+# The baked LUT: a 129^3 lattice (the largest OCIO's 3D LUT takes; 65^3 is 2.5x less exact)
+# over a log2 shaper for scene-linear input: 2^-12 .. 2^10 (brighter pixels go to the exact
+# processor), linear below 2^-7, reaching down to about -0.012. Encoded (log, video, display)
+# input spans [0, 1] as it is.
+BAKE_SIZE = 129
+BAKE_TOLERANCE = 1.0 / 255
+_SHAPER_LOG2_RANGE = (-12.0, 10.0)
+_SHAPER_LINEAR_BELOW = 2.0**-7
+_WORTHWHILE_SPEEDUP = 4.0
+# A cell whose corners' display values spread more than this is also checked inside.
+_STEEP_CELL = 0.05
+_OCTANTS = tuple((i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1))
+# Lattice vertices of cells the LUT cannot reproduce hold this: any pixel interpolated from
+# one of them (with a weight above 1e-6) comes out above `_MARKED` and is redone by the exact
+# processor; interpolation rounding alone leaves values a few ulp above 1.
+_SENTINEL = 1.0e6
+_MARKED = 2.0
+_MIN_PIXELS_TO_BAKE = 1 << 16
+
+
+class BakedDisplayTransform:
+    """`DisplayTransform`'s exact processor baked into a shaper + tetrahedral 3D LUT, by OCIO.
+
+    The LUT holds the exact processor's output on a `BAKE_SIZE` lattice (costs about one 2K
+    frame of the exact processor). The bake checks it against the exact processor at every
+    cell centre (one more frame's worth), and in steep cells (the gamut compression of bright
+    saturated colours under the ACES 2.0 views) at the centres of their octants too; cells off
+    by more than `BAKE_TOLERANCE` there, or where the view has no value, are marked, and pixels
+    falling in them, outside the LUT's domain, NaN or infinite, go through the exact processor.
+    What is left is interpolation error inside cells that passed the check: ACES 2.0 is not
+    smooth at a finer scale than any 3D LUT OCIO takes (129^3 is its largest), so it is about
+    1/400 at the 99.9th percentile of realistic frames, and can exceed `BAKE_TOLERANCE` between
+    the checked points in extreme saturated colours (ACES 2.0 even turns a few of those black,
+    e.g. ACEScg (447, 0, 0.006), where the LUT gives white); `tests/core/test_colorspace.py`
+    bounds it and `benchmarks/colorspace_bench.py` measures it.
+    """
+
+    def __init__(self, color: PlateColor, exact: ocio.CPUProcessor) -> None:
+        config = load_config(color.config)
+        self._exact = exact
+        linear = config.isColorSpaceLinear(
+            color.input_space, ocio.REFERENCE_SPACE_SCENE
+        ) or config.isColorSpaceLinear(color.input_space, ocio.REFERENCE_SPACE_DISPLAY)
+        shaper = _shaper() if linear else None
+        # Shaper values -> input values, by OCIO's inverse of the shaper.
+        unshape = (
+            config.getProcessor(shaper, ocio.TRANSFORM_DIR_INVERSE).getDefaultCPUProcessor()
+            if shaper is not None
+            else None
+        )
+        ends = _unshaped(np.array([[[0.0] * 3, [1.0] * 3]], dtype=np.float32), unshape)
+        self.domain = (float(ends[0, 0, 0]), float(ends[0, 1, 0]))  # input values
+
+        table = self._exact_on(_lattice(BAKE_SIZE), unshape)
+        undefined = np.isnan(table).any(axis=-1)[0]  # extreme input the view has no value for
+        _clip_unit_in_place(table)
+        lut = ocio.Lut3DTransform(gridSize=BAKE_SIZE)
+        lut.setInterpolation(ocio.INTERP_TETRAHEDRAL)
+        lut.setData(table.ravel())
+        lut_processor = self._processor(shaper, lut)
+        n = BAKE_SIZE - 1
+        # Every cell is checked at its centre; steep cells (where the display values of its
+        # corners spread more than `_STEEP_CELL`) also at the centres of their eight octants.
+        corners = table[0].reshape(BAKE_SIZE, BAKE_SIZE, BAKE_SIZE, 3)
+        corners = np.stack([corners[i : i + n, j : j + n, k : k + n] for i, j, k in _OCTANTS])
+        steep = np.flatnonzero(
+            (corners.max(axis=0) - corners.min(axis=0)).max(axis=-1) > _STEEP_CELL
+        )
+        cell_of = np.concatenate([np.arange(n**3), np.repeat(steep, len(_OCTANTS))])
+        octants = (np.asarray(_OCTANTS, dtype=np.float32) + 0.5) / 2.0  # [8,3] inside a cell
+        offsets = np.concatenate(
+            [np.full((n**3, 3), 0.5, dtype=np.float32), np.tile(octants, (len(steep), 1))]
+        )
+        where = np.stack(np.unravel_index(cell_of, (n, n, n)), axis=-1) + offsets
+        checks = np.ascontiguousarray((where / n).astype(np.float32)[None])  # shaper values
+        start = time.perf_counter()
+        expected = self._exact_on(checks, unshape)
+        exact_s = time.perf_counter() - start
+        got = _unshaped(checks, unshape)
+        start = time.perf_counter()
+        _in_bands(got, lut_processor.applyRGB)
+        lut_s = time.perf_counter() - start
+        # NaN fails the comparison: a cell the view leaves undefined somewhere is marked.
+        good = np.abs(got - np.clip(expected, 0.0, 1.0)).max(axis=-1)[0] <= BAKE_TOLERANCE
+        cells = np.zeros(n**3, dtype=bool)
+        cells[cell_of[~good]] = True
+        table[0, _vertices_of(cells.reshape(n, n, n)) | undefined] = _SENTINEL
+        lut.setData(table.ravel())
+        self._lut = self._processor(shaper, lut)
+        self.marked_fraction = float(cells.mean())
+        # Cheap views (a matrix and a curve) are faster exact than through the LUT, its
+        # domain checks and its exact redos: timed on the check points, with room for those.
+        self.worthwhile = lut_s * _WORTHWHILE_SPEEDUP < exact_s
+
+    @staticmethod
+    def _processor(shaper, lut) -> ocio.CPUProcessor:
+        # A raw config of its own: a config's processor cache keys a Lut3DTransform without
+        # its values (OCIO 2.5.1), so it would hand back a LUT baked earlier.
+        group = ocio.GroupTransform([shaper, lut] if shaper is not None else [lut])
+        return ocio.Config.CreateRaw().getProcessor(group).getDefaultCPUProcessor()
+
+    def _exact_on(self, lattice: np.ndarray, unshape) -> np.ndarray:
+        """The exact processor's output, unclipped, on input values of shaper ``lattice``."""
+        values = _unshaped(lattice, unshape)
+        _in_bands(values, self._exact.applyRGB)
+        return values
+
+    def in_place(self, rgb: np.ndarray) -> np.ndarray:
+        """Convert float32 C-contiguous [H,W,3] ``rgb`` in place; returns it."""
+        _in_bands(rgb, self._band)
+        return rgb
+
+    def _band(self, band: np.ndarray) -> None:
+        lo, hi = self.domain
+        source = band.copy()  # the exact processor redoes some pixels from their input
+        self._lut.applyRGB(band)
+        marked = float(band.max()) > _MARKED
+        # NaN fails both comparisons, so NaN pixels are redone too.
+        outside = not (float(source.min()) >= lo and float(source.max()) <= hi)
+        if marked or outside:
+            redo = (band > _MARKED).any(axis=-1)
+            if outside:
+                redo |= ~((source >= lo) & (source <= hi)).all(axis=-1)
+            pixels = source[redo][None]  # [1,N,3]
+            self._exact.applyRGB(pixels)
+            band[redo] = _clip_unit_in_place(pixels)[0]
+        # Interpolated lattice values stay in [0, 1] but for float rounding.
+        _clip_unit_in_place(band)
+
+
+def _shaper() -> ocio.LogCameraTransform:
+    low, high = _SHAPER_LOG2_RANGE
+    slope = 1.0 / (high - low)
+    return ocio.LogCameraTransform(
+        linSideBreak=[_SHAPER_LINEAR_BELOW] * 3,
+        base=2.0,
+        logSideSlope=[slope] * 3,
+        logSideOffset=[-low * slope] * 3,
+    )
+
+
+def _lattice(size: int) -> np.ndarray:
+    """[1,size^3,3] float32 lattice over [0,1]^3 in OCIO's 3D LUT order (blue fastest)."""
+    ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
+    grid = np.stack(np.meshgrid(ramp, ramp, ramp, indexing="ij"), axis=-1)
+    return np.ascontiguousarray(grid.reshape(1, -1, 3))
+
+
+def _unshaped(lattice: np.ndarray, unshape: ocio.CPUProcessor | None) -> np.ndarray:
+    """Input values [1,N,3] of shaper values [1,N,3] (a copy)."""
+    values = lattice.copy()
+    if unshape is not None:
+        unshape.applyRGB(values)
+    return values
+
+
+def _vertices_of(cells: np.ndarray) -> np.ndarray:
+    """Flat mask of the lattice vertices [n^3] that are corners of the marked ``cells`` [n-1]^3."""
+    n = cells.shape[0] + 1
+    vertices = np.zeros((n, n, n), dtype=bool)
+    for i, j, k in _OCTANTS:
+        vertices[i : i + n - 1, j : j + n - 1, k : k + n - 1] |= cells
+    return vertices.reshape(-1)
+
+
+def _in_bands(pixels: np.ndarray, fn) -> None:
+    """``fn`` on row bands of ``pixels`` [H,W,3] (or [1,N,3]) in parallel, in place.
+
+    OCIO's CPU processor and numpy release the GIL; small arrays are not worth the hand-off.
+    """
+    rows = pixels if pixels.shape[0] > 1 else pixels[0]
+    if rows.shape[0] * (rows[0].size // 3) < _MIN_PIXELS_TO_SPLIT:
+        fn(pixels)
+        return
+    bands = np.array_split(rows, _WORKERS * 2)  # views into `pixels`
+    list(_pool().map(fn if pixels.shape[0] > 1 else lambda b: fn(b[None]), bands))
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,6 +16,7 @@ from rollingdepth_core.colorspace import (
     ColorRequest,
     describe_config,
     display_transform,
+    resolve_color,
     to_display,
 )
 from rollingdepth_core.errors import ConfigError
@@ -122,7 +123,7 @@ def decoded_video_frame(path: Path, index: int) -> np.ndarray:
 def test_model_input_is_ociodisplay(tmp_path: Path, space: str) -> None:
     pixels = scene_pixels(W, H) * (4.0 if space.startswith("ACES") else 1.0)
     folder = write_pair(tmp_path / "p", "exr", pixels, "float")
-    plate = open_plate(folder, input_colorspace=space)
+    plate = open_plate(folder, input_colorspace=ColorRequest(space, exact=True))
     color = plate.info.color
     assert (color.config, color.input_space, color.display, color.view) == (
         STUDIO_CONFIG,
@@ -130,7 +131,7 @@ def test_model_input_is_ociodisplay(tmp_path: Path, space: str) -> None:
         SRGB_DISPLAY,
         ACES_VIEW,
     )
-    assert color.decided_by == "requested" and not color.passthrough
+    assert color.decided_by == "requested" and not color.passthrough and color.exact
     model_input = plate.read(0)
     assert np.array_equal(model_input, ocio_display(read_float(folder / "p.1001.exr"), space))
     # A tone map, not the identity: the plate does not reach the model as stored.
@@ -140,9 +141,66 @@ def test_model_input_is_ociodisplay(tmp_path: Path, space: str) -> None:
 def test_large_frames_are_converted_in_bands_bit_for_bit(tmp_path: Path) -> None:
     pixels = scene_pixels(331, 257, seed=2) * 3.0  # odd sizes, > 65536 pixels: split in bands
     folder = write_pair(tmp_path / "big", "exr", pixels, "float")
-    plate = open_plate(folder, input_colorspace="ACEScg")
+    plate = open_plate(folder, input_colorspace=ColorRequest("ACEScg", exact=True))
     assert np.array_equal(plate.read(1), ocio_display(pixels, "ACEScg"))
     assert np.array_equal(to_display(pixels, plate.info.color), plate.read(1))
+
+
+def realistic_pixels(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """float32 [H,W,3] scene-linear: blotchy texture over 12 stops, mild tints, hot highlights."""
+    rng = np.random.default_rng(seed)
+    blotches = np.kron(rng.normal(0.0, 1.0, (height // 8 + 1, width // 8 + 1)), np.ones((8, 8)))
+    stops = np.clip(2.5 * blotches[:height, :width], -8, 4) + rng.normal(0, 0.1, (height, width))
+    tint = np.kron(
+        rng.uniform(0.6, 1.4, (height // 32 + 1, width // 32 + 1, 3)), np.ones((32, 32, 1))
+    )
+    pixels = 0.18 * 2.0 ** stops[..., None] * tint[:height, :width]
+    pixels[: height // 16, : width // 16] *= 50.0  # a light source
+    return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+@pytest.mark.parametrize("space", ["ACEScg", "ARRI LogC4"])
+def test_baked_lut_stays_within_a_code_value_of_ocio(tmp_path: Path, space: str) -> None:
+    pixels = realistic_pixels(320, 240)  # > 65536 pixels: the baked LUT
+    if space == "ARRI LogC4":  # the same scene as the camera encodes it
+        convert = oiio.ImageBufAlgo.colorconvert(
+            oiio.ImageBuf(pixels), "ACEScg", space, colorconfig=STUDIO_CONFIG
+        )
+        pixels = np.ascontiguousarray(convert.get_pixels(oiio.FLOAT))
+    folder = write_pair(tmp_path / "big", "exr", pixels, "float")
+    plate = open_plate(folder, input_colorspace=space)
+    color = plate.info.color
+    assert not color.exact and color.header()["ocio.exact"].startswith("no (")
+    assert display_transform(color).baked().worthwhile
+    fast = plate.read(0)
+    exact = ocio_display(read_float(folder / "p.1001.exr"), space)
+    assert display_transform(color).baked().marked_fraction < 0.05
+    error = np.abs(fast - exact)
+    # Measured 0.0033 / 0.0041 max, 0.0025 / 0.0027 at the 99.9th percentile.
+    assert error.max() < 1.5 / 255 and np.quantile(error, 0.999) < 1.0 / 255
+    assert 0 < error.mean() < 0.25 / 255  # the LUT, not the exact processor
+    assert fast.min() >= 0.0 and fast.max() <= 1.0
+
+
+def test_baked_lut_hands_what_it_cannot_do_to_the_exact_processor() -> None:
+    transform = display_transform(resolve_color(ColorRequest("ACEScg"), ()))
+    hard = np.array(
+        [
+            [np.nan, 0.2, 0.2],
+            [np.inf, 1.0, 1.0],
+            [-np.inf, 0.1, 0.1],
+            [5000.0, 20.0, 1.0],  # above the shaper's 2^10
+            [-1.0, 0.5, 0.5],  # below its linear toe
+            [4.344, 4.107, 0.1233],  # bright saturated yellow: a marked cell
+        ],
+        dtype=np.float32,
+    )
+    frame = realistic_pixels(300, 240, seed=3)  # > 65536 pixels: the baked LUT
+    frame[100, 50:56] = hard
+    fast = transform(frame)
+    exact = np.clip(ocio_display(frame, "ACEScg"), 0.0, 1.0)
+    assert np.array_equal(fast[100, 50:56], exact[100, 50:56])
+    assert np.isfinite(fast).all() and fast.max() <= 1.0 and fast.min() >= 0.0
 
 
 @pytest.mark.parametrize(
@@ -151,7 +209,7 @@ def test_large_frames_are_converted_in_bands_bit_for_bit(tmp_path: Path) -> None
 )
 def test_hdr_video_is_tone_mapped_by_ocio(tmp_path: Path, transfer: int, space: str, tag: str):
     path = write_tagged_video(tmp_path / "hdr.mov", 3, transfer)
-    plate = open_plate(path)
+    plate = open_plate(path, input_colorspace=ColorRequest(exact=True))
     color = plate.info.color
     assert color.input_space == space and not color.passthrough
     assert color.decided_by == f"video transfer {tag}, primaries bt2020"
@@ -261,7 +319,8 @@ def test_unknown_space_and_view_say_where_to_look(tmp_path: Path) -> None:
 def test_view_can_be_chosen(tmp_path: Path) -> None:
     pixels = scene_pixels(W, H) * 2.0
     folder = write_pair(tmp_path / "v", "exr", pixels, "float")
-    plate = open_plate(folder, input_colorspace=ColorRequest("ACEScg", view="Un-tone-mapped"))
+    request = ColorRequest("ACEScg", view="Un-tone-mapped", exact=True)
+    plate = open_plate(folder, input_colorspace=request)
     assert plate.info.color.view == "Un-tone-mapped"
     assert np.array_equal(plate.read(0), ocio_display(pixels, "ACEScg", view="Un-tone-mapped"))
 
@@ -327,6 +386,7 @@ def test_ocio_environment_config_is_used(tmp_path: Path, tiny_config: str) -> No
         "ocio.display": "Studio sRGB",
         "ocio.view": "Film",
         "ocio.decided_by": "requested",
+        "ocio.exact": "no (large frames through a baked 3D LUT where faster)",
     }
     # `srgb` is the config's space aliased srgb_rec709_scene: the display's own encoding.
     as_srgb = open_plate(folder, input_colorspace="srgb").info.color
