@@ -73,3 +73,22 @@ def test_anchors_with_normalized_output_are_refused(first_run, tiny_checkpoint, 
     assert main([str(a) for a in args]) == 1
     assert "scene units" in capsys.readouterr().err
     assert not list((root / "refused").glob("*.exr"))
+
+
+def test_restore_res_upsamples_edge_aware_by_default(first_run, tiny_checkpoint):
+    root, video = first_run
+    small = ["--res", "32", "--dilations", "1", "3", "--device", "cpu", "--seed", "3"]
+    outputs = {}
+    for method in ("edge", "bilinear"):
+        out = root / f"up-{method}"
+        args = ["run", video, "-o", out, "--checkpoint", tiny_checkpoint, *small,
+                "--restore-res", "--confidence", "--upsample", method]  # fmt: skip
+        assert main([str(a) for a in args]) == 0
+        channels, meta = read_exr(out / "depth.0005.exr")
+        assert channels["Z"].shape == channels["confidence"].shape == (40, 64)  # the plate's
+        assert meta["rollingdepth/upsample"] == method
+        outputs[method] = channels["Z"]
+    assert not np.array_equal(outputs["edge"], outputs["bilinear"])
+    # edge-aware values stay within what the bilinear map spans (no invented extremes)
+    assert outputs["edge"].min() >= outputs["bilinear"].min() - 0.05
+    assert outputs["edge"].max() <= outputs["bilinear"].max() + 0.05
