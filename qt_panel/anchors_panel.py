@@ -120,6 +120,11 @@ class AnchorsPanel(QWidget):
         )
         self.summary_label.setText("run to fit the anchors")
 
+    def set_fitting(self) -> None:
+        """A fit is being computed (in the background) for the current depth."""
+        self.summary_label.setText("fitting the anchors…")
+        self.summary_label.setStyleSheet("")
+
     def set_fit(self, fit: AnchorFit | None, why: str = "") -> None:
         """The fit's summary, or why there is none (the fit's one-line error)."""
         if fit is not None:

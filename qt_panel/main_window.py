@@ -212,6 +212,7 @@ class MainWindow(QMainWindow):
         c.anchors_changed.connect(self.anchors_panel.set_anchors)
         c.anchors_changed.connect(lambda _a: self.show_frame(self.scrubber.index))
         c.anchor_fit_changed.connect(self.anchors_panel.set_fit)
+        c.anchor_worker.started.connect(self.anchors_panel.set_fitting)
         c.anchor_fit_changed.connect(lambda *_: self.show_frame(self.scrubber.index))
         c.upsampled.connect(self._upsampled)
         c.result_changed.connect(self.result_changed)

@@ -25,8 +25,8 @@ DEFAULT_FPS = Fraction(24)
 CUT_COLOR = QColor(255, 140, 60)
 SLIDER_TIP = "Scrub through the plate (Left/Right or , and . step one frame)"
 CUTS_NOTE = (
-    "The panel aligns the whole plate as one clip; `rollingdepth run` and its exports split "
-    "the plate at these cuts and align each shot on its own."
+    "The panel aligns the whole plate as one clip; `rollingdepth run --cuts auto` (the default "
+    "for videos) splits it at the cuts and aligns and writes each shot on its own."
 )
 
 

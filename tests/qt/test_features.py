@@ -144,6 +144,7 @@ def test_anchors_markers_and_residuals(qtbot, window, clip, tmp_path, screenshot
         c.anchor_fit_changed, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda f, _w: f is not None
     ):
         window.anchors_panel.mode_box.setCurrentText("smooth")
+        assert window.anchors_panel.summary_label.text() == "fitting the anchors…"
     assert c.anchor_fit.mode == "smooth"
     window.scrubber.set_index(0)
     window.anchors_dock.raise_()
