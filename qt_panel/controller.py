@@ -18,14 +18,19 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal
 
+from rollingdepth_core.anchors import AnchorFit, Anchors, load_anchors
+from rollingdepth_core.colorspace import ColorRequest
 from rollingdepth_core.config import InferenceConfig, OutputConfig
+from rollingdepth_core.cuts import detect_cuts
 from rollingdepth_core.errors import Cancelled, RollingDepthError
+from rollingdepth_core.method import AnchorRequest, anchor
 from rollingdepth_core.model import DepthModel
 from rollingdepth_core.output import convert_depth
 from rollingdepth_core.plate import IMAGE_EXTENSIONS, Plate, PlateInfo, open_plate
 from rollingdepth_core.progress import report
 from rollingdepth_core.protocol import DEFAULT_PRESET
 from rollingdepth_core.session import DepthPrediction, DepthSession
+from rollingdepth_core.upsample import upsample_depth
 
 from .worker import Worker
 
@@ -36,6 +41,8 @@ JOB_TITLES = {
     "align": "Re-alignment failed",
     "export": "Export failed",
 }
+# Plate-resolution previews kept (frame, method): scrubbing back and forth is free.
+UPSAMPLE_CACHE = 8
 # What a finished job says it did, in the progress area.
 JOB_VERBS = {"run": "done", "align": "re-aligned", "export": "exported"}
 
@@ -65,6 +72,11 @@ class PanelController(QObject):
     busy_changed = Signal(bool)
     export_finished = Signal(list)  # written paths
     job_ended = Signal(str, str, str)  # job, outcome (done|cancelled|failed), what happened
+    color_changed = Signal(object, str)  # PlateColor (or None), what happened to the session
+    cuts_changed = Signal(object)  # clip positions where a shot starts; None while detecting
+    anchors_changed = Signal(object)  # Anchors, or None
+    anchor_fit_changed = Signal(object, str)  # AnchorFit (or None), why there is none ("")
+    upsampled = Signal(int, str)  # frame position, method: a plate-resolution depth is ready
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -90,6 +102,24 @@ class PanelController(QObject):
         self._latest: RunRequest | None = None  # the settings as the user last left them
         # Settings whose job failed or was cancelled: not re-aligned automatically again.
         self._halted: RunRequest | None = None
+        self.color_request = ColorRequest()
+        self.cuts: list[int] | None = None  # None until detected on the open plate
+        self.anchors: Anchors | None = None
+        self.anchor_fit: AnchorFit | None = None
+        self.anchor_mode = "global"
+        self.upsample_method: str | None = None  # None: the depth at model resolution
+        self._upsampled: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        # Side jobs, each in its own thread so none of them cancels a run (restart, not queue
+        # within each): shot cuts of the plate, the anchor fit, plate-resolution previews.
+        self.cuts_worker = Worker(self)
+        self.cuts_worker.finished.connect(self._cuts_found)
+        self.cuts_worker.failed.connect(lambda _n, msg: self.message.emit(f"cuts: {msg}"))
+        self.anchor_worker = Worker(self)
+        self.anchor_worker.finished.connect(self._anchor_fitted)
+        self.anchor_worker.failed.connect(self._anchor_failed)
+        self.upsample_worker = Worker(self)
+        self.upsample_worker.finished.connect(self._upsample_done)
+        self.upsample_worker.failed.connect(lambda _n, msg: self.message.emit(f"upsample: {msg}"))
 
     # ---------------------------------------------------------------- plate
     @property
@@ -103,11 +133,57 @@ class PanelController(QObject):
     def open_plate(self, path: str | Path) -> bool:
         """Open ``path`` for viewing; the model stays loaded, cached predictions go."""
         try:
-            plate = open_plate(path)
+            plate = open_plate(path, input_colorspace=self.color_request)
         except RollingDepthError as exc:
             self.error.emit("Cannot open plate", unreadable_text(path, exc), str(exc))
             return False
+        self._install_plate(plate)
+        info = plate.info
+        self.plate_changed.emit(info)
+        self.color_changed.emit(info.color, "")
+        self.result_changed.emit(None)
+        gaps = f", {len(info.missing_frames)} missing" if info.missing_frames else ""
+        self.message.emit(
+            f"opened {info.source}: {len(plate)} frames {info.frame_numbers[0]}-"
+            f"{info.frame_numbers[-1]}{gaps}, {info.width}x{info.height}; {info.color.summary}"
+        )
+        self._detect_cuts(info.source)
+        self._update_hint()
+        return True
+
+    def set_color(self, request: ColorRequest) -> bool:
+        """Read the plate through ``request`` from now on. The model sees the plate through
+        it too, so the kept snippets (and the result) no longer apply and are dropped."""
+        if request == self.color_request:
+            return True
+        if self.plate is None:
+            self.color_request = request
+            return True
+        try:
+            plate = open_plate(self.plate.info.source, input_colorspace=request)
+        except RollingDepthError as exc:
+            self.error.emit("Colour space not usable", str(exc), "")
+            return False
+        self.color_request = request
+        had_work = self._session is not None or self.result is not None
+        self._install_plate(plate)
+        self.result_changed.emit(None)
+        note = (
+            "the model input changed: kept snippets and the depth were dropped; Run predicts again"
+            if had_work
+            else "the model will see the plate through this transform"
+        )
+        self.color_changed.emit(plate.info.color, note)
+        self.message.emit(f"{plate.info.color.summary}; {note}")
+        self._update_hint()
+        return True
+
+    def _install_plate(self, plate: Plate) -> None:
+        """Make ``plate`` the panel's plate; everything computed from the previous one goes."""
         self.worker.cancel()
+        self.cuts_worker.cancel()
+        self.anchor_worker.cancel()
+        self.upsample_worker.cancel()
         with self._lock:
             self._generation += 1
             self._session = None
@@ -115,17 +191,167 @@ class PanelController(QObject):
             self.plate.close()
         self.plate = plate
         self._frames.clear()
+        self._upsampled.clear()
         self.result, self.result_request = None, None
-        info = plate.info
-        self.plate_changed.emit(info)
-        self.result_changed.emit(None)
-        gaps = f", {len(info.missing_frames)} missing" if info.missing_frames else ""
-        self.message.emit(
-            f"opened {info.source}: {len(plate)} frames {info.frame_numbers[0]}-"
-            f"{info.frame_numbers[-1]}{gaps}, {info.width}x{info.height}"
-        )
-        self._update_hint()
+        # quietly: the new plate's first frame is drawn by whoever installed it
+        self.anchor_fit = None
+
+    # ---------------------------------------------------------------- cuts
+    def _detect_cuts(self, source: str) -> None:
+        """Find shot cuts off the GUI thread, reading the plate as the model will."""
+        self.cuts = None
+        self.cuts_changed.emit(None)
+        generation, color = self._generation, self.color_request
+
+        def job(progress):
+            plate = open_plate(source, input_colorspace=color)
+            try:
+                total = len(plate)
+
+                def frames():
+                    for k, (_, rgb) in enumerate(plate.frames()):
+                        report(progress, "cuts", k, total)  # raises Cancelled when restarted
+                        yield rgb
+
+                return generation, detect_cuts(frames())
+            finally:
+                plate.close()
+
+        self.cuts_worker.submit("cuts", job)
+
+    def _cuts_found(self, _name: str, payload: tuple) -> None:
+        generation, cuts = payload
+        if generation == self._generation:
+            self.cuts = list(cuts)
+            self.cuts_changed.emit(self.cuts)
+
+    # ---------------------------------------------------------------- anchors
+    def load_anchors(self, path: str | Path) -> bool:
+        """Read an anchors file (CSV or JSON); with a result, fit it at once."""
+        try:
+            anchors = load_anchors(path)
+        except RollingDepthError as exc:
+            self.error.emit("Cannot load anchors", str(exc), "")
+            return False
+        self.anchors = anchors
+        self.anchors_changed.emit(anchors)
+        self.message.emit(f"loaded {len(anchors)} anchors ({anchors.units}) from {Path(path).name}")
+        self._fit_anchors()
         return True
+
+    def clear_anchors(self) -> None:
+        self.anchor_worker.cancel()
+        self.anchors = None
+        self.anchors_changed.emit(None)
+        self._set_fit(None, "")
+
+    def set_anchor_mode(self, mode: str) -> None:
+        if mode != self.anchor_mode:
+            self.anchor_mode = mode
+            self._fit_anchors()
+
+    def frame_anchors(self, index: int) -> list[dict]:
+        """The anchors on frame position ``index``: the fit's records (predicted depth,
+        residual, used) after a fit, else the file's points."""
+        if self.anchors is None or self.plate is None:
+            return []
+        number = self.plate.info.frame_numbers[index]
+        if self.anchor_fit is not None:
+            return [r for r in self.anchor_fit.records if r["frame"] == number]
+        a = self.anchors
+        return [
+            {
+                "row": int(i),
+                "frame": number,
+                "x": float(a.x[i]),
+                "y": float(a.y[i]),
+                "depth": float(a.depth[i]),
+                **({"track": a.track[i]} if a.track[i] else {}),
+            }
+            for i in np.flatnonzero(a.frame == number)
+        ]
+
+    def scene_depth(self, index: int) -> np.ndarray | None:
+        """Depth ``Z`` in the anchors' units of frame position ``index`` (after a fit)."""
+        if self.anchor_fit is None or self.result is None:
+            return None
+        return self.anchor_fit.depth(index, self.result.depth[index])
+
+    def _fit_anchors(self) -> None:
+        """Fit the anchors to the current result off the GUI thread (restarts a running fit)."""
+        self._set_fit(None, "")
+        if self.anchors is None or self.result is None or self.plate is None:
+            return
+        generation, prediction = self._generation, self.result
+        anchors, mode, value_range = self.anchors, self.anchor_mode, self._depth_range
+        info = self.plate.info
+        request = AnchorRequest(anchors, info.frame_numbers, mode)
+
+        def job(progress):
+            total = prediction.depth.shape[0]
+
+            def frames():
+                for k in range(total):
+                    report(progress, "anchors", k, total)
+                    yield prediction.depth[k]
+
+            fit, _metric = anchor(frames(), request, (info.height, info.width), value_range)
+            return generation, prediction, fit
+
+        self.anchor_worker.submit("anchors", job)
+
+    def _anchor_fitted(self, _name: str, payload: tuple) -> None:
+        generation, prediction, fit = payload
+        if generation == self._generation and prediction is self.result:
+            self._set_fit(fit, "")
+            self.message.emit(
+                f"anchors: {fit.n_used} used, {fit.n_rejected} rejected, median residual "
+                f"{100 * fit.residual_median:.2f} %"
+            )
+
+    def _anchor_failed(self, _name: str, message: str) -> None:
+        self._set_fit(None, message)
+
+    def _set_fit(self, fit: AnchorFit | None, why: str) -> None:
+        self.anchor_fit = fit
+        self.anchor_fit_changed.emit(fit, why)
+
+    # ---------------------------------------------------------------- plate-resolution preview
+    def set_upsample(self, method: str | None) -> None:
+        """Show the depth at the plate's resolution (``edge`` or ``bilinear``), or None."""
+        self.upsample_method = method
+
+    def upsampled_depth(self, index: int) -> np.ndarray | None:
+        """The plate-resolution depth of frame ``index`` if computed; else None, and the
+        computation starts in the background (only for this frame: scrubbing restarts it)."""
+        method = self.upsample_method
+        if method is None or self.result is None or self.plate is None:
+            return None
+        key = (index, method)
+        if key in self._upsampled:
+            self._upsampled.move_to_end(key)
+            return self._upsampled[key]
+        rgb = self.frame(index)
+        if rgb is None:
+            return None
+        generation, prediction = self._generation, self.result
+
+        def job(progress):
+            report(progress, "upsample", 0, 1)
+            hi = upsample_depth(prediction.depth[index], rgb, method=method)
+            return generation, prediction, key, hi
+
+        self.upsample_worker.submit("upsample", job)
+        return None
+
+    def _upsample_done(self, _name: str, payload: tuple) -> None:
+        generation, prediction, key, hi = payload
+        if generation != self._generation or prediction is not self.result:
+            return
+        self._upsampled[key] = hi
+        while len(self._upsampled) > UPSAMPLE_CACHE:
+            self._upsampled.popitem(last=False)
+        self.upsampled.emit(*key)
 
     def frame(self, index: int) -> np.ndarray | None:
         """RGB ``[H,W,3]`` of frame ``index``, kept in a small cache for scrubbing."""
@@ -146,12 +372,15 @@ class PanelController(QObject):
             self._frames.popitem(last=False)
         return rgb
 
-    def depth(self, index: int, output: OutputConfig) -> tuple[np.ndarray, np.ndarray] | None:
-        """(colour values in [0,1] with 1 = nearest, values in ``output``'s convention)."""
+    def depth(
+        self, index: int, output: OutputConfig, frame: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(colour values in [0,1] with 1 = nearest, values in ``output``'s convention) of
+        frame ``index``, or of ``frame`` (e.g. its plate-resolution version) in its place."""
         if self.result is None or not 0 <= index < self.result.depth.shape[0]:
             return None
         lo, hi = self._depth_range
-        frame = self.result.depth[index]
+        frame = self.result.depth[index] if frame is None else frame
         unit = (frame - lo) / max(hi - lo, 1e-12)
         return unit, convert_depth(frame, output.depth_mode, output.near, output.far, lo, hi)
 
@@ -169,10 +398,10 @@ class PanelController(QObject):
             self.error.emit("Nothing to run", "Open a plate first (File > Open).", "")
             return
         self._latest, self._halted = request, None
-        generation, source = self._generation, self.plate.info.source
+        generation, source, color = self._generation, self.plate.info.source, self.color_request
 
         def job(progress):
-            session = self._session_for(request, generation, source, progress)
+            session = self._session_for(request, generation, source, color, progress)
             return _outcome(generation, request, session.run(request.config, progress))
 
         self.worker.submit("run", job)
@@ -231,12 +460,13 @@ class PanelController(QObject):
         self.worker.submit("export", job)
 
     def shutdown(self) -> None:
-        self.worker.shutdown()
+        for worker in (self.cuts_worker, self.anchor_worker, self.upsample_worker, self.worker):
+            worker.shutdown()
         if self.plate is not None:
             self.plate.close()
 
     # ---------------------------------------------------------------- internals
-    def _session_for(self, request, generation, source, progress) -> DepthSession:
+    def _session_for(self, request, generation, source, color, progress) -> DepthSession:
         """Worker thread: the session for this plate and model, loading what is missing."""
         with self._lock:
             pipeline, model_key, session = self._model, self._model_key, self._session
@@ -251,7 +481,7 @@ class PanelController(QObject):
             report(progress, "load", 1, 1)
             session = None
         if session is None:
-            session = DepthSession(pipeline, open_plate(source))
+            session = DepthSession(pipeline, open_plate(source, input_colorspace=color))
         with self._lock:
             if generation != self._generation:
                 raise Cancelled("another plate was opened")
@@ -261,7 +491,7 @@ class PanelController(QObject):
 
     def model_loaded(self, request: RunRequest) -> bool:
         """Whether the model ``request`` runs is the one in memory."""
-        return self._pipeline is not None and self._model_key == request.model_key
+        return self._model is not None and self._model_key == request.model_key
 
     def _needs_model(self, request: RunRequest) -> bool | None:
         """True/False, or None when it cannot be known (no plate, bad settings)."""
@@ -307,7 +537,9 @@ class PanelController(QObject):
             if generation == self._generation:
                 self.result, self.result_request = prediction, request
                 self._depth_range = depth_range
+                self._upsampled.clear()
                 self.result_changed.emit(prediction)
+                self._fit_anchors()
                 timings = ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items())
                 self.message.emit(f"{name} done: {timings}")
                 n_snippets = sum(len(idx) for idx in prediction.indices)

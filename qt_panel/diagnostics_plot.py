@@ -20,6 +20,7 @@ PALETTE = ("#4e9af1", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#edc948", "#7
 RESIDUAL_COLOR = "#a9a9b2"
 OUTLIER_COLOR = "#ff5a5f"
 CURSOR_COLOR = "#ffd24a"
+CUT_COLOR = "#ff8c3c"
 # A frame whose residual is this many times the clip's median residual is flagged.
 OUTLIER_RATIO = 2.0
 # The residual plot shows at most this many times the median, so the band of good frames
@@ -76,6 +77,8 @@ class DiagnosticsPlot(QWidget):
         self._relative: np.ndarray | None = None  # residual / the clip's median
         self._outliers: np.ndarray | None = None
         self._current = 0
+        self.cut_numbers: list[int] = []  # plate frame numbers where a shot starts
+        self.cut_lines: list[tuple[pg.PlotItem, pg.InfiniteLine]] = []
 
         self.graphics = pg.GraphicsLayoutWidget(self)
         self.graphics.setBackground("#1e1e22")
@@ -226,6 +229,27 @@ class DiagnosticsPlot(QWidget):
         self.graphics.show()
         self.note_label.show()
         self.set_current(min(self._current, n - 1))
+
+    def set_cuts(self, numbers: list[int]) -> None:
+        """Mark the frames where a new shot starts (plate numbers) with a vertical line in
+        each plot; the line sits half a frame before the shot's first frame."""
+        for plot, line in self.cut_lines:
+            plot.removeItem(line)
+        self.cut_lines = []
+        self.cut_numbers = [int(n) for n in numbers]
+        for number in self.cut_numbers:
+            for k, plot in enumerate(self.plots):
+                line = pg.InfiniteLine(
+                    number - 0.5,
+                    angle=90,
+                    movable=False,
+                    pen=pg.mkPen(CUT_COLOR, width=1.5, style=Qt.PenStyle.DashLine),
+                    label="cut" if k == 0 else None,
+                    labelOpts={"position": 0.92, "color": CUT_COLOR},
+                )
+                line.setZValue(5)
+                plot.addItem(line, ignoreBounds=True)
+                self.cut_lines.append((plot, line))
 
     def set_current(self, index: int) -> None:
         """Move the time cursor to position ``index`` (follows the scrubber)."""

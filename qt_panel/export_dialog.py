@@ -33,6 +33,10 @@ from .settings_panel import distance_spin
 
 DEFAULT_PATTERN_NAME = "depth.####.exr"
 PRECISIONS = {"float (32-bit)": False, "half (16-bit)": True}
+UPSAMPLE_TIP = (
+    "How the depth reaches the plate's resolution: edge (guided by the plate, sharp at clean "
+    "edges) or bilinear (smooth)"
+)
 
 
 class ExportDialog(QDialog):
@@ -80,6 +84,13 @@ class ExportDialog(QDialog):
         self.far_spin = distance_spin(self, value=output.far)
         self.restore_check = QCheckBox("at the plate's resolution", self)
         self.restore_check.setChecked(output.restore_res)
+        self.upsample_box = QComboBox(self)
+        for method in protocol.UPSAMPLE_METHODS:
+            self.upsample_box.addItem(method)
+        self.upsample_box.setCurrentText(output.upsample)
+        self.upsample_box.setToolTip(UPSAMPLE_TIP)
+        self.restore_check.toggled.connect(self.upsample_box.setEnabled)
+        self.upsample_box.setEnabled(output.restore_res)
         # Hidden until an export starts: an empty bar reads as a text field.
         self.progress_bar = QProgressBar(self)
         self.progress_bar.setFormat("%v / %m frames")
@@ -110,7 +121,12 @@ class ExportDialog(QDialog):
         form.addRow("Depth convention", self.depth_mode_box)
         form.addRow("Near", self.near_spin)
         form.addRow("Far", self.far_spin)
-        form.addRow("Size", self.restore_check)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.restore_check)
+        size_row.addWidget(QLabel("upsampling", self))
+        size_row.addWidget(self.upsample_box)
+        size_row.addStretch(1)
+        form.addRow("Size", size_row)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.progress_bar)
@@ -132,6 +148,7 @@ class ExportDialog(QDialog):
             half=PRECISIONS[self.precision_box.currentText()],
             channel=self.channel_edit.text().strip(),
             restore_res=self.restore_check.isChecked(),
+            upsample=self.upsample_box.currentText(),
         )
         output.check()
         return output

@@ -24,6 +24,7 @@ from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.plate import IMAGE_EXTENSIONS, PlateInfo
 from rollingdepth_core.preview import COLORMAPS
 
+from .anchors_panel import AnchorsPanel, anchor_kind, anchor_text
 from .controller import PanelController, RunRequest
 from .diagnostics_plot import DiagnosticsPlot
 from .export_dialog import ExportDialog
@@ -42,6 +43,13 @@ VIDEO_FILTER = (
 PREFERRED_SIZE = QSize(1600, 1000)
 SCREEN_SHARE = 0.92
 DIAGNOSTICS_SHARE = 0.36  # of the window's height, at first
+# The depth's resolution in the viewer: the model's, or upsampled to the plate's for the
+# current frame (computed in the background; the wipe at 1:1 shows the edges).
+DEPTH_RESOLUTIONS = {
+    "model res": None,
+    "plate res, edge": "edge",
+    "plate res, bilinear": "bilinear",
+}
 
 
 def default_size(available: QSize) -> QSize:
@@ -63,6 +71,14 @@ class MainWindow(QMainWindow):
         self.scrubber = FrameScrubber(self)
         self.settings_panel = SettingsPanel(self)
         self.diagnostics = DiagnosticsPlot(self)
+        self.anchors_panel = AnchorsPanel(self)
+        self.resolution_box = QComboBox(self)
+        self.resolution_box.addItems(list(DEPTH_RESOLUTIONS))
+        self.resolution_box.setToolTip(
+            "Depth at the model's resolution, or upsampled to the plate's for the frame shown "
+            "(edge: guided by the plate, as --restore-res exports; bilinear: smooth). "
+            "Wipe at 1:1 to compare with the plate."
+        )
         self.cursor_label = QLabel("", self)
         self.colormap_box = QComboBox(self)
         self.colormap_box.addItems(list(COLORMAPS))
@@ -96,6 +112,12 @@ class MainWindow(QMainWindow):
         self.diagnostics_dock.setObjectName("diagnostics_dock")
         self.diagnostics_dock.setWidget(self.diagnostics)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.diagnostics_dock)
+        self.anchors_dock = QDockWidget("Anchors", self)
+        self.anchors_dock.setObjectName("anchors_dock")
+        self.anchors_dock.setWidget(self.anchors_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.anchors_dock)
+        self.tabifyDockWidget(self.diagnostics_dock, self.anchors_dock)
+        self.diagnostics_dock.raise_()
         self.statusBar().addPermanentWidget(self.cursor_label)
 
     def _build_actions(self) -> None:
@@ -132,9 +154,16 @@ class MainWindow(QMainWindow):
         self.fit_action = toolbar.addAction("Fit")
         self.fit_action.setShortcut(QKeySequence("F"))
         self.fit_action.setToolTip("Fit the image to the view (F, or double-click)")
+        self.one_to_one_action = toolbar.addAction("1:1")
+        self.one_to_one_action.setShortcut(QKeySequence("Z"))
+        self.one_to_one_action.setToolTip("One plate pixel per screen pixel (Z)")
+        toolbar.addSeparator()
+        toolbar.addWidget(QLabel(" depth ", self))
+        toolbar.addWidget(self.resolution_box)
         view_menu.addSeparator()
         view_menu.addAction(self.settings_dock.toggleViewAction())
         view_menu.addAction(self.diagnostics_dock.toggleViewAction())
+        view_menu.addAction(self.anchors_dock.toggleViewAction())
 
         self.frame_keys = {
             "Left": lambda: self.scrubber.step(-1),
@@ -160,6 +189,8 @@ class MainWindow(QMainWindow):
         self.viewer.mode_changed.connect(lambda mode: self.mode_actions[mode].setChecked(True))
         self.colormap_box.currentTextChanged.connect(self.viewer.set_colormap)
         self.fit_action.triggered.connect(self.viewer.reset_view)
+        self.one_to_one_action.triggered.connect(self.viewer.set_one_to_one)
+        self.resolution_box.currentTextChanged.connect(self.set_depth_resolution)
         self.viewer.hovered.connect(self.cursor_label.setText)
 
         self.scrubber.index_changed.connect(self.show_frame)
@@ -170,7 +201,20 @@ class MainWindow(QMainWindow):
         self.settings_panel.inference_changed.connect(self.settings_changed)
         self.settings_panel.output_changed.connect(lambda: self.show_frame(self.scrubber.index))
 
+        self.settings_panel.color_panel.color_changed.connect(self.color_requested)
+        self.anchors_panel.load_requested.connect(c.load_anchors)
+        self.anchors_panel.clear_requested.connect(c.clear_anchors)
+        self.anchors_panel.mode_changed.connect(c.set_anchor_mode)
+
         c.plate_changed.connect(self.plate_changed)
+        c.color_changed.connect(self.settings_panel.color_panel.set_color)
+        c.cuts_changed.connect(self.cuts_changed)
+        c.anchors_changed.connect(self.anchors_panel.set_anchors)
+        c.anchors_changed.connect(lambda _a: self.show_frame(self.scrubber.index))
+        c.anchor_fit_changed.connect(self.anchors_panel.set_fit)
+        c.anchor_worker.started.connect(self.anchors_panel.set_fitting)
+        c.anchor_fit_changed.connect(lambda *_: self.show_frame(self.scrubber.index))
+        c.upsampled.connect(self._upsampled)
         c.result_changed.connect(self.result_changed)
         c.error.connect(self.show_error)
         c.message.connect(self.statusBar().showMessage)
@@ -205,6 +249,26 @@ class MainWindow(QMainWindow):
         self.show_frame(self.scrubber.index)
         self.settings_changed()
 
+    def color_requested(self, request) -> None:
+        if not self.controller.set_color(request):
+            self.settings_panel.color_panel.revert(self.controller.color_request)
+            return
+        self.show_frame(self.scrubber.index)
+
+    def cuts_changed(self, cuts: list[int] | None) -> None:
+        self.scrubber.set_cuts(cuts)
+        info = self.controller.info
+        numbers = info.frame_numbers if info else ()
+        self.diagnostics.set_cuts([numbers[p] for p in cuts or ()])
+
+    def set_depth_resolution(self, label: str) -> None:
+        self.controller.set_upsample(DEPTH_RESOLUTIONS[label])
+        self.show_frame(self.scrubber.index)
+
+    def _upsampled(self, index: int, method: str) -> None:
+        if index == self.scrubber.index and method == self.controller.upsample_method:
+            self.show_frame(index)
+
     def result_changed(self, prediction) -> None:
         info = self.controller.info
         self.diagnostics.set_prediction(prediction, info.frame_numbers if info else ())
@@ -222,12 +286,31 @@ class MainWindow(QMainWindow):
         except ConfigError as exc:
             self.statusBar().showMessage(str(exc))
             return
-        depth = self.controller.depth(index, output)
+        c = self.controller
+        plate_res = c.upsampled_depth(index)  # None until computed (in the background)
+        depth = c.depth(index, output, plate_res)
+        note = ""
+        if c.upsample_method is not None and depth is not None:
+            note = (
+                f"{c.upsample_method} {plate_res.shape[1]}x{plate_res.shape[0]}"
+                if plate_res is not None
+                else f"model res ({c.upsample_method} upsampling…)"
+            )
         if depth is None:
             self.viewer.set_depth(None)
         else:
-            legend = self.controller.depth_legend(output)
-            self.viewer.set_depth(depth[0], depth[1], output.depth_mode, legend)
+            legend = c.depth_legend(output)
+            self.viewer.set_depth(depth[0], depth[1], output.depth_mode, legend, note)
+        units = c.anchors.units if c.anchors is not None else ""
+        self.viewer.set_scene_depth(c.scene_depth(index), units)
+        records = c.frame_anchors(index)
+        self.viewer.set_markers(
+            [
+                {"x": r["x"], "y": r["y"], "kind": anchor_kind(r), "text": anchor_text(r, units)}
+                for r in records
+            ]
+        )
+        self.anchors_panel.set_records(records)
         self.diagnostics.set_current(index)
 
     def request(self) -> RunRequest:

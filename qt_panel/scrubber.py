@@ -8,10 +8,63 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QSpinBox, QToolButton, QWidget
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QSpinBox,
+    QStyle,
+    QStyleOptionSlider,
+    QToolButton,
+    QWidget,
+)
 
 DEFAULT_FPS = Fraction(24)
+CUT_COLOR = QColor(255, 140, 60)
+SLIDER_TIP = "Scrub through the plate (Left/Right or , and . step one frame)"
+CUTS_NOTE = (
+    "The panel aligns the whole plate as one clip; `rollingdepth run --cuts auto` (the default "
+    "for videos) splits it at the cuts and aligns and writes each shot on its own."
+)
+
+
+class TimelineSlider(QSlider):
+    """A slider with a mark at every shot cut (where the handle's centre would be)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(Qt.Orientation.Horizontal, parent)
+        self.cuts: list[int] = []
+
+    def set_cuts(self, cuts: list[int]) -> None:
+        self.cuts = list(cuts)
+        self.update()
+
+    def cut_x(self, position: int) -> float:
+        """Widget x of the handle's centre at ``position``."""
+        option = QStyleOptionSlider()
+        self.initStyleOption(option)
+        style = self.style()
+        groove = style.subControlRect(
+            QStyle.ComplexControl.CC_Slider, option, QStyle.SubControl.SC_SliderGroove, self
+        )
+        handle = style.subControlRect(
+            QStyle.ComplexControl.CC_Slider, option, QStyle.SubControl.SC_SliderHandle, self
+        )
+        span = groove.width() - handle.width()
+        offset = QStyle.sliderPositionFromValue(self.minimum(), self.maximum(), position, span)
+        return groove.left() + offset + handle.width() / 2
+
+    def paintEvent(self, event) -> None:
+        super().paintEvent(event)
+        if not self.cuts:
+            return
+        painter = QPainter(self)
+        painter.setPen(QPen(CUT_COLOR, 2))
+        for position in self.cuts:
+            x = self.cut_x(position)
+            painter.drawLine(QPointF(x, 1), QPointF(x, self.height() - 1))
 
 
 class FrameScrubber(QWidget):
@@ -31,8 +84,8 @@ class FrameScrubber(QWidget):
         self.play_button.setToolTip("Play / pause (Space)")
         self.play_button.setCheckable(True)
         self.play_button.toggled.connect(self._set_playing)
-        self.slider = QSlider(Qt.Orientation.Horizontal, self)
-        self.slider.setToolTip("Scrub through the plate (Left/Right or , and . step one frame)")
+        self.slider = TimelineSlider(self)
+        self.slider.setToolTip(SLIDER_TIP)
         self.slider.valueChanged.connect(self.set_index)
         self.frame_field = QSpinBox(self)
         self.frame_field.setToolTip("Frame number in the plate's own numbering")
@@ -40,6 +93,8 @@ class FrameScrubber(QWidget):
         self.frame_field.valueChanged.connect(self._frame_number_entered)
         self.range_label = QLabel("no plate", self)
         self.range_label.setToolTip("The plate's first and last frame numbers")
+        self.cuts_label = QLabel("", self)
+        self.cuts_label.setStyleSheet(f"color: {CUT_COLOR.name()};")
 
         layout = QHBoxLayout(self)
         layout.setContentsMargins(6, 2, 6, 2)
@@ -48,6 +103,7 @@ class FrameScrubber(QWidget):
         layout.addWidget(QLabel("frame", self))
         layout.addWidget(self.frame_field)
         layout.addWidget(self.range_label)
+        layout.addWidget(self.cuts_label)
         self.set_frames((), None)
 
     @property
@@ -81,8 +137,24 @@ class FrameScrubber(QWidget):
             self.range_label.setText("no plate")
         self.slider.blockSignals(False)
         self.frame_field.blockSignals(False)
+        self.set_cuts(None)
         self._index = -1
         self.set_index(0)
+
+    def set_cuts(self, cuts: list[int] | None) -> None:
+        """Shot cuts (clip positions where a shot starts); None while they are detected."""
+        self.slider.set_cuts(cuts or [])
+        if cuts is None:
+            text, tip = ("finding cuts…" if self._numbers else ""), ""
+        elif not cuts:
+            text, tip = "one shot", "No cut found: the plate is one shot."
+        else:
+            starts = ", ".join(str(self._numbers[p]) for p in cuts)
+            text = f"{len(cuts) + 1} shots"
+            tip = f"Shots start at frames {starts}. {CUTS_NOTE}"
+        self.cuts_label.setText(text)
+        self.cuts_label.setToolTip(tip)
+        self.slider.setToolTip(f"{SLIDER_TIP}\n{tip}" if cuts else SLIDER_TIP)
 
     def set_index(self, index: int) -> None:
         if not self._numbers:

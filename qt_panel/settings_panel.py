@@ -37,6 +37,8 @@ from rollingdepth_core.config import (
 from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.snippets import cap_dilation
 
+from .color_panel import ColorPanel
+
 # What persists between sessions: the model a user works with (checkpoint, device) always;
 # run settings only when the user saves them as defaults ("Save as defaults"), so one
 # window's experiments never leak into the next one.
@@ -142,6 +144,7 @@ class SettingsPanel(QWidget):
         self.browse_button.clicked.connect(self._browse_checkpoint)
         self.device_box = QComboBox(self)
         self.device_box.addItems(list(DEVICES))
+        self.color_panel = ColorPanel(self)
 
         self.hint_label = QLabel(self)
         self.hint_label.setWordWrap(True)
@@ -213,7 +216,7 @@ class SettingsPanel(QWidget):
         fields = QWidget(self)
         fields_layout = QVBoxLayout(fields)
         fields_layout.setContentsMargins(0, 0, 0, 0)
-        for group in (model, snippets, alignment, output):
+        for group in (model, self.color_panel, snippets, alignment, output):
             fields_layout.addWidget(group)
         fields_layout.addStretch(1)
         scroll = QScrollArea(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPen, QWheelEvent
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 from rollingdepth_core.preview import colorize
 
@@ -15,6 +15,18 @@ ZOOM_RANGE = (0.05, 64.0)
 # How close (in screen pixels) a press must be to the wipe line to grab it.
 WIPE_GRAB_PX = 12
 COLOUR_BAR_SIZE = (14, 180)  # width, largest height in screen pixels
+# Anchor markers: radius and how close (screen pixels) the cursor must be to read one out.
+MARKER_RADIUS = 6
+MARKER_HOVER_PX = 10
+# Marker colours: a file's point before any fit, a used anchor within 5 % / beyond it, and
+# one the fit rejected (its residual is past the fit's cutoff).
+MARKER_COLORS = {
+    "point": QColor(80, 200, 255),
+    "good": QColor(90, 220, 110),
+    "fair": QColor(250, 200, 60),
+    "rejected": QColor(240, 70, 70),
+}
+GOOD_RESIDUAL = 0.05
 NEGATIVE_INVERSE_NOTE = (
     "inverse depth is relative: values below 0 are just farther, not behind the camera "
     "(normalized gives 0..1, depth gives scene units)"
@@ -61,6 +73,10 @@ class DepthViewer(QWidget):
         self._depth_image: QImage | None = None
         self._legend: tuple[float, float] | None = None  # values at far (0) and near (1)
         self._bar_image: QImage | None = None
+        self._resolution_note = ""  # e.g. "edge 1920x1080": the depth is at plate resolution
+        self._scene_depth: np.ndarray | None = None  # [h,w] Z in scene units (anchored)
+        self._scene_units = ""
+        self.markers: list[dict] = []  # anchors on this frame: x, y, kind, text
         self._drag: str | None = None  # "pan" | "wipe"
         self._drag_origin = QPointF()
         self._pan_origin = QPointF()
@@ -77,14 +93,33 @@ class DepthViewer(QWidget):
         values: np.ndarray | None = None,
         label: str = "",
         legend: tuple[float, float] | None = None,
+        resolution_note: str = "",
     ) -> None:
         """``depth01`` colours the map; ``values`` (same shape) is what the readout shows;
-        ``legend`` is (value at the far end, value at the near end) for the colour bar."""
+        ``legend`` is (value at the far end, value at the near end) for the colour bar;
+        ``resolution_note`` names a plate-resolution map ("edge 1920x1080") in the caption."""
+        self._resolution_note = resolution_note
         self._depth01 = depth01
         self._depth_values = depth01 if values is None else values
         self._depth_label = label
         self._legend = legend if depth01 is not None else None
         self._render_depth()
+
+    def set_scene_depth(self, z: np.ndarray | None, units: str = "") -> None:
+        """Depth ``Z`` in scene units (``[h,w]``, from an anchor fit) for the readout."""
+        self._scene_depth, self._scene_units = z, units
+
+    def set_markers(self, markers: list[dict]) -> None:
+        """Anchors to draw on the plate: dicts with ``x``, ``y`` (plate pixels), ``kind``
+        (a key of MARKER_COLORS) and ``text`` (the hover readout)."""
+        self.markers = list(markers)
+        self.update()
+
+    def set_one_to_one(self) -> None:
+        """One plate pixel per screen pixel, centred: where plate-resolution depth shows."""
+        self.zoom = 1.0
+        self.pan = QPointF(0.0, 0.0)
+        self.update()
 
     @property
     def legend_labels(self) -> tuple[str, str] | None:
@@ -209,8 +244,53 @@ class DepthViewer(QWidget):
             self._draw_image(painter, self._depth_image, rect, self._depth_caption())
         else:
             self._draw_image(painter, self._rgb_image, rect, "RGB")
+        self._draw_markers(painter, rect)
         if self.mode != "rgb" and self._depth_image is not None:
             self._draw_colour_bar(painter)
+
+    def _image_rects(self, rect: QRectF) -> list[QRectF]:
+        """The screen rectangles that each show the whole plate (two side by side)."""
+        if self.mode == "side":
+            half = rect.width() / 2
+            return [
+                QRectF(rect.left(), rect.top(), half, rect.height()),
+                QRectF(rect.left() + half, rect.top(), half, rect.height()),
+            ]
+        return [rect]
+
+    def marker_points(self) -> list[tuple[QPointF, dict]]:
+        """Screen position of every marker (twice side by side: on the plate and the depth)."""
+        size = self._plate_size()
+        if size is None:
+            return []
+        scale = self._scale()
+        return [
+            (QPointF(target.left() + m["x"] * scale, target.top() + m["y"] * scale), m)
+            for target in self._image_rects(self._canvas_rect())
+            for m in self.markers
+        ]
+
+    def _draw_markers(self, painter: QPainter, rect: QRectF) -> None:
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        for point, marker in self.marker_points():
+            colour = MARKER_COLORS[marker["kind"]]
+            painter.setPen(QPen(QColor(0, 0, 0), 3))
+            painter.drawEllipse(point, MARKER_RADIUS, MARKER_RADIUS)
+            painter.setPen(QPen(colour, 2))
+            painter.drawEllipse(point, MARKER_RADIUS, MARKER_RADIUS)
+            painter.drawLine(point - QPointF(2, 0), point + QPointF(2, 0))
+            painter.drawLine(point - QPointF(0, 2), point + QPointF(0, 2))
+        painter.restore()
+
+    def marker_at(self, point: QPointF) -> dict | None:
+        """The marker nearest to screen ``point`` within MARKER_HOVER_PX, or None."""
+        best, best_d = None, float(MARKER_HOVER_PX)
+        for where, marker in self.marker_points():
+            d = ((where.x() - point.x()) ** 2 + (where.y() - point.y()) ** 2) ** 0.5
+            if d <= best_d:
+                best, best_d = marker, d
+        return best
 
     def _draw_colour_bar(self, painter: QPainter) -> None:
         """The colour map with its end values, at the right edge; near is at the top."""
@@ -253,7 +333,9 @@ class DepthViewer(QWidget):
             painter.drawText(box.adjusted(6, 3, -6, -3), Qt.TextFlag.TextWordWrap, note)
 
     def _depth_caption(self) -> str:
-        return f"Depth · {self.colormap}" + (f" · {self._depth_label}" if self._depth_label else "")
+        parts = [f"Depth · {self.colormap}"]
+        parts += [text for text in (self._depth_label, self._resolution_note) if text]
+        return " · ".join(parts)
 
     def _draw_image(
         self,
@@ -340,6 +422,11 @@ class DepthViewer(QWidget):
             self.pan = self._pan_origin + (event.position() - self._drag_origin)
             self.update()
         self.hovered.emit(self.describe(event.position()))
+        marker = self.marker_at(event.position())
+        if marker is not None:
+            QToolTip.showText(event.globalPosition().toPoint(), marker["text"], self)
+        else:
+            QToolTip.hideText()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         self._drag = None
@@ -378,6 +465,15 @@ class DepthViewer(QWidget):
             dx = min(int(x * dw / width), dw - 1)
             label = f" ({self._depth_label})" if self._depth_label else ""
             parts.append(f"depth {float(self._depth_values[dy, dx]):.4g}{label}")
+        if self._scene_depth is not None:
+            width, height = self._plate_size()
+            zh, zw = self._scene_depth.shape
+            zy = min(int(y * zh / height), zh - 1)
+            zx = min(int(x * zw / width), zw - 1)
+            parts.append(f"Z {float(self._scene_depth[zy, zx]):.4g} {self._scene_units}")
+        marker = self.marker_at(point)
+        if marker is not None:
+            parts.append(marker["text"])
         return "   ".join(parts)
 
 
