@@ -106,6 +106,7 @@ class PanelController(QObject):
         self.cuts: list[int] | None = None  # None until detected on the open plate
         self.anchors: Anchors | None = None
         self.anchor_fit: AnchorFit | None = None
+        self.anchor_metric: tuple[float, float] | None = None  # the fit's range of 1/Z
         self.anchor_mode = "global"
         self.upsample_method: str | None = None  # None: the depth at model resolution
         self._upsampled: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
@@ -295,15 +296,15 @@ class PanelController(QObject):
                     report(progress, "anchors", k, total)
                     yield prediction.depth[k]
 
-            fit, _metric = anchor(frames(), request, (info.height, info.width), value_range)
-            return generation, prediction, fit
+            fit, metric = anchor(frames(), request, (info.height, info.width), value_range)
+            return generation, prediction, fit, metric
 
         self.anchor_worker.submit("anchors", job)
 
     def _anchor_fitted(self, _name: str, payload: tuple) -> None:
-        generation, prediction, fit = payload
+        generation, prediction, fit, metric = payload
         if generation == self._generation and prediction is self.result:
-            self._set_fit(fit, "")
+            self._set_fit(fit, "", metric)
             self.message.emit(
                 f"anchors: {fit.n_used} used, {fit.n_rejected} rejected, median residual "
                 f"{100 * fit.residual_median:.2f} %"
@@ -312,8 +313,10 @@ class PanelController(QObject):
     def _anchor_failed(self, _name: str, message: str) -> None:
         self._set_fit(None, message)
 
-    def _set_fit(self, fit: AnchorFit | None, why: str) -> None:
-        self.anchor_fit = fit
+    def _set_fit(
+        self, fit: AnchorFit | None, why: str, metric: tuple[float, float] | None = None
+    ) -> None:
+        self.anchor_fit, self.anchor_metric = fit, metric
         self.anchor_fit_changed.emit(fit, why)
 
     # ---------------------------------------------------------------- plate-resolution preview
@@ -455,8 +458,12 @@ class PanelController(QObject):
                 checkpoint=request.checkpoint,
                 preset=request.preset,
                 progress=progress,
+                # with a fit, `depth` and `inverse` exports are in the anchors' scene units
+                anchor_fit=fit if output.depth_mode != "normalized" else None,
+                metric_range=metric,
             )
 
+        fit, metric = self.anchor_fit, self.anchor_metric
         self.worker.submit("export", job)
 
     def shutdown(self) -> None:

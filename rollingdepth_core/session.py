@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .alignment import AlignmentResult, rescale_depth
+from .anchors import AnchorFit
 from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError, NonFiniteDepth, RollingDepthError
 from .executors import LocalExecutor
@@ -266,6 +267,8 @@ class DepthSession:
         checkpoint: str = "",
         preset: str = "custom",
         progress: ProgressCallback | None = None,
+        anchor_fit: AnchorFit | None = None,
+        metric_range: tuple[float, float] | None = None,
     ) -> list[Path]:
         """Write ``prediction`` as one EXR per frame through the one writer
         (:func:`.output.write_depth_frames`, as a CLI run writes).
@@ -274,7 +277,9 @@ class DepthSession:
         or ``%04d``); frames are numbered as in the plate. ``frame_range`` (inclusive, plate
         numbering) limits which frames are written; the depth convention is computed over
         the whole clip either way, so a partial export matches a full one. ``checkpoint``
-        and ``preset`` are recorded in the headers with the run's settings.
+        and ``preset`` are recorded in the headers with the run's settings. ``anchor_fit``
+        (and its ``metric_range``, from :func:`.method.anchor` on ``prediction.depth``) writes
+        scene units, as ``rollingdepth run --anchors`` does.
 
         Raises
         ------
@@ -309,7 +314,7 @@ class DepthSession:
         info = self.plate.info
         header = run_metadata(
             checkpoint, preset, prediction.config, output, info.source, (lo, hi),
-            prediction.dilations, color=info.color,
+            prediction.dilations, anchor_fit, metric_range if anchor_fit else None, info.color,
         )  # fmt: skip
         return write_depth_frames(
             iter(depth),
@@ -323,6 +328,7 @@ class DepthSession:
             progress=progress,
             select=selected,
             guides=(rgb for _, rgb in self.plate.frames()) if output.restore_res else None,
+            anchor_fit=anchor_fit,
         )
 
     # ---------------------------------------------------------------- internals

@@ -265,3 +265,30 @@ def test_synthetic_session_realigns_without_the_model():
     assert result.depth.shape == (40, 36, 64)
     assert result.alignment.confidence.shape == (40, 36, 64)
     assert result.alignment.frame_residuals.shape == (40,)
+
+
+def test_export_with_an_anchor_fit_writes_scene_units(session, tmp_path):
+    from rollingdepth_core.anchors import load_anchors
+    from rollingdepth_core.method import AnchorRequest, anchor
+
+    result = session.run(config())
+    numbers = session.plate.info.frame_numbers
+    d = result.depth  # [N,42,64] at processing size; the plate is 96x64
+    rows = ["frame,x,y,depth"]
+    for k in range(len(numbers)):
+        for i, j in ((10, 10), (40, 30), (60, 5)):
+            # plate pixel centre -> the processing pixel it maps onto exactly (scale 1.5)
+            x, y = (i + 0.5) * 96 / 64, (j + 0.5) * 64 / 42
+            rows.append(f"{numbers[k]},{x},{y},{1 / (2.0 * d[k, j, i] + 3.0)!r}")
+    (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
+    request = AnchorRequest(load_anchors(tmp_path / "a.csv"), numbers)
+    fit, metric = anchor(iter(d), request, (64, 96), (float(d.min()), float(d.max())))
+    assert fit.a[0] == pytest.approx(2.0, rel=1e-4) and fit.b[0] == pytest.approx(3.0, rel=1e-4)
+    written = session.export(
+        result, str(tmp_path / "z.####.exr"), OutputConfig(depth_mode="depth"),
+        anchor_fit=fit, metric_range=metric,
+    )  # fmt: skip
+    channels, meta = read_exr(written[0])
+    np.testing.assert_allclose(channels["Z"], 1 / (2.0 * d[0] + 3.0), rtol=1e-4)
+    assert meta["rollingdepth/anchors.used"] == 3 * len(numbers)
+    assert meta["rollingdepth/value_max"] == pytest.approx(1 / metric[0], rel=1e-6)
