@@ -36,7 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .alignment import AlignmentResult, merge_frame, reduce_maps, rescale_depth, solve_reduced
+from .alignment import (
+    AlignmentResult,
+    covering_order,
+    merge_frame,
+    reduce_maps,
+    rescale_depth,
+    solve_reduced,
+)
 from .cache import REDUCE_BORDER, REDUCE_SUBSAMPLE, SnippetCache, block_key, frame_hash, latent_key
 from .config import InferenceConfig
 from .errors import ConfigError, InputError, RollingDepthError
@@ -331,19 +338,15 @@ def merge_frames(
     length = plan.indices[0].shape[1]
     spans = [(length - 1) * d // BLOCK_SNIPPETS + 2 for d in dict.fromkeys(plan.dilations)]
     reader = _BlockReader(cache, keys, keep=sum(spans) + 2)
-    for f in range(plan.n_frames):
+    for f, cover in enumerate(covering_order(plan.indices, plan.n_frames)):
         maps, scales, shifts, weights = [], [], [], []
-        for i, (d, idx) in enumerate(zip(plan.dilations, plan.indices, strict=True)):
-            for j in reversed(range(length)):  # ascending snippet number n = f - j d
-                n = f - j * d
-                if not 0 <= n < len(idx):
-                    continue
-                block = plan.first_block[d] + n // BLOCK_SNIPPETS
-                maps.append(reader.frame(block, n % BLOCK_SNIPPETS, j))
-                scales.append(result.scales[i][n])
-                shifts.append(result.shifts[i][n])
-                if result.merge_weights is not None:
-                    weights.append(result.merge_weights[i][n])
+        for i, n, j in cover.tolist():
+            block = plan.first_block[plan.dilations[i]] + n // BLOCK_SNIPPETS
+            maps.append(reader.frame(block, n % BLOCK_SNIPPETS, j))
+            scales.append(result.scales[i][n])
+            shifts.append(result.shifts[i][n])
+            if result.merge_weights is not None:
+                weights.append(result.merge_weights[i][n])
         sigma = float(result.frame_sigma[f]) if confidence else None
         yield merge_frame(
             maps,
