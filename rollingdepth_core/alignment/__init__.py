@@ -60,7 +60,7 @@ Two solvers:
       the step (a wrong snippet may want a negative one).
 """
 
-from .api import coalign, merge_solution, reduce_maps, solve_reduced
+from .api import coalign, merge_solution, reduce_holdout, reduce_maps, solve_reduced
 from .checks import METHODS
 from .merge import covering_order, merge_frame, merge_snippets
 from .normalize import normalize_depth, rescale_depth
@@ -75,6 +75,7 @@ __all__ = [
     "merge_snippets",
     "merge_solution",
     "normalize_depth",
+    "reduce_holdout",
     "reduce_maps",
     "rescale_depth",
     "solve_reduced",

@@ -16,18 +16,25 @@ class DenseL1(torch.autograd.Function):
     the reference detaches them. The gradient is written out: ``B = 0`` off the covered
     entries, so it is ``sign(M - target) / norm / M.numel()`` gathered at those entries; this
     is what autograd computes through the dense graph, without its dense backward passes.
+    ``keep`` (``[N,P]``, 1 - holdout, or None) weights every term by its frame and pixel,
+    and ``norm`` is then the weighted mean over the frame's pixels.
     """
 
     @staticmethod
-    def forward(ctx, values, rows, frames, covered, count):
+    def forward(ctx, values, rows, frames, covered, count, keep):
         rows_total, n_frames = covered.shape[:2]
         dense = values.new_zeros(rows_total, n_frames, values.shape[-1])  # [R,N,P]
         dense.index_put_((rows, frames), values)
         target = dense.sum(0) / count  # [N,P]
         norm = target.abs().mean(-1, keepdim=True)  # [N,1]
+        if keep is not None:  # over the pixels that count (all of a frame held out entirely)
+            kept = keep.sum(-1, keepdim=True)
+            norm = torch.where(kept > 0, (target.abs() * keep).sum(-1, keepdim=True) / kept, norm)
         numel = dense.numel()
-        loss = dense.sub_(target).mul_(covered / norm).abs_().mean()
+        diff = dense.sub_(target).mul_(covered / norm).abs_()
+        loss = (diff if keep is None else diff.mul_(keep)).mean()
         ctx.save_for_backward(values, frames, target, norm)
+        ctx.keep = keep
         ctx.numel = numel
         return loss
 
@@ -37,11 +44,13 @@ class DenseL1(torch.autograd.Function):
         # the same operations in the same order as autograd through the dense graph, so that
         # the Adam trajectory (which amplifies last-bit differences) follows the reference
         g = torch.sign(values - target[frames]) * (grad / ctx.numel)
-        return g / norm[frames], None, None, None, None
+        g = g / norm[frames]
+        return g if ctx.keep is None else g * ctx.keep[frames], None, None, None, None, None
 
 
-def solve_adam(reduced, offset, indices, n_frames, progress, iterations, lr):
-    """The reference: dense L1 objective (values and reciprocals) + penalties, Adam."""
+def solve_adam(reduced, offset, indices, n_frames, progress, iterations, lr, keep=None):
+    """The reference: dense L1 objective (values and reciprocals) + penalties, Adam.
+    ``keep`` (``[N,P]``, 1 - holdout) weights both L1 terms per frame and pixel."""
     iterations = int(iterations)
     xs = [
         (tensor_view(r).float() - float(offset)).flatten(2) for r in reduced
@@ -75,8 +84,8 @@ def solve_adam(reduced, offset, indices, n_frames, progress, iterations, lr):
                 for x, s, t in zip(xs, scales, shifts, strict=True)
             ]
         )  # [sum(n L), P], row k*L+j of each entry
-        loss = DenseL1.apply(scaled, rows, frames, covered, count)
-        loss = loss + DenseL1.apply(scaled.clip(min=1e-3) ** -1, rows, frames, covered, count)
+        loss = DenseL1.apply(scaled, rows, frames, covered, count, keep)
+        loss = loss + DenseL1.apply(scaled.clip(min=1e-3) ** -1, rows, frames, covered, count, keep)
         for s, t in zip(scales, shifts, strict=True):
             loss = loss + 0.1 * (torch.clamp(1 - s, min=0) ** 2).mean() + 10 * (t**2).mean()
         loss.backward()

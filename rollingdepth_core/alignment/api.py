@@ -22,6 +22,7 @@ from .checks import (
     check_solver_options,
     covered_frames,
     first_copies,
+    holdout_keep,
     reduced_view,
     unique_arrays,
 )
@@ -42,6 +43,7 @@ def coalign(
     confidence: bool = False,
     border: int = 2,
     subsample: int = 10,
+    holdout=None,
     progress: ProgressFn | None = None,
     **solver_options,
 ) -> AlignmentResult:
@@ -53,11 +55,17 @@ def coalign(
     pixel kept; the merge is at full resolution. ``progress(done, total)`` is called during the
     solve and may raise to cancel. Solver options: adam ``iterations``, ``lr``; robust
     ``max_iterations``, ``tol``.
+
+    ``holdout``: optional ``[N, H, W]`` mattes in 0..1 at the maps' size, 1 where a pixel must
+    not count in the alignment (e.g. a moving object the model gets wrong): the objective's
+    per-pixel weights are multiplied by ``1 - holdout`` (and held-out pixels leave the noise
+    and spread estimates); the merge still fills those pixels from the aligned snippets.
     """
     clock = time.perf_counter()
     options = check_solver_options(method, solver_options)
     arrays, idx, n_frames = check_inputs(snippets, indices)
     check_reduction(arrays[0].shape[-2:], border, subsample)
+    keep = holdout_keep(holdout, (n_frames, *arrays[0].shape[-2:]), border, subsample)  # [N,P]
 
     # 1. global minimum, the reference's offset
     offset = np.float32(min(array_min(a) for a in unique_arrays(arrays)))
@@ -65,7 +73,7 @@ def coalign(
     reduced = [reduced_view(a, border, subsample) for a in arrays]
     # 3. solve (a dilation repeated by capping shares one array: found on the full maps)
     result = _solve(
-        reduced, idx, n_frames, offset, method, options, progress, first_copies(arrays, idx)
+        reduced, idx, n_frames, offset, method, options, progress, first_copies(arrays, idx), keep
     )
 
     # 4. the full-resolution merge
@@ -89,6 +97,7 @@ def solve_reduced(
     offset: float,
     method: str = "robust",
     *,
+    holdout=None,
     progress: ProgressFn | None = None,
     **solver_options,
 ) -> AlignmentResult:
@@ -102,7 +111,9 @@ def solve_reduced(
     give for the same snippets, so long clips can be solved without their full-resolution maps
     in memory and merged frame by frame with :func:`merge_frame`. The scales, shifts and
     weights are the solver's own float64 values (as from every entry point), which is what
-    makes :func:`merge_frame` reproduce coalign's merge exactly.
+    makes :func:`merge_frame` reproduce coalign's merge exactly. ``holdout``: the mattes of
+    :func:`coalign` at the reduced size, ``[N, h, w]`` (:func:`reduce_holdout` of the
+    full-size ones gives the same solve as coalign's).
     """
     clock = time.perf_counter()
     options = check_solver_options(method, solver_options)
@@ -132,6 +143,7 @@ def solve_reduced(
         if k.size and k.min() < 0:
             raise ConfigError(f"`indices[{i}]` holds negative frame numbers ({int(k.min())})")
     n_frames = covered_frames(idx)
+    keep = holdout_keep(holdout, (n_frames, *maps[0].shape[-2:]), 0, 1)  # [N,P]
     result = _solve(
         maps,
         idx,
@@ -141,6 +153,7 @@ def solve_reduced(
         options,
         progress,
         first_copies(canonical_views(maps), idx),
+        keep,
     )
     result.seconds = time.perf_counter() - clock
     return result
@@ -201,9 +214,20 @@ def reduce_maps(maps, border: int = 2, subsample: int = 10) -> np.ndarray:
     return reduced_view(maps, border, subsample)
 
 
-def _solve(reduced, idx, n_frames, offset, method, options, progress, first):
+def reduce_holdout(holdout, border: int = 2, subsample: int = 10) -> np.ndarray:
+    """``[N, H, W]`` mattes → ``[N, h, w]``, reduced as :func:`reduce_maps` reduces the maps
+    (what :func:`solve_reduced` takes): a strided view, no copy and no dtype change."""
+    holdout = as_numpy(holdout)
+    if holdout.ndim != 3:
+        raise ConfigError(f"`holdout` must be [N, H, W]; got shape {tuple(holdout.shape)}")
+    check_reduction(holdout.shape[-2:], border, subsample)
+    return reduced_view(holdout, border, subsample)
+
+
+def _solve(reduced, idx, n_frames, offset, method, options, progress, first, keep):
     """Step 3 of :func:`coalign` on reduced maps ``[n, L, h, w]``: the solve and the
-    per-frame statistics. ``first``: :func:`first_copies` of the entries.
+    per-frame statistics. ``first``: :func:`first_copies` of the entries; ``keep``:
+    ``[N,P]`` pixel weights (1 - holdout) or None.
 
     Returns the result without depth; its scales, shifts and merge weights are the solver's
     float64 values, the ones the merge uses."""
@@ -211,7 +235,7 @@ def _solve(reduced, idx, n_frames, offset, method, options, progress, first):
     layout = Layout(idx, n_frames, n_pixels)
     if method == "adam":
         scales, shifts, history, iterations = solve_adam(
-            reduced, offset, idx, n_frames, progress, **options
+            reduced, offset, idx, n_frames, progress, keep=keep, **options
         )
         weights = None
         converged = True
@@ -219,19 +243,19 @@ def _solve(reduced, idx, n_frames, offset, method, options, progress, first):
         # a dilation repeated by capping is the same data twice: it is solved once (counted
         # twice it would pull the consensus towards itself) and, as the reference does,
         # merged twice
-        keep = sorted(set(first))
-        solved = Layout([idx[i] for i in keep], n_frames, n_pixels)
-        solver = RobustSolver([reduced[i] for i in keep], offset, solved, progress)
+        unique = sorted(set(first))
+        solved = Layout([idx[i] for i in unique], n_frames, n_pixels)
+        solver = RobustSolver([reduced[i] for i in unique], offset, solved, progress, keep)
         s, t, snippet_weights, history, iterations, converged = solver.solve(**options)
 
         def per_entry(values: np.ndarray) -> list[np.ndarray]:
-            solved_entries = dict(zip(keep, solved.split(values), strict=True))
+            solved_entries = dict(zip(unique, solved.split(values), strict=True))
             return [solved_entries[i] for i in first]
 
         scales, shifts, weights = per_entry(s), per_entry(t), per_entry(snippet_weights)
 
     # per-frame agreement on the reduced maps (sigma: the confidence's scale)
-    frame_res, sigma = frame_statistics(reduced, offset, layout, scales, shifts, weights)
+    frame_res, sigma = frame_statistics(reduced, offset, layout, scales, shifts, weights, keep)
     result = AlignmentResult(
         depth=None,
         scales=[np.asarray(s, dtype=np.float64) for s in scales],

@@ -81,6 +81,31 @@ def check_inputs(snippets, indices) -> tuple[list[np.ndarray], list[np.ndarray],
     return arrays, idx, n_frames
 
 
+def holdout_keep(holdout, shape: tuple[int, int, int], border: int, subsample: int):
+    """``1 - holdout`` at the solver's pixels, ``[N,P]`` float32 (None without a matte).
+
+    ``holdout``: ``[N,H,W]`` per-frame mattes in 0..1 (1 = the pixel does not count in the
+    alignment objective), array or tensor, float or bool, ``shape`` = (frames, map size);
+    reduced as the maps are (``border`` cropped, every ``subsample``-th pixel)."""
+    if holdout is None:
+        return None
+    matte = as_numpy(holdout)
+    if matte.shape != tuple(shape):
+        raise ConfigError(
+            f"`holdout` must be one matte per frame at the maps' size, [N, H, W] = "
+            f"{tuple(shape)}; got {tuple(matte.shape)}"
+        )
+    if matte.dtype == np.bool_:
+        matte = matte.astype(np.float32)
+    if not np.issubdtype(matte.dtype, np.floating):
+        raise ConfigError(f"`holdout` must hold floats (or bools) in 0..1; got dtype {matte.dtype}")
+    lo, hi = (float(v) for v in torch.aminmax(tensor_view(matte)))
+    if not (lo >= 0.0 and hi <= 1.0):  # also false for NaN
+        raise ConfigError(f"`holdout` values must lie in 0..1; got {lo:g}..{hi:g}")
+    reduced = reduced_view(matte, border, subsample).reshape(shape[0], -1)
+    return torch.from_numpy(1.0 - reduced.astype(np.float32))
+
+
 def check_reduction(hw: tuple[int, int], border: int, subsample: int) -> None:
     if border < 0 or subsample < 1:
         raise ConfigError(f"`border` must be >= 0 and `subsample` >= 1; got {border}, {subsample}")

@@ -15,23 +15,33 @@ SCALE_FLOOR = 1e-3  # a snippet's response ``a`` stays at or above this fraction
 DAMPING = 1e-7  # relative Levenberg damping of the normal equations
 
 
-def robust_weights(kind, e, noise, shared, out, scratch) -> float:
+def robust_weights(kind, e, noise, shared, out, scratch, keep=None) -> float:
     """Weights ``W = shared psi(u)/u / noise^2`` of ``u = e / noise`` into ``out`` (``e``
     ``[F,c,P]``, ``noise`` and ``shared`` ``[F,c]``); returns the sum of rho(u) over the
-    ``shared`` occurrences. ``scratch``: two buffers shaped like ``e``."""
+    ``shared`` occurrences. ``scratch``: two buffers shaped like ``e``. ``keep`` (``[F,P]``,
+    1 - holdout) weights every pixel's rho and W."""
+    keep = None if keep is None else keep[:, None]
     t1, t2 = scratch
     factor = (shared / noise.square())[..., None]
     if kind == "huber":
         u = torch.mul(e, noise.reciprocal()[..., None], out=t2).abs_()
         clipped = torch.clamp(u, max=HUBER_K, out=t1)  # rho = r (|u| - r / 2), r = min(|u|, k)
         rho = torch.mul(clipped, -0.5, out=out).add_(u).mul_(clipped)
+        if keep is not None:
+            rho.mul_(keep)
         loss = float((rho.sum(-1) * shared).sum())
         torch.reciprocal(u, out=out).mul_(HUBER_K).clamp_(max=1.0).mul_(factor)  # min(1, k/|u|)
+        if keep is not None:
+            out.mul_(keep)
         return loss
     # Cauchy: q = 1 + (u / c)^2, weight 1 / q, rho = c^2 / 2 log q
     q = torch.mul(e, (noise * CAUCHY_C).reciprocal()[..., None], out=t2).square_().add_(1.0)
     torch.div(factor, q, out=out)
-    return 0.5 * CAUCHY_C**2 * float((torch.log(q, out=t1).sum(-1) * shared).sum())
+    log_q = torch.log(q, out=t1)
+    if keep is not None:
+        out.mul_(keep)
+        log_q.mul_(keep)
+    return 0.5 * CAUCHY_C**2 * float((log_q.sum(-1) * shared).sum())
 
 
 class NormalEquations:

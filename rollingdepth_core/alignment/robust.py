@@ -26,8 +26,9 @@ class RobustSolver:
     each pass; phase B (Cauchy) keeps them fixed, so it iterates on one objective.
     """
 
-    def __init__(self, reduced, offset, layout: Layout, progress):
+    def __init__(self, reduced, offset, layout: Layout, progress, keep=None):
         self.maps = flat_maps(reduced)
+        self.keep = keep  # [N,P] weight of every reduced pixel (1 - holdout) or None
         self.offset = float(offset)
         self.layout = layout
         self.progress = progress
@@ -143,10 +144,18 @@ class RobustSolver:
             valid, shared = chunk["valid"], chunk["shared"]
             x = self.layout.gather(chunk, self.maps, self.offset)  # [F,c,P], pads 0
             m = x.sum(1) / valid.sum(1)[:, None]  # plain mean
-            level += float(x.abs().sum()) / max(float(valid.sum()) * x.shape[-1], 1.0)
-            occ_mean = x.mean(-1).double().numpy().ravel()  # [F c], pads 0
-            sums += np.bincount(chunk["gid_np"].ravel(), occ_mean, minlength=k)
             w = shared[..., None].expand_as(x)
+            if self.keep is None:
+                level += float(x.abs().sum()) / max(float(valid.sum()) * x.shape[-1], 1.0)
+                occ_mean = x.mean(-1)
+            else:  # held-out values must not set the scales the solver measures with
+                keep = self.keep[chunk["f0"] : chunk["f1"]]  # [F,P]
+                count = (valid.sum(1) * keep.sum(-1)).sum()
+                level += float((x.abs() * keep[:, None]).sum()) / max(float(count), 1e-30)
+                occ_mean = (x * keep[:, None]).sum(-1) / keep.sum(-1).clamp_min(1e-30)[:, None]
+                w = w * keep[:, None]
+            occ_mean = occ_mean.double().numpy().ravel()  # [F c], pads 0
+            sums += np.bincount(chunk["gid_np"].ravel(), occ_mean, minlength=k)
             # y = s x + t: residual to reduce e = m - y, Jacobian (x, 1), consensus coefficient 1
             system.add(
                 chunk["gid_np"],
@@ -192,13 +201,21 @@ class RobustSolver:
             m = self.consensus[f0:f1]  # [F,P], a view
             # 1. residuals against the kept consensus: robust weights and the objective
             torch.sub(x, b_o, out=e).addcmul_(a_o, m[:, None], value=-1.0)  # e = x - a m - b
+            keep = None if self.keep is None else self.keep[f0:f1]  # [F,P]
             if kind == "huber":
                 sample = e[:, :, :: self.stride].abs()
                 sample = torch.where(shared[..., None] > 0, sample, torch.nan)
+                if keep is not None:  # held-out pixels say nothing about a snippet's noise
+                    sample = torch.where(keep[:, None, :: self.stride] >= 0.5, sample, torch.nan)
                 self.samples[chunk["occ"]] = sample.reshape(-1, sample.shape[-1])[chunk["occ_at"]]
             # W: robust weight / noise^2, 0 on pads and on frames seen once
-            loss_sum += robust_weights(kind, e, noise_t[gid], shared, out=w, scratch=(t1, t2))
-            loss_count += float(shared.sum()) * x.shape[-1]
+            loss_sum += robust_weights(
+                kind, e, noise_t[gid], shared, out=w, scratch=(t1, t2), keep=keep
+            )
+            if keep is None:
+                loss_count += float(shared.sum()) * x.shape[-1]
+            else:
+                loss_count += float((shared.sum(1) * keep.sum(-1)).sum())
             # 2. the consensus that is optimal for these weights and the current (a, b): the
             # kept one moved by sum_c W a e / sum_c W a^2 (a weighted mean of x - b over a)
             torch.mul(w, e, out=we)
@@ -207,7 +224,11 @@ class RobustSolver:
             delta = torch.where(total > 0, pull / total.clamp_min(1e-30), 0.0)
             m_new = m + delta
             self.consensus[f0:f1] = m_new  # (after m, a view of it, was used)
-            magnitude += float(m_new.abs().mean(-1).sum())
+            if keep is None:
+                magnitude += float(m_new.abs().mean(-1).sum())
+            else:
+                level = (m_new.abs() * keep).sum(-1) / keep.sum(-1).clamp_min(1e-30)
+                magnitude += float(level.sum())
             if solve:
                 # 3. Gauss-Newton in (a, b), consensus eliminated: Jacobian (m, 1), coeff. a
                 system.add_frames(chunk["gid_np"], a_f, w, we, total, m_new, delta, t1, t2)
@@ -219,7 +240,11 @@ class RobustSolver:
                 own = torch.mul(w, a_o, out=t2).mul_(a_o)
                 rest = total.unsqueeze(1) - own
                 y_res.mul_(total.unsqueeze(1) / rest.clamp_min(1e-6 * total.unsqueeze(1) + 1e-30))
-                msq = torch.where(shared > 0, y_res.square_().mean(-1), torch.nan)
+                if keep is None:
+                    msq = y_res.square_().mean(-1)
+                else:  # over the pixels that count (NaN where none does)
+                    msq = y_res.square_().mul_(keep[:, None]).sum(-1) / keep.sum(-1)[:, None]
+                msq = torch.where(shared > 0, msq, torch.nan)
                 self.mean_square[chunk["occ"]] = msq.reshape(-1)[chunk["occ_at"]]
         return system.result(
             loss=loss_sum / max(loss_count, 1.0), magnitude=magnitude / self.layout.n_frames

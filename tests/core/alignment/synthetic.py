@@ -56,3 +56,39 @@ def naive_merge(snippets, indices, scales, shifts, offset, n_frames, weights=Non
                 weight += w
         out.append(total / weight)
     return np.stack(out)
+
+
+def moving_region(n_frames: int, height: int, width: int, fraction: float = 0.57) -> np.ndarray:
+    """``[N,H,W]`` bool: a rectangle of about ``fraction`` of every frame that moves across it."""
+    rh, rw = round(height * fraction**0.5), round(width * fraction**0.5)
+    region = np.zeros((n_frames, height, width), bool)
+    for f in range(n_frames):
+        y0, x0 = f % (height - rh + 1), (2 * f) % (width - rw + 1)
+        region[f, y0 : y0 + rh, x0 : x0 + rw] = True
+    return region
+
+
+def spoil(snippets, indices, region, seed=5):
+    """Copies of ``snippets`` whose ``region`` pixels hold a smooth wrong surface, different in
+    every snippet frame (inconsistent garbage within each snippet's value range)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s, k in zip(snippets, indices, strict=True):
+        bad = s.copy()
+        for n in range(s.shape[0]):
+            lo, hi = float(s[n].min()), float(s[n].max())
+            for j in range(s.shape[1]):
+                yy, xx = np.nonzero(region[k[n, j]])
+                g = rng.normal(size=3)
+                surface = np.tanh(g[0] + g[1] * yy / s.shape[-2] + g[2] * xx / s.shape[-1])
+                bad[n, j][yy, xx] = lo + (hi - lo) * (0.5 + 0.4 * surface)
+        out.append(bad)
+    return out
+
+
+def absrel(depth, gt, where) -> float:
+    """AbsRel in depth over ``where`` after one least-squares scale and shift in inverse depth."""
+    p, g = depth[where].astype(np.float64), gt[where].astype(np.float64)
+    a, b = np.polyfit(p, g, 1)
+    inv = np.clip(a * p + b, gt.min(), gt.max())
+    return float(np.mean(np.abs(1 / inv - 1 / g) * g))

@@ -6,6 +6,9 @@ import pytest
 from rollingdepth_core.alignment import (
     coalign,
     merge_snippets,
+    reduce_holdout,
+    reduce_maps,
+    solve_reduced,
 )
 from rollingdepth_core.errors import ConfigError
 
@@ -50,3 +53,25 @@ def test_bad_options_raise_config_error(clean):
     nan[1][0, 0, 0, 0] = np.nan
     with pytest.raises(ConfigError, match="non-finite"):
         coalign(nan, indices, border=0, subsample=1)
+
+
+@pytest.mark.parametrize(
+    "matte, message",
+    [
+        (np.zeros((24, 12, 15)), r"\[N, H, W\] = \(24, 12, 16\)"),
+        (np.zeros((23, 12, 16)), "one matte per frame"),
+        (np.full((24, 12, 16), 1.5), "0..1"),
+        (np.full((24, 12, 16), -0.1), "0..1"),
+        (np.full((24, 12, 16), np.nan), "0..1"),
+        (np.zeros((24, 12, 16), np.int64), "floats"),
+    ],
+)
+def test_a_bad_holdout_raises_config_error(clean, matte, message):
+    _, snippets, indices, _ = clean
+    with pytest.raises(ConfigError, match=message):
+        coalign(snippets, indices, border=0, subsample=1, holdout=matte)
+    reduced = [reduce_maps(s, 0, 1) for s in snippets]
+    with pytest.raises(ConfigError, match=message):
+        solve_reduced(reduced, indices, 0.0, holdout=matte)
+    with pytest.raises(ConfigError, match="N, H, W"):
+        reduce_holdout(matte[0])
