@@ -31,6 +31,7 @@ from .merge import merge_video
 from .result import AlignmentResult
 from .robust import RobustSolver
 from .statistics import frame_statistics
+from .threads import intra_op_threads
 
 ProgressFn = Callable[[int, int], None]
 
@@ -246,7 +247,8 @@ def _solve(reduced, idx, n_frames, offset, method, options, progress, first, kee
         unique = sorted(set(first))
         solved = Layout([idx[i] for i in unique], n_frames, n_pixels)
         solver = RobustSolver([reduced[i] for i in unique], offset, solved, progress, keep)
-        s, t, snippet_weights, history, iterations, converged = solver.solve(**options)
+        with intra_op_threads(1):  # many small operations (threads.py)
+            s, t, snippet_weights, history, iterations, converged = solver.solve(**options)
 
         def per_entry(values: np.ndarray) -> list[np.ndarray]:
             solved_entries = dict(zip(unique, solved.split(values), strict=True))
@@ -255,7 +257,8 @@ def _solve(reduced, idx, n_frames, offset, method, options, progress, first, kee
         scales, shifts, weights = per_entry(s), per_entry(t), per_entry(snippet_weights)
 
     # per-frame agreement on the reduced maps (sigma: the confidence's scale)
-    frame_res, sigma = frame_statistics(reduced, offset, layout, scales, shifts, weights, keep)
+    with intra_op_threads(1):
+        frame_res, sigma = frame_statistics(reduced, offset, layout, scales, shifts, weights, keep)
     result = AlignmentResult(
         depth=None,
         scales=[np.asarray(s, dtype=np.float64) for s in scales],

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import ConfigError
 from .checks import array_min, as_numpy, check_inputs, tensor_view, unique_arrays
+from .threads import intra_op_threads, threads_for
 
 CONFIDENCE_KAPPA = 3.0  # confidence = 1 / (1 + var / (kappa sigma)^2)
 
@@ -46,9 +47,15 @@ def merge_frame(
         terms.append((s_o, b_o, 1.0 if weights is None else float(np.float64(weights[n]))))
     depth = torch.zeros(views[0].shape)
     conf = None if sigma is None else torch.empty(views[0].shape)
-    merge_into(
-        views, terms, None if sigma is None else float(sigma), depth, conf, torch.empty_like(depth)
-    )
+    with intra_op_threads(threads_for(depth.numel())):
+        merge_into(
+            views,
+            terms,
+            None if sigma is None else float(sigma),
+            depth,
+            conf,
+            torch.empty_like(depth),
+        )
     return depth.numpy(), None if conf is None else conf.numpy()
 
 
@@ -144,19 +151,20 @@ def merge_video(arrays, indices, scales, shifts, n_frames, offset, weights, sigm
     depth = torch.zeros(n_frames, h, w)
     conf = None if sigma is None else torch.empty(n_frames, h, w)
     scratch = torch.empty(h, w)
-    for f, cover in enumerate(covering_order(indices, n_frames)):
-        cover = cover.tolist()
-        merge_into(
-            [views[i][n, j] for i, n, j in cover],
-            [
-                (float(terms[i][0][n]), float(terms[i][1][n]), float(terms[i][2][n, j]))
-                for i, n, j in cover
-            ],
-            None if sigma is None else float(sigma[f]),
-            depth[f],
-            None if conf is None else conf[f],
-            scratch,
-        )
+    with intra_op_threads(threads_for(h * w)):
+        for f, cover in enumerate(covering_order(indices, n_frames)):
+            cover = cover.tolist()
+            merge_into(
+                [views[i][n, j] for i, n, j in cover],
+                [
+                    (float(terms[i][0][n]), float(terms[i][1][n]), float(terms[i][2][n, j]))
+                    for i, n, j in cover
+                ],
+                None if sigma is None else float(sigma[f]),
+                depth[f],
+                None if conf is None else conf[f],
+                scratch,
+            )
     return depth.numpy(), None if conf is None else conf.numpy()
 
 
