@@ -58,6 +58,21 @@ Two solvers:
       benchmark meets the accuracy targets without it.
     * Scales stay positive: ``a`` is kept at or above 1e-3 of its median by an active set in
       the step (a wrong snippet may want a negative one).
+    * Threads: the solve runs on one intra-op thread (its operations are small; see
+      :mod:`.threads`), so a busy machine does not stall it and its bits do not depend on
+      the caller's thread count.
+
+Holdout mattes (``holdout=``, ``[N,H,W]`` in 0..1, 1 = ignore) weight the objective per frame
+and pixel by ``1 - holdout``: robust multiplies its per-pixel weights and leaves held-out
+pixels out of its noise, scale and spread estimates; adam weights its L1 terms. Values under a
+binary matte have no say at all. The merge is unchanged: held-out pixels are filled from the
+aligned snippets.
+
+Modules: :mod:`.api` (the entry points), :mod:`.checks` (input checks, shared views),
+:mod:`.layout` (who covers what, for the solvers), :mod:`.adam`, :mod:`.robust` and
+:mod:`.gauss_newton` (the solvers), :mod:`.statistics` (per-frame agreement), :mod:`.merge`
+(the covering order and the full-resolution merge), :mod:`.normalize`, :mod:`.result`,
+:mod:`.threads`.
 """
 
 from .api import coalign, merge_solution, reduce_holdout, reduce_maps, solve_reduced
