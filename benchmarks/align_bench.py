@@ -277,7 +277,7 @@ def worker(args) -> dict:
         marks["solve_end"] = time.perf_counter()
 
     options = {"iterations": args.adam_iterations} if args.method == "adam" else {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = coalign(
         snippets,
         indices,
@@ -292,6 +292,7 @@ def worker(args) -> dict:
     peak = status_kib("VmHWM")
     row.update(
         seconds=end - start,
+        cpu_seconds=time.process_time() - cpu,  # all threads: more than `seconds` = parallel
         solve_seconds=marks["solve_end"] - start,
         iterations=result.iterations,
         solve_peak_mib=(marks["solve_peak"] - rss0) / 1024,

@@ -31,7 +31,7 @@ from .merge import merge_video
 from .result import AlignmentResult
 from .robust import RobustSolver
 from .statistics import frame_statistics
-from .threads import intra_op_threads
+from .threads import intra_op_threads, threads_for
 
 ProgressFn = Callable[[int, int], None]
 
@@ -235,9 +235,11 @@ def _solve(reduced, idx, n_frames, offset, method, options, progress, first, kee
     n_pixels = reduced[0].shape[-2] * reduced[0].shape[-1]
     layout = Layout(idx, n_frames, n_pixels)
     if method == "adam":
-        scales, shifts, history, iterations = solve_adam(
-            reduced, offset, idx, n_frames, progress, keep=keep, **options
-        )
+        dense = sum(r.shape[1] for r in reduced) * n_frames * n_pixels  # its [R,N,P] arrays
+        with intra_op_threads(threads_for(dense)):
+            scales, shifts, history, iterations = solve_adam(
+                reduced, offset, idx, n_frames, progress, keep=keep, **options
+            )
         weights = None
         converged = True
     else:

@@ -95,13 +95,13 @@ def holdout_keep(holdout, shape: tuple[int, int, int], border: int, subsample: i
             f"`holdout` must be one matte per frame at the maps' size, [N, H, W] = "
             f"{tuple(shape)}; got {tuple(matte.shape)}"
         )
-    if matte.dtype == np.bool_:
-        matte = matte.astype(np.float32)
-    if not np.issubdtype(matte.dtype, np.floating):
+    if np.issubdtype(matte.dtype, np.floating):
+        lo, hi = (float(v) for v in torch.aminmax(tensor_view(matte)))
+        if not (lo >= 0.0 and hi <= 1.0):  # also false for NaN
+            raise ConfigError(f"`holdout` values must lie in 0..1; got {lo:g}..{hi:g}")
+    elif matte.dtype != np.bool_:
         raise ConfigError(f"`holdout` must hold floats (or bools) in 0..1; got dtype {matte.dtype}")
-    lo, hi = (float(v) for v in torch.aminmax(tensor_view(matte)))
-    if not (lo >= 0.0 and hi <= 1.0):  # also false for NaN
-        raise ConfigError(f"`holdout` values must lie in 0..1; got {lo:g}..{hi:g}")
+    # only the solver's pixels are converted (a full-size float copy would be the maps' size)
     reduced = reduced_view(matte, border, subsample).reshape(shape[0], -1)
     return torch.from_numpy(1.0 - reduced.astype(np.float32))
 

@@ -5,8 +5,8 @@ ends only when its slowest thread does. With another busy process on the machine
 often waits for a core, and each of the robust solve's thousands of small operations paid
 that wait: with one competing process, 2 threads took ~3x their quiet time. So the solve runs
 on one thread (its operations are at most ``CHUNK_ELEMENTS`` values), and the merge gives a
-frame's operations a thread per ``ELEMENTS_PER_THREAD`` values, so that a late thread's wait
-is small beside its share of the work. Elementwise operations and the single-threaded solve
+frame's operations (and adam its dense arrays') a thread per ``ELEMENTS_PER_THREAD`` values,
+so that a late thread's wait is small beside its share of the work. Elementwise operations and the single-threaded solve
 give the same bits for any thread count, so results do not depend on the caller's setting.
 """
 
