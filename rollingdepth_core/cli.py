@@ -223,6 +223,19 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         "default for image sequences) or plate frame numbers where a new shot starts, e.g. "
         "1024,1077; every shot gets its own snippets, alignment and normalisation",
     )
+    p.add_argument(
+        "--holdout",
+        default=None,
+        metavar="PATTERN",
+        help="matte sequence (or movie) of what the alignment must not trust, 1 = ignore: sky, "
+        "passing vehicles, glass, burn-ins; matched to the plate's frame numbers, any "
+        "resolution of its aspect, alpha or first channel (default: none)",
+    )
+    p.add_argument(
+        "--holdout-alpha",
+        action="store_true",
+        help="use the plate's own alpha as the holdout matte (image sequences)",
+    )
     if command != "infer":
         p.add_argument(
             "--anchors",
@@ -366,6 +379,8 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         anchors=getattr(args, "anchors", None),
         anchor_fit=getattr(args, "anchor_fit", "global"),
         cuts=args.cuts,
+        holdout=args.holdout,
+        holdout_alpha=args.holdout_alpha,
     ).to_message()
 
 

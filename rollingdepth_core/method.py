@@ -27,8 +27,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .alignment import AlignmentResult, merge_frame, rescale_depth, solve_reduced
+from .alignment import (
+    AlignmentResult,
+    covering_order,
+    merge_frame,
+    reduce_holdout,
+    rescale_depth,
+    solve_reduced,
+)
 from .anchors import AnchorFit, Anchors, AnchorSampler, fit_anchors
+from .cache import REDUCE_BORDER, REDUCE_SUBSAMPLE
 from .config import InferenceConfig
 from .cuts import Shot, shots_from_cuts
 from .errors import NonFiniteDepth, RollingDepthError
@@ -71,15 +79,6 @@ class Plan:
         """The block holding snippet ``snippet`` of ``dilation``, and its row there."""
         block = self.blocks[self.first_block[dilation] + snippet // self.block_snippets]
         return block, snippet - block.start
-
-    def covering(self, frame: int) -> Iterator[tuple[int, int, int]]:
-        """(dilation entry i, snippet n, position j) covering ``frame``, in the merge's order."""
-        length = self.indices[0].shape[1]
-        for i, (d, idx) in enumerate(zip(self.dilations, self.indices, strict=True)):
-            for j in reversed(range(length)):  # ascending snippet number n = f - j d
-                n = frame - j * d
-                if 0 <= n < len(idx):
-                    yield i, n, j
 
 
 def make_plan(n_frames: int, config: InferenceConfig, block_snippets: int | None) -> Plan:
@@ -155,8 +154,10 @@ def solve(
     store,
     config: InferenceConfig,
     progress: ProgressCallback | None = None,
+    holdout: np.ndarray | None = None,
 ) -> AlignmentResult:
-    """Co-align from the blocks' reduced maps (never their full-resolution maps)."""
+    """Co-align from the blocks' reduced maps (never their full-resolution maps); ``holdout``:
+    the clip's mattes reduced the same way ``[N, h, w]`` (:func:`reduce_mattes`)."""
     offset = np.inf
     per_dilation: dict[int, list[np.ndarray]] = {}
     for b in plan.blocks:
@@ -173,7 +174,20 @@ def solve(
         np.float32(offset),
         method=config.aligner,
         progress=None if progress is None else lambda d, t: progress("align", d, t),
+        holdout=holdout,
     )
+
+
+def reduce_mattes(mattes: Iterable[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Holdout mattes ``[H,W]`` of any resolution, frame by frame -> what the solver sees,
+    ``[N, h, w]``: resized to the processing ``size`` (area-averaged when shrinking), then
+    reduced as the snippets' maps are (border cropped, subsampled)."""
+    from .output import resize_map
+
+    return np.stack([
+        np.array(reduce_holdout(resize_map(m, size)[None], REDUCE_BORDER, REDUCE_SUBSAMPLE)[0])
+        for m in mattes
+    ])  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ 5. merge
@@ -189,9 +203,10 @@ def merge(
     """The full-resolution merge, one frame at a time, into the frame buffer ``merged`` (and
     the agreement confidence into ``confidence`` when given)."""
     keys = {b.number: store.block_key(b, config) for b in plan.blocks}
+    cover = covering_order(plan.indices, plan.n_frames)  # per frame [c_f, 3]: (i, n, j)
     for f in range(plan.n_frames):
         maps, scales, shifts, weights = [], [], [], []
-        for i, n, j in plan.covering(f):
+        for i, n, j in cover[f].tolist():
             block, row = plan.block_of(plan.dilations[i], n)
             maps.append(store.frame_map(keys[block.number], row, j))
             scales.append(solution.scales[i][n])
@@ -398,6 +413,7 @@ def run_method(
     cuts: Sequence[int] | None = (),
     anchors: Anchors | None = None,
     anchor_mode: str = "global",
+    holdout: Callable[[], Iterable[np.ndarray]] | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[DepthFrames] | None:
     """Run the stages over ``store`` with ``executor``; ``model()`` loads the model on first use.
@@ -410,7 +426,9 @@ def run_method(
     starts (``()``: one shot; None: detect them, one extra pass over the frames). Every shot
     runs the stages on its own (its own snippets, alignment and normalisation) and gives one
     :class:`DepthFrames`. ``anchors`` fits each shot to points of known depth (stage 7b), so
-    the writer can give scene units.
+    the writer can give scene units. ``holdout()`` gives a pass over the frames' mattes
+    ``[H,W]`` (1 = do not trust; any resolution of the plate's aspect), which weight the
+    co-alignment (stage 4); the merge still fills those pixels.
     """
     config.check()
 
@@ -429,6 +447,7 @@ def run_method(
             raise type(exc)(f"shot {shot.index} (frames {shot.first_frame}-{shot.last_frame}): "
                             f"{exc}") from exc  # fmt: skip
     stream = iter(frames())
+    mattes = iter(holdout()) if holdout is not None and blocks != "chunk" else None
     results = []
     for shot in shots:
         request = None
@@ -437,6 +456,7 @@ def run_method(
         result = _run_shot(
             itertools.islice(stream, shot.n_frames), shot, config, store, executor, model,
             blocks, chunk, request, "" if len(shots) == 1 else f"-{shot.index}", progress,
+            None if mattes is None else itertools.islice(mattes, shot.n_frames),
         )  # fmt: skip
         if result is not None:
             result.shot = shot
@@ -456,6 +476,7 @@ def _run_shot(
     anchors: AnchorRequest | None,
     suffix: str,
     progress: ProgressCallback | None,
+    mattes: Iterable[np.ndarray] | None = None,
 ) -> DepthFrames | None:
     """Stages 1-7b for one shot (the whole clip when it has no cuts)."""
     n_frames = shot.n_frames
@@ -483,9 +504,10 @@ def _run_shot(
         return None
     check_complete(plan, store, config)
 
-    # 4. solve scales and shifts on the reduced maps
+    # 4. solve scales and shifts on the reduced maps (holdout mattes reduced alike)
     clock = time.perf_counter()
-    solution = solve(plan, store, config, progress)
+    reduced_mattes = None if mattes is None else reduce_mattes(mattes, size)  # [N,h,w]
+    solution = solve(plan, store, config, progress, reduced_mattes)
     timings["align"] = time.perf_counter() - clock
 
     # 5. merge frame by frame: [H,W] per frame into a clip buffer

@@ -599,3 +599,22 @@ class _VideoPlate(Plate):
             self._cursor.close()
         self._cursor = None
         self._cursor_next = 0
+
+
+def sequence_files(path: str | os.PathLike[str]) -> dict[int, Path] | None:
+    """The numbered files of the image sequence ``path`` names (a pattern, one of its files or
+    its folder), by frame number; None when ``path`` is a video file."""
+    source = os.fspath(path)
+    target = Path(source)
+    if target.is_dir():
+        return _the_sequence_in(target, source)[1]
+    if not target.is_file() and _FRAME_TOKEN.search(target.name):
+        if not Path(target.parent).is_dir():
+            raise InputError(f"{source}: folder {target.parent} does not exist")
+        return _SequencePattern.from_text(source).scan()
+    if not target.exists():
+        raise InputError(f"{source}: no such file or folder")
+    if target.suffix.lower() in IMAGE_EXTENSIONS:
+        pattern = _SequencePattern.from_numbered_file(target)
+        return pattern.scan() if pattern is not None else {0: target}
+    return None

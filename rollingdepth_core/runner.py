@@ -19,6 +19,7 @@ from .config import InferenceConfig, OutputConfig
 from .cuts import parse_cuts
 from .errors import ConfigError
 from .executors import LocalExecutor, RayExecutor
+from .mattes import MatteSource
 from .method import run_method
 from .model import DepthModel
 from .output import (
@@ -100,6 +101,8 @@ def run_plate(
     anchors: str | None = None,
     anchor_fit: str = "global",
     cuts: str | None = None,
+    holdout: str | None = None,
+    holdout_alpha: bool = False,
 ) -> RunResult:
     """Estimate depth for ``plate`` and write ``output_dir/NAME.####.exr``.
 
@@ -112,6 +115,8 @@ def run_plate(
     units with one (a, b) for the clip (``anchor_fit="global"``) or a slowly varying one
     (``"smooth"``). ``cuts`` (``auto``, ``none`` or plate frame numbers where a shot starts;
     default: ``auto`` for videos, ``none`` for image sequences) runs every shot on its own.
+    ``holdout`` (a matte sequence or movie; or ``holdout_alpha``, the plate's own alpha) tells
+    the co-alignment which pixels not to trust (:mod:`.mattes`).
     """
     from .checkpoint import locate_checkpoint
     from .device import resolve_device, resolve_dtype
@@ -148,6 +153,16 @@ def run_plate(
     check_clip_length(len(source), config.snippet_len)
     shot_cuts = parse_cuts(cuts or ("auto" if info.kind == "video" else "none"),
                            info.frame_numbers)  # fmt: skip
+    mattes = None
+    if holdout is not None or holdout_alpha:
+        if holdout is not None and holdout_alpha:
+            raise ConfigError("pass `--holdout PATTERN` or `--holdout-alpha`, not both")
+        mattes = MatteSource(
+            holdout if holdout is not None else plate,
+            info.frame_numbers,
+            (info.height, info.width),
+            alpha_only=holdout_alpha,
+        )
     if message:
         message(info.color.summary)
     if info.missing_frames and message:
@@ -211,6 +226,7 @@ def run_plate(
             cuts=shot_cuts,
             anchors=anchor_points,
             anchor_mode=anchor_fit,
+            holdout=None if mattes is None else mattes.frames,
             progress=progress,
         )
         result.model_loaded = bool(loaded) and model is None

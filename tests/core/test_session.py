@@ -98,7 +98,7 @@ def test_confidence_toggle_merges_again_without_a_solve(session):
     np.testing.assert_array_equal(confidence, expected.confidence)
     np.testing.assert_array_equal(plain.aligned, normalize_depth(expected.depth))
     for got, want in zip(with_confidence.alignment.scales, expected.scales, strict=True):
-        np.testing.assert_array_equal(np.float32(got), want)
+        np.testing.assert_array_equal(got, want)
 
 
 def test_adding_a_dilation_runs_only_its_snippets(session, unet_calls):
