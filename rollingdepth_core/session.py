@@ -156,10 +156,14 @@ class DepthSession:
         if todo:
             self.encode(config, progress)
             size = self.processing_size(config)
-            self._executor.compute(todo, plan, self.store, config, size, lambda: self.model,
-                                   progress)  # fmt: skip
-            self.counters.predict_calls += len(todo)
-            self.counters.snippets_predicted += sum(len(b.indices) for b in todo)
+            stats = self.store.stats
+            blocks, snippets = stats.blocks_computed, stats.snippets_computed
+            try:
+                self._executor.compute(todo, plan, self.store, config, size, lambda: self.model,
+                                       progress)  # fmt: skip
+            finally:  # a cancelled run keeps (and counts) the blocks it finished
+                self.counters.predict_calls += stats.blocks_computed - blocks
+                self.counters.snippets_predicted += stats.snippets_computed - snippets
         keys = self._keys(plan, config)
         for dropped in self.store.trim(set(keys)):
             for solved in [k for k in self._solutions if dropped in k[0]]:

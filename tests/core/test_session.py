@@ -251,8 +251,9 @@ class SyntheticPlate:
         return len(self.info.frame_numbers)
 
     def frames(self):
+        blank = np.zeros((self.info.height, self.info.width, 3), np.float32)
         for number in self.info.frame_numbers:
-            yield number, None
+            yield number, blank
 
 
 def test_synthetic_session_realigns_without_the_model():
@@ -279,7 +280,7 @@ def test_export_with_an_anchor_fit_writes_scene_units(session, tmp_path):
         for i, j in ((10, 10), (40, 30), (60, 5)):
             # plate pixel centre -> the processing pixel it maps onto exactly (scale 1.5)
             x, y = (i + 0.5) * 96 / 64, (j + 0.5) * 64 / 42
-            rows.append(f"{numbers[k]},{x},{y},{1 / (2.0 * d[k, j, i] + 3.0)!r}")
+            rows.append(f"{numbers[k]},{x},{y},{1 / (2.0 * float(d[k, j, i]) + 3.0)!r}")
     (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
     request = AnchorRequest(load_anchors(tmp_path / "a.csv"), numbers)
     fit, metric = anchor(iter(d), request, (64, 96), (float(d.min()), float(d.max())))
