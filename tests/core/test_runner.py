@@ -93,3 +93,27 @@ def test_restore_res_upsamples_edge_aware_by_default(first_run, tiny_checkpoint)
     # local range of the low-resolution map, so the plate-size values overshoot nothing
     for values in outputs.values():
         assert values.min() >= -1 - 1e-6 and values.max() <= 1 + 1e-6
+
+
+def test_an_edit_is_split_at_its_cuts_and_each_shot_equals_a_run_alone(tmp_path, tiny_checkpoint):
+    from .test_cuts import write_edit
+
+    video = write_edit(tmp_path / "edit.mp4", (16, 18), 72, 128)
+    common = [video, "--checkpoint", tiny_checkpoint, "--res", "48", "--dilations", "1", "3",
+              "--device", "cpu", "--seed", "3"]  # fmt: skip
+    assert main([str(a) for a in ["run", *common, "-o", tmp_path / "edit"]]) == 0  # cuts: auto
+    alone = {}
+    for name, frames in (("a", "0-15"), ("b", "16-33")):
+        args = ["run", *common, "-o", tmp_path / name, "--frames", frames, "--cuts", "none"]
+        assert main([str(a) for a in args]) == 0
+        alone.update({p.name: p for p in (tmp_path / name).glob("depth.*.exr")})
+    edit = sorted((tmp_path / "edit").glob("depth.*.exr"))
+    assert len(edit) == len(alone) == 34
+    for path in edit:
+        channels, meta = read_exr(path)
+        number = int(meta["rollingdepth/source_frame"])
+        assert meta["rollingdepth/shot"] == (0 if number < 16 else 1)
+        # the same frames, snippets and arithmetic: each shot is bit-identical to its own run
+        np.testing.assert_array_equal(channels["Z"], read_exr(alone[path.name])[0]["Z"])
+    sidecar = json.loads((tmp_path / "edit" / "depth_alignment.json").read_text())
+    assert [(s["first_frame"], s["last_frame"]) for s in sidecar["shots"]] == [(0, 15), (16, 33)]
