@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 
+from .config import HALF_MAX
 from .errors import InputError, OutputError
 
 METADATA_PREFIX = "rollingdepth/"
 COMPRESSION = "zip"
-_HALF_MAX = 65504.0
 
 
 Window = tuple[int, int, int, int]  # (x, y, width, height) in EXR pixel coordinates
@@ -228,9 +228,9 @@ def _check_planes(target: Path, planes: Mapping[str, np.ndarray], half: bool) ->
             raise OutputError(f"{target}: channel {name!r} must be float; got {array.dtype}")
         if not np.isfinite(array).all():
             raise OutputError(f"{target}: channel {name!r} holds NaN or infinite values")
-        if half and np.abs(array).max() > _HALF_MAX:
+        if half and np.abs(array).max() > HALF_MAX:
             raise OutputError(
-                f"{target}: channel {name!r} exceeds the HALF range (|x| <= {_HALF_MAX:g}); "
+                f"{target}: channel {name!r} exceeds the HALF range (|x| <= {HALF_MAX:g}); "
                 "write it as float"
             )
 
