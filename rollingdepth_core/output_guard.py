@@ -121,6 +121,32 @@ class OutputGuard:
         self._replaces: set[str] = set()  # file names of another run's frames
         self._checked = False
 
+    @classmethod
+    def for_plate(
+        cls,
+        folder: str | os.PathLike[str],
+        name: str,
+        plate,
+        settings: Mapping[str, object],
+        overwrite: bool = False,
+    ) -> OutputGuard:
+        """The guard for writing ``plate`` (an opened `Plate`) with ``settings``.
+
+        ``settings``: everything that shapes the result and is known before the model loads
+        (checkpoint, preset, InferenceConfig and OutputConfig fields), e.g.
+        ``{"checkpoint": ..., **asdict(config), **asdict(output)}``.
+        """
+        info = plate.info
+        return cls(
+            folder,
+            name,
+            info.frame_numbers,
+            run_identity(info.source, info.frame_numbers, settings),
+            input_paths=plate.source_files,
+            overwrite=overwrite,
+            source=info.source,
+        )
+
     # ------------------------------------------------------------------ names
     def frame_path(self, frame: int) -> Path:
         return self.folder / f"{self.name}.{frame:0{self.pad}d}.exr"

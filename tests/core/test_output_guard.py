@@ -182,3 +182,17 @@ def test_header_value_range_describes_the_written_values() -> None:
 
 def test_frame_ranges() -> None:
     assert frame_ranges([1010, 1001, 1002, 1003, 1007]) == "1001-1003, 1007, 1010"
+
+
+def test_guard_for_an_opened_plate(tmp_path: Path) -> None:
+    from rollingdepth_core.plate import open_plate
+
+    for n in (1, 2, 3):
+        write_depth_exr(tmp_path / f"plate.{n:04d}.exr", np.ones((4, 6), np.float32))
+    plate = open_plate(tmp_path / "plate.####.exr")
+    guard = OutputGuard.for_plate(tmp_path, "plate", plate, {"seed": 1})
+    assert guard.frame_numbers == (1, 2, 3)
+    assert guard.run_id == OutputGuard.for_plate(tmp_path, "depth", plate, {"seed": 1}).run_id
+    assert guard.run_id != OutputGuard.for_plate(tmp_path, "depth", plate, {"seed": 2}).run_id
+    with pytest.raises(OutputError, match="plate's own files"):
+        guard.check()
