@@ -322,12 +322,13 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         default="depth",
         help="file name prefix NAME.####.exr, no path (default: %(default)s)",
     )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace another run's NAME.*.exr frames in the output folder; they are removed "
-        "once the new sequence is complete (default: off, such a folder is refused)",
-    )
+    if command != "infer":
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace another run's NAME.*.exr frames in the output folder; they are "
+            "removed once the new sequence is complete (default: off, such a folder is refused)",
+        )
     p.add_argument(
         "--restore-res",
         action="store_true",
