@@ -65,10 +65,9 @@ def cli(*args: str) -> None:
 
 def panel_export(plate: str, checkpoint: Path, out: Path) -> None:
     from rollingdepth_core.config import OutputConfig, preset_config
+    from rollingdepth_core.model import DepthModel as Model
     from rollingdepth_core.plate import open_plate
     from rollingdepth_core.session import DepthSession
-
-    from rollingdepth_core.model import DepthModel as Model
 
     config = preset_config(
         "fast", processing_res=64, dilations=(1, 3), seed=3, dtype="fp32", vae_batch_size=4

@@ -1,7 +1,8 @@
 """The `rollingdepth` command: run, infer, finalize, selftest, check, colorspaces.
 
-Every RollingDepthError becomes one line on stderr and a non-zero exit; Ctrl-C (or SIGTERM from
-a host application) stops cleanly with exit code 130 and no half-written file.
+Every RollingDepthError becomes one line on stderr and a non-zero exit; Ctrl-C or SIGTERM (also
+when the job was started with SIGINT ignored) stops with exit code 130. No file is ever
+half-written; an interrupt while writing says how much of the sequence is on disk.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from . import __version__, protocol
 from .config import (
     ALIGNERS,
     DEFAULT_CHECKPOINT,
+    DEFAULT_MAX_FRAME_GIB,
     DEPTH_MODES,
     DEVICES,
     DTYPES,
@@ -112,80 +114,177 @@ class JsonProgress:
 
 
 # ---------------------------------------------------------------------------- arguments
+def _preset_default(setting: str) -> str:
+    """Help text for a setting the preset decides: its value in the default preset."""
+    value = getattr(PRESETS["fast"].inference, setting)
+    if isinstance(value, tuple):
+        value = " ".join(str(v) for v in value)
+    return f"default: the preset's; fast: {value}"
+
+
 def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
+    """The plate, output and settings flags of `run`, `infer` and `finalize`.
+
+    Every flag's help line ends with its default, so `--help` is the reference for them.
+    """
     p.add_argument(
         "plate", help="video file, image sequence (plate.####.exr, plate.%%04d.png) or folder"
     )
     if command != "infer":
-        p.add_argument("-o", "--output", required=True, help="output folder for the EXR sequence")
+        p.add_argument(
+            "-o", "--output", required=True, help="output folder for the EXR sequence (required)"
+        )
     p.add_argument(
         "--cache",
         default=None,
         required=command != "run",
         metavar="DIR",
         help="snippet cache folder: bounded memory, resumable runs, reuse across setting changes"
-        + (" (shared by every farm job of the shot)" if command != "run" else ""),
+        + (
+            " (shared by every farm job of the shot; required)"
+            if command != "run"
+            else " (default: none, in memory)"
+        ),
     )
     if command == "infer":
         p.add_argument(
-            "--chunk", default=None, metavar="K/N", help="compute only share K of N (1-based)"
+            "--chunk",
+            default=None,
+            metavar="K/N",
+            help="compute only share K of N, 1-based (default: all blocks)",
         )
     if command != "finalize":
         p.add_argument(
             "--executor",
             default="local",
             choices=("local", "ray"),
-            help="ray: send snippet blocks to a Ray cluster (needs --cache on shared storage)",
+            help="ray: send snippet blocks to a Ray cluster, needs --cache on shared storage "
+            "(default: %(default)s)",
         )
         p.add_argument(
-            "--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS)"
+            "--ray-address",
+            default=None,
+            help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)",
         )
     p.add_argument(
-        "--checkpoint", default=DEFAULT_CHECKPOINT, help="hub id or local folder (diffusers layout)"
+        "--checkpoint",
+        default=DEFAULT_CHECKPOINT,
+        help="hub id or local folder in the diffusers layout (default: %(default)s)",
     )
-    p.add_argument("--preset", default="fast", choices=list(PRESETS))
-    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument(
-        "--dtype", default=None, choices=DTYPES, help="default: the preset's (fp32 on CPU)"
+        "--preset",
+        default="fast",
+        choices=list(PRESETS),
+        help="settings bundle; every setting also has its own flag (default: %(default)s)",
     )
-    p.add_argument("--dilations", type=int, nargs="+", default=None, metavar="D")
-    p.add_argument("--snippet-len", type=int, default=None)
-    p.add_argument("--denoise-steps", type=int, default=None)
-    p.add_argument("--refine-steps", type=int, default=None)
-    p.add_argument("--refine-snippet-len", type=int, default=None)
-    p.add_argument("--refine-start-dilation", type=int, default=None)
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="auto picks CUDA, then MPS, then CPU (default: %(default)s)",
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=DTYPES,
+        help=f"model precision ({_preset_default('dtype')}; fp32 on CPU)",
+    )
+    p.add_argument(
+        "--dilations",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="D",
+        help=f"frame spacings of the snippets, must include 1 ({_preset_default('dilations')})",
+    )
+    p.add_argument(
+        "--snippet-len",
+        type=int,
+        default=None,
+        help=f"frames per snippet, 2-4 ({_preset_default('snippet_len')})",
+    )
+    p.add_argument(
+        "--denoise-steps",
+        type=int,
+        default=None,
+        help=f"denoising steps per snippet ({_preset_default('denoise_steps')})",
+    )
+    p.add_argument(
+        "--refine-steps",
+        type=int,
+        default=None,
+        help=f"refinement steps, 0 = none ({_preset_default('refine_steps')})",
+    )
+    p.add_argument(
+        "--refine-snippet-len",
+        type=int,
+        default=None,
+        help=f"frames per refinement snippet ({_preset_default('refine_snippet_len')})",
+    )
+    p.add_argument(
+        "--refine-start-dilation",
+        type=int,
+        default=None,
+        help=f"first refinement dilation ({_preset_default('refine_start_dilation')})",
+    )
     cap = p.add_mutually_exclusive_group()
-    cap.add_argument("--cap-dilation", dest="cap_dilation", action="store_true", default=None)
-    cap.add_argument("--no-cap-dilation", dest="cap_dilation", action="store_false")
-    p.add_argument(
-        "--res", type=int, default=None, help="longer edge for processing (0 = plate size)"
+    cap.add_argument(
+        "--cap-dilation",
+        dest="cap_dilation",
+        action="store_true",
+        default=None,
+        help="cap dilations that do not fit the clip, as the reference does "
+        f"({_preset_default('cap_dilation')})",
     )
-    p.add_argument("--seed", type=int, default=None)
+    cap.add_argument(
+        "--no-cap-dilation",
+        dest="cap_dilation",
+        action="store_false",
+        help="refuse a dilation that does not fit the clip (default: off; on in `paper`)",
+    )
+    p.add_argument(
+        "--res",
+        type=int,
+        default=None,
+        help=f"longer edge for processing, 0 = plate size ({_preset_default('processing_res')})",
+    )
+    p.add_argument("--seed", type=int, default=None, help=f"noise seed ({_preset_default('seed')})")
     p.add_argument(
         "--aligner",
         default=None,
         choices=ALIGNERS,
-        help="robust (default) or adam (the reference solver)",
+        help=f"robust, or adam (the reference solver) ({_preset_default('aligner')})",
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="snippets per UNet call (0 = automatic)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="snippets per UNet call, 0 = from the device's memory (default: 0)",
     )
-    p.add_argument("--vae-batch-size", type=int, default=None)
+    p.add_argument(
+        "--vae-batch-size",
+        type=int,
+        default=None,
+        help=f"frames per VAE call ({_preset_default('vae_batch_size')})",
+    )
     p.add_argument(
         "--reference",
         action="store_true",
         help="reproduce the reference implementation: adam aligner, one snippet per UNet call, "
-        "VAE batches of 4 (with --dtype fp32 --device cpu --seed S)",
+        "VAE batches of 4, its attention layout (with --dtype fp32 --device cpu --seed S; "
+        "default: off)",
     )
     p.add_argument(
-        "--frames", default=None, help="frame range in the plate's numbering, e.g. 1001-1100"
+        "--frames",
+        default=None,
+        help="frame range in the plate's numbering, e.g. 1001-1100 (default: every frame)",
     )
     p.add_argument(
         "--input-colorspace",
         default="auto",
         metavar="NAME",
-        help="auto (from file metadata), srgb, linear, or any colour space of the OCIO config "
-        "(`rollingdepth colorspaces` lists them)",
+        help="auto (from file metadata), srgb, linear, or any colour space of the OCIO config; "
+        "`rollingdepth colorspaces` lists them (default: %(default)s)",
     )
     add_ocio_config_argument(p)
     p.add_argument(
@@ -201,19 +300,61 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         help="convert every pixel with OCIO's exact processor (default: large frames through "
         "the processor baked into a 3D LUT, within about 1/255)",
     )
-    p.add_argument("--depth-mode", default="inverse", choices=DEPTH_MODES)
-    p.add_argument("--near", type=float, default=1.0)
-    p.add_argument("--far", type=float, default=100.0)
-    p.add_argument("--half", action="store_true", help="write half floats (default float32)")
-    p.add_argument("--channel", default="Z", help="EXR channel name, e.g. Z or depth.Z")
-    p.add_argument("--name", default="depth", help="file name prefix: NAME.####.exr")
-    p.add_argument("--restore-res", action="store_true", help="write at the plate's resolution")
+    p.add_argument(
+        "--max-frame-memory",
+        type=float,
+        default=DEFAULT_MAX_FRAME_GIB,
+        metavar="GIB",
+        help="largest decoded frame (float RGB) a plate may need, in GiB; larger image frames "
+        "are read in strips and resized on the way, other plates are refused "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--depth-mode",
+        default="inverse",
+        choices=DEPTH_MODES,
+        help="inverse (relative inverse depth), normalized (0..1) or depth (scene units "
+        "between --near and --far) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--near",
+        type=float,
+        default=1.0,
+        help="nearest depth, --depth-mode depth (default: %(default)s)",
+    )
+    p.add_argument(
+        "--far",
+        type=float,
+        default=100.0,
+        help="farthest depth, --depth-mode depth (default: %(default)s)",
+    )
+    p.add_argument("--half", action="store_true", help="write half floats (default: float32)")
+    p.add_argument(
+        "--channel", default="Z", help="EXR depth channel name, e.g. depth.Z (default: %(default)s)"
+    )
+    p.add_argument(
+        "--name",
+        default="depth",
+        help="file name prefix NAME.####.exr, no path (default: %(default)s)",
+    )
+    if command != "infer":
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace another run's NAME.*.exr frames in the output folder; they are "
+            "removed once the new sequence is complete (default: off, such a folder is refused)",
+        )
+    p.add_argument(
+        "--restore-res",
+        action="store_true",
+        help="write at the plate's resolution and windows (default: off, processing size)",
+    )
     p.add_argument(
         "--upsample",
         default="edge",
         choices=protocol.UPSAMPLE_METHODS,
         help="how --restore-res reaches the plate's size: edge (depth edges follow the plate's "
-        "edges, hard where they are clean; default) or bilinear",
+        "edges, hard where they are clean) or bilinear (default: %(default)s)",
     )
     p.add_argument(
         "--cuts",
@@ -234,7 +375,7 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
     p.add_argument(
         "--holdout-alpha",
         action="store_true",
-        help="use the plate's own alpha as the holdout matte (image sequences)",
+        help="use the plate's own alpha as the holdout matte, image sequences (default: off)",
     )
     if command != "infer":
         p.add_argument(
@@ -251,13 +392,21 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
             help="one scale/shift for the clip, or one that varies slowly over time "
             "(default: global)",
         )
-    p.add_argument("--confidence", action="store_true", help="add a `confidence` channel")
-    p.add_argument("--preview", action="store_true", help="also write a colourised mp4")
+    p.add_argument(
+        "--confidence",
+        action="store_true",
+        help="add a `confidence` channel (default: off)",
+    )
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write a colourised NAME_preview.mp4 (default: off)",
+    )
     p.add_argument(
         "--progress",
         default="bar",
         choices=("bar", "json"),
-        help="json: one object per line on stdout",
+        help="bar, or json: one object per line on stdout (default: %(default)s)",
     )
 
 
@@ -352,7 +501,7 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         preview=args.preview,
         name=args.name,
     )
-    output.check()
+    output.check(confidence=config.confidence)
     common = dict(  # what `run`, `infer` and `finalize` all pass on
         plate=args.plate,
         config=config,
@@ -431,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="rollingdepth: %(message)s")
     for name in ("diffusers", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Farm wrappers start jobs with SIGINT ignored, and Python then installs no handler of
+    # its own: set both explicitly so that Ctrl-C and a kill always stop the run.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
     if args.command == "check":
@@ -457,7 +609,9 @@ def main(argv: list[str] | None = None) -> int:
         command = command_selftest if args.command == "selftest" else command_run
         result = command(args, sink)
     except KeyboardInterrupt:
-        sink.error("cancelled; no partial files were left", protocol.KIND_CANCELLED)
+        # Writing turns an interrupt into Cancelled with what is on disk; here it came
+        # earlier or from outside the writer, so claim nothing about the output folder.
+        sink.error("cancelled", protocol.KIND_CANCELLED)
         return EXIT_CANCELLED
     except Cancelled as exc:
         sink.error(str(exc), protocol.KIND_CANCELLED)

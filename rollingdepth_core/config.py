@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 
 from . import protocol
 from .errors import ConfigError
+from .output_guard import check_name
 
 DEFAULT_CHECKPOINT = "prs-eth/rollingdepth-v1-0"
 DTYPES = ("fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 ALIGNERS = ("robust", "adam")
 DEPTH_MODES = tuple(protocol.DEPTH_MODES)
+HALF_MAX = 65504.0  # the largest finite 16-bit float
+CONFIDENCE_CHANNEL = "confidence"
+# Largest decoded frame (float RGB) a plate may need at once; the plate reader refuses more.
+DEFAULT_MAX_FRAME_GIB = 1.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,11 @@ class OutputConfig:
     name: str = "depth"
     upsample: str = "edge"  # how --restore-res reaches the plate's size: edge | bilinear
 
-    def check(self) -> None:
+    def check(self, confidence: bool = False) -> None:
+        """Raise ConfigError for any setting that could only fail when the files are written.
+
+        ``confidence``: whether the run adds a ``confidence`` channel (InferenceConfig's).
+        """
         if self.upsample not in protocol.UPSAMPLE_METHODS:
             raise ConfigError(
                 f"`upsample` must be one of {', '.join(protocol.UPSAMPLE_METHODS)}; "
@@ -97,15 +107,26 @@ class OutputConfig:
             raise ConfigError(
                 f"`depth_mode` must be one of {', '.join(DEPTH_MODES)}; got {self.depth_mode!r}"
             )
-        if not (0 < self.near < self.far):
+        if not (math.isfinite(self.near) and math.isfinite(self.far) and 0 < self.near < self.far):
             raise ConfigError(
-                f"`near` and `far` must satisfy 0 < near < far; got near={self.near}, "
+                f"`near` and `far` must be finite with 0 < near < far; got near={self.near}, "
                 f"far={self.far}"
+            )
+        if self.half and self.depth_mode == "depth" and self.far > HALF_MAX:
+            raise ConfigError(
+                f"`--half` stores values up to {HALF_MAX:g}, but `--depth-mode depth` writes "
+                f"values up to `--far` {self.far:g}: lower `--far` or drop `--half`"
             )
         if not self.channel or any(c.isspace() for c in self.channel):
             raise ConfigError(
                 f"`channel` must be a non-empty name without spaces; got {self.channel!r}"
             )
+        if confidence and self.channel == CONFIDENCE_CHANNEL:
+            raise ConfigError(
+                f"`--channel {CONFIDENCE_CHANNEL}` is the name `--confidence` writes its own "
+                "channel under: choose another depth channel name"
+            )
+        check_name(self.name)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 
+from .config import HALF_MAX
 from .errors import InputError, OutputError
 
 METADATA_PREFIX = "rollingdepth/"
 COMPRESSION = "zip"
-_HALF_MAX = 65504.0
+
+
+Window = tuple[int, int, int, int]  # (x, y, width, height) in EXR pixel coordinates
 
 
 def write_depth_exr(
@@ -26,22 +30,28 @@ def write_depth_exr(
     metadata: Mapping[str, str | int | float] | None = None,
     extra_channels: Mapping[str, np.ndarray] | None = None,
     datetime: str | None = None,
+    display_window: Window | None = None,
+    data_window: Window | None = None,
+    pixel_aspect: float = 1.0,
 ) -> None:
     """Write a depth map (and optional extra channels) as a zip-compressed scanline EXR.
 
     ``datetime`` (``"YYYY:MM:DD HH:MM:SS"``) pins the ``DateTime`` header; without it
     OpenImageIO stamps the time of writing, and two writes of the same data differ.
 
-    The file is written next to the target under a hidden temporary name and moved into
-    place with `os.replace`, so readers never see half a file and an existing file is
-    only replaced by a complete one.
+    The file is written next to the target under a hidden temporary name, read back and
+    compared with what was meant to be written, flushed to the disk (`os.fsync`) and only
+    then moved into place with `os.replace`. A full disk or any other failure therefore
+    raises and leaves the target as it was: readers never see half a file, and a file of
+    an earlier run is only replaced by a complete one. (OpenImageIO reports success for a
+    small file whose buffered bytes never reached a full disk; the read-back catches it.)
 
     Parameters
     ----------
     path : str or os.PathLike
         Target file; its folder must exist.
     depth : np.ndarray
-        [H,W] finite floats.
+        [H,W] finite floats covering the display window (H,W = its height and width).
     channel : str
         Name of the depth channel, e.g. ``"Z"`` or ``"depth.Z"``; it is the image's
         `z_channel`.
@@ -51,12 +61,20 @@ def write_depth_exr(
         Header attributes, written as ``rollingdepth/<key>`` (str, int or float values).
     extra_channels : Mapping, optional
         More [H,W] channels by name, e.g. ``{"confidence": conf}``.
+    display_window : (x, y, width, height), optional
+        The frame the maps cover; default ``(0, 0, W, H)``. A plate's own window (offset
+        origin included) keeps the depth lined up over the plate in a compositor.
+    data_window : (x, y, width, height), optional
+        The pixels stored; default the display window. Parts outside the display window
+        (overscan) repeat the nearest edge pixel of the maps; a smaller window crops them.
+    pixel_aspect : float
+        The plate's pixel aspect ratio (``PixelAspectRatio``).
 
     Raises
     ------
     OutputError
-        Bad arrays, names or metadata, a missing folder, or a failed write (with
-        OpenImageIO's message).
+        Bad arrays, names, windows or metadata, a missing folder, or a failed write (with
+        the reason); the message names the target file.
     """
     target = Path(os.fspath(path))
     if channel in (extra_channels or {}):
@@ -64,18 +82,30 @@ def write_depth_exr(
     planes = {channel: depth, **(extra_channels or {})}
     _check_planes(target, planes, half)
     attributes = _check_metadata(target, metadata or {})
+    height, width = np.shape(depth)
+    display = _check_window(target, "display", display_window or (0, 0, width, height))
+    data = _check_window(target, "data", data_window or display)
+    if display[2:] != (width, height):
+        raise OutputError(
+            f"{target}: the maps are {width}x{height}, the display window {display[2]}x{display[3]}"
+        )
+    if not (np.isfinite(pixel_aspect) and pixel_aspect > 0):
+        raise OutputError(f"{target}: pixel aspect must be a positive number; got {pixel_aspect}")
     if not target.parent.is_dir():
         raise OutputError(f"{target}: folder {target.parent} does not exist")
 
-    height, width = np.shape(depth)
     names = list(planes)
-    pixels = np.stack([np.asarray(planes[n], dtype=np.float32) for n in names], axis=-1)
+    pixels = np.stack(
+        [reframe(np.asarray(planes[n], dtype=np.float32), display, data) for n in names], axis=-1
+    )  # [data h, data w, C]
 
-    spec = oiio.ImageSpec(width, height, len(names), "half" if half else "float")
+    spec = oiio.ImageSpec(data[2], data[3], len(names), "half" if half else "float")
+    spec.x, spec.y = data[0], data[1]
+    spec.full_x, spec.full_y, spec.full_width, spec.full_height = display
     spec.channelnames = tuple(names)
     spec.z_channel = 0
-    spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, width, height
     spec.attribute("compression", COMPRESSION)
+    spec.attribute("PixelAspectRatio", float(pixel_aspect))
     if datetime is not None:
         spec.attribute("DateTime", datetime)
     for key, value in attributes.items():
@@ -85,11 +115,40 @@ def write_depth_exr(
     temp = target.with_name(f".{target.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}.exr")
     try:
         _write(target, temp, spec, pixels)
+        _fsync(temp)
+        # What a reader gets is what was meant: stored values are the float32 (or half)
+        # pixels exactly, so compare bit for bit.
+        _verify(target, temp, names, pixels.astype(np.float16) if half else pixels)
         os.replace(temp, target)
+        _fsync(target.parent)
     except OSError as exc:
         raise OutputError(f"{target}: cannot write EXR: {exc}") from exc
     finally:
         temp.unlink(missing_ok=True)
+
+
+def reframe(plane: np.ndarray, display: Window, data: Window) -> np.ndarray:
+    """A [H,W] map over the display window, cut or edge-extended to the data window."""
+    if data == display:
+        return plane
+    rows = np.clip(np.arange(data[1], data[1] + data[3]) - display[1], 0, display[3] - 1)
+    cols = np.clip(np.arange(data[0], data[0] + data[2]) - display[0], 0, display[2] - 1)
+    return plane[rows[:, None], cols[None, :]]
+
+
+def _check_window(target: Path, kind: str, window: Window) -> Window:
+    values = tuple(window)
+    if (
+        len(values) != 4
+        or not all(isinstance(v, int | np.integer) for v in values)
+        or values[2] < 1
+        or values[3] < 1
+    ):
+        raise OutputError(
+            f"{target}: the {kind} window must be (x, y, width, height) integers with "
+            f"width, height >= 1; got {window!r}"
+        )
+    return tuple(int(v) for v in values)
 
 
 def _write(target: Path, temp: Path, spec: oiio.ImageSpec, pixels: np.ndarray) -> None:
@@ -107,6 +166,45 @@ def _write(target: Path, temp: Path, spec: oiio.ImageSpec, pixels: np.ndarray) -
         raise OutputError(f"{target}: cannot write pixels: {error}")
     if not closed:
         raise OutputError(f"{target}: cannot finish the file: {oiio_error(out)}")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder, for the rename) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _verify(target: Path, temp: Path, names: list[str], expected: np.ndarray) -> None:
+    """OutputError unless ``temp`` reads back as exactly ``expected`` ([h,w,C] of ``names``)."""
+    inp = oiio.ImageInput.open(str(temp))
+    if inp is None:
+        raise OutputError(f"{target}: {_unreadable(temp, oiio_error())}")
+    try:
+        order = list(inp.spec().channelnames)  # EXR stores channels sorted by name
+        stored = inp.read_image("half" if expected.dtype == np.float16 else "float")
+        error = oiio_error(inp) if stored is None else ""
+    finally:
+        inp.close()
+    if stored is None:
+        raise OutputError(f"{target}: {_unreadable(temp, error)}")
+    if sorted(order) != sorted(names):
+        raise OutputError(f"{target}: the written file holds channels {order}, not {names}")
+    stored = np.asarray(stored).reshape(expected.shape)[..., [order.index(n) for n in names]]
+    # NaN never reaches here (checked before writing), so equality is exact.
+    if not np.array_equal(stored, expected):
+        raise OutputError(f"{target}: the written file reads back different pixels")
+
+
+def _unreadable(temp: Path, error: str) -> str:
+    # A full disk is the usual cause, and OpenImageIO's message does not say so.
+    free = shutil.disk_usage(temp.parent).free
+    return (
+        f"the written file does not read back ({error}); {free} bytes free on its disk, "
+        f"{temp.stat().st_size} bytes written"
+    )
 
 
 def _check_planes(target: Path, planes: Mapping[str, np.ndarray], half: bool) -> None:
@@ -130,9 +228,9 @@ def _check_planes(target: Path, planes: Mapping[str, np.ndarray], half: bool) ->
             raise OutputError(f"{target}: channel {name!r} must be float; got {array.dtype}")
         if not np.isfinite(array).all():
             raise OutputError(f"{target}: channel {name!r} holds NaN or infinite values")
-        if half and np.abs(array).max() > _HALF_MAX:
+        if half and np.abs(array).max() > HALF_MAX:
             raise OutputError(
-                f"{target}: channel {name!r} exceeds the HALF range (|x| <= {_HALF_MAX:g}); "
+                f"{target}: channel {name!r} exceeds the HALF range (|x| <= {HALF_MAX:g}); "
                 "write it as float"
             )
 

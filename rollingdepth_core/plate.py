@@ -26,8 +26,9 @@ from .colorspace import (
     resolve_color,
     video_color_hints,
 )
+from .config import DEFAULT_MAX_FRAME_GIB
 from .errors import ConfigError, InputError
-from .exr import oiio_error
+from .exr import Window, oiio_error
 
 IMAGE_EXTENSIONS = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
 MIN_FRAMES = 2
@@ -40,6 +41,9 @@ _NUMBERED_NAME = re.compile(r"^(?P<head>.*?)(?P<digits>\d+)(?P<tail>\.[A-Za-z0-9
 _VIDEO_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError)
 # Decoding forward beats a seek for short hops, and keeps the scrubber's next-frame fast.
 _SEEK_MIN_DISTANCE = 24
+# Scanlines decoded at once when a frame is read in strips.
+_STRIP_BYTES = 8 * 2**20
+_GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,31 @@ class PlateInfo:
     missing_frames: tuple[int, ...]
     color: PlateColor  # input colour space, OCIO config, display and view, and why
     codec: str | None
+    # Geometry, as a player or compositor shows the plate. width/height above are the
+    # display window's (after rotation for video).
+    rotation: int = 0  # degrees counter-clockwise applied to the stored video frames
+    display_window: Window | None = None  # (x, y, w, h); None: (0, 0, width, height)
+    data_window: Window | None = None  # EXR pixels stored, shared by all frames; None: display
+    pixel_aspect: float = 1.0
+
+    def exr_windows(self) -> dict[str, Window | float]:
+        """`write_depth_exr` keywords for an output at plate resolution, lined up over it."""
+        display = self.display_window or (0, 0, self.width, self.height)
+        return {
+            "display_window": display,
+            "data_window": self.data_window or display,
+            "pixel_aspect": self.pixel_aspect,
+        }
+
+    def header_metadata(self) -> dict[str, str | int | float]:
+        """Header attributes (``rollingdepth/<key>``) recording the plate's geometry."""
+        windows = self.exr_windows()
+        return {
+            "source_rotation": self.rotation,
+            "source_display_window": " ".join(map(str, windows["display_window"])),
+            "source_data_window": " ".join(map(str, windows["data_window"])),
+            "source_pixel_aspect": float(self.pixel_aspect),
+        }
 
 
 def parse_frame_range(text: str) -> tuple[int, int]:
@@ -79,16 +108,63 @@ class Plate:
     """A plate opened for streaming: see `open_plate`."""
 
     info: PlateInfo
+    source_files: tuple[Path, ...]  # the files frames are read from (for the output guard)
+    max_frame_bytes: int = int(DEFAULT_MAX_FRAME_GIB * _GIB)
 
     def __len__(self) -> int:
         return len(self.info.frame_numbers)
 
-    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(frame_number, rgb)`` in order; rgb is float32 [H,W,3] display sRGB in [0,1]."""
-        raise NotImplementedError
+    def frames(self, fit: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(frame_number, rgb)`` in order; rgb is float32 [H,W,3] display sRGB in [0,1].
+
+        ``fit`` ``(h, w)``: frames come resized to exactly that size (antialiased bilinear,
+        the pipeline's resize), and image frames too large to decode whole within the memory
+        limit are read in strips and resized on the way, so memory follows ``fit``, not the
+        plate. Without it frames come at the plate's size. `check_memory` says beforehand
+        whether either works.
+        """
+        self.check_memory(fit)
+        for number, rgb in self._frames(fit):
+            yield number, rgb if fit is None else resize_rgb(rgb, fit)
 
     def read(self, index: int) -> np.ndarray:
         """Return the frame at position ``index`` (0..len-1) as float32 [H,W,3] in [0,1]."""
+        self._check_index(index)
+        self.check_memory()
+        return self._read(index)
+
+    def check_memory(self, fit: tuple[int, int] | None = None) -> None:
+        """InputError unless frames can be read (at ``fit``, if given) within the memory limit.
+
+        The message gives the need, the limit and the flag that raises it.
+        """
+        limit = self.max_frame_bytes
+        whole = self._decode_bytes()
+        if fit is not None and fit[0] * fit[1] * 3 * 4 > limit:
+            need = fit[0] * fit[1] * 3 * 4
+            what, hint = f"processing at {fit[1]}x{fit[0]}", " or lower `--res`"
+        elif whole > limit and (fit is None or not self._streams_strips()):
+            need, hint = whole, ""
+            what = f"decoding a {self.info.width}x{self.info.height} frame whole"
+        else:
+            return
+        raise InputError(
+            f"{self.info.source}: {what} needs {need / _GIB:.2f} GiB, over the limit of "
+            f"{limit / _GIB:.2f} GiB per frame; raise it with `--max-frame-memory GIB`{hint}"
+        )
+
+    def _decode_bytes(self) -> int:
+        """Memory that decoding one whole frame takes (float RGB at the display size)."""
+        return self.info.width * self.info.height * 3 * 4
+
+    def _streams_strips(self) -> bool:
+        """Whether frames larger than the limit can be read in strips when resized."""
+        return False
+
+    def _frames(self, fit: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
+        raise NotImplementedError
+
+    def _read(self, index: int) -> np.ndarray:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -109,6 +185,7 @@ def open_plate(
     path: str | os.PathLike[str],
     frames: tuple[int, int] | None = None,
     input_colorspace: str | ColorRequest = "auto",
+    max_frame_gib: float = DEFAULT_MAX_FRAME_GIB,
 ) -> Plate:
     """Open a video file, an image sequence or a folder holding one sequence.
 
@@ -126,6 +203,8 @@ def open_plate(
         its sRGB-encoded and linear Rec.709 spaces), or ``"auto"``: decided from the EXR/DPX
         header or the video's colour tags, else float images are linear Rec.709 and integer
         images and untagged video sRGB. A `ColorRequest` also chooses the config and view.
+    max_frame_gib : float
+        Memory one decoded frame (float RGB) may take; see `Plate.check_memory`.
 
     Raises
     ------
@@ -139,8 +218,15 @@ def open_plate(
         if len(frames) != 2 or frames[0] > frames[1]:
             raise ConfigError(f"`frames` must be (first, last) with first <= last; got {frames}")
         frames = (int(frames[0]), int(frames[1]))
+    if not max_frame_gib > 0:
+        raise ConfigError(f"`max_frame_gib` must be > 0; got {max_frame_gib}")
+    plate = _open(os.fspath(path), frames, input_colorspace)
+    plate.max_frame_bytes = int(max_frame_gib * _GIB)
+    return plate
 
-    source = os.fspath(path)
+
+def _open(source: str, frames: tuple[int, int] | None, input_colorspace: str) -> Plate:
+    """The plate reader for ``source`` (see `open_plate`)."""
     target = Path(source)
     if target.is_dir():
         _, files = _the_sequence_in(target, source)
@@ -277,6 +363,10 @@ class _ImageHeader:
     height: int
     format_name: str
     color_hints: tuple[ColorHint, ...]
+    display_window: Window
+    data_window: Window
+    pixel_aspect: float
+    channels: int
 
 
 def _read_header(path: Path) -> _ImageHeader:
@@ -290,9 +380,69 @@ def _read_header(path: Path) -> _ImageHeader:
             height=spec.full_height,
             format_name=inp.format_name(),
             color_hints=image_color_hints(spec, inp.format_name()),
+            display_window=(spec.full_x, spec.full_y, spec.full_width, spec.full_height),
+            data_window=(spec.x, spec.y, spec.width, spec.height),
+            pixel_aspect=spec.get_float_attribute("PixelAspectRatio", 1.0) or 1.0,
+            channels=spec.nchannels,
         )
     finally:
         inp.close()
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Antialiased bilinear resize of float32 [H,W,3] to ``size`` (h, w), as the pipeline's."""
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    shrinking = size[0] < rgb.shape[0] or size[1] < rgb.shape[1]
+    x = F.interpolate(
+        x, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking
+    )
+    return x[0].permute(1, 2, 0).contiguous().numpy()
+
+
+def _read_image_fitted(
+    path: Path, to_display: Callable[[np.ndarray], np.ndarray], fit: tuple[int, int]
+) -> np.ndarray:
+    """`_read_image` resized to ``fit`` (h, w), decoded a strip of scanlines at a time.
+
+    Each strip is converted and shrunk to the output width at once, so memory follows the
+    output size and the plate's width, never a whole frame. The antialiased bilinear resize
+    is separable: rows first, strip by strip (the height is kept, which is exact), then the
+    columns of the narrow frame.
+    """
+    config = oiio.ImageSpec()
+    config.attribute("oiio:UnassociatedAlpha", 1)
+    inp = oiio.ImageInput.open(str(path), config)
+    if inp is None:
+        raise InputError(f"{path}: cannot read image: {oiio_error()}")
+    try:
+        spec = inp.spec()
+        indices = _rgb_channel_indices(list(spec.channelnames))
+        full_x, full_y, full_w, full_h = spec.full_x, spec.full_y, spec.full_width, spec.full_height
+        narrow = np.zeros((full_h, fit[1], 3), dtype=np.float32)  # gaps stay black
+        top, bottom = max(spec.y, full_y), min(spec.y + spec.height, full_y + full_h)
+        left, right = max(spec.x, full_x), min(spec.x + spec.width, full_x + full_w)
+        step = max(1, _STRIP_BYTES // (spec.width * spec.nchannels * 4))
+        for y in range(top, bottom if right > left else top, step):
+            end = min(y + step, bottom)
+            pixels = inp.read_scanlines(0, 0, y, end, 0, 0, spec.nchannels, "float")
+            if pixels is None:
+                raise InputError(f"{path}: cannot read pixels: {oiio_error(inp)}")
+            pixels = np.asarray(pixels, dtype=np.float32).reshape(
+                end - y, spec.width, spec.nchannels
+            )
+            rows = np.zeros((end - y, full_w, 3), dtype=np.float32)
+            rows[:, left - full_x : right - full_x] = to_display(
+                np.ascontiguousarray(pixels[:, left - spec.x : right - spec.x][..., indices])
+            )
+            narrow[y - full_y : end - full_y] = resize_rgb(rows, (end - y, fit[1]))
+    finally:
+        inp.close()
+    return resize_rgb(narrow, fit)
 
 
 def _read_image(path: Path, to_display: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -357,8 +507,11 @@ class _SequencePlate(Plate):
     ) -> None:
         numbers, missing = _select(source, sorted(files), frames)
         self._paths = [files[n] for n in numbers]
+        self.source_files = tuple(self._paths)
         # Headers only: catches unreadable files and mixed sizes before any model work.
         first = _read_header(self._paths[0])
+        shared_data_window = True
+        self._largest_data = first.data_window[2] * first.data_window[3] * first.channels
         for number, path in zip(numbers[1:], self._paths[1:], strict=True):
             header = _read_header(path)
             if (header.width, header.height) != (first.width, first.height):
@@ -367,6 +520,9 @@ class _SequencePlate(Plate):
                     f"{header.width}x{header.height} but frame {numbers[0]} is "
                     f"{first.width}x{first.height}"
                 )
+            shared_data_window &= header.data_window == first.data_window
+            window = header.data_window
+            self._largest_data = max(self._largest_data, window[2] * window[3] * header.channels)
         self.info = PlateInfo(
             source=source,
             kind="sequence",
@@ -377,15 +533,29 @@ class _SequencePlate(Plate):
             missing_frames=missing,
             color=resolve_color(input_colorspace, first.color_hints),
             codec=first.format_name,
+            display_window=first.display_window,
+            # a data window that changes from frame to frame (autocrop) has no one value
+            data_window=first.data_window if shared_data_window else None,
+            pixel_aspect=first.pixel_aspect,
         )
         self._to_display = display_transform(self.info.color).in_place
 
-    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        for number, path in zip(self.info.frame_numbers, self._paths, strict=True):
-            yield number, self._load(path)
+    def _decode_bytes(self) -> int:
+        # the decoded data window (all channels) and the framed RGB copy
+        return max(super()._decode_bytes(), self._largest_data * 4)
 
-    def read(self, index: int) -> np.ndarray:
-        self._check_index(index)
+    def _streams_strips(self) -> bool:
+        return True
+
+    def _frames(self, fit: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
+        strips = fit is not None and self._decode_bytes() > self.max_frame_bytes
+        for number, path in zip(self.info.frame_numbers, self._paths, strict=True):
+            if strips:
+                yield number, _read_image_fitted(path, self._to_display, fit)
+            else:
+                yield number, self._load(path)
+
+    def _read(self, index: int) -> np.ndarray:
         return self._load(self._paths[index])
 
     def _load(self, path: Path) -> np.ndarray:
@@ -425,6 +595,17 @@ def _video_frame_to_rgb(
         rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
         rgb = rgb.astype(np.float32) / 255.0
     return to_display(rgb)
+
+
+def _display_rotation(source: str, frame: av.VideoFrame) -> int:
+    """The display matrix's counter-clockwise rotation in 0, 90, 180, 270 degrees."""
+    degrees = frame.rotation
+    if degrees % 90:
+        raise InputError(
+            f"{source}: the video's display matrix turns it by {degrees} degrees; only "
+            "multiples of 90 are supported"
+        )
+    return int(degrees) % 360
 
 
 class _VideoDecoder:
@@ -523,9 +704,11 @@ class _VideoPlate(Plate):
             # does not say how many frames it holds (mkv), decode them all to count.
             decoded = 0
             color_hints: tuple[ColorHint, ...] = ()
+            rotation = 0
             try:
                 for frame in container.decode(stream):
-                    if not color_hints:
+                    if decoded == 0:
+                        rotation = _display_rotation(source, frame)
                         color_hints = video_color_hints(frame.color_primaries, frame.color_trc)
                     decoded += 1
                     if count > 0:
@@ -535,10 +718,17 @@ class _VideoPlate(Plate):
             if decoded == 0:
                 raise InputError(f"{source}: the video stream holds no decodable frames")
             width, height = stream.codec_context.width, stream.codec_context.height
+            aspect = _rational(stream.sample_aspect_ratio) or _rational(
+                stream.codec_context.sample_aspect_ratio
+            )
+            pixel_aspect = float(aspect) if aspect else 1.0
         finally:
             container.close()
         if count <= 0:
             count = decoded
+        if rotation % 180:
+            # what players show: the frame turned on its side, pixels' aspect with it
+            width, height, pixel_aspect = height, width, 1.0 / pixel_aspect
 
         numbers, _ = _select(source, list(range(count)), frames)
         self.info = PlateInfo(
@@ -551,19 +741,29 @@ class _VideoPlate(Plate):
             missing_frames=(),
             color=resolve_color(input_colorspace, color_hints),
             codec=codec,
+            rotation=rotation,
+            pixel_aspect=pixel_aspect,
         )
         self._to_display = display_transform(self.info.color).in_place
+        self.source_files = (Path(source),)
         self._decoder = _VideoDecoder(source, count)
         self._cursor: Iterator[tuple[int, av.VideoFrame]] | None = None
         self._cursor_next = 0  # index the cursor yields next
 
-    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame as players show it: decoded, then turned by the display rotation."""
+        rgb = _video_frame_to_rgb(frame, self._to_display)
+        if self.info.rotation:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=self.info.rotation // 90))
+        return rgb
+
+    def _frames(self, fit: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
         first, last = self.info.frame_numbers[0], self.info.frame_numbers[-1]
         expected = first
         decoded = self._decoder.iter_from(first)
         try:
             for index, frame in decoded:
-                yield index, _video_frame_to_rgb(frame, self._to_display)
+                yield index, self._rgb(frame)
                 expected = index + 1
                 if index >= last:
                     return
@@ -576,8 +776,7 @@ class _VideoPlate(Plate):
             f"its header promised frames up to {last}"
         )
 
-    def read(self, index: int) -> np.ndarray:
-        self._check_index(index)
+    def _read(self, index: int) -> np.ndarray:
         target = self.info.frame_numbers[index]
         ahead = target - self._cursor_next
         if self._cursor is None or not 0 <= ahead < _SEEK_MIN_DISTANCE:
@@ -587,7 +786,7 @@ class _VideoPlate(Plate):
             for number, frame in self._cursor:
                 self._cursor_next = number + 1
                 if number == target:
-                    return _video_frame_to_rgb(frame, self._to_display)
+                    return self._rgb(frame)
         except _VIDEO_ERRORS as exc:
             self.close()
             raise InputError(f"{self.info.source}: cannot decode frame {target}: {exc}") from exc

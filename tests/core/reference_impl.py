@@ -1,9 +1,12 @@
 """A deliberately plain implementation of docs/method.md with the reference's call structure.
 
 Everything in memory, one UNet call per snippet, the VAE in batches of 4 frames (the
-reference's default), the dense Adam objective written out as docs/method.md states it. The engine
-(batched, streamed, modular) must reproduce it.
+reference's default), the reference's attention layout (every attention, cross-attention
+included, on the snippet's frames joined into one token sequence), the dense Adam objective
+written out as docs/method.md states it. The engine (batched, streamed, modular) must reproduce it.
 """
+
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -13,8 +16,54 @@ VAE_BATCH = 4
 SCALE = 0.18215
 
 
+class JoinedAttention:
+    """The reference's attention: ``(b n) hw c -> b (n hw) c`` around a stock attention.
+
+    Self- and cross-attention alike; cross-attention uses the text embedding of one frame of
+    the snippet (every frame has the same one).
+    """
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, num_frames=1):  # fmt: skip
+        # the SD2 UNet's transformer attentions: no norms, no residual inside, no rescaling
+        assert hidden_states.ndim == 3 and attn.group_norm is None and attn.norm_cross is None
+        assert not attn.residual_connection and attn.rescale_output_factor == 1
+        n = num_frames
+        frames, hw, c = hidden_states.shape
+        x = hidden_states.reshape(frames // n, n * hw, c)
+        context = x if encoder_hidden_states is None else encoder_hidden_states[::n]
+        b = x.shape[0]
+        q = attn.to_q(x).view(b, -1, attn.heads, c // attn.heads).transpose(1, 2)
+        k = attn.to_k(context).view(b, -1, attn.heads, c // attn.heads).transpose(1, 2)
+        v = attn.to_v(context).view(b, -1, attn.heads, c // attn.heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(1, 2).reshape(b, -1, c)
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out.reshape(frames, hw, c)
+
+
+@contextmanager
+def joined_attention(unet):
+    """Run ``unet`` with `JoinedAttention`, then give it back its own processors."""
+    before = unet.attn_processors
+    unet.set_attn_processor(JoinedAttention())
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(before)
+
+
 def reference_run(
     components, frames, dilations, snippet_len, res, seed, refine_steps, iterations=2000, cap=True
+):
+    with joined_attention(components.unet):
+        return _reference_run(
+            components, frames, dilations, snippet_len, res, seed, refine_steps, iterations, cap
+        )
+
+
+def _reference_run(
+    components, frames, dilations, snippet_len, res, seed, refine_steps, iterations, cap
 ):
     unet, vae, sched_proto = components.unet, components.vae, components.scheduler
     tok, text = components.tokenizer, components.text_encoder

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,121 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
 def test_read_missing_exr_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="missing.exr"):
         read_exr(tmp_path / "missing.exr")
+
+
+def test_offset_display_window_and_pixel_aspect(tmp_path: Path, depth: np.ndarray) -> None:
+    path = tmp_path / "windowed.exr"
+    write_depth_exr(path, depth, display_window=(100, -20, W, H), pixel_aspect=2.0)
+    channels, header = read_exr(path)
+    assert header["display_window"] == header["data_window"] == (100, -20, W, H)
+    assert header["PixelAspectRatio"] == pytest.approx(2.0)
+    np.testing.assert_array_equal(channels["Z"], depth)
+
+
+def test_data_window_overscan_repeats_edges_and_crop_cuts(tmp_path: Path, depth: np.ndarray):
+    # overscan: 2 pixels left and 1 above the display window, 3 more on the right
+    write_depth_exr(
+        tmp_path / "over.exr", depth, display_window=(10, 5, W, H), data_window=(8, 4, W + 5, H + 1)
+    )
+    channels, header = read_exr(tmp_path / "over.exr")
+    assert header["data_window"] == (8, 4, W + 5, H + 1)
+    assert header["display_window"] == (10, 5, W, H)
+    stored = channels["Z"]
+    np.testing.assert_array_equal(stored[1:, 2 : 2 + W], depth)
+    np.testing.assert_array_equal(stored[0, 2 : 2 + W], depth[0])
+    np.testing.assert_array_equal(stored[1:, 0], depth[:, 0])
+    np.testing.assert_array_equal(stored[1:, -1], depth[:, -1])
+
+    write_depth_exr(
+        tmp_path / "crop.exr", depth, display_window=(0, 0, W, H), data_window=(3, 2, 5, 4)
+    )
+    channels, header = read_exr(tmp_path / "crop.exr")
+    assert header["data_window"] == (3, 2, 5, 4)
+    np.testing.assert_array_equal(channels["Z"], depth[2:6, 3:8])
+
+
+def test_window_that_does_not_fit_the_maps(tmp_path: Path, depth: np.ndarray) -> None:
+    with pytest.raises(OutputError, match="display window"):
+        write_depth_exr(tmp_path / "bad.exr", depth, display_window=(0, 0, W + 1, H))
+    with pytest.raises(OutputError, match="data window"):
+        write_depth_exr(tmp_path / "bad.exr", depth, data_window=(0, 0, 0, H))
+    assert os.listdir(tmp_path) == []
+
+
+def _fill(folder: Path) -> None:
+    """Write a filler file until the disk under ``folder`` is full."""
+    with open(folder / "filler", "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 512)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 256 KiB tmpfs (needs root and a kernel that lets us mount)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.name != "posix" or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_full_disk_never_replaces_a_good_file(small_disk: Path, depth: np.ndarray) -> None:
+    # Small files are the dangerous case: OpenImageIO buffers them whole and reports
+    # success although the bytes never reach the full disk (a 0-byte file).
+    first = small_disk / "depth.1001.exr"
+    write_depth_exr(first, depth)
+    before = first.read_bytes()
+    _fill(small_disk)
+    with pytest.raises(OutputError, match=r"depth\.1001\.exr.*does not read back"):
+        write_depth_exr(first, depth * 2)
+    assert first.read_bytes() == before
+    np.testing.assert_array_equal(read_exr(first)[0]["Z"], depth)
+    with pytest.raises(OutputError, match=r"depth\.1002\.exr"):
+        write_depth_exr(small_disk / "depth.1002.exr", depth)
+    assert sorted(os.listdir(small_disk)) == ["depth.1001.exr", "filler"]
+
+
+_SIZE_LIMITED_WRITE = """
+import resource, signal, sys
+import numpy as np
+from rollingdepth_core.errors import OutputError
+from rollingdepth_core.exr import write_depth_exr
+depth = np.random.default_rng(1).uniform(0, 1, (16, 16)).astype(np.float32)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))
+try:
+    write_depth_exr(sys.argv[1], depth)
+except OutputError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs RLIMIT_FSIZE")
+def test_failed_write_of_a_rerun_keeps_the_earlier_file(tmp_path: Path, depth: np.ndarray):
+    # The injected failure is the kernel refusing bytes past a file-size limit, a real
+    # write error below OpenImageIO, as on a full disk.
+    path = tmp_path / "depth.1001.exr"
+    write_depth_exr(path, depth)
+    before = path.read_bytes()
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIZE_LIMITED_WRITE, str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "depth.1001.exr" in proc.stdout
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["depth.1001.exr"]

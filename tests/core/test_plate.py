@@ -412,3 +412,183 @@ def test_folder_with_two_sequences(plates: Path, png_sequence: str) -> None:
     assert "\n" not in message
     # Naming one of them still works.
     assert len(open_plate(folder / "other.####.jpg")) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry: rotation, windows, pixel aspect
+
+
+def _rotated_video(path: Path, degrees: int) -> Path:
+    """An h264 clip of `plate_frame` stored W x H whose display matrix turns it by degrees."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.set_display_rotation(degrees)
+        for index in range(4):
+            frame = av.VideoFrame.from_ndarray(
+                np.rint(plate_frame(index, W, H) * 255).astype(np.uint8), format="rgb24"
+            )
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotated_video_comes_out_as_players_show_it(plates: Path, degrees: int) -> None:
+    plate = open_plate(_rotated_video(plates / f"phone{degrees}.mp4", degrees))
+    info = plate.info
+    assert info.rotation == degrees
+    assert (info.width, info.height) == ((H, W) if degrees % 180 else (W, H))
+    assert plate.info.header_metadata()["source_rotation"] == degrees
+    numbers, images = _read_all(plate)
+    for index, rgb in zip(numbers, images, strict=True):
+        # players turn the stored frame counter-clockwise by the display matrix's angle
+        shown = np.rot90(plate_frame(index, W, H), k=degrees // 90)
+        assert rgb.shape == (info.height, info.width, 3)
+        assert np.abs(rgb - shown).mean() < VIDEO_TOLERANCE["libx264"]
+    np.testing.assert_array_equal(plate.read(2), images[2])
+
+
+def _windowed_exr(path: Path, display: tuple, data: tuple, aspect: float) -> None:
+    spec = oiio.ImageSpec(data[2], data[3], 3, "half")
+    spec.x, spec.y = data[:2]
+    spec.full_x, spec.full_y, spec.full_width, spec.full_height = display
+    spec.attribute("PixelAspectRatio", aspect)
+    out = oiio.ImageOutput.create(str(path))
+    assert out.open(str(path), spec)
+    assert out.write_image(np.full((data[3], data[2], 3), 0.18, np.float32))
+    assert out.close()
+
+
+def test_exr_plate_windows_and_pixel_aspect_reach_the_output(tmp_path: Path) -> None:
+    from rollingdepth_core.exr import read_exr, write_depth_exr
+
+    display, data = (100, 50, 40, 24), (96, 48, 48, 27)  # offset origin, overscan
+    for number in (1001, 1002):
+        _windowed_exr(tmp_path / f"plate.{number}.exr", display, data, 2.0)
+    plate = open_plate(tmp_path / "plate.####.exr")
+    info = plate.info
+    assert (info.width, info.height) == (40, 24)
+    assert info.exr_windows() == {
+        "display_window": display,
+        "data_window": data,
+        "pixel_aspect": 2.0,
+    }
+    assert info.header_metadata()["source_data_window"] == "96 48 48 27"
+    # an output at plate resolution lines up over the plate
+    depth = np.linspace(1, 2, 40 * 24, dtype=np.float32).reshape(24, 40)
+    write_depth_exr(tmp_path / "depth.1001.exr", depth, **info.exr_windows())
+    _, header = read_exr(tmp_path / "depth.1001.exr")
+    assert header["display_window"] == display and header["data_window"] == data
+    assert header["PixelAspectRatio"] == pytest.approx(2.0)
+
+
+def test_data_windows_that_change_per_frame_are_not_kept(tmp_path: Path) -> None:
+    _windowed_exr(tmp_path / "plate.1.exr", (0, 0, 16, 8), (0, 0, 16, 8), 1.0)
+    _windowed_exr(tmp_path / "plate.2.exr", (0, 0, 16, 8), (2, 1, 10, 5), 1.0)
+    windows = open_plate(tmp_path).info.exr_windows()
+    assert windows["data_window"] == windows["display_window"] == (0, 0, 16, 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: resize while streaming, refuse what cannot fit
+
+
+def test_large_frames_are_read_in_strips_and_match_a_whole_read(tmp_path: Path) -> None:
+    from rollingdepth_core.plate import resize_rgb
+
+    for number, ext in ((1, "png"), (2, "png")):
+        write_image(tmp_path / f"big.{number}.{ext}", plate_frame(number, 900, 600), "uint8")
+    whole = open_plate(tmp_path / "big.#.png")
+    # 900x600 float RGB is 6.2 MiB: over a 1 MiB limit, so the reader goes strip by strip
+    strips = open_plate(tmp_path / "big.#.png", max_frame_gib=1 / 1024)
+    fit = (40, 60)
+    expected = [resize_rgb(rgb, fit) for _, rgb in whole.frames()]
+    got = [rgb for _, rgb in strips.frames(fit)]
+    for a, b in zip(got, expected, strict=True):
+        assert a.shape == (40, 60, 3)
+        np.testing.assert_allclose(a, b, atol=2e-6)
+    with pytest.raises(InputError, match=r"over the limit of 0\.00 GiB.*--max-frame-memory"):
+        strips.read(0)
+
+
+def test_windowed_exr_read_in_strips_matches_a_whole_read(tmp_path: Path) -> None:
+    from rollingdepth_core.plate import resize_rgb
+
+    rng = np.random.default_rng(3)
+    for number in (1, 2):
+        spec = oiio.ImageSpec(300, 200, 4, "float")
+        spec.x, spec.y = -10, 20  # overscan left, black rows on top
+        spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, 280, 240
+        path = str(tmp_path / f"w.{number}.exr")
+        out = oiio.ImageOutput.create(path)
+        assert out.open(path, spec)
+        assert out.write_image(rng.uniform(0, 2, (200, 300, 4)).astype(np.float32))
+        assert out.close()
+    expected = resize_rgb(open_plate(tmp_path).read(1), (24, 28))
+    plate = open_plate(tmp_path, max_frame_gib=0.1 / 1024)
+    got = list(plate.frames((24, 28)))[1][1]
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_what_cannot_fit_is_refused_with_the_limit_and_the_flag(plates: Path, h264: Path):
+    video = open_plate(h264, max_frame_gib=1 / 2**20)  # 1 KiB
+    with pytest.raises(InputError, match=r"64x48 frame whole needs 0\.00 GiB.*--max-frame-memory"):
+        next(video.frames((8, 8)))  # video frames are decoded whole
+    sequence = open_plate(make_image_sequence(plates / "fit", 2, 64, 48), max_frame_gib=1 / 2**20)
+    with pytest.raises(InputError, match="lower `--res`"):
+        sequence.check_memory((48, 64))  # the result itself is over the limit
+    sequence.check_memory((8, 10))
+    with pytest.raises(ConfigError, match="max_frame_gib"):
+        open_plate(h264, max_frame_gib=0)
+
+
+_HUGE_PLATE = """
+import resource, sys
+import numpy as np
+import OpenImageIO as oiio
+from rollingdepth_core.plate import open_plate
+
+size = int(sys.argv[2])
+for number in (1, 2):
+    path = f"{sys.argv[1]}/huge.{number}.png"
+    out = oiio.ImageOutput.create(path)
+    out.open(path, oiio.ImageSpec(size, size, 3, "uint8"))
+    row = (np.arange(size * 3, dtype=np.uint32).reshape(size, 3) % 251).astype(np.uint8)
+    for y in range(size):
+        out.write_scanline(y, 0, row)
+    out.close()
+plate = open_plate(f"{sys.argv[1]}/huge.#.png", max_frame_gib=0.25)
+try:
+    next(plate.frames())
+except Exception as exc:
+    print("REFUSED", exc)
+import torch  # noqa: F401  (loaded before the baseline, as in a run)
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+before = peak()
+shapes = [rgb.shape for _, rgb in plate.frames((64, 64))]
+print("SHAPES", shapes)
+print("GROWTH", peak() - before)
+"""
+
+
+def test_huge_frames_stay_within_a_memory_limit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # two 6144x6144 PNGs (432 MiB each as float RGB) with a 0.25 GiB limit and --res 64
+    proc = subprocess.run(
+        [sys.executable, "-c", _HUGE_PLATE, str(tmp_path), "6144"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    assert "6144x6144 frame whole needs 0.42 GiB" in lines["REFUSED"]
+    assert "--max-frame-memory" in lines["REFUSED"]
+    assert lines["SHAPES"] == "[(64, 64, 3), (64, 64, 3)]"
+    assert int(lines["GROWTH"]) < 128 * 2**20  # a whole decode grows by 2.2 GiB here
