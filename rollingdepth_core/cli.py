@@ -530,6 +530,9 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         cuts=args.cuts,
         holdout=args.holdout,
         holdout_alpha=args.holdout_alpha,
+        overwrite=getattr(args, "overwrite", False),
+        max_frame_memory=args.max_frame_memory,
+        reference=args.reference,
     ).to_message()
 
 

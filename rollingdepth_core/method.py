@@ -414,6 +414,7 @@ def run_method(
     anchors: Anchors | None = None,
     anchor_mode: str = "global",
     holdout: Callable[[], Iterable[np.ndarray]] | None = None,
+    plate_size: tuple[int, int] | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[DepthFrames] | None:
     """Run the stages over ``store`` with ``executor``; ``model()`` loads the model on first use.
@@ -428,7 +429,9 @@ def run_method(
     :class:`DepthFrames`. ``anchors`` fits each shot to points of known depth (stage 7b), so
     the writer can give scene units. ``holdout()`` gives a pass over the frames' mattes
     ``[H,W]`` (1 = do not trust; any resolution of the plate's aspect), which weight the
-    co-alignment (stage 4); the merge still fills those pixels.
+    co-alignment (stage 4); the merge still fills those pixels. ``plate_size`` (H, W): the
+    plate's own size, which anchors' pixels refer to (default: the first frame's; frames may
+    arrive already shrunk when the plate is too large to decode whole).
     """
     config.check()
 
@@ -456,7 +459,7 @@ def run_method(
         result = _run_shot(
             itertools.islice(stream, shot.n_frames), shot, config, store, executor, model,
             blocks, chunk, request, "" if len(shots) == 1 else f"-{shot.index}", progress,
-            None if mattes is None else itertools.islice(mattes, shot.n_frames),
+            None if mattes is None else itertools.islice(mattes, shot.n_frames), plate_size,
         )  # fmt: skip
         if result is not None:
             result.shot = shot
@@ -477,6 +480,7 @@ def _run_shot(
     suffix: str,
     progress: ProgressCallback | None,
     mattes: Iterable[np.ndarray] | None = None,
+    true_plate_size: tuple[int, int] | None = None,
 ) -> DepthFrames | None:
     """Stages 1-7b for one shot (the whole clip when it has no cuts)."""
     n_frames = shot.n_frames
@@ -547,7 +551,7 @@ def _run_shot(
         # 7b. anchor the clip to scene units (one pass over the final frames)
         clock = time.perf_counter()
         result.anchor_fit, result.metric_range = anchor(
-            result.frames(), anchors, plate_size, result.value_range
+            result.frames(), anchors, true_plate_size or plate_size, result.value_range
         )
         timings["anchor"] = time.perf_counter() - clock
     result.timings = timings

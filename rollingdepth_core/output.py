@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -230,6 +230,8 @@ def write_depth_frames(
     select: Sequence[int] | None = None,
     anchor_fit: AnchorFit | None = None,
     guides: Iterable[np.ndarray] | None = None,
+    windows: Mapping[str, object] | None = None,
+    on_written: Callable[[int], None] | None = None,
 ) -> list[Path]:
     """The one writer of depth frames: one EXR per frame, named by the plate's own numbers.
 
@@ -240,8 +242,10 @@ def write_depth_frames(
     clip's (min, max), known beforehand, so no frame is held back. ``select`` (positions in
     the clip) writes only those frames; the conversion still uses the whole clip's range.
     ``anchor_fit`` turns the values into scene units (``1/Z`` or ``Z``, by the depth mode).
-    ``guides`` (the plate's frames, display RGB) let ``--restore-res`` upsample edge-aware.
-    Each write is atomic.
+    ``guides`` (the plate's frames, display RGB) let ``--restore-res`` upsample edge-aware;
+    ``windows`` (the plate's display/data windows and pixel aspect, :meth:`.PlateInfo.
+    exr_windows`) line outputs at plate resolution up over the plate. Each write is atomic
+    (written, read back, flushed, renamed); ``on_written(frame_number)`` hears each one.
     """
     chosen = set(range(len(frame_numbers))) if select is None else set(select)
     confidences = iter(confidence) if confidence is not None else None
@@ -268,8 +272,11 @@ def write_depth_frames(
             metadata=header,
             extra_channels=extra,
             datetime=stamp,
+            **(windows if windows is not None and output.restore_res else {}),
         )
         written.append(path)
+        if on_written is not None:
+            on_written(int(number))
         report(progress, "write", len(written), len(chosen))
     return written
 

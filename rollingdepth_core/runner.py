@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from .anchors import load_anchors
-from .config import InferenceConfig, OutputConfig
+from .config import DEFAULT_MAX_FRAME_GIB, InferenceConfig, OutputConfig
 from .cuts import parse_cuts
 from .errors import ConfigError
 from .executors import LocalExecutor, RayExecutor
 from .mattes import MatteSource
 from .method import run_method
-from .model import DepthModel
+from .model import DepthModel, processing_size
 from .output import (
     ensure_writable,
     run_metadata,
@@ -32,6 +32,7 @@ from .output import (
     write_text_atomic,
     written_range,
 )
+from .output_guard import OutputGuard
 from .plate import open_plate, parse_frame_range
 from .progress import ProgressCallback, report
 from .snippets import check_clip_length
@@ -103,6 +104,9 @@ def run_plate(
     cuts: str | None = None,
     holdout: str | None = None,
     holdout_alpha: bool = False,
+    overwrite: bool = False,
+    max_frame_memory: float = DEFAULT_MAX_FRAME_GIB,
+    reference: bool = False,
 ) -> RunResult:
     """Estimate depth for ``plate`` and write ``output_dir/NAME.####.exr``.
 
@@ -116,7 +120,11 @@ def run_plate(
     (``"smooth"``). ``cuts`` (``auto``, ``none`` or plate frame numbers where a shot starts;
     default: ``auto`` for videos, ``none`` for image sequences) runs every shot on its own.
     ``holdout`` (a matte sequence or movie; or ``holdout_alpha``, the plate's own alpha) tells
-    the co-alignment which pixels not to trust (:mod:`.mattes`).
+    the co-alignment which pixels not to trust (:mod:`.mattes`). The output folder follows the
+    policy of :mod:`.output_guard` (another run's frames refused unless ``overwrite``, removed
+    only once the new sequence is complete; never over the plate's own files). Frames larger
+    than ``max_frame_memory`` GiB are read in strips and resized on the way, or refused.
+    ``reference`` runs the reference's call structure and attention layout.
     """
     from .checkpoint import locate_checkpoint
     from .device import resolve_device, resolve_dtype
@@ -124,7 +132,7 @@ def run_plate(
     started = time.perf_counter()
     # cheap checks first, so bad input fails before the model loads
     config.check()
-    output.check()
+    output.check(confidence=config.confidence)
     if mode not in MODES:
         raise ConfigError(f"`mode` must be one of {', '.join(MODES)}; got {mode!r}")
     if executor not in EXECUTORS:
@@ -148,8 +156,27 @@ def run_plate(
         anchor_points = load_anchors(anchors)
     folder = ensure_writable(output_dir) if mode != "infer" else None
     frame_range = parse_frame_range(frames) if frames else None
-    source = open_plate(plate, frames=frame_range, input_colorspace=input_colorspace)
+    source = open_plate(
+        plate, frames=frame_range, input_colorspace=input_colorspace, max_frame_gib=max_frame_memory
+    )
     info = source.info
+    # huge frames are read in strips and resized on the way (not under --reference, which
+    # resizes as the reference does); what cannot fit is refused before anything is decoded
+    fit = None if reference else processing_size(info.height, info.width, config.processing_res)
+    source.check_memory(fit)
+    guard = None
+    if mode != "infer":
+        settings = {
+            "checkpoint": checkpoint,
+            "preset": preset,
+            **asdict(config),
+            **asdict(output),
+            "anchors": anchors,
+            "cuts": cuts,
+            "holdout": holdout,
+        }
+        guard = OutputGuard.for_plate(folder, output.name, source, settings, overwrite)
+        guard.check()
     check_clip_length(len(source), config.snippet_len)
     shot_cuts = parse_cuts(cuts or ("auto" if info.kind == "video" else "none"),
                            info.frame_numbers)  # fmt: skip
@@ -215,7 +242,7 @@ def run_plate(
     )
     try:
         shots = run_method(
-            lambda: (rgb for _, rgb in source.frames()),
+            lambda: (rgb for _, rgb in source.frames(fit)),
             info.frame_numbers,
             config,
             store,
@@ -227,6 +254,7 @@ def run_plate(
             anchors=anchor_points,
             anchor_mode=anchor_fit,
             holdout=None if mattes is None else mattes.frames,
+            plate_size=(info.height, info.width),
             progress=progress,
         )
         result.model_loaded = bool(loaded) and model is None
@@ -244,59 +272,13 @@ def run_plate(
             )
             return result
 
-        # 8. frames out, shot by shot, through the one writer
-        clock = time.perf_counter()
-        pattern = sequence_pattern(folder, output.name, info.frame_numbers)
-        written: list = []
-        # the plate again, for edge-aware upsampling to its size (one shot after the other)
-        plates = (rgb for _, rgb in source.frames()) if output.restore_res else None
-        for depth in shots:
-            shot = depth.shot
-            metadata = run_metadata(
-                checkpoint, preset, config, output, str(plate), depth.value_range,
-                depth.plan.dilations, depth.anchor_fit, depth.metric_range, info.color,
+        # 8. frames out, shot by shot, through the one writer, under the folder's guard
+        with guard.writing():
+            written, write_seconds, alignment_json, anchors_json, preview = _write_shots(
+                shots, info, folder, config, output, checkpoint, preset, str(plate),
+                source, anchor_points is not None, guard, progress,
             )  # fmt: skip
-            if len(shots) > 1:
-                metadata["shot"] = shot.index
-                metadata["shot_frames"] = f"{shot.first_frame}-{shot.last_frame}"
-            written += write_depth_frames(
-                depth.frames(),
-                depth.value_range,
-                info.frame_numbers[shot.start : shot.stop],
-                pattern,
-                output,
-                metadata,
-                plate_size=(info.height, info.width),
-                confidence=depth.confidence(),
-                progress=progress,
-                anchor_fit=depth.anchor_fit,
-                guides=None if plates is None else itertools.islice(plates, shot.n_frames),
-            )
-        write_seconds = time.perf_counter() - clock
-        anchors_json = None
-        if anchor_points is not None:
-            anchors_json = folder / f"{output.name}_anchors.json"
-            fits = [d.anchor_fit.to_dict() for d in shots]
-            write_text_atomic(
-                anchors_json, json.dumps(fits[0] if len(shots) == 1 else {"shots": fits}, indent=1)
-            )
-        alignment_json = folder / f"{output.name}_alignment.json"
-        if len(shots) == 1:
-            shots[0].alignment.save_json(alignment_json)
-        else:
-            write_text_atomic(alignment_json, json.dumps({"shots": [
-                {**asdict(d.shot), "alignment": d.alignment.to_dict()} for d in shots
-            ]}, indent=1))  # fmt: skip
-        preview = None
-        if output.preview:
-            report(progress, "preview", 0, 1)
-            preview = write_preview(
-                (f for d in shots for f in unit_frames(d.frames(), d.value_range)),
-                folder,
-                output.name,
-                info.fps,
-            )
-            report(progress, "preview", 1, 1)
+            guard.finish([p for p in (alignment_json, anchors_json, preview) if p])
     finally:
         store.close()
 
@@ -312,7 +294,7 @@ def run_plate(
     result.files = [str(p) for p in written]
     result.frame_numbers = list(info.frame_numbers)
     result.first_frame, result.last_frame = first, last
-    result.pattern = pattern
+    result.pattern = sequence_pattern(folder, output.name, info.frame_numbers)
     result.alignment = str(alignment_json)
     result.preview = str(preview) if preview else None
     result.processing_size = list(shots[0].size)
@@ -358,3 +340,64 @@ def parse_chunk(text: str) -> tuple[int, int]:
     if not 1 <= k <= n:
         raise ConfigError(f"`--chunk` K/N needs 1 <= K <= N; got {text!r}")
     return k, n
+
+
+def _write_shots(shots, info, folder, config, output, checkpoint, preset, plate, source,
+                 anchored, guard, progress):  # fmt: skip
+    """Stage 8 for every shot: the EXRs, the sidecars and the preview."""
+    clock = time.perf_counter()
+    pattern = sequence_pattern(folder, output.name, info.frame_numbers)
+    written: list = []
+    # the plate again, for edge-aware upsampling to its size (one shot after the other)
+    plates = (rgb for _, rgb in source.frames()) if output.restore_res else None
+    for depth in shots:
+        shot = depth.shot
+        metadata = run_metadata(
+            checkpoint, preset, config, output, plate, depth.value_range,
+            depth.plan.dilations, depth.anchor_fit, depth.metric_range, info.color,
+        )  # fmt: skip
+        metadata.update(info.header_metadata())
+        if len(shots) > 1:
+            metadata["shot"] = shot.index
+            metadata["shot_frames"] = f"{shot.first_frame}-{shot.last_frame}"
+        written += write_depth_frames(
+            depth.frames(),
+            depth.value_range,
+            info.frame_numbers[shot.start : shot.stop],
+            pattern,
+            output,
+            metadata,
+            plate_size=(info.height, info.width),
+            confidence=depth.confidence(),
+            progress=progress,
+            anchor_fit=depth.anchor_fit,
+            guides=None if plates is None else itertools.islice(plates, shot.n_frames),
+            windows=info.exr_windows(),
+            on_written=guard.wrote,
+        )
+    write_seconds = time.perf_counter() - clock
+    anchors_json = None
+    if anchored:
+        anchors_json = folder / f"{output.name}_anchors.json"
+        fits = [d.anchor_fit.to_dict() for d in shots]
+        write_text_atomic(
+            anchors_json, json.dumps(fits[0] if len(shots) == 1 else {"shots": fits}, indent=1)
+        )
+    alignment_json = folder / f"{output.name}_alignment.json"
+    if len(shots) == 1:
+        shots[0].alignment.save_json(alignment_json)
+    else:
+        write_text_atomic(alignment_json, json.dumps({"shots": [
+            {**asdict(d.shot), "alignment": d.alignment.to_dict()} for d in shots
+        ]}, indent=1))  # fmt: skip
+    preview = None
+    if output.preview:
+        report(progress, "preview", 0, 1)
+        preview = write_preview(
+            (f for d in shots for f in unit_frames(d.frames(), d.value_range)),
+            folder,
+            output.name,
+            info.fps,
+        )
+        report(progress, "preview", 1, 1)
+    return written, write_seconds, alignment_json, anchors_json, preview

@@ -293,7 +293,7 @@ class DepthSession:
         OutputError
             The folder cannot be written, or a write fails.
         """
-        output.check()
+        output.check(confidence=confidence)
         numbers = self.plate.info.frame_numbers
         if len(numbers) != prediction.depth.shape[0]:
             raise ConfigError(
@@ -320,6 +320,7 @@ class DepthSession:
             checkpoint, preset, prediction.config, output, info.source, (lo, hi),
             prediction.dilations, anchor_fit, metric_range if anchor_fit else None, info.color,
         )  # fmt: skip
+        header.update(info.header_metadata())
         return write_depth_frames(
             iter(depth),
             (lo, hi),
@@ -333,6 +334,7 @@ class DepthSession:
             select=selected,
             guides=(rgb for _, rgb in self.plate.frames()) if output.restore_res else None,
             anchor_fit=anchor_fit,
+            windows=info.exr_windows(),
         )
 
     # ---------------------------------------------------------------- internals
