@@ -210,3 +210,18 @@ def _solver_camera(clip, scene):
             if used == clip:
                 return ob
     return None
+
+
+def solved_clip_for(media: str):
+    """The Movie Clip with a valid camera solve of the same footage as a strip's ``media`` (a
+    movie file, or an image sequence's pattern); None when there is none."""
+    target = os.path.normpath(media)
+    for clip in bpy.data.movieclips:
+        if not clip.tracking.reconstruction.is_valid:
+            continue
+        path = os.path.normpath(bpy.path.abspath(clip.filepath, library=clip.library))
+        if clip.source == "MOVIE" and path == target:
+            return clip
+        if clip.source == "SEQUENCE" and os.path.dirname(path) == os.path.dirname(target):
+            return clip
+    return None

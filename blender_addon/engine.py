@@ -223,6 +223,7 @@ class RunOptions:
     input_colorspace: str | None = None  # an OCIO colour space of ``ocio_config``
     ocio_config: str | None = None
     holdout: str | None = None  # an image-sequence pattern or a movie
+    anchors: str | None = None  # a CSV of points of known depth (camera_solve.py writes one)
     device: str = "auto"
     dtype: str | None = None
     name: str = "depth"
@@ -256,6 +257,8 @@ class RunOptions:
                 args += ["--ocio-config", self.ocio_config]
         if self.holdout:
             args += ["--holdout", self.holdout]
+        if self.anchors:
+            args += ["--anchors", self.anchors]
         return args
 
 

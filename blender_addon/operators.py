@@ -8,11 +8,12 @@ status bar and the sidebar, Esc or Cancel stops the engine. In background mode, 
 from __future__ import annotations
 
 import os
+import tempfile
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import jobs, protocol, sequencer
+from . import camera_solve, jobs, protocol, sequencer
 from .engine import DEFAULT_DEPTH_MODE, EngineError, RunOptions, parse_dilations
 from .frames import StripError
 from .preferences import preferences
@@ -95,6 +96,14 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         description="Read the plate in the strip's colour space, through Blender's OCIO config "
         "(`--input-colorspace`, `--ocio-config`); off lets the engine guess from the file type",
         default=True,
+    )
+    anchor_solve: BoolProperty(
+        name="Anchor to Camera Solve",
+        description="Depth in scene units: a Movie Clip of the same footage with a solved camera "
+        "gives points of known depth (every track with a bundle, on every frame its marker is "
+        "enabled); the depth is written as distance (`--anchors`, Convention: Depth) and the "
+        "Defocus focuses at the camera's focus distance",
+        default=False,
     )
     holdout_strip: StringProperty(
         name="Holdout Matte",
@@ -186,6 +195,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         row.enabled = self.restore_res
         row.prop(self, "upsample_edges")
         layout.prop(self, "strip_colorspace")
+        layout.prop(self, "anchor_solve")
         scene = sequencer.sequencer_scene(context)
         if scene.sequence_editor is not None:
             layout.prop_search(
@@ -238,7 +248,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             dilations=parse_dilations(self.dilations) or None,
             refine_steps=None if self.refine_steps < 0 else self.refine_steps,
             resolution=None if self.resolution < 0 else self.resolution,
-            depth_mode=self.depth_mode,
+            depth_mode="depth" if self.anchor_solve else self.depth_mode,
             near=self.near,
             far=self.far,
             half=self.half,
@@ -247,6 +257,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             input_colorspace=strip.colorspace_settings.name if self.strip_colorspace else None,
             ocio_config=blender_ocio_config() if self.strip_colorspace else None,
             holdout=self._holdout(context),
+            anchors=self._solve_anchors(context, strip) if self.anchor_solve else None,
             device=prefs.device,
             dtype=None if prefs.dtype == "preset" else prefs.dtype,
         )
@@ -260,6 +271,24 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             defocus=self.defocus,
             replace=self.replace,
         )
+
+    def _solve_anchors(self, context, strip) -> str:
+        """The anchors of the strip's solved Movie Clip, written to a CSV for the engine."""
+        media = sequencer.media_path(strip)
+        clip = camera_solve.solved_clip_for(media)
+        if clip is None:
+            raise StripError(
+                f"Anchor to Camera Solve: no Movie Clip of {os.path.basename(media)!r} has a "
+                "solved camera; open the footage in the Movie Clip Editor, track and solve it, "
+                "or turn the option off."
+            )
+        folder = tempfile.mkdtemp(prefix="rollingdepth-anchors-")
+        path = os.path.join(folder, f"{bpy.path.clean_name(clip.name)}_anchors.csv")
+        try:
+            camera_solve.export_solve_anchors(clip, path, sequencer.sequencer_scene(context))
+        except camera_solve.CameraSolveError as exc:
+            raise StripError(str(exc)) from exc
+        return path
 
     def _holdout(self, context) -> str | None:
         if not self.holdout_strip:

@@ -270,3 +270,44 @@ def test_refuses_a_tripod_solve(solved):
             module.solve_anchors(clip, solved["scene"])
     finally:
         clip.tracking.settings.use_tripod_solver = False
+
+
+def test_the_dialog_anchors_a_strip_to_its_solved_clip(solved, tmp_path):
+    """Anchor to Camera Solve: the strip's footage has a solved Movie Clip, so the engine gets
+    its anchors (`--anchors`) and writes depth as distance."""
+    import os
+    import sys
+    import types
+    from pathlib import Path
+
+    from .support import add_image_strip
+
+    operators = importlib.import_module(f"{ADDON_MODULE}.operators")
+    engine = importlib.import_module(f"{ADDON_MODULE}.engine")
+    scene = solved["scene"]
+    folder = os.path.dirname(bpy.path.abspath(solved["clip"].filepath))
+    names = [f"plate.{FIRST + f:04d}.png" for f in range(FRAMES)]
+    if scene.sequence_editor is None:
+        scene.sequence_editor_create()
+    strip = add_image_strip(scene, Path(folder), names, 1, 1)
+    cls = operators.SEQUENCER_OT_rollingdepth_estimate
+    defaults = dict(
+        checkpoint="", preset="fast", dilations="", refine_steps=-1, resolution=-1,
+        depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
+        upsample_edges=True, strip_colorspace=False, holdout_strip="", anchor_solve=True,
+        output_dir=str(tmp_path), defocus=False, replace=True,
+    )  # fmt: skip
+    stand_in = types.SimpleNamespace(**defaults, report=lambda *a: None)
+    for method in ("_holdout", "_solve_anchors"):
+        setattr(stand_in, method, types.MethodType(getattr(cls, method), stand_in))
+    assert bpy.context.scene == scene  # the fixture made it the window's scene
+    settings = cls._settings(stand_in, bpy.context, strip)
+    argv = engine.run_argv(sys.executable, "p", "o", None, settings.options)
+    assert "--depth-mode" in argv and argv[argv.index("--depth-mode") + 1] == "depth"
+    anchors = argv[argv.index("--anchors") + 1]
+    with open(anchors) as fh:
+        header, *rows = [line for line in fh.read().splitlines() if not line.startswith("#")]
+    assert header.startswith("frame,x,y,depth")
+    assert len(rows) > 30  # every track with a bundle, on every solved frame
+    frames = {int(r.split(",")[0]) for r in rows if not r.startswith("#")}
+    assert frames <= set(range(FIRST, FIRST + FRAMES))
