@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -279,22 +278,6 @@ def write_depth_frames(
             on_written(int(number))
         report(progress, "write", len(written), len(chosen))
     return written
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write a sidecar file under a temporary name and rename it: never half-written."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {str(path)!r}: {exc.strerror}") from exc
-    return path
 
 
 def unit_frames(

@@ -414,11 +414,7 @@ def _read_image_fitted(
     is separable: rows first, strip by strip (the height is kept, which is exact), then the
     columns of the narrow frame.
     """
-    config = oiio.ImageSpec()
-    config.attribute("oiio:UnassociatedAlpha", 1)
-    inp = oiio.ImageInput.open(str(path), config)
-    if inp is None:
-        raise InputError(f"{path}: cannot read image: {oiio_error()}")
+    inp = _open_image(path)
     try:
         spec = inp.spec()
         indices = _rgb_channel_indices(list(spec.channelnames))
@@ -445,15 +441,21 @@ def _read_image_fitted(
     return resize_rgb(narrow, fit)
 
 
-def _read_image(path: Path, to_display: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Read one image as float32 [H,W,3] display sRGB, framed by its display window."""
-    # Alpha is dropped, so keep colour as stored: PNG/TIFF alpha is unassociated and
-    # OpenImageIO would otherwise premultiply it (black wherever alpha is 0).
+def _open_image(path: Path) -> oiio.ImageInput:
+    """An image opened for its colour: alpha is dropped, so keep colour as stored (PNG/TIFF
+    alpha is unassociated and OpenImageIO would otherwise premultiply it: black wherever
+    alpha is 0)."""
     config = oiio.ImageSpec()
     config.attribute("oiio:UnassociatedAlpha", 1)
     inp = oiio.ImageInput.open(str(path), config)
     if inp is None:
         raise InputError(f"{path}: cannot read image: {oiio_error()}")
+    return inp
+
+
+def _read_image(path: Path, to_display: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Read one image as float32 [H,W,3] display sRGB, framed by its display window."""
+    inp = _open_image(path)
     try:
         spec = inp.spec()
         pixels = inp.read_image("float")

@@ -29,10 +29,9 @@ from .output import (
     unit_frames,
     write_depth_frames,
     write_preview,
-    write_text_atomic,
     written_range,
 )
-from .output_guard import OutputGuard
+from .output_guard import OutputGuard, write_text_atomic
 from .plate import open_plate, parse_frame_range
 from .progress import ProgressCallback, report
 from .snippets import check_clip_length
@@ -143,6 +142,12 @@ def run_plate(
     if chunk is not None and mode != "infer":
         raise ConfigError("`--chunk` belongs to `rollingdepth infer`; finalize with all chunks")
     share = parse_chunk(chunk) if chunk else (1, 1)
+    if model is not None:
+        torch_device, dtype = model.device, model.dtype_name
+    else:
+        torch_device = resolve_device(device)
+        dtype = resolve_dtype(config.dtype, torch_device, explicit=dtype_explicit)
+    config = replace(config, dtype=dtype)
     anchor_points = None
     if anchors is not None and mode != "infer":
         if anchor_fit not in ANCHOR_FITS:
@@ -196,12 +201,6 @@ def run_plate(
         missing = ", ".join(str(f) for f in info.missing_frames[:10])
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
 
-    if model is not None:
-        torch_device, dtype = model.device, model.dtype_name
-    else:
-        torch_device = resolve_device(device)
-        dtype = resolve_dtype(config.dtype, torch_device, explicit=dtype_explicit)
-    config = replace(config, dtype=dtype)
     loaded: list[DepthModel] = [model] if model is not None else []
 
     def get_model() -> DepthModel:
