@@ -181,7 +181,6 @@ def run_plate(
             "holdout": holdout,
         }
         guard = OutputGuard.for_plate(folder, output.name, source, settings, overwrite)
-        guard.check()
     check_clip_length(len(source), config.snippet_len)
     shot_cuts = parse_cuts(cuts or ("auto" if info.kind == "video" else "none"),
                            info.frame_numbers)  # fmt: skip
@@ -224,6 +223,9 @@ def run_plate(
         from .stores import DiskStore
 
         store = DiskStore(cache_dir, model_fingerprint(locate_checkpoint(checkpoint)))
+    if guard is not None:
+        # after the checkpoint is found (its errors come first), before any model work
+        guard.check()
     runner = (
         RayExecutor(checkpoint, str(torch_device), ray_address)
         if executor == "ray"
