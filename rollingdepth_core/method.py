@@ -496,7 +496,9 @@ def _run_shot(
 
     # 1. scan/encode: latents [N,4,h,w] of the frames a run needs
     clock = time.perf_counter()
-    plate_size, size = store.scan(frames, n_frames, config, model, needed, progress)
+    plate_size, size = store.scan(
+        frames, n_frames, config, model, needed, progress, clip=(shot.start, shot.stop)
+    )
     timings["encode"] = time.perf_counter() - clock
 
     # 3. predict the blocks the store lacks: [b,L,H,W] maps each

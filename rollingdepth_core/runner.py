@@ -142,12 +142,6 @@ def run_plate(
     if chunk is not None and mode != "infer":
         raise ConfigError("`--chunk` belongs to `rollingdepth infer`; finalize with all chunks")
     share = parse_chunk(chunk) if chunk else (1, 1)
-    if model is not None:
-        torch_device, dtype = model.device, model.dtype_name
-    else:
-        torch_device = resolve_device(device)
-        dtype = resolve_dtype(config.dtype, torch_device, explicit=dtype_explicit)
-    config = replace(config, dtype=dtype)
     anchor_points = None
     if anchors is not None and mode != "infer":
         if anchor_fit not in ANCHOR_FITS:
@@ -165,6 +159,12 @@ def run_plate(
         plate, frames=frame_range, input_colorspace=input_colorspace, max_frame_gib=max_frame_memory
     )
     info = source.info
+    if model is not None:
+        torch_device, dtype = model.device, model.dtype_name
+    else:
+        torch_device = resolve_device(device)
+        dtype = resolve_dtype(config.dtype, torch_device, explicit=dtype_explicit)
+    config = replace(config, dtype=dtype)
     # huge frames are read in strips and resized on the way (not under --reference, which
     # resizes as the reference does); what cannot fit is refused before anything is decoded
     fit = None if reference else processing_size(info.height, info.width, config.processing_res)
@@ -194,8 +194,8 @@ def run_plate(
             (info.height, info.width),
             alpha_only=holdout_alpha,
         )
-    if message:
-        message(info.color.summary)
+    if message and not info.color.passthrough:
+        message(info.color.summary)  # what the model sees the plate through, and why
     if info.missing_frames and message:
         missing = ", ".join(str(f) for f in info.missing_frames[:10])
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")

@@ -173,6 +173,7 @@ class MemoryStore:
         self.plate_size: tuple[int, int] | None = None
         self.blocks: OrderedDict[tuple, np.ndarray] = OrderedDict()  # [n,L,H,W]
         self.stats = CacheStats()
+        self.clip: tuple[int, int] = (0, 0)  # the part of the plate the latents are of
         self._reduced: dict[tuple, tuple[float, np.ndarray]] = {}  # min, contiguous reduced
 
     @staticmethod
@@ -180,8 +181,8 @@ class MemoryStore:
         return config.batch_size or model.auto_batch_size(latent_shape, config.snippet_len)
 
     # ---- 1. latents
-    def needs_scan(self, config: InferenceConfig) -> bool:
-        return self.latents is None or self.latents_key != (config.processing_res,)
+    def needs_scan(self, config: InferenceConfig, clip: tuple[int, int] = (0, 0)) -> bool:
+        return self.latents is None or self.latents_key != (config.processing_res, clip)
 
     def scan(
         self,
@@ -191,8 +192,12 @@ class MemoryStore:
         model: ModelLoader,
         needed_frames: set[int] | None = None,
         progress: ProgressCallback | None = None,
+        clip: tuple[int, int] = (0, 0),
     ) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Encode every frame (groups of ``vae_batch_size``); returns (plate size, size)."""
+        """Encode every frame (groups of ``vae_batch_size``); returns (plate size, size).
+
+        ``clip``: which part of the plate these frames are (a shot's start and stop): blocks
+        are keyed by it, so one store can hold several shots' snippets apart."""
         self.latents = None  # free the old size before encoding the new one
         parts: list[torch.Tensor] = []
         count = 0
@@ -204,7 +209,8 @@ class MemoryStore:
             count += len(group)
             report(progress, "encode", count, max(n_frames, count))
         self.latents = torch.cat(parts)  # [N,4,h,w]
-        self.latents_key = (config.processing_res,)
+        self.latents_key = (config.processing_res, clip)
+        self.clip = clip
         self.plate_size = sizes[0]
         return sizes
 
@@ -220,10 +226,11 @@ class MemoryStore:
         return self.latents
 
     # ---- 2. blocks
-    @staticmethod
-    def block_key(block, config: InferenceConfig) -> tuple:
-        # what a block's prediction depends on besides the model and the plate
+    def block_key(self, block, config: InferenceConfig) -> tuple:
+        # what a block's prediction depends on besides the model: the part of the plate
+        # (a shot), the dilation and its snippets, the settings that change them
         return (
+            self.clip,
             block.dilation,
             block.start,
             config.snippet_len,
@@ -319,7 +326,7 @@ class DiskStore:
         return config.batch_size or CACHED_BATCH_SIZE
 
     # ---- 1. latents
-    def needs_scan(self, config: InferenceConfig) -> bool:
+    def needs_scan(self, config: InferenceConfig, clip: tuple[int, int] = (0, 0)) -> bool:
         return True  # frames are hashed every run: the cache is keyed by their content
 
     def scan(
@@ -330,6 +337,7 @@ class DiskStore:
         model: ModelLoader,
         needed_frames: set[int] | None = None,
         progress: ProgressCallback | None = None,
+        clip: tuple[int, int] = (0, 0),
     ) -> tuple[tuple[int, int], tuple[int, int]]:
         """Hash every frame; encode the groups holding ``needed_frames`` (None = all) that the
         cache lacks. ``model()`` loads the model on first use, so a run that finds everything

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from rollingdepth_core.alignment import covering_order
 from rollingdepth_core.config import preset_config
 from rollingdepth_core.errors import InputError
 from rollingdepth_core.executors import LocalExecutor
@@ -64,9 +65,9 @@ def test_plan_blocks_cover_every_snippet_once():
     config = preset_config("fast", dilations=(1, 3), dtype="fp32")
     plan = make_plan(40, config, block_snippets=16)
     assert [len(b.indices) for b in plan.blocks] == [16, 16, 6, 16, 16, 2]
+    cover = covering_order(plan.indices, plan.n_frames)
     for f in (0, 7, 39):
-        covering = list(plan.covering(f))
-        for i, n, j in covering:
+        for i, n, j in cover[f].tolist():
             assert plan.indices[i][n, j] == f
             block, row = plan.block_of(plan.dilations[i], n)
             assert block.indices[row, j] == f

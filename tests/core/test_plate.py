@@ -12,7 +12,7 @@ import numpy as np
 import OpenImageIO as oiio
 import pytest
 
-from rollingdepth_core.colorspace import STUDIO_CONFIG
+from rollingdepth_core.colorspace import STUDIO_CONFIG, ColorRequest
 from rollingdepth_core.errors import ConfigError, InputError
 from rollingdepth_core.plate import Plate, open_plate, parse_frame_range
 
@@ -525,8 +525,10 @@ def test_windowed_exr_read_in_strips_matches_a_whole_read(tmp_path: Path) -> Non
         assert out.open(path, spec)
         assert out.write_image(rng.uniform(0, 2, (200, 300, 4)).astype(np.float32))
         assert out.close()
-    expected = resize_rgb(open_plate(tmp_path).read(1), (24, 28))
-    plate = open_plate(tmp_path, max_frame_gib=0.1 / 1024)
+    # exact OCIO on both paths (whole frames this large would go through the baked LUT)
+    exact = ColorRequest("auto", exact=True)
+    expected = resize_rgb(open_plate(tmp_path, input_colorspace=exact).read(1), (24, 28))
+    plate = open_plate(tmp_path, max_frame_gib=0.1 / 1024, input_colorspace=exact)
     got = list(plate.frames((24, 28)))[1][1]
     np.testing.assert_allclose(got, expected, atol=2e-6)
 
