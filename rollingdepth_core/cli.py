@@ -178,6 +178,12 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         "VAE batches of 4 (with --dtype fp32 --device cpu --seed S)",
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the networks: each new frame size first compiles (about a minute); "
+        "pays off on long GPU runs",
+    )
+    p.add_argument(
         "--frames", default=None, help="frame range in the plate's numbering, e.g. 1001-1100"
     )
     p.add_argument(
@@ -276,6 +282,8 @@ def command_run(args: argparse.Namespace, sink) -> dict:
 
     if args.reference and args.cache:
         raise ConfigError("`--reference` runs in memory at full precision; it cannot use `--cache`")
+    if args.reference and args.compile:
+        raise ConfigError("`--reference` runs the reference's kernels; it cannot `--compile`")
     if args.reference:
         for key, value in REFERENCE_SETTINGS.items():
             given = getattr(args, key)
@@ -335,6 +343,8 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         ray_address=getattr(args, "ray_address", None),
         anchors=getattr(args, "anchors", None),
         anchor_fit=getattr(args, "anchor_fit", "global"),
+        reference=args.reference,
+        compile=args.compile,
     ).to_message()
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .checkpoint import Components, load_components
 from .config import DEFAULT_CHECKPOINT, InferenceConfig
 from .device import TORCH_DTYPES, resolve_device, resolve_dtype
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .progress import ProgressCallback, report
 
 VAE_FACTOR = 8
@@ -45,14 +45,44 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = VAE_FACTOR) -> torch.Tensor
 
 
 class DepthModel:
-    def __init__(self, components: Components, device: torch.device, dtype: str):
+    """The networks on one device in one dtype.
+
+    ``reference=True`` keeps the reference's memory layout (contiguous NCHW, nothing
+    compiled), so ``--reference`` runs the same kernels the reference runs. Otherwise the
+    convolutional networks run channels-last (:data:`CHANNELS_LAST`), and ``compile=True``
+    wraps them in :func:`torch.compile` (each new input shape compiles once, which costs
+    tens of seconds: worth it on long CUDA runs only).
+    """
+
+    def __init__(
+        self,
+        components: Components,
+        device: torch.device,
+        dtype: str,
+        reference: bool = False,
+        compile: bool = False,
+    ):
+        if reference and compile:
+            raise ConfigError("`--reference` runs the reference's kernels; it cannot `--compile`")
         self.components = components
         self.device = device
         self.dtype_name = dtype
         self.dtype = TORCH_DTYPES[dtype]
+        self.reference = reference
         self._empty_embedding: torch.Tensor | None = None
         # the VAE's latent scale comes from its config (0.18215 for Stable Diffusion 2)
         self.latent_scale = float(components.vae.config.scaling_factor)
+        vae = components.vae
+        self.channels_last = not reference
+        self._encoder, self._decoder, self._unet = vae.encoder, vae.decoder, components.unet
+        if self.channels_last:
+            for module in (vae.encoder, vae.quant_conv, vae.post_quant_conv, vae.decoder):
+                module.to(memory_format=torch.channels_last)
+            components.unet.to(memory_format=torch.channels_last)
+        if compile:
+            self._encoder = torch.compile(vae.encoder)
+            self._decoder = torch.compile(vae.decoder)
+            self._unet = torch.compile(components.unet)
 
     @classmethod
     def from_pretrained(
@@ -61,11 +91,17 @@ class DepthModel:
         device: str = "auto",
         dtype: str = "fp32",
         dtype_explicit: bool = True,
+        reference: bool = False,
+        compile: bool = False,
     ) -> DepthModel:
         torch_device = resolve_device(device)
         dtype = resolve_dtype(dtype, torch_device, explicit=dtype_explicit)
         components = load_components(checkpoint, torch_device, TORCH_DTYPES[dtype])
-        return cls(components, torch_device, dtype)
+        return cls(components, torch_device, dtype, reference=reference, compile=compile)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the networks' memory layout (a no-op in reference mode)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def preprocess(self, frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """RGB ``[H,W,3]`` in [0,1] → ``[1,3,h8,w8]`` in [-1,1] at the processing size, padded."""
@@ -84,7 +120,7 @@ class DepthModel:
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``[B,3,h8,w8]`` in [-1,1] → latents ``[B,4,h8/8,w8/8]`` (moments' mean, scaled)."""
         vae = self.components.vae
-        moments = vae.quant_conv(vae.encoder(images.to(self.device, self.dtype)))
+        moments = vae.quant_conv(self._encoder(self._layout(images.to(self.device, self.dtype))))
         mean, _ = torch.chunk(moments, 2, dim=1)
         return mean * self.latent_scale
 
@@ -92,7 +128,8 @@ class DepthModel:
     def decode_depth(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Latents ``[B,4,h,w]`` → depth ``[B,H,W]`` (mean of the 3 decoded channels, cropped)."""
         vae = self.components.vae
-        decoded = vae.decoder(vae.post_quant_conv(latents / self.latent_scale))  # [B,3,h8,w8]
+        latents = self._layout(latents / self.latent_scale)
+        decoded = self._decoder(vae.post_quant_conv(latents))  # [B,3,h8,w8]
         return decoded.mean(dim=1)[:, : size[0], : size[1]]
 
     @torch.no_grad()
@@ -137,9 +174,9 @@ class DepthModel:
     ) -> torch.Tensor:
         """One denoising step for snippets stacked on the batch axis: ``[(b L),4,h,w]``."""
         batch = rgb_latents.shape[0]
-        unet_input = torch.cat([rgb_latents, depth_latents], dim=1)  # [(b L),8,h,w]
+        unet_input = self._layout(torch.cat([rgb_latents, depth_latents], dim=1))  # [(b L),8,h,w]
         embedding = self.empty_embedding().repeat(batch, 1, 1)
-        noise_pred = self.components.unet(
+        noise_pred = self._unet(
             unet_input,
             t.repeat(batch),
             encoder_hidden_states=embedding,

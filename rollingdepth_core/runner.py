@@ -95,6 +95,8 @@ def run_plate(
     chunk: str | None = None,
     anchors: str | None = None,
     anchor_fit: str = "global",
+    reference: bool = False,
+    compile: bool = False,
 ) -> RunResult:
     """Estimate depth for ``plate`` and write ``output_dir/NAME.####.exr``.
 
@@ -105,7 +107,8 @@ def run_plate(
     cluster (``ray_address``, else ``RAY_ADDRESS``, else a local instance). ``anchors`` (a
     CSV or JSON file of points of known depth, see :mod:`.anchors`) anchors the depth to scene
     units with one (a, b) for the clip (``anchor_fit="global"``) or a slowly varying one
-    (``"smooth"``).
+    (``"smooth"``). ``reference`` loads the model in the reference's memory layout (see
+    :class:`.model.DepthModel`); ``compile`` torch-compiles its networks.
     """
     from .checkpoint import locate_checkpoint
     from .device import resolve_device, resolve_dtype
@@ -159,7 +162,12 @@ def run_plate(
             report(progress, "load", 0, 1)
             loaded.append(
                 DepthModel.from_pretrained(
-                    checkpoint, device=str(torch_device), dtype=dtype, dtype_explicit=True
+                    checkpoint,
+                    device=str(torch_device),
+                    dtype=dtype,
+                    dtype_explicit=True,
+                    reference=reference,
+                    compile=compile,
                 )
             )
             report(progress, "load", 1, 1)

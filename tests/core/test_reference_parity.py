@@ -15,7 +15,10 @@ N = 9
 
 @pytest.fixture(scope="module")
 def pipe(tiny_checkpoint):
-    return DepthModel.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="fp32")
+    # the reference's memory layout: reference_run below runs on these same modules
+    return DepthModel.from_pretrained(
+        str(tiny_checkpoint), device="cpu", dtype="fp32", reference=True
+    )
 
 
 @pytest.fixture(scope="module")
