@@ -35,7 +35,7 @@ import torch
 from rollingdepth_core.checkpoint import load_components
 from rollingdepth_core.config import preset_config
 from rollingdepth_core.method import estimate_depth
-from rollingdepth_core.model import DepthModel
+from rollingdepth_core.model import DepthModel, SubPixelUpsample
 from rollingdepth_core.random_checkpoint import make_random_checkpoint
 from rollingdepth_core.sample import sample_frame
 
@@ -98,6 +98,13 @@ def components(args: argparse.Namespace) -> None:
         t_cl = best_of(call, module, x_cl, args.repeats)
         diff = (out - ref).abs().max().item()
         line = f"{name:<10}{t_nchw:>9.2f}{t_cl:>9.2f}{t_nchw / t_cl:>9.2f}x{diff:>12.2e}"
+        if name == "decoder":  # and with the sub-pixel upsamplers (what DepthModel uses on CPU)
+            for block in module.up_blocks:
+                for i, up in enumerate(block.upsamplers or []):
+                    block.upsamplers[i] = SubPixelUpsample(up)
+            diff = (call(module, x_cl) - ref).abs().max().item()
+            t_sub = best_of(call, module, x_cl, args.repeats)
+            line += f"\n{'+subpixel':<10}{'':>9}{t_sub:>9.2f}{t_nchw / t_sub:>9.2f}x{diff:>12.2e}"
         if args.compile:
             compiled = torch.compile(module)
             start = time.perf_counter()

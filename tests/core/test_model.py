@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from rollingdepth_core.errors import ConfigError, DeviceError
-from rollingdepth_core.model import DepthModel, pad_to_multiple, processing_size
+from rollingdepth_core.model import (
+    DepthModel,
+    SubPixelUpsample,
+    pad_to_multiple,
+    processing_size,
+)
 
 
 def test_processing_size_follows_the_longer_edge():
@@ -63,9 +68,10 @@ def test_reference_keeps_contiguous_weights_and_ours_are_channels_last(layouts):
         assert _weights_format(getattr(ours.components, name)) == {True}
 
 
-# Channels-last runs other convolution kernels (other summation orders): on the tiny
-# checkpoint each network agrees with the contiguous one within 1e-5 absolute (outputs of
-# order 1), and the whole method within 1e-4 of the [-1, 1] depth range.
+# Channels-last (and, on the CPU, the decoder's sub-pixel upsampling) runs other kernels with
+# other summation orders: on the tiny checkpoint each network agrees with the contiguous one
+# within 1e-5 absolute (outputs of order 1), and the whole method within 1e-4 of the [-1, 1]
+# depth range.
 LAYOUT_ATOL = 1e-5
 METHOD_ATOL = 1e-4
 
@@ -88,6 +94,24 @@ def test_channels_last_networks_match_contiguous(layouts):
     torch.testing.assert_close(maps[1], maps[0], atol=LAYOUT_ATOL, rtol=0)
     # and the layouts really differ: the decoder's output comes back channels-last
     assert ours.components.vae.decoder(steps[0]).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_sub_pixel_upsampling_matches_the_stock_upsampler(layouts):
+    from diffusers.models.upsampling import Upsample2D
+
+    reference, ours = layouts
+    swapped = [
+        up for block in ours.components.vae.decoder.up_blocks for up in block.upsamplers or []
+    ]
+    assert swapped and all(isinstance(up, SubPixelUpsample) for up in swapped)
+    stock = Upsample2D(16, use_conv=True, out_channels=24)
+    torch.nn.init.normal_(stock.conv.bias)
+    x = torch.randn(2, 16, 7, 10, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = stock(x)
+        got = SubPixelUpsample(stock)(x)
+    assert got.shape == expected.shape == (2, 24, 14, 20)
+    torch.testing.assert_close(got, expected, atol=LAYOUT_ATOL, rtol=0)
 
 
 def test_channels_last_method_matches_contiguous(layouts):
