@@ -135,3 +135,20 @@ def test_reference_cannot_compile(tiny_checkpoint, tmp_path):
         )
     argv = ["run", str(tmp_path / "plate.mp4"), "-o", str(tmp_path), "--reference", "--compile"]
     assert main(argv) != 0
+    # run_plate hands both flags to the model it loads: the model is what refuses here
+    from rollingdepth_core.config import OutputConfig, preset_config
+    from rollingdepth_core.runner import run_plate
+    from rollingdepth_core.sample import write_sample_video
+
+    plate = write_sample_video(tmp_path / "plate.mp4", 6, 32, 48)
+    with pytest.raises(ConfigError, match="cannot `--compile`"):
+        run_plate(
+            str(plate),
+            str(tmp_path / "out"),
+            preset_config("fast", dtype="fp32"),
+            OutputConfig(),
+            str(tiny_checkpoint),
+            device="cpu",
+            reference=True,
+            compile=True,
+        )
