@@ -79,6 +79,7 @@ class SubPixelUpsample(torch.nn.Module):
             and module.norm is None
             and tuple(module.conv.kernel_size) == (3, 3)
             and tuple(module.conv.padding) == (1, 1)
+            and module.conv.bias is not None
         )
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
@@ -105,10 +106,11 @@ class DepthModel:
     """The networks on one device in one dtype.
 
     ``reference=True`` keeps the reference's memory layout (contiguous NCHW, nothing
-    compiled), so ``--reference`` runs the same kernels the reference runs. Otherwise the
-    convolutional networks run channels-last (:data:`CHANNELS_LAST`), and ``compile=True``
-    wraps them in :func:`torch.compile` (each new input shape compiles once, which costs
-    tens of seconds: worth it on long CUDA runs only).
+    compiled), so ``--reference`` runs the same kernels the reference runs. Otherwise the UNet
+    and the VAE run channels-last, the decoder's upsamplers run as :class:`SubPixelUpsample`
+    on the CPU (both measured by ``benchmarks/speed_bench.py components``), and
+    ``compile=True`` wraps the encoder, decoder and UNet in :func:`torch.compile` (each new
+    input shape compiles once, which costs tens of seconds: for long runs only).
     """
 
     def __init__(
@@ -125,7 +127,6 @@ class DepthModel:
         self.device = device
         self.dtype_name = dtype
         self.dtype = TORCH_DTYPES[dtype]
-        self.reference = reference
         self._empty_embedding: torch.Tensor | None = None
         # the VAE's latent scale comes from its config (0.18215 for Stable Diffusion 2)
         self.latent_scale = float(components.vae.config.scaling_factor)
