@@ -275,6 +275,12 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         "default: off)",
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the networks: each new frame size first compiles (about a minute); "
+        "pays off on long GPU runs (default: off)",
+    )
+    p.add_argument(
         "--frames",
         default=None,
         help="frame range in the plate's numbering, e.g. 1001-1100 (default: every frame)",
@@ -465,6 +471,8 @@ def command_run(args: argparse.Namespace, sink) -> dict:
 
     if args.reference and args.cache:
         raise ConfigError("`--reference` runs in memory at full precision; it cannot use `--cache`")
+    if args.reference and args.compile:
+        raise ConfigError("`--reference` runs the reference's kernels; it cannot `--compile`")
     if args.reference:
         for key, value in REFERENCE_SETTINGS.items():
             given = getattr(args, key)
@@ -533,6 +541,7 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         overwrite=getattr(args, "overwrite", False),
         max_frame_memory=args.max_frame_memory,
         reference=args.reference,
+        compile=args.compile,
     ).to_message()
 
 

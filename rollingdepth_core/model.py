@@ -15,10 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .attention import enable_cross_frame_attention
 from .checkpoint import Components, load_components
 from .config import DEFAULT_CHECKPOINT, InferenceConfig
 from .device import TORCH_DTYPES, resolve_device, resolve_dtype
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .progress import ProgressCallback, report
 
 VAE_FACTOR = 8
@@ -44,8 +45,85 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = VAE_FACTOR) -> torch.Tensor
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
 
+class SubPixelUpsample(torch.nn.Module):
+    """A VAE decoder's ``Upsample2D`` (nearest 2x, then a 3x3 convolution), computed at the
+    low resolution.
+
+    Each of the four output phases (even/odd row, even/odd column) of a 3x3 convolution of a
+    nearest-upsampled image sees only a 2x2 neighbourhood of the input, with the 3x3 taps
+    summed in pairs. So one 2x2 convolution with the four phases' kernels stacked on the
+    output axis, then an interleave, gives the same values with 16 instead of 36
+    multiply-adds per input pixel and channel pair (zero padding maps to zero padding). Same
+    values up to float rounding (a different summation order).
+    """
+
+    # rows (or columns) of the 3x3 kernel each phase's 2 taps sum, for phase 0 and phase 1
+    TAPS = torch.tensor([[[1.0, 0, 0], [0, 1, 1]], [[1.0, 1, 0], [0, 0, 1]]])
+
+    def __init__(self, upsample: torch.nn.Module):
+        super().__init__()
+        self.upsample = upsample  # kept, so the weights and their names stay the VAE's
+        w = upsample.conv.weight  # [O,I,3,3]
+        taps = self.TAPS.to(w)
+        kernels = [
+            torch.einsum("rk,oikl,cl->oirc", taps[a], w, taps[b]) for a in (0, 1) for b in (0, 1)
+        ]
+        kernel = torch.cat(kernels).contiguous(memory_format=torch.channels_last)  # [4O,I,2,2]
+        self.register_buffer("kernel", kernel, persistent=False)
+
+    @staticmethod
+    def applies_to(module: torch.nn.Module) -> bool:
+        return (
+            getattr(module, "interpolate", False)
+            and getattr(module, "use_conv", False)
+            and not module.use_conv_transpose
+            and module.norm is None
+            and tuple(module.conv.kernel_size) == (3, 3)
+            and tuple(module.conv.padding) == (1, 1)
+            and module.conv.bias is not None
+        )
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if output_size is not None:  # an odd target size: the stock path
+            return self.upsample(x, output_size)
+        batch, _, height, width = x.shape
+        out_ch = self.kernel.shape[0] // 4
+        phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), self.kernel)  # [B,4O,H+1,W+1]
+        phases = phases.view(batch, 2, 2, out_ch, height + 1, width + 1)
+        out = torch.empty(
+            (batch, out_ch, 2 * height, 2 * width),
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=torch.channels_last,
+        )
+        grid = out.view(batch, out_ch, height, 2, width, 2)
+        for a in (0, 1):
+            for b in (0, 1):
+                grid[:, :, :, a, :, b] = phases[:, a, b, :, a : a + height, b : b + width]
+        return out.add_(self.upsample.conv.bias[:, None, None])
+
+
 class DepthModel:
-    def __init__(self, components: Components, device: torch.device, dtype: str):
+    """The networks on one device in one dtype.
+
+    ``reference=True`` keeps the reference's memory layout (contiguous NCHW, nothing
+    compiled), so ``--reference`` runs the same kernels the reference runs. Otherwise the UNet
+    and the VAE run channels-last, the decoder's upsamplers run as :class:`SubPixelUpsample`
+    on the CPU (both measured by ``benchmarks/speed_bench.py components``), and
+    ``compile=True`` wraps the encoder, decoder and UNet in :func:`torch.compile` (each new
+    input shape compiles once, which costs tens of seconds: for long runs only).
+    """
+
+    def __init__(
+        self,
+        components: Components,
+        device: torch.device,
+        dtype: str,
+        reference: bool = False,
+        compile: bool = False,
+    ):
+        if reference and compile:
+            raise ConfigError("`--reference` runs the reference's kernels; it cannot `--compile`")
         self.components = components
         self.device = device
         self.dtype_name = dtype
@@ -53,6 +131,26 @@ class DepthModel:
         self._empty_embedding: torch.Tensor | None = None
         # the VAE's latent scale comes from its config (0.18215 for Stable Diffusion 2)
         self.latent_scale = float(components.vae.config.scaling_factor)
+        vae = components.vae
+        if reference:
+            # the reference's attention layout: cross-attention too on the snippet's frames
+            # joined into one token sequence (same maths, its rounding; docs/method.md)
+            enable_cross_frame_attention(components.unet, join_cross_attention=True)
+        self.channels_last = not reference
+        self._encoder, self._decoder, self._unet = vae.encoder, vae.decoder, components.unet
+        if self.channels_last:
+            for module in (vae.encoder, vae.quant_conv, vae.post_quant_conv, vae.decoder):
+                module.to(memory_format=torch.channels_last)
+            components.unet.to(memory_format=torch.channels_last)
+            if device.type == "cpu":  # measured on the CPU only (benchmarks/speed_bench.py)
+                for block in vae.decoder.up_blocks:
+                    for i, up in enumerate(block.upsamplers or []):
+                        if SubPixelUpsample.applies_to(up):
+                            block.upsamplers[i] = SubPixelUpsample(up)
+        if compile:
+            self._encoder = torch.compile(vae.encoder)
+            self._decoder = torch.compile(vae.decoder)
+            self._unet = torch.compile(components.unet)
 
     @classmethod
     def from_pretrained(
@@ -61,11 +159,17 @@ class DepthModel:
         device: str = "auto",
         dtype: str = "fp32",
         dtype_explicit: bool = True,
+        reference: bool = False,
+        compile: bool = False,
     ) -> DepthModel:
         torch_device = resolve_device(device)
         dtype = resolve_dtype(dtype, torch_device, explicit=dtype_explicit)
         components = load_components(checkpoint, torch_device, TORCH_DTYPES[dtype])
-        return cls(components, torch_device, dtype)
+        return cls(components, torch_device, dtype, reference=reference, compile=compile)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the networks' memory layout (a no-op in reference mode)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def preprocess(self, frame: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """RGB ``[H,W,3]`` in [0,1] → ``[1,3,h8,w8]`` in [-1,1] at the processing size, padded."""
@@ -84,7 +188,7 @@ class DepthModel:
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``[B,3,h8,w8]`` in [-1,1] → latents ``[B,4,h8/8,w8/8]`` (moments' mean, scaled)."""
         vae = self.components.vae
-        moments = vae.quant_conv(vae.encoder(images.to(self.device, self.dtype)))
+        moments = vae.quant_conv(self._encoder(self._layout(images.to(self.device, self.dtype))))
         mean, _ = torch.chunk(moments, 2, dim=1)
         return mean * self.latent_scale
 
@@ -92,7 +196,8 @@ class DepthModel:
     def decode_depth(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Latents ``[B,4,h,w]`` → depth ``[B,H,W]`` (mean of the 3 decoded channels, cropped)."""
         vae = self.components.vae
-        decoded = vae.decoder(vae.post_quant_conv(latents / self.latent_scale))  # [B,3,h8,w8]
+        latents = self._layout(latents / self.latent_scale)
+        decoded = self._decoder(vae.post_quant_conv(latents))  # [B,3,h8,w8]
         return decoded.mean(dim=1)[:, : size[0], : size[1]]
 
     @torch.no_grad()
@@ -137,9 +242,9 @@ class DepthModel:
     ) -> torch.Tensor:
         """One denoising step for snippets stacked on the batch axis: ``[(b L),4,h,w]``."""
         batch = rgb_latents.shape[0]
-        unet_input = torch.cat([rgb_latents, depth_latents], dim=1)  # [(b L),8,h,w]
+        unet_input = self._layout(torch.cat([rgb_latents, depth_latents], dim=1))  # [(b L),8,h,w]
         embedding = self.empty_embedding().repeat(batch, 1, 1)
-        noise_pred = self.components.unet(
+        noise_pred = self._unet(
             unet_input,
             t.repeat(batch),
             encoder_hidden_states=embedding,

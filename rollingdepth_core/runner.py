@@ -106,6 +106,7 @@ def run_plate(
     overwrite: bool = False,
     max_frame_memory: float = DEFAULT_MAX_FRAME_GIB,
     reference: bool = False,
+    compile: bool = False,
 ) -> RunResult:
     """Estimate depth for ``plate`` and write ``output_dir/NAME.####.exr``.
 
@@ -123,7 +124,8 @@ def run_plate(
     policy of :mod:`.output_guard` (another run's frames refused unless ``overwrite``, removed
     only once the new sequence is complete; never over the plate's own files). Frames larger
     than ``max_frame_memory`` GiB are read in strips and resized on the way, or refused.
-    ``reference`` runs the reference's call structure and attention layout.
+    ``reference`` runs the reference's call structure, memory layout and attention layout
+    (:class:`.model.DepthModel`); ``compile`` torch-compiles its networks.
     """
     from .checkpoint import locate_checkpoint
     from .device import resolve_device, resolve_dtype
@@ -207,7 +209,12 @@ def run_plate(
             report(progress, "load", 0, 1)
             loaded.append(
                 DepthModel.from_pretrained(
-                    checkpoint, device=str(torch_device), dtype=dtype, dtype_explicit=True
+                    checkpoint,
+                    device=str(torch_device),
+                    dtype=dtype,
+                    dtype_explicit=True,
+                    reference=reference,
+                    compile=compile,
                 )
             )
             report(progress, "load", 1, 1)

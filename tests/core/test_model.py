@@ -1,8 +1,14 @@
+import numpy as np
 import pytest
 import torch
 
-from rollingdepth_core.errors import DeviceError
-from rollingdepth_core.model import DepthModel, pad_to_multiple, processing_size
+from rollingdepth_core.errors import ConfigError, DeviceError
+from rollingdepth_core.model import (
+    DepthModel,
+    SubPixelUpsample,
+    pad_to_multiple,
+    processing_size,
+)
 
 
 def test_processing_size_follows_the_longer_edge():
@@ -33,3 +39,116 @@ def test_latent_scale_comes_from_the_vae_config(tiny_checkpoint):
     assert (
         model.latent_scale == model.components.vae.config.scaling_factor == pytest.approx(0.18215)
     )
+
+
+def _weights_format(module: torch.nn.Module) -> set[bool]:
+    """Channels-last or not, for every conv kernel wider than 1x1 (a 1x1 kernel is both)."""
+    return {
+        p.is_contiguous(memory_format=torch.channels_last)
+        for p in module.parameters()
+        if p.ndim == 4 and p.shape[-1] > 1
+    }
+
+
+@pytest.fixture(scope="module")
+def layouts(tiny_checkpoint):
+    """The same weights loaded twice: the reference's layout and ours (channels-last)."""
+    load = DepthModel.from_pretrained
+    return (
+        load(str(tiny_checkpoint), device="cpu", dtype="fp32", reference=True),
+        load(str(tiny_checkpoint), device="cpu", dtype="fp32"),
+    )
+
+
+def test_reference_keeps_contiguous_weights_and_ours_are_channels_last(layouts):
+    reference, ours = layouts
+    assert not reference.channels_last and ours.channels_last
+    for name in ("unet", "vae"):
+        assert _weights_format(getattr(reference.components, name)) == {False}
+        assert _weights_format(getattr(ours.components, name)) == {True}
+
+
+# Channels-last (and, on the CPU, the decoder's sub-pixel upsampling) runs other kernels with
+# other summation orders: on the tiny checkpoint each network agrees with the contiguous one
+# within 1e-5 absolute (outputs of order 1), and the whole method within 1e-4 of the [-1, 1]
+# depth range.
+LAYOUT_ATOL = 1e-5
+METHOD_ATOL = 1e-4
+
+
+def test_channels_last_networks_match_contiguous(layouts):
+    reference, ours = layouts
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 48, 64, generator=gen) * 2 - 1
+    latents = [m.encode(images) for m in layouts]
+    torch.testing.assert_close(latents[1], latents[0], atol=LAYOUT_ATOL, rtol=0)
+    depth = torch.randn(3, 4, 6, 8, generator=gen)
+    steps = []
+    for model in layouts:
+        scheduler = model.new_scheduler()
+        scheduler.set_timesteps(1)
+        steps.append(model.unet_step(scheduler, latents[0], depth, scheduler.timesteps[0], 3))
+    torch.testing.assert_close(steps[1], steps[0], atol=LAYOUT_ATOL, rtol=0)
+    maps = [m.decode_depth(steps[0], (45, 60)) for m in layouts]
+    assert maps[0].shape == (3, 45, 60)
+    torch.testing.assert_close(maps[1], maps[0], atol=LAYOUT_ATOL, rtol=0)
+    # and the layouts really differ: the decoder's output comes back channels-last
+    assert ours.components.vae.decoder(steps[0]).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_sub_pixel_upsampling_matches_the_stock_upsampler(layouts):
+    from diffusers.models.upsampling import Upsample2D
+
+    reference, ours = layouts
+    swapped = [
+        up for block in ours.components.vae.decoder.up_blocks for up in block.upsamplers or []
+    ]
+    assert swapped and all(isinstance(up, SubPixelUpsample) for up in swapped)
+    stock = Upsample2D(16, use_conv=True, out_channels=24)
+    torch.nn.init.normal_(stock.conv.bias)
+    x = torch.randn(2, 16, 7, 10, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = stock(x)
+        got = SubPixelUpsample(stock)(x)
+    assert got.shape == expected.shape == (2, 24, 14, 20)
+    torch.testing.assert_close(got, expected, atol=LAYOUT_ATOL, rtol=0)
+
+
+def test_channels_last_method_matches_contiguous(layouts):
+    from rollingdepth_core.config import preset_config
+    from rollingdepth_core.method import estimate_depth
+    from rollingdepth_core.sample import sample_frame
+
+    frames = [sample_frame(i, 8, 40, 56) for i in range(8)]
+    config = preset_config("fast", dilations=(1, 2), processing_res=56, dtype="fp32", seed=3)
+    reference, ours = (estimate_depth(m, frames, config).to_array() for m in layouts)
+    assert reference.shape == (8, 40, 56)
+    np.testing.assert_allclose(ours, reference, atol=METHOD_ATOL, rtol=0)
+
+
+def test_reference_cannot_compile(tiny_checkpoint, tmp_path):
+    from rollingdepth_core.cli import main
+
+    with pytest.raises(ConfigError, match="compile"):
+        DepthModel.from_pretrained(
+            str(tiny_checkpoint), device="cpu", dtype="fp32", reference=True, compile=True
+        )
+    argv = ["run", str(tmp_path / "plate.mp4"), "-o", str(tmp_path), "--reference", "--compile"]
+    assert main(argv) != 0
+    # run_plate hands both flags to the model it loads: the model is what refuses here
+    from rollingdepth_core.config import OutputConfig, preset_config
+    from rollingdepth_core.runner import run_plate
+    from rollingdepth_core.sample import write_sample_video
+
+    plate = write_sample_video(tmp_path / "plate.mp4", 6, 32, 48)
+    with pytest.raises(ConfigError, match="cannot `--compile`"):
+        run_plate(
+            str(plate),
+            str(tmp_path / "out"),
+            preset_config("fast", dtype="fp32"),
+            OutputConfig(),
+            str(tiny_checkpoint),
+            device="cpu",
+            reference=True,
+            compile=True,
+        )

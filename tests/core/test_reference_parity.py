@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from rollingdepth_core.attention import enable_cross_frame_attention
 from rollingdepth_core.config import preset_config
 from rollingdepth_core.method import estimate_depth
 from rollingdepth_core.model import DepthModel
@@ -17,15 +16,21 @@ N = 9
 
 @pytest.fixture(scope="module")
 def pipe(tiny_checkpoint):
-    return DepthModel.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="fp32")
+    # the reference's memory layout (reference_run below runs on these same modules) with the
+    # engine's default attention layout: cross-attention frame by frame
+    model = DepthModel.from_pretrained(
+        str(tiny_checkpoint), device="cpu", dtype="fp32", reference=True
+    )
+    enable_cross_frame_attention(model.components.unet, join_cross_attention=False)
+    return model
 
 
 @pytest.fixture(scope="module")
 def reference_pipe(tiny_checkpoint):
     """The engine as `--reference` runs it: the reference's attention layout."""
-    pipe = DepthModel.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="fp32")
-    enable_cross_frame_attention(pipe.components.unet, join_cross_attention=True)
-    return pipe
+    return DepthModel.from_pretrained(
+        str(tiny_checkpoint), device="cpu", dtype="fp32", reference=True
+    )
 
 
 @pytest.fixture(scope="module")
