@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from rollingdepth_core.attention import enable_cross_frame_attention
 from rollingdepth_core.config import preset_config
 from rollingdepth_core.method import estimate_depth
 from rollingdepth_core.model import DepthModel
