@@ -220,6 +220,11 @@ def run_plate(
             report(progress, "load", 1, 1)
         return loaded[0]
 
+    # the checkpoint is found (or fetched) first: its errors come before the folder's policy,
+    # and that before the model loads
+    located = locate_checkpoint(checkpoint)
+    if guard is not None:
+        guard.check()
     if cache_dir is None:
         from .stores import MemoryStore
 
@@ -229,10 +234,7 @@ def run_plate(
         from .cache import model_fingerprint
         from .stores import DiskStore
 
-        store = DiskStore(cache_dir, model_fingerprint(locate_checkpoint(checkpoint)))
-    if guard is not None:
-        # after the checkpoint is found (its errors come first), before any model work
-        guard.check()
+        store = DiskStore(cache_dir, model_fingerprint(located))
     runner = (
         RayExecutor(checkpoint, str(torch_device), ray_address)
         if executor == "ray"

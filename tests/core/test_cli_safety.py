@@ -132,3 +132,40 @@ def test_a_frame_too_large_for_memory_is_refused_clearly(tmp_path, tiny_checkpoi
     assert "16384x16384" in error and "needs 3.00 GiB" in error
     assert "over the limit of 1.00 GiB" in error and "--max-frame-memory" in error
     assert peak < 1.5 * 2**30
+
+
+def test_a_folder_with_another_runs_frames_is_refused_then_replaced_whole(
+    video, tmp_path, capsys, tiny_checkpoint
+):
+    out = tmp_path / "out"
+    base = ["run", str(video), "-o", str(out), "--checkpoint", str(tiny_checkpoint), *FAST]
+    assert main(base) == 0
+    first = {p.name: p.read_bytes() for p in out.glob("depth.*.exr")}
+    assert len(first) == 6
+    assert main(base) == 0  # the same run again: allowed, the same frames
+    capsys.readouterr()
+    # another plate's run (other frames and seed) into the same folder is refused ...
+    other = write_sample_video(tmp_path / "other.mp4", n_frames=4, height=32, width=48)
+    again = ["run", str(other), "-o", str(out), "--checkpoint", str(tiny_checkpoint), *FAST]
+    assert main([*again, "--seed", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.glob("depth.*.exr")} == first
+    # ... and with --overwrite it replaces the old sequence only once the new one is complete
+    assert main([*again, "--seed", "5", "--overwrite"]) == 0
+    names = sorted(p.name for p in out.glob("depth.*.exr"))
+    assert names == [f"depth.{n:04d}.exr" for n in range(4)]  # no stale frames 4 and 5
+    manifest = json.loads((out / "depth_run.json").read_text())
+    assert manifest["complete"] is True
+
+
+def test_a_run_never_writes_over_its_own_plate(tmp_path, capsys, tiny_checkpoint):
+    from .plate_fixtures import make_image_sequence
+
+    plate = make_image_sequence(tmp_path / "shot", 6, 48, 32, ext="exr", name="plate")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "shot").iterdir()}
+    args = ["run", plate, "-o", str(tmp_path / "shot"), "--name", "plate",
+            "--checkpoint", str(tiny_checkpoint), *FAST]  # fmt: skip
+    assert main(args) == 1
+    assert "overwrite its input" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "shot").iterdir()} == before
