@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
+from . import protocol
 from .anchors import load_anchors
 from .config import DEFAULT_MAX_FRAME_GIB, InferenceConfig, OutputConfig
 from .cuts import parse_cuts
@@ -76,7 +77,8 @@ class RunResult:
     shots: list[dict] | None = None  # a plate with cuts: each shot's positions and frames
 
     def to_message(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        # the protocol's keys always (null where they do not apply), the others when set
+        return {k: v for k, v in asdict(self).items() if v is not None or k in protocol.RESULT_KEYS}
 
 
 def run_plate(
