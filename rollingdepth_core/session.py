@@ -26,7 +26,7 @@ from .anchors import AnchorFit
 from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError, NonFiniteDepth, RollingDepthError
 from .executors import LocalExecutor
-from .method import Plan, make_plan, merge, missing_blocks, refine, solve
+from .method import Plan, make_plan, merge, missing_blocks, reduce_mattes, refine, solve
 from .model import DepthModel, processing_size
 from .output import ensure_writable, expand_pattern, run_metadata, write_depth_frames
 from .plate import Plate
@@ -100,6 +100,10 @@ class DepthSession:
         # (block keys, aligner) -> the solve (no depth): a confidence toggle only re-merges
         self._solutions: OrderedDict[tuple, AlignmentResult] = OrderedDict()
         self._refined: tuple[tuple, np.ndarray] | None = None
+        # holdout mattes (a .mattes.MatteSource): they change the solve, never the snippets
+        self._holdout = None
+        self._holdout_version = 0
+        self._reduced_mattes: tuple[tuple[int, int], np.ndarray] | None = None
 
     # ---------------------------------------------------------------- what a config needs
     @property
@@ -135,6 +139,14 @@ class DepthSession:
         if config.refine_steps == 0:
             return False
         return self._refined is None or self._refined[0] != self._refine_key(config)
+
+    def set_holdout(self, mattes) -> None:
+        """Holdout mattes for the alignments from now on (a :class:`.mattes.MatteSource`, or
+        None for none): pixels the co-alignment must not trust. Only the solve runs again; the
+        kept snippets are reused."""
+        self._holdout = mattes
+        self._holdout_version += 1
+        self._reduced_mattes = None
 
     # ---------------------------------------------------------------- cached stages
     def encode(self, config: InferenceConfig, progress: ProgressCallback | None = None) -> None:
@@ -347,17 +359,22 @@ class DepthSession:
                   for b in plan.blocks}  # fmt: skip
         return [arrays[d] for d in plan.dilations]
 
-    @staticmethod
-    def _alignment_key(keys: list[tuple], config: InferenceConfig) -> tuple:
-        return (tuple(keys), config.aligner, config.confidence)
+    def _alignment_key(self, keys: list[tuple], config: InferenceConfig) -> tuple:
+        return (tuple(keys), config.aligner, config.confidence, self._holdout_version)
 
     def _solution(self, plan, keys, config, progress) -> AlignmentResult:
         """The solver's scales, shifts and weights for these snippets, solved once."""
-        key = (tuple(keys), config.aligner)
+        key = (tuple(keys), config.aligner, self._holdout_version)
         if key in self._solutions:
             self._solutions.move_to_end(key)
             return self._solutions[key]
-        solution = solve(plan, self.store, config, progress)
+        mattes = None
+        if self._holdout is not None:
+            size = self.processing_size(config)
+            if self._reduced_mattes is None or self._reduced_mattes[0] != size:
+                self._reduced_mattes = (size, reduce_mattes(self._holdout.frames(), size))
+            mattes = self._reduced_mattes[1]  # [N,h,w]
+        solution = solve(plan, self.store, config, progress, mattes)
         self.counters.solves += 1
         self._solutions[key] = solution
         while len(self._solutions) > MAX_SOLUTIONS:

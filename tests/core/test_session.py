@@ -293,3 +293,26 @@ def test_export_with_an_anchor_fit_writes_scene_units(session, tmp_path):
     np.testing.assert_allclose(channels["Z"], 1 / (2.0 * d[0] + 3.0), rtol=1e-4)
     assert meta["rollingdepth/anchors.used"] == 3 * len(numbers)
     assert meta["rollingdepth/value_max"] == pytest.approx(1 / metric[0], rel=1e-6)
+
+
+def test_holdout_mattes_realign_without_the_model(session, tmp_path, unet_calls):
+    from rollingdepth_core.mattes import MatteSource
+
+    from .plate_fixtures import write_image
+
+    session.run(config())
+    calls, solves = len(unet_calls), session.counters.solves
+    plain = session.align(config()).alignment.scales
+    for number in session.plate.info.frame_numbers:
+        matte = np.zeros((32, 48), np.float32)
+        matte[:, :24] = 1.0  # the left half held out
+        write_image(tmp_path / f"m.{number:04d}.png", matte, "uint8")
+    session.set_holdout(MatteSource(str(tmp_path / "m.####.png"), session.plate.info.frame_numbers, (64, 96)))  # fmt: skip
+    held = session.align(config())
+    assert len(unet_calls) == calls  # no model: the kept snippets are solved again
+    assert session.counters.solves == solves + 1
+    assert any(not np.array_equal(a, b) for a, b in zip(held.alignment.scales, plain, strict=True))
+    session.set_holdout(None)
+    again = session.align(config())
+    for a, b in zip(again.alignment.scales, plain, strict=True):
+        np.testing.assert_array_equal(a, b)  # without the matte: the solve as before
