@@ -23,6 +23,7 @@ from rollingdepth_core.colorspace import ColorRequest
 from rollingdepth_core.config import InferenceConfig, OutputConfig
 from rollingdepth_core.cuts import detect_cuts
 from rollingdepth_core.errors import Cancelled, RollingDepthError
+from rollingdepth_core.mattes import MatteSource
 from rollingdepth_core.method import AnchorRequest, anchor
 from rollingdepth_core.model import DepthModel
 from rollingdepth_core.output import convert_depth
@@ -43,6 +44,8 @@ JOB_TITLES = {
 }
 # Plate-resolution previews kept (frame, method): scrubbing back and forth is free.
 UPSAMPLE_CACHE = 8
+# Holdout mattes kept for the overlay while scrubbing (each is one [H,W] float32 frame).
+MATTE_CACHE = 8
 # What a finished job says it did, in the progress area.
 JOB_VERBS = {"run": "done", "align": "re-aligned", "export": "exported"}
 
@@ -77,6 +80,7 @@ class PanelController(QObject):
     anchors_changed = Signal(object)  # Anchors, or None
     anchor_fit_changed = Signal(object, str)  # AnchorFit (or None), why there is none ("")
     upsampled = Signal(int, str)  # frame position, method: a plate-resolution depth is ready
+    holdout_changed = Signal(object)  # MatteSource, or None
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -93,6 +97,12 @@ class PanelController(QObject):
         self.result: DepthPrediction | None = None
         self._depth_range = (0.0, 1.0)  # the result's clip-wide extremes, for every frame shown
         self.result_request: RunRequest | None = None
+        # Holdout mattes the next alignment uses, and those the shown result was aligned with
+        self.holdout: MatteSource | None = None
+        self.result_holdout: MatteSource | None = None
+        # (session, mattes) last handed to a session: only the worker thread reads or sets it
+        self._applied: tuple[DepthSession, MatteSource | None] | None = None
+        self._mattes: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = 0
         self._model: DepthModel | None = None
@@ -100,8 +110,8 @@ class PanelController(QObject):
         self._session: DepthSession | None = None
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
         self._latest: RunRequest | None = None  # the settings as the user last left them
-        # Settings whose job failed or was cancelled: not re-aligned automatically again.
-        self._halted: RunRequest | None = None
+        # (Settings, mattes) whose job failed or was cancelled: not re-aligned automatically again.
+        self._halted: tuple[RunRequest, MatteSource | None] | None = None
         self.color_request = ColorRequest()
         self.cuts: list[int] | None = None  # None until detected on the open plate
         self.anchors: Anchors | None = None
@@ -139,8 +149,12 @@ class PanelController(QObject):
             self.error.emit("Cannot open plate", unreadable_text(path, exc), str(exc))
             return False
         self._install_plate(plate)
+        # a matte belongs to its plate: gone before the new plate's first frame is drawn
+        self.holdout = None
+        self._mattes.clear()
         info = plate.info
         self.plate_changed.emit(info)
+        self.holdout_changed.emit(None)
         self.color_changed.emit(info.color, "")
         self.result_changed.emit(None)
         gaps = f", {len(info.missing_frames)} missing" if info.missing_frames else ""
@@ -193,7 +207,7 @@ class PanelController(QObject):
         self.plate = plate
         self._frames.clear()
         self._upsampled.clear()
-        self.result, self.result_request = None, None
+        self.result, self.result_request, self.result_holdout = None, None, None
         # quietly: the new plate's first frame is drawn by whoever installed it
         self.anchor_fit = None
 
@@ -319,6 +333,80 @@ class PanelController(QObject):
         self.anchor_fit, self.anchor_metric = fit, metric
         self.anchor_fit_changed.emit(fit, why)
 
+    # ---------------------------------------------------------------- holdout mattes
+    def load_holdout(self, path: str | Path) -> bool:
+        """Use the mattes of ``path`` (a sequence's file or pattern, or a movie) as the open
+        plate's holdout; with a result, re-align at once (no model run)."""
+        if self.plate is None:
+            self.error.emit("No plate", "Open a plate before its holdout matte.", "")
+            return False
+        info = self.plate.info
+        try:
+            mattes = MatteSource(str(path), info.frame_numbers, (info.height, info.width))
+        except RollingDepthError as exc:
+            detail = (
+                f"matte: {path}\nplate: {info.source}, frames {info.frame_numbers[0]}-"
+                f"{info.frame_numbers[-1]}, {info.width}x{info.height}\n{exc}"
+            )
+            self.error.emit("Cannot use the holdout matte", str(exc), detail)
+            return False
+        self._set_holdout(mattes)
+        self.message.emit(f"holdout matte: {Path(mattes.source).name}")
+        self._realign()
+        return True
+
+    def clear_holdout(self) -> None:
+        if self.holdout is None:
+            return
+        self._set_holdout(None)
+        self.message.emit("holdout matte cleared")
+        self._realign()
+
+    def _set_holdout(self, mattes: MatteSource | None) -> None:
+        self.holdout = mattes
+        self._mattes.clear()
+        self.holdout_changed.emit(mattes)
+
+    def _realign(self) -> None:
+        """The mattes changed: the settings' own re-align path decides (no model run)."""
+        if self._latest is not None:
+            self.settings_changed(self._latest)
+        else:
+            self._update_hint()
+
+    def matte(self, index: int) -> np.ndarray | None:
+        """The holdout matte ``[H,W]`` of frame position ``index`` for the overlay, or None."""
+        if self.holdout is None or self.plate is None:
+            return None
+        if index in self._mattes:
+            self._mattes.move_to_end(index)
+            return self._mattes[index]
+        info = self.plate.info
+        try:
+            # one frame's source: the matte sequence's file, or the movie up to that frame
+            one = MatteSource(
+                self.holdout.source, [info.frame_numbers[index]], (info.height, info.width)
+            )
+            matte = next(one.frames())
+        except RollingDepthError as exc:
+            self.message.emit(f"holdout matte: {exc}")
+            return None
+        self._mattes[index] = matte
+        while len(self._mattes) > MATTE_CACHE:
+            self._mattes.popitem(last=False)
+        return matte
+
+    def _give_holdout(self, session: DepthSession, mattes: MatteSource | None) -> None:
+        """Worker thread: hand ``mattes`` to ``session`` unless it has them (a new hand-over
+        drops the session's solves)."""
+        if (
+            self._applied is None
+            or self._applied[0] is not session
+            or (self._applied[1] is not mattes)
+        ):
+            session.set_holdout(mattes)
+            self._applied = (session, mattes)
+
     # ---------------------------------------------------------------- plate-resolution preview
     def set_upsample(self, method: str | None) -> None:
         """Show the depth at the plate's resolution (``edge`` or ``bilinear``), or None."""
@@ -402,10 +490,12 @@ class PanelController(QObject):
             return
         self._latest, self._halted = request, None
         generation, source, color = self._generation, self.plate.info.source, self.color_request
+        mattes = self.holdout
 
         def job(progress):
             session = self._session_for(request, generation, source, color, progress)
-            return _outcome(generation, request, session.run(request.config, progress))
+            self._give_holdout(session, mattes)
+            return _outcome(generation, request, mattes, session.run(request.config, progress))
 
         self.worker.submit("run", job)
 
@@ -414,16 +504,18 @@ class PanelController(QObject):
         self._latest = request
         if self.worker.busy and self.worker.current_job != "align":
             return  # looked at again when the running job ends
+        wanted = (request, self.holdout)
         if (
-            request in (self.result_request, self._halted)
+            wanted in ((self.result_request, self.result_holdout), self._halted)
             or self._needs_model(request) is not False
         ):
             self._update_hint()
             return
-        session, generation = self._session, self._generation
+        session, generation, mattes = self._session, self._generation, self.holdout
 
         def job(progress):
-            return _outcome(generation, request, session.align(request.config, progress))
+            self._give_holdout(session, mattes)
+            return _outcome(generation, request, mattes, session.align(request.config, progress))
 
         self.hint_changed.emit("re-aligning (no model run)", False)
         self.worker.submit("align", job)
@@ -513,7 +605,10 @@ class PanelController(QObject):
 
     def _update_hint(self) -> None:
         request = self._latest
-        stale = self.result is not None and request != self.result_request
+        stale = self.result is not None and (request, self.holdout) != (
+            self.result_request,
+            self.result_holdout,
+        )
         if self.plate is None:
             self.hint_changed.emit("open a plate to start", False)
         elif request is None:
@@ -540,9 +635,10 @@ class PanelController(QObject):
 
     def _job_finished(self, name: str, payload: object) -> None:
         if name in ("run", "align"):
-            generation, request, prediction, depth_range = payload
+            generation, request, mattes, prediction, depth_range = payload
             if generation == self._generation:
                 self.result, self.result_request = prediction, request
+                self.result_holdout = mattes
                 self._depth_range = depth_range
                 self._upsampled.clear()
                 self.result_changed.emit(prediction)
@@ -567,7 +663,7 @@ class PanelController(QObject):
 
     def _job_failed(self, name: str, message: str) -> None:
         if name != "export" and not self.worker.busy:
-            self._halted = self._latest
+            self._halted = (self._latest, self.holdout)
         self.job_ended.emit(name, "failed", f"{name} failed after {self._elapsed():.1f} s")
         self.error.emit(JOB_TITLES.get(name, "Error"), message, "")
         self._after_job()
@@ -575,7 +671,7 @@ class PanelController(QObject):
     def _job_cancelled(self, name: str) -> None:
         if not self.worker.busy:  # not a restart: the user stopped it
             if name != "export":
-                self._halted = self._latest
+                self._halted = (self._latest, self.holdout)
             self.message.emit(f"{name} cancelled")
             self.job_ended.emit(
                 name, "cancelled", f"{name} cancelled after {self._elapsed():.1f} s"
@@ -592,17 +688,20 @@ class PanelController(QObject):
         if self.worker.busy:
             return
         latest = self._latest
-        if latest is not None and self.result is not None and latest != self.result_request:
+        current = (self.result_request, self.result_holdout)
+        if latest is not None and self.result is not None and (latest, self.holdout) != current:
             self.settings_changed(latest)
         else:
             self._update_hint()
 
 
-def _outcome(generation: int, request: RunRequest, prediction: DepthPrediction) -> tuple:
+def _outcome(
+    generation: int, request: RunRequest, mattes: MatteSource | None, prediction: DepthPrediction
+) -> tuple:
     """A run's payload for the GUI thread, with the clip's depth extremes found here, in the
     worker (one pass over the whole clip is too long for the GUI thread)."""
     lo, hi = torch.aminmax(torch.from_numpy(prediction.depth))
-    return generation, request, prediction, (float(lo), float(hi))
+    return generation, request, mattes, prediction, (float(lo), float(hi))
 
 
 def unreadable_text(path: str | Path, exc: RollingDepthError) -> str:

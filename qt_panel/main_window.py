@@ -38,6 +38,11 @@ VIDEO_FILTER = (
     + " ".join(f"*{ext}" for ext in IMAGE_EXTENSIONS)
     + ");;All files (*)"
 )
+MATTE_FILTER = (
+    "Mattes ("
+    + " ".join(f"*{ext}" for ext in IMAGE_EXTENSIONS)
+    + " *.mp4 *.mov *.mkv *.avi *.mxf *.webm);;All files (*)"
+)
 # The size a first window opens at, on a screen with room for it: the settings show without
 # scrolling and the viewer keeps most of the width. A smaller screen gets most of its area.
 PREFERRED_SIZE = QSize(1600, 1000)
@@ -83,6 +88,11 @@ class MainWindow(QMainWindow):
         self.colormap_box = QComboBox(self)
         self.colormap_box.addItems(list(COLORMAPS))
         self.colormap_box.setToolTip("Colour map of the depth view")
+        self.matte_label = QLabel(" holdout: none ", self)
+        self.matte_label.setToolTip(
+            "The holdout matte the alignment uses (File > Holdout matte…): where it is 1, "
+            "the co-alignment does not trust the depth"
+        )
         self.export_dialog: ExportDialog | None = None
         self.error_box: QMessageBox | None = None
 
@@ -126,6 +136,14 @@ class MainWindow(QMainWindow):
         self.export_action = file_menu.addAction("&Export EXRs…", QKeySequence("Ctrl+E"))
         self.export_action.setEnabled(False)
         file_menu.addSeparator()
+        self.holdout_action = file_menu.addAction("&Holdout matte…")
+        self.holdout_action.setToolTip(
+            "A matte per frame (an image of a sequence, or a movie) of what the alignment must "
+            "not trust: sky, glass, a passing car. Re-aligns without running the model."
+        )
+        self.clear_holdout_action = file_menu.addAction("C&lear matte")
+        self.clear_holdout_action.setEnabled(False)
+        file_menu.addSeparator()
         self.quit_action = file_menu.addAction("&Quit", QKeySequence.StandardKey.Quit)
 
         run_menu = self.menuBar().addMenu("&Run")
@@ -160,6 +178,14 @@ class MainWindow(QMainWindow):
         toolbar.addSeparator()
         toolbar.addWidget(QLabel(" depth ", self))
         toolbar.addWidget(self.resolution_box)
+        toolbar.addSeparator()
+        self.show_matte_action = toolbar.addAction("Matte")
+        self.show_matte_action.setCheckable(True)
+        self.show_matte_action.setChecked(True)
+        self.show_matte_action.setShortcut(QKeySequence("M"))
+        self.show_matte_action.setToolTip("Show the holdout matte over the image, magenta (M)")
+        toolbar.addWidget(self.matte_label)
+        view_menu.addAction(self.show_matte_action)
         view_menu.addSeparator()
         view_menu.addAction(self.settings_dock.toggleViewAction())
         view_menu.addAction(self.diagnostics_dock.toggleViewAction())
@@ -182,6 +208,10 @@ class MainWindow(QMainWindow):
         c = self.controller
         self.open_action.triggered.connect(self.choose_plate)
         self.export_action.triggered.connect(self.open_export_dialog)
+        self.holdout_action.triggered.connect(self.choose_holdout)
+        self.clear_holdout_action.triggered.connect(c.clear_holdout)
+        self.show_matte_action.toggled.connect(lambda _on: self.show_frame(self.scrubber.index))
+        c.holdout_changed.connect(self.holdout_changed)
         self.quit_action.triggered.connect(self.close)
         self.run_action.triggered.connect(self.run)
         self.cancel_action.triggered.connect(c.cancel)
@@ -239,6 +269,23 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/last_folder", str(Path(path).parent))
         return self.controller.open_plate(path)
 
+    def choose_holdout(self) -> None:
+        folder = self.settings.value("window/last_folder", "")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Holdout matte (one image of the sequence, or a movie)", folder, MATTE_FILTER
+        )
+        if path:
+            self.controller.load_holdout(path)
+
+    def holdout_changed(self, mattes) -> None:
+        self.clear_holdout_action.setEnabled(mattes is not None)
+        if mattes is None:
+            self.matte_label.setText(" holdout: none ")
+        else:
+            kind = "sequence" if mattes.files is not None else "movie"
+            self.matte_label.setText(f" holdout: {Path(mattes.source).name} ({kind}) ")
+        self.show_frame(self.scrubber.index)
+
     def plate_changed(self, info: PlateInfo | None) -> None:
         self.setWindowTitle(
             f"RollingDepth panel: {Path(info.source).name}" if info else "RollingDepth panel"
@@ -281,6 +328,8 @@ class MainWindow(QMainWindow):
         if rgb is None and self.controller.plate is not None:
             self.scrubber.set_playing(False)  # one error dialog, not one per frame
         self.viewer.set_rgb(rgb)
+        shown = self.show_matte_action.isChecked()
+        self.viewer.set_matte(self.controller.matte(index) if shown else None)
         try:
             output = self.settings_panel.output_config()
         except ConfigError as exc:

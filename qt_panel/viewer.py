@@ -27,6 +27,9 @@ MARKER_COLORS = {
     "rejected": QColor(240, 70, 70),
 }
 GOOD_RESIDUAL = 0.05
+# The holdout matte over the image: this colour, this opaque where the matte is 1.
+MATTE_COLOR = (255, 0, 255)
+MATTE_OPACITY = 0.4
 NEGATIVE_INVERSE_NOTE = (
     "inverse depth is relative: values below 0 are just farther, not behind the camera "
     "(normalized gives 0..1, depth gives scene units)"
@@ -77,6 +80,7 @@ class DepthViewer(QWidget):
         self._scene_depth: np.ndarray | None = None  # [h,w] Z in scene units (anchored)
         self._scene_units = ""
         self.markers: list[dict] = []  # anchors on this frame: x, y, kind, text
+        self._matte_image: QImage | None = None  # the holdout matte's overlay, plate-sized
         self._drag: str | None = None  # "pan" | "wipe"
         self._drag_origin = QPointF()
         self._pan_origin = QPointF()
@@ -113,6 +117,12 @@ class DepthViewer(QWidget):
         """Anchors to draw on the plate: dicts with ``x``, ``y`` (plate pixels), ``kind``
         (a key of MARKER_COLORS) and ``text`` (the hover readout)."""
         self.markers = list(markers)
+        self.update()
+
+    def set_matte(self, matte: np.ndarray | None) -> None:
+        """Overlay a holdout matte (``[H,W]`` in 0..1, any size of the plate's aspect) on the
+        images, or none."""
+        self._matte_image = None if matte is None else matte_overlay(matte)
         self.update()
 
     def set_one_to_one(self) -> None:
@@ -244,6 +254,9 @@ class DepthViewer(QWidget):
             self._draw_image(painter, self._depth_image, rect, self._depth_caption())
         else:
             self._draw_image(painter, self._rgb_image, rect, "RGB")
+        if self._matte_image is not None:
+            for target in self._image_rects(rect):
+                painter.drawImage(target, self._matte_image)
         self._draw_markers(painter, rect)
         if self.mode != "rgb" and self._depth_image is not None:
             self._draw_colour_bar(painter)
@@ -475,6 +488,15 @@ class DepthViewer(QWidget):
         if marker is not None:
             parts.append(marker["text"])
         return "   ".join(parts)
+
+
+def matte_overlay(matte: np.ndarray) -> QImage:
+    """A matte as an RGBA image in MATTE_COLOR, MATTE_OPACITY opaque where it is 1."""
+    height, width = matte.shape
+    rgba = np.empty((height, width, 4), np.uint8)
+    rgba[..., :3] = MATTE_COLOR
+    rgba[..., 3] = (np.clip(matte, 0.0, 1.0) * (MATTE_OPACITY * 255.0) + 0.5).astype(np.uint8)
+    return QImage(rgba.data, width, height, rgba.strides[0], QImage.Format.Format_RGBA8888).copy()
 
 
 def _to_uint8(rgb: np.ndarray) -> np.ndarray:
