@@ -69,10 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         from PySide6.QtCore import QTimer
 
         outcome = {}
-        QTimer.singleShot(
-            SCREENSHOT_DELAY_MS, lambda: outcome.update(ok=screenshot(window, args.screenshot))
-        )
-        QTimer.singleShot(SCREENSHOT_DELAY_MS + 100, window.close)
+
+        def shoot() -> None:
+            # one callback: the window closes only once the screenshot is taken, however
+            # late a loaded machine runs the timer
+            outcome["ok"] = screenshot(window, args.screenshot)
+            window.close()
+
+        QTimer.singleShot(SCREENSHOT_DELAY_MS, shoot)
         app.exec()
         return 0 if outcome.get("ok") else 1
     return app.exec()
