@@ -39,7 +39,7 @@ from .anchors import AnchorFit, Anchors, AnchorSampler, fit_anchors
 from .cache import REDUCE_BORDER, REDUCE_SUBSAMPLE
 from .config import InferenceConfig
 from .cuts import Shot, shots_from_cuts
-from .errors import NonFiniteDepth, RollingDepthError
+from .errors import ConfigError, NonFiniteDepth, RollingDepthError
 from .model import DepthModel
 from .progress import ProgressCallback, report
 from .snippets import check_clip_length, refine_dilations, resolve_dilations, snippet_indices
@@ -257,8 +257,6 @@ def refine_latents(
     scheduler = model.new_scheduler()
     total_steps = int(steps / 0.5)
     if total_steps > scheduler.config.num_train_timesteps:
-        from .errors import ConfigError
-
         raise ConfigError(
             f"`refine_steps` {steps} needs {total_steps} scheduler steps; the checkpoint "
             f"has {scheduler.config.num_train_timesteps}"
