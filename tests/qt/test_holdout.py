@@ -36,7 +36,10 @@ def pixel(window, fx, fy):
     viewer = window.viewer
     rect = viewer._canvas_rect()
     point = QPointF(rect.left() + fx * rect.width(), rect.top() + fy * rect.height())
-    return viewer.grab().toImage().pixelColor(point.toPoint())
+    image = viewer.grab().toImage()
+    # the grab is in device pixels: a device pixel ratio above 1 (set by an earlier test or
+    # the platform) scales widget coordinates
+    return image.pixelColor((point * image.devicePixelRatio()).toPoint())
 
 
 def test_holdout_matte_realigns_without_the_model(
@@ -45,6 +48,9 @@ def test_holdout_matte_realigns_without_the_model(
     window.open_plate(str(sequence))
     window.mode_actions["rgb"].trigger()
     first = run_and_wait(qtbot, window)
+    # a finished run may switch the view (e.g. to side by side): measure in the RGB view
+    window.mode_actions["rgb"].trigger()
+    qtbot.wait(50)
     counters = window.controller.session.counters
     predicted, calls, alignments = (
         counters.snippets_predicted,
@@ -57,6 +63,8 @@ def test_holdout_matte_realigns_without_the_model(
     job_started = []
     window.controller.job_started.connect(job_started.append)
     held = realign(qtbot, window, lambda: window.controller.load_holdout(matte))
+    window.mode_actions["rgb"].trigger()
+    qtbot.wait(50)
     assert job_started == ["align"]  # the settings' re-align path, off the GUI thread
     assert counters.snippets_predicted == predicted and counters.predict_calls == calls
     assert counters.alignments == alignments + 1
