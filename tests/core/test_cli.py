@@ -209,6 +209,19 @@ def test_bad_inputs(tmp_path, capsys, tiny_checkpoint):
     assert keep.read_bytes() == b"an earlier result"  # nothing already written is lost
 
 
+def interrupt_during_snippets(child: subprocess.Popen) -> str:
+    """SIGINT to a `--progress json` run while it predicts snippets; returns the rest of its
+    output once it has exited with 130."""
+    for line in child.stdout:
+        event = json.loads(line)
+        if event.get("stage") == "snippets" and event["done"] < event["total"]:
+            child.send_signal(signal.SIGINT)
+            break
+    rest = child.stdout.read()
+    assert child.wait(timeout=60) == 130
+    return rest
+
+
 @pytest.mark.slow
 def test_ctrl_c_leaves_no_partial_file(tmp_path, tiny_checkpoint):
     video = write_sample_video(tmp_path / "long.mp4", n_frames=40, height=48, width=64)
@@ -234,13 +247,7 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, tiny_checkpoint):
     )
     # interrupt early in the longest stage, so the signal surely lands before the run ends
     # (the EXR writer's own temp-file handling is tested in test_exr.py)
-    for line in child.stdout:
-        event = json.loads(line)
-        if event.get("stage") == "snippets" and event["done"] < event["total"]:
-            child.send_signal(signal.SIGINT)
-            break
-    rest = child.stdout.read()
-    assert child.wait(timeout=60) == 130
+    rest = interrupt_during_snippets(child)
     assert json.loads(rest.strip().splitlines()[-1])["kind"] == "cancelled"
     leftovers = [p for p in out.iterdir() if not p.name.startswith("depth.")]
     assert leftovers == []

@@ -15,6 +15,8 @@ import pytest
 from rollingdepth_core.cli import build_parser, main
 from rollingdepth_core.sample import write_sample_video
 
+from .test_cli import interrupt_during_snippets
+
 FAST = ["--res", "64", "--dilations", "1", "3", "--device", "cpu", "--seed", "3"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -81,13 +83,7 @@ def test_sigint_stops_a_run_started_with_sigint_ignored(tmp_path, tiny_checkpoin
         env=ENV,
         preexec_fn=_ignore_sigint,
     )  # fmt: skip
-    for line in child.stdout:
-        event = json.loads(line)
-        if event.get("stage") == "snippets" and event["done"] < event["total"]:
-            child.send_signal(signal.SIGINT)
-            break
-    rest = child.stdout.read()
-    assert child.wait(timeout=60) == 130
+    rest = interrupt_during_snippets(child)
     last = json.loads(rest.strip().splitlines()[-1])
     assert last["kind"] == "cancelled"
     assert "no partial files were left" not in last["message"]
