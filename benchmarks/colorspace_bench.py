@@ -1,5 +1,10 @@
 """What the OCIO input transform costs next to decoding a 2K EXR frame, exact and baked.
 
+The headline is the last table: what a run pays per frame, the conversion of the frame
+resized to the processing size (768 px) in its input space, as `Plate.frames(fit)` does. The
+first table converts whole 2K frames (what the panel's full-size view and the edge-aware
+upsampling's guides pay).
+
 Writes a 2048x1080 RGB half-float EXR (zip, a textured gradient), then times, within one run
 and as best-of-N: decoding it with OpenImageIO (what the plate reader does), and converting
 the decoded pixels in place (as the plate reader does) through `DisplayTransform`, for a few
@@ -36,6 +41,7 @@ from rollingdepth_core.colorspace import (
     load_config,
     resolve_color,
 )
+from rollingdepth_core.plate import resize_rgb
 
 WIDTH, HEIGHT = 2048, 1080
 MODEL_EDGE = 768
@@ -183,20 +189,40 @@ def main() -> None:
                 f"{scene_exact_s / decode_s:>6.2f} {scene_fast_s * 1000:>8.1f} "
                 f"{scene_fast_s / decode_s:>6.2f} {scene_exact_s / scene_fast_s:>6.1f}x"
             )
-        # The model sees the plate at its processing size: the same transform on a frame
-        # already resized to a 768 px longer edge (what converting after the resize would cost).
+        # What a run pays per frame: the plate reader resizes each frame to the processing
+        # size in the input space and converts the resized pixels (plate.Plate.frames(fit)).
         small_h = round(HEIGHT * MODEL_EDGE / WIDTH)
-        resized = np.ascontiguousarray(pixels[:: HEIGHT // small_h, :: WIDTH // MODEL_EDGE])
-        resized = np.ascontiguousarray(resized[:small_h, :MODEL_EDGE])
-        transform = DisplayTransform(resolve_color(ColorRequest("ACEScg"), hints))
-        decode_s = best_of(args.repeat, lambda: decode(path))
-        exact_s = in_place_seconds(args.repeat, exact_in_place(transform), resized)
-        fast_s = in_place_seconds(args.repeat, transform.in_place, resized)
         print(
-            f"ACEScg, default view, at {MODEL_EDGE}x{small_h}: exact {exact_s * 1000:.1f} ms, "
-            f"baked {fast_s * 1000:.1f} ms ({exact_s / decode_s:.2f} / {fast_s / decode_s:.2f} "
-            "x the 2K decode)"
+            f"\nthe run's conversion, at the processing size {MODEL_EDGE}x{small_h} "
+            "(resized in the input space, then converted; the default path):"
         )
+        print(
+            f"{'input space':<11} {'view':<34} {'dec ms':>6} {'resize ms':>9} "
+            f"{'plate ms':>8} {'x dec':>6} {'scene ms':>8} {'x dec':>6} {'exact ms':>8} {'x dec':>6}"
+        )
+        plate_small = resize_rgb(pixels, (small_h, MODEL_EDGE))
+        scene_small = resize_rgb(scene, (small_h, MODEL_EDGE))
+        for space, view in CASES:
+            color = resolve_color(ColorRequest(space, view=view), hints)
+            transform = DisplayTransform(color)
+            encoded = scene_small.copy()
+            linear = config.isColorSpaceLinear(color.input_space, ocio.REFERENCE_SPACE_SCENE)
+            if not linear and not color.passthrough:
+                config.getProcessor("ACEScg", color.input_space).getDefaultCPUProcessor().applyRGB(
+                    encoded
+                )
+            decode_s = best_of(args.repeat, lambda: decode(path))
+            resize_s = best_of(args.repeat, lambda: resize_rgb(pixels, (small_h, MODEL_EDGE)))
+            plate_s = in_place_seconds(args.repeat, transform.in_place, plate_small)
+            scene_s = in_place_seconds(args.repeat, transform.in_place, encoded)
+            exact_s = in_place_seconds(args.repeat, exact_in_place(transform), encoded)
+            label = color.view if not color.passthrough else "(passthrough)"
+            print(
+                f"{space:<11} {label:<34} {decode_s * 1000:>6.1f} {resize_s * 1000:>9.1f} "
+                f"{plate_s * 1000:>8.1f} {plate_s / decode_s:>6.1%} "
+                f"{scene_s * 1000:>8.1f} {scene_s / decode_s:>6.1%} "
+                f"{exact_s * 1000:>8.1f} {exact_s / decode_s:>6.1%}"
+            )
         buf = oiio.ImageBuf(pixels)
         view = "ACES 2.0 - SDR 100 nits (Rec.709)"
         oiio_s = best_of(

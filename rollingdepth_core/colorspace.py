@@ -502,12 +502,16 @@ class BakedDisplayTransform:
         # NaN fails both comparisons, so NaN pixels are redone too.
         outside = not (float(source.min()) >= lo and float(source.max()) <= hi)
         if marked or outside:
-            redo = (band > _MARKED).any(axis=-1)
+            # flat indices of the few values to redo (a reduction over the last axis of
+            # size 3 would cost as much as the LUT itself), then their pixels
+            redo = np.flatnonzero(band.reshape(-1) > _MARKED)
             if outside:
-                redo |= ~((source >= lo) & (source <= hi)).all(axis=-1)
-            pixels = source[redo][None]  # [1,N,3]
+                flat = source.reshape(-1)
+                redo = np.concatenate([redo, np.flatnonzero(~((flat >= lo) & (flat <= hi)))])
+            redo = np.unique(redo // 3)
+            pixels = source.reshape(-1, 3)[redo][None]  # [1,N,3]
             self._exact.applyRGB(pixels)
-            band[redo] = _clip_unit_in_place(pixels)[0]
+            band.reshape(-1, 3)[redo] = _clip_unit_in_place(pixels)[0]
         # Interpolated lattice values stay in [0, 1] but for float rounding.
         _clip_unit_in_place(band)
 

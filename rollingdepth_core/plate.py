@@ -1,14 +1,17 @@
 """Reading plates: video files (PyAV) and image sequences (OpenImageIO) as display sRGB frames.
 
 Colour: each plate resolves its input colour space once (`colorspace.resolve_color`) and
-converts every frame through the same OCIO processor (see `PlateInfo.color`).
+converts every frame through the same OCIO processor (see `PlateInfo.color`). Frames asked
+for at a smaller size (``fit``, the model's processing size) are resized in the input space
+and converted after, on the few pixels the model sees: the conversion then costs a fraction
+of the decode (``benchmarks/colorspace_bench.py``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -118,14 +121,18 @@ class Plate:
         """Yield ``(frame_number, rgb)`` in order; rgb is float32 [H,W,3] display sRGB in [0,1].
 
         ``fit`` ``(h, w)``: frames come resized to exactly that size (antialiased bilinear,
-        the pipeline's resize), and image frames too large to decode whole within the memory
-        limit are read in strips and resized on the way, so memory follows ``fit``, not the
-        plate. Without it frames come at the plate's size. `check_memory` says beforehand
-        whether either works.
+        the pipeline's resize) in the plate's input space, then converted to display (a
+        resize in scene-linear light, and the OCIO transform on the resized pixels only);
+        image frames too large to decode whole within the memory limit are read in strips
+        and resized on the way, so memory follows ``fit``, not the plate. Without it frames
+        come at the plate's size. `check_memory` says beforehand whether either works.
         """
         self.check_memory(fit)
-        for number, rgb in self._frames(fit):
-            yield number, rgb if fit is None else resize_rgb(rgb, fit)
+        for number, pixels in self._frames(fit):
+            if fit is None:
+                yield number, self._to_display(pixels)
+            else:
+                yield number, self._to_display(resize_rgb(pixels, fit))
 
     def read(self, index: int) -> np.ndarray:
         """Return the frame at position ``index`` (0..len-1) as float32 [H,W,3] in [0,1]."""
@@ -162,10 +169,15 @@ class Plate:
         return False
 
     def _frames(self, fit: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(number, pixels)``: float32 [H,W,3] in the input space, not yet converted."""
         raise NotImplementedError
 
     def _read(self, index: int) -> np.ndarray:
         raise NotImplementedError
+
+    def _to_display(self, pixels: np.ndarray) -> np.ndarray:
+        """The plate's colour transform, in place on float32 pixels the reader owns."""
+        return display_transform(self.info.color).in_place(pixels)
 
     def close(self) -> None:
         """Release open files; the plate may still be read afterwards (files are reopened)."""
@@ -404,12 +416,11 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x[0].permute(1, 2, 0).contiguous().numpy()
 
 
-def _read_image_fitted(
-    path: Path, to_display: Callable[[np.ndarray], np.ndarray], fit: tuple[int, int]
-) -> np.ndarray:
-    """`_read_image` resized to ``fit`` (h, w), decoded a strip of scanlines at a time.
+def _read_image_fitted(path: Path, fit: tuple[int, int]) -> np.ndarray:
+    """`_read_image` resized to ``fit`` (h, w), not converted, decoded a strip of scanlines
+    at a time.
 
-    Each strip is converted and shrunk to the output width at once, so memory follows the
+    Each strip is shrunk to the output width at once, so memory follows the
     output size and the plate's width, never a whole frame. The antialiased bilinear resize
     is separable: rows first, strip by strip (the height is kept, which is exact), then the
     columns of the narrow frame.
@@ -432,9 +443,9 @@ def _read_image_fitted(
                 end - y, spec.width, spec.nchannels
             )
             rows = np.zeros((end - y, full_w, 3), dtype=np.float32)
-            rows[:, left - full_x : right - full_x] = to_display(
-                np.ascontiguousarray(pixels[:, left - spec.x : right - spec.x][..., indices])
-            )
+            rows[:, left - full_x : right - full_x] = pixels[:, left - spec.x : right - spec.x][
+                ..., indices
+            ]
             narrow[y - full_y : end - full_y] = resize_rgb(rows, (end - y, fit[1]))
     finally:
         inp.close()
@@ -453,8 +464,8 @@ def _open_image(path: Path) -> oiio.ImageInput:
     return inp
 
 
-def _read_image(path: Path, to_display: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Read one image as float32 [H,W,3] display sRGB, framed by its display window."""
+def _read_image(path: Path) -> np.ndarray:
+    """Read one image as float32 [H,W,3] in its input space, framed by its display window."""
     inp = _open_image(path)
     try:
         spec = inp.spec()
@@ -467,8 +478,7 @@ def _read_image(path: Path, to_display: Callable[[np.ndarray], np.ndarray]) -> n
         spec.height, spec.width, spec.nchannels
     )  # [h,w,C]
     rgb = pixels[..., _rgb_channel_indices(list(spec.channelnames))]  # [h,w,3]
-    rgb = _frame_in_display_window(rgb, spec)  # [H,W,3]
-    return to_display(rgb)
+    return np.ascontiguousarray(_frame_in_display_window(rgb, spec))  # [H,W,3]
 
 
 def _rgb_channel_indices(names: list[str]) -> list[int]:
@@ -540,7 +550,6 @@ class _SequencePlate(Plate):
             data_window=first.data_window if shared_data_window else None,
             pixel_aspect=first.pixel_aspect,
         )
-        self._to_display = display_transform(self.info.color).in_place
 
     def _decode_bytes(self) -> int:
         # the decoded data window (all channels) and the framed RGB copy
@@ -553,15 +562,15 @@ class _SequencePlate(Plate):
         strips = fit is not None and self._decode_bytes() > self.max_frame_bytes
         for number, path in zip(self.info.frame_numbers, self._paths, strict=True):
             if strips:
-                yield number, _read_image_fitted(path, self._to_display, fit)
+                yield number, _read_image_fitted(path, fit)
             else:
                 yield number, self._load(path)
 
     def _read(self, index: int) -> np.ndarray:
-        return self._load(self._paths[index])
+        return self._to_display(self._load(self._paths[index]))
 
     def _load(self, path: Path) -> np.ndarray:
-        rgb = _read_image(path, self._to_display)
+        rgb = _read_image(path)
         if rgb.shape[:2] != (self.info.height, self.info.width):
             # The file changed on disk since the plate was opened.
             raise InputError(
@@ -581,10 +590,8 @@ def _rational(value: object) -> Fraction | None:
     return Fraction(value.numerator, value.denominator)
 
 
-def _video_frame_to_rgb(
-    frame: av.VideoFrame, to_display: Callable[[np.ndarray], np.ndarray]
-) -> np.ndarray:
-    """float32 [H,W,3] in [0,1]; sources deeper than 8 bits keep their precision.
+def _video_frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """float32 [H,W,3] code values in [0,1]; sources deeper than 8 bits keep their precision.
 
     YUV becomes RGB with the frame's own matrix and range; the code values then go through
     the plate's colour transform (PQ and HLG are tone mapped there, not here).
@@ -596,7 +603,7 @@ def _video_frame_to_rgb(
     else:
         rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
         rgb = rgb.astype(np.float32) / 255.0
-    return to_display(rgb)
+    return rgb
 
 
 def _display_rotation(source: str, frame: av.VideoFrame) -> int:
@@ -746,15 +753,15 @@ class _VideoPlate(Plate):
             rotation=rotation,
             pixel_aspect=pixel_aspect,
         )
-        self._to_display = display_transform(self.info.color).in_place
         self.source_files = (Path(source),)
         self._decoder = _VideoDecoder(source, count)
         self._cursor: Iterator[tuple[int, av.VideoFrame]] | None = None
         self._cursor_next = 0  # index the cursor yields next
 
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        """The frame as players show it: decoded, then turned by the display rotation."""
-        rgb = _video_frame_to_rgb(frame, self._to_display)
+        """The frame as players show it: decoded, then turned by the display rotation (not
+        converted)."""
+        rgb = _video_frame_to_rgb(frame)
         if self.info.rotation:
             rgb = np.ascontiguousarray(np.rot90(rgb, k=self.info.rotation // 90))
         return rgb
@@ -788,7 +795,7 @@ class _VideoPlate(Plate):
             for number, frame in self._cursor:
                 self._cursor_next = number + 1
                 if number == target:
-                    return self._rgb(frame)
+                    return self._to_display(self._rgb(frame))
         except _VIDEO_ERRORS as exc:
             self.close()
             raise InputError(f"{self.info.source}: cannot decode frame {target}: {exc}") from exc

@@ -21,7 +21,7 @@ from rollingdepth_core.colorspace import (
 )
 from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.exr import read_exr
-from rollingdepth_core.plate import open_plate
+from rollingdepth_core.plate import open_plate, resize_rgb
 
 from .plate_fixtures import plate_frame, write_image
 from .test_cli import FAST, run_cli
@@ -411,7 +411,24 @@ def test_one_processor_per_plate(tmp_path: Path) -> None:
     folder = write_pair(tmp_path / "once", "exr", scene_pixels(W, H), "float")
     first = open_plate(folder, input_colorspace="ACEScg")
     again = open_plate(folder, input_colorspace="ACEScg")
-    assert first._to_display == again._to_display == display_transform(first.info.color).in_place
+    assert display_transform(first.info.color) is display_transform(again.info.color)
+
+
+@pytest.mark.parametrize("space", ["ACEScg", "ARRI LogC4"])
+def test_model_input_is_resized_then_converted(tmp_path: Path, space: str) -> None:
+    """At the processing size the plate is resized in its input space and OCIO converts
+    only the resized pixels: the model input is ociodisplay of the resized frame."""
+    pixels = realistic_pixels(301, 203, seed=4)
+    folder = write_pair(tmp_path / "fit", "exr", pixels, "float")
+    plate = open_plate(folder, input_colorspace=ColorRequest(space, exact=True))
+    fit = (101, 150)
+    (_, small), _ = list(plate.frames(fit))
+    raw = resize_rgb(read_float(folder / "p.1001.exr"), fit)
+    assert small.shape == (*fit, 3)
+    assert np.array_equal(small, ocio_display(raw, space))
+    # the full-size frames are converted whole, as before
+    (_, full), _ = list(plate.frames())
+    assert np.array_equal(full, plate.read(0))
 
 
 # ---------------------------------------------------------------------------------------------
