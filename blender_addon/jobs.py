@@ -1,8 +1,11 @@
-"""One depth job: a strip in, an engine run, a depth strip out.
+"""Depth jobs: a strip in, an engine run, a depth strip out; and a batch of them.
 
-The modal operator (interactive) and the blocking path (scripts, background mode) share this
-class: both call `DepthJob.step` until it reports an end state; the modal operator from a
-timer, the blocking path in a loop.
+`DepthJob` is one strip. `DepthBatch` runs the strips of one Estimate Depth call one after
+another (one engine at a time: the machine's memory holds one model), each as its own shot,
+with one progress and one Cancel; a single strip is a batch of one. The modal operator
+(interactive) and the blocking path (scripts, background mode) share these classes: both
+call `step` until it reports an end state; the modal operator from a timer, the blocking
+path in a loop.
 
 The engine writes into a hidden work folder inside the output folder; only a finished run's
 files are moved into the output folder. A cancelled, failed or killed run therefore never
@@ -280,6 +283,169 @@ class DepthJob:
                 break
 
 
+class DepthBatch:
+    """The strips of one Estimate Depth call, each its own `DepthJob` (own snippets,
+    alignment, normalisation, output folder and depth strip), run one after another.
+
+    Offers what the operator and the sidebar use of a DepthJob (start, step, cancel,
+    run_blocking, done, state, progress, status_text, strip_name, notes, error). A strip that
+    fails is reported and the next one starts; Cancel stops the running engine and starts no
+    other. Strips that finished keep their depth either way.
+    """
+
+    def __init__(self, scene, strips, settings: list[JobSettings]) -> None:
+        if not strips or len(strips) != len(settings):
+            raise ValueError("a batch needs one JobSettings per strip")
+        self.scene_name = scene.name
+        self.strip_names = [strip.name for strip in strips]
+        self.settings = list(settings)
+        self.state = RUNNING
+        self.error: str | None = None
+        self.jobs: list[DepthJob] = []  # the jobs started so far, in order
+        self.failures: list[tuple[str, str]] = []  # (strip name, one line), in order
+        self.current: DepthJob | None = None
+        self._next = 0  # index of the strip to start next
+
+    @property
+    def several(self) -> bool:
+        return len(self.strip_names) > 1
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> DepthBatch:
+        """Check that every strip can be read, then start the first one's engine; raises
+        EngineError/StripError before any process starts when the inputs are wrong."""
+        scene = bpy.data.scenes[self.scene_name]
+        for name in self.strip_names:
+            strip = sequencer.find_strip(scene, name)
+            try:
+                sequencer.plan_for_strip(strip, "")  # reads nothing, writes nothing
+            except StripError as exc:
+                raise StripError(self._named(name, str(exc))) from exc
+        self._start_next(first=True)
+        return self
+
+    def _start_next(self, first: bool = False) -> None:
+        """Start the next strip; one that cannot start is a failure, then the one after it
+        starts. The first strip's failure is raised: nothing has run yet."""
+        self.current = None
+        scene = bpy.data.scenes.get(self.scene_name)
+        while self._next < len(self.strip_names):
+            name, settings = self.strip_names[self._next], self.settings[self._next]
+            self._next += 1
+            strip = sequencer.find_strip(scene, name) if scene else None
+            try:
+                if strip is None:
+                    raise StripError(f"The strip {name!r} was removed before its turn.")
+                job = DepthJob(scene, strip, settings)
+                job.start()
+            except (EngineError, StripError, OSError) as exc:
+                if first:
+                    raise
+                self.failures.append((name, str(exc)))
+                continue
+            self.jobs.append(job)
+            self.current = job
+            return
+        self._settle()
+
+    @property
+    def done(self) -> bool:
+        return self.state != RUNNING
+
+    def step(self) -> str:
+        """Advance the running strip's job; never blocks. Returns RUNNING or the end state."""
+        if self.done or self.current is None:
+            return self.state
+        job = self.current
+        state = job.step()
+        if state == RUNNING:
+            return RUNNING
+        if state == CANCELLED:  # the engine was stopped from outside: start no other
+            self.state = CANCELLED
+            return self.state
+        if state == FAILED:
+            self.failures.append((job.strip_name, job.error or "RollingDepth failed."))
+        self._start_next()
+        return self.state
+
+    def run_blocking(self, timeout: float | None = None, interval: float = 0.05) -> str:
+        """Step until the end (scripts and background mode, where no timer fires)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.step() == RUNNING:
+            if deadline is not None and time.monotonic() > deadline:
+                name = self.strip_name
+                self.cancel()
+                self.failures.append(
+                    (name, f"The engine did not finish within {timeout:.0f} s; it was stopped.")
+                )
+                self._settle()
+                break
+            time.sleep(interval)
+        return self.state
+
+    def cancel(self) -> None:
+        """Stop the running engine (its work folder goes, as with one job); start no other."""
+        if self.done:
+            return
+        if self.current is not None:
+            self.current.cancel()
+        self.state = CANCELLED
+
+    def _settle(self) -> None:
+        if not self.failures:
+            self.state = FINISHED
+            return
+        self.state = FAILED
+        self.error = "; ".join(self.failure_lines())
+
+    # ---------------------------------------------------------------- for the UI
+    @property
+    def finished_jobs(self) -> list[DepthJob]:
+        return [job for job in self.jobs if job.state == FINISHED]
+
+    @property
+    def strip_name(self) -> str:
+        if self.current is not None:
+            return self.current.strip_name
+        return self.strip_names[max(self._next - 1, 0)]
+
+    @property
+    def progress(self) -> float:
+        if self.state == FINISHED:
+            return 1.0
+        ended = len(self.finished_jobs) + len(self.failures)
+        running = self.current.progress if self.current and not self.current.done else 0.0
+        return min((ended + running) / len(self.strip_names), 1.0)
+
+    @property
+    def status_text(self) -> str:
+        text = self.current.status_text if self.current is not None else "starting"
+        if not self.several:
+            return text
+        return f"strip {max(self._next, 1)} of {len(self.strip_names)}: {text}"
+
+    @property
+    def notes(self) -> list[str]:
+        if not self.several:
+            return [note for job in self.jobs for note in job.notes]
+        return [f"{job.strip_name}: {note}" for job in self.jobs for note in job.notes]
+
+    def failure_lines(self) -> list[str]:
+        """One line per strip that failed, naming it."""
+        return [self._named(name, message) for name, message in self.failures]
+
+    def not_written(self) -> list[str]:
+        """The strips that got no depth: failed, cancelled, or never started."""
+        kept = {job.strip_name for job in self.finished_jobs}
+        return [name for name in self.strip_names if name not in kept]
+
+    def _named(self, name: str, message: str) -> str:
+        """``message`` naming its strip, when there are several to tell apart."""
+        if not self.several or repr(name) in message:
+            return message
+        return f"{name!r}: {message}"
+
+
 def _missing_folders(folder: str) -> list[str]:
     """``folder`` and those of its parents that do not exist yet, deepest first."""
     missing = []
@@ -307,8 +473,14 @@ def _remove_files(paths) -> None:
             os.rmdir(folder)
 
 
-def summary(job: DepthJob) -> str:
-    """One line for the user about a finished job."""
+def summary(job: DepthJob | DepthBatch) -> str:
+    """One line for the user about a finished job, or about the strips a batch finished."""
+    if isinstance(job, DepthBatch):
+        done = job.finished_jobs
+        if not job.several and done:
+            return summary(done[0])
+        names = ", ".join(repr(j.depth_strip_name) for j in done)
+        return f"{len(done)} depth strip{'s' if len(done) != 1 else ''} added: {names}"
     plan = job.plan
     numbers = plan.source_numbers if plan else []
     text = (
@@ -324,21 +496,58 @@ def summary(job: DepthJob) -> str:
     return text
 
 
+def kept_text(job: DepthJob | DepthBatch) -> str:
+    """What a cancelled call kept: the depth of the strips a batch finished before it."""
+    kept = job.finished_jobs if isinstance(job, DepthBatch) else []
+    if not kept:
+        return "no depth files were written."
+    return (
+        f"depth kept for {', '.join(repr(j.strip_name) for j in kept)}; "
+        f"nothing written for {', '.join(repr(name) for name in job.not_written())}."
+    )
+
+
+def outcome_reports(job: DepthJob | DepthBatch) -> list[tuple[str, str]]:
+    """``(level, line)`` reports for the end of ``job``: what was added, one ERROR line per
+    strip that failed (naming it, when there were several), a WARNING for a cancel."""
+    several = isinstance(job, DepthBatch) and job.several
+    reports = [("INFO", summary(j)) for j in job.finished_jobs] if several else []
+    failures = [("ERROR", line) for line in job.failure_lines()] if several else []
+    if job.state == FINISHED:
+        reports.append(("INFO", summary(job)))
+    elif job.state == CANCELLED:
+        reports += [*failures, ("WARNING", f"RollingDepth cancelled; {kept_text(job)}")]
+    elif several:
+        reports += [("INFO", summary(job))] if job.finished_jobs else []
+        reports += failures
+    else:
+        reports.append(("ERROR", job.error or "RollingDepth failed."))
+    return reports
+
+
+def depth_added(job: DepthJob | DepthBatch) -> bool:
+    """Whether ``job`` changed the scene (a depth strip, maybe a Defocus scene): worth an undo
+    step even when the call as a whole failed or was cancelled."""
+    if isinstance(job, DepthBatch):
+        return bool(job.finished_jobs)
+    return job.state == FINISHED
+
+
 # ---------------------------------------------------------------------------- the one live job
-_current: DepthJob | None = None
+_current: DepthJob | DepthBatch | None = None
 _last_outcome = ""
 
 
-def current_job() -> DepthJob | None:
+def current_job() -> DepthJob | DepthBatch | None:
     return _current
 
 
-def set_current(job: DepthJob | None) -> None:
+def set_current(job: DepthJob | DepthBatch | None) -> None:
     global _current
     _current = job
 
 
-def finished(job: DepthJob) -> None:
+def finished(job: DepthJob | DepthBatch) -> None:
     """Forget ``job`` as the live one and keep a line about how it ended for the sidebar."""
     global _current, _last_outcome
     if _current is job:
@@ -346,7 +555,9 @@ def finished(job: DepthJob) -> None:
     if job.state == FINISHED:
         _last_outcome = summary(job)
     elif job.state == CANCELLED:
-        _last_outcome = "Cancelled; no depth files were written."
+        _last_outcome = f"Cancelled; {kept_text(job)}"
+    elif depth_added(job):  # a batch in which some strips failed
+        _last_outcome = f"{summary(job)}. Failed: {job.error}"
     else:
         _last_outcome = job.error or "Failed."
 
@@ -364,13 +575,20 @@ def default_output_dir(strip_name: str) -> str:
     return f"//depth/{bpy.path.clean_name(strip_name)}/"
 
 
-def resolve_output_dir(text: str, strip_name: str) -> tuple[str, str | None]:
+def resolve_output_dir(text: str, strip_name: str, several: bool = False) -> tuple[str, str | None]:
     """Absolute output folder for ``text`` and, when it had to change, a note saying why.
 
-    A ``//`` path is relative to the .blend; with an unsaved .blend it goes to a temporary
-    folder instead (the note says so, so the user can save and run again).
+    Empty ``text`` is the strip's default folder. When one call runs ``several`` strips, a
+    chosen folder gets one subfolder per strip, ``<folder>/<strip name>/``, so that no strip
+    overwrites another's frames. A ``//`` path is relative to the .blend; with an unsaved
+    .blend it goes to a temporary folder instead (the note says so, so the user can save and
+    run again).
     """
-    text = text.strip() or default_output_dir(strip_name)
+    text = text.strip()
+    if not text:
+        text = default_output_dir(strip_name)
+    elif several:
+        text = os.path.join(text, bpy.path.clean_name(strip_name), "")
     if text.startswith("//") and not bpy.data.filepath:
         folder = os.path.join(
             tempfile.gettempdir(), "rollingdepth", bpy.path.clean_name(strip_name)

@@ -1,14 +1,17 @@
 """Sequencer ▸ Strip ▸ Estimate Depth (RollingDepth), and its Cancel button.
 
-Interactive use runs modal: a timer polls the engine (`DepthJob.step`), progress goes to the
-status bar and the sidebar, Esc or Cancel stops the engine. In background mode, or with
-``wait=True`` from a script, the same job is stepped in a loop until it ends.
+The selected image-sequence and movie strips (and the active one) each become a shot of
+their own, run one after another as one `jobs.DepthBatch`; a single strip is a batch of one.
+Interactive use runs modal: a timer polls the engine (`DepthBatch.step`), progress goes to
+the status bar and the sidebar, Esc or Cancel stops the engine. In background mode, or with
+``wait=True`` from a script, the same batch is stepped in a loop until it ends.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import textwrap
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
@@ -37,6 +40,29 @@ def blender_ocio_config() -> str:
     )
 
 
+def wrapped_label(layout, text: str, width: int = 42, icon: str = "NONE") -> None:
+    """``text`` as labels of at most ``width`` characters (a label does not wrap itself)."""
+    column = layout.column(align=True)
+    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
+        column.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+def sources_line(sources) -> str:
+    """What the dialog and the sidebar say will run."""
+    if len(sources) == 1:
+        strip = sources[0]
+        return f"{strip.name}: frames {strip.frame_final_start}-{strip.frame_final_end - 1}"
+    return f"{len(sources)} strips: {', '.join(strip.name for strip in sources)}"
+
+
+def holdout_refusal(holdout: str, sources) -> str:
+    return (
+        f"Holdout Matte {holdout!r} belongs to one plate, but {len(sources)} strips are "
+        f"selected ({', '.join(repr(s.name) for s in sources)}): select only its plate, or "
+        "clear Holdout Matte."
+    )
+
+
 def _redraw_sequencer(context) -> None:
     screen = getattr(context, "screen", None)
     if screen is None:
@@ -47,8 +73,8 @@ def _redraw_sequencer(context) -> None:
 
 
 class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
-    """Estimate temporally consistent depth for the active image-sequence or movie strip and
-    add it as an EXR strip above it"""
+    """Estimate temporally consistent depth for each selected image-sequence or movie strip
+    (or the active one), one after another, and add it as an EXR strip above its source"""
 
     bl_idname = "sequencer.rollingdepth_estimate"
     bl_label = "Estimate Depth (RollingDepth)"
@@ -114,7 +140,8 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
     )
     output_dir: StringProperty(
         name="Output Folder",
-        description="Folder for depth.####.exr; default //depth/<strip name>/ next to the .blend",
+        description="Folder for depth.####.exr; default //depth/<strip name>/ next to the "
+        ".blend; with several strips, one subfolder per strip",
         subtype="DIR_PATH",
         default="",
         # re-derived from each strip's name, never reused; `//` means next to the .blend
@@ -145,7 +172,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
     )
 
     _timer = None
-    _job: jobs.DepthJob | None = None
+    _job: jobs.DepthBatch | None = None
 
     @classmethod
     def poll(cls, context):
@@ -160,25 +187,24 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
     # ---------------------------------------------------------------- dialog
     def invoke(self, context, event):
         scene = sequencer.sequencer_scene(context)
-        strip = sequencer.active_strip(scene)
-        problem = sequencer.strip_problem(strip)
+        sources, _, problem = sequencer.estimate_sources(scene, self.holdout_strip)
         if problem:
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         if not self.output_dir:
-            self.output_dir = jobs.default_output_dir(strip.name)
+            # several strips: each in //depth/<strip name>/, their default folders
+            several = len(sources) > 1
+            self.output_dir = "//depth/" if several else jobs.default_output_dir(sources[0].name)
         return context.window_manager.invoke_props_dialog(self, width=420)
 
     def draw(self, context):
         layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
-        strip = sequencer.active_strip(sequencer.sequencer_scene(context))
-        if strip is not None:
-            layout.label(
-                text=f"{strip.name}: frames {strip.frame_final_start}-{strip.frame_final_end - 1}",
-                icon="SEQUENCE",
-            )
+        scene = sequencer.sequencer_scene(context)
+        sources, _, _ = sequencer.estimate_sources(scene, self.holdout_strip)
+        if sources:
+            wrapped_label(layout, sources_line(sources), width=60, icon="SEQUENCE")
         layout.prop(self, "preset")
         layout.prop(self, "dilations")
         layout.prop(self, "refine_steps")
@@ -196,12 +222,16 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         row.prop(self, "upsample_edges")
         layout.prop(self, "strip_colorspace")
         layout.prop(self, "anchor_solve")
-        scene = sequencer.sequencer_scene(context)
         if scene.sequence_editor is not None:
             layout.prop_search(
                 self, "holdout_strip", scene.sequence_editor, sequencer.ALL_STRIPS, icon="MOD_MASK"
             )
+        if self.holdout_strip and len(sources) > 1:
+            wrapped_label(layout, holdout_refusal(self.holdout_strip, sources), 60, "ERROR")
         layout.prop(self, "output_dir")
+        if len(sources) > 1:
+            folder = os.path.join(self.output_dir.strip() or "//depth/", "<strip name>", "")
+            layout.label(text=f"One folder per strip: {folder}", icon="INFO")
         if self.output_dir.startswith("//") and not bpy.data.filepath:
             layout.label(text="Unsaved .blend: a temporary folder will be used", icon="INFO")
         layout.prop(self, "replace")
@@ -213,17 +243,23 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             self.report({"ERROR"}, "A RollingDepth run is in progress: cancel it or wait.")
             return {"CANCELLED"}
         scene = sequencer.sequencer_scene(context)
-        strip = sequencer.active_strip(scene)
-        problem = sequencer.strip_problem(strip)
+        sources, skipped, problem = sequencer.estimate_sources(scene, self.holdout_strip)
         if problem:
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
+        if self.holdout_strip and len(sources) > 1:
+            self.report({"ERROR"}, holdout_refusal(self.holdout_strip, sources))
+            return {"CANCELLED"}
         try:
-            settings = self._settings(context, strip)
-            job = jobs.DepthJob(scene, strip, settings).start()
+            settings = [self._settings(context, strip, len(sources) > 1) for strip in sources]
+            _check_distinct_folders(sources, settings)
+            job = jobs.DepthBatch(scene, sources, settings).start()
         except (EngineError, StripError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        if skipped:
+            names = ", ".join(repr(strip.name) for strip in skipped)
+            self.report({"INFO"}, f"Skipped, not an image sequence or movie: {names}")
 
         if self.wait or bpy.app.background or context.window is None:
             job.run_blocking()
@@ -238,7 +274,9 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         self._show_progress(context, job)
         return {"RUNNING_MODAL"}
 
-    def _settings(self, context, strip) -> jobs.JobSettings:
+    def _settings(self, context, strip, several: bool = False) -> jobs.JobSettings:
+        """The run for ``strip``: its own colour space, solve anchors and output folder
+        (``several``: one of several strips, so a chosen folder gets a subfolder for it)."""
         prefs = preferences(context)
         if self.depth_mode == "depth" and not self.near < self.far:
             raise EngineError("Near must be smaller than Far.", "ConfigError")
@@ -261,7 +299,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             device=prefs.device,
             dtype=None if prefs.dtype == "preset" else prefs.dtype,
         )
-        output_dir, note = jobs.resolve_output_dir(self.output_dir, strip.name)
+        output_dir, note = jobs.resolve_output_dir(self.output_dir, strip.name, several)
         if note:
             self.report({"WARNING"}, note)
         return jobs.JobSettings(
@@ -342,28 +380,37 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         _redraw_sequencer(context)
 
     # ---------------------------------------------------------------- end
-    def _end(self, context, job: jobs.DepthJob):
+    def _end(self, context, job: jobs.DepthBatch | jobs.DepthJob):
         if self._timer is not None or self._job is not None:
             self._cleanup_ui(context)
         self._job = None
         jobs.finished(job)
         for note in job.notes:
             self.report({"INFO"}, f"RollingDepth: {note}")
-        if job.state == jobs.FINISHED:
-            message = jobs.summary(job)
-            self.report({"INFO"}, message)
-            if not bpy.app.background:
-                bpy.ops.ed.undo_push(message="Estimate Depth (RollingDepth)")
-            return {"FINISHED"}
-        if job.state == jobs.CANCELLED:
-            self.report({"WARNING"}, "RollingDepth cancelled; no depth files were written.")
-            return {"CANCELLED"}
-        self.report({"ERROR"}, job.error or "RollingDepth failed.")
-        return {"CANCELLED"}
+        for level, line in jobs.outcome_reports(job):
+            self.report({level}, line)
+        # one undo step for the whole call, also when only some strips got their depth
+        if jobs.depth_added(job) and not bpy.app.background:
+            bpy.ops.ed.undo_push(message="Estimate Depth (RollingDepth)")
+        return {"FINISHED"} if job.state == jobs.FINISHED else {"CANCELLED"}
+
+
+def _check_distinct_folders(sources, settings: list[jobs.JobSettings]) -> None:
+    """Two strips whose names clean to the same folder name would overwrite each other."""
+    seen: dict[str, str] = {}
+    for strip, run in zip(sources, settings, strict=True):
+        key = os.path.normcase(run.output_dir)
+        if key in seen:
+            raise StripError(
+                f"{seen[key]!r} and {strip.name!r} would write to the same folder "
+                f"{run.output_dir}: rename one of them."
+            )
+        seen[key] = strip.name
 
 
 class SEQUENCER_OT_rollingdepth_cancel(bpy.types.Operator):
-    """Stop the running RollingDepth engine; nothing it wrote is kept"""
+    """Stop the running RollingDepth engine (nothing it wrote is kept) and start no other
+    strip; strips already finished keep their depth"""
 
     bl_idname = "sequencer.rollingdepth_cancel"
     bl_label = "Cancel RollingDepth"

@@ -1,21 +1,18 @@
-"""The Sequencer sidebar's RollingDepth tab: the run's stage, progress and a Cancel button;
-Focus and Blur of the active strip's Defocus setup."""
+"""The Sequencer sidebar's RollingDepth tab: the strips a run would take, the run's stage,
+progress and a Cancel button; Focus and Blur of the active strip's Defocus setup."""
 
 from __future__ import annotations
-
-import textwrap
 
 import bpy
 
 from . import jobs, sequencer
 from .compositing import defocus_controls, defocus_scenes_of
-from .operators import SEQUENCER_OT_rollingdepth_cancel, SEQUENCER_OT_rollingdepth_estimate
-
-
-def _wrapped(layout, text: str, width: int = 42, icon: str = "NONE") -> None:
-    column = layout.column(align=True)
-    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
-        column.label(text=line, icon=icon if i == 0 else "BLANK1")
+from .operators import (
+    SEQUENCER_OT_rollingdepth_cancel,
+    SEQUENCER_OT_rollingdepth_estimate,
+    sources_line,
+    wrapped_label,
+)
 
 
 class SEQUENCER_PT_rollingdepth(bpy.types.Panel):
@@ -37,20 +34,23 @@ class SEQUENCER_PT_rollingdepth(bpy.types.Panel):
             layout.operator(SEQUENCER_OT_rollingdepth_cancel.bl_idname, icon="CANCEL")
             return
 
-        strip = sequencer.active_strip(sequencer.sequencer_scene(context))
-        problem = sequencer.strip_problem(strip)
+        scene = sequencer.sequencer_scene(context)
+        strip = sequencer.active_strip(scene)
+        sources, _, problem = sequencer.estimate_sources(scene)
         column = layout.column()
         if problem:
-            _wrapped(column, problem, icon="INFO")
+            wrapped_label(column, problem, icon="INFO")
+        elif len(sources) > 1:
+            wrapped_label(column, sources_line(sources), icon="SEQUENCE")
         else:
-            column.label(text=f"{strip.name}", icon="SEQUENCE")
+            column.label(text=f"{sources[0].name}", icon="SEQUENCE")
         row = layout.row()
         row.enabled = problem is None
         row.operator(SEQUENCER_OT_rollingdepth_estimate.bl_idname, text="Estimate Depth")
         outcome = jobs.last_outcome()
         if outcome:
             layout.separator()
-            _wrapped(layout, outcome, icon="INFO")
+            wrapped_label(layout, outcome, icon="INFO")
         _draw_defocus(layout, context, strip)
 
 

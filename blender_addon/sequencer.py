@@ -97,6 +97,41 @@ def strip_problem(strip) -> str | None:
     return None
 
 
+def is_plate(strip, holdout: str = "") -> bool:
+    """An image-sequence or movie strip that is neither a depth strip nor the holdout matte."""
+    return strip.type in SUPPORTED_TYPES and not strip.get(SOURCE_KEY) and strip.name != holdout
+
+
+def estimate_sources(scene, holdout: str = "") -> tuple[list, list, str | None]:
+    """What Estimate Depth runs on: ``(sources, skipped, problem)``.
+
+    ``sources``: the selected plates (`is_plate`) of the timeline shown (the meta strip being
+    edited, else the top level) and the active strip if it is one, ordered by start frame,
+    then channel. With none, the active strip alone, as when only the active strip ran.
+    ``skipped``: the selected strips of other types (effects, sounds, scenes ...); depth
+    strips and the holdout matte are left out silently. ``problem``: why the run cannot
+    start (`strip_problem` of the first source that has one), or None: one bad plate stops
+    the whole call before any engine starts.
+    """
+    active = active_strip(scene)
+    editor = scene.sequence_editor
+    picked = []
+    if editor is not None:
+        stack = list(editor.meta_stack)
+        picked = [s for s in strips_in(stack[-1] if stack else editor) if s.select]
+    if active is not None and active not in picked:
+        picked.append(active)
+    sources = sorted(
+        (s for s in picked if is_plate(s, holdout)),
+        key=lambda s: (s.frame_final_start, s.channel),
+    )
+    if not sources:
+        return ([active] if active is not None else []), [], strip_problem(active)
+    skipped = [s for s in picked if s.type not in SUPPORTED_TYPES]
+    problems = (strip_problem(s) for s in sources)
+    return sources, skipped, next((p for p in problems if p), None)
+
+
 def plan_for_strip(strip, staging_dir: str) -> FramePlan:
     """The engine run that covers exactly the frames ``strip`` shows (see frames.py)."""
     problem = strip_problem(strip)

@@ -70,6 +70,15 @@ def add_image_strip(scene, directory: Path, names: list[str], channel: int, fram
     return strip
 
 
+def select_only(scene, *strips) -> None:
+    """Select ``strips`` alone, the last one active, as clicks in the Sequencer would
+    (``strips.new_*`` selects every strip it makes, and the operator runs on the selection)."""
+    for strip in scene.sequence_editor.strips_all:
+        strip.select = strip in strips
+    if strips:
+        scene.sequence_editor.active_strip = strips[-1]
+
+
 def run_operator(**settings) -> set:
     """The Strip menu operator through bpy.ops (background mode: the blocking path)."""
     base = dict(resolution=64, dilations="1 3", preset="fast")

@@ -18,6 +18,7 @@ from .support import (
     engine_cli,
     max_exr_difference,
     run_operator,
+    select_only,
 )
 
 SOURCE_CHANNEL = 2
@@ -43,7 +44,7 @@ def image_run(tmp_path_factory, media, addon):
     blocker = editor.strips.new_image(
         "blocker", str(media["sequence_dir"] / names[0]), SOURCE_CHANNEL + 1, 25
     )
-    editor.active_strip = source
+    select_only(scene, source)
 
     output = tmp_path_factory.mktemp("image_out")
     # the dialog's defaults: the convention is left to the add-on (what an artist gets)

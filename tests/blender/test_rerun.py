@@ -9,7 +9,7 @@ import bpy
 import pytest
 
 from .conftest import fresh_scene, point_at_engine
-from .support import ADDON_MODULE, add_image_strip, run_operator
+from .support import ADDON_MODULE, add_image_strip, run_operator, select_only
 
 NAMES = [f"plate.{n:04d}.png" for n in range(1001, 1007)]
 
@@ -62,7 +62,7 @@ def test_rerun_replaces_the_previous_depth_and_its_files(saved):
 def test_a_depth_strip_is_refused_as_input(saved):
     scene = saved["scene"]
     depth = _depth_strips(scene)[0]
-    scene.sequence_editor.active_strip = depth
+    select_only(scene, depth)
     with pytest.raises(RuntimeError, match="is the RollingDepth depth of 'plate': select 'plate'"):
         run_operator()
     panels = __import__(f"{ADDON_MODULE}.sequencer", fromlist=["strip_problem"])

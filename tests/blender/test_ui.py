@@ -91,6 +91,7 @@ def test_dialog_and_preferences_draw(modules, scene, media):
         depth_mode="depth",
         output_dir="//depth/plate/",
         restore_res=True,
+        holdout_strip="",
     )
     props = [a[1] for name, a, _ in layout.log if name == "prop"]
     assert props[:4] == ["preset", "dilations", "refine_steps", "resolution"]
@@ -103,9 +104,18 @@ def test_dialog_and_preferences_draw(modules, scene, media):
     cls = modules.operators.SEQUENCER_OT_rollingdepth_estimate
     rna = bpy.ops.sequencer.rollingdepth_estimate.get_rna_type()
     assert rna.properties["depth_mode"].default == "normalized"
-    layout = _draw(cls, bpy.context, depth_mode="normalized", output_dir="/x", restore_res=True)
+    layout = _draw(
+        cls,
+        bpy.context,
+        depth_mode="normalized",
+        output_dir="/x",
+        restore_res=True,
+        holdout_strip="",
+    )
     assert "Shows as depth in the Sequencer: 0 farthest .. 1 nearest" in layout.texts("label")
-    layout = _draw(cls, bpy.context, depth_mode="inverse", output_dir="/x", restore_res=True)
+    layout = _draw(
+        cls, bpy.context, depth_mode="inverse", output_dir="/x", restore_res=True, holdout_strip=""
+    )
     assert any("clipped (black)" in t for t in layout.texts("label"))
 
     prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
