@@ -19,6 +19,7 @@ explicitly (``--threads``).
 
     .venv/bin/python benchmarks/speed_bench.py components --threads 2
     .venv/bin/python benchmarks/speed_bench.py e2e --threads 2 --frames 12 --res 128
+    .venv/bin/python benchmarks/speed_bench.py e2e --order reference ours ours-bf16
 """
 
 from __future__ import annotations
@@ -130,13 +131,18 @@ def e2e(args: argparse.Namespace) -> None:
             dict(compile=args.compile),
             replace(base, batch_size=args.batch, vae_batch_size=args.vae_batch),
         ),
+        # opt-in `--dtype bf16`, on a CPU with native bfloat16 (device.cpu_has_native_bf16)
+        "ours-bf16": (
+            dict(compile=args.compile),
+            replace(base, batch_size=args.batch, vae_batch_size=args.vae_batch, dtype="bf16"),
+        ),
     }
     # the machine's load drifts: alternate the two setups and keep each stage's best
     timings: dict[str, dict[str, float]] = {name: {} for name in args.order}
     for _ in range(args.rounds):
         for name in args.order:
             flags, config = setups[name]
-            model = DepthModel.from_pretrained(folder, device="cpu", dtype="fp32", **flags)
+            model = DepthModel.from_pretrained(folder, device="cpu", dtype=config.dtype, **flags)
             start = time.perf_counter()
             result = estimate_depth(model, frames, config)
             run = dict(result.timings, total=time.perf_counter() - start)
@@ -144,16 +150,23 @@ def e2e(args: argparse.Namespace) -> None:
             for stage, seconds in run.items():
                 timings[name][stage] = min(seconds, timings[name].get(stage, float("inf")))
             del model
-    stages = [s for s in timings["reference"] if s in timings["ours"]]
+    first, others = args.order[0], args.order[1:]
+    stages = [s for s in timings[first] if all(s in timings[o] for o in others)]
     print(
         f"\n{args.frames} frames {args.res}x{args.res}, dilations {args.dilations}, no refinement, "
-        f"fp32 CPU, {torch.get_num_threads()} threads, full-size random weights, "
-        f"best of {args.rounds} alternating rounds"
+        f"CPU, {torch.get_num_threads()} threads, full-size random weights, "
+        f"best of {args.rounds} alternating rounds; ratio = {first} s / setup s"
     )
-    print(f"{'stage':<10}{'reference s':>13}{'ours s':>9}{'ratio':>8}")
+    print(
+        f"{'stage':<10}{first + ' s':>13}" + "".join(f"{o + ' s':>14}{'ratio':>8}" for o in others)
+    )
     for stage in stages:
-        ref, ours = timings["reference"][stage], timings["ours"][stage]
-        print(f"{stage:<10}{ref:>13.2f}{ours:>9.2f}{ref / max(ours, 1e-9):>7.2f}x")
+        ref = timings[first][stage]
+        line = f"{stage:<10}{ref:>13.2f}"
+        for other in others:
+            ours = timings[other][stage]
+            line += f"{ours:>14.2f}{ref / max(ours, 1e-9):>7.2f}x"
+        print(line)
 
 
 def main() -> int:
@@ -173,7 +186,13 @@ def main() -> int:
     e.add_argument("--dilations", type=int, nargs="+", default=[1, 3])
     e.add_argument("--batch", type=int, default=0, help="our snippets per UNet call (0 = auto)")
     e.add_argument("--vae-batch", type=int, default=4, help="our VAE batch")
-    e.add_argument("--order", nargs=2, default=["reference", "ours"])
+    e.add_argument(
+        "--order",
+        nargs="+",
+        choices=["reference", "ours", "ours-bf16"],
+        default=["reference", "ours"],
+        help="setups, run in this order each round; ratios against the first",
+    )
     e.add_argument("--rounds", type=int, default=2, help="alternations (best of, per stage)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

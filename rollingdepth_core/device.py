@@ -29,17 +29,37 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX, through oneDNN):
+    there the networks run about twice as fast in bf16 as in fp32
+    (``benchmarks/speed_bench.py``); elsewhere bf16 is emulated and slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and (
+            "AVX512" in torch.backends.cpu.get_cpu_capability()
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_dtype(dtype: str, device: torch.device, explicit: bool) -> str:
     """The dtype to run in.
 
-    Half precision on the CPU is slow and poorly supported. A preset's fp16 is mapped to fp32
-    there with a warning; an fp16/bf16 the user asked for by name is refused.
+    fp16 on the CPU is slow and poorly supported: a preset's fp16 is mapped to fp32 there with
+    a warning, and an fp16 the user asked for by name is refused. bf16 asked for by name runs
+    on a CPU that computes it natively (`cpu_has_native_bf16`), and is refused on others.
     """
     if device.type != "cpu" or dtype == "fp32":
         return dtype
     if explicit:
+        if dtype == "bf16" and cpu_has_native_bf16():
+            return dtype
+        hint = (
+            "this CPU has no native bfloat16 (AVX512-BF16 or AMX)"
+            if dtype == "bf16"
+            else "use `--dtype bf16` on a CPU with AVX512-BF16 or AMX"
+        )
         raise DeviceError(
-            f"`--dtype {dtype}` is not supported on the CPU; use `--dtype fp32` or a GPU"
+            f"`--dtype {dtype}` is not supported on the CPU ({hint}); use `--dtype fp32` or a GPU"
         )
     log.warning("running on the CPU: the preset's %s is replaced by fp32", dtype)
     return "fp32"

@@ -64,11 +64,14 @@ class SubPixelUpsample(torch.nn.Module):
         super().__init__()
         self.upsample = upsample  # kept, so the weights and their names stay the VAE's
         w = upsample.conv.weight  # [O,I,3,3]
-        taps = self.TAPS.to(w)
+        taps = self.TAPS.to(w.device)
+        # summed in float32 whatever the weights' dtype, then rounded once
         kernels = [
-            torch.einsum("rk,oikl,cl->oirc", taps[a], w, taps[b]) for a in (0, 1) for b in (0, 1)
+            torch.einsum("rk,oikl,cl->oirc", taps[a], w.float(), taps[b])
+            for a in (0, 1)
+            for b in (0, 1)
         ]
-        kernel = torch.cat(kernels).contiguous(memory_format=torch.channels_last)  # [4O,I,2,2]
+        kernel = torch.cat(kernels).to(w.dtype).contiguous(memory_format=torch.channels_last)
         self.register_buffer("kernel", kernel, persistent=False)
 
     @staticmethod
