@@ -512,8 +512,9 @@ class BakedDisplayTransform:
             pixels = source.reshape(-1, 3)[redo][None]  # [1,N,3]
             self._exact.applyRGB(pixels)
             band.reshape(-1, 3)[redo] = _clip_unit_in_place(pixels)[0]
-        # Interpolated lattice values stay in [0, 1] but for float rounding.
-        _clip_unit_in_place(band)
+        # Interpolated lattice values stay in [0, 1] but for float rounding (and are finite:
+        # NaN and infinite input was redone above), so one pass clips them.
+        np.clip(band, 0.0, 1.0, out=band)
 
 
 def _shaper() -> ocio.LogCameraTransform:
