@@ -152,7 +152,9 @@ class DepthSession:
     def encode(self, config: InferenceConfig, progress: ProgressCallback | None = None) -> None:
         """1. RGB latents at the config's processing size, encoded once per size."""
         if self.store.needs_scan(config):
-            frames = (rgb for _, rgb in self.plate.frames())
+            # read as a run reads (runner.run_plate): resized, then converted to display
+            fit = self.processing_size(config)
+            frames = (rgb for _, rgb in self.plate.frames(fit))
             self.store.scan(frames, self.n_frames, config, lambda: self.model, None, progress)
             self.counters.encode_passes += 1
             self.counters.frames_encoded += self.n_frames

@@ -52,7 +52,8 @@ def session(pipeline, video):
 
 def test_run_matches_the_one_shot_pipeline(session, pipeline, video):
     result = session.run(config())
-    frames = (rgb for _, rgb in open_plate(video).frames())
+    # the plate read as a run reads it: resized to the processing size, then converted
+    frames = (rgb for _, rgb in open_plate(video).frames((42, 64)))
     expected = estimate_depth(pipeline, frames, config())
     assert result.depth.shape == (N_FRAMES, 42, 64)
     assert result.dilations == expected.plan.dilations == [1, 3]
@@ -250,8 +251,9 @@ class SyntheticPlate:
     def __len__(self):
         return len(self.info.frame_numbers)
 
-    def frames(self):
-        blank = np.zeros((self.info.height, self.info.width, 3), np.float32)
+    def frames(self, fit=None):
+        height, width = fit or (self.info.height, self.info.width)
+        blank = np.zeros((height, width, 3), np.float32)
         for number in self.info.frame_numbers:
             yield number, blank
 
@@ -316,3 +318,24 @@ def test_holdout_mattes_realign_without_the_model(session, tmp_path, unet_calls)
     again = session.align(config())
     for a, b in zip(again.alignment.scales, plain, strict=True):
         np.testing.assert_array_equal(a, b)  # without the matte: the solve as before
+
+
+def test_a_scene_linear_plate_reaches_the_model_as_in_a_run(pipeline, tmp_path):
+    """An ACEScg EXR plate: the panel's session gives the CLI run's depth (the same reading:
+    resized in scene-linear light, then OCIO to the display), bit for bit."""
+    from rollingdepth_core.colorspace import ColorRequest
+    from rollingdepth_core.sample import sample_frame
+
+    from .plate_fixtures import write_image
+
+    for i in range(8):
+        linear = (sample_frame(i, 8, 64, 96) ** 2.2) * 4.0  # scene-linear, above 1 in places
+        write_image(tmp_path / f"p.{1001 + i}.exr", linear, "half")
+    plate = open_plate(tmp_path / "p.####.exr", input_colorspace=ColorRequest("ACEScg"))
+    assert not plate.info.color.passthrough
+    settings = config(dilations=(1, 2))
+    result = DepthSession(pipeline, plate).run(settings)
+    frames = (rgb for _, rgb in plate.frames((42, 64)))
+    np.testing.assert_array_equal(
+        result.depth, estimate_depth(pipeline, frames, settings).to_array()
+    )
