@@ -131,15 +131,12 @@ class DepthJob:
 
     def run_blocking(self, timeout: float | None = None, interval: float = 0.05) -> str:
         """Step until the end (scripts and background mode, where no timer fires)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.step() == RUNNING:
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                self.error = f"The engine did not finish within {timeout:.0f} s; it was stopped."
-                self.state = FAILED
-                break
-            time.sleep(interval)
-        return self.state
+        return _step_until_done(self, timeout, interval)
+
+    def _timed_out(self, message: str) -> None:
+        self.cancel()
+        self.error = message
+        self.state = FAILED
 
     def cancel(self) -> None:
         """Stop the engine (terminate, then kill) and remove everything this run wrote."""
@@ -370,18 +367,13 @@ class DepthBatch:
 
     def run_blocking(self, timeout: float | None = None, interval: float = 0.05) -> str:
         """Step until the end (scripts and background mode, where no timer fires)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.step() == RUNNING:
-            if deadline is not None and time.monotonic() > deadline:
-                name = self.strip_name
-                self.cancel()
-                self.failures.append(
-                    (name, f"The engine did not finish within {timeout:.0f} s; it was stopped.")
-                )
-                self._settle()
-                break
-            time.sleep(interval)
-        return self.state
+        return _step_until_done(self, timeout, interval)
+
+    def _timed_out(self, message: str) -> None:
+        name = self.strip_name
+        self.cancel()
+        self.failures.append((name, message))
+        self._settle()
 
     def cancel(self) -> None:
         """Stop the running engine (its work folder goes, as with one job); start no other."""
@@ -444,6 +436,18 @@ class DepthBatch:
         if not self.several or repr(name) in message:
             return message
         return f"{name!r}: {message}"
+
+
+def _step_until_done(job: DepthJob | DepthBatch, timeout: float | None, interval: float) -> str:
+    """``job.step()`` until it ends; past ``timeout`` seconds the job is stopped and told why
+    (``job._timed_out``)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while job.step() == RUNNING:
+        if deadline is not None and time.monotonic() > deadline:
+            job._timed_out(f"The engine did not finish within {timeout:.0f} s; it was stopped.")
+            break
+        time.sleep(interval)
+    return job.state
 
 
 def _missing_folders(folder: str) -> list[str]:
