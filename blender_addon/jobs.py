@@ -335,10 +335,10 @@ class DepthBatch:
                     raise StripError(f"The strip {name!r} was removed before its turn.")
                 job = DepthJob(scene, strip, settings)
                 job.start()
-            except (EngineError, StripError, OSError) as exc:
+            except Exception as exc:  # a later strip's failure must not end the batch
                 if first:
                     raise
-                self.failures.append((name, str(exc)))
+                self.failures.append((name, str(exc) or type(exc).__name__))
                 continue
             self.jobs.append(job)
             self.current = job

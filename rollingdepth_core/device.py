@@ -34,9 +34,8 @@ def cpu_has_native_bf16() -> bool:
     there the networks run about twice as fast in bf16 as in fp32
     (``benchmarks/speed_bench.py``); elsewhere bf16 is emulated and slower."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and (
-            "AVX512" in torch.backends.cpu.get_cpu_capability()
-        )
+        # the instructions themselves: oneDNN's own bf16 check passes on any AVX-512 CPU
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return False
 

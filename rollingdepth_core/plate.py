@@ -9,6 +9,7 @@ of the decode (``benchmarks/colorspace_bench.py``).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import OpenImageIO as oiio
 from .colorspace import (
     ColorHint,
     ColorRequest,
+    DisplayTransform,
     PlateColor,
     display_transform,
     image_color_hints,
@@ -132,7 +134,7 @@ class Plate:
             if fit is None:
                 yield number, self._to_display(pixels)
             else:
-                yield number, self._to_display(resize_rgb(pixels, fit))
+                yield number, self._to_display(resize_rgb(_finite(pixels), fit))
 
     def read(self, index: int) -> np.ndarray:
         """Return the frame at position ``index`` (0..len-1) as float32 [H,W,3] in [0,1]."""
@@ -177,7 +179,12 @@ class Plate:
 
     def _to_display(self, pixels: np.ndarray) -> np.ndarray:
         """The plate's colour transform, in place on float32 pixels the reader owns."""
-        return display_transform(self.info.color).in_place(pixels)
+        return self._transform.in_place(pixels)
+
+    @functools.cached_property
+    def _transform(self) -> DisplayTransform:
+        # held by the plate: the shared cache may drop it while the plate is still read
+        return display_transform(self.info.color)
 
     def close(self) -> None:
         """Release open files; the plate may still be read afterwards (files are reopened)."""
@@ -416,6 +423,14 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x[0].permute(1, 2, 0).contiguous().numpy()
 
 
+def _finite(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` with NaN and infinite values (render errors) set to 0, in place, before a
+    resize spreads them to their neighbours; the colour transform would make them 0 too."""
+    if not np.isfinite(pixels).all():
+        np.nan_to_num(pixels, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return pixels
+
+
 def _read_image_fitted(path: Path, fit: tuple[int, int]) -> np.ndarray:
     """`_read_image` resized to ``fit`` (h, w), not converted, decoded a strip of scanlines
     at a time.
@@ -446,7 +461,7 @@ def _read_image_fitted(path: Path, fit: tuple[int, int]) -> np.ndarray:
             rows[:, left - full_x : right - full_x] = pixels[:, left - spec.x : right - spec.x][
                 ..., indices
             ]
-            narrow[y - full_y : end - full_y] = resize_rgb(rows, (end - y, fit[1]))
+            narrow[y - full_y : end - full_y] = resize_rgb(_finite(rows), (end - y, fit[1]))
     finally:
         inp.close()
     return resize_rgb(narrow, fit)

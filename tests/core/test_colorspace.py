@@ -414,6 +414,27 @@ def test_one_processor_per_plate(tmp_path: Path) -> None:
     assert display_transform(first.info.color) is display_transform(again.info.color)
 
 
+def test_non_finite_pixels_do_not_spread_in_the_resize(tmp_path: Path) -> None:
+    """A NaN or infinite pixel (a render error) counts as 0 before the resize, so it does not
+    black out its neighbourhood at the processing size."""
+    pixels = realistic_pixels(300, 200, seed=5)
+    clean = pixels.copy()
+    clean[50, 60], clean[120, 200, 1], clean[10, 10, 2] = 0.0, 0.0, 0.0
+    pixels[50, 60], pixels[120, 200, 1], pixels[10, 10, 2] = np.nan, np.inf, -np.inf
+    fit = (40, 60)
+    read = []
+    for name, values in (("bad", pixels), ("clean", clean)):
+        folder = write_pair(tmp_path / name, "exr", values, "float")
+        for limit in (None, 0.05 / 1024):  # whole frames, and strips of scanlines
+            plate = open_plate(folder, input_colorspace=ColorRequest("ACEScg", exact=True))
+            if limit is not None:
+                plate.max_frame_bytes = int(limit * 2**30)
+            read.append(next(plate.frames(fit))[1])
+    assert all(np.isfinite(r).all() for r in read)
+    np.testing.assert_array_equal(read[0], read[2])
+    np.testing.assert_allclose(read[1], read[3], atol=1e-6)
+
+
 @pytest.mark.parametrize("space", ["ACEScg", "ARRI LogC4"])
 def test_model_input_is_resized_then_converted(tmp_path: Path, space: str) -> None:
     """At the processing size the plate is resized in its input space and OCIO converts
