@@ -140,7 +140,7 @@ class Plate:
         """Return the frame at position ``index`` (0..len-1) as float32 [H,W,3] in [0,1]."""
         self._check_index(index)
         self.check_memory()
-        return self._read(index)
+        return self._to_display(self._read(index))
 
     def check_memory(self, fit: tuple[int, int] | None = None) -> None:
         """InputError unless frames can be read (at ``fit``, if given) within the memory limit.
@@ -175,6 +175,7 @@ class Plate:
         raise NotImplementedError
 
     def _read(self, index: int) -> np.ndarray:
+        """The frame at ``index``: float32 [H,W,3] in the input space, not yet converted."""
         raise NotImplementedError
 
     def _to_display(self, pixels: np.ndarray) -> np.ndarray:
@@ -582,7 +583,7 @@ class _SequencePlate(Plate):
                 yield number, self._load(path)
 
     def _read(self, index: int) -> np.ndarray:
-        return self._to_display(self._load(self._paths[index]))
+        return self._load(self._paths[index])
 
     def _load(self, path: Path) -> np.ndarray:
         rgb = _read_image(path)
@@ -810,7 +811,7 @@ class _VideoPlate(Plate):
             for number, frame in self._cursor:
                 self._cursor_next = number + 1
                 if number == target:
-                    return self._to_display(self._rgb(frame))
+                    return self._rgb(frame)
         except _VIDEO_ERRORS as exc:
             self.close()
             raise InputError(f"{self.info.source}: cannot decode frame {target}: {exc}") from exc
