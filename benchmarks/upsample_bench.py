@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from rollingdepth_core import upsample
-from rollingdepth_core.output import resize_map
-from rollingdepth_core.upsample import upsample_depth
+from rollingdepth_core.upsample import resize_map, upsample_depth
 
 ROOT = Path(__file__).resolve().parents[1]
 

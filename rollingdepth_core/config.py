@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields, replace
 
 from . import protocol
 from .errors import ConfigError
-from .output_guard import check_name
 
 DEFAULT_CHECKPOINT = "prs-eth/rollingdepth-v1-0"
 DTYPES = ("fp32", "fp16", "bf16")
@@ -155,3 +155,15 @@ def preset_config(name: str, **overrides) -> InferenceConfig:
     config = replace(PRESETS[name].inference, **given)
     config.check()
     return config
+
+
+def check_name(name: str) -> None:
+    """ConfigError unless ``name`` is a plain file-name prefix that stays in the folder."""
+    if not name or not name.strip():
+        raise ConfigError("`name` must not be empty: it is the prefix of NAME.####.exr")
+    if "/" in name or "\\" in name or os.sep in name or name in (".", ".."):
+        raise ConfigError(f"`name` must be a file-name prefix, not a path; got {name!r}")
+    if name.startswith("."):
+        raise ConfigError(f"`name` must not start with '.' (hidden files); got {name!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ConfigError(f"`name` must not hold control characters; got {name!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .errors import ConfigError, RollingDepthError
-from .method import Block, Plan, predict_block
+from .plan import Block, Plan, predict_block
 from .progress import ProgressCallback, report
 
 

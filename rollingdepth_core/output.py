@@ -10,8 +10,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from . import __version__, protocol
 from .anchors import AnchorFit
@@ -20,6 +18,7 @@ from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError, OutputError
 from .exr import write_depth_exr
 from .progress import ProgressCallback, report
+from .upsample import resize_map
 
 DEPTH_CONVENTIONS = {mode: spec["description"] for mode, spec in protocol.DEPTH_MODES.items()}
 ANCHORED_CONVENTIONS = {
@@ -43,16 +42,6 @@ def convert_depth(
         return unit.astype(np.float32)
     inv = 1.0 / far + unit * (1.0 / near - 1.0 / far)
     return (1.0 / inv).astype(np.float32)
-
-
-def resize_map(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a ``[H,W]`` map; antialiased when shrinking."""
-    if image.shape == tuple(size):
-        return image
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    shrinking = size[0] < image.shape[0] or size[1] < image.shape[1]
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
-    return x[0, 0].numpy()
 
 
 def sequence_pattern(folder: str | Path, name: str, frame_numbers: Sequence[int]) -> str:

@@ -30,21 +30,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
-from .errors import Cancelled, ConfigError, OutputError, RollingDepthError
+from .config import check_name
+from .errors import Cancelled, OutputError, RollingDepthError
 
 MANIFEST_SUFFIX = "_run.json"
-
-
-def check_name(name: str) -> None:
-    """ConfigError unless ``name`` is a plain file-name prefix that stays in the folder."""
-    if not name or not name.strip():
-        raise ConfigError("`name` must not be empty: it is the prefix of NAME.####.exr")
-    if "/" in name or "\\" in name or os.sep in name or name in (".", ".."):
-        raise ConfigError(f"`name` must be a file-name prefix, not a path; got {name!r}")
-    if name.startswith("."):
-        raise ConfigError(f"`name` must not start with '.' (hidden files); got {name!r}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise ConfigError(f"`name` must not hold control characters; got {name!r}")
 
 
 def run_identity(source: str, frame_numbers: Sequence[int], settings: Mapping[str, object]) -> str:

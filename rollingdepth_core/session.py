@@ -26,9 +26,10 @@ from .anchors import AnchorFit
 from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError, NonFiniteDepth, RollingDepthError
 from .executors import LocalExecutor
-from .method import Plan, make_plan, merge, missing_blocks, reduce_mattes, refine, solve
+from .method import merge, reduce_mattes, refine, solve
 from .model import DepthModel, processing_size
 from .output import ensure_writable, expand_pattern, run_metadata, write_depth_frames
+from .plan import Plan, make_plan, missing_blocks
 from .plate import Plate
 from .progress import ProgressCallback
 from .stores import DEFAULT_MEMORY_BYTES, MemoryStore

@@ -27,7 +27,17 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
-from .output import resize_map
+
+
+def resize_map(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a ``[H,W]`` map; antialiased when shrinking."""
+    if image.shape == tuple(size):
+        return image
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    shrinking = size[0] < image.shape[0] or size[1] < image.shape[1]
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+    return x[0, 0].numpy()
+
 
 UPSAMPLE_METHODS = ("edge", "bilinear")
 

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 from rollingdepth_core import upsample_depth
 from rollingdepth_core.errors import ConfigError
-from rollingdepth_core.output import resize_map
-from rollingdepth_core.upsample import _box, _window_max
+from rollingdepth_core.upsample import _box, _window_max, resize_map
 
 NEAR, FAR = 0.8, 0.2
 
