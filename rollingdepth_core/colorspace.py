@@ -96,7 +96,7 @@ class PlateColor:
 
     def header(self) -> dict[str, str]:
         """EXR header fields (the writer adds its ``rollingdepth/`` prefix)."""
-        return {
+        fields = {
             "ocio.config": self.config,
             "ocio.input_colorspace": self.input_space,
             "ocio.display": self.display,
@@ -106,6 +106,9 @@ class PlateColor:
             if self.exact or self.passthrough
             else "no (large frames through a baked 3D LUT where faster)",
         }
+        if self.passthrough:  # no view transform was applied: naming one would mislead
+            del fields["ocio.view"]
+        return fields
 
 
 def active_config(config: str | None = None) -> str:

@@ -34,6 +34,7 @@ class MatteSource:
         self.source = str(source)
         self.frame_numbers = [int(f) for f in frame_numbers]
         self.alpha_only = alpha_only
+        self.plate_size = (int(plate_size[0]), int(plate_size[1]))
         self.files = sequence_files(source)
         if self.files is None and alpha_only:
             raise ConfigError(
@@ -55,6 +56,57 @@ class MatteSource:
             if first is None:
                 raise InputError(f"{self.source}: the holdout matte has no frames")
         self._check_aspect(first.shape, plate_size)
+
+    def check_all(self) -> None:
+        """Every matte frame's header, before the model loads: readable, of the plate's
+        aspect; a movie long enough for the plate's frame numbers. Reads no pixels."""
+        if self.files is None:
+            import av
+
+            try:
+                with av.open(self.source) as container:
+                    stream = container.streams.video[0]
+                    count = stream.frames or sum(
+                        1 for packet in container.demux(stream) if packet.size
+                    )
+            except (av.error.FFmpegError, IndexError) as exc:
+                raise InputError(f"{self.source}: cannot read the holdout matte: {exc}") from exc
+            last = max(self.frame_numbers)
+            if last >= count:
+                raise ConfigError(
+                    f"`--holdout` {self.source}: the movie has {count} frames (0-{count - 1}), "
+                    f"the plate's frames run to {last}: a movie matte numbers its frames from 0 "
+                    "like a movie plate; for an image-sequence plate pass the matte as a "
+                    "sequence numbered like the plate"
+                )
+            return
+        for number in self.frame_numbers:
+            path = self.files[number]
+            inp = oiio.ImageInput.open(str(path))
+            if inp is None:
+                raise InputError(
+                    f"`--holdout` {path} (frame {number}): cannot read: "
+                    + (oiio.geterror().strip().splitlines() or ["unreadable"])[0]
+                )
+            try:
+                spec = inp.spec()
+            finally:
+                inp.close()
+            if self.alpha_only and spec.alpha_channel < 0:
+                raise InputError(
+                    f"{path} (frame {number}): `--holdout-alpha` needs an alpha channel; "
+                    "it has none"
+                )
+            try:
+                self._check_aspect((spec.height, spec.width), self.plate_size)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (frame {number}: {path.name})") from None
+
+    def used_files(self) -> list[Path]:
+        """The files the plate's frames' mattes come from, in order (for provenance)."""
+        if self.files is None:
+            return [Path(self.source)]
+        return [self.files[n] for n in self.frame_numbers]
 
     def _check_aspect(self, shape: tuple[int, int], plate_size: tuple[int, int]) -> None:
         matte, plate = shape[1] / shape[0], plate_size[1] / plate_size[0]

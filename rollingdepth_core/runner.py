@@ -1,9 +1,10 @@
 """One run from a plate on disk to an EXR sequence: the driver the CLI and the add-on use.
 
-It only chooses: a store (memory, or the disk cache with ``cache_dir``), an executor (local or
-Ray) and what share of the work to do (``mode``: a whole run, a farm ``infer`` chunk, or
-``finalize``); :func:`.method.run_method` does the method and :func:`.output.write_depth_frames`
-writes the frames.
+A run is three steps: the request checked whole before the model loads
+(:class:`.request.RunRequest`), the method (:func:`.method.run_method`) over the store and
+executor the request chooses (memory or the disk cache with ``cache_dir``; local or Ray; a
+whole run, a farm ``infer`` chunk, or ``finalize``), and the publisher (:mod:`.publish`),
+which swaps the written sequence in whole.
 """
 
 from __future__ import annotations
@@ -12,34 +13,18 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from . import protocol
-from .anchors import load_anchors
-from .config import DEFAULT_MAX_FRAME_GIB, InferenceConfig, OutputConfig
-from .cuts import parse_cuts
-from .errors import ConfigError
+from .config import HALF_MAX, InferenceConfig, OutputConfig
+from .errors import OutputError
 from .executors import LocalExecutor, RayExecutor
-from .mattes import MatteSource
 from .method import run_method
-from .model import DepthModel, processing_size
-from .output import (
-    ensure_writable,
-    run_metadata,
-    sequence_pattern,
-    unit_frames,
-    write_depth_frames,
-    write_preview,
-    written_range,
-)
-from .output_guard import OutputGuard, write_text_atomic
-from .plate import open_plate, parse_frame_range
+from .model import DepthModel
+from .output import run_metadata, unit_frames, write_depth_frames, write_preview, written_range
 from .progress import ProgressCallback, report
-from .snippets import check_clip_length
-
-MODES = ("run", "infer", "finalize")
-ANCHOR_FITS = ("global", "smooth")
-EXECUTORS = ("local", "ray")
+from .publish import write_text_atomic
+from .request import PreparedRun, RunRequest, header_record
 
 
 @dataclass
@@ -87,30 +72,15 @@ def run_plate(
     config: InferenceConfig,
     output: OutputConfig,
     checkpoint: str,
-    preset: str = "fast",
-    device: str = "auto",
-    dtype_explicit: bool = False,
-    frames: str | None = None,
-    input_colorspace: str = "auto",
+    *,
     progress: ProgressCallback | None = None,
     message: Callable[[str], None] | None = None,
     model: DepthModel | None = None,
-    cache_dir: str | None = None,
-    executor: str = "local",
-    ray_address: str | None = None,
-    mode: str = "run",
-    chunk: str | None = None,
-    anchors: str | None = None,
-    anchor_fit: str = "global",
-    cuts: str | None = None,
-    holdout: str | None = None,
-    holdout_alpha: bool = False,
-    overwrite: bool = False,
-    max_frame_memory: float = DEFAULT_MAX_FRAME_GIB,
-    reference: bool = False,
-    compile: bool = False,
+    **options,
 ) -> RunResult:
-    """Estimate depth for ``plate`` and write ``output_dir/NAME.####.exr``.
+    """Estimate depth for ``plate`` and write ``output_dir/NAME.####.exr``: builds a
+    :class:`.request.RunRequest` from the arguments (``options`` are its other fields) and
+    runs it (:func:`run`).
 
     ``cache_dir`` keeps latents and snippet blocks on disk (bounded memory, resumable, shared
     by farm jobs); ``mode="infer"`` computes only snippet blocks (all, or the share
@@ -122,88 +92,73 @@ def run_plate(
     (``"smooth"``). ``cuts`` (``auto``, ``none`` or plate frame numbers where a shot starts;
     default: ``auto`` for videos, ``none`` for image sequences) runs every shot on its own.
     ``holdout`` (a matte sequence or movie; or ``holdout_alpha``, the plate's own alpha) tells
-    the co-alignment which pixels not to trust (:mod:`.mattes`). The output folder follows the
-    policy of :mod:`.output_guard` (another run's frames refused unless ``overwrite``, removed
-    only once the new sequence is complete; never over the plate's own files). Frames larger
-    than ``max_frame_memory`` GiB are read in strips and resized on the way, or refused.
-    ``reference`` runs the reference's call structure, memory layout and attention layout
-    (:class:`.model.DepthModel`); ``compile`` torch-compiles its networks.
+    the co-alignment which pixels not to trust (:mod:`.mattes`). The output folder follows
+    :mod:`.publish` (the sequence is swapped in whole once complete; another run's frames
+    refused unless ``overwrite``; never over the plate's own files; one writer at a time).
+    Frames larger than ``max_frame_memory`` GiB are read in strips and resized on the way, or
+    refused. ``reference`` runs the reference's call structure, memory layout and attention
+    layout (:class:`.model.DepthModel`); ``compile`` torch-compiles its networks.
     """
-    from .checkpoint import locate_checkpoint
-    from .device import resolve_device, resolve_dtype
+    request = RunRequest(plate, output_dir, config, output, checkpoint, **options)
+    return run(request, progress=progress, message=message, model=model)
 
+
+def run(
+    request: RunRequest,
+    progress: ProgressCallback | None = None,
+    message: Callable[[str], None] | None = None,
+    model: DepthModel | None = None,
+) -> RunResult:
+    """One run: the request checked (:meth:`.RunRequest.prepare`, before the model loads),
+    the method (:func:`.method.run_method`), then the publisher (:mod:`.publish`)."""
     started = time.perf_counter()
-    # cheap checks first, so bad input fails before the model loads
-    config.check()
-    output.check(confidence=config.confidence)
-    if mode not in MODES:
-        raise ConfigError(f"`mode` must be one of {', '.join(MODES)}; got {mode!r}")
-    if executor not in EXECUTORS:
-        raise ConfigError(f"`executor` must be one of {', '.join(EXECUTORS)}; got {executor!r}")
-    if cache_dir is None and (mode != "run" or executor != "local"):
-        need = "`--executor ray`" if mode == "run" else f"`rollingdepth {mode}`"
-        raise ConfigError(f"{need} needs `--cache DIR` on storage every node sees")
-    if chunk is not None and mode != "infer":
-        raise ConfigError("`--chunk` belongs to `rollingdepth infer`; finalize with all chunks")
-    share = parse_chunk(chunk) if chunk else (1, 1)
-    anchor_points = None
-    if anchors is not None and mode != "infer":
-        if anchor_fit not in ANCHOR_FITS:
-            raise ConfigError(
-                f"`--anchor-fit` must be one of {', '.join(ANCHOR_FITS)}; got {anchor_fit!r}"
+    with request.prepare(message, model) as prepared:
+        _tell(prepared, message)
+        store, executor, get_model, loaded = _resources(prepared, progress, model)
+        try:
+            shots = run_method(
+                lambda: (rgb for _, rgb in prepared.source.frames(prepared.fit)),
+                prepared.info.frame_numbers,
+                prepared.config,
+                store,
+                executor,
+                get_model,
+                blocks={"run": "all", "infer": "chunk", "finalize": "none"}[request.mode],
+                chunk=prepared.share,
+                cuts=prepared.cuts,
+                anchors=prepared.anchors,
+                anchor_mode=request.anchor_fit,
+                holdout=None if prepared.mattes is None else prepared.mattes.frames,
+                plate_size=(prepared.info.height, prepared.info.width),
+                progress=progress,
             )
-        if output.depth_mode == "normalized":
-            raise ConfigError(
-                "`--anchors` gives scene units: use `--depth-mode depth` (Z) or `inverse` (1/Z)"
-            )
-        anchor_points = load_anchors(anchors)
-    folder = ensure_writable(output_dir) if mode != "infer" else None
-    frame_range = parse_frame_range(frames) if frames else None
-    source = open_plate(
-        plate, frames=frame_range, input_colorspace=input_colorspace, max_frame_gib=max_frame_memory
-    )
-    info = source.info
-    if model is not None:
-        torch_device, dtype = model.device, model.dtype_name
-    else:
-        torch_device = resolve_device(device)
-        dtype = resolve_dtype(config.dtype, torch_device, explicit=dtype_explicit)
-    config = replace(config, dtype=dtype)
-    # huge frames are read in strips and resized on the way (not under --reference, which
-    # resizes as the reference does); what cannot fit is refused before anything is decoded
-    fit = None if reference else processing_size(info.height, info.width, config.processing_res)
-    source.check_memory(fit)
-    guard = None
-    if mode != "infer":
-        settings = {
-            "checkpoint": checkpoint,
-            "preset": preset,
-            **asdict(config),
-            **asdict(output),
-            "anchors": anchors,
-            "cuts": cuts,
-            "holdout": holdout,
-        }
-        guard = OutputGuard.for_plate(folder, output.name, source, settings, overwrite)
-    check_clip_length(len(source), config.snippet_len)
-    shot_cuts = parse_cuts(cuts or ("auto" if info.kind == "video" else "none"),
-                           info.frame_numbers)  # fmt: skip
-    mattes = None
-    if holdout is not None or holdout_alpha:
-        if holdout is not None and holdout_alpha:
-            raise ConfigError("pass `--holdout PATTERN` or `--holdout-alpha`, not both")
-        mattes = MatteSource(
-            holdout if holdout is not None else plate,
-            info.frame_numbers,
-            (info.height, info.width),
-            alpha_only=holdout_alpha,
-        )
+            if shots is None:  # an infer chunk: the blocks are in the cache, nothing to write
+                return _chunk_result(prepared, store, bool(loaded) and model is None, started)
+            # what only the fit knows, before the first frame is written
+            for depth in shots:
+                check_half_range(depth, request.output)
+            # 8. frames out, shot by shot, through the one writer, into the staging folder
+            publisher = prepared.publisher
+            with publisher.writing():
+                written = _write_shots(shots, prepared, progress)
+            publisher.publish(written.extras)
+        finally:
+            store.close()
+    return _result(prepared, shots, written, store, bool(loaded) and model is None, started)
+
+
+def _tell(prepared: PreparedRun, message: Callable[[str], None] | None) -> None:
+    info = prepared.info
     if message and not info.color.passthrough:
         message(info.color.summary)  # what the model sees the plate through, and why
     if info.missing_frames and message:
         missing = ", ".join(str(f) for f in info.missing_frames[:10])
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
 
+
+def _resources(prepared: PreparedRun, progress, model: DepthModel | None):
+    """The store, the executor and the model loader the request asks for."""
+    request = prepared.request
     loaded: list[DepthModel] = [model] if model is not None else []
 
     def get_model() -> DepthModel:
@@ -211,23 +166,18 @@ def run_plate(
             report(progress, "load", 0, 1)
             loaded.append(
                 DepthModel.from_pretrained(
-                    checkpoint,
-                    device=str(torch_device),
-                    dtype=dtype,
+                    request.checkpoint,
+                    device=str(prepared.torch_device),
+                    dtype=prepared.dtype,
                     dtype_explicit=True,
-                    reference=reference,
-                    compile=compile,
+                    reference=request.reference,
+                    compile=request.compile,
                 )
             )
             report(progress, "load", 1, 1)
         return loaded[0]
 
-    # the checkpoint is found (or fetched) first: its errors come before the folder's policy,
-    # and that before the model loads
-    located = locate_checkpoint(checkpoint)
-    if guard is not None:
-        guard.check()
-    if cache_dir is None:
+    if request.cache_dir is None:
         from .stores import MemoryStore
 
         store = MemoryStore()
@@ -236,88 +186,94 @@ def run_plate(
         from .cache import model_fingerprint
         from .stores import DiskStore
 
-        store = DiskStore(cache_dir, model_fingerprint(located))
-    runner = (
-        RayExecutor(checkpoint, str(torch_device), ray_address)
-        if executor == "ray"
+        store = DiskStore(request.cache_dir, model_fingerprint(prepared.checkpoint_folder))
+    executor = (
+        RayExecutor(request.checkpoint, str(prepared.torch_device), request.ray_address)
+        if request.executor == "ray"
         else LocalExecutor()
     )
-    result = RunResult(
-        processing_size=[],
-        depth_mode=output.depth_mode,
-        channel=output.channel,
-        near=output.near,
-        far=output.far,
-        device=str(torch_device),
-        dtype=dtype,
-        cache=str(store.folder) if cache_dir is not None else None,
-    )
-    try:
-        shots = run_method(
-            lambda: (rgb for _, rgb in source.frames(fit)),
-            info.frame_numbers,
-            config,
-            store,
-            runner,
-            get_model,
-            blocks={"run": "all", "infer": "chunk", "finalize": "none"}[mode],
-            chunk=share,
-            cuts=shot_cuts,
-            anchors=anchor_points,
-            anchor_mode=anchor_fit,
-            holdout=None if mattes is None else mattes.frames,
-            plate_size=(info.height, info.width),
-            progress=progress,
+    return store, executor, get_model, loaded
+
+
+def check_half_range(depth, output: OutputConfig) -> None:
+    """OutputError before any frame is written when ``--half`` cannot hold the values."""
+    if not output.half:
+        return
+    lo, hi = written_range(depth.value_range, output, depth.metric_range)
+    if max(abs(lo), abs(hi)) > HALF_MAX:
+        shot = depth.shot
+        where = "" if shot is None or shot.index == 0 and shot.stop == depth.plan.n_frames else (
+            f" in shot {shot.index} (frames {shot.first_frame}-{shot.last_frame})"
+        )  # fmt: skip
+        raise OutputError(
+            f"the depth values{where} reach {max(abs(lo), abs(hi)):.6g}, beyond the half "
+            f"range ({HALF_MAX:g}): drop `--half`, or anchor in other units"
         )
-        result.model_loaded = bool(loaded) and model is None
-        if cache_dir is not None:
-            result.cache_stats = store.stats.to_dict()
-        if shots is None:  # an infer chunk: the blocks are in the cache, nothing to write
-            seconds = time.perf_counter() - started
-            stats = store.stats
-            result.chunk = f"{share[0]}/{share[1]}"
-            result.seconds = round(seconds, 3)
-            result.summary = (
-                f"chunk {share[0]}/{share[1]}: {stats.blocks_computed + stats.blocks_reused} "
-                f"blocks ({stats.blocks_computed} computed, {stats.blocks_reused} cached) in "
-                f"{store.folder} in {seconds:.1f} s"
-            )
-            return result
 
-        # 8. frames out, shot by shot, through the one writer, under the folder's guard
-        with guard.writing():
-            written, write_seconds, alignment_json, anchors_json, preview = _write_shots(
-                shots, info, folder, config, output, checkpoint, preset, str(plate),
-                source, anchor_points is not None, guard, progress,
-            )  # fmt: skip
-            guard.finish([p for p in (alignment_json, anchors_json, preview) if p])
-    finally:
-        store.close()
 
+def _chunk_result(prepared: PreparedRun, store, model_loaded: bool, started: float) -> RunResult:
+    seconds = time.perf_counter() - started
+    stats = store.stats
+    k, n = prepared.share
+    return RunResult(
+        depth_mode=prepared.request.output.depth_mode,
+        channel=prepared.request.output.channel,
+        near=prepared.request.output.near,
+        far=prepared.request.output.far,
+        device=str(prepared.torch_device),
+        dtype=prepared.dtype,
+        cache=str(store.folder),
+        cache_stats=stats.to_dict(),
+        chunk=f"{k}/{n}",
+        model_loaded=model_loaded,
+        seconds=round(seconds, 3),
+        summary=(
+            f"chunk {k}/{n}: {stats.blocks_computed + stats.blocks_reused} blocks "
+            f"({stats.blocks_computed} computed, {stats.blocks_reused} cached) in "
+            f"{store.folder} in {seconds:.1f} s"
+        ),
+    )
+
+
+def _result(prepared: PreparedRun, shots, written, store, model_loaded, started) -> RunResult:
+    request, info = prepared.request, prepared.info
+    output = request.output
+    folder = prepared.publisher.folder
     seconds = time.perf_counter() - started
     first, last = info.frame_numbers[0], info.frame_numbers[-1]
     out_size = (info.height, info.width) if output.restore_res else shots[0].size
     cached = ""
-    if cache_dir is not None:
+    result = RunResult(
+        depth_mode=output.depth_mode,
+        channel=output.channel,
+        near=output.near,
+        far=output.far,
+        device=str(prepared.torch_device),
+        dtype=prepared.dtype,
+        model_loaded=model_loaded,
+    )
+    if request.cache_dir is not None:
         stats = store.stats
+        result.cache = str(store.folder)
+        result.cache_stats = stats.to_dict()
         cached = f"; snippet blocks: {stats.blocks_computed} computed, {stats.blocks_reused} cached"
     ranges = [written_range(d.value_range, output, d.metric_range) for d in shots]
     result.output_dir = str(folder)
-    result.files = [str(p) for p in written]
+    result.files = [str(prepared.publisher.frame_path(n)) for n in written.frames]
     result.frame_numbers = list(info.frame_numbers)
     result.first_frame, result.last_frame = first, last
-    result.pattern = sequence_pattern(folder, output.name, info.frame_numbers)
-    result.alignment = str(alignment_json)
-    result.preview = str(preview) if preview else None
+    result.pattern = prepared.publisher.pattern
+    result.alignment = str(folder / written.alignment)
+    result.preview = str(folder / written.preview) if written.preview else None
     result.processing_size = list(shots[0].size)
     result.output_size = list(out_size)
     result.value_range = [min(r[0] for r in ranges), max(r[1] for r in ranges)]
     if len(shots) > 1:
         result.shots = [asdict(d.shot) for d in shots]
-    if anchor_points is not None:
+    if prepared.anchors is not None:
         fits = [d.anchor_fit for d in shots]
         result.anchors = {
-            "file": str(anchors_json),
+            "file": str(folder / written.anchors),
             "units": fits[0].units,
             "mode": fits[0].mode,
             "used": sum(f.n_used for f in fits),
@@ -331,51 +287,61 @@ def run_plate(
     for d in shots:
         for k, v in d.timings.items():
             timings[k] = timings.get(k, 0.0) + v
-    timings["write"] = write_seconds
+    timings["write"] = written.seconds
     result.timings = {k: round(v, 3) for k, v in timings.items()}
     result.seconds = round(seconds, 3)
     result.summary = (
-        f"wrote {len(written)} EXRs ({first}-{last}) to {folder} in {seconds:.1f} s "
-        f"[{torch_device}, {dtype}, dilations {shots[0].plan.dilations}{cached}"
+        f"wrote {len(written.frames)} EXRs ({first}-{last}) to {folder} in {seconds:.1f} s "
+        f"[{prepared.torch_device}, {prepared.dtype}, dilations {shots[0].plan.dilations}{cached}"
         + (f", {len(shots)} shots" if len(shots) > 1 else "")
         + "]"
     )
     return result
 
 
-def parse_chunk(text: str) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N) with 1 <= K <= N."""
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"`--chunk` must look like K/N, e.g. 2/8; got {text!r}") from None
-    if not 1 <= k <= n:
-        raise ConfigError(f"`--chunk` K/N needs 1 <= K <= N; got {text!r}")
-    return k, n
+@dataclass
+class Written:
+    """What stage 8 wrote into the staging folder (file names there)."""
+
+    frames: list[int]
+    alignment: str
+    anchors: str | None
+    preview: str | None
+    seconds: float
+
+    @property
+    def extras(self) -> list[str]:
+        return [p for p in (self.alignment, self.anchors, self.preview) if p]
 
 
-def _write_shots(shots, info, folder, config, output, checkpoint, preset, plate, source,
-                 anchored, guard, progress):  # fmt: skip
-    """Stage 8 for every shot: the EXRs, the sidecars and the preview."""
+def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
+    """Stage 8 for every shot into the publisher's staging folder: the EXRs, the sidecars
+    and the preview."""
+    request, info, publisher = prepared.request, prepared.info, prepared.publisher
+    output, staging = request.output, publisher.staging
     clock = time.perf_counter()
-    pattern = sequence_pattern(folder, output.name, info.frame_numbers)
-    written: list = []
+    pattern = publisher.staging_pattern()
+    frames: list[int] = []
     # the plate again, for edge-aware upsampling to its size (one shot after the other)
-    plates = (rgb for _, rgb in source.frames()) if output.restore_res else None
+    plates = (rgb for _, rgb in prepared.source.frames()) if output.restore_res else None
+    provenance = header_record(prepared.record)
     for depth in shots:
         shot = depth.shot
         metadata = run_metadata(
-            checkpoint, preset, config, output, plate, depth.value_range,
-            depth.plan.dilations, depth.anchor_fit, depth.metric_range, info.color,
+            request.checkpoint, request.preset, prepared.config, output, str(request.plate),
+            depth.value_range, depth.plan.dilations, depth.anchor_fit, depth.metric_range,
+            info.color,
         )  # fmt: skip
         metadata.update(info.header_metadata())
+        metadata.update(provenance)
         if len(shots) > 1:
             metadata["shot"] = shot.index
             metadata["shot_frames"] = f"{shot.first_frame}-{shot.last_frame}"
-        written += write_depth_frames(
+        numbers = info.frame_numbers[shot.start : shot.stop]
+        write_depth_frames(
             depth.frames(),
             depth.value_range,
-            info.frame_numbers[shot.start : shot.stop],
+            numbers,
             pattern,
             output,
             metadata,
@@ -385,21 +351,23 @@ def _write_shots(shots, info, folder, config, output, checkpoint, preset, plate,
             anchor_fit=depth.anchor_fit,
             guides=None if plates is None else itertools.islice(plates, shot.n_frames),
             windows=info.exr_windows(),
-            on_written=guard.wrote,
+            on_written=publisher.wrote,
         )
-    write_seconds = time.perf_counter() - clock
+        frames += numbers
+    seconds = time.perf_counter() - clock
     anchors_json = None
-    if anchored:
-        anchors_json = folder / f"{output.name}_anchors.json"
+    if prepared.anchors is not None:
+        anchors_json = f"{output.name}_anchors.json"
         fits = [d.anchor_fit.to_dict() for d in shots]
         write_text_atomic(
-            anchors_json, json.dumps(fits[0] if len(shots) == 1 else {"shots": fits}, indent=1)
+            staging / anchors_json,
+            json.dumps(fits[0] if len(shots) == 1 else {"shots": fits}, indent=1),
         )
-    alignment_json = folder / f"{output.name}_alignment.json"
+    alignment_json = f"{output.name}_alignment.json"
     if len(shots) == 1:
-        shots[0].alignment.save_json(alignment_json)
+        shots[0].alignment.save_json(staging / alignment_json)
     else:
-        write_text_atomic(alignment_json, json.dumps({"shots": [
+        write_text_atomic(staging / alignment_json, json.dumps({"shots": [
             {**asdict(d.shot), "alignment": d.alignment.to_dict()} for d in shots
         ]}, indent=1))  # fmt: skip
     preview = None
@@ -407,9 +375,9 @@ def _write_shots(shots, info, folder, config, output, checkpoint, preset, plate,
         report(progress, "preview", 0, 1)
         preview = write_preview(
             (f for d in shots for f in unit_frames(d.frames(), d.value_range)),
-            folder,
+            staging,
             output.name,
             info.fps,
-        )
+        ).name
         report(progress, "preview", 1, 1)
-    return written, write_seconds, alignment_json, anchors_json, preview
+    return Written(list(frames), alignment_json, anchors_json, preview, seconds)

@@ -1,0 +1,642 @@
+"""The publisher: a run's sequence replaces the folder's sequence whole, or not at all.
+
+A run writes ``NAME.####.exr`` and its sidecars (``NAME_alignment.json``, ``NAME_anchors.json``,
+``NAME_preview.mp4``) and a manifest ``NAME_run.json`` (its *run id*, a hash of the plate,
+its frame numbers and every setting; the frames; the files; what it used: holdout, anchors,
+cuts, colour) into the output folder. What readers of the folder can rely on:
+
+- **Whole or nothing.** Every file is first written into a staging folder beside the
+  sequence (``.NAME.staging/`` in the output folder, so the swap is a rename on one file
+  system). Only when every frame and sidecar is complete does the swap run: a journal
+  (``.NAME.staging/swap.json``) is written as the commit point, then each file takes its
+  place by ``os.replace`` and the earlier sequence's frames the new one does not have are
+  removed (each said on stderr). Interrupted before the journal (Ctrl-C, a kill, a full disk,
+  a failed frame), the folder still holds the earlier sequence untouched; the staging folder
+  is removed then, or by the next run or ``rollingdepth check --output`` after a kill. SIGINT,
+  SIGTERM and SIGHUP wait while the swap runs (milliseconds); a SIGKILL or a power cut inside
+  it leaves the journal, and the next run or ``rollingdepth check --output`` completes the
+  swap before anything else reads or writes the sequence.
+- **One writer.** ``.NAME.lock`` in the folder is held (``flock``) from the check before the
+  model loads until the swap is done. A second writer of the same sequence is refused at
+  once in one line naming the holder. The kernel drops the lock of a process that dies, so
+  a dead writer's lock is taken over by the next run.
+- **Another run's frames are kept unless asked.** A folder holding ``NAME.*.exr`` frames of
+  another run (another run id, a partial ``--frames`` range, a plate of its own, or frames no
+  manifest accounts for) is refused unless ``overwrite``. With ``overwrite`` the new
+  sequence replaces the old one whole: old frames the new run does not write are removed at
+  the swap, and said so. Rerunning the same run (a retried farm task) replaces it the same way.
+- A run never writes over its own input files, and ``NAME`` cannot leave the folder.
+
+Use (the runner, the panel): ``publisher.check()`` before the model loads (takes the lock);
+``with publisher.writing():`` around the writes, each frame to ``publisher.staging_path(n)``
+followed by ``publisher.wrote(n)``, sidecars to ``publisher.staging / name``; then
+``publisher.publish(extra_files)``. ``publisher.release()`` (or ``with publisher:``) frees the
+lock of a run that stops before publishing.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import __version__
+from .config import check_name
+from .errors import Cancelled, OutputError, RollingDepthError
+from .output import expand_pattern, sequence_pattern
+
+MANIFEST_SUFFIX = "_run.json"
+JOURNAL = "swap.json"
+
+
+def run_identity(source: str, frame_numbers: Sequence[int], settings: Mapping[str, object]) -> str:
+    """The run id: the same plate, frames and settings give the same id on every machine."""
+    blob = json.dumps(
+        {"source": os.path.abspath(source), "frames": list(frame_numbers), "settings": settings},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def header_value_range(
+    mode: str, near: float, far: float, lo: float, hi: float
+) -> tuple[float, float]:
+    """The (min, max) of the values written for a clip whose inverse depth spans lo..hi.
+
+    What ``rollingdepth/value_min`` / ``value_max`` must say: for ``depth`` that is about
+    near..far in scene units, for ``normalized`` 0..1, for ``inverse`` lo..hi.
+    """
+    import numpy as np
+
+    from .output import convert_depth
+
+    values = convert_depth(np.array([lo, hi], dtype=np.float32), mode, near, far, lo, hi)
+    return float(values.min()), float(values.max())
+
+
+def frame_ranges(numbers: Iterable[int]) -> str:
+    """``1001-1007, 1010`` for the sorted numbers."""
+    parts: list[str] = []
+    run: list[int] = []
+    for n in sorted(numbers):
+        if run and n != run[-1] + 1:
+            parts.append(_span(run))
+            run = []
+        run.append(n)
+    if run:
+        parts.append(_span(run))
+    return ", ".join(parts)
+
+
+def _span(run: list[int]) -> str:
+    return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
+
+
+def staging_folder(folder: str | os.PathLike[str], name: str) -> Path:
+    return Path(folder) / f".{name}.staging"
+
+
+def lock_path(folder: str | os.PathLike[str], name: str) -> Path:
+    return Path(folder) / f".{name}.lock"
+
+
+class SequenceLock:
+    """An exclusive ``flock`` on ``.NAME.lock``, holding who took it (pid, host, time)."""
+
+    def __init__(self, folder: str | os.PathLike[str], name: str) -> None:
+        self.path = lock_path(folder, name)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock at once, or raise OutputError naming the writer that holds it."""
+        if self._fd is not None:
+            return
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(f"{self.path}: cannot create the lock: {exc.strerror}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputError(f"{self.path}: cannot lock: {exc.strerror}") from exc
+                raise OutputError(
+                    f"{self.path.parent} is being written by {self._describe_holder()}: "
+                    "wait for it to finish, or choose another `-o` folder or `--name`"
+                ) from None
+            # the file may have been removed (released) between open and flock: lock the
+            # file that is at the path now, or try again
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": time.strftime("%Y-%m-%d %H:%M:%S")})  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        # unlink while holding it: a writer that opened the old file re-checks the inode
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+    def _describe_holder(self) -> str:
+        try:
+            holder = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            holder = {}
+        if not holder:
+            return "another process"
+        return (
+            f"another run (pid {holder.get('pid')} on {holder.get('host')}, "
+            f"since {holder.get('since')})"
+        )
+
+
+def recover_staging(
+    folder: str | os.PathLike[str], name: str, message: Callable[[str], None] | None = None
+) -> str | None:
+    """Finish or clean what an interrupted publish left for sequence ``name`` in ``folder``.
+
+    A staging folder with a journal is a swap that was cut short: it is completed (the new
+    sequence is whole in the folder afterwards). One without is a run that stopped while
+    writing: it is removed (the folder holds the earlier sequence, untouched). Call with the
+    sequence's lock held. Returns what was done, in one line, or None.
+    """
+    staging = staging_folder(folder, name)
+    if not staging.is_dir():
+        return None
+    journal = staging / JOURNAL
+    if journal.is_file():
+        try:
+            plan = json.loads(journal.read_text())
+        except (OSError, ValueError):
+            plan = None
+        if isinstance(plan, dict):
+            removed = _swap(Path(folder), staging, plan["files"], plan["remove"], message)
+            text = (
+                f"{folder}: completed the interrupted publish of {name} "
+                f"({len(plan['files'])} files"
+                + (f", {len(removed)} earlier frames removed" if removed else "")
+                + ")"
+            )
+            if message:
+                message(text)
+            return text
+    count = sum(1 for p in staging.iterdir() if p.suffix == ".exr")
+    shutil.rmtree(staging, ignore_errors=True)
+    text = (
+        f"{folder}: removed the staging of an interrupted run of {name} ({count} frames "
+        "never published; the folder's sequence is untouched)"
+    )
+    if message:
+        message(text)
+    return text
+
+
+def _swap(
+    folder: Path,
+    staging: Path,
+    files: Sequence[str],
+    remove: Sequence[str],
+    message: Callable[[str], None] | None,
+) -> list[Path]:
+    """Move ``files`` from ``staging`` into ``folder`` (each by one rename; idempotent), then
+    remove ``remove`` from ``folder`` and the staging folder."""
+    for name in files:
+        source = staging / name
+        if source.exists():
+            os.replace(source, folder / name)
+    removed = []
+    for name in remove:
+        path = folder / name
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    _fsync_dir(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    if removed and message:
+        message(
+            f"removed {len(removed)} frames of the earlier sequence that the new one does not "
+            f"have ({frame_ranges(_numbers(removed))}) from {folder}"
+        )
+    return removed
+
+
+def _numbers(paths: Iterable[Path]) -> list[int]:
+    found = []
+    for p in paths:
+        match = re.search(r"\.(-?\d+)\.exr$", p.name)
+        if match:
+            found.append(int(match.group(1)))
+    return found
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the renames are still ordered
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP wait until the block ends (the main thread only)."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (ValueError, OSError):
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class Publisher:
+    """One run's sequence in its output folder; see the module text."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        name: str,
+        frame_numbers: Sequence[int],
+        run_id: str,
+        *,
+        input_paths: Iterable[str | os.PathLike[str]] = (),
+        overwrite: bool = False,
+        source: str = "",
+        record: Mapping[str, object] | None = None,
+        message: Callable[[str], None] | None = None,
+    ) -> None:
+        check_name(name)
+        if not frame_numbers:
+            raise OutputError("a run writes at least one frame")
+        self.folder = Path(folder)
+        self.name = name
+        self.frame_numbers = tuple(int(n) for n in frame_numbers)
+        self.run_id = run_id
+        self.input_paths = tuple(Path(p) for p in input_paths)
+        self.overwrite = overwrite
+        self.source = source
+        self.record = dict(record or {})  # what the run used, for the manifest
+        self.message = message
+        self.pattern = sequence_pattern(self.folder, name, self.frame_numbers)
+        self.manifest_path = self.folder / f"{name}{MANIFEST_SUFFIX}"
+        self.staging = staging_folder(self.folder, name)
+        self.lock = SequenceLock(self.folder, name)
+        self._written: set[int] = set()
+        self._replaces: set[str] = set()  # file names of the earlier sequence to remove
+        self._checked = False
+        self._earlier = 0  # frames of the earlier sequence in the folder
+
+    @classmethod
+    def for_plate(
+        cls,
+        folder: str | os.PathLike[str],
+        name: str,
+        plate,
+        settings: Mapping[str, object],
+        overwrite: bool = False,
+        record: Mapping[str, object] | None = None,
+        message: Callable[[str], None] | None = None,
+    ) -> Publisher:
+        """The publisher for writing ``plate`` (an opened `Plate`) with ``settings``.
+
+        ``settings``: everything that shapes the result and is known before the model loads
+        (checkpoint, preset, InferenceConfig and OutputConfig fields, anchors, holdout, cuts).
+        """
+        info = plate.info
+        return cls(
+            folder,
+            name,
+            info.frame_numbers,
+            run_identity(info.source, info.frame_numbers, settings),
+            input_paths=plate.source_files,
+            overwrite=overwrite,
+            source=info.source,
+            record=record,
+            message=message,
+        )
+
+    # ------------------------------------------------------------------ names
+    def frame_path(self, frame: int) -> Path:
+        """Where frame ``frame`` is published."""
+        return self.folder / self.frame_name(frame)
+
+    def staging_path(self, frame: int) -> Path:
+        """Where frame ``frame`` is written before the swap."""
+        return self.staging / self.frame_name(frame)
+
+    def frame_name(self, frame: int) -> str:
+        return Path(expand_pattern(self.pattern, frame)).name
+
+    def staging_pattern(self) -> str:
+        """``.NAME.staging/NAME.####.exr``: the pattern the writer writes frames to."""
+        return str(self.staging / Path(self.pattern).name)
+
+    def sidecar_paths(self) -> list[Path]:
+        """The run's other files: alignment sidecar, preview, manifest."""
+        return [
+            self.folder / f"{self.name}_alignment.json",
+            self.folder / f"{self.name}_preview.mp4",
+            self.manifest_path,
+        ]
+
+    # ------------------------------------------------------------------ before the model
+    def check(self) -> None:
+        """Refuse, before any long computation, what the run must not do to the folder, and
+        take the sequence's lock (held until `publish` or `release`).
+
+        Raises
+        ------
+        OutputError
+            The run would write over one of its input files, another run is writing this
+            sequence, or the folder holds another run's frames and ``overwrite`` is off (the
+            message says which run and how many).
+        """
+        planned = [self.frame_path(n) for n in self.frame_numbers] + self.sidecar_paths()
+        inputs = {_real(p) for p in self.input_paths}
+        for path in planned:
+            if _real(path) in inputs:
+                raise OutputError(
+                    f"{path} is one of the plate's own files; the run would overwrite its "
+                    "input: choose another `-o` folder or `--name`"
+                )
+        if self.folder.exists() and not self.folder.is_dir():
+            raise OutputError(f"output folder {self.folder} is a file")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {self.folder}: {exc.strerror}") from exc
+        self.lock.acquire()
+        try:
+            recover_staging(self.folder, self.name, self.message)
+            self._check_policy(inputs)
+        except BaseException:
+            self.lock.release()
+            raise
+        self._checked = True
+
+    def _check_policy(self, inputs: set[str]) -> None:
+        existing = {n: p for n, p in self._existing_frames().items() if _real(p) not in inputs}
+        manifest = self._read_manifest()
+        same_run = manifest is not None and manifest.get("run_id") == self.run_id
+        mine = {self.frame_name(n) for n in self.frame_numbers}
+        foreign = {n for n, path in existing.items() if not same_run or path.name not in mine}
+        self._earlier = len(existing)
+        # the new sequence replaces the folder's whole: what it does not write goes at the swap
+        self._replaces = {p.name for p in existing.values() if p.name not in mine}
+        if foreign and not self.overwrite:
+            partial = ""
+            if manifest is not None and manifest.get("source") == self.source:
+                partial = (
+                    " (another frame range or other settings of this plate: each run has its "
+                    "own depth scale, so ranges are not mixed in one sequence; to split a plate "
+                    "over a farm use `rollingdepth infer --chunk K/N` and `finalize`)"
+                )
+            raise OutputError(
+                f"{self.folder} holds {len(foreign)} {self.name}.*.exr frames "
+                f"({frame_ranges(foreign)}) of {_describe_run(manifest)}{partial}; pass "
+                "`--overwrite` to replace that sequence with this run's (swapped in whole once "
+                "complete) or choose another `-o` folder or `--name`"
+            )
+
+    def release(self) -> None:
+        """Free the lock (and drop the staging) of a run that stops before publishing."""
+        if self.staging.is_dir() and not (self.staging / JOURNAL).exists():
+            shutil.rmtree(self.staging, ignore_errors=True)
+        self.lock.release()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # ------------------------------------------------------------------ while writing
+    def begin(self) -> None:
+        """A fresh, empty staging folder for this run's files."""
+        if not self._checked:
+            self.check()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        try:
+            self.staging.mkdir()
+        except OSError as exc:
+            raise OutputError(f"cannot create {self.staging}: {exc.strerror}") from exc
+        self._written = set()
+
+    def wrote(self, frame: int) -> None:
+        """Record that ``staging_path(frame)`` now holds this run's complete frame."""
+        if frame not in self.frame_numbers:
+            raise OutputError(f"frame {frame} is not one of this run's frames")
+        self._written.add(frame)
+
+    @contextmanager
+    def writing(self) -> Iterator[Publisher]:
+        """`begin`, then turn an interruption or a failed write into one honest line.
+
+        Ctrl-C (KeyboardInterrupt) becomes `Cancelled`, any RollingDepthError keeps its type,
+        an OSError (a full disk) becomes OutputError; each message says that nothing was
+        published and what the folder still holds. The staging folder is removed.
+        """
+        self.begin()
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self._discard()
+            raise Cancelled(f"cancelled while writing: {self.describe_kept()}") from None
+        except RollingDepthError as exc:
+            self._discard()
+            raise type(exc)(f"{exc}; {self.describe_kept()}") from exc
+        except OSError as exc:
+            self._discard()
+            raise OutputError(
+                f"{exc.filename or self.staging}: {exc.strerror}; {self.describe_kept()}"
+            ) from exc
+
+    def _discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def describe_kept(self) -> str:
+        """What the folder holds after a run that stopped before its swap."""
+        kept = (
+            f"{self.folder} keeps its earlier {self.name} sequence ({self._earlier} frames)"
+            if self._earlier
+            else f"no {self.name} frames were written to {self.folder}"
+        )
+        return f"nothing of this run was published ({len(self._written)} of " \
+               f"{len(self.frame_numbers)} frames were staged); {kept}"  # fmt: skip
+
+    # ------------------------------------------------------------------ the swap
+    def publish(self, extra_files: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+        """Swap the staged sequence in whole, then remove the earlier frames it does not have.
+
+        ``extra_files``: sidecars written into :attr:`staging`. Returns the removed files.
+        Raises OutputError (and publishes nothing) if a planned frame was not written.
+        """
+        missing = [n for n in self.frame_numbers if n not in self._written]
+        if missing:
+            self._discard()
+            raise OutputError(
+                f"{len(missing)} frames were not written ({frame_ranges(missing)}); "
+                f"{self.describe_kept()}"
+            )
+        frames = [self.frame_name(n) for n in self.frame_numbers]
+        extras = [Path(p).name for p in extra_files]
+        stale = sorted(self._replaces - set(frames) - set(extras))
+        manifest = {
+            "rollingdepth": __version__,
+            "run_id": self.run_id,
+            "source": self.source,
+            "name": self.name,
+            "frames": list(self.frame_numbers),
+            "complete": True,
+            "files": frames + extras,
+            "replaced": stale,
+            **self.record,
+        }
+        write_text_atomic(self.staging / self.manifest_path.name, json.dumps(manifest, indent=1))
+        # the manifest goes last: it names the sequence the frames already are
+        files = frames + extras + [self.manifest_path.name]
+        try:
+            with _signals_held():
+                _fsync_dir(self.staging)
+                write_text_atomic(
+                    self.staging / JOURNAL, json.dumps({"files": files, "remove": stale})
+                )  # the commit point
+                removed = _swap(self.folder, self.staging, files, stale, self.message)
+        except OSError as exc:
+            raise OutputError(f"{self.folder}: the swap failed: {exc}") from exc
+        finally:
+            self.lock.release()
+        self._replaces = set()
+        return removed
+
+    # ------------------------------------------------------------------ helpers
+    def _existing_frames(self) -> dict[int, Path]:
+        if not self.folder.is_dir():
+            return {}
+        pattern = re.compile(re.escape(self.name) + r"\.(-?\d+)\.exr")
+        found = {}
+        for entry in os.scandir(self.folder):
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_file():
+                found[int(match.group(1))] = Path(entry.path)
+        return found
+
+    def _read_manifest(self) -> dict | None:
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return manifest if isinstance(manifest, dict) else None
+
+
+def check_output(
+    folder: str | os.PathLike[str], message: Callable[[str], None] | None = None
+) -> list[dict]:
+    """``rollingdepth check --output FOLDER``: every sequence's state, after finishing or
+    cleaning what interrupted runs left (sequences being written are only reported)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OutputError(f"{folder} is not a folder")
+    names = {p.name[1 : -len(".staging")] for p in folder.glob(".*.staging") if p.is_dir()}
+    names |= {p.name[: -len(MANIFEST_SUFFIX)] for p in folder.glob(f"*{MANIFEST_SUFFIX}")}
+    report = []
+    for name in sorted(names):
+        entry: dict[str, object] = {"name": name}
+        lock = SequenceLock(folder, name)
+        try:
+            lock.acquire()
+        except OutputError as exc:
+            entry["state"] = "being written"
+            entry["detail"] = str(exc)
+            report.append(entry)
+            continue
+        try:
+            done = recover_staging(folder, name, message)
+            if done:
+                entry["recovered"] = done
+            manifest_path = folder / f"{name}{MANIFEST_SUFFIX}"
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except (OSError, ValueError):
+                manifest = None
+            frames = sorted(_numbers(folder.glob(f"{glob_escape(name)}.*.exr")))
+            entry["frames"] = frame_ranges(frames)
+            if manifest is None:
+                entry["state"] = "no manifest"
+            else:
+                planned = set(manifest.get("frames", []))
+                entry["run_id"] = manifest.get("run_id")
+                entry["source"] = manifest.get("source")
+                entry["state"] = "complete" if planned == set(frames) else (
+                    f"frames differ from the manifest's ({frame_ranges(planned)})"
+                )  # fmt: skip
+        finally:
+            lock.release()
+        report.append(entry)
+    return report
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?[])", r"[\1]", text)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary name, fsync, then rename over ``path``."""
+    temp = path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(temp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {exc}") from exc
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _real(path: Path) -> str:
+    return os.path.realpath(path)
+
+
+def _describe_run(manifest: dict | None) -> str:
+    if manifest is None:
+        return "a run this folder has no manifest for"
+    source = manifest.get("source") or "an unknown plate"
+    return f"another run (plate {source}, run id {manifest.get('run_id')})"
