@@ -446,8 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     selftest = sub.add_parser("selftest", help="run the whole pipeline with a tiny random model")
     selftest.add_argument("--keep", default=None, help="keep the outputs in this folder")
-    check = sub.add_parser("check", help="report Python, torch, devices (and a checkpoint)")
+    check = sub.add_parser(
+        "check", help="report Python, torch, devices (and a checkpoint, or an output folder)"
+    )
     check.add_argument("--json", action="store_true")
+    check.add_argument(
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="report the depth sequences in DIR: complete, being written, or what an "
+        "interrupted run left (a cut-short swap is completed, an unpublished staging removed)",
+    )
     check.add_argument(
         "--checkpoint",
         default=None,
@@ -596,6 +605,22 @@ def main(argv: list[str] | None = None) -> int:
     # its own: set both explicitly so that Ctrl-C and a kill always stop the run.
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    if args.command == "check" and args.output:
+        from .publish import check_output
+
+        try:
+            report = check_output(args.output, message=lambda text: print(text, file=sys.stderr))
+        except RollingDepthError as exc:
+            print(f"rollingdepth: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        if args.json:
+            print(json.dumps(report))
+        for entry in [] if args.json else report:
+            print(f"{entry['name']}: {entry['state']}" + (
+                f" (frames {entry['frames']})" if entry.get("frames") else ""
+            ))  # fmt: skip
+        return 0
 
     if args.command == "check":
         info = command_check(args)

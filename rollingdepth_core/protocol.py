@@ -96,6 +96,7 @@ STAGES: dict[str, str] = {
     "refine": "refining",
     "write": "writing EXRs",
     "preview": "writing preview",
+    "publish": "publishing the sequence",
 }
 # Rough share of a run each stage takes, for one overall progress value.
 STAGE_WEIGHTS: dict[str, float] = {
@@ -108,6 +109,7 @@ STAGE_WEIGHTS: dict[str, float] = {
     "refine": 0.1,
     "write": 0.08,
     "preview": 0.02,
+    "publish": 0.01,
 }
 
 

@@ -28,6 +28,7 @@ from .cuts import parse_cuts, shots_from_cuts
 from .errors import ConfigError, InputError
 from .mattes import MatteSource
 from .model import processing_size
+from .output import ensure_writable
 from .plate import Plate, open_plate, parse_frame_range
 from .publish import Publisher
 from .snippets import check_clip_length
@@ -126,6 +127,10 @@ class RunRequest:
 
         share = self.check_settings()
         finishing = self.mode != "infer"
+        if finishing:
+            if self.output_dir is None:
+                raise ConfigError("`-o`/`--output` is required")
+            ensure_writable(self.output_dir)  # a folder that takes no files fails first
         anchor_points = (
             load_anchors(self.anchors) if self.anchors is not None and finishing else None
         )
@@ -181,8 +186,6 @@ class RunRequest:
         record = provenance(self, source, cuts, detected, mattes, anchor_points)
         publisher = None
         if finishing:
-            if self.output_dir is None:
-                raise ConfigError("`-o`/`--output` is required")
             publisher = Publisher.for_plate(
                 self.output_dir,
                 self.output.name,

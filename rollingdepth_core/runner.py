@@ -141,7 +141,10 @@ def run(
             publisher = prepared.publisher
             with publisher.writing():
                 written = _write_shots(shots, prepared, progress)
+            # the swap: the whole sequence takes the folder's, or nothing does
+            report(progress, "publish", 0, 1)
             publisher.publish(written.extras)
+            report(progress, "publish", 1, 1)
         finally:
             store.close()
     return _result(prepared, shots, written, store, bool(loaded) and model is None, started)

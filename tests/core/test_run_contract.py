@@ -1,0 +1,219 @@
+"""The run contract through the `rollingdepth` command as a farm calls it: a sequence is
+published whole or not at all (kills, Ctrl-C, a full disk, a second writer), and what can be
+known before the model runs is refused before any snippet is predicted."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+
+from rollingdepth_core.exr import read_exr
+
+from .plate_fixtures import make_image_sequence
+
+FAST = ["--res", "64", "--dilations", "1", "3", "--device", "cpu", "--seed", "3"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+N_FRAMES = 24
+
+
+def cli(*args, **kw) -> list[str]:
+    return [sys.executable, "-m", "rollingdepth_core.cli", *map(str, args)]
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def depth_state(folder: Path) -> dict[str, np.ndarray]:
+    """The folder's depth frames by name, as arrays (what a reader of the folder sees)."""
+    return {p.name: read_exr(p)[0]["Z"] for p in sorted(folder.glob("depth.*.exr"))}
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory, tiny_checkpoint):
+    """A PNG plate, its snippet blocks in a cache (so each `finalize` runs no model), and
+    the two sequences a folder may legitimately hold: OLD (inverse) and NEW (normalized)."""
+    root = tmp_path_factory.mktemp("contract")
+    plate = make_image_sequence(root / "plate", N_FRAMES, height=96, width=128, ext="png")
+    cache = root / "cache"
+    common = [plate, "--checkpoint", tiny_checkpoint, "--cache", cache, *FAST]
+    done = run_cli("infer", *common)
+    assert done.returncode == 0, done.stderr
+    old, new = root / "old", root / "new"
+    for folder, mode in ((old, "inverse"), (new, "normalized")):
+        done = run_cli("finalize", *common, "-o", folder, "--depth-mode", mode, "--restore-res")
+        assert done.returncode == 0, done.stderr
+    return {"plate": plate, "common": common, "old": old, "new": new, "root": root}
+
+
+def new_run(farm, out: Path, *extra) -> list[str]:
+    return cli("finalize", *farm["common"], "-o", out, "--depth-mode", "normalized",
+               "--restore-res", "--progress", "json", *extra)  # fmt: skip
+
+
+def stop_at(child: subprocess.Popen, stage: str, done: int | None) -> list[dict]:
+    """Read ``--progress json`` events until ``stage`` reaches ``done`` (None: its first
+    event), then SIGSTOP the child; returns the events read."""
+    events = []
+    for line in child.stdout:
+        event = json.loads(line)
+        events.append(event)
+        if event.get("stage") == stage and (done is None or event["done"] >= done):
+            child.send_signal(signal.SIGSTOP)
+            return events
+    raise AssertionError(f"the run ended before {stage} {done}: {events[-3:]}")
+
+
+POINTS = {
+    "first frame": ("write", 1),
+    "half": ("write", N_FRAMES // 2),
+    "last frame": ("write", N_FRAMES),
+    "the swap": ("publish", None),
+}
+
+
+# every point under both signals, over an earlier sequence (--overwrite) or into a fresh folder
+CASES = [
+    ("first frame", signal.SIGKILL, True),
+    ("half", signal.SIGKILL, False),
+    ("last frame", signal.SIGKILL, True),
+    ("the swap", signal.SIGKILL, True),
+    ("first frame", signal.SIGINT, False),
+    ("half", signal.SIGINT, True),
+    ("last frame", signal.SIGINT, False),
+    ("the swap", signal.SIGINT, True),
+]
+
+
+@pytest.mark.parametrize(("point", "sig", "overwrite"), CASES)
+def test_an_interrupted_publish_leaves_the_old_sequence_or_the_new_one(
+    farm, tmp_path, point, sig, overwrite
+):
+    out = tmp_path / "depth"
+    if overwrite:
+        shutil.copytree(farm["old"], out)
+    before = depth_state(out) if overwrite else {}
+    new = depth_state(farm["new"])
+    child = subprocess.Popen(
+        new_run(farm, out, *(["--overwrite"] if overwrite else [])),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        stage, done = POINTS[point]
+        stop_at(child, stage, done)
+        # frozen mid-run: a reader sees the old sequence or (the swap done) the new one
+        seen = depth_state(out)
+        assert same_state(seen, before) or same_state(seen, new), point
+        child.send_signal(sig)
+        child.send_signal(signal.SIGCONT)
+        code = child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    after = depth_state(out)
+    assert same_state(after, before) or same_state(after, new), (point, code)
+    if sig == signal.SIGINT:
+        # Ctrl-C: either cancelled (nothing published, staging gone) or the swap had begun
+        # and ran to its end (signals wait for it)
+        assert code in (0, 130)
+        assert not (out / ".depth.staging").exists()
+        if code == 130:
+            assert same_state(after, before)
+    else:
+        assert code == -signal.SIGKILL
+    # the next look at the folder finishes or cleans what the kill left; the folder is whole
+    check = run_cli("check", "--output", out, "--json")
+    assert check.returncode == 0, check.stderr
+    assert not (out / ".depth.staging").exists()
+    final = depth_state(out)
+    assert same_state(final, before) or same_state(final, new)
+    if point == "half":  # the same command run again publishes the new sequence
+        again = subprocess.run(new_run(farm, out, "--overwrite"), capture_output=True,
+                               text=True, env=ENV, timeout=300)  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert same_state(depth_state(out), new)
+
+
+def test_a_second_writer_of_the_sequence_is_refused_at_once(farm, tmp_path):
+    out = tmp_path / "depth"
+    first = subprocess.Popen(new_run(farm, out), stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        stop_at(first, "merge", None)  # holds the lock, frozen before writing
+        clock = time.perf_counter()
+        second = run_cli("finalize", *farm["common"], "-o", out, "--depth-mode", "normalized",
+                         "--restore-res", "--overwrite")  # fmt: skip
+        assert second.returncode == 1
+        error = [x for x in second.stderr.splitlines() if x.startswith("rollingdepth: error")]
+        assert len(error) == 1 and "is being written by another run (pid" in error[0]
+        assert f"pid {first.pid} on" in error[0]
+        assert time.perf_counter() - clock < 60
+        first.send_signal(signal.SIGCONT)
+        assert first.wait(timeout=120) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert same_state(depth_state(out), depth_state(farm["new"]))
+
+
+def test_a_full_disk_midway_keeps_the_old_sequence(farm, tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    old_bytes = sum(p.stat().st_size for p in farm["old"].iterdir())
+    new_bytes = sum(p.stat().st_size for p in farm["new"].iterdir())
+    size_kib = (old_bytes + new_bytes // 2) // 1024 + 64
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs",
+                              str(mount)], capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        out = mount / "depth"
+        shutil.copytree(farm["old"], out)
+        before = depth_state(out)
+        done = subprocess.run(new_run(farm, out, "--overwrite"), capture_output=True,
+                              text=True, env=ENV, timeout=300)  # fmt: skip
+        assert done.returncode == 1
+        error = json.loads(done.stdout.strip().splitlines()[-1])
+        assert "No space left on device" in error["message"]
+        assert "nothing of this run was published" in error["message"]
+        assert f"keeps its earlier depth sequence ({N_FRAMES} frames)" in error["message"]
+        assert same_state(depth_state(out), before)
+        assert not (out / ".depth.staging").exists()
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            p.name for p in farm["old"].iterdir()
+        )
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_another_frame_range_is_refused_then_replaces_the_sequence_saying_so(farm, tmp_path):
+    out = tmp_path / "depth"
+    shutil.copytree(farm["new"], out)
+    part = ["--frames", "1011-1022"]
+    refused = run_cli("finalize", *farm["common"], "-o", out, "--depth-mode", "normalized",
+                      "--restore-res", *part)  # fmt: skip
+    assert refused.returncode == 1
+    assert "own depth scale" in refused.stderr and "infer --chunk K/N" in refused.stderr
+    assert len(depth_state(out)) == N_FRAMES
+    # with --overwrite the range's sequence replaces the folder's whole, saying what went
+    replaced = run_cli("run", farm["plate"], "--checkpoint", farm["common"][2], *FAST, "-o", out,
+                       "--depth-mode", "normalized", *part, "--overwrite")  # fmt: skip
+    assert replaced.returncode == 0, replaced.stderr
+    assert "removed 12 frames of the earlier sequence that the new one does not have " \
+           "(1001-1010, 1023-1024)" in replaced.stderr  # fmt: skip
+    assert sorted(depth_state(out)) == [f"depth.{n}.exr" for n in range(1011, 1023)]
