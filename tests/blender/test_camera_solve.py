@@ -165,8 +165,9 @@ def test_solve_anchors_match_true_depth_up_to_the_solve_scale(solved):
     rows = anchors.rows
     tracks = {row[5] for row in rows}
     assert len(rows) > 40 and len(tracks) >= 8
-    # a new scene is metric with a unit scale of 1: metres = Blender units
-    assert anchors.units == "m" and anchors.scale == 1.0
+    # a new scene is metric, but nobody set the solve's scale: its units are arbitrary, and
+    # say so rather than "m" (issue 23)
+    assert anchors.units == "scene units (solve not scaled)" and anchors.scale == 1.0
     assert {row[0] for row in rows} <= set(range(FIRST, FIRST + FRAMES))
     assert all(0 <= row[1] < SIZE[0] and 0 <= row[2] < SIZE[1] for row in rows)
     # the muted end markers the tracker leaves behind are not anchors
@@ -210,6 +211,7 @@ def test_set_scale_camera_object_and_unit_scale_are_honoured(solved, tmp_path):
         assert bpy.ops.clip.set_scale(distance=distance) == {"FINISHED"}
     bpy.context.view_layer.update()
     scaled = module.solve_anchors(clip, scene)
+    assert scaled.units == "m"  # scaled: now the scene's metres
     # Set Scale scaled the camera object so that the two bundles are `distance` apart ...
     assert scaled.scale == pytest.approx(distance / (first.bundle - second.bundle).length, rel=1e-5)
     assert scaled.scale == pytest.approx(solved_camera.scale[0], rel=1e-5)
@@ -243,12 +245,12 @@ def test_set_scale_camera_object_and_unit_scale_are_honoured(solved, tmp_path):
         "import sys\n"
         "from rollingdepth_core.anchors import load_anchors\n"
         "a = load_anchors(sys.argv[1])\n"
-        "print(len(a), a.units, int(a.frame.min()), float(a.depth[0]), a.track[0])\n"
+        "print(len(a), int(a.frame.min()), float(a.depth[0]), a.track[0], a.units)\n"
     )
-    count, units, first_frame, depth, track = engine_python(
+    count, first_frame, depth, track, units = engine_python(
         code, str(tmp_path / "solve.csv")
-    ).split()
-    assert int(count) == len(unscaled.rows) and units == "m"
+    ).split(maxsplit=4)
+    assert int(count) == len(unscaled.rows) and units.strip() == unscaled.units
     assert int(first_frame) == unscaled.rows[0][0] and float(depth) == unscaled.rows[0][3]
     assert track == unscaled.rows[0][5]
 
@@ -304,8 +306,16 @@ def test_the_dialog_anchors_a_strip_to_its_solved_clip(solved, tmp_path):
     settings = cls._settings(stand_in, bpy.context, strip)
     argv = engine.run_argv(sys.executable, "p", "o", None, settings.options)
     assert "--depth-mode" in argv and argv[argv.index("--depth-mode") + 1] == "depth"
-    anchors = argv[argv.index("--anchors") + 1]
-    with open(anchors) as fh:
+    # the anchors go with the job, which writes the CSV into its own work folder (so that it
+    # leaves with the run, issue 23): nothing is written yet
+    assert "--anchors" not in argv
+    jobs = importlib.import_module(f"{ADDON_MODULE}.jobs")
+    job = jobs.DepthJob(scene, strip, settings)
+    path = os.path.join(str(tmp_path), "anchors.csv")
+    solve = importlib.import_module(f"{ADDON_MODULE}.camera_solve")
+    solve.write_anchors_csv(path, settings.anchors)
+    assert job.settings.anchors.units == "scene units (solve not scaled)"
+    with open(path) as fh:
         header, *rows = [line for line in fh.read().splitlines() if not line.startswith("#")]
     assert header.startswith("frame,x,y,depth")
     assert len(rows) > 30  # every track with a bundle, on every solved frame
