@@ -20,7 +20,8 @@ Conventions
       solves), the scale of the scene camera driven by this clip's Camera Solver constraint
       (where Blender's *Set Scale* puts the scene scale) and, when the scene uses a unit system,
       ``unit_settings.scale_length`` (the result is then in metres; otherwise in Blender units,
-      the unit of a Z pass).
+      the unit of a Z pass). A solve nobody scaled is in arbitrary units, whatever the scene's
+      unit system: ``units`` says "scene units (solve not scaled)" then.
 
     * Weight: a bundle's depth is as good as its triangulation. Its relative depth error is
       about ``sigma / (f parallax)`` (``sigma`` the track's reprojection error, at least
@@ -47,6 +48,8 @@ import bpy
 CSV_COLUMNS = ("frame", "x", "y", "depth", "weight", "track")
 MIN_TRACK_ERROR = 0.1  # px: what a tracker promises at best, whatever the solve reports
 MIN_WEIGHT = 1e-3  # of the best track's, so that every anchor stays in the file
+UNSCALED_UNITS = "scene units (solve not scaled)"
+SCALE_TOLERANCE = 1e-6  # a solve scale this close to 1 was never set
 
 
 class CameraSolveError(Exception):
@@ -155,14 +158,20 @@ def write_anchors_csv(path: str, anchors: SolveAnchors) -> str:
     return path
 
 
-def export_solve_anchors(clip, path: str, scene=None, tracking_object=None) -> SolveAnchors:
-    """:func:`solve_anchors` written to ``path``; refuses a solve that gives no anchor."""
+def usable_solve_anchors(clip, scene=None, tracking_object=None) -> SolveAnchors:
+    """:func:`solve_anchors`; refuses a solve that gives no anchor."""
     anchors = solve_anchors(clip, scene, tracking_object)
     if not anchors.rows:
         raise CameraSolveError(
             f"Movie Clip {clip.name!r}: no track has both a bundle and an enabled marker "
             "on a solved frame."
         )
+    return anchors
+
+
+def export_solve_anchors(clip, path: str, scene=None, tracking_object=None) -> SolveAnchors:
+    """:func:`usable_solve_anchors` written to ``path``."""
+    anchors = usable_solve_anchors(clip, scene, tracking_object)
     write_anchors_csv(path, anchors)
     return anchors
 
@@ -186,12 +195,18 @@ def _first_number(clip) -> int:
 
 
 def _scene_scale(clip, scene, tracking_object) -> tuple[float, str]:
-    """Solve units -> scene units, and the unit's name."""
+    """Solve units -> scene units, and the unit's name.
+
+    A solve is right up to one scale, which the user gives with Set Scale (the solver
+    camera's scale; an object solve's ``scale``). Until then its units are arbitrary, whatever
+    unit system the scene uses: they are named so, and no unit scale is applied to them."""
     scale = float(tracking_object.scale)
     camera = _solver_camera(clip, scene)
     if camera is not None:
         matrix = camera.evaluated_get(bpy.context.evaluated_depsgraph_get()).matrix_world
         scale *= sum(matrix.to_scale()) / 3.0
+    if abs(scale - 1.0) <= SCALE_TOLERANCE:
+        return scale, UNSCALED_UNITS
     units = scene.unit_settings
     if units.system == "NONE":
         return scale, "blender units"

@@ -182,11 +182,52 @@ def in_blender_terms(text: str) -> str:
     return _FLAG_MENTION.sub(setting, text)
 
 
+# A sentence that sends the user to a command line (`rollingdepth selftest`, ...): Blender
+# users have Check Engine instead.
+_CLI_SENTENCE = re.compile(r"\s*[^.;(]*`rollingdepth [a-z][^`]*`[^.;]*[.;]?")
+# The engine's "<file>: cannot read pixels: <OpenImageIO's words>" for a plate frame.
+_UNREADABLE = re.compile(r"^(?P<path>.+?): cannot read (?:pixels|image): (?P<why>.+)$")
+
+
+def without_repeats(text: str, min_words: int = 4) -> str:
+    """``text`` with every later copy of a phrase of ``min_words`` or more words dropped:
+    OpenImageIO (libpng, ...) repeats its cause in one error text."""
+    words = text.split(" ")
+
+    def key(part):
+        return tuple(w.strip(":;,.").lower() for w in part)
+
+    changed = True
+    while changed:
+        changed = False
+        for n in range(len(words) // 2, min_words - 1, -1):
+            first_at: dict[tuple, int] = {}
+            for i in range(len(words) - n + 1):
+                k = key(words[i : i + n])
+                if k in first_at and i >= first_at[k] + n:
+                    del words[i : i + n]
+                    changed = True
+                    break
+                first_at.setdefault(k, i)
+            if changed:
+                break
+    return " ".join(words)
+
+
 def error_text(error: dict) -> str:
     """The one line a Blender user sees for the engine's ``error`` event."""
     kind = error.get("kind", "")
-    message = in_blender_terms(error.get("message") or "the engine failed without a message")
+    message = error.get("message") or "the engine failed without a message"
+    message = in_blender_terms(without_repeats(_CLI_SENTENCE.sub("", message).strip()))
+    unreadable = _UNREADABLE.match(message) if kind == "InputError" else None
+    if unreadable:
+        return (
+            f"RollingDepth cannot read the plate file {unreadable['path']} "
+            f"({unreadable['why'].rstrip('. ')}): re-render or replace that file, then run "
+            "again."
+        )
     hint = BLENDER_HINTS.get(kind) or in_blender_terms(error.get("hint") or "")
+    hint = _CLI_SENTENCE.sub("", hint).strip()
     if hint and any(where in message for where in SETTING_OF_FLAG.values() if where in hint):
         hint = ""  # the message already names the setting to change
     if kind == "WeightsError":
@@ -441,8 +482,8 @@ class EngineProcess:
             "message": (
                 f"The engine stopped (exit code {self.returncode}) without a result"
                 + (f": {tail}" if tail else "")
-                + ". Run `rollingdepth check` in the engine's environment, and see the "
-                "console for the full log."
+                + f". Press Check Engine in {PREFERENCES_HINT}, and see the system console "
+                "for the engine's log."
             ),
         }
 

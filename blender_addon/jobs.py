@@ -24,11 +24,11 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import bpy
 
-from . import protocol, sequencer
+from . import camera_solve, protocol, sequencer
 from .compositing import remove_defocus_scenes, setup_defocus
 from .engine import EngineError, EngineProcess, RunOptions, error_text, run_argv
 from .frames import FramePlan, StripError
@@ -37,6 +37,7 @@ RUNNING, FINISHED, FAILED, CANCELLED = "RUNNING", "FINISHED", "FAILED", "CANCELL
 # The `result` keys this add-on reads (all in protocol.RESULT_KEYS).
 RESULT_NEEDS = ("files", "frame_numbers", "output_size", "value_range", "depth_mode", "near", "far")
 WORK_PREFIX = ".rollingdepth-run-"
+ANCHORS_CSV = "anchors.csv"  # in the work folder: removed with it, whatever the ending
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class JobSettings:
     output_dir: str  # absolute
     defocus: bool = False
     replace: bool = True  # remove the source's previous depth strip (and files) when done
+    # Anchor to Camera Solve: the solve's anchors (camera_solve.SolveAnchors), written to the
+    # run's work folder as the engine's `--anchors` CSV, so that it goes with the run
+    anchors: object | None = None
 
 
 class DepthJob:
@@ -90,12 +94,17 @@ class DepthJob:
             staging = os.path.join(self.work_dir, "plate")
             self.plan = sequencer.plan_for_strip(strip, staging)
             sequencer.stage_plate(self.plan, staging)
+            options = self.settings.options
+            if self.settings.anchors is not None:
+                path = os.path.join(self.work_dir, ANCHORS_CSV)
+                camera_solve.write_anchors_csv(path, self.settings.anchors)
+                options = replace(options, anchors=path)
             argv = run_argv(
                 self.settings.engine_path,
                 self.plan.plate,
                 os.path.join(self.work_dir, "out"),
                 self.plan.frames,
-                self.settings.options,
+                options,
             )
             self.process = EngineProcess(argv).start()
         except BaseException:
@@ -126,8 +135,19 @@ class DepthJob:
             log = self.process.log_tail
             if log:
                 print(f"RollingDepth engine log:\n{log}", file=sys.stderr)
-            self._fail(error_text(run.error or {}))
+            self._fail(self._user_paths(error_text(run.error or {})))
         return self.state
+
+    def _user_paths(self, text: str) -> str:
+        """``text`` naming the user's files, not the hidden work folder: a staged plate frame
+        becomes the file it links to, the engine's output folder the Output Folder."""
+        if not self.work_dir:
+            return text
+        staged = os.path.join(self.work_dir, "plate")
+        for source, name in self.plan.staging if self.plan else []:
+            text = text.replace(os.path.join(staged, name), source)
+        text = text.replace(os.path.join(self.work_dir, "out"), self.settings.output_dir)
+        return text.replace(self.work_dir, self.settings.output_dir)
 
     def run_blocking(self, timeout: float | None = None, interval: float = 0.05) -> str:
         """Step until the end (scripts and background mode, where no timer fires)."""
@@ -186,6 +206,13 @@ class DepthJob:
                 (width, height),
             )
             depth[sequencer.SIDECARS_KEY] = self.sidecars
+            if result["depth_mode"] == "depth":  # scene units: above 1 shows white
+                lo, hi = (float(v) for v in result["value_range"])
+                if not sequencer.show_depth_range(scene, depth, lo, hi):
+                    self.notes.append(
+                        "depth in scene units shows white in this Blender's Sequencer "
+                        "(values above 1); the files hold the distances"
+                    )
             # only now that the new depth is in place do the replaced strips and files go
             if previous:
                 old_files = [path for strip in previous for path in sequencer.strip_files(strip)]
@@ -226,6 +253,7 @@ class DepthJob:
             float(result["far"]),
             tuple(result["value_range"]),
             sequencer.plate_size(source) or depth_size,
+            units=(result.get("anchors") or {}).get("units") or "scene units",
         )
         self.defocus_scene_name = defocus.name
 
@@ -252,8 +280,9 @@ class DepthJob:
             target = os.path.join(output_dir, os.path.basename(path))
             os.replace(path, target)
             files_by_number[number] = target
-        for key in ("alignment", "preview"):
-            extra = result.get(key)
+        extras = [result.get("alignment"), result.get("preview")]
+        extras.append((result.get("anchors") or {}).get("file"))  # the anchor fit's report
+        for extra in extras:
             if extra and os.path.isfile(extra):
                 target = os.path.join(output_dir, os.path.basename(extra))
                 os.replace(extra, target)

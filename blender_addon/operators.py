@@ -10,7 +10,6 @@ the status bar and the sidebar, Esc or Cancel stops the engine. In background mo
 from __future__ import annotations
 
 import os
-import tempfile
 import textwrap
 
 import bpy
@@ -19,7 +18,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 from . import camera_solve, jobs, protocol, sequencer
 from .engine import DEFAULT_DEPTH_MODE, EngineError, RunOptions, parse_dilations
 from .frames import StripError
-from .preferences import preferences
+from .preferences import empty_checkpoint_text, preferences
 
 TIMER_INTERVAL_S = 0.2
 
@@ -29,8 +28,14 @@ DEPTH_MODE_ITEMS = [(key, m["label"], m["description"]) for key, m in protocol.D
 DEPTH_MODE_LOOK = {
     "normalized": "Shows as depth in the Sequencer: 0 farthest .. 1 nearest",
     "inverse": "Values outside 0..1 show clipped (black) in the Sequencer",
-    "depth": "Values above 1 show white in the Sequencer: set Near/Far in scene units",
+    "depth": "Scene units between Near and Far; the strip shows them as nearest white .. "
+    "farthest black",
 }
+# Anchor to Camera Solve decides the convention: depth in the solve's scene units.
+ANCHORED_LOOK = (
+    "Anchor to Camera Solve writes Depth in scene units; the strip shows it as nearest "
+    "white .. farthest black"
+)
 
 
 def blender_ocio_config() -> str:
@@ -209,9 +214,12 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         layout.prop(self, "dilations")
         layout.prop(self, "refine_steps")
         layout.prop(self, "resolution")
-        layout.prop(self, "depth_mode")
-        layout.label(text=DEPTH_MODE_LOOK[self.depth_mode], icon="INFO")
-        if self.depth_mode == "depth":
+        row = layout.row()
+        row.enabled = not self.anchor_solve  # the solve decides: depth in scene units
+        row.prop(self, "depth_mode")
+        look = ANCHORED_LOOK if self.anchor_solve else DEPTH_MODE_LOOK[self.depth_mode]
+        wrapped_label(layout, look, width=60, icon="INFO")
+        if self.depth_mode == "depth" and not self.anchor_solve:
             row = layout.row(align=True)
             row.prop(self, "near")
             row.prop(self, "far")
@@ -278,10 +286,13 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         """The run for ``strip``: its own colour space, solve anchors and output folder
         (``several``: one of several strips, so a chosen folder gets a subfolder for it)."""
         prefs = preferences(context)
-        if self.depth_mode == "depth" and not self.near < self.far:
+        if self.depth_mode == "depth" and not self.anchor_solve and not self.near < self.far:
             raise EngineError("Near must be smaller than Far.", "ConfigError")
+        checkpoint = self.checkpoint or prefs.checkpoint.strip()
+        if not checkpoint:
+            raise EngineError(empty_checkpoint_text("RollingDepth weights"), "WeightsError")
         options = RunOptions(
-            checkpoint=self.checkpoint or prefs.checkpoint.strip(),
+            checkpoint=checkpoint,
             preset=self.preset,
             dilations=parse_dilations(self.dilations) or None,
             refine_steps=None if self.refine_steps < 0 else self.refine_steps,
@@ -295,7 +306,6 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             input_colorspace=strip.colorspace_settings.name if self.strip_colorspace else None,
             ocio_config=blender_ocio_config() if self.strip_colorspace else None,
             holdout=self._holdout(context),
-            anchors=self._solve_anchors(context, strip) if self.anchor_solve else None,
             device=prefs.device,
             dtype=None if prefs.dtype == "preset" else prefs.dtype,
         )
@@ -308,10 +318,11 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             output_dir=output_dir,
             defocus=self.defocus,
             replace=self.replace,
+            anchors=self._solve_anchors(context, strip) if self.anchor_solve else None,
         )
 
-    def _solve_anchors(self, context, strip) -> str:
-        """The anchors of the strip's solved Movie Clip, written to a CSV for the engine."""
+    def _solve_anchors(self, context, strip) -> camera_solve.SolveAnchors:
+        """The anchors of the strip's solved Movie Clip (the job writes the engine's CSV)."""
         media = sequencer.media_path(strip)
         clip = camera_solve.solved_clip_for(media)
         if clip is None:
@@ -320,13 +331,10 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
                 "solved camera; open the footage in the Movie Clip Editor, track and solve it, "
                 "or turn the option off."
             )
-        folder = tempfile.mkdtemp(prefix="rollingdepth-anchors-")
-        path = os.path.join(folder, f"{bpy.path.clean_name(clip.name)}_anchors.csv")
         try:
-            camera_solve.export_solve_anchors(clip, path, sequencer.sequencer_scene(context))
+            return camera_solve.usable_solve_anchors(clip, sequencer.sequencer_scene(context))
         except camera_solve.CameraSolveError as exc:
             raise StripError(str(exc)) from exc
-        return path
 
     def _holdout(self, context) -> str | None:
         if not self.holdout_strip:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bpy
 
 from . import jobs, sequencer
-from .compositing import defocus_controls, defocus_scenes_of
+from .compositing import defocus_controls, defocus_fields, defocus_scenes_of
 from .operators import (
     SEQUENCER_OT_rollingdepth_cancel,
     SEQUENCER_OT_rollingdepth_estimate,
@@ -60,11 +60,10 @@ def _draw_defocus(layout, context, strip) -> None:
     if not scenes and strip is not None:
         scenes = defocus_scenes_of(strip.get(sequencer.SOURCE_KEY) or strip.name)
     for scene in scenes:
-        controls = defocus_controls(scene)
-        if controls is None:
+        fields = defocus_fields(scene)
+        if not fields:
             continue
-        focus, defocus = controls
         box = layout.box()
         box.label(text=scene.name, icon="SCENE_DATA")
-        box.prop(focus, "default_value", text="Focus (0 far, 1 near)")
-        box.prop(defocus, "z_scale", text="Blur (px)")
+        for data, prop, label in fields:
+            box.prop(data, prop, text=label)

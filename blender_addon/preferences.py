@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-from .engine import EngineError, check_engine, in_blender_terms
+from .engine import PREFERENCES_HINT, EngineError, check_engine, in_blender_terms
 
 DEVICE_ITEMS = [
     ("auto", "Automatic", "CUDA, then Apple MPS, then CPU"),
@@ -52,6 +52,15 @@ class RollingDepthPreferences(bpy.types.AddonPreferences):
         row.operator(ROLLINGDEPTH_OT_check_engine.bl_idname, icon="CHECKMARK")
 
 
+def empty_checkpoint_text(lead: str = "Not ready") -> str:
+    default = RollingDepthPreferences.bl_rna.properties["checkpoint"].default
+    return (
+        f"{lead}: the Checkpoint preference is empty. Set Checkpoint in {PREFERENCES_HINT} to "
+        f"a folder with the weights (diffusers layout) or to the hub id {default!r}, then "
+        "press Check Engine there."
+    )
+
+
 def preferences(context=None) -> RollingDepthPreferences:
     context = context or bpy.context
     return context.preferences.addons[__package__].preferences
@@ -68,6 +77,9 @@ class ROLLINGDEPTH_OT_check_engine(bpy.types.Operator):
     def execute(self, context):
         prefs = preferences(context)
         checkpoint = prefs.checkpoint.strip()
+        if not checkpoint:  # a run would try the engine's default weights, and fail
+            self.report({"ERROR"}, empty_checkpoint_text())
+            return {"CANCELLED"}
         try:
             info = check_engine(bpy.path.abspath(prefs.engine_path), checkpoint)
         except EngineError as exc:
@@ -85,13 +97,12 @@ class ROLLINGDEPTH_OT_check_engine(bpy.types.Operator):
                 f"{in_blender_terms(info['checkpoint_error'])}. {engine}",
             )
             return {"CANCELLED"}
-        if checkpoint and not info.get("checkpoint_folder"):
+        if not info.get("checkpoint_folder"):
             self.report(
                 {"WARNING"},
                 f"{engine}. The weights {checkpoint!r} are not downloaded yet: the first run "
                 "downloads them from the Hugging Face hub (internet needed, a few GB).",
             )
             return {"FINISHED"}
-        weights = f", weights in {info['checkpoint_folder']}" if checkpoint else ""
-        self.report({"INFO"}, f"Ready: {engine}{weights}")
+        self.report({"INFO"}, f"Ready: {engine}, weights in {info['checkpoint_folder']}")
         return {"FINISHED"}

@@ -7,6 +7,7 @@ in background mode and absent in 4.5, so the active scene stands in.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -20,6 +21,8 @@ MAX_CHANNEL = 128
 SOURCE_KEY = "rollingdepth_source"
 # ... and the run's other files (the result's `alignment`, `preview`), removed with it.
 SIDECARS_KEY = "rollingdepth_sidecars"
+# The node group of a depth strip's view modifier (depth in scene units shown as 1 .. 0).
+VIEW_MODIFIER = "RollingDepth view"
 
 
 # ---------------------------------------------------------------------------- API differences
@@ -126,10 +129,20 @@ def estimate_sources(scene, holdout: str = "") -> tuple[list, list, str | None]:
         key=lambda s: (s.frame_final_start, s.channel),
     )
     if not sources:
+        if holdout and any(s.name == holdout for s in picked):
+            # a matte run as a plate, with itself as holdout, gives depth of nothing
+            return picked, [], holdout_alone(holdout)
         return ([active] if active is not None else []), [], strip_problem(active)
     skipped = [s for s in picked if s.type not in SUPPORTED_TYPES]
     problems = (strip_problem(s) for s in sources)
     return sources, skipped, next((p for p in problems if p), None)
+
+
+def holdout_alone(holdout: str) -> str:
+    return (
+        f"{holdout!r} is the Holdout Matte: select the plate it belongs to as well (or "
+        "instead), or clear Holdout Matte."
+    )
 
 
 def plan_for_strip(strip, staging_dir: str) -> FramePlan:
@@ -281,7 +294,64 @@ def strip_files(strip) -> list[str]:
 
 
 def remove_strip(scene, strip) -> None:
+    groups = [m.node_group for m in strip.modifiers if getattr(m, "node_group", None)]
     strips_in(container_of(scene, strip)).remove(strip)
+    for group in groups:
+        if group.users == 0:
+            bpy.data.node_groups.remove(group)
+
+
+def show_depth_range(scene, strip, near: float, far: float) -> bool:
+    """Let the Sequencer show a strip of depth in scene units: a compositor modifier maps
+    ``near`` .. ``far`` to 1 (white) .. 0 (black), as Normalized depth looks; the files keep
+    their values. Returns False where this Blender has no compositor modifier (before 5.0):
+    values above 1 then show white."""
+    if "COMPOSITOR" not in _modifier_types() or not far > near:
+        return False
+    tree = bpy.data.node_groups.new(f"{strip.name} {VIEW_MODIFIER}", "CompositorNodeTree")
+    tree.interface.new_socket("Image", in_out="INPUT", socket_type="NodeSocketColor")
+    tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+    group_in, group_out = tree.nodes.new("NodeGroupInput"), tree.nodes.new("NodeGroupOutput")
+    mapping = tree.nodes.new("ShaderNodeMapRange")
+    mapping.label = f"depth {near:.4g} .. {far:.4g} -> 1 .. 0"
+    for socket, value in zip(mapping.inputs[1:5], (near, far, 1.0, 0.0), strict=True):
+        socket.default_value = value
+    mapping.clamp = True
+    group_in.location, mapping.location, group_out.location = (-300, 0), (0, 0), (300, 0)
+    tree.links.new(group_in.outputs[0], mapping.inputs[0])
+    tree.links.new(mapping.outputs[0], group_out.inputs[0])
+    with _sequencer_scene_set(scene) as ready:
+        if not ready:
+            bpy.data.node_groups.remove(tree)
+            return False
+        modifier = strip.modifiers.new(name=VIEW_MODIFIER, type="COMPOSITOR")
+    modifier.node_group = tree
+    return True
+
+
+def _modifier_types() -> set[str]:
+    items = bpy.types.StripModifier.bl_rna.properties["type"].enum_items
+    return {item.identifier for item in items}
+
+
+@contextlib.contextmanager
+def _sequencer_scene_set(scene):
+    """Blender 5.0.1 crashes in ``strip.modifiers.new`` while ``context.sequencer_scene`` is
+    None (background mode, a script without a Sequencer): point the workspace at ``scene``
+    for the call."""
+    if getattr(bpy.context, "sequencer_scene", scene) is not None:
+        yield True
+        return
+    window = getattr(bpy.context, "window", None)
+    workspace = window.workspace if window is not None else None
+    if workspace is None:
+        yield False  # nothing to point: no modifier rather than a crash
+        return
+    workspace.sequencer_scene = scene
+    try:
+        yield True
+    finally:
+        workspace.sequencer_scene = None
 
 
 def _match_placement(source, depth, depth_size: tuple[int, int] | None) -> None:

@@ -131,6 +131,7 @@ def fresh_scene():
     scene.render.resolution_percentage = 100
     scene.render.fps, scene.render.fps_base = 24, 1.0
     scene.frame_start, scene.frame_end = 1, 60
+    scene.view_settings.view_transform = "AgX"  # a new scene's view, whatever a test set
     return scene
 
 

@@ -143,3 +143,72 @@ def test_unsaved_blend_uses_a_temporary_folder(addon):
     assert folder.startswith(__import__("tempfile").gettempdir())
     folder, note = jobs.resolve_output_dir("/abs/depth", "shot")
     assert (folder, note) == ("/abs/depth", None)
+
+
+# ---------------------------------------------------------------------------- issue 23
+def test_check_engine_is_not_ready_with_an_empty_checkpoint(prefs, image_strip, tmp_path):
+    """An empty Checkpoint said "Ready", and the run then failed on the weights."""
+    prefs.checkpoint = "  "
+    with pytest.raises(RuntimeError, match="Not ready: the Checkpoint preference is empty"):
+        bpy.ops.rollingdepth.check_engine()
+    with pytest.raises(RuntimeError, match="RollingDepth weights: the Checkpoint preference is"):
+        run_operator(output_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_holdout_matte_selected_alone_is_refused(prefs, image_strip, tmp_path):
+    """The matte must not run as a plate with itself as the holdout."""
+    image_strip.name = "roto"
+    with pytest.raises(RuntimeError, match="'roto' is the Holdout Matte: select the plate"):
+        run_operator(output_dir=str(tmp_path / "out"), holdout_strip="roto")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreadable_frame_is_reported_in_blender_words(prefs, scene, media, tmp_path):
+    """A truncated PNG in a strip the engine reads through the work folder's links: the
+    report names the user's file (not the hidden work folder), once, and no CLI command."""
+    import shutil
+
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    names = [f"plate.{n:04d}.png" for n in range(1001, 1009)]
+    for name in names:
+        shutil.copy(media["sequence_dir"] / name, folder / name)
+    whole = (folder / "plate.1005.png").read_bytes()
+    (folder / "plate.1005.png").write_bytes(whole[: len(whole) // 2])
+    # every other file: not one contiguous run, so the engine reads links in the work folder
+    strip = add_image_strip(scene, folder, names[::2], 1, 1)
+    scene.sequence_editor.active_strip = strip
+    with pytest.raises(RuntimeError) as caught:
+        run_operator(output_dir=str(tmp_path / "out"))
+    message = str(caught.value)
+    assert str(folder / "plate.1005.png") in message
+    assert ".rollingdepth-run-" not in message and "`rollingdepth" not in message
+    assert "re-render or replace that file" in message
+    assert message.count("end of file") <= 1, message
+
+
+def test_engine_error_texts_drop_cli_commands_and_repeats(addon):
+    import importlib
+
+    engine = importlib.import_module(f"{addon.__name__}.engine")
+    text = engine.error_text(
+        {
+            "kind": "WeightsError",
+            "message": "model weights 'x' are not available: no such model. Pass "
+            "`--checkpoint /path/to/w` (or set HF_HOME). `rollingdepth selftest` checks the "
+            "installation without weights",
+        }
+    )
+    assert "rollingdepth selftest" not in text and "installation without weights" not in text
+    assert "set Checkpoint in Edit ▸ Preferences" in text
+    libpng = engine.error_text(
+        {
+            "kind": "InputError",
+            "message": "/p/plate.1003.png: cannot read pixels: Read error: hit end of file in "
+            "png reader PNG read error: IDAT: Read error: hit end of file in png reader PNG "
+            "library error",
+        }
+    )
+    assert libpng.count("hit end of file in png reader") == 1, libpng
+    assert libpng.startswith("RollingDepth cannot read the plate file /p/plate.1003.png (")

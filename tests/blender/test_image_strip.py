@@ -122,7 +122,7 @@ def test_first_look_is_depth_not_a_black_frame(image_run, tmp_path):
     scene, source, depth = image_run["scene"], image_run["source"], image_run["depth"]
     image_run["blocker"].mute = True
     source.mute = True
-    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.view_transform = "AgX"  # what a new scene shows (README pictures)
     scene.render.image_settings.file_format = "PNG"
     scene.render.resolution_percentage = 400  # 256x192: big enough to look at in the docs
     scene.frame_set(26)

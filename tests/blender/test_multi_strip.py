@@ -242,7 +242,9 @@ def test_the_dialog_and_the_sidebar_list_the_strips(prefs, scene, media, addon):
     a, b = _two_plates(scene, media)
     select_only(scene, b, a)
     cls = importlib.import_module(f"{ADDON_MODULE}.operators").SEQUENCER_OT_rollingdepth_estimate
-    dialog = dict(depth_mode="normalized", restore_res=True, output_dir="//depth/")
+    dialog = dict(
+        depth_mode="normalized", restore_res=True, output_dir="//depth/", anchor_solve=False
+    )
     layout = _draw(cls, bpy.context, holdout_strip="", **dialog)
     labels = layout.texts("label")
     assert "2 strips: A, B" in labels

@@ -92,6 +92,7 @@ def test_dialog_and_preferences_draw(modules, scene, media):
         output_dir="//depth/plate/",
         restore_res=True,
         holdout_strip="",
+        anchor_solve=False,
     )
     props = [a[1] for name, a, _ in layout.log if name == "prop"]
     assert props[:4] == ["preset", "dilations", "refine_steps", "resolution"]
@@ -111,10 +112,17 @@ def test_dialog_and_preferences_draw(modules, scene, media):
         output_dir="/x",
         restore_res=True,
         holdout_strip="",
+        anchor_solve=False,
     )
     assert "Shows as depth in the Sequencer: 0 farthest .. 1 nearest" in layout.texts("label")
     layout = _draw(
-        cls, bpy.context, depth_mode="inverse", output_dir="/x", restore_res=True, holdout_strip=""
+        cls,
+        bpy.context,
+        depth_mode="inverse",
+        output_dir="/x",
+        restore_res=True,
+        holdout_strip="",
+        anchor_solve=False,
     )
     assert any("clipped (black)" in t for t in layout.texts("label"))
 
