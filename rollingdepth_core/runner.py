@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .executors import LocalExecutor, RayExecutor
 from .mattes import MatteSource
 from .method import run_method
-from .model import DepthModel, processing_size
+from .model import DepthModel, check_processing_size, processing_size
 from .output import (
     ensure_writable,
     run_metadata,
@@ -36,6 +36,7 @@ from .output_guard import OutputGuard, write_text_atomic
 from .plate import open_plate, parse_frame_range
 from .progress import ProgressCallback, report
 from .snippets import check_clip_length
+from .upsample import check_restore_res
 
 MODES = ("run", "infer", "finalize")
 ANCHOR_FITS = ("global", "smooth")
@@ -173,6 +174,9 @@ def run_plate(
     # resizes as the reference does); what cannot fit is refused before anything is decoded
     fit = None if reference else processing_size(info.height, info.width, config.processing_res)
     source.check_memory(fit)
+    size = check_processing_size(info.height, info.width, config.processing_res)
+    if output.restore_res:
+        check_restore_res((info.height, info.width), size, output.upsample, message)
     guard = None
     if mode != "infer":
         settings = {
