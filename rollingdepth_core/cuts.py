@@ -259,7 +259,9 @@ def detect_cuts(
     return detector.finish()
 
 
-def parse_cuts(text: str, frame_numbers: Sequence[int]) -> list[int] | None:
+def parse_cuts(
+    text: str, frame_numbers: Sequence[int], frames: str | None = None
+) -> list[int] | None:
     """Read ``--cuts``: ``auto``, ``none`` or a list of plate frame numbers that start a shot.
 
     Parameters
@@ -269,6 +271,9 @@ def parse_cuts(text: str, frame_numbers: Sequence[int]) -> list[int] | None:
         numbers separated by commas and/or spaces, e.g. ``"1040, 1097"``.
     frame_numbers : sequence of int
         The plate's frame numbers in clip order (`PlateInfo.frame_numbers`).
+    frames : str, optional
+        The ``--frames`` range ``frame_numbers`` was picked with: a cut outside it is named
+        as outside ``--frames`` (it may well be in the plate).
 
     Returns
     -------
@@ -299,6 +304,11 @@ def parse_cuts(text: str, frame_numbers: Sequence[int]) -> list[int] | None:
     outside = [n for n in numbers if n not in position_of]
     if outside:
         first, last = frame_numbers[0], frame_numbers[-1]
+        if frames is not None and not first <= outside[0] <= last:
+            raise ConfigError(
+                f"`--cuts` frame {outside[0]} is outside `--frames {frames}` "
+                f"(frames {first}-{last} are processed): list cuts within that range"
+            )
         gaps = ", with gaps" if last - first + 1 != len(frame_numbers) else ""
         raise ConfigError(
             f"`cuts` frame {outside[0]} is not in the plate (frames {first}-{last}{gaps})"

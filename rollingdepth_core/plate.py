@@ -91,6 +91,14 @@ class PlateInfo:
         }
 
 
+def _bytes_text(size: float) -> str:
+    """``size`` bytes in the largest binary unit that keeps it at 1 or more: 2.00 GiB, 3.0 KiB."""
+    for unit, scale in (("GiB", _GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.2f} {unit}"
+    return f"{int(size)} bytes"
+
+
 def parse_frame_range(text: str) -> tuple[int, int]:
     """Parse ``"1001-1100"`` or ``"1001"`` into an inclusive ``(first, last)``.
 
@@ -158,8 +166,8 @@ class Plate:
         else:
             return
         raise InputError(
-            f"{self.info.source}: {what} needs {need / _GIB:.2f} GiB, over the limit of "
-            f"{limit / _GIB:.2f} GiB per frame; raise it with `--max-frame-memory GIB`{hint}"
+            f"{self.info.source}: {what} needs {_bytes_text(need)}, over the limit of "
+            f"{_bytes_text(limit)} per frame; raise it with `--max-frame-memory GIB`{hint}"
         )
 
     def _decode_bytes(self) -> int:
@@ -238,8 +246,10 @@ def open_plate(
         if len(frames) != 2 or frames[0] > frames[1]:
             raise ConfigError(f"`frames` must be (first, last) with first <= last; got {frames}")
         frames = (int(frames[0]), int(frames[1]))
-    if not max_frame_gib > 0:
-        raise ConfigError(f"`max_frame_gib` must be > 0; got {max_frame_gib}")
+    if not max_frame_gib * _GIB >= 1:  # also refuses NaN
+        raise ConfigError(
+            f"`--max-frame-memory` is in GiB and must allow at least a byte; got {max_frame_gib}"
+        )
     plate = _open(os.fspath(path), frames, input_colorspace)
     plate.max_frame_bytes = int(max_frame_gib * _GIB)
     return plate

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from . import protocol
-from .anchors import load_anchors
+from .anchors import load_anchors, warn_about_fits
 from .config import DEFAULT_MAX_FRAME_GIB, InferenceConfig, OutputConfig
 from .cuts import parse_cuts
 from .errors import ConfigError
@@ -191,7 +191,7 @@ def run_plate(
         guard = OutputGuard.for_plate(folder, output.name, source, settings, overwrite)
     check_clip_length(len(source), config.snippet_len)
     shot_cuts = parse_cuts(cuts or ("auto" if info.kind == "video" else "none"),
-                           info.frame_numbers)  # fmt: skip
+                           info.frame_numbers, frames)  # fmt: skip
     mattes = None
     if holdout is not None or holdout_alpha:
         if holdout is not None and holdout_alpha:
@@ -288,6 +288,7 @@ def run_plate(
             )
             return result
 
+        warn_about_fits([d.anchor_fit for d in shots], (info.height, info.width), message)
         # 8. frames out, shot by shot, through the one writer, under the folder's guard
         with guard.writing():
             written, write_seconds, alignment_json, anchors_json, preview = _write_shots(
