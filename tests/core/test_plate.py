@@ -592,7 +592,7 @@ def test_huge_frames_stay_within_a_memory_limit(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
-    assert "6144x6144 frame whole needs 0.42 GiB" in lines["REFUSED"]
+    assert "6144x6144 frame whole needs 432.00 MiB" in lines["REFUSED"]
     assert "--max-frame-memory" in lines["REFUSED"]
     assert lines["SHAPES"] == "[(64, 64, 3), (64, 64, 3)]"
     assert int(lines["GROWTH"]) < 128 * 2**20  # a whole decode grows by 2.2 GiB here
