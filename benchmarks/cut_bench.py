@@ -39,17 +39,23 @@ def pan_frame(u0: float) -> np.ndarray:
 
 
 def whip_pan(
-    n_frames: int, whip_at: int, whip_len: int = 6, abrupt: bool = False
+    n_frames: int,
+    whip_at: int,
+    whip_len: int = 6,
+    abrupt: bool = False,
+    top_speed: float = 1.5,
+    shutter: float = 0.5,
 ) -> Iterator[np.ndarray]:
     """The texture panning slowly, then whipping away and settling: the speed eases in and out
-    over ``whip_len`` frames, up to 1.5 frame heights a frame (``abrupt``: at once, all the way);
-    each frame is blurred over a 180 degree shutter (8 positions over half its interval)."""
+    over ``whip_len`` frames, up to ``top_speed`` frame heights a frame (``abrupt``: at once,
+    all the way); each frame is blurred over its shutter (8 positions over ``shutter`` of
+    its interval: 0.5 is a 180 degree shutter)."""
     position = 0.0
     for index in range(n_frames):
         t = (index - whip_at + 0.5) / whip_len
         ease = 1.0 if abrupt else np.sin(np.pi * t) ** 2
-        speed = 0.03 + (1.5 * ease if 0 <= t <= 1 else 0.0)
-        yield np.mean([pan_frame(position + speed * k / 16) for k in range(8)], axis=0)
+        speed = 0.03 + (top_speed * ease if 0 <= t <= 1 else 0.0)
+        yield np.mean([pan_frame(position + speed * shutter * k / 8) for k in range(8)], axis=0)
         position += speed
 
 
@@ -96,6 +102,11 @@ def cases():
     )
     yield "whip pan in a shot", whip_pan(40, 18), []
     yield "whip pan in a shot, abrupt start and stop", whip_pan(40, 18, abrupt=True), []
+    yield (
+        "whip pan, abrupt, 2 heights a frame, 360 degree shutter",
+        whip_pan(40, 18, whip_len=5, abrupt=True, top_speed=2.0, shutter=1.0),
+        [],
+    )
     yield (
         "whip pan, then a cut",
         (f for part in (whip_pan(30, 12), shot_frames(1, 10, HEIGHT, WIDTH)) for f in part),
