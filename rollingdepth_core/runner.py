@@ -241,6 +241,8 @@ def run_plate(
         from .stores import DiskStore
 
         store = DiskStore(cache_dir, model_fingerprint(located))
+        if mode == "infer":
+            store.cache.check_writable("`rollingdepth infer` stores its snippet blocks there")
     runner = (
         RayExecutor(checkpoint, str(torch_device), ray_address)
         if executor == "ray"

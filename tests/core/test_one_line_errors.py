@@ -1,5 +1,6 @@
 """Input that used to end in a traceback: one line, before the model where the input says it."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -86,29 +87,58 @@ def _can_mount_read_only() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.skipif(not _can_mount_read_only(), reason="needs `unshare -rm` for a read-only mount")
-@pytest.mark.parametrize("command", ["run", "finalize"])
-def test_a_filled_cache_on_a_read_only_mount_is_read(plate, tmp_path, tiny_checkpoint, command):
-    cache, mount = tmp_path / "cache", tmp_path / "ro"
-    assert main(run_args(plate, tmp_path / "first", tiny_checkpoint, "--cache", cache)) == 0
+def on_read_only_mount(cache, mount, args):
+    """``rollingdepth ARGS`` with ``cache`` bind-mounted read-only at ``mount`` (proved so:
+    no file can be made there), in a user and mount namespace of its own."""
     mount.mkdir()
-    args = run_args(plate, tmp_path / "again", tiny_checkpoint, "--cache", mount)
-    args[0] = command
-    cli = " ".join([sys.executable, "-m", "rollingdepth_core.cli", *args])
-    # the cache mounted read-only, proved so (no file can be made), then the command on it
+    cli = " ".join([sys.executable, "-m", "rollingdepth_core.cli", *map(str, args)])
     script = (
         f"mount --bind {cache} {mount} && mount -o remount,bind,ro {mount} && "
         f"! touch {mount}/x 2>/dev/null && {cli}"
     )
-    proc = subprocess.run(
+    return subprocess.run(
         ["unshare", "-rm", "sh", "-c", script],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
+
+
+READ_ONLY = pytest.mark.skipif(
+    not _can_mount_read_only(), reason="needs `unshare -rm` for a read-only mount"
+)
+
+
+@READ_ONLY
+@pytest.mark.parametrize("command", ["run", "finalize"])
+def test_a_filled_cache_on_a_read_only_mount_is_read(plate, tmp_path, tiny_checkpoint, command):
+    cache, mount = tmp_path / "cache", tmp_path / "ro"
+    assert main(run_args(plate, tmp_path / "first", tiny_checkpoint, "--cache", cache)) == 0
+    args = run_args(plate, tmp_path / "again", tiny_checkpoint, "--cache", mount)
+    args[0] = command
+    proc = on_read_only_mount(cache, mount, args)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     first = sorted(p.name for p in (tmp_path / "first").glob("depth.*.exr"))
     again = sorted(p.name for p in (tmp_path / "again").glob("depth.*.exr"))
     assert again == first and len(first) == len(NUMBERS)
+
+
+@READ_ONLY
+def test_infer_into_a_read_only_cache_is_one_line_before_the_model(
+    plate, tmp_path, tiny_checkpoint
+):
+    cache = tmp_path / "cache"
+    (cache / "blocks").mkdir(parents=True)
+    (cache / "latents").mkdir()
+    args = run_args(plate, tmp_path / "unused", tiny_checkpoint, "--cache", tmp_path / "ro")
+    args = ["infer", *[a for a in args[1:] if a not in ("-o", str(tmp_path / "unused"))]]
+    proc = on_read_only_mount(cache, tmp_path / "ro", [*args, "--progress", "json"])
+    assert proc.returncode == 1
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert not [e for e in events if e.get("stage") == "load"]  # the model never loaded
+    (error,) = [e for e in events if e.get("event") == "error"]
+    assert (
+        "takes no files" in error["message"] and "`rollingdepth infer` stores" in error["message"]
+    )
