@@ -54,7 +54,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +155,7 @@ def _csv_rows(text: str, path: Path) -> tuple[list[tuple[str, dict]], str]:
         )
     reader = csv.reader([line for _, line in lines])
     header = [h.strip().lower() for h in next(reader)]
+    _check_delimiter(header, path)
     _check_columns(header, f"anchors file {path.name}, header")
     rows = []
     for (number, _), values in zip(lines[1:], reader, strict=True):
@@ -163,6 +164,20 @@ def _csv_rows(text: str, path: Path) -> tuple[list[tuple[str, dict]], str]:
             raise AnchorFileError(f"{where}: {len(values)} values for {len(header)} columns")
         rows.append((where, dict(zip(header, (v.strip() for v in values), strict=True))))
     return rows, units
+
+
+def _check_delimiter(header: list[str], path: Path) -> None:
+    """A header read as one column that other separators would split (a spreadsheet's
+    ``;`` export, tabs): say so, rather than list every column as missing."""
+    if len(header) != 1:
+        return
+    for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+        if delimiter in header[0]:
+            raise AnchorFileError(
+                f"anchors file {path.name}: the header {header[0]!r} is separated by {name}; "
+                "anchors files are comma-separated (frame,x,y,depth with `.` decimals): "
+                "export the CSV with commas"
+            )
 
 
 def _json_rows(text: str, path: Path) -> tuple[list[tuple[str, dict]], str]:
@@ -536,6 +551,73 @@ def fit_anchors(
         skipped=skipped,
         source=anchors.source,
     )
+
+
+# What makes a fit worth a warning (it still writes): anchors that the fit rejected, and the
+# 90th percentile of the relative depth error at the anchors it used.
+WARN_REJECTED_SHARE = 0.2
+WARN_RESIDUAL_P90 = 0.10
+# |correlation| of the used anchors' residuals (signed, or their size) with time from which
+# they count as drifting: a scale that changes over the clip, which `smooth` follows.
+DRIFT_CORRELATION = 0.5
+
+
+def fit_warnings(fit: AnchorFit, plate_size: tuple[int, int]) -> list[str]:
+    """One line per thing a user should know about a fit that went through: anchors outside
+    the plate, many rejected, a large residual (with ``--anchor-fit smooth`` suggested when it
+    drifts over the clip)."""
+    lines = []
+    if fit.n_outside:
+        height, width = plate_size
+        lines.append(
+            f"{fit.n_outside} anchor(s) lie outside the {width}x{height} plate and were "
+            "skipped: their x, y must be plate pixels from the top-left corner"
+        )
+    total = fit.n_used + fit.n_rejected
+    if total and fit.n_rejected / total >= WARN_REJECTED_SHARE:
+        lines.append(
+            f"{fit.n_rejected} of {total} anchors ({fit.n_rejected / total:.0%}) disagree with "
+            f"the fit (relative error over {fit.cutoff:.1%}) and were rejected"
+        )
+    if fit.residual_p90 > WARN_RESIDUAL_P90:
+        line = f"the fit misses 10 % of its anchors by more than {fit.residual_p90:.1%} in depth"
+        if fit.mode == "global" and _drifts(fit):
+            line += (
+                "; the error drifts over the clip (a scale that changes with time): "
+                "try `--anchor-fit smooth`"
+            )
+        lines.append(line)
+    return [f"warning: anchors ({fit.source or 'file'}): {line}" for line in lines]
+
+
+def _drifts(fit: AnchorFit) -> bool:
+    """Whether the used anchors' residuals follow time (signed or in size)."""
+    used = [r for r in fit.records if r["used"] and r["residual"] is not None]
+    frames = np.array([r["frame"] for r in used], float)
+    residual = np.array([r["residual"] for r in used], float)
+    if len(used) < 4 or np.ptp(frames) == 0:
+        return False
+    for values in (residual, np.abs(residual)):
+        if np.ptp(values) > 0 and abs(np.corrcoef(frames, values)[0, 1]) >= DRIFT_CORRELATION:
+            return True
+    return False
+
+
+def warn_about_fits(
+    fits: Sequence[AnchorFit | None],
+    plate_size: tuple[int, int],
+    message: Callable[[str], None] | None,
+) -> None:
+    """`fit_warnings` of every shot's fit through ``message`` (the runner's stderr line)."""
+    if message is None:
+        return
+    for index, fit in enumerate(fits):
+        if fit is None:
+            continue
+        for line in fit_warnings(fit, plate_size):
+            message(
+                line if len(fits) == 1 else line.replace("warning:", f"warning: shot {index}:", 1)
+            )
 
 
 def _skipped_text(samples: AnchorSamples) -> str:

@@ -141,6 +141,17 @@ class SnippetCache:
             raise OutputError(f"cannot create the cache folder {str(folder)!r}: {exc}") from exc
         self.stats = CacheStats()
 
+    def check_writable(self, why: str) -> None:
+        """OutputError now, not after the model ran, when entries cannot be written here (a
+        cache on a read-only mount); ``why`` says what would write them."""
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.folder / "blocks", prefix=".probe-"):
+                pass
+        except OSError as exc:
+            raise OutputError(
+                f"the cache folder {str(self.folder)!r} takes no files ({exc.strerror}); {why}"
+            ) from exc
+
     # ------------------------------------------------------------------ latents
     def latent_path(self, key: str) -> Path:
         return self.folder / "latents" / f"{key}.npy"

@@ -19,6 +19,7 @@ from .config import (
     ALIGNERS,
     DEFAULT_CHECKPOINT,
     DEFAULT_MAX_FRAME_GIB,
+    DEFAULT_MIN_SHOT_FRAMES,
     DEPTH_MODES,
     DEVICES,
     DTYPES,
@@ -371,6 +372,14 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         "1024,1077; every shot gets its own snippets, alignment and normalisation",
     )
     p.add_argument(
+        "--min-shot-frames",
+        type=int,
+        default=None,
+        metavar="N",
+        help="shortest shot --cuts auto reports, in frames; a flash shorter than this is not "
+        f"a cut (default: {DEFAULT_MIN_SHOT_FRAMES})",
+    )
+    p.add_argument(
         "--holdout",
         default=None,
         metavar="PATTERN",
@@ -506,6 +515,7 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         batch_size=args.batch_size,
         vae_batch_size=args.vae_batch_size,
         confidence=args.confidence or None,
+        min_shot_frames=args.min_shot_frames,
     )
     output = OutputConfig(
         depth_mode=args.depth_mode,

@@ -18,6 +18,8 @@ HALF_MAX = 65504.0  # the largest finite 16-bit float
 CONFIDENCE_CHANNEL = "confidence"
 # Largest decoded frame (float RGB) a plate may need at once; the plate reader refuses more.
 DEFAULT_MAX_FRAME_GIB = 1.0
+# The shortest shot that cut detection reports, in frames (see cuts.py).
+DEFAULT_MIN_SHOT_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class InferenceConfig:
     batch_size: int = 0  # snippets per UNet call; 0 = chosen from the device's memory
     vae_batch_size: int = 4
     confidence: bool = False
+    min_shot_frames: int = DEFAULT_MIN_SHOT_FRAMES
 
     def check(self) -> None:
         """Raise ConfigError for any value outside what the method supports."""
@@ -77,6 +80,11 @@ class InferenceConfig:
             )
         if self.batch_size < 0 or self.vae_batch_size < 1:
             raise ConfigError("`batch_size` must be >= 0 and `vae_batch_size` >= 1")
+        if self.min_shot_frames < 2:
+            raise ConfigError(
+                f"`--min-shot-frames` must be >= 2 (a shot needs 2 frames); "
+                f"got {self.min_shot_frames}"
+            )
 
 
 @dataclass(frozen=True)

@@ -9,22 +9,30 @@ cut somewhere inside it, or none.
 Minimum shot length: a shot needs at least ``MIN_SHOT_FRAMES`` (2) frames, like a clip. Cuts
 that the user lists are checked and refused with a `ConfigError` when they would leave a shorter
 shot (the user decides which cut goes). Detected cuts never do: the detector keeps
-``min_shot_frames`` (>= 2) between cuts, and a cut on the very last frame, which would leave a
-one-frame shot (most often a flash or the first frame of a tail), is dropped so that frame stays
-with the shot before it. Shots shorter than the dilations are left to the engine's capping, as
-for short clips.
+``min_shot_frames`` (>= 2, `--min-shot-frames`, default 4) between cuts, and a cut on the very
+last frame, which would leave a one-frame shot (most often a flash or the first frame of a
+tail), is dropped so that frame stays with the shot before it. Shots shorter than the
+dilations are left to the engine's capping, as for short clips.
+
+Flashes: a short shot may now be 4 frames, so what tells a flash (muzzle flash, lightning, a
+photographer's strobe) from a shot is that the picture comes back. A detected cut is dropped
+when the frames either side of fewer than ``min_shot_frames`` odd frames around it are alike
+(their change is under `RETURN_FRACTION` of the change at the cut). An edit that returns to
+the same picture after a shot of ``min_shot_frames`` or more keeps both cuts.
+`benchmarks/cut_bench.py` measures short shots, flashes, grain and whip pans.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
+from .config import DEFAULT_MIN_SHOT_FRAMES
 from .errors import ConfigError, InputError
 
 CUTS_MODES = ("auto", "none")
@@ -45,8 +53,14 @@ DEFAULT_CUT_METHOD = "adaptive"
 # 59-63), and the adaptive detector then misses cuts between moving shots: so only for
 # black-and-white or desaturated plates.
 DEFAULT_LUMA_ONLY = False
-# The shortest shot the detector reports (frames): PySceneDetect's default.
-DEFAULT_MIN_SHOT_FRAMES = 15
+# The shortest shot the detector reports, DEFAULT_MIN_SHOT_FRAMES (config.py): 4 frames.
+# PySceneDetect's default, 15, merged quick shots of an edit into their neighbours; 4 finds
+# them (benchmarks/cut_bench.py), and the flash check below keeps flashes from becoming shots.
+# A detected cut is a flash when the pictures either side of the odd frames differ by less than
+# this share of the change at the cut (mean HSV change, as PySceneDetect scores): a 1-3 frame
+# flash in the moving shots of benchmarks/cut_bench.py returns to 0.16-0.26, a cut between two
+# shots stays over 0.96.
+RETURN_FRACTION = 0.5
 # PySceneDetect scores frames downscaled to this width (its SceneManager's default); the score
 # and its threshold are averages, so they do not depend on the size, and the detector runs at a
 # cost independent of the plate's resolution.
@@ -92,6 +106,9 @@ class CutDetector:
     luma_only : bool
         Score brightness changes only (for black-and-white or desaturated plates); by default
         hue and saturation count too.
+    flash_frames : int, optional
+        Longest flash (frames) that the flash check drops a cut for (see the module
+        docstring); None: ``min_shot_frames - 1``, 0 turns the check off.
     """
 
     def __init__(
@@ -100,6 +117,7 @@ class CutDetector:
         threshold: float | None = None,
         min_shot_frames: int = DEFAULT_MIN_SHOT_FRAMES,
         luma_only: bool = DEFAULT_LUMA_ONLY,
+        flash_frames: int | None = None,
     ) -> None:
         if method not in CUT_METHODS:
             raise ConfigError(f"`method` must be one of {tuple(CUT_METHODS)}; got {method!r}")
@@ -129,9 +147,18 @@ class CutDetector:
             self._detector = AdaptiveDetector(
                 adaptive_threshold=threshold, min_scene_len=min_shot_frames, luma_only=luma_only
             )
+        if flash_frames is None:
+            flash_frames = min_shot_frames - 1
+        if flash_frames < 0:
+            raise ConfigError(f"`flash_frames` must be >= 0; got {flash_frames}")
+        self._flash_frames = flash_frames
         self._size: tuple[int, int] | None = None  # (width, height) of the first frame
         self._count = 0
         self._cuts: list[int] = []
+        # The flash check's frames: the odd ones either side of a cut, and the detector's lag
+        # (the adaptive one reports a cut 2 frames late). (position, HSV int16 [h,w,3])
+        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=2 * flash_frames + 5)
+        self._pending: list[int] = []  # cuts reported, waiting for the frames after them
 
     def push(self, rgb: np.ndarray) -> None:
         """Score the next frame: float32 RGB ``[H,W,3]`` in [0,1], display-referred."""
@@ -158,16 +185,49 @@ class CutDetector:
             (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)[..., ::-1]
         )
         timecode = self._timecode(self._count, fps=_TIMECODE_RATE)
-        for cut in self._detector.process_frame(timecode, bgr):
-            self._cuts.append(cut.frame_num)
+        if self._flash_frames:
+            hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV).astype(np.int16)
+            self._recent.append((self._count, hsv))
+        self._pending.extend(cut.frame_num for cut in self._detector.process_frame(timecode, bgr))
         self._count += 1
+        self._settle(self._count - 1 - self._flash_frames)
 
     def finish(self) -> list[int]:
         """Clip positions where a new shot starts (sorted; never 0)."""
         end = self._timecode(max(self._count - 1, 0), fps=_TIMECODE_RATE)
-        self._cuts.extend(cut.frame_num for cut in self._detector.post_process(end))
+        self._pending.extend(cut.frame_num for cut in self._detector.post_process(end))
+        self._settle(self._count)
         # A cut on the last frame would leave a one-frame shot: see the module docstring.
         return [cut for cut in sorted(set(self._cuts)) if 0 < cut < self._count - 1]
+
+    def _settle(self, up_to: int) -> None:
+        """Keep or drop (a flash) every pending cut at a position <= ``up_to``."""
+        ready = [cut for cut in self._pending if cut <= up_to]
+        self._pending = [cut for cut in self._pending if cut > up_to]
+        self._cuts.extend(cut for cut in ready if not self._is_flash(cut))
+
+    def _is_flash(self, cut: int) -> bool:
+        """Whether the picture before ``cut`` comes back within ``flash_frames`` frames."""
+        if not self._flash_frames:
+            return False
+        frames = dict(self._recent)
+        if cut - 1 not in frames or cut not in frames:
+            return False
+        jump = _change(frames[cut - 1], frames[cut])
+        longest = self._flash_frames
+        for before in range(cut - 1, cut - 2 - longest, -1):
+            for after in range(cut, before + longest + 2):
+                odd = after - before - 1  # frames between the two compared
+                if odd < 1 or before not in frames or after not in frames:
+                    continue
+                if _change(frames[before], frames[after]) < RETURN_FRACTION * jump:
+                    return True
+        return False
+
+
+def _change(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute change of hue, saturation and value between two HSV frames."""
+    return float(np.abs(a - b).mean())
 
 
 def detect_cuts(
@@ -176,6 +236,7 @@ def detect_cuts(
     threshold: float | None = None,
     min_shot_frames: int = DEFAULT_MIN_SHOT_FRAMES,
     luma_only: bool = DEFAULT_LUMA_ONLY,
+    flash_frames: int | None = None,
 ) -> list[int]:
     """Clip positions (0-based) where a new shot starts, from frames streamed once.
 
@@ -184,7 +245,7 @@ def detect_cuts(
     frames : iterable of np.ndarray
         The clip in order, float32 RGB ``[H,W,3]`` in [0,1] as `Plate.frames` decodes them
         (``rgb for _, rgb in plate.frames()``); none is kept.
-    method, threshold, min_shot_frames, luma_only
+    method, threshold, min_shot_frames, luma_only, flash_frames
         See `CutDetector`.
 
     Returns
@@ -192,13 +253,15 @@ def detect_cuts(
     list of int
         Sorted positions ``p`` (``0 < p < n - 1``); shot ``k`` runs up to the ``k``-th cut.
     """
-    detector = CutDetector(method, threshold, min_shot_frames, luma_only)
+    detector = CutDetector(method, threshold, min_shot_frames, luma_only, flash_frames)
     for rgb in frames:
         detector.push(rgb)
     return detector.finish()
 
 
-def parse_cuts(text: str, frame_numbers: Sequence[int]) -> list[int] | None:
+def parse_cuts(
+    text: str, frame_numbers: Sequence[int], frames: str | None = None
+) -> list[int] | None:
     """Read ``--cuts``: ``auto``, ``none`` or a list of plate frame numbers that start a shot.
 
     Parameters
@@ -208,6 +271,9 @@ def parse_cuts(text: str, frame_numbers: Sequence[int]) -> list[int] | None:
         numbers separated by commas and/or spaces, e.g. ``"1040, 1097"``.
     frame_numbers : sequence of int
         The plate's frame numbers in clip order (`PlateInfo.frame_numbers`).
+    frames : str, optional
+        The ``--frames`` range ``frame_numbers`` was picked with: a cut outside it is named
+        as outside ``--frames`` (it may well be in the plate).
 
     Returns
     -------
@@ -238,6 +304,11 @@ def parse_cuts(text: str, frame_numbers: Sequence[int]) -> list[int] | None:
     outside = [n for n in numbers if n not in position_of]
     if outside:
         first, last = frame_numbers[0], frame_numbers[-1]
+        if frames is not None and not first <= outside[0] <= last:
+            raise ConfigError(
+                f"`--cuts` frame {outside[0]} is outside `--frames {frames}` "
+                f"(frames {first}-{last} are processed): list cuts within that range"
+            )
         gaps = ", with gaps" if last - first + 1 != len(frame_numbers) else ""
         raise ConfigError(
             f"`cuts` frame {outside[0]} is not in the plate (frames {first}-{last}{gaps})"

@@ -50,12 +50,30 @@ class MatteSource:
                     + (" ..." if len(missing) > 10 else "")
                     + f" ({len(missing)} of the plate's {len(self.frame_numbers)})"
                 )
-            first = self._read(self.files[self.frame_numbers[0]])
+            first = self._read(self.files[self.frame_numbers[0]], self.frame_numbers[0])
         else:
             first = next(self._video(), None)
             if first is None:
                 raise InputError(f"{self.source}: the holdout matte has no frames")
         self._check_aspect(first.shape, plate_size)
+        self._check_leaves_pixels(first)
+
+    def _check_leaves_pixels(self, first: np.ndarray) -> None:
+        """InputError when every matte is white: nothing would be left to align on. Reads
+        mattes until one holds a pixel under 1: most often the first, already read."""
+        if (first < 1.0).any() or any((matte < 1.0).any() for matte in self._rest()):
+            return
+        raise InputError(
+            f"{self.source}: the holdout matte is white (1) on every pixel of every frame, so "
+            "nothing is left to align on; 1 marks what the alignment must ignore (invert the "
+            "matte?)"
+        )
+
+    def _rest(self) -> Iterator[np.ndarray]:
+        """The mattes after the plate's first frame's."""
+        frames = self.frames()
+        next(frames, None)
+        yield from frames
 
     def check_all(self) -> None:
         """Every matte frame's header, before the model loads: readable, of the plate's
@@ -116,7 +134,7 @@ class MatteSource:
                 f"{plate_size[1]}x{plate_size[0]}: their aspects differ"
             )
 
-    def _read(self, path: Path) -> np.ndarray:
+    def _read(self, path: Path, number: int) -> np.ndarray:
         inp = oiio.ImageInput.open(str(path))
         if inp is None:
             raise InputError(f"{path}: cannot read the holdout matte: {oiio.geterror()}")
@@ -133,7 +151,14 @@ class MatteSource:
             if self.alpha_only:
                 raise InputError(f"{path}: `--holdout-alpha` needs an alpha channel; it has none")
             channel = 0
-        return np.clip(pixels[..., channel], 0.0, 1.0).astype(np.float32)
+        matte = pixels[..., channel]
+        bad = int(np.count_nonzero(~np.isfinite(matte)))
+        if bad:
+            raise InputError(
+                f"{path}: the holdout matte of frame {number} holds {bad} NaN or infinite "
+                "pixels; a matte's values must lie in 0..1"
+            )
+        return np.clip(matte, 0.0, 1.0).astype(np.float32)
 
     def _video(self) -> Iterator[np.ndarray]:
         import av
@@ -150,7 +175,7 @@ class MatteSource:
         """The plate's frames' mattes ``[H,W]`` in the plate's order."""
         if self.files is not None:
             for number in self.frame_numbers:
-                yield self._read(self.files[number])
+                yield self._read(self.files[number], number)
             return
         wanted = iter(self.frame_numbers)
         target = next(wanted, None)

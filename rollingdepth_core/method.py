@@ -340,7 +340,7 @@ def run_method(
     if cuts is None:
         from .cuts import detect_cuts
 
-        cuts = detect_cuts(frames())
+        cuts = detect_cuts(frames(), min_shot_frames=config.min_shot_frames)
     shots = shots_from_cuts(frame_numbers, cuts)
     for shot in shots:
         try:

@@ -9,6 +9,7 @@ in what order, and what happens to their maps is :mod:`.method`'s job.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -29,11 +30,31 @@ UNET_BYTES_PER_LATENT_PIXEL = 160 * 1024
 
 
 def processing_size(height: int, width: int, res: int) -> tuple[int, int]:
-    """The reference resize rule: the longer edge becomes ``res`` (0 keeps the size)."""
+    """The reference resize rule: the longer edge becomes ``res`` (0 keeps the size).
+
+    The shorter edge keeps at least 1 px (a 96x1 plate at ``res`` 64 is 64x1, where the
+    reference's rule gives 0 px and fails)."""
     if res <= 0:
         return height, width
     factor = min(res / width, res / height)
-    return int(height * factor), int(width * factor)
+    return max(1, int(height * factor)), max(1, int(width * factor))
+
+
+# Smallest processing size (px, each way): the co-alignment crops a 2-pixel border
+# (`alignment.align`'s ``border``) and needs a pixel left.
+MIN_PROCESSING_PX = 5
+
+
+def check_processing_size(height: int, width: int, res: int) -> tuple[int, int]:
+    """`processing_size`, or a ConfigError naming the ``--res`` that a very thin plate needs."""
+    size = processing_size(height, width, res)
+    if min(size) >= MIN_PROCESSING_PX:
+        return size
+    need = math.ceil(MIN_PROCESSING_PX * max(height, width) / min(height, width))
+    raise ConfigError(
+        f"a {width}x{height} plate at `--res {res}` is processed at {size[1]}x{size[0]}; the "
+        f"alignment needs at least {MIN_PROCESSING_PX} px each way: use `--res {need}` or more"
+    )
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = VAE_FACTOR) -> torch.Tensor:

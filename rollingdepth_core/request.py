@@ -27,11 +27,12 @@ from .config import DEFAULT_MAX_FRAME_GIB, InferenceConfig, OutputConfig
 from .cuts import parse_cuts, shots_from_cuts
 from .errors import ConfigError, InputError
 from .mattes import MatteSource
-from .model import processing_size
+from .model import check_processing_size, processing_size
 from .output import ensure_writable
 from .plate import Plate, open_plate, parse_frame_range
 from .publish import Publisher
 from .snippets import check_clip_length
+from .upsample import check_restore_res
 
 MODES = ("run", "infer", "finalize")
 ANCHOR_FITS = ("global", "smooth")
@@ -153,6 +154,9 @@ class RunRequest:
         fit = None if self.reference else processing_size(info.height, info.width,
                                                           config.processing_res)  # fmt: skip
         source.check_memory(fit)
+        size = check_processing_size(info.height, info.width, config.processing_res)
+        if self.output.restore_res and finishing:
+            check_restore_res((info.height, info.width), size, self.output.upsample, message)
         check_clip_length(len(source), config.snippet_len)
         mattes = None
         if self.holdout is not None or self.holdout_alpha:
@@ -164,7 +168,7 @@ class RunRequest:
             )
             mattes.check_all()
         cuts_text = self.cuts or ("auto" if info.kind == "video" else "none")
-        cuts = parse_cuts(cuts_text, info.frame_numbers)
+        cuts = parse_cuts(cuts_text, info.frame_numbers, self.frames)
         detected = cuts is None
         if detected:
             from .cuts import detect_cuts

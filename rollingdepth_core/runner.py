@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from . import protocol
+from .anchors import warn_about_fits
 from .config import HALF_MAX, InferenceConfig, OutputConfig
 from .errors import OutputError
 from .executors import LocalExecutor, RayExecutor
@@ -134,6 +135,8 @@ def run(
             )
             if shots is None:  # an infer chunk: the blocks are in the cache, nothing to write
                 return _chunk_result(prepared, store, bool(loaded) and model is None, started)
+            warn_about_fits([d.anchor_fit for d in shots], (prepared.info.height,
+                            prepared.info.width), message)  # fmt: skip
             # what only the fit knows, before the first frame is written
             for depth in shots:
                 check_half_range(depth, request.output)
@@ -190,6 +193,8 @@ def _resources(prepared: PreparedRun, progress, model: DepthModel | None):
         from .stores import DiskStore
 
         store = DiskStore(request.cache_dir, model_fingerprint(prepared.checkpoint_folder))
+        if request.mode == "infer":
+            store.cache.check_writable("`rollingdepth infer` stores its snippet blocks there")
     executor = (
         RayExecutor(request.checkpoint, str(prepared.torch_device), request.ray_address)
         if request.executor == "ray"

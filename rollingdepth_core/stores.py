@@ -38,7 +38,7 @@ from .cache import (
     latent_key,
 )
 from .config import InferenceConfig
-from .errors import InputError
+from .errors import InputError, OutputError
 from .model import DepthModel, processing_size
 from .progress import ProgressCallback, report
 
@@ -284,6 +284,25 @@ class MemoryStore:
 
 
 # ------------------------------------------------------------------------------ disk
+def _scratch_folder(preferred: Path) -> Path:
+    """A private scratch folder in ``preferred`` (inside the cache: the blocks' disk), else,
+    when the cache cannot take it (a filled cache on a read-only mount, which a finalize or a
+    rerun only reads), in the system's temporary folder."""
+    prefix = f"run-{os.getpid()}-"
+    try:
+        preferred.mkdir(exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=preferred))
+    except OSError:
+        pass
+    try:
+        return Path(tempfile.mkdtemp(prefix=f"rollingdepth-{prefix}"))
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create a scratch folder in the cache ({preferred}) nor in "
+            f"{tempfile.gettempdir()}: {exc.strerror}"
+        ) from exc
+
+
 class DiskStore:
     """The on-disk snippet cache: bounded memory, resumable, shared by farm chunks."""
 
@@ -415,10 +434,7 @@ class DiskStore:
     # ---- 3. frames
     def frames_buffer(self, name: str, n_frames: int, shape: tuple[int, int]) -> FileFrames:
         if self._scratch is None:
-            # a private scratch folder inside the cache (same disk), removed by close()
-            folder = self.cache.folder / "scratch"
-            folder.mkdir(exist_ok=True)
-            self._scratch = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=folder))
+            self._scratch = _scratch_folder(self.cache.folder / "scratch")  # close() removes it
         return FileFrames(self._scratch, name, shape)
 
     def close(self) -> None:

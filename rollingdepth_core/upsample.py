@@ -18,9 +18,15 @@ instead:
 
 Extra maps (the confidence channel) take the same coefficients' construction and the same side
 of each snapped edge as the depth, so a plate pixel's depth and confidence come from one surface.
+
+A plate smaller than the processing size (a 128x96 plate at the default 768 px) has no detail
+to put edges on: ``--restore-res`` resizes it down (antialiased bilinear), as it does maps too
+thin for the guided filter's window. `restore_method` says which, before the model runs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -64,6 +70,49 @@ NEAR_LEVEL = 0.1
 TILE = 128
 
 
+def restore_method(plate_size: tuple[int, int], depth_size: tuple[int, int], method: str) -> str:
+    """How ``--restore-res`` takes a ``depth_size`` (h, w) map to ``plate_size`` (H, W):
+    ``method``, or ``"bilinear"`` where edge-aware upsampling has nothing to do (the plate is
+    not larger than the map on both axes) or cannot run (a map thinner than the guided
+    filter's window).
+
+    Raises
+    ------
+    ConfigError
+        An unknown method, or a size without pixels.
+    """
+    if method not in UPSAMPLE_METHODS:
+        raise ConfigError(
+            f"`upsample` must be one of {', '.join(UPSAMPLE_METHODS)}; got {method!r}"
+        )
+    for name, size in (("plate", plate_size), ("depth", depth_size)):
+        if len(size) != 2 or min(size) < 1:
+            raise ConfigError(f"the {name} size must be (h, w) of at least 1 px; got {size}")
+    upward = plate_size[0] >= depth_size[0] and plate_size[1] >= depth_size[1]
+    if method == "edge" and upward and min(depth_size) >= 2 * GUIDE_RADIUS + 1:
+        return "edge"
+    return "bilinear"
+
+
+def check_restore_res(
+    plate_size: tuple[int, int],
+    depth_size: tuple[int, int],
+    method: str,
+    message: Callable[[str], None] | None = None,
+) -> str:
+    """`restore_method` before the model runs: says in one line (``message``) when the plate
+    gets a bilinear resize instead of the edge-aware upsampling asked for."""
+    used = restore_method(plate_size, depth_size, method)
+    if used != method and message is not None:
+        (h, w), (H, W) = depth_size, plate_size
+        why = "smaller than" if h > H or w > W else "too thin for edges at"
+        message(
+            f"--restore-res: the plate ({W}x{H}) is {why} the processing size ({w}x{h}); "
+            f"the depth is resized to it bilinearly, not edge-aware"
+        )
+    return used
+
+
 def upsample_depth(
     depth: np.ndarray | torch.Tensor,
     guide: np.ndarray | torch.Tensor,
@@ -75,7 +124,7 @@ def upsample_depth(
     """Upsample a ``[h,w]`` depth map to the ``[H,W,3]`` plate ``guide``'s resolution.
 
     ``guide`` is the plate frame in display RGB, float 0..1 (integer arrays are scaled by their
-    type's maximum). ``extra`` maps (``[h,w]`` each, e.g. confidence) are upsampled with the same
+    type's maximum); a guide smaller than the map gets the bilinear resize (`restore_method`). ``extra`` maps (``[h,w]`` each, e.g. confidence) are upsampled with the same
     guide and the same edge decisions. Returns the ``[H,W]`` float32 depth, or ``(depth, [extra])``
     when ``extra`` is given. numpy in, numpy out; torch in, torch out on the input's device.
     ``tile`` (plate pixels) bounds the working memory; the result does not depend on it.
@@ -85,7 +134,7 @@ def upsample_depth(
     device = depth.device if as_torch else torch.device("cpu")
     maps = [_as_tensor(m, device) for m in (depth, *extra)]
     size = tuple(guide.shape[:2])
-    if method == "bilinear":
+    if restore_method(size, tuple(depth.shape), method) == "bilinear":
         outs = [_resize_bilinear(m, size) for m in maps]
     else:
         outs = _upsample_edge(maps, _guide_tensor(guide, device), tile)
@@ -101,11 +150,6 @@ def check_inputs(depth, guide, method: str, extra, tile: int) -> None:
         raise ConfigError(f"`depth` must be [h,w]; got shape {list(depth.shape)}")
     if guide.ndim != 3 or guide.shape[2] != 3:
         raise ConfigError(f"`guide` must be [H,W,3] (plate RGB); got shape {list(guide.shape)}")
-    if guide.shape[0] < depth.shape[0] or guide.shape[1] < depth.shape[1]:
-        raise ConfigError(
-            f"`guide` [H,W,3] must be at least the depth's size {list(depth.shape)}; "
-            f"got {list(guide.shape)}"
-        )
     for i, m in enumerate(extra):
         if tuple(m.shape) != tuple(depth.shape):
             raise ConfigError(
@@ -132,7 +176,10 @@ def _resize_bilinear(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Today's ``--restore-res`` resize (``output.resize_map``), on the map's device."""
     if m.device.type == "cpu":
         return torch.from_numpy(resize_map(m.numpy(), size))
-    return F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    shrinking = size[0] < m.shape[0] or size[1] < m.shape[1]
+    return F.interpolate(
+        m[None, None], size=size, mode="bilinear", align_corners=False, antialias=shrinking
+    )[0, 0]
 
 
 def _upsample_edge(maps: list[torch.Tensor], guide: torch.Tensor, tile: int) -> list[torch.Tensor]:

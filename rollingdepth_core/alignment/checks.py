@@ -103,7 +103,14 @@ def holdout_keep(holdout, shape: tuple[int, int, int], border: int, subsample: i
         raise ConfigError(f"`holdout` must hold floats (or bools) in 0..1; got dtype {matte.dtype}")
     # only the solver's pixels are converted (a full-size float copy would be the maps' size)
     reduced = reduced_view(matte, border, subsample).reshape(shape[0], -1)
-    return torch.from_numpy(1.0 - reduced.astype(np.float32))
+    keep = torch.from_numpy(1.0 - reduced.astype(np.float32))
+    if not float(keep.sum()) > 0:
+        # the robust solver's normal equations would be singular: nothing ties the snippets
+        raise ConfigError(
+            "the holdout mattes leave no pixel for the alignment: every pixel it samples is "
+            "held out (1); hold out less of the frame"
+        )
+    return keep
 
 
 def check_reduction(hw: tuple[int, int], border: int, subsample: int) -> None:

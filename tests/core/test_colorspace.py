@@ -57,10 +57,17 @@ def ocio_display(pixels: np.ndarray, space: str, config: str = STUDIO_CONFIG, **
 
 
 def read_float(path: Path) -> np.ndarray:
+    """The file's RGB as the model should get it: float as stored, integer code values k of an
+    n-bit file (10-bit DPX: the top bits of uint16) as exactly k / (2**n - 1)."""
     inp = oiio.ImageInput.open(str(path))
-    pixels = inp.read_image("float")
+    spec = inp.spec()
+    pixels = np.asarray(inp.read_image(oiio.UNKNOWN))  # the file's own type
     inp.close()
-    return np.asarray(pixels, dtype=np.float32)[..., :3]
+    if pixels.dtype.kind == "u":
+        stored = pixels.dtype.itemsize * 8
+        bits = spec.get_int_attribute("oiio:BitsPerSample", stored)
+        pixels = (pixels >> (stored - bits)).astype(np.float32) / np.float32(2**bits - 1)
+    return pixels.astype(np.float32)[..., :3]
 
 
 def write_pair(folder: Path, ext: str, pixels: np.ndarray, pixel_type: str, **attributes):
@@ -232,7 +239,7 @@ def test_rec709_video_and_8bit_srgb_pass_through_unchanged(tmp_path: Path) -> No
     plate = open_plate(folder)
     assert plate.info.color.passthrough
     assert "unchanged" in plate.info.color.summary
-    # Bit-identical to the plain float decode: what the model always got for sRGB plates.
+    # Bit-identical to the file's code values over 255: sRGB plates reach the model unchanged.
     assert np.array_equal(plate.read(0), read_float(folder / "p.1001.png"))
 
 

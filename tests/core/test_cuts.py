@@ -103,9 +103,9 @@ def test_each_moving_shot_alone_has_no_cut():
 
 
 def test_a_shot_shorter_than_min_shot_frames_joins_the_next():
-    # The library's flash filter: a 6-frame shot is not reported at the default 15 frames.
-    assert detect_cuts(edit_frames((20, 6, 20), 144, 256)) == [20]
-    assert detect_cuts(edit_frames((20, 6, 20), 144, 256), min_shot_frames=4) == [20, 26]
+    # A 6-frame shot is found at the default 4 frames, not with PySceneDetect's default 15.
+    assert detect_cuts(edit_frames((20, 6, 20), 144, 256)) == [20, 26]
+    assert detect_cuts(edit_frames((20, 6, 20), 144, 256), min_shot_frames=15) == [20]
 
 
 def test_cut_on_the_last_frame_is_dropped():
@@ -127,8 +127,72 @@ def test_adaptive_detector_weighs_a_flash_less():
             yield np.clip(rgb * 2.0, 0, 1) if 20 <= index < 20 + length else rgb
 
     for length in (1, 2):
-        assert detect_cuts(flashed(length), "content") == [20]
-        assert detect_cuts(flashed(length)) == []
+        # the detectors alone (the flash check, which drops it for both, turned off)
+        assert detect_cuts(flashed(length), "content", flash_frames=0) == [20]
+        assert detect_cuts(flashed(length), flash_frames=0) == []
+        assert detect_cuts(flashed(length), "content") == []
+
+
+def test_quick_shots_of_an_encoded_edit_are_found(tmp_path):
+    """Shots of 4 to 6 frames between two long ones, h264 through the plate reader: every cut,
+    where PySceneDetect's default shortest shot (15 frames) merged the quick shots."""
+    path = write_edit(tmp_path / "quick.mp4", (20, 4, 6, 5, 20), 144, 256)
+    with open_plate(path) as plate:
+        frames = [rgb for _, rgb in plate.frames()]
+    assert detect_cuts(frames) == [20, 24, 30, 35]
+
+
+def test_a_cut_before_frame_14_of_a_30_frame_edit_is_found(tmp_path):
+    path = write_edit(tmp_path / "early.mp4", (13, 17), 144, 256)
+    with open_plate(path) as plate:
+        assert detect_cuts(rgb for _, rgb in plate.frames()) == [13]
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_a_flash_is_not_a_cut(length):
+    """A flash of up to 3 frames in a moving shot (it comes back to the same picture) is no
+    cut at the default shortest shot of 4; without the flash check 3 frames would cut."""
+
+    def flashed():
+        for index in range(40):
+            rgb = sample_frame(index, 40, 144, 256)
+            yield np.clip(rgb * 2.5 + 0.2, 0, 1) if 20 <= index < 20 + length else rgb
+
+    assert detect_cuts(flashed()) == []
+    if length == 3:
+        assert detect_cuts(flashed(), flash_frames=0) == [20]
+
+
+def test_a_flash_inside_a_quick_shot_edit_leaves_the_cuts():
+    def frames():
+        for index, rgb in enumerate(edit_frames((20, 4, 6, 20), 144, 256)):
+            yield np.clip(rgb * 2.5 + 0.2, 0, 1) if index in (40, 41) else rgb
+
+    assert detect_cuts(frames()) == [20, 24, 30]
+
+
+def test_min_shot_frames_flag_reaches_detection(tmp_path, tiny_checkpoint):
+    """`--min-shot-frames` through the CLI: the 13-frame first shot is its own shot by
+    default, merged with 15."""
+    from rollingdepth_core.cli import main
+    from rollingdepth_core.exr import read_exr
+
+    video = write_edit(tmp_path / "edit.mp4", (13, 17), 72, 128)
+    common = [video, "--checkpoint", tiny_checkpoint, "--res", "48", "--dilations", "1", "3",
+              "--device", "cpu", "--seed", "3"]  # fmt: skip
+    for flag, shots in (([], 2), (["--min-shot-frames", "15"], 1)):
+        out = tmp_path / f"out{len(flag)}"
+        assert main([str(a) for a in ["run", *common, "-o", out, *flag]]) == 0
+        _, meta = read_exr(out / "depth.0013.exr")
+        assert meta.get("rollingdepth/shot", 0) == (1 if shots == 2 else 0)
+        assert meta["rollingdepth/setting.min_shot_frames"] == (4 if not flag else 15)
+
+
+def test_min_shot_frames_flag_is_checked():
+    from rollingdepth_core.config import preset_config
+
+    with pytest.raises(ConfigError, match="`--min-shot-frames` must be >= 2"):
+        preset_config("fast", min_shot_frames=1)
 
 
 def grainy(frames, std: float, grey: bool = False):

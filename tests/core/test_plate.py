@@ -508,7 +508,7 @@ def test_large_frames_are_read_in_strips_and_match_a_whole_read(tmp_path: Path) 
     for a, b in zip(got, expected, strict=True):
         assert a.shape == (40, 60, 3)
         np.testing.assert_allclose(a, b, atol=2e-6)
-    with pytest.raises(InputError, match=r"over the limit of 0\.00 GiB.*--max-frame-memory"):
+    with pytest.raises(InputError, match=r"needs 6\.18 MiB, over the limit of 1\.00 MiB.*--max-"):
         strips.read(0)
 
 
@@ -533,14 +533,18 @@ def test_windowed_exr_read_in_strips_matches_a_whole_read(tmp_path: Path) -> Non
 
 def test_what_cannot_fit_is_refused_with_the_limit_and_the_flag(plates: Path, h264: Path):
     video = open_plate(h264, max_frame_gib=1 / 2**20)  # 1 KiB
-    with pytest.raises(InputError, match=r"64x48 frame whole needs 0\.00 GiB.*--max-frame-memory"):
+    with pytest.raises(
+        InputError, match=r"64x48 frame whole needs 36\.00 KiB, over the limit of 1\.00 KiB"
+    ):
         next(video.frames((8, 8)))  # video frames are decoded whole
     sequence = open_plate(make_image_sequence(plates / "fit", 2, 64, 48), max_frame_gib=1 / 2**20)
     with pytest.raises(InputError, match="lower `--res`"):
         sequence.check_memory((48, 64))  # the result itself is over the limit
     sequence.check_memory((8, 10))
-    with pytest.raises(ConfigError, match="max_frame_gib"):
+    with pytest.raises(ConfigError, match="`--max-frame-memory` is in GiB"):
         open_plate(h264, max_frame_gib=0)
+    with pytest.raises(ConfigError, match="`--max-frame-memory` is in GiB"):
+        open_plate(h264, max_frame_gib=1e-12)  # under a byte
 
 
 _HUGE_PLATE = """
@@ -588,7 +592,7 @@ def test_huge_frames_stay_within_a_memory_limit(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
-    assert "6144x6144 frame whole needs 0.42 GiB" in lines["REFUSED"]
+    assert "6144x6144 frame whole needs 432.00 MiB" in lines["REFUSED"]
     assert "--max-frame-memory" in lines["REFUSED"]
     assert lines["SHAPES"] == "[(64, 64, 3), (64, 64, 3)]"
     assert int(lines["GROWTH"]) < 128 * 2**20  # a whole decode grows by 2.2 GiB here
