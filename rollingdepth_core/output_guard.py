@@ -104,6 +104,8 @@ class OutputGuard:
         input_paths: Iterable[str | os.PathLike[str]] = (),
         overwrite: bool = False,
         source: str = "",
+        padding: int = 4,
+        timecode: Mapping[str, object] | None = None,
     ) -> None:
         check_name(name)
         if not frame_numbers:
@@ -115,7 +117,8 @@ class OutputGuard:
         self.input_paths = tuple(Path(p) for p in input_paths)
         self.overwrite = overwrite
         self.source = source
-        self.pad = max(4, len(str(max(self.frame_numbers))))
+        self.pad = padding  # the plate's: the writer names frames with it
+        self.timecode = timecode  # the plate's first/last timecode and rate, for the manifest
         self.manifest_path = self.folder / f"{name}{MANIFEST_SUFFIX}"
         self._written: set[int] = set()
         self._replaces: set[str] = set()  # file names of another run's frames
@@ -145,6 +148,8 @@ class OutputGuard:
             input_paths=plate.source_files,
             overwrite=overwrite,
             source=info.source,
+            padding=info.padding,
+            timecode=info.timecodes and info.timecodes.to_dict(info.frame_numbers),
         )
 
     # ------------------------------------------------------------------ names
@@ -281,7 +286,7 @@ class OutputGuard:
     def _existing_frames(self) -> dict[int, Path]:
         if not self.folder.is_dir():
             return {}
-        pattern = re.compile(re.escape(self.name) + r"\.(\d+)\.exr")
+        pattern = re.compile(re.escape(self.name) + r"\.(-?\d+)\.exr")
         found = {}
         for entry in os.scandir(self.folder):
             match = pattern.fullmatch(entry.name)
@@ -303,6 +308,7 @@ class OutputGuard:
             "source": self.source,
             "name": self.name,
             "frames": list(self.frame_numbers),
+            "timecode": self.timecode,
             "complete": complete,
             "files": files,
             "replaces": sorted(self._replaces),

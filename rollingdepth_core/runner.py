@@ -18,6 +18,7 @@ from . import protocol
 from .anchors import load_anchors
 from .config import DEFAULT_MAX_FRAME_GIB, InferenceConfig, OutputConfig
 from .cuts import parse_cuts
+from .editorial import write_depth_timeline
 from .errors import ConfigError
 from .executors import LocalExecutor, RayExecutor
 from .mattes import MatteSource
@@ -33,7 +34,7 @@ from .output import (
     written_range,
 )
 from .output_guard import OutputGuard, write_text_atomic
-from .plate import open_plate, parse_frame_range
+from .plate import open_plate
 from .progress import ProgressCallback, report
 from .snippets import check_clip_length
 
@@ -158,9 +159,11 @@ def run_plate(
             )
         anchor_points = load_anchors(anchors)
     folder = ensure_writable(output_dir) if mode != "infer" else None
-    frame_range = parse_frame_range(frames) if frames else None
     source = open_plate(
-        plate, frames=frame_range, input_colorspace=input_colorspace, max_frame_gib=max_frame_memory
+        plate,
+        frames=frames or None,
+        input_colorspace=input_colorspace,
+        max_frame_gib=max_frame_memory,
     )
     info = source.info
     if model is not None:
@@ -187,7 +190,7 @@ def run_plate(
         guard = OutputGuard.for_plate(folder, output.name, source, settings, overwrite)
     check_clip_length(len(source), config.snippet_len)
     shot_cuts = parse_cuts(cuts or ("auto" if info.kind == "video" else "none"),
-                           info.frame_numbers)  # fmt: skip
+                           info.frame_numbers, info)  # fmt: skip
     mattes = None
     if holdout is not None or holdout_alpha:
         if holdout is not None and holdout_alpha:
@@ -286,11 +289,11 @@ def run_plate(
 
         # 8. frames out, shot by shot, through the one writer, under the folder's guard
         with guard.writing():
-            written, write_seconds, alignment_json, anchors_json, preview = _write_shots(
+            written, write_seconds, alignment_json, anchors_json, preview, timeline = _write_shots(
                 shots, info, folder, config, output, checkpoint, preset, str(plate),
                 source, anchor_points is not None, guard, progress,
             )  # fmt: skip
-            guard.finish([p for p in (alignment_json, anchors_json, preview) if p])
+            guard.finish([p for p in (alignment_json, anchors_json, preview, timeline) if p])
     finally:
         store.close()
 
@@ -306,7 +309,7 @@ def run_plate(
     result.files = [str(p) for p in written]
     result.frame_numbers = list(info.frame_numbers)
     result.first_frame, result.last_frame = first, last
-    result.pattern = sequence_pattern(folder, output.name, info.frame_numbers)
+    result.pattern = sequence_pattern(folder, output.name, info.padding)
     result.alignment = str(alignment_json)
     result.preview = str(preview) if preview else None
     result.processing_size = list(shots[0].size)
@@ -358,7 +361,7 @@ def _write_shots(shots, info, folder, config, output, checkpoint, preset, plate,
                  anchored, guard, progress):  # fmt: skip
     """Stage 8 for every shot: the EXRs, the sidecars and the preview."""
     clock = time.perf_counter()
-    pattern = sequence_pattern(folder, output.name, info.frame_numbers)
+    pattern = sequence_pattern(folder, output.name, info.padding)
     written: list = []
     # the plate again, for edge-aware upsampling to its size (one shot after the other)
     plates = (rgb for _, rgb in source.frames()) if output.restore_res else None
@@ -386,6 +389,7 @@ def _write_shots(shots, info, folder, config, output, checkpoint, preset, plate,
             guides=None if plates is None else itertools.islice(plates, shot.n_frames),
             windows=info.exr_windows(),
             on_written=guard.wrote,
+            timecodes=info.timecodes,
         )
     write_seconds = time.perf_counter() - clock
     anchors_json = None
@@ -412,4 +416,7 @@ def _write_shots(shots, info, folder, config, output, checkpoint, preset, plate,
             info.fps,
         )
         report(progress, "preview", 1, 1)
-    return written, write_seconds, alignment_json, anchors_json, preview
+    timeline = write_depth_timeline(
+        folder, output.name, info, [d.shot for d in shots], info.padding
+    )
+    return written, write_seconds, alignment_json, anchors_json, preview, timeline
