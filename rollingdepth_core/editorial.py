@@ -100,7 +100,12 @@ def read_edit_cuts(path: str, frame_numbers: Sequence[int], info=None) -> list[i
         raise ConfigError(f"`cuts`: the edit {source} holds no video clip")
 
     rate = rate or Fraction(clips[0].source_range.start_time.rate).limit_denominator(1001)
-    times = plate_times(info, frame_numbers, rate)
+    try:
+        times = plate_times(info, frame_numbers, rate)
+    except ValueError as exc:  # a plate whose header states no rate, counting at another
+        raise ConfigError(
+            f"`cuts`: the plate's timecodes do not count at the edit's {float(rate):g} fps: {exc}"
+        ) from exc
     position_at = {time: position for position, time in enumerate(times)}
     first, last = times[0], times[-1]
     cuts: set[int] = set()
@@ -183,10 +188,13 @@ def write_depth_timeline(folder: str | Path, name: str, info, shots, padding: in
     from .output_guard import write_text_atomic
 
     folder = Path(folder)
-    rate = _plate_rate(info) or DEFAULT_EDL_RATE
+    rate = _plate_rate(info)
+    # timecode needs the rate it counts at; a plate that states none is placed by frame number
+    by_timecode = _uses_timecode(info) and rate is not None
+    rate = rate or DEFAULT_EDL_RATE
     fps = float(rate)
     numbers = list(info.frame_numbers)
-    times = plate_times(info, numbers, rate)
+    times = plate_times(info, numbers, rate) if by_timecode else numbers
     first_time = times[0]
 
     def reference():
@@ -206,7 +214,7 @@ def write_depth_timeline(folder: str | Path, name: str, info, shots, padding: in
         )
 
     timeline = otio.schema.Timeline(name=f"{name}: depth of {Path(info.source).name}")
-    if _uses_timecode(info):
+    if by_timecode:
         timeline.global_start_time = RationalTime(first_time, fps)
     track = otio.schema.Track(name="depth", kind=otio.schema.TrackKind.Video)
     timeline.tracks.append(track)

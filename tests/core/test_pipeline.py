@@ -20,8 +20,8 @@ from opentimelineio.opentime import RationalTime, TimeRange, from_timecode, to_t
 
 from rollingdepth_core.cli import main
 from rollingdepth_core.config import OutputConfig
-from rollingdepth_core.cuts import parse_cuts
-from rollingdepth_core.editorial import read_edit_cuts
+from rollingdepth_core.cuts import parse_cuts, shots_from_cuts
+from rollingdepth_core.editorial import read_edit_cuts, write_depth_timeline
 from rollingdepth_core.errors import ConfigError, InputError
 from rollingdepth_core.exr import read_exr
 from rollingdepth_core.output import write_depth_frames
@@ -53,14 +53,17 @@ def write_timecoded_video(path, frames, rate: Fraction, timecode: str) -> Path:
     return Path(path)
 
 
-def write_timecoded_exrs(folder: Path, first: int, timecodes: list[str], rate: Fraction) -> str:
+def write_timecoded_exrs(
+    folder: Path, first: int, timecodes: list[str], rate: Fraction | None
+) -> str:
     """An EXR sequence from ``first``, each file with its own ``smpte:TimeCode`` and the rate."""
     folder.mkdir(parents=True, exist_ok=True)
     for index, timecode in enumerate(timecodes):
         path = folder / f"plate.{first + index:04d}.exr"
         spec = oiio.ImageSpec(64, 48, 3, "half")
         spec.attribute("smpte:TimeCode", oiio.TypeTimeCode, pack_timecode(timecode))
-        spec.attribute("FramesPerSecond", oiio.TypeRational, (rate.numerator, rate.denominator))
+        if rate is not None:
+            spec.attribute("FramesPerSecond", oiio.TypeRational, (rate.numerator, rate.denominator))
         out = oiio.ImageOutput.create(str(path))
         assert out.open(str(path), spec), oiio.geterror()
         assert out.write_image(plate_frame(index, 64, 48) ** 2.2)
@@ -354,3 +357,18 @@ def test_datetime_is_the_time_of_writing_unless_pinned(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH must be whole seconds"):
         write(tmp_path / "c")
+
+
+def test_timeline_of_a_plate_whose_timecode_has_no_rate(tmp_path):
+    """EXRs with a timecode but no frame rate (25 fps numbers): the timeline places the depth
+    by frame number rather than guess a rate its timecodes may not count at."""
+    timecodes = ["01:00:00:23", "01:00:00:24", "01:00:01:00", "01:00:01:01"]
+    info = open_plate(write_timecoded_exrs(tmp_path / "p", 1001, timecodes, None)).info
+    assert info.fps is None and info.timecodes.of(1002) == "01:00:00:24"
+    path = write_depth_timeline(
+        tmp_path, "depth", info, shots_from_cuts(info.frame_numbers, [2]), 4
+    )
+    clips = list(otio.adapters.read_from_file(str(path)).find_clips())
+    assert [round(c.source_range.start_time.value) for c in clips] == [1001, 1003]
+    assert [c.media_reference.frame_for_time(c.source_range.start_time) for c in clips] == [
+        1001, 1003]  # fmt: skip
