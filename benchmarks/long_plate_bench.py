@@ -112,6 +112,8 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--workdir", default=None)
     opts = ap.parse_args()
+    # "files_identical" compares whole files: pin the EXRs' DateTime (output.export_datetime)
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "1700000000")
 
     root = Path(opts.workdir or tempfile.mkdtemp(prefix="long_plate_bench_"))
     root.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-PLATE_MTIME = 1_700_000_000  # the EXRs' DateTime comes from the plate's mtime: pin it
+# The EXRs' DateTime is the time of writing unless SOURCE_DATE_EPOCH pins it
+# (output.export_datetime): pinned for every path below, subprocesses included.
+SOURCE_DATE_EPOCH = "1700000000"
 SETTINGS = ["--res", "64", "--dilations", "1", "3", "--seed", "3", "--device", "cpu"]
 
 
@@ -39,8 +41,6 @@ def make_plate(folder: Path, n_frames: int = 12) -> Path:
         out.open(str(path), oiio.ImageSpec(96, 72, 3, "uint8"))
         out.write_image(rgb)
         out.close()
-        os.utime(path, (PLATE_MTIME, PLATE_MTIME))
-    os.utime(folder, (PLATE_MTIME, PLATE_MTIME))
     return folder / "plate.####.png"
 
 
@@ -88,6 +88,7 @@ def main() -> None:
         help="work folder (emptied first); the paths land in the EXR headers, so keep it fixed",
     )
     args = parser.parse_args()
+    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
 
     from rollingdepth_core.random_checkpoint import make_random_checkpoint
 

@@ -290,7 +290,11 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(
             f"RollingDepth panel: {Path(info.source).name}" if info else "RollingDepth panel"
         )
-        self.scrubber.set_frames(info.frame_numbers if info else (), info.fps if info else None)
+        self.scrubber.set_frames(
+            info.frame_numbers if info else (),
+            info.fps if info else None,
+            info.timecodes.by_frame if info and info.timecodes else None,
+        )
         self.settings_panel.set_frame_count(len(info.frame_numbers) if info else None)
         self.viewer.reset_view()
         self.show_frame(self.scrubber.index)

@@ -6,6 +6,7 @@ sequence's is the number in its first file name); positions 0..N-1 stay internal
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fractions import Fraction
 
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
@@ -75,6 +76,7 @@ class FrameScrubber(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._numbers: tuple[int, ...] = ()
+        self._timecodes: Mapping[int, str] = {}
         self._index = 0
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._advance)
@@ -93,6 +95,11 @@ class FrameScrubber(QWidget):
         self.frame_field.valueChanged.connect(self._frame_number_entered)
         self.range_label = QLabel("no plate", self)
         self.range_label.setToolTip("The plate's first and last frame numbers")
+        self.timecode_label = QLabel("", self)
+        self.timecode_label.setToolTip(
+            "The plate frame's SMPTE timecode (its file's, or the video's start timecode plus "
+            "the frame); the depth EXRs carry the same"
+        )
         self.cuts_label = QLabel("", self)
         self.cuts_label.setStyleSheet(f"color: {CUT_COLOR.name()};")
 
@@ -103,6 +110,7 @@ class FrameScrubber(QWidget):
         layout.addWidget(QLabel("frame", self))
         layout.addWidget(self.frame_field)
         layout.addWidget(self.range_label)
+        layout.addWidget(self.timecode_label)
         layout.addWidget(self.cuts_label)
         self.set_frames((), None)
 
@@ -114,10 +122,18 @@ class FrameScrubber(QWidget):
     def frame_number(self) -> int | None:
         return self._numbers[self._index] if self._numbers else None
 
-    def set_frames(self, numbers: tuple[int, ...], fps: Fraction | None) -> None:
-        """A new plate: its frame numbers and rate; the scrubber goes to the first frame."""
+    def set_frames(
+        self,
+        numbers: tuple[int, ...],
+        fps: Fraction | None,
+        timecodes: Mapping[int, str] | None = None,
+    ) -> None:
+        """A new plate: its frame numbers, rate and timecodes by frame number (if it has
+        any); the scrubber goes to the first frame."""
         self.set_playing(False)
         self._numbers = tuple(numbers)
+        self._timecodes = timecodes or {}
+        self.timecode_label.setVisible(bool(self._timecodes))
         rate = float(fps or DEFAULT_FPS)
         self._timer.setInterval(max(1, round(1000 / rate)))
         has_frames = bool(self._numbers)
@@ -168,6 +184,7 @@ class FrameScrubber(QWidget):
         self.frame_field.blockSignals(True)
         self.slider.setValue(index)
         self.frame_field.setValue(self._numbers[index])
+        self.timecode_label.setText(self._timecodes.get(self._numbers[index], ""))
         self.slider.blockSignals(False)
         self.frame_field.blockSignals(False)
         self.index_changed.emit(index)

@@ -284,7 +284,9 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
     p.add_argument(
         "--frames",
         default=None,
-        help="frame range in the plate's numbering, e.g. 1001-1100 (default: every frame)",
+        help="frames in the plate's numbering: 1001-1100, every 2nd 1001-1100x2, a set "
+        "1001-1020,1050-1100, negative --frames=-10-20 (default: every frame); the chosen "
+        "frames run as one clip, frames left out are skipped like a sequence's missing frames",
     )
     p.add_argument(
         "--input-colorspace",
@@ -366,10 +368,12 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
     p.add_argument(
         "--cuts",
         default=None,
-        metavar="auto|none|LIST",
+        metavar="auto|none|LIST|EDIT",
         help="where the plate changes shot: auto (detect; the default for videos), none (the "
-        "default for image sequences) or plate frame numbers where a new shot starts, e.g. "
-        "1024,1077; every shot gets its own snippets, alignment and normalisation",
+        "default for image sequences), plate frame numbers where a new shot starts, e.g. "
+        "1024,1077, or the edit itself (edit.otio, a CMX 3600 .edl or an FCP .xml), its clips "
+        "mapped to plate frames by source timecode; every shot gets its own snippets, "
+        "alignment and normalisation, and NAME.otio beside the depth conforms it",
     )
     p.add_argument(
         "--min-shot-frames",

@@ -33,6 +33,7 @@ from fractions import Fraction
 import numpy as np
 
 from .config import DEFAULT_MIN_SHOT_FRAMES
+from .editorial import is_edit_file, read_edit_cuts
 from .errors import ConfigError, InputError
 
 CUTS_MODES = ("auto", "none")
@@ -260,9 +261,11 @@ def detect_cuts(
 
 
 def parse_cuts(
-    text: str, frame_numbers: Sequence[int], frames: str | None = None
+    text: str, frame_numbers: Sequence[int], frames: str | None = None, plate=None
 ) -> list[int] | None:
-    """Read ``--cuts``: ``auto``, ``none`` or a list of plate frame numbers that start a shot.
+    """Read ``--cuts``: ``auto``, ``none``, a list of plate frame numbers that start a shot, or
+    an edit file (``.otio``, ``.edl``, ``.xml``: `.editorial.read_edit_cuts`, which matches its
+    clips to ``plate``, the `PlateInfo`, by timecode).
 
     Parameters
     ----------
@@ -291,6 +294,10 @@ def parse_cuts(
         return None
     if mode == "none":
         return []
+    if is_edit_file(text):
+        cuts = read_edit_cuts(text, frame_numbers, plate)
+        shots_from_cuts(frame_numbers, cuts)  # refuses shots shorter than 2 frames
+        return cuts
     tokens = [token for token in re.split(r"[\s,]+", text.strip()) if token]
     if not tokens or not all(re.fullmatch(r"\d+", token) for token in tokens):
         raise ConfigError(

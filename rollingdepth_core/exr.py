@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import OpenImageIO as oiio
 
 from .config import HALF_MAX
 from .errors import InputError, OutputError
+from .timecode import RATE_ATTRIBUTE, TIMECODE_ATTRIBUTE, pack_timecode
 
 METADATA_PREFIX = "rollingdepth/"
 COMPRESSION = "zip"
@@ -30,14 +32,19 @@ def write_depth_exr(
     metadata: Mapping[str, str | int | float] | None = None,
     extra_channels: Mapping[str, np.ndarray] | None = None,
     datetime: str | None = None,
+    utc_offset: float | None = None,
+    timecode: str | None = None,
+    fps: Fraction | None = None,
     display_window: Window | None = None,
     data_window: Window | None = None,
     pixel_aspect: float = 1.0,
 ) -> None:
     """Write a depth map (and optional extra channels) as a zip-compressed scanline EXR.
 
-    ``datetime`` (``"YYYY:MM:DD HH:MM:SS"``) pins the ``DateTime`` header; without it
-    OpenImageIO stamps the time of writing, and two writes of the same data differ.
+    ``datetime`` (``"YYYY:MM:DD HH:MM:SS"``) pins the ``DateTime`` header (OpenEXR
+    ``capDate``) and ``utc_offset`` its zone (``utcOffset``); without it OpenImageIO stamps the
+    time of writing, and two writes of the same data differ. ``timecode`` (``"HH:MM:SS:FF"``,
+    ``;FF`` for drop-frame) and ``fps`` become OpenEXR's ``timeCode`` and ``framesPerSecond``.
 
     The file is written next to the target under a hidden temporary name, read back and
     compared with what was meant to be written, flushed to the disk (`os.fsync`) and only
@@ -108,6 +115,17 @@ def write_depth_exr(
     spec.attribute("PixelAspectRatio", float(pixel_aspect))
     if datetime is not None:
         spec.attribute("DateTime", datetime)
+    if utc_offset is not None:
+        spec.attribute("utcOffset", float(utc_offset))
+    if timecode is not None:
+        try:
+            packed = pack_timecode(timecode)
+        except ValueError:
+            raise OutputError(f"{target}: timecode must be HH:MM:SS:FF; got {timecode!r}") from None
+        spec.attribute(TIMECODE_ATTRIBUTE, oiio.TypeTimeCode, packed)
+    if fps is not None:
+        rate = Fraction(fps)
+        spec.attribute(RATE_ATTRIBUTE, oiio.TypeRational, (rate.numerator, rate.denominator))
     for key, value in attributes.items():
         spec.attribute(key, value)
 

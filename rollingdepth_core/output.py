@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -9,6 +10,7 @@ from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 
+import fileseq
 import numpy as np
 
 from . import __version__, protocol
@@ -18,6 +20,7 @@ from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError, OutputError
 from .exr import write_depth_exr
 from .progress import ProgressCallback, report
+from .timecode import Timecodes
 from .upsample import resize_map
 
 DEPTH_CONVENTIONS = {mode: spec["description"] for mode, spec in protocol.DEPTH_MODES.items()}
@@ -44,14 +47,16 @@ def convert_depth(
     return (1.0 / inv).astype(np.float32)
 
 
-def sequence_pattern(folder: str | Path, name: str, frame_numbers: Sequence[int]) -> str:
-    """``folder/NAME.####.exr`` with at least four digits, more if the frame numbers need them."""
-    pad = max(4, len(str(max(frame_numbers))))
-    return str(Path(folder) / f"{name}.{'#' * pad}.exr")
+def sequence_pattern(folder: str | Path, name: str, padding: int = 4) -> str:
+    """``folder/NAME.####.exr`` with ``padding`` digits (the plate's, :attr:`.PlateInfo.
+    padding`): a frame number that needs more digits gets them, as printf's ``%04d`` writes
+    10000."""
+    return str(Path(folder) / f"{name}.{'#' * max(1, padding)}.exr")
 
 
 def expand_pattern(pattern: str, frame: int) -> str:
-    """``depth.####.exr`` with frame 7 -> ``depth.0007.exr``; ``%04d`` works too.
+    """``depth.####.exr`` with frame 7 -> ``depth.0007.exr``; ``@@@@``, ``%04d`` and
+    ``$F4`` work too (fileseq's patterns, one digit per ``#``); -7 -> ``depth.-007.exr``.
 
     Raises
     ------
@@ -59,15 +64,26 @@ def expand_pattern(pattern: str, frame: int) -> str:
         The file name holds no frame token, or more than one.
     """
     folder, name = Path(pattern).parent, Path(pattern).name
-    tokens = list(protocol.FRAME_TOKEN.finditer(name))
-    if len(tokens) != 1:
+    try:
+        # the file name alone: fileseq cannot parse a `#` in a folder's name
+        parsed = fileseq.FileSequence(name, pad_style=fileseq.PAD_STYLE_HASH1)
+    except fileseq.ParseException:
+        parsed = None
+    if (
+        parsed is None
+        or not parsed.padding()
+        or parsed.frameSet() is not None
+        or "." in parsed.padding()  # fileseq reads `##.##` as one subframe token
+        or _TOKEN_CHARS.intersection(parsed.basename())  # a token before the one it read
+    ):
         raise ConfigError(
             f"output pattern {pattern!r} must hold exactly one frame token in its file name "
             f"(`####` or `%04d`), e.g. `depth.####.exr`"
         )
-    token = tokens[0]
-    digits = f"{frame:0{protocol.token_width(token.group(0))}d}"
-    return str(folder / (name[: token.start()] + digits + name[token.end() :]))
+    return str(folder / parsed.frame(int(frame)))
+
+
+_TOKEN_CHARS = frozenset("#@%")
 
 
 def ensure_writable(folder: str | Path) -> Path:
@@ -82,20 +98,33 @@ def ensure_writable(folder: str | Path) -> Path:
     return folder
 
 
-def source_datetime(source: str | None) -> str | None:
-    """The plate's modification time (its file, or its folder for a sequence pattern).
+# The reproducible-builds convention: a fixed time (seconds since 1970, UTC) that replaces "now"
+# wherever a file records when it was made.
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 
-    Used as the EXRs' ``DateTime`` so that a rerun, a farm split and a local run of the same
-    plate write byte-identical files.
+
+def export_datetime(now: float | None = None) -> tuple[str, float]:
+    """The EXRs' ``DateTime`` and its ``utcOffset``: when the depth was written.
+
+    ``DateTime`` (OpenEXR's ``capDate``) is the local time of writing in the EXIF form
+    ``YYYY:MM:DD HH:MM:SS``, and ``utcOffset`` says which zone that is (OpenEXR's sign: UTC =
+    local time + utcOffset, in seconds). With ``SOURCE_DATE_EPOCH`` set, that time is used
+    instead, in UTC (offset 0), so reruns, farm splits and local runs write identical bytes.
+
+    Raises
+    ------
+    ConfigError
+        ``SOURCE_DATE_EPOCH`` is set but not a whole number of seconds.
     """
-    if not source:
-        return None
-    path = Path(source)
-    if not path.exists():
-        path = path.parent
-    if not path.exists():
-        return None
-    return time.strftime("%Y:%m:%d %H:%M:%S", time.gmtime(path.stat().st_mtime))
+    pinned = os.environ.get(SOURCE_DATE_EPOCH, "").strip()
+    if pinned:
+        if not pinned.isdigit():
+            raise ConfigError(
+                f"{SOURCE_DATE_EPOCH} must be whole seconds since 1970-01-01 UTC; got {pinned!r}"
+            )
+        return time.strftime("%Y:%m:%d %H:%M:%S", time.gmtime(int(pinned))), 0.0
+    local = time.localtime(time.time() if now is None else now)
+    return time.strftime("%Y:%m:%d %H:%M:%S", local), -float(local.tm_gmtoff)
 
 
 def run_metadata(
@@ -220,12 +249,15 @@ def write_depth_frames(
     guides: Iterable[np.ndarray] | None = None,
     windows: Mapping[str, object] | None = None,
     on_written: Callable[[int], None] | None = None,
+    timecodes: Timecodes | None = None,
 ) -> list[Path]:
     """The one writer of depth frames: one EXR per frame, named by the plate's own numbers.
 
     Every path (a CLI run, farm finalize, Ray, the panel's export) writes through here, with
     the same naming (``pattern``, e.g. ``depth.####.exr``), conversion, metadata and
-    ``DateTime`` (the plate's modification time, so reruns write identical bytes). ``frames``
+    ``DateTime`` (:func:`export_datetime`: the time of writing, or ``SOURCE_DATE_EPOCH``).
+    ``timecodes`` (:attr:`.PlateInfo.timecodes`) gives each frame its plate frame's timecode
+    and the frame rate (OpenEXR ``timeCode`` and ``framesPerSecond``). ``frames``
     (and ``confidence``) are ``[H,W]`` maps arriving one at a time; ``value_range`` is the
     clip's (min, max), known beforehand, so no frame is held back. ``select`` (positions in
     the clip) writes only those frames; the conversion still uses the whole clip's range.
@@ -238,7 +270,7 @@ def write_depth_frames(
     chosen = set(range(len(frame_numbers))) if select is None else set(select)
     confidences = iter(confidence) if confidence is not None else None
     plates = iter(guides) if guides is not None and output.restore_res else None
-    stamp = source_datetime(metadata.get("source"))
+    stamp, utc_offset = export_datetime()
     written: list[Path] = []
     for i, (number, frame) in enumerate(zip(frame_numbers, frames, strict=True)):
         conf = next(confidences) if confidences is not None else None
@@ -260,6 +292,9 @@ def write_depth_frames(
             metadata=header,
             extra_channels=extra,
             datetime=stamp,
+            utc_offset=utc_offset,
+            timecode=None if timecodes is None else timecodes.of(number),
+            fps=None if timecodes is None else timecodes.rate,
             **(windows if windows is not None and output.restore_res else {}),
         )
         written.append(path)

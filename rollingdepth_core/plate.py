@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 import os
-import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import fileseq
 import numpy as np
 import OpenImageIO as oiio
 
@@ -34,15 +34,22 @@ from .colorspace import (
 from .config import DEFAULT_MAX_FRAME_GIB
 from .errors import ConfigError, InputError
 from .exr import Window, oiio_error
+from .timecode import (
+    Timecodes,
+    header_rate,
+    header_timecode,
+    stream_start_timecode,
+    video_timecodes,
+)
 
 IMAGE_EXTENSIONS = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
 MIN_FRAMES = 2
 
-# A frame token in a pattern's file name: `####`, `@@@@` (one digit of padding per
-# character) or printf `%04d` / `%d`.
-_FRAME_TOKEN = re.compile(r"#+|@+|%(0\d+)?d")
-# A numbered file name: the last run of digits right before the extension.
-_NUMBERED_NAME = re.compile(r"^(?P<head>.*?)(?P<digits>\d+)(?P<tail>\.[A-Za-z0-9]+)$")
+# Sequence patterns are fileseq's: `####` and `@@@@` (one digit of padding per character, as
+# Nuke counts them, not fileseq's default of four per `#`), printf `%04d`, Houdini `$F4`.
+PAD_STYLE = fileseq.PAD_STYLE_HASH1
+# A video's frames are numbered 0.. and written with this padding.
+VIDEO_PADDING = 4
 _VIDEO_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError)
 # Decoding forward beats a seek for short hops, and keeps the scrubber's next-frame fast.
 _SEEK_MIN_DISTANCE = 24
@@ -70,6 +77,11 @@ class PlateInfo:
     display_window: Window | None = None  # (x, y, w, h); None: (0, 0, width, height)
     data_window: Window | None = None  # EXR pixels stored, shared by all frames; None: display
     pixel_aspect: float = 1.0
+    # Digits of a frame number in the sequence's file names (a video's: VIDEO_PADDING); the
+    # depth sequence is named with the same.
+    padding: int = VIDEO_PADDING
+    # Each frame's timecode and the rate (None: the plate carries no timecode).
+    timecodes: Timecodes | None = None
 
     def exr_windows(self) -> dict[str, Window | float]:
         """`write_depth_exr` keywords for an output at plate resolution, lined up over it."""
@@ -99,22 +111,40 @@ def _bytes_text(size: float) -> str:
     return f"{int(size)} bytes"
 
 
-def parse_frame_range(text: str) -> tuple[int, int]:
-    """Parse ``"1001-1100"`` or ``"1001"`` into an inclusive ``(first, last)``.
+def parse_frames(text: str) -> tuple[int, ...]:
+    """Parse a frame set (fileseq's syntax) into its sorted frame numbers.
+
+    ``"1001-1100"``, ``"1001"``, ``"1001-1100x2"`` (every 2nd), ``"1001-1020,1050-1100"``,
+    negative frames ``"-10--1"``.
 
     Raises
     ------
     ConfigError
-        The text is not a range of non-negative frame numbers, or first > last.
+        Not a frame set of whole numbers, or a range that starts after it ends.
     """
-    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
-    if match is None:
-        raise ConfigError(f"frame range must look like `1001-1100` or `1001`; got {text!r}")
-    first = int(match.group(1))
-    last = int(match.group(2)) if match.group(2) is not None else first
-    if first > last:
-        raise ConfigError(f"frame range {text!r} starts after it ends ({first} > {last})")
-    return first, last
+    try:
+        frame_set = fileseq.FrameSet(text.replace(" ", ""))
+        numbers = list(frame_set)
+    except (fileseq.ParseException, ValueError, TypeError):
+        numbers = None
+    if not numbers or any(int(n) != n for n in numbers):
+        raise ConfigError(
+            "frames must be a frame set like `1001-1100`, `1001-1100x2`, `1001-1020,1050-1100` "
+            f"or `1001`; got {text!r}"
+        )
+    for chunk in text.replace(" ", "").split(","):
+        chunk_set = fileseq.FrameSet(chunk)
+        if len(chunk_set) > 1 and chunk_set.start() > chunk_set.end():
+            raise ConfigError(
+                f"frame range {chunk!r} starts after it ends "
+                f"({chunk_set.start()} > {chunk_set.end()})"
+            )
+    return tuple(sorted({int(n) for n in numbers}))
+
+
+def _frame_label(frames: tuple[int, ...]) -> str:
+    """``(1001, ..., 1100)`` -> ``"1001-1100"``, in fileseq's notation."""
+    return str(fileseq.FrameSet(list(frames)))
 
 
 class Plate:
@@ -211,7 +241,7 @@ class Plate:
 
 def open_plate(
     path: str | os.PathLike[str],
-    frames: tuple[int, int] | None = None,
+    frames: str | tuple[int, int] | Iterable[int] | None = None,
     input_colorspace: str | ColorRequest = "auto",
     max_frame_gib: float = DEFAULT_MAX_FRAME_GIB,
 ) -> Plate:
@@ -221,11 +251,15 @@ def open_plate(
     ----------
     path : str or os.PathLike
         A video file (anything FFmpeg decodes); a sequence pattern
-        (``plate.####.exr``, ``plate.@@@@.exr``, ``plate.%04d.exr``); one file of a
-        numbered sequence (``plate.1001.exr``, which stands for its siblings); or a
+        (``plate.####.exr``, ``plate.@@@@.exr``, ``plate.%04d.exr``, ``plate.$F4.exr``); one
+        file of a numbered sequence (``plate.1001.exr``, which stands for its siblings); or a
         folder holding exactly one image sequence.
-    frames : tuple of int, optional
-        Inclusive ``(first, last)`` in the plate's own numbering (video: 0-based).
+    frames : str, tuple of int or iterable of int, optional
+        Which frames, in the plate's own numbering (video: 0-based): a frame set
+        (``"1001-1100"``, ``"1001-1100x2"``, ``"1001-1020,1050-1100"``, see `parse_frames`),
+        an inclusive ``(first, last)`` tuple, or the frame numbers themselves. The plate is
+        the chosen frames in order, processed as one clip: frames the set leaves out are
+        skipped as a sequence's missing frames are (the output keeps the plate's numbers).
     input_colorspace : str or ColorRequest
         A colour space of the active OCIO config (``"srgb"`` and ``"linear"`` are short for
         its sRGB-encoded and linear Rec.709 spaces), or ``"auto"``: decided from the EXR/DPX
@@ -242,10 +276,16 @@ def open_plate(
     ConfigError
         Bad ``frames``, an unknown colour space or view, an unreadable OCIO config.
     """
-    if frames is not None:
-        if len(frames) != 2 or frames[0] > frames[1]:
+    if isinstance(frames, str):
+        frames = parse_frames(frames)
+    elif isinstance(frames, tuple) and len(frames) == 2:
+        if frames[0] > frames[1]:
             raise ConfigError(f"`frames` must be (first, last) with first <= last; got {frames}")
-        frames = (int(frames[0]), int(frames[1]))
+        frames = tuple(range(int(frames[0]), int(frames[1]) + 1))
+    elif frames is not None:
+        frames = tuple(sorted({int(n) for n in frames}))
+        if not frames:
+            raise ConfigError("`frames` names no frame")
     if not max_frame_gib * _GIB >= 1:  # also refuses NaN
         raise ConfigError(
             f"`--max-frame-memory` is in GiB and must allow at least a byte; got {max_frame_gib}"
@@ -255,47 +295,29 @@ def open_plate(
     return plate
 
 
-def _open(source: str, frames: tuple[int, int] | None, input_colorspace: str) -> Plate:
+def _open(source: str, frames: tuple[int, ...] | None, input_colorspace: str) -> Plate:
     """The plate reader for ``source`` (see `open_plate`)."""
-    target = Path(source)
-    if target.is_dir():
-        _, files = _the_sequence_in(target, source)
-        return _SequencePlate(source, files, frames, input_colorspace)
-    if not target.is_file() and _FRAME_TOKEN.search(target.name):
-        pattern = _SequencePattern.from_text(source)
-        if not pattern.folder.is_dir():
-            raise InputError(f"{source}: folder {pattern.folder} does not exist")
-        files = pattern.scan()
-        if not files:
-            raise InputError(f"{source}: no files match this pattern")
-        return _SequencePlate(source, files, frames, input_colorspace)
-    if not target.exists():
-        raise InputError(f"{source}: no such file or folder")
-    if target.suffix.lower() in IMAGE_EXTENSIONS:
-        pattern = _SequencePattern.from_numbered_file(target)
-        files = pattern.scan() if pattern is not None else {}
-        if len(files) < 2:
-            raise InputError(
-                f"{source}: RollingDepth needs at least {MIN_FRAMES} frames; got 1 "
-                "(a single image with no numbered siblings)"
-            )
-        return _SequencePlate(source, files, frames, input_colorspace)
-    return _VideoPlate(source, frames, input_colorspace)
+    found = _find_sequence(source)
+    if found is None:
+        return _VideoPlate(source, frames, input_colorspace)
+    padding, files = found
+    return _SequencePlate(source, files, padding, frames, input_colorspace)
 
 
 def _select(
-    source: str, available: list[int], frames: tuple[int, int] | None
+    source: str, available: list[int], frames: tuple[int, ...] | None
 ) -> tuple[list[int], tuple[int, ...]]:
-    """Pick the frame numbers in ``frames`` from sorted ``available``; also return the gaps."""
+    """Pick the frame numbers ``frames`` (sorted) from sorted ``available``; also return the
+    frames asked for (all in the plate's range, without ``frames``) that are not there."""
     lo, hi = available[0], available[-1]
-    first, last = frames if frames is not None else (lo, hi)
-    if first < lo or last > hi:
+    if frames is not None and (frames[0] < lo or frames[-1] > hi):
         raise InputError(
-            f"{source}: frames {first}-{last} are outside the plate's frame range {lo}-{hi}"
+            f"{source}: frames {_frame_label(frames)} are outside the plate's frame range {lo}-{hi}"
         )
     present = set(available)
-    selected = [n for n in available if first <= n <= last]
-    missing = tuple(n for n in range(first, last + 1) if n not in present)
+    wanted = range(lo, hi + 1) if frames is None else frames
+    selected = [n for n in wanted if n in present]
+    missing = tuple(n for n in wanted if n not in present)
     if len(selected) < MIN_FRAMES:
         raise InputError(
             f"{source}: RollingDepth needs at least {MIN_FRAMES} frames; got {len(selected)}"
@@ -307,84 +329,96 @@ def _select(
 # Image sequences
 
 
-@dataclass(frozen=True)
-class _SequencePattern:
-    folder: Path
-    head: str
-    pad: int
-    tail: str
-
-    @classmethod
-    def from_text(cls, text: str) -> _SequencePattern:
-        path = Path(text)
-        token = list(_FRAME_TOKEN.finditer(path.name))[-1]
-        if token.group(0).startswith("%"):
-            pad = int(token.group(1)) if token.group(1) else 1
-        else:
-            pad = len(token.group(0))
-        name = path.name
-        return cls(path.parent, name[: token.start()], pad, name[token.end() :])
-
-    @classmethod
-    def from_numbered_file(cls, path: Path) -> _SequencePattern | None:
-        match = _NUMBERED_NAME.match(path.name)
-        if match is None:
-            return None
-        return cls(path.parent, match["head"], len(match["digits"]), match["tail"])
-
-    def matches(self, digits: str) -> bool:
-        # `%04d` writes 1001 as "1001" and 10000 as "10000", never "01001".
-        return digits == f"{int(digits):0{self.pad}d}"
-
-    def scan(self) -> dict[int, Path]:
-        name_re = re.compile(re.escape(self.head) + r"(\d+)" + re.escape(self.tail))
-        files: dict[int, Path] = {}
-        for entry in os.scandir(self.folder):
-            match = name_re.fullmatch(entry.name)
-            if match and self.matches(match.group(1)) and entry.is_file():
-                files[int(match.group(1))] = Path(entry.path)
-        return files
-
-    def display(self) -> str:
-        return str(self.folder / f"{self.head}{'#' * self.pad}{self.tail}")
-
-
-def _the_sequence_in(folder: Path, source: str) -> tuple[_SequencePattern, dict[int, Path]]:
-    """Find the one image sequence in ``folder``; hidden and unnumbered files are ignored."""
-    groups: dict[tuple[str, str], list[tuple[str, Path]]] = {}
-    for entry in os.scandir(folder):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
-        match = _NUMBERED_NAME.match(entry.name)
-        if match is None or match["tail"].lower() not in IMAGE_EXTENSIONS:
-            continue
-        groups.setdefault((match["head"], match["tail"]), []).append(
-            (match["digits"], Path(entry.path))
+def _find_sequence(source: str) -> tuple[int, dict[int, Path]] | None:
+    """The padding and the numbered files of the image sequence ``source`` names (a pattern,
+    one of its files or its folder); None when ``source`` is some other file (a video)."""
+    target = Path(source)
+    if target.is_dir():
+        return _the_sequence_in(target, source)
+    pattern = None if target.is_file() else _token_pattern(target.name)
+    if pattern is not None:
+        if not target.parent.is_dir():
+            raise InputError(f"{source}: folder {target.parent} does not exist")
+        files = _scan(target.parent, pattern)
+        if not files:
+            raise InputError(f"{source}: no files match this pattern")
+        return pattern.zfill(), files
+    if not target.exists():
+        raise InputError(f"{source}: no such file or folder")
+    if target.suffix.lower() not in IMAGE_EXTENSIONS:
+        return None
+    numbered = _numbered_name(target.name)
+    files = _scan(target.parent, numbered) if numbered is not None else {}
+    if len(files) < MIN_FRAMES:
+        raise InputError(
+            f"{source}: RollingDepth needs at least {MIN_FRAMES} frames; got 1 "
+            "(a single image with no numbered siblings)"
         )
+    return numbered.zfill(), files
 
-    sequences: list[tuple[_SequencePattern, dict[int, Path]]] = []
-    for (head, tail), members in sorted(groups.items()):
-        # The shortest number fixes the padding; names padded differently (e.g. `1` next to
-        # `0001`) are a second sequence sharing the same name.
-        while members:
-            pad = min(len(digits) for digits, _ in members)
-            pattern = _SequencePattern(folder, head, pad, tail)
-            files = {int(d): p for d, p in members if pattern.matches(d)}
-            members = [(d, p) for d, p in members if not pattern.matches(d)]
-            sequences.append((pattern, files))
 
+def _parse_name(name: str) -> fileseq.FileSequence | None:
+    # the file name alone: fileseq cannot parse a `#` in a folder's name
+    try:
+        return fileseq.FileSequence(name, pad_style=PAD_STYLE)
+    except fileseq.ParseException:
+        return None
+
+
+def _token_pattern(name: str) -> fileseq.FileSequence | None:
+    """``name`` as a sequence pattern, if it holds a frame token (``####``, ``%04d``...)."""
+    parsed = _parse_name(name)
+    if parsed is None or not parsed.padding() or parsed.frameSet() is not None:
+        return None
+    return None if "." in parsed.padding() else parsed  # `##.##`: fileseq's subframes
+
+
+def _numbered_name(name: str) -> fileseq.FileSequence | None:
+    """``plate.1001.exr`` as the pattern of its sequence (the number fixes the padding)."""
+    parsed = _parse_name(name)
+    frame_set = None if parsed is None else parsed.frameSet()
+    return parsed if frame_set is not None and len(frame_set) == 1 else None
+
+
+def _scan(folder: Path, pattern: fileseq.FileSequence) -> dict[int, Path]:
+    """The files in ``folder`` that ``pattern`` names, by frame number: each file's name is
+    the pattern's for its number (`%04d` writes 1001 as "1001" and 10000 as "10000", never
+    "01001")."""
+    files: dict[int, Path] = {}
+    for found in fileseq.findSequencesOnDisk(str(folder), pad_style=PAD_STYLE):
+        if (found.basename(), found.extension()) != (pattern.basename(), pattern.extension()):
+            continue
+        for number in found.frameSet() or ():
+            path = Path(found.frame(number))
+            if path.name == pattern.frame(number) and path.is_file():
+                files[int(number)] = path
+    return files
+
+
+def _the_sequence_in(folder: Path, source: str) -> tuple[int, dict[int, Path]]:
+    """Find the one image sequence in ``folder``; hidden and unnumbered files are ignored.
+    Names padded differently (e.g. `1` next to `0001`) are two sequences sharing a name."""
+    sequences: list[tuple[str, int, dict[int, Path]]] = []
+    for found in fileseq.findSequencesOnDisk(str(folder), pad_style=PAD_STYLE):
+        if not found.frameSet() or found.extension().lower() not in IMAGE_EXTENSIONS:
+            continue
+        files = {int(n): Path(found.frame(n)) for n in found.frameSet()}
+        files = {n: path for n, path in files.items() if path.is_file()}
+        if files:
+            display = f"{found.basename()}{'#' * found.zfill()}{found.extension()}"
+            sequences.append((str(folder / display), found.zfill(), files))
     if not sequences:
         raise InputError(
             f"{source}: no image sequence in this folder (looked for numbered "
             f"{', '.join(IMAGE_EXTENSIONS)} files)"
         )
     if len(sequences) > 1:
-        listing = "; ".join(f"{p.display()} ({len(f)} frames)" for p, f in sequences)
+        listing = "; ".join(f"{name} ({len(files)} frames)" for name, _, files in sequences)
         raise InputError(
             f"{source}: the folder holds {len(sequences)} image sequences, pass one of them: "
             f"{listing}"
         )
-    return sequences[0]
+    return sequences[0][1:]
 
 
 @dataclass(frozen=True)
@@ -397,6 +431,8 @@ class _ImageHeader:
     data_window: Window
     pixel_aspect: float
     channels: int
+    timecode: str | None
+    rate: Fraction | None
 
 
 def _read_header(path: Path) -> _ImageHeader:
@@ -414,6 +450,8 @@ def _read_header(path: Path) -> _ImageHeader:
             data_window=(spec.x, spec.y, spec.width, spec.height),
             pixel_aspect=spec.get_float_attribute("PixelAspectRatio", 1.0) or 1.0,
             channels=spec.nchannels,
+            timecode=header_timecode(spec),
+            rate=header_rate(spec),
         )
     finally:
         inp.close()
@@ -571,7 +609,8 @@ class _SequencePlate(Plate):
         self,
         source: str,
         files: dict[int, Path],
-        frames: tuple[int, int] | None,
+        padding: int,
+        frames: tuple[int, ...] | None,
         input_colorspace: str | ColorRequest,
     ) -> None:
         numbers, missing = _select(source, sorted(files), frames)
@@ -581,8 +620,10 @@ class _SequencePlate(Plate):
         first = _read_header(self._paths[0])
         shared_data_window = True
         self._largest_data = first.data_window[2] * first.data_window[3] * first.channels
+        timecodes = {numbers[0]: first.timecode}
         for number, path in zip(numbers[1:], self._paths[1:], strict=True):
             header = _read_header(path)
+            timecodes[number] = header.timecode
             if (header.width, header.height) != (first.width, first.height):
                 raise InputError(
                     f"{source}: mixed resolutions: frame {number} is "
@@ -598,7 +639,7 @@ class _SequencePlate(Plate):
             frame_numbers=tuple(numbers),
             width=first.width,
             height=first.height,
-            fps=None,
+            fps=first.rate,
             missing_frames=missing,
             color=resolve_color(input_colorspace, first.color_hints),
             codec=first.format_name,
@@ -606,6 +647,9 @@ class _SequencePlate(Plate):
             # a data window that changes from frame to frame (autocrop) has no one value
             data_window=first.data_window if shared_data_window else None,
             pixel_aspect=first.pixel_aspect,
+            padding=padding,
+            # each file's own; a sequence where some frames lack one has none
+            timecodes=Timecodes(first.rate, timecodes) if all(timecodes.values()) else None,
         )
 
     def _decode_bytes(self) -> int:
@@ -751,7 +795,7 @@ class _VideoPlate(Plate):
     def __init__(
         self,
         source: str,
-        frames: tuple[int, int] | None,
+        frames: tuple[int, ...] | None,
         input_colorspace: str | ColorRequest,
     ) -> None:
         try:
@@ -764,6 +808,7 @@ class _VideoPlate(Plate):
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             fps = _rational(stream.average_rate) or _rational(stream.guessed_rate)
+            start_timecode = stream_start_timecode(container, stream)
             codec = stream.codec_context.name
             count = stream.frames
             # Decoding the first frame proves the stream is decodable; when the container
@@ -797,6 +842,9 @@ class _VideoPlate(Plate):
             width, height, pixel_aspect = height, width, 1.0 / pixel_aspect
 
         numbers, _ = _select(source, list(range(count)), frames)
+        timecodes = None
+        if start_timecode and fps:
+            timecodes = Timecodes(fps, video_timecodes(source, start_timecode, fps, numbers))
         self.info = PlateInfo(
             source=source,
             kind="video",
@@ -809,6 +857,7 @@ class _VideoPlate(Plate):
             codec=codec,
             rotation=rotation,
             pixel_aspect=pixel_aspect,
+            timecodes=timecodes,
         )
         self.source_files = (Path(source),)
         self._decoder = _VideoDecoder(source, count)
@@ -868,18 +917,16 @@ class _VideoPlate(Plate):
 
 def sequence_files(path: str | os.PathLike[str]) -> dict[int, Path] | None:
     """The numbered files of the image sequence ``path`` names (a pattern, one of its files or
-    its folder), by frame number; None when ``path`` is a video file."""
+    its folder), by frame number; None when ``path`` is a video file. A single image stands
+    for frame 0."""
     source = os.fspath(path)
     target = Path(source)
-    if target.is_dir():
-        return _the_sequence_in(target, source)[1]
-    if not target.is_file() and _FRAME_TOKEN.search(target.name):
-        if not Path(target.parent).is_dir():
-            raise InputError(f"{source}: folder {target.parent} does not exist")
-        return _SequencePattern.from_text(source).scan()
+    if target.is_file() and target.suffix.lower() in IMAGE_EXTENSIONS:
+        numbered = _numbered_name(target.name)
+        return _scan(target.parent, numbered) if numbered is not None else {0: target}
+    if target.is_dir() or not target.is_file() and _token_pattern(target.name):
+        found = _find_sequence(source)
+        return None if found is None else found[1]
     if not target.exists():
         raise InputError(f"{source}: no such file or folder")
-    if target.suffix.lower() in IMAGE_EXTENSIONS:
-        pattern = _SequencePattern.from_numbered_file(target)
-        return pattern.scan() if pattern is not None else {0: target}
     return None

@@ -163,17 +163,10 @@ RESULT_KEYS = (
 
 
 # ---------------------------------------------------------------------------- frame numbers
-# A frame token in a sequence pattern: `####` (one digit each), `@@@`, printf `%04d` / `%d`.
-FRAME_TOKEN = re.compile(r"#+|@+|%(0\d+)?d")
-# A numbered file name: the last run of digits before the extension is the frame number.
+# A numbered file name: the last run of digits before the extension is the frame number. The
+# add-on's rule for the image strips it hands over (it cannot import fileseq, which the engine
+# parses sequences with: same digits, same frame number for such names).
 NUMBERED_NAME = re.compile(r"^(?P<head>.*?)(?P<digits>\d+)(?P<tail>\.[A-Za-z0-9]+)$")
-
-
-def token_width(token: str) -> int:
-    """Digits a frame token asks for: ``####`` 4, ``%04d`` 4, ``%d`` 0 (no padding)."""
-    if token.startswith("%"):
-        return int(token[1:-1] or 0)
-    return len(token)
 
 
 def parse_dilations(text: str) -> tuple[int, ...]:

@@ -300,6 +300,7 @@ class Publisher:
         source: str = "",
         record: Mapping[str, object] | None = None,
         message: Callable[[str], None] | None = None,
+        padding: int = 4,
     ) -> None:
         check_name(name)
         if not frame_numbers:
@@ -313,7 +314,7 @@ class Publisher:
         self.source = source
         self.record = dict(record or {})  # what the run used, for the manifest
         self.message = message
-        self.pattern = sequence_pattern(self.folder, name, self.frame_numbers)
+        self.pattern = sequence_pattern(self.folder, name, padding)  # the plate's padding
         self.manifest_path = self.folder / f"{name}{MANIFEST_SUFFIX}"
         self.staging = staging_folder(self.folder, name)
         self.lock = SequenceLock(self.folder, name)
@@ -339,6 +340,9 @@ class Publisher:
         (checkpoint, preset, InferenceConfig and OutputConfig fields, anchors, holdout, cuts).
         """
         info = plate.info
+        record = dict(record or {})
+        if info.timecodes:
+            record["timecode"] = info.timecodes.to_dict(info.frame_numbers)
         return cls(
             folder,
             name,
@@ -349,6 +353,7 @@ class Publisher:
             source=info.source,
             record=record,
             message=message,
+            padding=info.padding,
         )
 
     # ------------------------------------------------------------------ names

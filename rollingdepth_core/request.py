@@ -29,7 +29,7 @@ from .errors import ConfigError, InputError
 from .mattes import MatteSource
 from .model import check_processing_size, processing_size
 from .output import ensure_writable
-from .plate import Plate, open_plate, parse_frame_range
+from .plate import Plate, open_plate
 from .publish import Publisher
 from .snippets import check_clip_length
 from .upsample import check_restore_res
@@ -135,10 +135,9 @@ class RunRequest:
         anchor_points = (
             load_anchors(self.anchors) if self.anchors is not None and finishing else None
         )
-        frame_range = parse_frame_range(self.frames) if self.frames else None
         source = open_plate(
             self.plate,
-            frames=frame_range,
+            frames=self.frames or None,
             input_colorspace=self.input_colorspace,
             max_frame_gib=self.max_frame_memory,
         )
@@ -168,7 +167,7 @@ class RunRequest:
             )
             mattes.check_all()
         cuts_text = self.cuts or ("auto" if info.kind == "video" else "none")
-        cuts = parse_cuts(cuts_text, info.frame_numbers, self.frames)
+        cuts = parse_cuts(cuts_text, info.frame_numbers, self.frames, info)
         detected = cuts is None
         if detected:
             from .cuts import detect_cuts

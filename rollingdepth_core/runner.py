@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from . import protocol
 from .anchors import warn_about_fits
 from .config import HALF_MAX, InferenceConfig, OutputConfig
+from .editorial import write_depth_timeline
 from .errors import OutputError
 from .executors import LocalExecutor, RayExecutor
 from .method import run_method
@@ -315,11 +316,12 @@ class Written:
     alignment: str
     anchors: str | None
     preview: str | None
+    timeline: str  # the OTIO timeline of the depth sequence
     seconds: float
 
     @property
     def extras(self) -> list[str]:
-        return [p for p in (self.alignment, self.anchors, self.preview) if p]
+        return [p for p in (self.alignment, self.anchors, self.preview, self.timeline) if p]
 
 
 def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
@@ -360,6 +362,7 @@ def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
             guides=None if plates is None else itertools.islice(plates, shot.n_frames),
             windows=info.exr_windows(),
             on_written=publisher.wrote,
+            timecodes=info.timecodes,
         )
         frames += numbers
     seconds = time.perf_counter() - clock
@@ -388,4 +391,6 @@ def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
             info.fps,
         ).name
         report(progress, "preview", 1, 1)
-    return Written(list(frames), alignment_json, anchors_json, preview, seconds)
+    timeline = write_depth_timeline(publisher.folder, output.name, info,
+                                    [d.shot for d in shots], info.padding, staging).name  # fmt: skip
+    return Written(list(frames), alignment_json, anchors_json, preview, timeline, seconds)

@@ -350,6 +350,7 @@ class DepthSession:
             guides=(rgb for _, rgb in self.plate.frames()) if output.restore_res else None,
             anchor_fit=anchor_fit,
             windows=info.exr_windows(),
+            timecodes=info.timecodes,
         )
 
     # ---------------------------------------------------------------- internals

@@ -136,9 +136,10 @@ def test_a_folder_with_another_runs_frames_is_refused_then_replaced_whole(
     out = tmp_path / "out"
     base = ["run", str(video), "-o", str(out), "--checkpoint", str(tiny_checkpoint), *FAST]
     assert main(base) == 0
+    assert main(base) == 0  # the same run again: allowed, the same frames
+    # (taken after the rerun: each write stamps its own DateTime, the time of writing)
     first = {p.name: p.read_bytes() for p in out.glob("depth.*.exr")}
     assert len(first) == 6
-    assert main(base) == 0  # the same run again: allowed, the same frames
     capsys.readouterr()
     # another plate's run (other frames and seed) into the same folder is refused ...
     other = write_sample_video(tmp_path / "other.mp4", n_frames=4, height=32, width=48)

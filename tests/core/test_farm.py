@@ -12,6 +12,15 @@ from rollingdepth_core.sample import write_sample_video
 FAST = ["--res", "64", "--dilations", "1", "3", "--device", "cpu", "--seed", "3"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def pinned_time():
+    """The EXRs' DateTime is the time of writing: pin it so that every path writes the same
+    bytes (`output.export_datetime`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+        yield
+
+
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     return write_sample_video(

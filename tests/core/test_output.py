@@ -42,8 +42,13 @@ def test_depth_golden_values():
 
 
 def test_patterns():
-    assert sequence_pattern("/out", "depth", [1, 9999]).endswith("/out/depth.####.exr")
-    assert sequence_pattern("/out", "depth", [100000]).endswith("/out/depth.######.exr")
+    # the plate's padding (a video's: 4); a longer frame number gets its digits, as %04d does
+    assert sequence_pattern("/out", "depth").endswith("/out/depth.####.exr")
+    assert sequence_pattern("/out", "depth", 6).endswith("/out/depth.######.exr")
+    assert expand_pattern(sequence_pattern("/out", "depth"), 100000).endswith("depth.100000.exr")
+    assert expand_pattern("/a/depth.####.exr", -7).endswith("/a/depth.-007.exr")
+    assert expand_pattern("/a/depth.@@@.exr", 7).endswith("/a/depth.007.exr")
+    assert expand_pattern("/a/depth.$F5.exr", 7).endswith("/a/depth.00007.exr")
     assert expand_pattern("/a/depth.####.exr", 7).endswith("/a/depth.0007.exr")
     assert expand_pattern("depth.%05d.exr", 1001) == "depth.01001.exr"
     assert expand_pattern("depth.%d.exr", 12) == "depth.12.exr"

@@ -14,7 +14,7 @@ import pytest
 
 from rollingdepth_core.colorspace import STUDIO_CONFIG, ColorRequest
 from rollingdepth_core.errors import ConfigError, InputError
-from rollingdepth_core.plate import Plate, open_plate, parse_frame_range
+from rollingdepth_core.plate import Plate, open_plate, parse_frames
 
 from .plate_fixtures import (
     make_image_sequence,
@@ -337,13 +337,20 @@ def test_exr_data_window_is_placed_in_display_window(
 # Bad input
 
 
-def test_parse_frame_range() -> None:
-    assert parse_frame_range("1001-1100") == (1001, 1100)
-    assert parse_frame_range("1001") == (1001, 1001)
-    assert parse_frame_range(" 5 - 7 ") == (5, 7)
-    for text in ("", "abc", "1001-", "10-5", "1.5-3", "-3"):
-        with pytest.raises(ConfigError, match=r"frame range"):
-            parse_frame_range(text)
+def test_parse_frames() -> None:
+    assert parse_frames("1001-1100") == tuple(range(1001, 1101))
+    assert parse_frames("1001") == (1001,)
+    assert parse_frames(" 5 - 7 ") == (5, 6, 7)
+    assert parse_frames("1001-1010x2") == (1001, 1003, 1005, 1007, 1009)
+    assert parse_frames("1001-1003,1050-1051") == (1001, 1002, 1003, 1050, 1051)
+    assert parse_frames("-3--1") == (-3, -2, -1)
+    assert parse_frames("-2-1") == (-2, -1, 0, 1)
+    for text in ("", "abc", "1001-", "1.5-3", "1-10x"):
+        with pytest.raises(ConfigError, match=r"frame set like `1001-1100`") as caught:
+            parse_frames(text)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"frame range '10-5' starts after it ends \(10 > 5\)"):
+        parse_frames("10-5")
 
 
 def test_missing_paths(plates: Path) -> None:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import OpenImageIO as oiio
 import pytest
 
 from rollingdepth_core.exr import read_exr
