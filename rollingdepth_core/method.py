@@ -417,38 +417,15 @@ def _run_shot(
     solution = solve(plan, store, config, progress, reduced_mattes)
     timings["align"] = time.perf_counter() - clock
 
-    # 5. merge frame by frame: [H,W] per frame into a clip buffer
+    # 5-6. merge frame by frame into a clip buffer; normalised to [-1, 1] on read
     clock = time.perf_counter()
-    if hasattr(store, "keep_open"):
-        length = config.snippet_len
-        spans = [(length - 1) * d // plan.block_snippets + 2 for d in dict.fromkeys(plan.dilations)]
-        store.keep_open(sum(spans) + 2)
-    merged = store.frames_buffer("merged" + suffix, n_frames, size)
-    conf = None
-    if config.confidence:
-        conf = store.frames_buffer("confidence" + suffix, n_frames, size)
-    merge(plan, store, config, solution, merged, conf, progress)
+    result = merge_shot(plan, store, config, solution, size, suffix, progress)
+    result.plate_size = plate_size
     timings["merge"] = time.perf_counter() - clock
-
-    # 6. normalise to [-1, 1] with the clip's extremes (on read: nothing is rewritten)
-    lo, hi = merged.lo, merged.hi
-    (lo_n, hi_n), *_ = normalised([np.array([lo, hi], np.float32)], lo, hi)
-    result = DepthFrames(
-        merged, (float(lo_n), float(hi_n)), (lo, hi), conf, solution, plan, size, plate_size,
-        store, config,
-    )  # fmt: skip
     if config.refine_steps > 0:
         # 7. refinement of the normalised clip
         clock = time.perf_counter()
-        pipe = model()
-        refined = store.frames_buffer("refined" + suffix, n_frames, size)
-        chunks = (
-            np.stack(list(normalised(chunk, lo, hi)))
-            for chunk in merged.chunks(config.vae_batch_size)
-        )
-        refine(pipe, store.all_latents(pipe), chunks, config, size, refined, progress)
-        result.buffer, result.normalize = refined, None
-        result.value_range = (refined.lo, refined.hi)
+        refine_shot(result, model(), suffix, progress)
         timings["refine"] = time.perf_counter() - clock
     if anchors is not None:
         # 7b. anchor the clip to scene units (one pass over the final frames)
@@ -460,6 +437,57 @@ def _run_shot(
     result.timings = timings
     # 8. frames out: the caller hands result.frames() to the writer
     return result
+
+
+def merge_shot(
+    plan: Plan,
+    store,
+    config: InferenceConfig,
+    solution: AlignmentResult,
+    size: tuple[int, int],
+    suffix: str = "",
+    progress: ProgressCallback | None = None,
+) -> DepthFrames:
+    """Stages 5-6 for one shot: the full-resolution merge into a buffer of ``store`` (and the
+    confidence with ``config.confidence``), normalised to [-1, 1] with the shot's extremes
+    when read (nothing is rewritten). Every driver (a run, the panel's session) merges here."""
+    n_frames = plan.n_frames
+    if hasattr(store, "keep_open"):
+        length = config.snippet_len
+        spans = [(length - 1) * d // plan.block_snippets + 2 for d in dict.fromkeys(plan.dilations)]
+        store.keep_open(sum(spans) + 2)
+    merged = store.frames_buffer("merged" + suffix, n_frames, size)
+    conf = None
+    if config.confidence:
+        conf = store.frames_buffer("confidence" + suffix, n_frames, size)
+    merge(plan, store, config, solution, merged, conf, progress)
+    lo, hi = merged.lo, merged.hi
+    (lo_n, hi_n), *_ = normalised([np.array([lo, hi], np.float32)], lo, hi)
+    return DepthFrames(
+        merged, (float(lo_n), float(hi_n)), (lo, hi), conf, solution, plan, size, None,
+        store, config,
+    )  # fmt: skip
+
+
+def refine_shot(
+    result: DepthFrames,
+    model: DepthModel,
+    suffix: str = "",
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Stage 7 for one shot: the diffusion refinement of its normalised frames into a new
+    buffer of its store; ``result`` then reads the refined frames."""
+    config, store, size = result.config, result.store, result.size
+    refined = store.frames_buffer("refined" + suffix, result.plan.n_frames, size)
+    chunks = (
+        np.stack(list(normalised(chunk, *result.normalize)))
+        if result.normalize is not None
+        else chunk
+        for chunk in result.buffer.chunks(config.vae_batch_size)
+    )
+    refine(model, store.all_latents(model), chunks, config, size, refined, progress)
+    result.buffer, result.normalize = refined, None
+    result.value_range = (refined.lo, refined.hi)
 
 
 def estimate_depth(

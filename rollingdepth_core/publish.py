@@ -53,7 +53,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import check_name
-from .errors import Cancelled, OutputError, RollingDepthError
+from .errors import Cancelled, ConfigError, OutputError, RollingDepthError
 from .output import expand_pattern, sequence_pattern
 
 MANIFEST_SUFFIX = "_run.json"
@@ -102,6 +102,23 @@ def frame_ranges(numbers: Iterable[int]) -> str:
 
 def _span(run: list[int]) -> str:
     return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
+
+
+def split_pattern(pattern: str | os.PathLike[str]) -> tuple[Path, str, int]:
+    """``FOLDER/NAME.####.exr`` (or ``%04d``, ``@@@@``, ``$F4``) -> (FOLDER, NAME, digits):
+    the publisher's folder, sequence name and padding. ConfigError for any other form."""
+    path = Path(pattern)
+    match = re.fullmatch(r"(.+)\.(#+|@+|%0?\d*d|\$F\d*)\.exr", path.name)
+    if match is None:
+        raise ConfigError(
+            f"the file pattern {str(pattern)!r} must look like NAME.####.exr (one frame "
+            "token between the name and .exr), e.g. depth.####.exr"
+        )
+    check_name(match.group(1))
+    token = match.group(2)
+    digits = re.sub(r"\D", "", token)
+    padding = len(token) if token[0] in "#@" else int(digits or 1)
+    return path.parent, match.group(1), padding
 
 
 def staging_folder(folder: str | os.PathLike[str], name: str) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 
 from .anchors import Anchors, load_anchors
 from .colorspace import ColorRequest
-from .config import DEFAULT_MAX_FRAME_GIB, InferenceConfig, OutputConfig
+from .config import DEFAULT_MAX_FRAME_GIB, DEFAULT_MIN_SHOT_FRAMES, InferenceConfig, OutputConfig
 from .cuts import parse_cuts, shots_from_cuts
 from .errors import ConfigError, InputError
 from .mattes import MatteSource
@@ -166,14 +166,7 @@ class RunRequest:
                 alpha_only=self.holdout_alpha,
             )
             mattes.check_all()
-        cuts_text = self.cuts or ("auto" if info.kind == "video" else "none")
-        cuts = parse_cuts(cuts_text, info.frame_numbers, self.frames, info)
-        detected = cuts is None
-        if detected:
-            from .cuts import detect_cuts
-
-            # one pass over the plate before the model: a shot too short is refused now
-            cuts = detect_cuts(rgb for _, rgb in source.frames(fit))
+        cuts, detected = plate_cuts(source, fit, self.cuts, self.frames, config.min_shot_frames)
         if cuts is not None:
             shots = shots_from_cuts(info.frame_numbers, cuts)
             for shot in shots:
@@ -253,6 +246,28 @@ class PreparedRun:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def plate_cuts(
+    plate: Plate,
+    fit: tuple[int, int] | None,
+    text: str | None = None,
+    frames: str | None = None,
+    min_shot_frames: int = DEFAULT_MIN_SHOT_FRAMES,
+) -> tuple[list[int], bool]:
+    """The plate's shots as a run takes them: ``--cuts`` ``text`` (default: ``auto`` for a
+    video, ``none`` for an image sequence), detected on the frames at ``fit`` when ``auto``.
+    Returns the clip positions where shots start and whether they were detected."""
+    info = plate.info
+    text = text or ("auto" if info.kind == "video" else "none")
+    cuts = parse_cuts(text, info.frame_numbers, frames, info)
+    if cuts is not None:
+        return cuts, False
+    from .cuts import detect_cuts
+
+    # one pass over the plate, before the model: a shot too short is refused now
+    frames_at_fit = (rgb for _, rgb in plate.frames(fit))
+    return detect_cuts(frames_at_fit, min_shot_frames=min_shot_frames), True
 
 
 def parse_chunk(text: str) -> tuple[int, int]:
