@@ -74,7 +74,7 @@ class DepthViewer(QWidget):
         self.mode = "rgb"
         self.colormap = "turbo"
         self.wipe = 0.5  # wipe position as a fraction of the image width
-        self.zoom: float | None = None  # None = fit to the widget
+        self._zoom: float | None = None  # None = fit to the widget
         self.pan = QPointF(0.0, 0.0)  # image offset in screen pixels from the centred position
         self.placeholder = (
             "Open a plate: File > Open, drop a file here, or pass it on the command line"
@@ -96,6 +96,17 @@ class DepthViewer(QWidget):
         self._drag: str | None = None  # "pan" | "wipe"
         self._drag_origin = QPointF()
         self._pan_origin = QPointF()
+
+    @property
+    def zoom(self) -> float | None:
+        """Screen pixels per plate pixel, or None to fit the image to the widget."""
+        return self._zoom
+
+    @zoom.setter
+    def zoom(self, value: float | None) -> None:
+        self._zoom = value
+        self.update()
+        self._emit_zoom()
 
     # ---------------------------------------------------------------- content
     def set_rgb(self, rgb: np.ndarray | None) -> None:

@@ -189,3 +189,5 @@ def test_zoom_is_read_out(qtbot, viewer):
     assert viewer.zoom_text == "100 %" and seen[-1] == (1.0, False)
     viewer.zoom_at(QPointF(100, 100), 2.5)
     assert viewer.zoom_text == "250 %"
+    viewer.zoom = 4.0  # set directly (scripts, tests): the readout follows too
+    assert viewer.zoom_text == "400 %" and seen[-1] == (4.0, False)
