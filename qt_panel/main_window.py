@@ -462,9 +462,8 @@ class MainWindow(QMainWindow):
         worded = in_panel_words(message)
         if worded != message:
             # the engine's own line, with its command-line names, stays under the details
-            detail = (
-                "\n".join(part for part in (message, detail) if part and part != message) or message
-            )
+            if message not in detail:
+                detail = "\n".join(part for part in (message, detail) if part)
             message = worded
         box = QMessageBox(
             QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self

@@ -218,3 +218,13 @@ def test_the_colour_bar_reads_scene_units_when_anchored(
     window.anchors_dock.raise_()
     assert window.grab().save(str(screenshot_dir / "qt_panel_side_by_side.png"))
     assert Path(screenshot_dir / "qt_panel_side_by_side.png").stat().st_size > 0
+
+
+def test_an_error_naming_a_flag_keeps_the_engines_line_in_the_details(qtbot, window):
+    box = window.show_error("Cannot export", "`--half` stores values up to 65504", "frame 1001")
+    assert box.text() == "Export > Precision: half stores values up to 65504"
+    assert box.detailedText() == "`--half` stores values up to 65504\nframe 1001"
+    box.accept()
+    box = window.show_error("Cannot open plate", "clip.mov: no such file")
+    assert box.text() == "clip.mov: no such file" and box.detailedText() == ""
+    box.accept()
