@@ -178,12 +178,14 @@ class SettingsPanel(QWidget):
     def _build_layout(self) -> None:
         # Laid out to fit a 1280x800 window without scrolling: short fields share a row.
         model = QGroupBox("Model", self)
-        form = QFormLayout(model)
+        form = compact_form(model)
         preset_row = QHBoxLayout()
+        preset_row.setSpacing(6)
         preset_row.addWidget(self.preset_box, 1)
         preset_row.addWidget(self.save_defaults_button)
         form.addRow("Preset", preset_row)
         checkpoint_row = QHBoxLayout()
+        checkpoint_row.setSpacing(6)
         checkpoint_row.addWidget(self.checkpoint_edit, 1)
         checkpoint_row.addWidget(self.browse_button)
         # A path is long: it gets the whole width of the panel, under its label.
@@ -192,7 +194,7 @@ class SettingsPanel(QWidget):
         form.addRow("Device", self.device_box)
 
         snippets = QGroupBox("Snippets and alignment", self)
-        form = QFormLayout(snippets)
+        form = compact_form(snippets)
         form.addRow("Dilations", self.dilations_edit)
         form.addRow("", self.dilation_note)
         form.addRow("Snippet length", _pair(self.snippet_len_spin, "Refine", self.refine_spin))
@@ -200,7 +202,7 @@ class SettingsPanel(QWidget):
         form.addRow("Aligner", self.aligner_box)
 
         output = QGroupBox("Output", self)
-        form = QFormLayout(output)
+        form = compact_form(output)
         form.addRow("Depth convention", self.depth_mode_box)
         form.addRow("Near", _pair(self.near_spin, "Far", self.far_spin))
 
@@ -213,6 +215,7 @@ class SettingsPanel(QWidget):
         fields = QWidget(self)
         fields_layout = QVBoxLayout(fields)
         fields_layout.setContentsMargins(0, 0, 0, 0)
+        fields_layout.setSpacing(2)
         self.groups = (model, self.color_panel, snippets, output)
         for group in self.groups:
             fields_layout.addWidget(group)
@@ -538,10 +541,20 @@ def _read_group(settings: QSettings, group: str, keys: tuple[str, ...]) -> dict[
     }
 
 
+def compact_form(group: QWidget) -> QFormLayout:
+    """A form with tight rows: the settings fit a 1280x800 screen's default window."""
+    form = QFormLayout(group)
+    form.setVerticalSpacing(3)
+    form.setContentsMargins(8, 4, 8, 4)
+    return form
+
+
 def _pair(first: QWidget, label: str, second: QWidget) -> QHBoxLayout:
     """Two short fields on one row: ``first``, then ``label`` and ``second``."""
     row = QHBoxLayout()
+    row.setSpacing(6)  # a form with its own vertical spacing passes none down
     row.addWidget(first, 1)
+    row.addSpacing(4)
     row.addWidget(QLabel(label, first.parentWidget()))
     row.addWidget(second, 1)
     return row

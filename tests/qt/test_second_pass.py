@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF
+from PySide6.QtCore import QPointF, QSize
 
 from qt_panel.export_dialog import default_export_pattern
+from qt_panel.main_window import default_size
 from qt_panel.messages import in_panel_words
 
 from .conftest import N_FRAMES
@@ -118,6 +119,12 @@ def test_the_settings_fit_1280x800(qtbot, window, clip, screenshot_dir):
     for button in (panel.run_button, panel.save_defaults_button, panel.progress_bar):
         assert button.isVisible() and not button.visibleRegion().isEmpty()
     assert window.grab().save(str(screenshot_dir / "qt_panel_1280x800.png"))
+
+    # on a 1280x800 screen the first window is smaller still (92 %): it fits too
+    window.resize(default_size(QSize(1280, 800)))
+    qtbot.waitUntil(lambda: panel.height() < 700, timeout=2000)
+    assert scroll.verticalScrollBar().maximum() == 0, window.size()
+    assert scroll.horizontalScrollBar().maximum() == 0
 
     # lower than that, the fields scroll and the line under them says what is out of view
     window.resize(1280, 640)
