@@ -69,9 +69,13 @@ class ColorPanel(QGroupBox):
         self.note_label.hide()
 
         space_row = QHBoxLayout()
+        space_row.setSpacing(6)
         space_row.addWidget(self.space_box, 1)
         space_row.addWidget(self.config_button)
         form = QFormLayout(self)
+        # tight rows, as the settings panel's own groups (they fit a 1280x800 screen)
+        form.setVerticalSpacing(3)
+        form.setContentsMargins(8, 4, 8, 4)
         form.addRow("Input space", space_row)
         form.addRow("View", self.view_box)
         form.addRow(self.summary_label)

@@ -19,7 +19,7 @@ import torch
 from PySide6.QtCore import QObject, Signal
 
 from rollingdepth_core.anchors import AnchorFit, Anchors, load_anchors
-from rollingdepth_core.colorspace import ColorRequest
+from rollingdepth_core.colorspace import ALIASES, AUTO, ColorRequest, active_config, load_config
 from rollingdepth_core.config import InferenceConfig, OutputConfig
 from rollingdepth_core.cuts import detect_cuts
 from rollingdepth_core.errors import Cancelled, RollingDepthError
@@ -33,6 +33,7 @@ from rollingdepth_core.protocol import DEFAULT_PRESET
 from rollingdepth_core.session import DepthPrediction, DepthSession
 from rollingdepth_core.upsample import upsample_depth
 
+from .messages import closest_names
 from .worker import Worker
 
 # Frames kept for scrubbing; a 4K float frame is ~100 MB, so the budget is in bytes.
@@ -46,6 +47,8 @@ JOB_TITLES = {
 UPSAMPLE_CACHE = 8
 # Holdout mattes kept for the overlay while scrubbing (each is one [H,W] float32 frame).
 MATTE_CACHE = 8
+# Samples of the colour bar's values (the viewer places its ticks by them).
+LEGEND_SAMPLES = 257
 # What a finished job says it did, in the progress area.
 JOB_VERBS = {"run": "done", "align": "re-aligned", "export": "exported"}
 
@@ -149,12 +152,16 @@ class PanelController(QObject):
             self.error.emit("Cannot open plate", unreadable_text(path, exc), str(exc))
             return False
         self._install_plate(plate)
-        # a matte belongs to its plate: gone before the new plate's first frame is drawn
+        # a matte and anchors belong to their plate: gone before the new plate's first frame
+        # is drawn
         self.holdout = None
         self._mattes.clear()
+        self.anchors = None
         info = plate.info
         self.plate_changed.emit(info)
         self.holdout_changed.emit(None)
+        self.anchors_changed.emit(None)
+        self._set_fit(None, "")
         self.color_changed.emit(info.color, "")
         self.result_changed.emit(None)
         gaps = f", {len(info.missing_frames)} missing" if info.missing_frames else ""
@@ -177,7 +184,7 @@ class PanelController(QObject):
         try:
             plate = open_plate(self.plate.info.source, input_colorspace=request)
         except RollingDepthError as exc:
-            self.error.emit("Colour space not usable", str(exc), "")
+            self.error.emit("Colour space not usable", *color_choices(request, str(exc)))
             return False
         self.color_request = request
         had_work = self._session is not None or self.result is not None
@@ -475,12 +482,22 @@ class PanelController(QObject):
         unit = (frame - lo) / max(hi - lo, 1e-12)
         return unit, convert_depth(frame, output.depth_mode, output.near, output.far, lo, hi)
 
-    def depth_legend(self, output: OutputConfig) -> tuple[float, float]:
-        """(farthest, nearest) value of the result in ``output``'s convention: the ends of
-        the colour map."""
+    def depth_legend(self, output: OutputConfig, index: int = 0) -> tuple[np.ndarray, str]:
+        """The colour bar of frame position ``index``: values sampled evenly from the far
+        end of the colour map to the near end, and what they are. With an anchor fit, ``Z``
+        in the anchors' units (that frame's fit: a smooth fit changes along the clip); else
+        the result in ``output``'s convention."""
         lo, hi = self._depth_range
-        ends = convert_depth(np.array([lo, hi]), output.depth_mode, output.near, output.far, lo, hi)
-        return float(ends[0]), float(ends[1])
+        d = np.linspace(lo, hi, LEGEND_SAMPLES)
+        fit = self.anchor_fit
+        if fit is not None and self.result is not None and 0 <= index < len(fit.a):
+            inverse_z = fit.apply(index, d).astype(np.float64)
+            # where the fit gives no positive 1/Z there is no depth to print
+            z = np.where(inverse_z > 0, 1.0 / np.where(inverse_z > 0, inverse_z, 1.0), np.nan)
+            return z, f"Z ({fit.units})"
+        return convert_depth(d, output.depth_mode, output.near, output.far, lo, hi), (
+            output.depth_mode
+        )
 
     # ---------------------------------------------------------------- runs
     def run(self, request: RunRequest) -> None:
@@ -702,6 +719,23 @@ def _outcome(
     worker (one pass over the whole clip is too long for the GUI thread)."""
     lo, hi = torch.aminmax(torch.from_numpy(prediction.depth))
     return generation, request, mattes, prediction, (float(lo), float(hi))
+
+
+def color_choices(request: ColorRequest, engine_message: str) -> tuple[str, str]:
+    """(message, details) for a colour choice the OCIO config refused: the message names
+    the config's spaces closest to the one typed; the details list them all."""
+    try:
+        config_name = active_config(request.config)
+        spaces = [space.getName() for space in load_config(config_name).getColorSpaces()]
+    except RollingDepthError:
+        return engine_message, ""
+    message = engine_message
+    if request.space.lower() not in {space.lower() for space in spaces} | {AUTO, *ALIASES}:
+        closest = closest_names(request.space, spaces)
+        if closest:
+            message = f"{message.rstrip('.')}. Closest: {', '.join(closest)}."
+    detail = f"{engine_message}\n\nColour spaces of {config_name}:\n" + "\n".join(spaces)
+    return message, detail
 
 
 def unreadable_text(path: str | Path, exc: RollingDepthError) -> str:

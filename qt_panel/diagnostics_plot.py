@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from rollingdepth_core.session import DepthPrediction
 
@@ -32,6 +32,8 @@ GOOD_NOTE = (
     f"Red bars above the dashed line ({OUTLIER_RATIO:g}x) mark depth to check."
 )
 PLACEHOLDER = "Alignment diagnostics appear here after a run"
+THRESHOLD_TEXT = f"{OUTLIER_RATIO:g}x: check"
+RIGHT_AXIS_WIDTH = 64
 
 
 class PlainAxis(pg.AxisItem):
@@ -89,7 +91,6 @@ class DiagnosticsPlot(QWidget):
         self.plots = (self.scale_plot, self.shift_plot, self.residual_plot)
         for plot in self.plots[:-1]:
             plot.setXLink(self.residual_plot)
-        self.legend = self.scale_plot.addLegend(offset=(-8, 4), colCount=4)
         self.cursors = []
         for plot in self.plots:
             line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen(CURSOR_COLOR, width=1.5))
@@ -109,15 +110,23 @@ class DiagnosticsPlot(QWidget):
             OUTLIER_RATIO,
             angle=0,
             pen=pg.mkPen(OUTLIER_COLOR, width=1, style=Qt.PenStyle.DashLine),
-            label=f"{OUTLIER_RATIO:g}x median: check",
-            # the label hangs under the line, inside the plot whatever the y range
-            labelOpts={"position": 0.02, "color": OUTLIER_COLOR, "anchors": [(0, 0), (0, 0)]},
         )
+        # The line's name sits on the right axis, beside the bars, never over them.
+        right = self.residual_plot.getAxis("right")
+        right.setTicks([[(OUTLIER_RATIO, THRESHOLD_TEXT)]])
+        right.setStyle(showValues=True)
+        right.setTextPen(pg.mkPen(OUTLIER_COLOR))
         self.residual_plot.addItem(self.good_band, ignoreBounds=True)
         self.residual_plot.addItem(self.threshold_line, ignoreBounds=True)
         self.bars: pg.BarGraphItem | None = None
 
         self.summary_label = QLabel(PLACEHOLDER, self)
+        # Which line is which dilation: beside the summary, not over the plotted lines.
+        self.legend_label = QLabel("", self)
+        self.legend_label.setTextFormat(Qt.TextFormat.RichText)
+        header = QHBoxLayout()
+        header.addWidget(self.summary_label, 1)
+        header.addWidget(self.legend_label)
         self.note_label = QLabel(GOOD_NOTE, self)
         self.note_label.setWordWrap(True)
         self.note_label.setStyleSheet("color: #9a9aa5;")
@@ -126,7 +135,7 @@ class DiagnosticsPlot(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 2, 4, 2)
         layout.setSpacing(2)
-        layout.addWidget(self.summary_label)
+        layout.addLayout(header)
         layout.addWidget(self.graphics, 1)
         layout.addWidget(self.hover_label)
         layout.addWidget(self.note_label)
@@ -144,6 +153,12 @@ class DiagnosticsPlot(QWidget):
         plot.showGrid(x=True, y=True, alpha=0.15)
         plot.getAxis("left").setWidth(64)  # one width, so the three time axes line up
         plot.getAxis("left").enableAutoSIPrefix(False)  # no "(x0.001)" tacked onto the title
+        # a right axis on every plot, as wide as the threshold's name, so the three time
+        # axes line up
+        plot.showAxis("right")
+        right = plot.getAxis("right")
+        right.setWidth(RIGHT_AXIS_WIDTH)
+        right.setStyle(showValues=False)
         if not bottom:
             plot.getAxis("bottom").setStyle(showValues=False)
         else:
@@ -166,7 +181,7 @@ class DiagnosticsPlot(QWidget):
         if self.bars is not None:
             self.residual_plot.removeItem(self.bars)
             self.bars = None
-        self.legend.clear()
+        self.legend_label.setText("")
         self._series = []
         self._residuals = self._relative = self._outliers = None
         self.hover_label.setText("")
@@ -197,6 +212,13 @@ class DiagnosticsPlot(QWidget):
             pen = pg.mkPen(PALETTE[i % len(PALETTE)], width=1.5)
             self.scale_plot.plot(centres, scales, pen=pen, name=label)
             self.shift_plot.plot(centres, shifts, pen=pen)
+        self.legend_label.setText(
+            "&nbsp;&nbsp;".join(
+                f'<span style="color:{PALETTE[i % len(PALETTE)]}">\N{BOX DRAWINGS HEAVY HORIZONTAL}'
+                f"\N{BOX DRAWINGS HEAVY HORIZONTAL} {label}</span>"
+                for i, (label, *_rest) in enumerate(self._series)
+            )
+        )
 
         self._residuals = np.asarray(alignment.frame_residuals, dtype=np.float64)
         median = float(np.median(self._residuals))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -27,11 +28,13 @@ from rollingdepth_core import protocol
 from rollingdepth_core.config import OutputConfig
 from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.output import expand_pattern
-from rollingdepth_core.plate import PlateInfo
+from rollingdepth_core.plate import IMAGE_EXTENSIONS, PlateInfo
 
 from .settings_panel import distance_spin
 
 DEFAULT_PATTERN_NAME = "depth.####.exr"
+# A frame number or token at the end of a sequence's name, with its separator.
+_SEQUENCE_FRAME = re.compile(r"[._-]?(?:#+|@+|%0?\d*d|\d+)$")
 PRECISIONS = {"float (32-bit)": False, "half (16-bit)": True}
 UPSAMPLE_TIP = (
     "How the depth reaches the plate's resolution: edge (guided by the plate, sharp at clean "
@@ -56,8 +59,7 @@ class ExportDialog(QDialog):
         self.setWindowTitle("Export depth EXRs")
         self.setMinimumWidth(520)
         first, last = info.frame_numbers[0], info.frame_numbers[-1]
-        default = Path(info.source).parent / "depth" / DEFAULT_PATTERN_NAME
-        self.pattern_edit = QLineEdit(pattern or str(default), self)
+        self.pattern_edit = QLineEdit(pattern or default_export_pattern(info.source), self)
         self.pattern_edit.setToolTip("One file per frame; #### becomes the plate's frame number")
         self.browse_button = QToolButton(self)
         self.browse_button.setText("…")
@@ -206,6 +208,20 @@ class ExportDialog(QDialog):
         )
         if path:
             self.pattern_edit.setText(with_frame_token(path))
+
+
+def default_export_pattern(source: str) -> str:
+    """Where a plate's depth goes unless the user says otherwise: a folder beside the plate,
+    named after it (``/shots/sh010/plate.####.exr`` -> ``/shots/sh010/plate_depth/
+    depth.####.exr``), so two plates never share one."""
+    target = Path(source)
+    if target.is_dir():
+        return str(target.parent / f"{target.name}_depth" / DEFAULT_PATTERN_NAME)
+    name = target.stem if target.suffix else target.name
+    if target.suffix.lower() in IMAGE_EXTENSIONS:
+        # a sequence's pattern or one of its files: its name without the frame number
+        name = _SEQUENCE_FRAME.sub("", name) or name
+    return str(target.parent / f"{name}_depth" / DEFAULT_PATTERN_NAME)
 
 
 def with_frame_token(path: str) -> str:

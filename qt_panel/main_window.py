@@ -28,6 +28,7 @@ from .anchors_panel import AnchorsPanel, anchor_kind, anchor_text
 from .controller import PanelController, RunRequest
 from .diagnostics_plot import DiagnosticsPlot
 from .export_dialog import ExportDialog
+from .messages import in_panel_words
 from .scrubber import FrameScrubber
 from .settings_panel import SettingsPanel
 from .viewer import VIEW_MODE_LABELS, VIEW_MODES, DepthViewer
@@ -88,12 +89,23 @@ class MainWindow(QMainWindow):
         self.colormap_box = QComboBox(self)
         self.colormap_box.addItems(list(COLORMAPS))
         self.colormap_box.setToolTip("Colour map of the depth view")
+        self.zoom_label = QLabel("", self)
+        self.zoom_label.setToolTip("Zoom: screen pixels per plate pixel (fit: the whole image)")
+        self.zoom_label.setMinimumWidth(
+            self.zoom_label.fontMetrics().horizontalAdvance(" 6400 % (fit) ")
+        )
         self.matte_label = QLabel(" holdout: none ", self)
         self.matte_label.setToolTip(
             "The holdout matte the alignment uses (File > Holdout matte…): where it is 1, "
             "the co-alignment does not trust the depth"
         )
         self.export_dialog: ExportDialog | None = None
+        # The export pattern last used for the open plate; a new plate starts from its own
+        # folder (another plate's folder would mix two plates' frames).
+        self.export_pattern: str | None = None
+        # Whether the user wants the holdout overlay, kept while no matte is loaded (the
+        # Matte button is off and disabled then, so it never looks pressed over nothing).
+        self._matte_wanted = True
         self.error_box: QMessageBox | None = None
 
         self._build_layout()
@@ -111,7 +123,6 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.scrubber)
         self.setCentralWidget(central)
 
-        self.settings_panel.setMinimumWidth(340)
         # The settings take the whole right column; the diagnostics sit under the viewer.
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.settings_dock = QDockWidget("Settings", self)
@@ -175,13 +186,15 @@ class MainWindow(QMainWindow):
         self.one_to_one_action = toolbar.addAction("1:1")
         self.one_to_one_action.setShortcut(QKeySequence("Z"))
         self.one_to_one_action.setToolTip("One plate pixel per screen pixel (Z)")
+        toolbar.addWidget(self.zoom_label)
         toolbar.addSeparator()
         toolbar.addWidget(QLabel(" depth ", self))
         toolbar.addWidget(self.resolution_box)
         toolbar.addSeparator()
         self.show_matte_action = toolbar.addAction("Matte")
         self.show_matte_action.setCheckable(True)
-        self.show_matte_action.setChecked(True)
+        self.show_matte_action.setChecked(False)
+        self.show_matte_action.setEnabled(False)
         self.show_matte_action.setShortcut(QKeySequence("M"))
         self.show_matte_action.setToolTip("Show the holdout matte over the image, magenta (M)")
         toolbar.addWidget(self.matte_label)
@@ -210,7 +223,7 @@ class MainWindow(QMainWindow):
         self.export_action.triggered.connect(self.open_export_dialog)
         self.holdout_action.triggered.connect(self.choose_holdout)
         self.clear_holdout_action.triggered.connect(c.clear_holdout)
-        self.show_matte_action.toggled.connect(lambda _on: self.show_frame(self.scrubber.index))
+        self.show_matte_action.triggered.connect(self._matte_toggled)
         c.holdout_changed.connect(self.holdout_changed)
         self.quit_action.triggered.connect(self.close)
         self.run_action.triggered.connect(self.run)
@@ -222,6 +235,7 @@ class MainWindow(QMainWindow):
         self.one_to_one_action.triggered.connect(self.viewer.set_one_to_one)
         self.resolution_box.currentTextChanged.connect(self.set_depth_resolution)
         self.viewer.hovered.connect(self.cursor_label.setText)
+        self.viewer.zoom_changed.connect(lambda *_: self.zoom_label.setText(self.viewer.zoom_text))
 
         self.scrubber.index_changed.connect(self.show_frame)
         self.diagnostics.frame_selected.connect(self.scrubber.set_index)
@@ -277,8 +291,14 @@ class MainWindow(QMainWindow):
         if path:
             self.controller.load_holdout(path)
 
+    def _matte_toggled(self, on: bool) -> None:
+        self._matte_wanted = on
+        self.show_frame(self.scrubber.index)
+
     def holdout_changed(self, mattes) -> None:
         self.clear_holdout_action.setEnabled(mattes is not None)
+        self.show_matte_action.setEnabled(mattes is not None)
+        self.show_matte_action.setChecked(mattes is not None and self._matte_wanted)
         if mattes is None:
             self.matte_label.setText(" holdout: none ")
         else:
@@ -296,6 +316,9 @@ class MainWindow(QMainWindow):
             info.timecodes.by_frame if info and info.timecodes else None,
         )
         self.settings_panel.set_frame_count(len(info.frame_numbers) if info else None)
+        # what was run, aligned or exported was the previous plate's
+        self.settings_panel.reset_progress()
+        self.export_pattern = None
         self.viewer.reset_view()
         self.show_frame(self.scrubber.index)
         self.settings_changed()
@@ -352,8 +375,10 @@ class MainWindow(QMainWindow):
         if depth is None:
             self.viewer.set_depth(None)
         else:
-            legend = c.depth_legend(output)
-            self.viewer.set_depth(depth[0], depth[1], output.depth_mode, legend, note)
+            legend, title = c.depth_legend(output, index)
+            self.viewer.set_depth(
+                depth[0], depth[1], output.depth_mode, legend, note, legend_title=title
+            )
         units = c.anchors.units if c.anchors is not None else ""
         self.viewer.set_scene_depth(c.scene_depth(index), units)
         records = c.frame_anchors(index)
@@ -415,8 +440,7 @@ class MainWindow(QMainWindow):
         except ConfigError as exc:
             self.show_error("Output settings not valid", str(exc))
             return None
-        pattern = self.settings.value("export/pattern", "")
-        dialog = ExportDialog(info, output, pattern, self)
+        dialog = ExportDialog(info, output, self.export_pattern or "", self)
         dialog.export_requested.connect(self._export_requested)
         dialog.error.connect(lambda title, message: self.show_error(title, message))
         self.export_dialog = dialog
@@ -424,7 +448,7 @@ class MainWindow(QMainWindow):
         return dialog
 
     def _export_requested(self, pattern, output, frame_range, confidence) -> None:
-        self.settings.setValue("export/pattern", pattern)
+        self.export_pattern = pattern
         self.controller.export(pattern, output, frame_range, confidence)
 
     def _export_finished(self, paths: list) -> None:
@@ -439,6 +463,12 @@ class MainWindow(QMainWindow):
         """A non-blocking error dialog with the cause (kept in `error_box` for tests);
         ``detail`` (the engine's own message) sits behind "Show Details…"."""
         log.error("%s: %s%s", title, message, f" ({detail})" if detail else "")
+        worded = in_panel_words(message)
+        if worded != message:
+            # the engine's own line, with its command-line names, stays under the details
+            if message not in detail:
+                detail = "\n".join(part for part in (message, detail) if part)
+            message = worded
         box = QMessageBox(
             QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self
         )
@@ -462,8 +492,8 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------- persistence
     def save_state(self) -> None:
-        """What persists: geometry, layout, view, last folder, export pattern, checkpoint and
-        device. Run settings only through "Save as defaults"."""
+        """What persists: geometry, layout, view, last folder, checkpoint and device. Run
+        settings only through "Save as defaults"; the export pattern only for the open plate."""
         self.settings_panel.save_model(self.settings)
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -161,11 +161,9 @@ class SettingsPanel(QWidget):
         self.progress_bar = QProgressBar(self)
         self.progress_bar.setTextVisible(True)
         # An empty bar reads as a text field: it says "idle" until the first job.
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("idle")
-        self.stage_label = QLabel("no run yet", self)
+        self.stage_label = QLabel(self)
         self.stage_label.setWordWrap(True)
+        self.reset_progress()
 
         self._build_layout()
         self._apply_preset(self._base_preset)
@@ -178,10 +176,16 @@ class SettingsPanel(QWidget):
 
     # ---------------------------------------------------------------- layout
     def _build_layout(self) -> None:
+        # Laid out to fit a 1280x800 window without scrolling: short fields share a row.
         model = QGroupBox("Model", self)
-        form = QFormLayout(model)
-        form.addRow("Preset", self.preset_box)
+        form = compact_form(model)
+        preset_row = QHBoxLayout()
+        preset_row.setSpacing(6)
+        preset_row.addWidget(self.preset_box, 1)
+        preset_row.addWidget(self.save_defaults_button)
+        form.addRow("Preset", preset_row)
         checkpoint_row = QHBoxLayout()
+        checkpoint_row.setSpacing(6)
         checkpoint_row.addWidget(self.checkpoint_edit, 1)
         checkpoint_row.addWidget(self.browse_button)
         # A path is long: it gets the whole width of the panel, under its label.
@@ -189,49 +193,72 @@ class SettingsPanel(QWidget):
         form.addRow(checkpoint_row)
         form.addRow("Device", self.device_box)
 
-        snippets = QGroupBox("Snippets", self)
-        form = QFormLayout(snippets)
+        snippets = QGroupBox("Snippets and alignment", self)
+        form = compact_form(snippets)
         form.addRow("Dilations", self.dilations_edit)
         form.addRow("", self.dilation_note)
-        form.addRow("Snippet length", self.snippet_len_spin)
-        form.addRow("Refine steps", self.refine_spin)
-        form.addRow("Resolution", self.res_spin)
-        form.addRow("Seed", self.seed_spin)
-
-        alignment = QGroupBox("Alignment", self)
-        form = QFormLayout(alignment)
+        form.addRow("Snippet length", _pair(self.snippet_len_spin, "Refine", self.refine_spin))
+        form.addRow("Resolution", _pair(self.res_spin, "Seed", self.seed_spin))
         form.addRow("Aligner", self.aligner_box)
 
         output = QGroupBox("Output", self)
-        form = QFormLayout(output)
+        form = compact_form(output)
         form.addRow("Depth convention", self.depth_mode_box)
-        form.addRow("Near", self.near_spin)
-        form.addRow("Far", self.far_spin)
+        form.addRow("Near", _pair(self.near_spin, "Far", self.far_spin))
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.cancel_button)
 
-        # The fields scroll; Run, Cancel and the progress stay in view below them.
+        # The fields scroll when the window is too low for them (the line under them then
+        # names what is out of view); Run, Cancel and the progress stay in view below them.
         fields = QWidget(self)
         fields_layout = QVBoxLayout(fields)
         fields_layout.setContentsMargins(0, 0, 0, 0)
-        for group in (model, self.color_panel, snippets, alignment, output):
+        fields_layout.setSpacing(2)
+        self.groups = (model, self.color_panel, snippets, output)
+        for group in self.groups:
             fields_layout.addWidget(group)
         fields_layout.addStretch(1)
-        scroll = QScrollArea(self)
-        scroll.setWidget(fields)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll = QScrollArea(self)
+        self.scroll.setWidget(fields)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        bar = self.scroll.verticalScrollBar()
+        bar.valueChanged.connect(self._update_out_of_view)
+        bar.rangeChanged.connect(self._update_out_of_view)
+        self.out_of_view_label = QLabel("", self)
+        self.out_of_view_label.setStyleSheet("color: #d9822b;")
+        self.out_of_view_label.hide()
 
         layout = QVBoxLayout(self)
-        layout.addWidget(scroll, 1)
-        layout.addWidget(self.save_defaults_button)
+        layout.addWidget(self.scroll, 1)
+        layout.addWidget(self.out_of_view_label)
         layout.addWidget(self.hint_label)
         layout.addLayout(buttons)
         layout.addWidget(self.stage_label)
         layout.addWidget(self.progress_bar)
+
+    def out_of_view(self) -> list[str]:
+        """The settings groups not wholly in view (the settings scroll), top to bottom."""
+        viewport = self.scroll.viewport().rect()
+        top = self.scroll.verticalScrollBar().value()
+        visible = viewport.translated(0, top)
+        return [g.title() for g in self.groups if not visible.contains(g.geometry())]
+
+    def _update_out_of_view(self, *_args) -> None:
+        hidden = self.out_of_view()
+        self.out_of_view_label.setText(f"scroll for: {', '.join(hidden)}" if hidden else "")
+        self.out_of_view_label.setVisible(bool(hidden))
+
+    def minimumSizeHint(self) -> QSize:
+        # wide enough that the fields never scroll sideways, with room for the scroll bar
+        hint = super().minimumSizeHint()
+        fields = self.scroll.widget().minimumSizeHint().width()
+        margins = self.layout().contentsMargins()
+        width = fields + self.scroll.verticalScrollBar().sizeHint().width()
+        return QSize(max(hint.width(), width + margins.left() + margins.right()), hint.height())
 
     def _connect(self) -> None:
         self.preset_box.currentTextChanged.connect(self._apply_preset)
@@ -328,6 +355,9 @@ class SettingsPanel(QWidget):
         self.cancel_button.setEnabled(busy)
 
     def job_started(self, job: str) -> None:
+        if job == "run":
+            # what Run would do is no longer the news: it is doing it
+            self.set_hint("running\N{HORIZONTAL ELLIPSIS} (Cancel or Esc stops it)")
         self.stage_label.setText(f"{job}: starting")
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
@@ -344,6 +374,13 @@ class SettingsPanel(QWidget):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1 if outcome == "done" else 0)
         self.progress_bar.setFormat(outcome)
+
+    def reset_progress(self) -> None:
+        """Forget what the last job did (a new plate: it was the previous plate's)."""
+        self.stage_label.setText("no run yet")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("idle")
 
     def set_frame_count(self, n_frames: int | None) -> None:
         """The open plate's length, for the dilation capping note."""
@@ -502,6 +539,25 @@ def _read_group(settings: QSettings, group: str, keys: tuple[str, ...]) -> dict[
         for key, value in stored.items()
         if value not in (None, "") and (key not in _CHOICES or value in _CHOICES[key])
     }
+
+
+def compact_form(group: QWidget) -> QFormLayout:
+    """A form with tight rows: the settings fit a 1280x800 screen's default window."""
+    form = QFormLayout(group)
+    form.setVerticalSpacing(3)
+    form.setContentsMargins(8, 4, 8, 4)
+    return form
+
+
+def _pair(first: QWidget, label: str, second: QWidget) -> QHBoxLayout:
+    """Two short fields on one row: ``first``, then ``label`` and ``second``."""
+    row = QHBoxLayout()
+    row.setSpacing(6)  # a form with its own vertical spacing passes none down
+    row.addWidget(first, 1)
+    row.addSpacing(4)
+    row.addWidget(QLabel(label, first.parentWidget()))
+    row.addWidget(second, 1)
+    return row
 
 
 def _spin(parent: QWidget, low: int, high: int, tip: str) -> QSpinBox:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPen, QWheelEvent
@@ -14,7 +16,15 @@ VIEW_MODE_LABELS = {"rgb": "RGB", "depth": "Depth", "side": "Side by side", "wip
 ZOOM_RANGE = (0.05, 64.0)
 # How close (in screen pixels) a press must be to the wipe line to grab it.
 WIPE_GRAB_PX = 12
-COLOUR_BAR_SIZE = (14, 180)  # width, largest height in screen pixels
+COLOUR_BAR_SIZE = (14, 320)  # width, largest height in screen pixels
+# Space between the image area and the colour bar's texts (a marker at the image's edge
+# stays clear of them).
+COLOUR_BAR_GAP = 8
+# Ticks on the colour bar: about this many, at round values.
+COLOUR_BAR_TICKS = 5
+# Samples of a colour bar's values, from far to near: a non-linear scale (depth, scene Z)
+# places its ticks within a pixel at any bar height.
+LEGEND_SAMPLES = 257
 # Anchor markers: radius and how close (screen pixels) the cursor must be to read one out.
 MARKER_RADIUS = 6
 MARKER_HOVER_PX = 10
@@ -52,6 +62,7 @@ class DepthViewer(QWidget):
 
     hovered = Signal(str)  # what is under the cursor, or "" when it leaves the image
     mode_changed = Signal(str)
+    zoom_changed = Signal(float, bool)  # screen pixels per plate pixel, fitted to the window
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -63,7 +74,7 @@ class DepthViewer(QWidget):
         self.mode = "rgb"
         self.colormap = "turbo"
         self.wipe = 0.5  # wipe position as a fraction of the image width
-        self.zoom: float | None = None  # None = fit to the widget
+        self._zoom: float | None = None  # None = fit to the widget
         self.pan = QPointF(0.0, 0.0)  # image offset in screen pixels from the centred position
         self.placeholder = (
             "Open a plate: File > Open, drop a file here, or pass it on the command line"
@@ -74,7 +85,8 @@ class DepthViewer(QWidget):
         self._depth_values: np.ndarray | None = None  # [h,w] in the output convention
         self._depth_label = ""
         self._depth_image: QImage | None = None
-        self._legend: tuple[float, float] | None = None  # values at far (0) and near (1)
+        self._legend: np.ndarray | None = None  # the bar's values from far (0) to near (1)
+        self._legend_title = ""  # what the bar's values are: "inverse", "Z (m)"
         self._bar_image: QImage | None = None
         self._resolution_note = ""  # e.g. "edge 1920x1080": the depth is at plate resolution
         self._scene_depth: np.ndarray | None = None  # [h,w] Z in scene units (anchored)
@@ -85,29 +97,57 @@ class DepthViewer(QWidget):
         self._drag_origin = QPointF()
         self._pan_origin = QPointF()
 
+    @property
+    def zoom(self) -> float | None:
+        """Screen pixels per plate pixel, or None to fit the image to the widget."""
+        return self._zoom
+
+    @zoom.setter
+    def zoom(self, value: float | None) -> None:
+        self._zoom = value
+        self.update()
+        self._emit_zoom()
+
     # ---------------------------------------------------------------- content
     def set_rgb(self, rgb: np.ndarray | None) -> None:
+        resized = (None if rgb is None else rgb.shape[:2]) != (
+            None if self._rgb is None else self._rgb.shape[:2]
+        )
         self._rgb = rgb
         self._rgb_image = None if rgb is None else to_qimage(_to_uint8(rgb))
         self.update()
+        if resized:
+            self._emit_zoom()
 
     def set_depth(
         self,
         depth01: np.ndarray | None,
         values: np.ndarray | None = None,
         label: str = "",
-        legend: tuple[float, float] | None = None,
+        legend: tuple[float, float] | np.ndarray | None = None,
         resolution_note: str = "",
+        legend_title: str = "",
     ) -> None:
         """``depth01`` colours the map; ``values`` (same shape) is what the readout shows;
-        ``legend`` is (value at the far end, value at the near end) for the colour bar;
-        ``resolution_note`` names a plate-resolution map ("edge 1920x1080") in the caption."""
+        ``legend`` gives the colour bar's values: (far end, near end) of a linear scale, or
+        values sampled evenly from the far end (colour 0) to the near end (colour 1);
+        ``legend_title`` says what they are (default ``label``); ``resolution_note`` names a
+        plate-resolution map ("edge 1920x1080") in the caption."""
         self._resolution_note = resolution_note
+        had_bar = self._bar_shown()
         self._depth01 = depth01
         self._depth_values = depth01 if values is None else values
         self._depth_label = label
-        self._legend = legend if depth01 is not None else None
+        self._legend = None
+        if depth01 is not None and legend is not None:
+            legend = np.asarray(legend, np.float64)
+            if legend.shape == (2,):
+                legend = np.linspace(legend[0], legend[1], LEGEND_SAMPLES)
+            self._legend = legend
+        self._legend_title = legend_title or label or "depth"
         self._render_depth()
+        if had_bar != self._bar_shown():
+            self._emit_zoom()  # the image area changed width
 
     def set_scene_depth(self, z: np.ndarray | None, units: str = "") -> None:
         """Depth ``Z`` in scene units (``[h,w]``, from an anchor fit) for the readout."""
@@ -130,21 +170,33 @@ class DepthViewer(QWidget):
         self.zoom = 1.0
         self.pan = QPointF(0.0, 0.0)
         self.update()
+        self._emit_zoom()
 
     @property
     def legend_labels(self) -> tuple[str, str] | None:
-        """The colour bar's (near, far) texts, or None when no bar is shown."""
+        """The colour bar's (near, far) end values as text, or None when no bar is shown."""
         if self._legend is None:
             return None
-        far, near = self._legend
-        return f"near {near:.4g}", f"far {far:.4g}"
+        return f"near {_end_text(self._legend[-1])}", f"far {_end_text(self._legend[0])}"
+
+    @property
+    def legend_ticks(self) -> list[tuple[float, str]]:
+        """The colour bar's ticks: (position 0 = far .. 1 = near, value as text)."""
+        return [] if self._legend is None else colour_bar_ticks(self._legend)
 
     @property
     def legend_note(self) -> str:
         """A line under the colour bar when the values need explaining."""
-        if self._legend is None or self._depth_label != "inverse":
+        if self._legend is None or self._legend_title != "inverse":
             return ""
-        return NEGATIVE_INVERSE_NOTE if min(self._legend) < 0 else ""
+        return NEGATIVE_INVERSE_NOTE if np.nanmin(self._legend) < 0 else ""
+
+    @property
+    def zoom_text(self) -> str:
+        """The zoom as the toolbar shows it: ``43 % (fit)``, ``100 %``."""
+        if self._plate_size() is None:
+            return ""
+        return f"{100 * self._scale():.0f} %" + (" (fit)" if self.zoom is None else "")
 
     def set_mode(self, mode: str) -> None:
         if mode not in VIEW_MODES:
@@ -153,6 +205,7 @@ class DepthViewer(QWidget):
             self.mode = mode
             self.mode_changed.emit(mode)
             self.update()
+            self._emit_zoom()  # side by side is twice as wide; depth views keep a bar
 
     def set_colormap(self, cmap: str) -> None:
         self.colormap = cmap
@@ -162,6 +215,15 @@ class DepthViewer(QWidget):
         self.zoom = None
         self.pan = QPointF(0.0, 0.0)
         self.update()
+        self._emit_zoom()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._emit_zoom()
+
+    def _emit_zoom(self) -> None:
+        if self._plate_size() is not None:
+            self.zoom_changed.emit(self._scale(), self.zoom is None)
 
     def _render_depth(self) -> None:
         self._depth_image = None
@@ -186,21 +248,41 @@ class DepthViewer(QWidget):
             return None
         return (size[0] * 2, size[1]) if self.mode == "side" else size
 
+    def _bar_shown(self) -> bool:
+        return self.mode != "rgb" and self._depth01 is not None and self._legend is not None
+
+    def colour_bar_width(self) -> int:
+        """Screen pixels kept at the right edge for the colour bar (0 without one): the
+        image is fitted beside it, never under it."""
+        if not self._bar_shown():
+            return 0
+        metrics = self.fontMetrics()
+        texts = [text for _, text in self.legend_ticks]
+        texts += [*self.legend_labels, self._legend_title]
+        text = max(metrics.horizontalAdvance(t) for t in texts)
+        return COLOUR_BAR_GAP + COLOUR_BAR_SIZE[0] + text + 26
+
+    def image_area(self) -> QRectF:
+        """The part of the widget images are fitted into (the colour bar is to its right)."""
+        return QRectF(0, 0, max(self.width() - self.colour_bar_width(), 1), self.height())
+
     def _scale(self) -> float:
         canvas = self._canvas_size()
         if canvas is None:
             return 1.0
         if self.zoom is not None:
             return self.zoom
-        return min(self.width() / canvas[0], self.height() / canvas[1])
+        area = self.image_area()
+        return min(area.width() / canvas[0], area.height() / canvas[1])
 
     def _canvas_rect(self) -> QRectF:
         """Where the whole canvas lands on screen."""
         canvas = self._canvas_size() or (1, 1)
         scale = self._scale()
         width, height = canvas[0] * scale, canvas[1] * scale
-        left = (self.width() - width) / 2 + self.pan.x()
-        top = (self.height() - height) / 2 + self.pan.y()
+        area = self.image_area()
+        left = (area.width() - width) / 2 + self.pan.x()
+        top = (area.height() - height) / 2 + self.pan.y()
         return QRectF(left, top, width, height)
 
     def image_position(self, point: QPointF) -> tuple[str, float, float] | None:
@@ -233,6 +315,8 @@ class DepthViewer(QWidget):
             return
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._scale() < 1)
         rect = self._canvas_rect()
+        painter.save()
+        painter.setClipRect(self.image_area())
         if self.mode == "side":
             half = rect.width() / 2
             left = QRectF(rect.left(), rect.top(), half, rect.height())
@@ -240,12 +324,21 @@ class DepthViewer(QWidget):
             self._draw_image(painter, self._rgb_image, left, "RGB")
             self._draw_image(painter, self._depth_image, right, self._depth_caption())
         elif self.mode == "wipe":
-            self._draw_image(
-                painter, self._depth_image, rect, self._depth_caption(), corner="right"
-            )
             split = rect.left() + self.wipe * rect.width()
+            depth_part = QRectF(split, rect.top(), rect.right() - split, rect.height())
+            self._draw_image(
+                painter,
+                self._depth_image,
+                rect,
+                self._depth_caption(),
+                corner="right",
+                text_rect=depth_part,
+            )
             painter.save()
-            painter.setClipRect(QRectF(rect.left(), rect.top(), split - rect.left(), rect.height()))
+            painter.setClipRect(
+                QRectF(rect.left(), rect.top(), split - rect.left(), rect.height()),
+                Qt.ClipOperation.IntersectClip,
+            )
             self._draw_image(painter, self._rgb_image, rect, "RGB")
             painter.restore()
             painter.setPen(QPen(QColor(255, 255, 255), 2))
@@ -258,7 +351,8 @@ class DepthViewer(QWidget):
             for target in self._image_rects(rect):
                 painter.drawImage(target, self._matte_image)
         self._draw_markers(painter, rect)
-        if self.mode != "rgb" and self._depth_image is not None:
+        painter.restore()
+        if self._bar_shown():
             self._draw_colour_bar(painter)
 
     def _image_rects(self, rect: QRectF) -> list[QRectF]:
@@ -305,40 +399,41 @@ class DepthViewer(QWidget):
                 best, best_d = marker, d
         return best
 
+    def colour_bar_rect(self) -> QRectF:
+        """Where the colour ramp itself is drawn (near at the top)."""
+        metrics = self.fontMetrics()
+        width, tallest = COLOUR_BAR_SIZE
+        top = 12 + 2 * metrics.height()
+        height = max(min(tallest, self.height() - top - 2 * metrics.height() - 12), 40)
+        left = self.width() - self.colour_bar_width() + COLOUR_BAR_GAP + 4
+        return QRectF(left, top, width, height)
+
     def _draw_colour_bar(self, painter: QPainter) -> None:
-        """The colour map with its end values, at the right edge; near is at the top."""
-        labels = self.legend_labels
-        if labels is None or self._bar_image is None:
+        """The colour map beside the image: what the values are, ticks at round values, and
+        which end is near."""
+        if self._bar_image is None:
             return
         metrics = painter.fontMetrics()
-        width, tallest = COLOUR_BAR_SIZE
-        height = max(min(tallest, self.height() - 4 * metrics.height()), 40)
-        text_width = max(metrics.horizontalAdvance(t) for t in labels)
-        bar = QRectF(self.width() - width - 12, 12 + metrics.height(), width, height)
-        panel = QRectF(
-            bar.left() - text_width - 14,
-            6,
-            text_width + width + 22,
-            height + 3 * metrics.height() + 14,
-        )
-        painter.fillRect(panel, QColor(0, 0, 0, 160))
+        bar = self.colour_bar_rect()
         painter.drawImage(bar, self._bar_image)
         painter.setPen(QColor(255, 255, 255))
-        painter.drawText(QPointF(panel.left() + 6, bar.top() + metrics.ascent() / 2), labels[0])
-        painter.drawText(QPointF(panel.left() + 6, bar.bottom() + metrics.ascent() / 2), labels[1])
-        caption = self._depth_label or "depth"
-        painter.drawText(
-            QRectF(
-                panel.left(), panel.bottom() - metrics.height() - 4, panel.width(), metrics.height()
-            ),
-            Qt.AlignmentFlag.AlignCenter,
-            caption,
-        )
+        left = bar.left() - 4
+        painter.drawText(QPointF(left, 8 + metrics.ascent()), self._legend_title)
+        near, far = self.legend_labels
+        painter.setPen(QColor(200, 200, 210))
+        painter.drawText(QPointF(left, bar.top() - 4 - metrics.descent()), near)
+        painter.drawText(QPointF(left, bar.bottom() + 4 + metrics.ascent()), far)
+        painter.setPen(QColor(255, 255, 255))
+        for position, text in self.legend_ticks:
+            y = bar.bottom() - position * bar.height()
+            painter.drawLine(QPointF(bar.right(), y), QPointF(bar.right() + 4, y))
+            painter.drawText(QPointF(bar.right() + 7, y + metrics.ascent() / 2 - 1), text)
         note = self.legend_note
         if note:
-            area = QRectF(12, self.height() - 3 * metrics.height() - 12, self.width() - 24, 0)
+            area = self.image_area()
+            wrap = QRectF(12, 0, area.width() - 24, 0)
             box = painter.boundingRect(
-                area, Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap, note
+                wrap, Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap, note
             ).adjusted(-6, -3, 6, 3)
             box.moveBottom(self.height() - 8)
             painter.fillRect(box, QColor(0, 0, 0, 170))
@@ -357,18 +452,25 @@ class DepthViewer(QWidget):
         target: QRectF,
         caption: str,
         corner: str = "left",
+        text_rect: QRectF | None = None,
     ) -> None:
+        """``image`` over ``target``; without one, a line saying why, centred in
+        ``text_rect`` (the part of ``target`` that shows, e.g. right of the wipe)."""
         if image is None:
             painter.fillRect(target, QColor(40, 40, 46))
-            text = "No depth yet: press Run" if caption != "RGB" else "No frame"
+            text = placeholder_text(caption)
             painter.setPen(QColor(200, 200, 210))
-            painter.drawText(target, Qt.AlignmentFlag.AlignCenter, text)
+            painter.drawText(
+                text_rect if text_rect is not None else target,
+                Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                text,
+            )
         else:
             painter.drawImage(target, image)
         self._draw_caption(painter, target, caption, corner)
 
     def _draw_caption(self, painter: QPainter, target: QRectF, caption: str, corner: str) -> None:
-        visible = target.intersected(QRectF(self.rect()))
+        visible = target.intersected(self.image_area())
         if visible.isEmpty():
             return
         font = QFont(self.font())
@@ -407,11 +509,13 @@ class DepthViewer(QWidget):
         anchor = (point - rect.topLeft()) / old  # canvas pixels under the cursor
         self.zoom = scale
         canvas = self._canvas_size() or (1, 1)
+        area = self.image_area()
         centred = QPointF(
-            (self.width() - canvas[0] * scale) / 2, (self.height() - canvas[1] * scale) / 2
+            (area.width() - canvas[0] * scale) / 2, (area.height() - canvas[1] * scale) / 2
         )
         self.pan = point - anchor * scale - centred
         self.update()
+        self._emit_zoom()
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
         self.reset_view()
@@ -432,6 +536,7 @@ class DepthViewer(QWidget):
         elif self._drag == "pan":
             if self.zoom is None:
                 self.zoom = self._scale()
+                self._emit_zoom()
             self.pan = self._pan_origin + (event.position() - self._drag_origin)
             self.update()
         self.hovered.emit(self.describe(event.position()))
@@ -488,6 +593,38 @@ class DepthViewer(QWidget):
         if marker is not None:
             parts.append(marker["text"])
         return "   ".join(parts)
+
+
+def placeholder_text(caption: str) -> str:
+    """What an empty image says: the depth before a run, or a frame that did not read."""
+    return "No frame" if caption == "RGB" else "No depth yet: press Run"
+
+
+def colour_bar_ticks(values: np.ndarray, count: int = COLOUR_BAR_TICKS) -> list[tuple[float, str]]:
+    """Ticks at round values for a bar whose ``values`` are sampled evenly from position 0
+    (far) to 1 (near); a scale that is not linear (depth, scene Z) places them by those
+    samples. Positions where the values are not finite (a fit that gives no depth there)
+    get no tick."""
+    positions = np.linspace(0.0, 1.0, len(values))
+    good = np.isfinite(values)
+    if good.sum() < 2:
+        return []
+    values, positions = values[good], positions[good]
+    low, high = float(values.min()), float(values.max())
+    if not high > low:
+        return [(float(positions.mean()), _end_text(low))]
+    raw = (high - low) / count
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    places = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if step / magnitude == 2.5 else 0)
+    ticks = np.arange(math.ceil(low / step), math.floor(high / step) + 1) * step
+    order = np.argsort(values)
+    found = np.interp(ticks, values[order], positions[order])
+    return [(float(p), f"{t + 0.0:.{places}f}") for p, t in zip(found, ticks, strict=True)]
+
+
+def _end_text(value: float) -> str:
+    return f"{value:.4g}" if np.isfinite(value) else "n/a"
 
 
 def matte_overlay(matte: np.ndarray) -> QImage:

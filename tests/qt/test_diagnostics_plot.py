@@ -141,3 +141,28 @@ def test_draws_and_clears(plot, screenshot_dir):
     plot.set_prediction(None)
     assert plot.outlier_frames == [] and plot.index_of(1001) is None
     assert plot.bars is None and not plot.scale_plot.listDataItems()
+
+
+def test_legend_and_threshold_name_stay_off_the_data(plot, screenshot_dir):
+    """The dilations' legend sat over the scale lines and "2x median: check" over the
+    residual bars."""
+    from qt_panel.diagnostics_plot import THRESHOLD_TEXT
+
+    # no legend item inside any plot: the legend is a line beside the summary
+    assert all(p.legend is None for p in plot.plots)
+    assert plot.legend_label.isVisible()
+    assert "d=1" in plot.legend_label.text() and "d=5" in plot.legend_label.text()
+    # the threshold's name is a tick label of the right axis, outside the data area
+    assert getattr(plot.threshold_line, "label", None) is None
+    right = plot.residual_plot.getAxis("right")
+    assert right.isVisible() and right._tickLevels == [[(OUTLIER_RATIO, THRESHOLD_TEXT)]]
+    # (layout geometry: an axis's bounding rect also spans its grid lines)
+    data, axis = plot.residual_plot.vb.geometry(), right.geometry()
+    assert axis.left() >= data.right() - 1
+    text_width = plot.fontMetrics().horizontalAdvance(THRESHOLD_TEXT)
+    assert right.width() >= text_width + 4  # the name shows whole
+    # the three time axes still line up
+    lefts = {round(p.vb.sceneBoundingRect().left()) for p in plot.plots}
+    rights = {round(p.vb.sceneBoundingRect().right()) for p in plot.plots}
+    assert len(lefts) == 1 and len(rights) == 1
+    plot.grab().save(str(screenshot_dir / "qt_panel_diagnostics.png"))

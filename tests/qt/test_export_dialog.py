@@ -28,7 +28,7 @@ def dialog(qtbot):
 
 
 def test_defaults_come_from_the_plate_and_the_output_settings(dialog):
-    assert dialog.pattern == "/shots/sh010/depth/depth.####.exr"
+    assert dialog.pattern == "/shots/sh010/plate_depth/depth.####.exr"
     assert dialog.frame_range() == (1001, 1012)
     output = dialog.output_config()
     assert (output.depth_mode, output.near, output.far, output.half) == ("depth", 2, 40, False)

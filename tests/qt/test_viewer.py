@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 
-from qt_panel.viewer import VIEW_MODES, DepthViewer
+from qt_panel.viewer import COLOUR_BAR_GAP, MARKER_RADIUS, VIEW_MODES, DepthViewer
 
 
 @pytest.fixture
@@ -107,15 +107,90 @@ def test_depth_views_have_a_colour_bar_with_values(qtbot, viewer, screenshot_dir
     # inverse values below 0 get a note that they are relative, not behind the camera
     assert "below 0" in viewer.legend_note
     image = viewer.grab().toImage()
-    # the bar: a vertical gray ramp at the right edge, bright (near) at the top
-    x = viewer.width() - 12 - 7
-    column = [image.pixelColor(x, y).value() for y in range(0, image.height())]
-    ramp = [v for v in column if 0 < v < 255]
-    assert max(column) > 230 and column.index(max(column)) < column.index(min(column[20:]))
-    assert len(set(ramp)) > 20
+    # the bar: a vertical gray ramp right of the image, bright (near) at the top
+    bar = viewer.colour_bar_rect()
+    x = int(bar.center().x())
+    column = [image.pixelColor(x, y).value() for y in range(int(bar.top()), int(bar.bottom()))]
+    assert column[1] > 230 and column[-2] < 25
+    assert len(set(column)) > 20
     viewer.grab().save(str(screenshot_dir / "viewer_colour_bar.png"))
 
     viewer.set_depth((values + 0.8) / 1.8, values + 1.0, "inverse", legend=(0.2, 2.0))
     assert viewer.legend_note == ""  # nothing to explain
     viewer.set_depth(None)
     assert viewer.legend_labels is None
+    assert viewer.colour_bar_width() == 0  # no bar: the image has the whole width
+
+
+def test_the_colour_bar_has_ticks_beside_the_image(qtbot, viewer):
+    """The bar used to say only "near 1 / far -1" and covered the depth's top-right corner
+    (and the anchor markers there)."""
+    viewer.resize(600, 300)
+    values = np.tile(np.linspace(-1.0, 1.0, 64, dtype=np.float32)[None, :], (32, 1))
+    viewer.set_depth((values + 1) / 2, values, "inverse", legend=(-1.0, 1.0))
+    viewer.set_markers([{"x": 99.0, "y": 0.5, "kind": "good", "text": "corner"}])
+    for mode in ("depth", "side", "wipe"):
+        viewer.set_mode(mode)
+        image = viewer._canvas_rect()
+        column = viewer.width() - viewer.colour_bar_width()  # the bar's texts start here
+        assert viewer.colour_bar_width() > 40
+        assert image.right() <= column + 0.5 and viewer.colour_bar_rect().left() > column, mode
+        for point, _marker in viewer.marker_points():
+            assert point.x() + MARKER_RADIUS + 1 < column + COLOUR_BAR_GAP, mode
+    ticks = viewer.legend_ticks
+    assert [text for _, text in ticks] == ["-1.0", "-0.5", "0.0", "0.5", "1.0"]
+    np.testing.assert_allclose([p for p, _ in ticks], [0, 0.25, 0.5, 0.75, 1], atol=1e-6)
+    viewer.set_mode("rgb")
+    assert viewer.colour_bar_width() == 0  # the plate alone has no bar
+
+
+def test_scene_depth_ticks_follow_the_non_linear_scale(qtbot, viewer):
+    """Anchored: the bar gives Z in scene units; 1/Z is linear in the colour, Z is not."""
+    inverse_z = np.linspace(1 / 40, 1 / 2, 257)  # far 40 m .. near 2 m
+    viewer.set_mode("depth")
+    depth = np.tile(np.linspace(0, 1, 64, dtype=np.float32)[None, :], (32, 1))
+    viewer.set_depth(depth, depth, "depth", legend=1 / inverse_z, legend_title="Z (m)")
+    assert viewer.legend_labels == ("near 2", "far 40")
+    ticks = dict((text, p) for p, text in viewer.legend_ticks)
+    assert set(ticks) == {"10", "20", "30", "40"}
+    # Z = 10 where 1/Z = 0.1: (0.1 - 1/40) / (1/2 - 1/40) of the way to near
+    assert ticks["10"] == pytest.approx((0.1 - 1 / 40) / (0.5 - 1 / 40), abs=2e-3)
+    assert ticks["40"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_wipe_without_depth_says_so_in_full(qtbot, viewer):
+    """The wipe cut "No depth yet: press Run" to "t: press Run": the text was centred on
+    the whole image and the plate's half was drawn over it."""
+    viewer.set_depth(None)
+    viewer.set_mode("wipe")
+    viewer.wipe = 0.5
+    rect = viewer._canvas_rect()
+    split = rect.left() + viewer.wipe * rect.width()
+    image = viewer.grab().toImage()
+    # the placeholder's text is light grey on the dark fill; it must be right of the wipe
+    # the line through the middle (the caption's white text is at the top)
+    line = viewer.fontMetrics().height()
+    middle = int(rect.center().y())
+    light = [
+        x
+        for x in range(int(split) + 3, int(rect.right()))
+        for y in range(middle - line, middle + line)
+        if image.pixelColor(x, y).value() > 150
+    ]
+    assert light, "no placeholder text right of the wipe"
+    text_width = viewer.fontMetrics().horizontalAdvance("No depth yet: press Run")
+    assert rect.right() - split >= text_width  # it fits there whole at this size
+    assert max(light) - min(light) >= 0.8 * text_width  # and is drawn whole, not cut
+
+
+def test_zoom_is_read_out(qtbot, viewer):
+    seen = []
+    viewer.zoom_changed.connect(lambda scale, fitted: seen.append((scale, fitted)))
+    viewer.reset_view()
+    assert viewer.zoom_text.endswith("% (fit)") and seen[-1][1] is True
+    viewer.set_one_to_one()
+    assert viewer.zoom_text == "100 %" and seen[-1] == (1.0, False)
+    viewer.zoom_at(QPointF(100, 100), 2.5)
+    assert viewer.zoom_text == "250 %"
+    viewer.zoom = 4.0  # set directly (scripts, tests): the readout follows too
+    assert viewer.zoom_text == "400 %" and seen[-1] == (4.0, False)
