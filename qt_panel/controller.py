@@ -30,6 +30,7 @@ from rollingdepth_core.output import convert_depth
 from rollingdepth_core.plate import IMAGE_EXTENSIONS, Plate, PlateInfo, open_plate
 from rollingdepth_core.progress import report
 from rollingdepth_core.protocol import DEFAULT_PRESET
+from rollingdepth_core.publish import ForeignFrames
 from rollingdepth_core.session import DepthPrediction, DepthSession
 from rollingdepth_core.upsample import upsample_depth
 
@@ -77,6 +78,9 @@ class PanelController(QObject):
     job_started = Signal(str)
     busy_changed = Signal(bool)
     export_finished = Signal(list)  # written paths
+    # the folder holds another run's frames: (what it holds, and the export to repeat with
+    # overwrite=True once the user agrees: pattern, output, frame_range, confidence)
+    replace_asked = Signal(str, tuple)
     job_ended = Signal(str, str, str)  # job, outcome (done|cancelled|failed), what happened
     color_changed = Signal(object, str)  # PlateColor (or None), what happened to the session
     cuts_changed = Signal(object)  # clip positions where a shot starts; None while detecting
@@ -546,8 +550,12 @@ class PanelController(QObject):
         output: OutputConfig,
         frame_range: tuple[int, int] | None,
         confidence: bool,
+        overwrite: bool = False,
     ) -> None:
-        """Write the current result as EXRs in the background."""
+        """Publish the current result as an EXR sequence in the background, as a run does
+        (staged, swapped in whole). A folder holding another run's frames is not touched:
+        `replace_asked` says what it holds, and the export runs again with ``overwrite``
+        once the user agrees."""
         if self.result is None or self._session is None:
             self.error.emit("Nothing to export", "Run the model first.", "")
             return
@@ -555,22 +563,27 @@ class PanelController(QObject):
 
         def job(progress):
             result = prediction
-            if confidence and result.alignment.confidence is None:
+            if confidence and result.confidence is None:
                 # the confidence map comes from the aligner: no model run
                 result = session.align(replace(result.config, confidence=True), progress)
-            return session.export(
-                result,
-                pattern,
-                output,
-                frame_range,
-                confidence=confidence,
-                checkpoint=request.checkpoint,
-                preset=request.preset,
-                progress=progress,
-                # with a fit, `depth` and `inverse` exports are in the anchors' scene units
-                anchor_fit=fit if output.depth_mode != "normalized" else None,
-                metric_range=metric,
-            )
+            try:
+                return session.export(
+                    result,
+                    pattern,
+                    output,
+                    frame_range,
+                    confidence=confidence,
+                    checkpoint=request.checkpoint,
+                    preset=request.preset,
+                    progress=progress,
+                    # with a fit, `depth` and `inverse` exports are in the anchors' scene units
+                    anchor_fit=fit if output.depth_mode != "normalized" else None,
+                    metric_range=metric,
+                    overwrite=overwrite,
+                    message=self.message.emit,
+                )
+            except ForeignFrames as exc:
+                return ("ask", str(exc), (pattern, output, frame_range, confidence))
 
         fit, metric = self.anchor_fit, self.anchor_metric
         self.worker.submit("export", job)
@@ -597,7 +610,14 @@ class PanelController(QObject):
             report(progress, "load", 1, 1)
             session = None
         if session is None:
-            session = DepthSession(pipeline, open_plate(source, input_colorspace=color))
+            # the plate's shots as `--cuts auto` finds them: each shot runs on its own
+            session = DepthSession(
+                pipeline,
+                open_plate(source, input_colorspace=color),
+                cuts="auto",
+                detect_res=request.config.processing_res,
+                min_shot_frames=request.config.min_shot_frames,
+            )
         with self._lock:
             if generation != self._generation:
                 raise Cancelled("another plate was opened")
@@ -654,6 +674,9 @@ class PanelController(QObject):
         if name in ("run", "align"):
             generation, request, mattes, prediction, depth_range = payload
             if generation == self._generation:
+                if self._session is not None and self.cuts != self._session.cuts:
+                    self.cuts = list(self._session.cuts)  # what the run used
+                    self.cuts_changed.emit(self.cuts)
                 self.result, self.result_request = prediction, request
                 self.result_holdout = mattes
                 self._depth_range = depth_range
@@ -669,6 +692,9 @@ class PanelController(QObject):
                     f"{JOB_VERBS[name]} in {self._elapsed():.1f} s \N{EM DASH} "
                     f"{prediction.depth.shape[0]} frames, {n_snippets} snippets",
                 )
+        elif name == "export" and isinstance(payload, tuple) and payload[0] == "ask":
+            self.job_ended.emit(name, "stopped", "export waits: the folder holds another run")
+            self.replace_asked.emit(payload[1], payload[2])
         elif name == "export":
             folder = Path(payload[0]).parent if payload else ""
             self.message.emit(f"exported {len(payload)} EXRs to {folder}")

@@ -14,7 +14,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from rollingdepth_core.session import DepthPrediction
+from rollingdepth_core.session import DepthPrediction, ShotAlignment
 
 PALETTE = ("#4e9af1", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#edc948", "#76b7b2")
 RESIDUAL_COLOR = "#a9a9b2"
@@ -190,28 +190,39 @@ class DiagnosticsPlot(QWidget):
             self._show_empty()
             return
         alignment = prediction.alignment
-        n = len(alignment.frame_residuals)
+        parts = prediction.shots or [ShotAlignment(None, alignment, prediction.dilations,
+                                                   prediction.indices)]  # fmt: skip
+        n = sum(len(part.alignment.frame_residuals) for part in parts)
         numbers = np.asarray(frame_numbers if frame_numbers else range(n), dtype=np.float64)
         self._numbers = numbers
-        seen: dict[int, int] = {}
-        for i, (dilation, idx, scales, shifts) in enumerate(
-            zip(
-                prediction.dilations,
-                prediction.indices,
-                alignment.scales,
-                alignment.shifts,
-                strict=True,
-            )
-        ):
-            seen[dilation] = seen.get(dilation, 0) + 1
-            label = f"d={dilation}" + (f" #{seen[dilation]}" if seen[dilation] > 1 else "")
-            # a snippet sits at the mean of its frames, placed in the plate's numbering
-            centres = np.interp(idx.mean(axis=1), np.arange(n), numbers)
-            scales, shifts = np.asarray(scales, float), np.asarray(shifts, float)
-            self._series.append((label, centres, scales, shifts))
-            pen = pg.mkPen(PALETTE[i % len(PALETTE)], width=1.5)
-            self.scale_plot.plot(centres, scales, pen=pen, name=label)
-            self.shift_plot.plot(centres, shifts, pen=pen)
+        start = 0
+        for part in parts:
+            # each shot's snippets over its own frames; one colour per dilation entry
+            count = len(part.alignment.frame_residuals)
+            shot_numbers = numbers[start : start + count]
+            seen: dict[int, int] = {}
+            for i, (dilation, idx, scales, shifts) in enumerate(
+                zip(part.dilations, part.indices, part.alignment.scales, part.alignment.shifts,
+                    strict=True)
+            ):  # fmt: skip
+                seen[dilation] = seen.get(dilation, 0) + 1
+                label = f"d={dilation}" + (f" #{seen[dilation]}" if seen[dilation] > 1 else "")
+                # a snippet sits at the mean of its frames, placed in the plate's numbering
+                centres = np.interp(idx.mean(axis=1), np.arange(count), shot_numbers)
+                scales, shifts = np.asarray(scales, float), np.asarray(shifts, float)
+                pen = pg.mkPen(PALETTE[i % len(PALETTE)], width=1.5)
+                known = [entry for entry in self._series if entry[0] == label]
+                if known:  # a later shot: the same line, continued
+                    entry = known[0]
+                    self._series[self._series.index(entry)] = (
+                        label, np.concatenate([entry[1], centres]),
+                        np.concatenate([entry[2], scales]), np.concatenate([entry[3], shifts]),
+                    )  # fmt: skip
+                else:
+                    self._series.append((label, centres, scales, shifts))
+                self.scale_plot.plot(centres, scales, pen=pen, name=label)
+                self.shift_plot.plot(centres, shifts, pen=pen)
+            start += count
         self.legend_label.setText(
             "&nbsp;&nbsp;".join(
                 f'<span style="color:{PALETTE[i % len(PALETTE)]}">\N{BOX DRAWINGS HEAVY HORIZONTAL}'
@@ -220,7 +231,9 @@ class DiagnosticsPlot(QWidget):
             )
         )
 
-        self._residuals = np.asarray(alignment.frame_residuals, dtype=np.float64)
+        self._residuals = np.concatenate(
+            [np.asarray(part.alignment.frame_residuals, dtype=np.float64) for part in parts]
+        )
         median = float(np.median(self._residuals))
         self._relative = self._residuals / median if median > 0 else np.ones(n)
         self._outliers = flag_outliers(self._residuals)

@@ -269,6 +269,7 @@ class MainWindow(QMainWindow):
         c.progress.connect(self.job_progress)
         c.busy_changed.connect(self.busy_changed)
         c.export_finished.connect(self._export_finished)
+        c.replace_asked.connect(self.ask_replace)
         c.worker.failed.connect(self._export_stopped)
         c.worker.cancelled.connect(self._export_stopped)
 
@@ -450,6 +451,32 @@ class MainWindow(QMainWindow):
     def _export_requested(self, pattern, output, frame_range, confidence) -> None:
         self.export_pattern = pattern
         self.controller.export(pattern, output, frame_range, confidence)
+
+    def ask_replace(self, holds: str, export: tuple) -> QMessageBox:
+        """The export folder holds another run's frames: ask before replacing them (the new
+        sequence then takes the folder's whole; nothing is mixed). Non-blocking; the box is
+        kept in `replace_box` for tests."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Replace the frames in this folder?",
+            in_panel_words(holds.split("; pass `--overwrite`")[0]) + ".\n\nReplace that "
+            "sequence with this export? It is swapped in whole once every frame is written.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.button(QMessageBox.StandardButton.Yes).setText("Replace")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+
+        def answered(button) -> None:
+            if box.standardButton(button) == QMessageBox.StandardButton.Yes:
+                self.controller.export(*export, overwrite=True)
+            elif self.export_dialog is not None:
+                self.export_dialog.export_stopped("not exported: the folder was left as it was")
+
+        box.buttonClicked.connect(answered)
+        self.replace_box = box
+        box.open()
+        return box
 
     def _export_finished(self, paths: list) -> None:
         if self.export_dialog is not None:

@@ -60,6 +60,10 @@ MANIFEST_SUFFIX = "_run.json"
 JOURNAL = "swap.json"
 
 
+class ForeignFrames(OutputError):
+    """The folder holds another run's frames of the sequence; ``overwrite`` replaces them."""
+
+
 def run_identity(source: str, frame_numbers: Sequence[int], settings: Mapping[str, object]) -> str:
     """The run id: the same plate, frames and settings give the same id on every machine."""
     blob = json.dumps(
@@ -449,7 +453,7 @@ class Publisher:
                     "own depth scale, so ranges are not mixed in one sequence; to split a plate "
                     "over a farm use `rollingdepth infer --chunk K/N` and `finalize`)"
                 )
-            raise OutputError(
+            raise ForeignFrames(
                 f"{self.folder} holds {len(foreign)} {self.name}.*.exr frames "
                 f"({frame_ranges(foreign)}) of {_describe_run(manifest)}{partial}; pass "
                 "`--overwrite` to replace that sequence with this run's (swapped in whole once "

@@ -62,10 +62,24 @@ class DepthPrediction:
     processing_size: tuple[int, int]  # (H, W)
     config: InferenceConfig
     timings: dict[str, float] = field(default_factory=dict)
-    # per shot (one for a plate without cuts): the shot and its alignment; the fields above
-    # that are not per frame (alignment, dilations, indices, snippets) are the first shot's
-    shots: list[tuple[Shot, AlignmentResult]] = field(default_factory=list)
+    # per shot (one for a plate without cuts); the fields above that are not per frame
+    # (alignment, dilations, indices, snippets) are the first shot's
+    shots: list[ShotAlignment] = field(default_factory=list)
     confidence: np.ndarray | None = None  # [N,H,W] agreement of the snippets, when aligned so
+
+
+@dataclass
+class ShotAlignment:
+    """One shot's part of a prediction: its alignment and snippets' frames (clip positions
+    within the shot)."""
+
+    shot: Shot
+    alignment: AlignmentResult
+    dilations: list[int]
+    indices: list[np.ndarray]
+
+    def __iter__(self):  # unpacks as (shot, alignment)
+        return iter((self.shot, self.alignment))
 
 
 @dataclass
@@ -281,7 +295,9 @@ class DepthSession:
             depths.append(depth)
             aligneds.append(aligned)
             confidences.append(alignment.confidence)
-            alignments.append((state.shot, alignment))
+            shot_plan = self.plan(config, state)
+            alignments.append(ShotAlignment(state.shot, alignment, shot_plan.dilations,
+                                            shot_plan.indices))  # fmt: skip
         first = self._shots[0]
         plan = self.plan(config, first)
         single = len(self._shots) == 1
@@ -291,7 +307,7 @@ class DepthSession:
         return DepthPrediction(
             depth=depths[0] if single else np.concatenate(depths),
             aligned=aligneds[0] if single else np.concatenate(aligneds),
-            alignment=alignments[0][1],
+            alignment=alignments[0].alignment,
             dilations=plan.dilations,
             indices=plan.indices,
             snippets=self._snippets(plan, config, first),
