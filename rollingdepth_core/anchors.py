@@ -54,7 +54,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,68 +103,90 @@ class Anchors:
 
 
 def load_anchors(path: str | Path) -> Anchors:
-    """Read an anchors CSV or JSON file (by suffix; JSON if the text starts with ``[``/``{``)."""
+    """Read an anchors CSV or JSON file (by suffix; JSON if the text starts with ``[``/``{``).
+
+    A CSV is streamed line by line into typed arrays, so a tracker's export of a million
+    points takes tens of MB, not GBs."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        handle = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed below)
     except OSError as exc:
         raise AnchorFileError(f"cannot read anchors file {str(path)!r}: {exc.strerror}") from exc
-    is_json = path.suffix.lower() == ".json" or text.lstrip()[:1] in ("[", "{")
-    rows, units = _json_rows(text, path) if is_json else _csv_rows(text, path)
-    if not rows:
+    units: list[str] = []
+    frame, x, y = array("q"), array("d"), array("d")
+    depth, weight, track = array("d"), array("d"), []
+    tracks: dict[str, str] = {}  # one string per track name, however many points it has
+    with handle:
+        try:
+            head = handle.read(4096)
+            handle.seek(0)
+            is_json = path.suffix.lower() == ".json" or head.lstrip()[:1] in ("[", "{")
+            if is_json:
+                rows, text_units = _json_rows(handle.read(), path)
+                units.append(text_units)
+            else:
+                rows = _csv_rows(handle, path, units)
+            for where, row in rows:
+                frame.append(_frame_number(row["frame"], where))
+                x.append(_number(row, "x", where))
+                y.append(_number(row, "y", where))
+                z = _number(row, "depth", where)
+                if not z > 0:
+                    raise AnchorFileError(f"{where}: `depth` is {z:g}; it must be > 0")
+                depth.append(z)
+                given = row.get("weight", "")
+                w = _number(row, "weight", where) if given not in ("", None) else 1.0
+                if not w > 0:
+                    raise AnchorFileError(f"{where}: `weight` is {w:g}; it must be > 0")
+                weight.append(w)
+                name = str(row.get("track") or "")
+                track.append(tracks.setdefault(name, name))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AnchorFileError(f"cannot read anchors file {str(path)!r}: {exc}") from exc
+    if not frame:
         raise AnchorFileError(f"anchors file {path.name}: no anchors in it")
-    frame, x, y, depth, weight, track = [], [], [], [], [], []
-    for where, row in rows:
-        frame.append(_frame_number(row["frame"], where))
-        x.append(_number(row, "x", where))
-        y.append(_number(row, "y", where))
-        z = _number(row, "depth", where)
-        if not z > 0:
-            raise AnchorFileError(f"{where}: `depth` is {z:g}; it must be > 0")
-        depth.append(z)
-        w = _number(row, "weight", where) if row.get("weight", "") not in ("", None) else 1.0
-        if not w > 0:
-            raise AnchorFileError(f"{where}: `weight` is {w:g}; it must be > 0")
-        weight.append(w)
-        track.append(str(row.get("track") or ""))
     return Anchors(
-        frame=np.asarray(frame, np.int64),
-        x=np.asarray(x, np.float64),
-        y=np.asarray(y, np.float64),
-        depth=np.asarray(depth, np.float64),
-        weight=np.asarray(weight, np.float64),
+        frame=np.frombuffer(frame, np.int64).copy(),
+        x=np.frombuffer(x, np.float64).copy(),
+        y=np.frombuffer(y, np.float64).copy(),
+        depth=np.frombuffer(depth, np.float64).copy(),
+        weight=np.frombuffer(weight, np.float64).copy(),
         track=tuple(track),
-        units=units or "scene units",
+        units=next((u for u in reversed(units) if u), "") or "scene units",
         source=str(path),
     )
 
 
-def _csv_rows(text: str, path: Path) -> tuple[list[tuple[str, dict]], str]:
-    units = ""
-    lines = []
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            key, _, value = stripped[1:].partition(":")
-            if key.strip().lower() == "units" and value.strip():
-                units = value.strip()
-        elif stripped:
-            lines.append((number, line))
-    if not lines:
+def _csv_rows(lines, path: Path, units: list[str]) -> Iterator[tuple[str, dict]]:
+    """The data rows of a CSV streamed from ``lines``; ``# units: m`` comments go to
+    ``units``."""
+
+    def content():
+        for number, line in enumerate(lines, 1):
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                key, _, value = stripped[1:].partition(":")
+                if key.strip().lower() == "units" and value.strip():
+                    units.append(value.strip())
+            elif stripped:
+                yield number, line
+
+    numbered = content()
+    first = next(numbered, None)
+    if first is None:
         raise AnchorFileError(
             f"anchors file {path.name}: empty (expected the header frame,x,y,depth)"
         )
-    reader = csv.reader([line for _, line in lines])
-    header = [h.strip().lower() for h in next(reader)]
+    header = [h.strip().lower() for h in next(csv.reader([first[1]]))]
     _check_delimiter(header, path)
     _check_columns(header, f"anchors file {path.name}, header")
-    rows = []
-    for (number, _), values in zip(lines[1:], reader, strict=True):
+    width = len(header)
+    for number, line in numbered:
+        values = next(csv.reader([line]))
         where = f"{path.name} line {number}"
-        if len(values) != len(header):
-            raise AnchorFileError(f"{where}: {len(values)} values for {len(header)} columns")
-        rows.append((where, dict(zip(header, (v.strip() for v in values), strict=True))))
-    return rows, units
+        if len(values) != width:
+            raise AnchorFileError(f"{where}: {len(values)} values for {width} columns")
+        yield where, dict(zip(header, (v.strip() for v in values), strict=True))
 
 
 def _check_delimiter(header: list[str], path: Path) -> None:

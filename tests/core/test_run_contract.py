@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import OpenImageIO as oiio
 import pytest
 
 from rollingdepth_core.exr import read_exr
@@ -216,3 +217,156 @@ def test_another_frame_range_is_refused_then_replaces_the_sequence_saying_so(far
     assert "removed 12 frames of the earlier sequence that the new one does not have " \
            "(1001-1010, 1023-1024)" in replaced.stderr  # fmt: skip
     assert sorted(depth_state(out)) == [f"depth.{n}.exr" for n in range(1011, 1023)]
+
+
+# ------------------------------------------------------------------ refused before the model
+def refused_before_snippets(capsys, argv: list) -> str:
+    """Run the CLI in this process with JSON progress: it must fail with one error event and
+    never reach the model (no `load`, no `snippets`). Returns the error message."""
+    from rollingdepth_core.cli import main
+
+    assert main([str(a) for a in argv] + ["--progress", "json"]) == 1
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    stages = {e.get("stage") for e in events}
+    assert not stages & {"load", "snippets", "encode", "scan"}, stages
+    (error,) = [e for e in events if e.get("event") == "error"]
+    return error["message"]
+
+
+@pytest.fixture(scope="module")
+def small_plate(tmp_path_factory):
+    return make_image_sequence(tmp_path_factory.mktemp("small"), 8, height=48, width=64)
+
+
+def anchors_file(path: Path, rows: list[tuple]) -> Path:
+    path.write_text("frame,x,y,depth\n" + "".join(f"{f},{x},{y},{z}\n" for f, x, y, z in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rows", "needle"),
+    [
+        ([(1001, 500, 10, 2.0), (1002, -3, 10, 4.0)], "none of its 2 anchors can be used"),
+        ([(2001, 5, 10, 2.0), (2002, 6, 10, 4.0)], "on frames not processed"),
+        ([(1001, 5, 10, 2.0)], "1 usable anchor(s)"),
+        ([(1001, 5, 10, 3.0), (1002, 30, 20, 3.0), (1003, 9, 9, 3.0)], "all at one depth"),
+    ],
+    ids=["outside", "unprocessed", "single", "one-depth"],
+)
+def test_anchors_that_cannot_fit_are_refused_before_the_model(
+    capsys, tmp_path, small_plate, tiny_checkpoint, rows, needle
+):
+    anchors = anchors_file(tmp_path / "a.csv", rows)
+    message = refused_before_snippets(capsys, ["run", small_plate, "-o", tmp_path / "out",
+        "--checkpoint", tiny_checkpoint, *FAST, "--anchors", anchors, "--depth-mode", "depth"])  # fmt: skip
+    assert needle in message and "`--anchors` a.csv" in message
+
+
+def test_each_shot_needs_its_anchors(capsys, tmp_path, small_plate, tiny_checkpoint):
+    anchors = anchors_file(tmp_path / "a.csv", [(1001, 5, 10, 2.0), (1002, 30, 20, 5.0)])
+    message = refused_before_snippets(capsys, ["run", small_plate, "-o", tmp_path / "out",
+        "--checkpoint", tiny_checkpoint, *FAST, "--anchors", anchors, "--cuts", "1005"])  # fmt: skip
+    assert "0 usable anchor(s) in shot 1 (frames 1005-1008)" in message
+
+
+def write_matte(path: Path, width: int, height: int, value: float = 0.0) -> None:
+    out = oiio.ImageOutput.create(str(path))
+    assert out.open(str(path), oiio.ImageSpec(width, height, 1, "uint8"))
+    assert out.write_image(np.full((height, width, 1), int(value * 255), np.uint8))
+    out.close()
+
+
+def test_a_matte_whose_later_frame_has_another_aspect_is_refused(
+    capsys, tmp_path, small_plate, tiny_checkpoint
+):
+    for n in range(1001, 1009):
+        write_matte(tmp_path / f"m.{n}.png", *((64, 48) if n != 1006 else (64, 64)))
+    message = refused_before_snippets(capsys, ["run", small_plate, "-o", tmp_path / "out",
+        "--checkpoint", tiny_checkpoint, *FAST, "--holdout", tmp_path / "m.####.png"])  # fmt: skip
+    assert "aspects differ" in message and "frame 1006" in message
+
+
+def test_a_corrupt_matte_frame_is_refused(capsys, tmp_path, small_plate, tiny_checkpoint):
+    for n in range(1001, 1009):
+        write_matte(tmp_path / f"m.{n}.png", 64, 48)
+    (tmp_path / "m.1007.png").write_bytes(b"\x89PNG\r\n\x1a\n but not a PNG")
+    message = refused_before_snippets(capsys, ["run", small_plate, "-o", tmp_path / "out",
+        "--checkpoint", tiny_checkpoint, *FAST, "--holdout", tmp_path / "m.####.png"])  # fmt: skip
+    assert "m.1007.png" in message and "frame 1007" in message
+
+
+def test_a_movie_matte_on_a_sequence_plate_is_refused(
+    capsys, tmp_path, small_plate, tiny_checkpoint
+):
+    from rollingdepth_core.sample import write_sample_video
+
+    matte = write_sample_video(tmp_path / "matte.mp4", n_frames=8, height=48, width=64)
+    message = refused_before_snippets(capsys, ["run", small_plate, "-o", tmp_path / "out",
+        "--checkpoint", tiny_checkpoint, *FAST, "--holdout", matte])  # fmt: skip
+    assert "the movie has 8 frames (0-7)" in message and "1008" in message
+
+
+def test_a_huge_anchors_file_is_read_in_bounded_memory(tmp_path):
+    """1e6 anchors (a 23 MB CSV): loading them must not take GiBs (it took 6.5 GiB)."""
+    path = tmp_path / "many.csv"
+    with open(path, "w") as handle:
+        handle.write("frame,x,y,depth,weight,track\n")
+        for k in range(1_000_000):
+            handle.write(
+                f"{1001 + k % 100},{k % 640}.5,{k % 480}.25,{1 + k % 97 * 0.1:.3f},1,t{k % 50}\n"
+            )
+    code = (
+        "import resource, sys\n"
+        "from rollingdepth_core.anchors import load_anchors\n"
+        f"a = load_anchors({str(path)!r})\n"
+        "assert len(a) == 1_000_000, len(a)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0, done.stderr
+    peak_mib = int(done.stdout.strip()) / 1024
+    assert peak_mib < 900, f"loading 1e6 anchors peaked at {peak_mib:.0f} MiB"
+
+
+def test_half_overflow_is_refused_before_any_frame_and_provenance_is_recorded(
+    tmp_path, small_plate, tiny_checkpoint
+):
+    # the plate at its own size (--res 64 of a 64x48 plate): anchor pixels are depth pixels
+    ref = tmp_path / "ref"
+    done = run_cli("run", small_plate, "-o", ref, "--checkpoint", tiny_checkpoint, *FAST)
+    assert done.returncode == 0, done.stderr
+    rows = []
+    for n in range(1001, 1009):
+        d = read_exr(ref / f"depth.{n}.exr")[0]["Z"]
+        for i, j in ((5, 5), (40, 30), (60, 10), (20, 40)):
+            rows.append((n, i + 0.5, j + 0.5, repr(1.0 / (1e-6 * float(d[j, i]) + 2e-6))))
+    anchors = anchors_file(tmp_path / "far.csv", rows)
+    for n in range(1001, 1009):
+        write_matte(tmp_path / f"m.{n}.png", 64, 48)
+    args = ["run", small_plate, "--checkpoint", tiny_checkpoint, *FAST, "--anchors", anchors,
+            "--depth-mode", "depth", "--holdout", tmp_path / "m.####.png"]  # fmt: skip
+    half = run_cli(*args, "-o", tmp_path / "half", "--half")
+    assert half.returncode == 1
+    assert "beyond the half range (65504)" in half.stderr and "drop `--half`" in half.stderr
+    assert list((tmp_path / "half").glob("*.exr")) == []
+    assert not (tmp_path / "half" / ".depth.staging").exists()
+
+    full = run_cli(*args, "-o", tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+    channels, header = read_exr(tmp_path / "full" / "depth.1001.exr")
+    assert channels["Z"].min() > 65504  # the values the half run could not hold
+    assert header["rollingdepth/holdout"] == str(tmp_path / "m.####.png")
+    assert len(header["rollingdepth/holdout.sha256"]) == 16
+    assert header["rollingdepth/anchors.file"] == str(anchors)
+    assert header["rollingdepth/anchors.count"] == len(rows)
+    assert header["rollingdepth/cuts"] == "none"
+    assert "rollingdepth/ocio.view" not in header  # an sRGB plate: no view transform ran
+    used = json.loads((tmp_path / "full" / "depth_run.json").read_text())["used"]
+    assert used["holdout"]["sha256"] == header["rollingdepth/holdout.sha256"]
+    assert used["anchors"]["count"] == len(rows) and used["cuts"]["starts"] == []
+    # another matte content is another run: its hash differs
+    write_matte(tmp_path / "m.1004.png", 64, 48, value=0.5)
+    again = run_cli(*args, "-o", tmp_path / "full2")
+    assert again.returncode == 0, again.stderr
+    other = read_exr(tmp_path / "full2" / "depth.1001.exr")[1]["rollingdepth/holdout.sha256"]
+    assert other != header["rollingdepth/holdout.sha256"]
