@@ -257,10 +257,10 @@ def test_edit_cuts_equal_the_shot_boundaries(edited_plate, tmp_path, suffix):
     otio.adapters.write_to_file(plate_edit(edited_plate.as_uri(), "00:59:59;20", NTSC), str(edit))
     info = open_plate(edited_plate).info
     assert read_edit_cuts(str(edit), info.frame_numbers, info) == [12, 22]
-    assert parse_cuts(str(edit), info.frame_numbers, info) == [12, 22]
+    assert parse_cuts(str(edit), info.frame_numbers, plate=info) == [12, 22]
     # a trimmed plate: the cut at 22 is position 22 - 5 of the frames 5..35
     trimmed = open_plate(edited_plate, frames="5-35").info
-    assert parse_cuts(str(edit), trimmed.frame_numbers, trimmed) == [7, 17]
+    assert parse_cuts(str(edit), trimmed.frame_numbers, plate=trimmed) == [7, 17]
 
 
 def test_edit_of_another_range_is_refused(edited_plate, tmp_path):
@@ -268,16 +268,16 @@ def test_edit_of_another_range_is_refused(edited_plate, tmp_path):
     otio.adapters.write_to_file(plate_edit("file:///x.mov", "02:00:00;00", NTSC), str(edit))
     info = open_plate(edited_plate).info
     with pytest.raises(ConfigError, match=r"no clip of the edit .* references this plate") as e:
-        parse_cuts(str(edit), info.frame_numbers, info)
+        parse_cuts(str(edit), info.frame_numbers, plate=info)
     message = str(e.value)
     assert "\n" not in message and "02:00:00;00-02:00:00;11" in message
     # 36 frames; 01:00:00 is a tenth minute, where drop-frame skips no number
     assert "the plate's 00:59:59;20-01:00:00;25" in message
     with pytest.raises(ConfigError, match="no such edit file"):
-        parse_cuts(str(tmp_path / "missing.edl"), info.frame_numbers, info)
+        parse_cuts(str(tmp_path / "missing.edl"), info.frame_numbers, plate=info)
     (tmp_path / "broken.xml").write_text("<xmeml><nope")
     with pytest.raises(ConfigError, match=r"cannot read the edit .*broken\.xml"):
-        parse_cuts(str(tmp_path / "broken.xml"), info.frame_numbers, info)
+        parse_cuts(str(tmp_path / "broken.xml"), info.frame_numbers, plate=info)
 
 
 def test_edit_by_frame_range_for_a_plate_without_timecode(tmp_path):
@@ -288,7 +288,7 @@ def test_edit_by_frame_range_for_a_plate_without_timecode(tmp_path):
     edit = tmp_path / "edit.otio"
     # source frame 1001 at 24 fps is 00:00:41:17
     otio.adapters.write_to_file(plate_edit("file:///seq", "00:00:41:17", Fraction(24)), str(edit))
-    assert parse_cuts(str(edit), info.frame_numbers, info) == [12, 22]
+    assert parse_cuts(str(edit), info.frame_numbers, plate=info) == [12, 22]
 
 
 @pytest.mark.slow
