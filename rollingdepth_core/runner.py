@@ -238,7 +238,7 @@ def run_plate(
 
         store = DiskStore(cache_dir, model_fingerprint(located))
     runner = (
-        RayExecutor(checkpoint, str(torch_device), ray_address)
+        RayExecutor(checkpoint, str(torch_device), ray_address, message)
         if executor == "ray"
         else LocalExecutor()
     )
