@@ -152,3 +152,81 @@ def test_a_damaged_block_is_caught_moved_aside_and_recomputed(
     assert run("infer", small, "--cache", cache) == 0
     assert run("finalize", small, "-o", tmp_path / "two", "--cache", cache) == 0
     assert_same_exrs(sorted((tmp_path / "one").glob("depth.*.exr")), tmp_path / "two")
+
+
+# ------------------------------------------------------------------------------ the job list
+FARM_LOOP = r"""
+set -eu
+pids=""
+final=""
+while IFS= read -r cmd; do
+    case "$cmd" in "#"*|"") continue ;; esac
+    case "$cmd" in *" finalize "*) final="$cmd"; continue ;; esac
+    bash -c "$cmd" > /dev/null 2>&1 &   # every infer job at once, on whatever is free
+    pids="$pids $!"
+done < "$1"
+for pid in $pids; do wait "$pid"; done  # the dependency: finalize after every infer job
+bash -c "$final" > /dev/null 2>&1
+"""
+
+
+def test_job_list_run_by_a_shell_loop_equals_one_run(
+    plate,  # noqa: F811
+    local,  # noqa: F811
+    tmp_path,
+    tiny_checkpoint,
+):
+    import json
+    import shlex
+    import subprocess
+    import sys
+
+    from .test_farm_ray import ENV
+
+    program = f"{shlex.quote(sys.executable)} -m rollingdepth_core.cli"
+    args = ["jobs", plate, "-o", tmp_path / "out", "--cache", tmp_path / "cache", "--chunks", "3"]
+    args += ["--checkpoint", tiny_checkpoint, *FAST, "--program", program]
+    jobs_cmd = [sys.executable, "-m", "rollingdepth_core.cli", *map(str, args)]
+    script = subprocess.run(jobs_cmd, env=ENV, capture_output=True, text=True, check=True).stdout
+    subprocess.run(
+        [*jobs_cmd, "--json", tmp_path / "jobs.json"], env=ENV, capture_output=True, check=True
+    )
+    listed = json.loads((tmp_path / "jobs.json").read_text())
+    commands = [line for line in script.splitlines() if not line.startswith("#")]
+    assert commands == [shlex.join(job["command"]) for job in listed["jobs"]]
+    assert [job["name"] for job in listed["jobs"]] == ["infer-1", "infer-2", "infer-3", "finalize"]
+    assert listed["jobs"][-1]["depends_on"] == ["infer-1", "infer-2", "infer-3"]
+
+    (tmp_path / "jobs.sh").write_text(script)
+    loop = subprocess.run(
+        ["bash", "-c", FARM_LOOP, "farm", tmp_path / "jobs.sh"], env=ENV, timeout=600
+    )
+    assert loop.returncode == 0
+    assert_same_exrs(local, tmp_path / "out")
+
+
+def test_job_list_routes_each_flag_to_the_commands_that_take_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["jobs", "plate.####.exr", "-o", "out", "--cache", "shared/cache", "--chunks", "2"]
+    args += ["--executor", "ray", "--ray-address", "head:6379", "--overwrite", "--anchors"]
+    args += ["pts.csv", "--no-cap-dilation", "--dilations", "1", "10", "--checkpoint", "org/x"]
+    assert main(args + ["--json", "jobs.json"]) == 0
+    import json
+
+    jobs = json.loads((tmp_path / "jobs.json").read_text())["jobs"]
+    infer, final = jobs[0]["command"], jobs[-1]["command"]
+    assert infer[:3] == ["rollingdepth", "infer", str(tmp_path / "plate.####.exr")]
+    assert infer[-2:] == ["--chunk", "1/2"] and jobs[1]["command"][-1] == "2/2"
+    assert {"--executor", "--ray-address", "--no-cap-dilation"} <= set(infer)
+    assert not {"--overwrite", "--anchors", "--output"} & set(infer)
+    assert "--chunk" not in final
+    assert {"--overwrite", "--anchors", "--output", "--no-cap-dilation"} <= set(final)
+    assert "--overwrite" not in infer and "--executor" not in final
+    assert final[final.index("--cache") + 1] == str(tmp_path / "shared/cache")
+    assert final[final.index("--anchors") + 1] == str(tmp_path / "pts.csv")
+    assert final[final.index("--checkpoint") + 1] == "org/x"  # a hub id stays as it is
+    assert final[final.index("--dilations") + 1 : final.index("--dilations") + 3] == ["1", "10"]
+
+    capsys.readouterr()
+    assert main(["jobs", "p.mp4", "-o", "o", "--cache", "c", "--chunks", "0"]) == 1
+    assert capsys.readouterr().err == "rollingdepth: error: `--chunks` must be at least 1; got 0\n"
