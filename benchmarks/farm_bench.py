@@ -69,6 +69,7 @@ def measure(root: Path, opts: argparse.Namespace) -> None:
     checkpoint = make_random_checkpoint(root / "tiny", size="tiny")
     plate = write_sample_video(root / "plate.mp4", n_frames=opts.frames, height=48, width=80)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": opts.threads}
+    env["RAY_AUTH_MODE"] = "disabled"  # as the cluster of tests/core/ray_cluster.py runs
     common = ["--checkpoint", checkpoint, *FAST]
 
     local_s, local = run(["run", plate, "-o", root / "local", "--cache", root / "c1", *common], env)

@@ -96,11 +96,14 @@ class RayCluster:
         self.object_store_bytes = object_store_bytes
         # short: Ray's unix socket paths must fit in 107 bytes
         self.root = Path(tempfile.mkdtemp(prefix="rdray-", dir="/tmp"))
-        # a HOME of its own: Ray reads ~/.ray (an auth token another user of the machine made)
+        # Ray turns token authentication on when ~/.ray/auth_token exists (another user of the
+        # machine may have made one) and an in-process ray.init() sets RAY_AUTH_MODE=token in
+        # this process's environment: a cluster on 127.0.0.1 for tests runs without, explicitly
         self.env = {
             **os.environ,
             **(env or {}),
             "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "disabled",
             "HOME": str(self.root),
         }
         self.head: RayNode | None = None

@@ -33,6 +33,7 @@ ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     "OMP_NUM_THREADS": DRIVER_THREADS,
+    "RAY_AUTH_MODE": "disabled",  # as the test clusters run (tests/core/ray_cluster.py)
 }
 
 
