@@ -86,7 +86,7 @@ def killed_at_half(args: list[str]) -> int:
 
 
 def cached_snippets(cache: Path) -> int:
-    return sum(json.loads(p.read_text())["shape"][0] for p in cache.glob("blocks/*.json"))
+    return sum(json.loads(p.read_text())["shape"][0] for p in cache.glob("blocks/*/meta.json"))
 
 
 def same_exrs(a: Path, b: Path) -> dict:

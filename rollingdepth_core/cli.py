@@ -1,4 +1,4 @@
-"""The `rollingdepth` command: run, infer, finalize, selftest, check, colorspaces.
+"""The `rollingdepth` command: run, infer, finalize, jobs, selftest, check, colorspaces.
 
 Every RollingDepthError becomes one line on stderr and a non-zero exit; Ctrl-C or SIGTERM (also
 when the job was started with SIGINT ignored) stops with exit code 130. No file is ever
@@ -28,6 +28,7 @@ from .config import (
     preset_config,
 )
 from .errors import Cancelled, ConfigError, RollingDepthError
+from .jobs import add_jobs_arguments
 from .progress import STAGES
 
 EXIT_ERROR = 1
@@ -457,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         "finalize",
     )
+    jobs = sub.add_parser(
+        "jobs", help="print the farm job list: N `infer --chunk` jobs, then `finalize` after them"
+    )
+    add_run_arguments(jobs, "jobs")
+    add_jobs_arguments(jobs)
     selftest = sub.add_parser("selftest", help="run the whole pipeline with a tiny random model")
     selftest.add_argument("--keep", default=None, help="keep the outputs in this folder")
     check = sub.add_parser(
@@ -650,6 +656,16 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             print(describe_config(args.ocio_config))
+        except RollingDepthError as exc:
+            print(f"rollingdepth: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        return 0
+
+    if args.command == "jobs":
+        from .jobs import command_jobs
+
+        try:
+            sys.stdout.write(command_jobs(args, build_parser()))
         except RollingDepthError as exc:
             print(f"rollingdepth: error: {exc}", file=sys.stderr)
             return EXIT_ERROR

@@ -181,9 +181,23 @@ def _write(target: Path, temp: Path, spec: oiio.ImageSpec, pixels: np.ndarray) -
     finally:
         closed = out.close()
     if not written:
-        raise OutputError(f"{target}: cannot write pixels: {error}")
+        raise OutputError(f"{target}: cannot write pixels: {_disk_full(temp, pixels) or error}")
     if not closed:
-        raise OutputError(f"{target}: cannot finish the file: {oiio_error(out)}")
+        raise OutputError(
+            f"{target}: cannot finish the file: {_disk_full(temp, pixels) or oiio_error(out)}"
+        )
+
+
+def _disk_full(temp: Path, pixels: np.ndarray) -> str:
+    """The plain reason when the disk has no room for ``pixels`` (OpenImageIO only says
+    the write failed), else ''."""
+    try:
+        free = shutil.disk_usage(temp.parent).free
+    except OSError:
+        return ""
+    if free >= pixels.nbytes:
+        return ""
+    return f"No space left on device ({free / 2**20:.1f} MiB free on {temp.parent})"
 
 
 def _fsync(path: Path) -> None:

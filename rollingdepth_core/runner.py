@@ -116,7 +116,7 @@ def run(
     started = time.perf_counter()
     with request.prepare(message, model) as prepared:
         _tell(prepared, message)
-        store, executor, get_model, loaded = _resources(prepared, progress, model)
+        store, executor, get_model, loaded = _resources(prepared, progress, model, message)
         try:
             shots = run_method(
                 lambda: (rgb for _, rgb in prepared.source.frames(prepared.fit)),
@@ -163,7 +163,7 @@ def _tell(prepared: PreparedRun, message: Callable[[str], None] | None) -> None:
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
 
 
-def _resources(prepared: PreparedRun, progress, model: DepthModel | None):
+def _resources(prepared: PreparedRun, progress, model: DepthModel | None, message=None):
     """The store, the executor and the model loader the request asks for."""
     request = prepared.request
     loaded: list[DepthModel] = [model] if model is not None else []
@@ -197,7 +197,7 @@ def _resources(prepared: PreparedRun, progress, model: DepthModel | None):
         if request.mode == "infer":
             store.cache.check_writable("`rollingdepth infer` stores its snippet blocks there")
     executor = (
-        RayExecutor(request.checkpoint, str(prepared.torch_device), request.ray_address)
+        RayExecutor(request.checkpoint, str(prepared.torch_device), request.ray_address, message)
         if request.executor == "ray"
         else LocalExecutor()
     )

@@ -10,9 +10,10 @@ snippet blocks and the clip's frames live, never what is computed:
     and the panel's tuning session (which keeps the store between runs) use it.
 ``DiskStore``
     The on-disk snippet cache (:mod:`.cache`): per-frame latents and blocks of
-    ``BLOCK_SNIPPETS`` snippets in float16 with their reduced maps, content-keyed and written
-    atomically, so a run resumes, farm chunks share it and memory stays bounded; the merged
-    clip goes to a scratch file read frame by frame.
+    ``BLOCK_SNIPPETS`` snippets in float16 with their reduced maps, content-keyed, written whole
+    and checked on read (:mod:`.cache`), so a run resumes, farm chunks and duplicate farm tasks
+    share it and memory stays bounded; the merged clip goes to a scratch file read frame by
+    frame.
 """
 
 from __future__ import annotations

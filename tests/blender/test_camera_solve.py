@@ -573,7 +573,9 @@ def _clip(anchored):
 
 def test_the_dialog_says_what_anchoring_writes(anchored):
     operators = importlib.import_module(f"{ADDON_MODULE}.operators")
-    select_only(anchored["scene"], anchored["source"])
+    # a fresh plate strip: an earlier test may have replaced the strips (the fixture's
+    # strip is then freed, and reading its name reads freed memory)
+    _plate_strip({"scene": anchored["scene"], "clip": _clip(anchored)})
     dialog = dict(depth_mode="normalized", output_dir="/x", restore_res=True, holdout_strip="")
     layout = _draw(operators.SEQUENCER_OT_rollingdepth_estimate, bpy.context,
                    anchor_solve=True, **dialog)  # fmt: skip

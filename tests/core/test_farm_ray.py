@@ -1,0 +1,212 @@
+"""`--executor ray` on a real multi-node cluster on this machine: a head with no CPUs and worker
+nodes as separate `ray start` processes, each with its own CPU count (tests/core/ray_cluster.py).
+
+The driver is the real CLI in its own process, as on a farm; every run must write the same
+bytes as a local run of the same plate, also when a worker node is killed mid-run. Skipped, with
+the reason, only where Ray is not installed or cannot start a cluster here.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rollingdepth_core.cache import SnippetCache
+from rollingdepth_core.sample import write_sample_video
+
+from .test_farm import FAST, assert_same_exrs
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray is not installed"
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+# the driver's torch thread count, pinned so that the local reference and the Ray driver agree
+# on any machine; the worker nodes have 1 CPU each, fewer than this
+DRIVER_THREADS = "2"
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    "OMP_NUM_THREADS": DRIVER_THREADS,
+    "RAY_AUTH_MODE": "disabled",  # as the test clusters run (tests/core/ray_cluster.py)
+}
+
+
+def cli(*args, checkpoint, **popen):
+    """The `rollingdepth` command in its own process (JSON progress on stdout)."""
+    argv = [sys.executable, "-m", "rollingdepth_core.cli", *map(str, args)]
+    argv += ["--checkpoint", str(checkpoint), *FAST, "--progress", "json"]
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, **popen
+    )
+
+
+def finish(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return proc.returncode, events, err
+
+
+def messages(events):
+    return [e["message"] for e in events if e["event"] == "message"]
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory):
+    # 40 frames, dilations 1 and 3: 6 blocks of up to 16 snippets
+    return write_sample_video(
+        tmp_path_factory.mktemp("plate") / "plate.mp4", n_frames=40, height=48, width=80
+    )
+
+
+@pytest.fixture(scope="module")
+def local(plate, tmp_path_factory, tiny_checkpoint):
+    """The local cached run (same driver thread count) every Ray run must reproduce."""
+    root = tmp_path_factory.mktemp("local")
+    args = ("run", plate, "-o", root / "out", "--cache", root / "cache")
+    code, events, err = finish(cli(*args, checkpoint=tiny_checkpoint))
+    assert code == 0, err
+    return sorted((root / "out").glob("depth.*.exr"))
+
+
+@pytest.fixture
+def cluster(request):
+    """``cluster(worker_cpus)``: a started cluster, killed by PID at the end of the test."""
+    from .ray_cluster import RayCluster, RayClusterError
+
+    started = []
+
+    def start(worker_cpus=(1, 1)):
+        try:
+            c = RayCluster(worker_cpus=worker_cpus).start()
+        except RayClusterError as exc:
+            pytest.skip(f"Ray cannot start a cluster here: {exc}")
+        started.append(c)
+        return c
+
+    yield start
+    for c in started:
+        c.close()
+
+
+def wait_for_blocks(cache: Path, proc, count: int = 1, timeout: float = 240) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (cache / "blocks").is_dir():
+            done = len(SnippetCache(cache).block_keys())
+            if done >= count:
+                return done
+        assert proc.poll() is None, "the run ended before the node could be killed"
+        time.sleep(0.05)
+    raise AssertionError(f"no block reached {cache} in {timeout} s")
+
+
+def test_workers_sized_to_small_nodes_equal_local(cluster, plate, local, tmp_path, tiny_checkpoint):
+    """Worker nodes of 1 CPU, a driver of 2 threads: two 1-CPU workers that still run 2 torch
+    threads each, and the same bytes as the local run (the first version waited forever)."""
+    c = cluster((1, 1))
+    args = ("run", plate, "-o", tmp_path / "out", "--cache", tmp_path / "cache")
+    proc = cli(*args, "--executor", "ray", "--ray-address", c.address, checkpoint=tiny_checkpoint)
+    code, events, err = finish(proc)
+    assert code == 0, err
+    assert (
+        "ray: 2 workers on 2 nodes, 1 CPU(s) reserved and 2 torch threads each (the driver's "
+        "count, so the bits match a local run)" in messages(events)
+    )
+    assert_same_exrs(local, tmp_path / "out")
+
+
+def test_worker_node_killed_midrun_still_equals_local(
+    cluster, plate, local, tmp_path, tiny_checkpoint
+):
+    c = cluster((1, 1))
+    cache = tmp_path / "cache"
+    args = ("run", plate, "-o", tmp_path / "out", "--cache", cache)
+    proc = cli(*args, "--executor", "ray", "--ray-address", c.address, checkpoint=tiny_checkpoint)
+    try:
+        done = wait_for_blocks(cache, proc)
+        killed = c.workers[1].kill()  # its raylet, then its workers and agents, by PID
+        assert killed and done < 6
+        code, events, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, err
+    lost = [m for m in messages(events) if m.startswith("ray: lost the Ray worker of block")]
+    assert lost, messages(events)
+    assert "(attempt 2 next)" in lost[0]
+    assert_same_exrs(local, tmp_path / "out")
+
+
+def test_head_lost_ends_in_one_line_and_the_cache_resumes(
+    cluster, plate, local, tmp_path, tiny_checkpoint
+):
+    c = cluster((1, 1))
+    cache = tmp_path / "cache"
+    args = ("run", plate, "-o", tmp_path / "out", "--cache", cache)
+    proc = cli(*args, "--executor", "ray", "--ray-address", c.address, checkpoint=tiny_checkpoint)
+    try:
+        wait_for_blocks(cache, proc)
+        c.head.kill()
+        started = time.monotonic()
+        code, events, err = finish(proc, timeout=180)
+        seconds = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 1, err
+    (error,) = [e for e in events if e["event"] == "error"]
+    assert error["kind"] == "ClusterLost"
+    # Ray names the head by the machine's address, whatever address the driver was given
+    port = c.address.rsplit(":", 1)[1]
+    head, _, rest = error["message"].partition(": ")
+    assert head.startswith("lost the Ray head at ") and head.endswith(f":{port}")
+    said, _, rest = rest.partition(" of 6 snippet blocks this run computes are in the cache ")
+    # workers left without their driver may still finish the block they held: never torn
+    cached = len(SnippetCache(cache).block_keys())
+    assert rest and 1 <= int(said) <= cached
+    assert "\n" not in error["message"]
+    assert "run the same command again to resume" in error["message"]
+    assert seconds < 90
+    assert not list((tmp_path / "out").glob("*.exr"))
+
+    # the same command without the cluster finishes from the blocks that were cached
+    code, events, err = finish(cli(*args, checkpoint=tiny_checkpoint))
+    assert code == 0, err
+    (result,) = [e for e in events if e["event"] == "result"]
+    assert result["cache_stats"]["blocks_reused"] == cached >= 1
+    assert_same_exrs(local, tmp_path / "out")
+
+
+def test_cluster_without_a_worker_node_is_refused_at_once(
+    cluster, plate, tmp_path, tiny_checkpoint
+):
+    c = cluster(())  # the head alone, with no CPUs
+    args = ("run", plate, "-o", tmp_path / "out", "--cache", tmp_path / "cache")
+    started = time.monotonic()
+    proc = cli(*args, "--executor", "ray", "--ray-address", c.address, checkpoint=tiny_checkpoint)
+    code, events, err = finish(proc, timeout=120)
+    assert code == 1, err
+    errors = [e for e in events if e["event"] == "error"]
+    assert len(errors) == 1, (events, err)
+    error = errors[0]
+    assert error["message"].startswith("the Ray cluster has 1 node(s) and none with a CPU or GPU")
+    assert time.monotonic() - started < 60
+
+
+def test_an_address_nobody_answers_is_refused_at_once(plate, tmp_path, tiny_checkpoint):
+    args = ("run", plate, "-o", tmp_path / "out", "--cache", tmp_path / "cache")
+    started = time.monotonic()
+    proc = cli(
+        *args, "--executor", "ray", "--ray-address", "127.0.0.1:9", checkpoint=tiny_checkpoint
+    )
+    code, events, err = finish(proc, timeout=120)
+    assert code == 1, err
+    (error,) = [e for e in events if e["event"] == "error"]
+    assert error["message"] == "no Ray cluster answers at 127.0.0.1:9 (`--ray-address`)"
+    assert time.monotonic() - started < 30
