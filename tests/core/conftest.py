@@ -1,4 +1,12 @@
+import os
+
 import pytest
+
+# Every EXR header carries DateTime, the time of writing (`output.export_datetime`): pinned for
+# the whole session so that runs compared byte for byte (local against chunks, Ray, a rerun)
+# write the same bytes however far apart they ran. Set here, before any test module builds its
+# subprocess environment from os.environ; test_pipeline's DateTime tests unset it themselves.
+os.environ["SOURCE_DATE_EPOCH"] = "1700000000"
 
 
 @pytest.fixture(scope="session")

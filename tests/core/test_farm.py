@@ -9,16 +9,9 @@ from rollingdepth_core.cli import main
 from rollingdepth_core.exr import read_exr
 from rollingdepth_core.sample import write_sample_video
 
+pytestmark = pytest.mark.xdist_group("ray")  # Ray tests run on one xdist worker
+
 FAST = ["--res", "64", "--dilations", "1", "3", "--device", "cpu", "--seed", "3"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pinned_time():
-    """The EXRs' DateTime is the time of writing: pin it so that every path writes the same
-    bytes (`output.export_datetime`)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-        yield
 
 
 @pytest.fixture(scope="module")

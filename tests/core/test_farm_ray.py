@@ -21,9 +21,11 @@ from rollingdepth_core.sample import write_sample_video
 
 from .test_farm import FAST, assert_same_exrs
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None, reason="ray is not installed"
-)
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed"),
+    # one xdist worker runs every Ray test: clusters and the module fixtures they share
+    pytest.mark.xdist_group("ray"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 # the driver's torch thread count, pinned so that the local reference and the Ray driver agree
