@@ -18,7 +18,7 @@ ROLLINGDEPTH_ENGINE_PYTHON="$PWD/.venv/bin/python" \
     .venv-blender/bin/python -m pytest tests/blender -q -p no:cacheprovider "$@" \
     >"$blender_log" 2>&1 &
 blender=$!
-# --dist loadgroup: the Ray tests (xdist_group "ray") share one worker and its cluster ports
+# --dist loadgroup: the Ray tests (xdist_group "ray") run one after another on one worker
 .venv/bin/python -m pytest tests/core tests/qt -q -p no:cacheprovider -n auto --dist loadgroup \
     "$@" || status=1
 wait "$blender" || status=1

@@ -23,7 +23,8 @@ from .test_farm import FAST, assert_same_exrs
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed"),
-    # one xdist worker runs every Ray test: clusters and the module fixtures they share
+    # one xdist worker runs every Ray test (scripts/test.sh --dist loadgroup): test_farm.py's
+    # local ray.init() instance and these clusters never run at the same time
     pytest.mark.xdist_group("ray"),
 ]
 
