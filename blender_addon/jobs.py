@@ -13,7 +13,8 @@ leaves partial EXRs, nor a mix of new and old frames, nor the folders it created
 
 Everything the add-on needs to know about the files comes from the engine's ``result``
 message (protocol.RESULT_KEYS): ``files``, ``frame_numbers``, ``output_size``,
-``value_range``, ``depth_mode``, ``near``, ``far``, ``alignment``, ``preview``.
+``value_range``, ``depth_mode``, ``near``, ``far``, ``alignment``, ``preview``, and the
+plate's ``timecodes`` and ``fps`` where it has them.
 """
 
 from __future__ import annotations
@@ -204,6 +205,8 @@ class DepthJob:
                 files_by_number,
                 f"{source.name} depth",
                 (width, height),
+                _timecodes_by_number(result),
+                result.get("fps"),
             )
             depth[sequencer.SIDECARS_KEY] = self.sidecars
             if result["depth_mode"] == "depth":  # scene units: above 1 shows white
@@ -490,6 +493,15 @@ def _missing_folders(folder: str) -> list[str]:
             break
         folder = parent
     return missing
+
+
+def _timecodes_by_number(result: dict) -> dict[int, str] | None:
+    """Each source number's timecode, from an engine that reports them (protocol RESULT_KEYS)."""
+    timecodes = result.get("timecodes")
+    numbers = result.get("frame_numbers") or []
+    if not timecodes or len(timecodes) != len(numbers):
+        return None
+    return {int(n): str(tc) for n, tc in zip(numbers, timecodes, strict=True)}
 
 
 def _remove_files(paths) -> None:

@@ -51,7 +51,31 @@ class SEQUENCER_PT_rollingdepth(bpy.types.Panel):
         if outcome:
             layout.separator()
             wrapped_label(layout, outcome, icon="INFO")
+        _draw_timecode(layout, scene, strip)
         _draw_defocus(layout, context, strip)
+
+
+def timecode_line(scene, strip) -> str | None:
+    """The source timecode of the depth under the playhead: of ``strip`` if it is a depth
+    strip, else of the depth strip made from it."""
+    if strip is None:
+        return None
+    depths = [strip] if strip.get(sequencer.SOURCE_KEY) else sequencer.depth_strips_of(scene, strip)
+    frame = scene.frame_current
+    for depth in depths:
+        shown = sequencer.timecode_at(depth, frame)
+        if shown is None or shown == (None, None):
+            continue
+        timecode, fps = shown
+        rate = f"{fps} fps" if fps else "no frame rate"
+        return f"Frame {frame}: {timecode or 'no timecode'} ({rate})"
+    return None
+
+
+def _draw_timecode(layout, scene, strip) -> None:
+    line = timecode_line(scene, strip)
+    if line:
+        layout.label(text=line, icon="TIME")
 
 
 def _draw_defocus(layout, context, strip) -> None:

@@ -21,6 +21,10 @@ MAX_CHANNEL = 128
 SOURCE_KEY = "rollingdepth_source"
 # ... and the run's other files (the result's `alignment`, `preview`), removed with it.
 SIDECARS_KEY = "rollingdepth_sidecars"
+# A depth strip's source timecode by file name and the plate's frame rate, from the engine's
+# result (a plate without timecode has neither): what the sidebar shows at the playhead.
+TIMECODES_KEY = "rollingdepth_timecodes"
+FPS_KEY = "rollingdepth_fps"
 # The node group of a depth strip's view modifier (depth in scene units shown as 1 .. 0).
 VIEW_MODIFIER = "RollingDepth view"
 
@@ -256,9 +260,13 @@ def add_depth_strip(
     files_by_number: dict[int, str],
     name: str,
     depth_size: tuple[int, int] | None = None,
+    timecodes: dict[int, str] | None = None,
+    fps: str | None = None,
 ):
     """An image strip of the depth EXRs that shows, on every timeline frame, the depth of the
-    source frame shown there; in the next free channel above ``source``, ``Non-Color``."""
+    source frame shown there; in the next free channel above ``source``, ``Non-Color``.
+    ``timecodes`` (source number -> the plate frame's timecode) and ``fps`` go with it for
+    `timecode_at`."""
     missing = [n for n in plan.source_numbers if n not in files_by_number]
     if missing:
         raise StripError(
@@ -277,8 +285,28 @@ def add_depth_strip(
         strip.elements.append(os.path.basename(path))
     strip.colorspace_settings.name = "Non-Color"
     strip[SOURCE_KEY] = source.name
+    if timecodes:
+        strip[TIMECODES_KEY] = {
+            os.path.basename(files_by_number[n]): timecodes[n]
+            for n in plan.source_numbers
+            if n in timecodes
+        }
+    if fps:
+        strip[FPS_KEY] = fps
     _match_placement(source, strip, depth_size)
     return strip
+
+
+def timecode_at(strip, frame: int) -> tuple[str | None, str | None] | None:
+    """``(source timecode, frame rate)`` of the depth ``strip`` shows at timeline ``frame``
+    (either None where the plate stated none); None where it shows no depth there."""
+    if not strip.get(SOURCE_KEY) or not strip.frame_final_start <= frame < strip.frame_final_end:
+        return None
+    element = strip.strip_elem_from_frame(frame)
+    if element is None:
+        return None
+    by_name = strip.get(TIMECODES_KEY) or {}
+    return by_name.get(element.filename), strip.get(FPS_KEY)
 
 
 def depth_strips_of(scene, source) -> list:

@@ -38,6 +38,7 @@ from .timecode import (
     Timecodes,
     header_rate,
     header_timecode,
+    plate_timecodes,
     stream_start_timecode,
     video_timecodes,
 )
@@ -80,7 +81,8 @@ class PlateInfo:
     # Digits of a frame number in the sequence's file names (a video's: VIDEO_PADDING); the
     # depth sequence is named with the same.
     padding: int = VIDEO_PADDING
-    # Each frame's timecode and the rate (None: the plate carries no timecode).
+    # Each frame's timecode and the rate (None: the plate states neither; no frames in
+    # `by_frame`: a rate without timecode, which the depth still carries).
     timecodes: Timecodes | None = None
 
     def exr_windows(self) -> dict[str, Window | float]:
@@ -648,8 +650,8 @@ class _SequencePlate(Plate):
             data_window=first.data_window if shared_data_window else None,
             pixel_aspect=first.pixel_aspect,
             padding=padding,
-            # each file's own; a sequence where some frames lack one has none
-            timecodes=Timecodes(first.rate, timecodes) if all(timecodes.values()) else None,
+            # each file's own; a sequence where some frames lack one has none (its rate stays)
+            timecodes=plate_timecodes(first.rate, timecodes if all(timecodes.values()) else {}),
         )
 
     def _decode_bytes(self) -> int:
@@ -842,9 +844,9 @@ class _VideoPlate(Plate):
             width, height, pixel_aspect = height, width, 1.0 / pixel_aspect
 
         numbers, _ = _select(source, list(range(count)), frames)
-        timecodes = None
+        by_frame = {}
         if start_timecode and fps:
-            timecodes = Timecodes(fps, video_timecodes(source, start_timecode, fps, numbers))
+            by_frame = video_timecodes(source, start_timecode, fps, numbers)
         self.info = PlateInfo(
             source=source,
             kind="video",
@@ -857,7 +859,7 @@ class _VideoPlate(Plate):
             codec=codec,
             rotation=rotation,
             pixel_aspect=pixel_aspect,
-            timecodes=timecodes,
+            timecodes=plate_timecodes(fps, by_frame),
         )
         self.source_files = (Path(source),)
         self._decoder = _VideoDecoder(source, count)

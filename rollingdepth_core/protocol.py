@@ -159,6 +159,8 @@ RESULT_KEYS = (
     "seconds",
     "summary",
     "anchors",  # only with --anchors: units, mode, used, rejected, residuals, sidecar file
+    "fps",  # the plate's frame rate ("24", "30000/1001"), null when it states none
+    "timecodes",  # each frame's source timecode, as frame_numbers; null without timecode
 )
 
 

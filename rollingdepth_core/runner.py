@@ -27,6 +27,7 @@ from .output import run_metadata, unit_frames, write_depth_frames, write_preview
 from .progress import ProgressCallback, report
 from .publish import write_text_atomic
 from .request import PreparedRun, RunRequest, header_record
+from .timecode import rate_text
 
 
 @dataclass
@@ -62,6 +63,8 @@ class RunResult:
     model_loaded: bool = False
     anchors: dict | None = None  # with --anchors: the fit's summary and its sidecar
     shots: list[dict] | None = None  # a plate with cuts: each shot's positions and frames
+    fps: str | None = None  # the plate's rate ("24", "30000/1001"), as the EXRs carry it
+    timecodes: list[str] | None = None  # each frame's timecode, as `frame_numbers`
 
     def to_message(self) -> dict:
         # the protocol's keys always (null where they do not apply), the others when set
@@ -277,6 +280,11 @@ def _result(prepared: PreparedRun, shots, written, store, model_loaded, started)
     result.processing_size = list(shots[0].size)
     result.output_size = list(out_size)
     result.value_range = [min(r[0] for r in ranges), max(r[1] for r in ranges)]
+    clock = info.timecodes
+    if clock is not None and clock.rate is not None:
+        result.fps = rate_text(clock.rate)
+    if clock is not None and all(clock.of(n) for n in info.frame_numbers):
+        result.timecodes = [clock.of(n) for n in info.frame_numbers]
     if len(shots) > 1:
         result.shots = [asdict(d.shot) for d in shots]
     if prepared.anchors is not None:

@@ -42,14 +42,23 @@ class Timecodes:
         first = self.of(frame_numbers[0]) if frame_numbers else None
         last = self.of(frame_numbers[-1]) if frame_numbers else None
         return {
-            "fps": None if self.rate is None else _rate_text(self.rate),
+            "fps": None if self.rate is None else rate_text(self.rate),
             "drop_frame": bool(first and is_drop_frame(first)),
             "first_timecode": first,
             "last_timecode": last,
         }
 
 
-def _rate_text(rate: Fraction) -> str:
+def plate_timecodes(rate: Fraction | None, by_frame: Mapping[int, str]) -> Timecodes | None:
+    """A plate's clock: its frames' timecodes (possibly none) and its rate; None when it
+    states neither. A plate with a rate and no timecode still gives the depth its rate."""
+    if rate is None and not by_frame:
+        return None
+    return Timecodes(rate, dict(by_frame))
+
+
+def rate_text(rate: Fraction) -> str:
+    """``24``, ``30000/1001``: a rate as JSON and the sidecar carry it."""
     return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
 
 

@@ -26,6 +26,7 @@ from rollingdepth_core.errors import ConfigError, InputError
 from rollingdepth_core.exr import read_exr
 from rollingdepth_core.output import write_depth_frames
 from rollingdepth_core.plate import open_plate
+from rollingdepth_core.sample import write_sample_video
 from rollingdepth_core.timecode import pack_timecode, unpack_timecode
 
 from .plate_fixtures import make_image_sequence, plate_frame
@@ -160,6 +161,37 @@ def test_bad_start_timecode_is_one_line(tmp_path):
     with pytest.raises(InputError, match=r"start timecode '01:00:00:30' at 24 fps") as caught:
         open_plate(path)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_a_plate_with_a_rate_and_no_timecode_gives_the_depth_its_rate(tmp_path, tiny_checkpoint):
+    """A video without start timecode, an EXR sequence with a rate and no timecode: the depth
+    carries framesPerSecond and no timeCode; a PNG sequence (neither) carries neither."""
+    video = tmp_path / "plain.mp4"
+    write_sample_video(video, 6, 48, 80, 25)
+    exrs = tmp_path / "exr"
+    exrs.mkdir()
+    for i in range(6):
+        path = str(exrs / f"plate.{1001 + i}.exr")
+        spec = oiio.ImageSpec(64, 48, 3, "half")
+        spec.attribute("FramesPerSecond", oiio.TypeRational, (30000, 1001))
+        out = oiio.ImageOutput.create(path)
+        assert out.open(path, spec), oiio.geterror()
+        assert out.write_image(plate_frame(i, 64, 48))
+        out.close()
+    pngs = make_image_sequence(tmp_path / "png", 6, 48, 64, start=1)
+    cases = [(video, (25, 1), "25"), (exrs / "plate.####.exr", (30000, 1001), "30000/1001"),
+             (pngs, None, None)]  # fmt: skip
+    for plate, rate, text in cases:
+        out = tmp_path / f"out-{len(str(rate))}"
+        assert run("run", plate, "-o", out, "--cuts", "none", checkpoint=tiny_checkpoint) == 0
+        files = depth_files(out)
+        assert len(files) == 6
+        assert {exr_timecode(f) for f in files} == {(None, rate)}, plate
+        manifest = json.loads((out / "depth_run.json").read_text())
+        expected = None if text is None else {
+            "fps": text, "drop_frame": False, "first_timecode": None, "last_timecode": None}  # fmt: skip
+        assert manifest.get("timecode") == expected, plate
 
 
 # ---------------------------------------------------------------------------------------------
