@@ -200,6 +200,21 @@ class RayCluster:
     def kill_node(self, node: RayNode) -> list[int]:
         return node.kill()
 
+    def head_alive(self) -> bool:
+        return self.head is not None and self.head.proc.poll() is None
+
+    def revive(self) -> RayCluster:
+        """Start a fresh node in place of each worker node that was killed, and wait until
+        all are alive (a head that was killed cannot be revived: start another cluster)."""
+        assert self.head_alive(), "the head is gone: start another cluster"
+        for i, node in enumerate(self.workers):
+            if node.proc.poll() is not None:
+                self.workers[i] = self._start_node(
+                    f"{node.name}-revived", node.cpus, [f"--address={self.address}"]
+                )
+        self._wait_nodes(1 + len(self.workers))
+        return self
+
     def close(self) -> None:
         for node in [*self.workers, self.head]:
             if node is not None:

@@ -9,8 +9,6 @@ from rollingdepth_core.cli import main
 from rollingdepth_core.exr import read_exr
 from rollingdepth_core.sample import write_sample_video
 
-pytestmark = pytest.mark.xdist_group("ray")  # Ray tests run on one xdist worker
-
 FAST = ["--res", "64", "--dilations", "1", "3", "--device", "cpu", "--seed", "3"]
 
 

@@ -21,12 +21,9 @@ from rollingdepth_core.sample import write_sample_video
 
 from .test_farm import FAST, assert_same_exrs
 
-pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed"),
-    # one xdist worker runs every Ray test (scripts/test.sh --dist loadgroup): test_farm.py's
-    # local ray.init() instance and these clusters never run at the same time
-    pytest.mark.xdist_group("ray"),
-]
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray is not installed"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # the driver's torch thread count, pinned so that the local reference and the Ray driver agree
@@ -97,6 +94,31 @@ def cluster(request):
         c.close()
 
 
+@pytest.fixture(scope="module")
+def two_nodes():
+    """``two_nodes()``: a head with no CPUs and two worker nodes of 1 CPU, whole, shared by
+    this module's tests: a worker node a test killed is replaced by a fresh one, a cluster
+    whose head a test killed by another cluster (each start costs 5-20 s of a busy machine)."""
+    from .ray_cluster import RayCluster, RayClusterError
+
+    held: list = []
+
+    def whole():
+        if held and held[0].head_alive():
+            return held[0].revive()
+        if held:
+            held.pop().close()
+        try:
+            held.append(RayCluster(worker_cpus=(1, 1)).start())
+        except RayClusterError as exc:
+            pytest.skip(f"Ray cannot start a cluster here: {exc}")
+        return held[0]
+
+    yield whole
+    for c in held:
+        c.close()
+
+
 def wait_for_blocks(cache: Path, proc, count: int = 1, timeout: float = 240) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -109,25 +131,13 @@ def wait_for_blocks(cache: Path, proc, count: int = 1, timeout: float = 240) -> 
     raise AssertionError(f"no block reached {cache} in {timeout} s")
 
 
-def test_workers_sized_to_small_nodes_equal_local(cluster, plate, local, tmp_path, tiny_checkpoint):
-    """Worker nodes of 1 CPU, a driver of 2 threads: two 1-CPU workers that still run 2 torch
-    threads each, and the same bytes as the local run (the first version waited forever)."""
-    c = cluster((1, 1))
-    args = ("run", plate, "-o", tmp_path / "out", "--cache", tmp_path / "cache")
-    proc = cli(*args, "--executor", "ray", "--ray-address", c.address, checkpoint=tiny_checkpoint)
-    code, events, err = finish(proc)
-    assert code == 0, err
-    assert (
-        "ray: 2 workers on 2 nodes, 1 CPU(s) reserved and 2 torch threads each (the driver's "
-        "count, so the bits match a local run)" in messages(events)
-    )
-    assert_same_exrs(local, tmp_path / "out")
-
-
-def test_worker_node_killed_midrun_still_equals_local(
-    cluster, plate, local, tmp_path, tiny_checkpoint
+def test_workers_sized_to_small_nodes_equal_local_with_a_node_killed_midrun(
+    two_nodes, plate, local, tmp_path, tiny_checkpoint
 ):
-    c = cluster((1, 1))
+    """Worker nodes of 1 CPU, a driver of 2 threads: two 1-CPU workers that still run 2 torch
+    threads each (the first version waited forever); one node killed once a block is in; the
+    same bytes as the local run, blocks from both nodes and the retried ones alike."""
+    c = two_nodes()
     cache = tmp_path / "cache"
     args = ("run", plate, "-o", tmp_path / "out", "--cache", cache)
     proc = cli(*args, "--executor", "ray", "--ray-address", c.address, checkpoint=tiny_checkpoint)
@@ -140,6 +150,10 @@ def test_worker_node_killed_midrun_still_equals_local(
         if proc.poll() is None:
             proc.kill()
     assert code == 0, err
+    assert (
+        "ray: 2 workers on 2 nodes, 1 CPU(s) reserved and 2 torch threads each (the driver's "
+        "count, so the bits match a local run)" in messages(events)
+    )
     lost = [m for m in messages(events) if m.startswith("ray: lost the Ray worker of block")]
     assert lost, messages(events)
     assert "(attempt 2 next)" in lost[0]
@@ -147,9 +161,9 @@ def test_worker_node_killed_midrun_still_equals_local(
 
 
 def test_head_lost_ends_in_one_line_and_the_cache_resumes(
-    cluster, plate, local, tmp_path, tiny_checkpoint
+    two_nodes, plate, local, tmp_path, tiny_checkpoint
 ):
-    c = cluster((1, 1))
+    c = two_nodes()
     cache = tmp_path / "cache"
     args = ("run", plate, "-o", tmp_path / "out", "--cache", cache)
     proc = cli(*args, "--executor", "ray", "--ray-address", c.address, checkpoint=tiny_checkpoint)
