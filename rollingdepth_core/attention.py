@@ -16,9 +16,13 @@ layout for `--reference`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention
+
+if TYPE_CHECKING:  # diffusers loads with the model, not with the engine (finalize needs none)
+    from diffusers.models.attention_processor import Attention
 
 
 class CrossFrameAttnProcessor:

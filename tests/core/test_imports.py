@@ -62,3 +62,17 @@ def test_core_imports_form_no_circles():
 def test_cycle_finder_finds_a_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_engine_starts_without_diffusers():
+    """diffusers (and transformers) load with the model: `finalize`, `check` and `jobs` need
+    none, and importing them costs each farm task over a second."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rollingdepth_core.cli, rollingdepth_core.runner, rollingdepth_core.session\n"
+        "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
