@@ -19,9 +19,10 @@ ROLLINGDEPTH_ENGINE_PYTHON="$PWD/.venv/bin/python" \
     >"$blender_log" 2>&1 &
 blender=$!
 # --dist loadscope: a module's tests run on one worker, so its module fixtures (a plate, the
-# local run Ray must reproduce, the Ray cluster) are made once. (xdist_group marks do nothing
-# with pytest 9.2: pytest-xdist issue 1386.)
+# local run Ray must reproduce, the Ray cluster) are made once (xdist_group marks do nothing
+# with pytest 9.2: pytest-xdist issue 1386); modules go out longest first (tests/conftest.py).
 .venv/bin/python -m pytest tests/core tests/qt -q -p no:cacheprovider -n auto --dist loadscope \
+    --no-loadscope-reorder \
     "$@" || status=1
 wait "$blender" || status=1
 echo "--- tests/blender (bpy)"

@@ -84,7 +84,7 @@ def test_finalize_needs_a_cache(video, tmp_path, tiny_checkpoint, capsys):
 def test_ray_executor_equals_one_run(video, plain, tmp_path, tiny_checkpoint):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         out = tmp_path / "ray"
         args = ("run", video, "-o", out, "--cache", tmp_path / "cache", "--confidence")

@@ -336,9 +336,11 @@ def test_a_huge_anchors_file_is_read_in_bounded_memory(tmp_path):
 def test_half_overflow_is_refused_before_any_frame_and_provenance_is_recorded(
     tmp_path, small_plate, tiny_checkpoint
 ):
-    # the plate at its own size (--res 64 of a 64x48 plate): anchor pixels are depth pixels
-    ref = tmp_path / "ref"
-    done = run_cli("run", small_plate, "-o", ref, "--checkpoint", tiny_checkpoint, *FAST)
+    # the plate at its own size (--res 64 of a 64x48 plate): anchor pixels are depth pixels;
+    # one cache for every run below (mattes and anchors change the alignment, not snippets)
+    ref, cache = tmp_path / "ref", tmp_path / "cache"
+    done = run_cli("run", small_plate, "-o", ref, "--checkpoint", tiny_checkpoint, *FAST,
+                   "--cache", cache)  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = []
     for n in range(1001, 1009):
@@ -349,7 +351,7 @@ def test_half_overflow_is_refused_before_any_frame_and_provenance_is_recorded(
     for n in range(1001, 1009):
         write_matte(tmp_path / f"m.{n}.png", 64, 48)
     args = ["run", small_plate, "--checkpoint", tiny_checkpoint, *FAST, "--anchors", anchors,
-            "--depth-mode", "depth", "--holdout", tmp_path / "m.####.png"]  # fmt: skip
+            "--depth-mode", "depth", "--holdout", tmp_path / "m.####.png", "--cache", cache]  # fmt: skip
     half = run_cli(*args, "-o", tmp_path / "half", "--half")
     assert half.returncode == 1
     assert "beyond the half range (65504)" in half.stderr and "drop `--half`" in half.stderr
