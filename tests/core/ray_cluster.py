@@ -105,6 +105,7 @@ class RayCluster:
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "disabled",
             "HOME": str(self.root),
+            "OMP_WAIT_POLICY": "PASSIVE",  # as the drivers of tests/core/test_farm_ray.py
         }
         self.head: RayNode | None = None
         self.workers: list[RayNode] = []
