@@ -134,6 +134,26 @@ def wait_for_blocks(cache: Path, proc, count: int = 1, timeout: float = 240) -> 
     raise AssertionError(f"no block reached {cache} in {timeout} s")
 
 
+def computing_node(cluster, proc, timeout: float = 240):
+    """A worker node whose Ray worker is computing a block now (Ray titles that process
+    ``ray::BlockWorker.compute``)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for node in cluster.workers:
+            for pid in node.pids():
+                try:
+                    title = " ".join(psutil.Process(pid).cmdline())
+                except psutil.Error:
+                    continue
+                if title.startswith("ray::BlockWorker.compute"):
+                    return node
+        assert proc.poll() is None, "the run ended before a node could be killed mid-block"
+        time.sleep(0.02)
+    raise AssertionError(f"no Ray worker computed a block in {timeout} s")
+
+
 def test_workers_sized_to_small_nodes_equal_local_with_a_node_killed_midrun(
     two_nodes, plate, local, tmp_path, tiny_checkpoint
 ):
@@ -146,7 +166,9 @@ def test_workers_sized_to_small_nodes_equal_local_with_a_node_killed_midrun(
     proc = cli(*args, "--executor", "ray", "--ray-address", c.address, checkpoint=tiny_checkpoint)
     try:
         done = wait_for_blocks(cache, proc)
-        killed = c.workers[1].kill()  # its raylet, then its workers and agents, by PID
+        # a node whose worker holds a block: one still starting (slow on a busy machine) or
+        # never placed would test another path
+        killed = computing_node(c, proc).kill()  # its raylet, then its workers and agents
         assert killed and done < 6
         code, events, err = finish(proc)
     finally:
