@@ -100,8 +100,8 @@ def cluster(request):
 @pytest.fixture(scope="module")
 def two_nodes():
     """``two_nodes()``: a head with no CPUs and two worker nodes of 1 CPU, whole, shared by
-    this module's tests: a worker node a test killed is replaced by a fresh one, a cluster
-    whose head a test killed by another cluster (each start costs 5-20 s of a busy machine)."""
+    this module's tests (each start costs 5-20 s of a busy machine). A worker node an earlier
+    test killed is replaced by a fresh node; if the head was killed, a new cluster starts."""
     from .ray_cluster import RayCluster, RayClusterError
 
     held: list = []
