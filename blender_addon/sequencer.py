@@ -13,7 +13,14 @@ import shutil
 
 import bpy
 
-from .frames import FramePlan, StripError, plan_image_strip, plan_movie_strip, sequence_numbering
+from .frames import (
+    FramePlan,
+    StripError,
+    plan_image_strip,
+    plan_movie_strip,
+    sequence_numbering,
+    split_numbered,
+)
 
 SUPPORTED_TYPES = ("IMAGE", "MOVIE")
 MAX_CHANNEL = 128
@@ -21,8 +28,10 @@ MAX_CHANNEL = 128
 SOURCE_KEY = "rollingdepth_source"
 # ... and the run's other files (the result's `alignment`, `preview`), removed with it.
 SIDECARS_KEY = "rollingdepth_sidecars"
-# A depth strip's source timecode by file name and the plate's frame rate, from the engine's
-# result (a plate without timecode has neither): what the sidebar shows at the playhead.
+# A depth strip's source timecode by frame number (the number in its file names; an ID
+# property's key holds at most 63 characters, a file name may not fit) and the plate's frame
+# rate, from the engine's result (a plate without timecode has neither): what the sidebar
+# shows at the playhead.
 TIMECODES_KEY = "rollingdepth_timecodes"
 FPS_KEY = "rollingdepth_fps"
 # The node group of a depth strip's view modifier (depth in scene units shown as 1 .. 0).
@@ -286,11 +295,7 @@ def add_depth_strip(
     strip.colorspace_settings.name = "Non-Color"
     strip[SOURCE_KEY] = source.name
     if timecodes:
-        strip[TIMECODES_KEY] = {
-            os.path.basename(files_by_number[n]): timecodes[n]
-            for n in plan.source_numbers
-            if n in timecodes
-        }
+        strip[TIMECODES_KEY] = {str(n): timecodes[n] for n in plan.source_numbers if n in timecodes}
     if fps:
         strip[FPS_KEY] = fps
     _match_placement(source, strip, depth_size)
@@ -305,8 +310,10 @@ def timecode_at(strip, frame: int) -> tuple[str | None, str | None] | None:
     element = strip.strip_elem_from_frame(frame)
     if element is None:
         return None
-    by_name = strip.get(TIMECODES_KEY) or {}
-    return by_name.get(element.filename), strip.get(FPS_KEY)
+    numbered = split_numbered(element.filename)
+    by_number = strip.get(TIMECODES_KEY) or {}
+    timecode = by_number.get(str(numbered.number)) if numbered else None
+    return timecode, strip.get(FPS_KEY)
 
 
 def depth_strips_of(scene, source) -> list:
