@@ -208,12 +208,14 @@ class RayCluster:
         """Start a fresh node in place of each worker node that was killed, and wait until
         all are alive (a head that was killed cannot be revived: start another cluster)."""
         assert self.head_alive(), "the head is gone: start another cluster"
-        for i, node in enumerate(self.workers):
-            if node.proc.poll() is not None:
-                self.workers[i] = self._start_node(
-                    f"{node.name}-revived", node.cpus, [f"--address={self.address}"]
-                )
-        self._wait_nodes(1 + len(self.workers))
+        dead = [i for i, node in enumerate(self.workers) if node.proc.poll() is not None]
+        for i in dead:
+            node = self.workers[i]
+            self.workers[i] = self._start_node(
+                f"{node.name}-revived", node.cpus, [f"--address={self.address}"]
+            )
+        if dead:  # asking the GCS costs a Python process that imports ray
+            self._wait_nodes(1 + len(self.workers))
         return self
 
     def close(self) -> None:

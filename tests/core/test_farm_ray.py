@@ -77,20 +77,24 @@ def local(plate, tmp_path_factory, tiny_checkpoint):
     return sorted((root / "out").glob("depth.*.exr"))
 
 
+def start_cluster(worker_cpus):
+    """A started cluster (tests/core/ray_cluster.py), or the test skipped saying why not."""
+    from .ray_cluster import RayCluster, RayClusterError
+
+    try:
+        return RayCluster(worker_cpus=worker_cpus).start()
+    except RayClusterError as exc:
+        pytest.skip(f"Ray cannot start a cluster here: {exc}")
+
+
 @pytest.fixture
 def cluster(request):
     """``cluster(worker_cpus)``: a started cluster, killed by PID at the end of the test."""
-    from .ray_cluster import RayCluster, RayClusterError
-
     started = []
 
     def start(worker_cpus=(1, 1)):
-        try:
-            c = RayCluster(worker_cpus=worker_cpus).start()
-        except RayClusterError as exc:
-            pytest.skip(f"Ray cannot start a cluster here: {exc}")
-        started.append(c)
-        return c
+        started.append(start_cluster(worker_cpus))
+        return started[-1]
 
     yield start
     for c in started:
@@ -102,8 +106,6 @@ def two_nodes():
     """``two_nodes()``: a head with no CPUs and two worker nodes of 1 CPU, whole, shared by
     this module's tests (each start costs 5-20 s of a busy machine). A worker node an earlier
     test killed is replaced by a fresh node; if the head was killed, a new cluster starts."""
-    from .ray_cluster import RayCluster, RayClusterError
-
     held: list = []
 
     def whole():
@@ -111,10 +113,7 @@ def two_nodes():
             return held[0].revive()
         if held:
             held.pop().close()
-        try:
-            held.append(RayCluster(worker_cpus=(1, 1)).start())
-        except RayClusterError as exc:
-            pytest.skip(f"Ray cannot start a cluster here: {exc}")
+        held.append(start_cluster((1, 1)))
         return held[0]
 
     yield whole
