@@ -281,10 +281,10 @@ def _result(prepared: PreparedRun, shots, written, store, model_loaded, started)
     result.output_size = list(out_size)
     result.value_range = [min(r[0] for r in ranges), max(r[1] for r in ranges)]
     clock = info.timecodes
-    if clock is not None and clock.rate is not None:
-        result.fps = rate_text(clock.rate)
-    if clock is not None and all(clock.of(n) for n in info.frame_numbers):
-        result.timecodes = [clock.of(n) for n in info.frame_numbers]
+    if clock is not None:
+        result.fps = None if clock.rate is None else rate_text(clock.rate)
+        timecodes = [clock.of(n) for n in info.frame_numbers]
+        result.timecodes = timecodes if all(timecodes) else None
     if len(shots) > 1:
         result.shots = [asdict(d.shot) for d in shots]
     if prepared.anchors is not None:
