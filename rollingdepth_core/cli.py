@@ -33,6 +33,9 @@ from .progress import STAGES
 
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
+# `check --output`: the folder was read, and one of its sequences is not complete (being
+# written or swapped, frames missing, no manifest, a swap journal left for a person)
+EXIT_NOT_COMPLETE = 3
 
 
 # ---------------------------------------------------------------------------- progress sinks
@@ -655,8 +658,11 @@ def main(argv: list[str] | None = None) -> int:
         for entry in [] if args.json else report:
             print(f"{entry['name']}: {entry['state']}" + (
                 f" (frames {entry['frames']})" if entry.get("frames") else ""
+            ) + (", read-only" if entry.get("read_only") else "") + (
+                f": {entry['detail']}" if entry.get("detail") else ""
             ))  # fmt: skip
-        return 0
+        complete = all(entry["state"] == protocol.STATE_COMPLETE for entry in report)
+        return 0 if complete else EXIT_NOT_COMPLETE
 
     if args.command == "check":
         info = command_check(args)

@@ -31,7 +31,7 @@ from .model import check_processing_size, processing_size
 from .output import ensure_writable
 from .plate import Plate, open_plate
 from .protocol import DEFAULT_FRONT_END, FRONT_ENDS, KEY_FRONT_END, KEY_REQUESTED_BY
-from .publish import Publisher
+from .publish import Publisher, first_missing, remove_if_empty
 from .snippets import check_clip_length
 from .upsample import check_restore_res
 
@@ -133,14 +133,28 @@ class RunRequest:
         folder's lock: release it with :meth:`PreparedRun.release` (or ``with prepared:``)
         if the run stops before publishing. ``progress`` hears the cut detection's pass.
         """
-        from .device import resolve_device, resolve_dtype
-
         share = self.check_settings()
         finishing = self.mode != "infer"
+        created = None
         if finishing:
             if self.output_dir is None:
                 raise ConfigError("`-o`/`--output` is required")
+            created = first_missing(self.output_dir)
             ensure_writable(self.output_dir)  # a folder that takes no files fails first
+        try:
+            prepared = self._prepare(share, finishing, message, model)
+        except BaseException:
+            # a refused request leaves no folder behind: the one the check above created
+            if created is not None:
+                remove_if_empty(created, self.output_dir)
+            raise
+        if prepared.publisher is not None:
+            prepared.publisher.adopt_created(created)
+        return prepared
+
+    def _prepare(self, share, finishing: bool, message, model) -> PreparedRun:
+        from .device import resolve_device, resolve_dtype
+
         anchor_points = (
             load_anchors(self.anchors) if self.anchors is not None and finishing else None
         )
