@@ -646,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
     if args.command == "check" and args.output:
-        from .publish import check_output
+        from .publish import SETTLED_STATES, check_output
 
         try:
             report = check_output(args.output, message=lambda text: print(text, file=sys.stderr))
@@ -661,8 +661,8 @@ def main(argv: list[str] | None = None) -> int:
             ) + (", read-only" if entry.get("read_only") else "") + (
                 f": {entry['detail']}" if entry.get("detail") else ""
             ))  # fmt: skip
-        complete = all(entry["state"] == protocol.STATE_COMPLETE for entry in report)
-        return 0 if complete else EXIT_NOT_COMPLETE
+        settled = all(entry["state"] in SETTLED_STATES for entry in report)
+        return 0 if settled else EXIT_NOT_COMPLETE
 
     if args.command == "check":
         info = command_check(args)

@@ -736,6 +736,9 @@ class Publisher:
 
 STATE_BEING_WRITTEN = "being written"
 STATE_JOURNAL_REFUSED = "swap journal refused"
+STATE_NOTHING = "nothing published"
+# the states `rollingdepth check --output` exits 0 for: nothing there needs anyone
+SETTLED_STATES = (protocol.STATE_COMPLETE, STATE_NOTHING)
 
 
 def check_output(
@@ -744,7 +747,8 @@ def check_output(
     """``rollingdepth check --output FOLDER``: every sequence's state, after finishing or
     cleaning what interrupted runs left (sequences being written are only reported).
 
-    Each entry has ``name``, ``state`` (:data:`.protocol.STATE_COMPLETE`, ``being written``,
+    Each entry has ``name``, ``state`` (:data:`.protocol.STATE_COMPLETE`, ``nothing
+    published`` (only an unpublished staging was there, now removed), ``being written``,
     ``being swapped``, ``incomplete``, ``no manifest``, ``unreadable`` or ``swap journal
     refused``), ``frames`` (the frames in the folder), ``run_id`` and ``source`` where a
     manifest says, ``recovered`` where an interrupted run was finished or cleaned, ``detail``
@@ -786,7 +790,9 @@ def check_output(
             continue
         finally:
             lock.release()
-        described = protocol.describe_output_folder(folder, name) or {}
+        described = protocol.describe_output_folder(folder, name) or {
+            "state": STATE_NOTHING  # an unpublished staging was all there was
+        }
         frames = sorted(_numbers(folder.glob(f"{glob_escape(name)}.*.exr")))
         entry["frames"] = frame_ranges(frames)
         if described.get("run_id") is not None or described.get("plate") is not None:
