@@ -365,32 +365,50 @@ def file_hash(paths) -> str:
 
 def provenance(request: RunRequest, source: Plate, cuts, detected: bool, mattes, anchors) -> dict:
     """What the run used beyond its settings: the manifest's ``used`` entry and the EXR
-    headers' ``holdout.*``, ``anchors.*`` and ``cuts.*``."""
-    info = source.info
+    headers' ``holdout.*``, ``anchors.*`` and ``cuts.*``, and who asked for it."""
+    used = used_record(
+        source.info.frame_numbers,
+        cuts,
+        cuts_source(request.cuts, detected),
+        mattes,
+        anchors,
+        request.anchors,
+    )
+    return {**({"used": used} if used else {}), **who_record(request.front_end,
+            request.requested_by)}  # fmt: skip
+
+
+def cuts_source(text: str | None, detected: bool) -> str:
+    """How a run's shots were found: ``detected``, ``given`` (``--cuts``) or ``none``."""
+    return "detected" if detected else ("given" if text else "none")
+
+
+def used_record(frame_numbers, cuts, cuts_from: str, mattes, anchors, anchors_file) -> dict:
+    """The manifest's ``used`` entry, the same for every front-end: the holdout (pattern,
+    alpha, hash of the matte files), the anchors (file, hash, count, units) and the cuts
+    (how they were found, the frames where shots start)."""
     record: dict[str, object] = {}
     if mattes is not None:
-        files = mattes.used_files()
         record["holdout"] = {
             "pattern": str(mattes.source),
-            "alpha": bool(request.holdout_alpha),
-            "frames": len(info.frame_numbers),
-            "sha256": file_hash(files),
+            "alpha": bool(mattes.alpha_only),
+            "frames": len(frame_numbers),
+            "sha256": file_hash(mattes.used_files()),
         }
     if anchors is not None:
         record["anchors"] = {
-            "file": str(Path(request.anchors).resolve()),
-            "sha256": file_hash([request.anchors]),
+            "file": str(Path(anchors_file).resolve()),
+            "sha256": file_hash([anchors_file]),
             "count": len(anchors),
             "units": anchors.units,
         }
     if cuts is not None:
-        shots = shots_from_cuts(info.frame_numbers, cuts)
+        shots = shots_from_cuts(frame_numbers, cuts)
         record["cuts"] = {
-            "source": "detected" if detected else ("given" if request.cuts else "none"),
+            "source": cuts_from,
             "starts": [shot.first_frame for shot in shots[1:]],
         }
-    return {**({"used": record} if record else {}), **who_record(request.front_end,
-            request.requested_by)}  # fmt: skip
+    return record
 
 
 def who_record(front_end: str, requested_by: str | None) -> dict:
