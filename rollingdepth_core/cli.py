@@ -491,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="report the depth sequences in DIR: complete, being written, or what an "
-        "interrupted run left (a cut-short swap is completed, an unpublished staging removed)",
+        "interrupted run left (a cut-short swap is completed, an unpublished staging removed); "
+        "exit 0 when every sequence is complete, 3 when one is not",
     )
     check.add_argument(
         "--checkpoint",

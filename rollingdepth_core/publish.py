@@ -1,21 +1,26 @@
 """The publisher: a run's sequence replaces the folder's sequence whole, or not at all.
 
 A run writes ``NAME.####.exr`` and its sidecars (``NAME_alignment.json``, ``NAME_anchors.json``,
-``NAME_preview.mp4``) and a manifest ``NAME_run.json`` (its *run id*, a hash of the plate,
-its frame numbers and every setting; the frames; the files; what it used: holdout, anchors,
-cuts, colour) into the output folder. What readers of the folder can rely on:
+``NAME_preview.mp4``, ``NAME.otio``) and a manifest ``NAME_run.json`` (its *run id*, a hash of
+the plate, its frame numbers and every setting; its state; the frames; the files; who asked
+for it; what it used: holdout, anchors, cuts, colour; its keys are in :mod:`.protocol`) into
+the output folder. What readers of the folder can rely on:
 
 - **Whole or nothing.** Every file is first written into a staging folder beside the
   sequence (``.NAME.staging/`` in the output folder, so the swap is a rename on one file
   system). Only when every frame and sidecar is complete does the swap run: a journal
-  (``.NAME.staging/swap.json``) is written as the commit point, then each file takes its
-  place by ``os.replace`` and the earlier sequence's frames the new one does not have are
-  removed (each said on stderr). Interrupted before the journal (Ctrl-C, a kill, a full disk,
-  a failed frame), the folder still holds the earlier sequence untouched; the staging folder
-  is removed then, or by the next run or ``rollingdepth check --output`` after a kill. SIGINT,
-  SIGTERM and SIGHUP wait while the swap runs (milliseconds); a SIGKILL or a power cut inside
-  it leaves the journal, and the next run or ``rollingdepth check --output`` completes the
-  swap before anything else reads or writes the sequence.
+  (``.NAME.staging/swap.json``) is written as the commit point, the folder's manifest is
+  rewritten to say ``being swapped``, then each file takes its place by ``os.replace``
+  (the complete manifest last) and the earlier sequence's frames and sidecars the new one
+  does not have are removed (each said). Interrupted before the journal (Ctrl-C, a kill, a
+  full disk, a failed frame), the folder still holds the earlier sequence untouched; the
+  staging folder is removed then, or by the next run or ``rollingdepth check --output``
+  after a kill. SIGINT, SIGTERM and SIGHUP wait while the swap runs, whichever thread the
+  kernel hands them to (handlers that record them; the run is cancelled after, saying that
+  the new sequence is complete); a SIGKILL or a power cut inside it leaves the journal and a
+  manifest that says ``being swapped``, and the next run or ``rollingdepth check --output``
+  completes the swap before anything else reads or writes the sequence. The journal is
+  trusted only after it is checked: every name a plain file of this sequence in this folder.
 - **One writer.** ``.NAME.lock`` in the folder is held (``flock``) from the check before the
   model loads until the swap is done. A second writer of the same sequence is refused at
   once in one line naming the holder. The kernel drops the lock of a process that dies, so
