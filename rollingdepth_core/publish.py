@@ -332,7 +332,7 @@ def _swap(
     for name in files:
         source = staging / name
         if source.exists():
-            _rename(source, folder / name)
+            os.replace(source, folder / name)
     removed = []
     for name in remove:
         path = folder / name
@@ -352,11 +352,6 @@ def _swap(
             f"have{f' ({frame_ranges(_numbers(frames))})' if frames else ''} from {folder}"
         )
     return removed
-
-
-def _rename(source: Path, target: Path) -> None:
-    """One file of the swap into place (a seam: tests slow it down to signal mid-swap)."""
-    os.replace(source, target)
 
 
 def _numbers(paths: Iterable[Path]) -> list[int]:
