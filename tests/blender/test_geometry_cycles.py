@@ -1,0 +1,196 @@
+"""Depth + camera -> P and N against Cycles' own passes (issue 31's proof of the geometry).
+
+Real bpy renders a small scene (a ground plane, two boxes, a moving camera with a known lens
+and sensor) with its Depth, Position and Normal passes (``filter_width = 0.01``: every pixel
+sampled at its centre), exports the camera as USD (Blender's exporter) and as a Nuke ``.chan``
+(ZXY rotations, vertical field of view), and the engine reads the depth and each camera file
+back and turns them into P and N with :mod:`rollingdepth_core.geometry`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import bpy
+import pytest
+
+from .support import engine_python
+
+SIZE = (48, 64)  # height, width
+FRAMES = (1, 2, 3)
+SCENE_SIZE = 20.0  # the ground plane's side: "P within 1e-4 of the scene's size"
+LENS, SENSOR = 30.0, 36.0
+
+
+def _camera_pose(frame: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    location = (2 + 0.5 * frame, -9 + 0.3 * frame, 4 + 0.2 * frame)
+    rotation = tuple(math.radians(a) for a in (68 - frame, 2 * frame, 15 + 3 * frame))
+    return location, rotation
+
+
+def _build_scene():
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 1
+    scene.cycles.filter_width = 0.01
+    scene.render.resolution_y, scene.render.resolution_x = SIZE
+    scene.render.resolution_percentage = 100
+    layer = scene.view_layers[0]
+    layer.use_pass_z = layer.use_pass_position = layer.use_pass_normal = True
+    bpy.ops.mesh.primitive_plane_add(size=SCENE_SIZE)
+    bpy.ops.mesh.primitive_cube_add(size=2, location=(0, 0, 1))
+    bpy.ops.mesh.primitive_cube_add(size=1.5, location=(3, 2, 0.75), rotation=(0, 0, 0.6))
+    data = bpy.data.cameras.new("shot_cam")
+    data.lens, data.sensor_width, data.sensor_fit = LENS, SENSOR, "HORIZONTAL"
+    camera = bpy.data.objects.new("shot_cam", data)
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    scene.frame_start, scene.frame_end = FRAMES[0], FRAMES[-1]
+    for frame in FRAMES:
+        camera.location, camera.rotation_euler = _camera_pose(frame)
+        camera.keyframe_insert("location", frame=frame)
+        camera.keyframe_insert("rotation_euler", frame=frame)
+    return scene, camera
+
+
+def _render_passes(scene, folder: Path) -> None:
+    """Depth, Position and Normal of every frame into ``passes.####.exr`` (one part each)."""
+    tree = bpy.data.node_groups.new("passes", "CompositorNodeTree")
+    scene.compositing_node_group = tree
+    layers = tree.nodes.new("CompositorNodeRLayers")
+    out = tree.nodes.new("CompositorNodeOutputFile")
+    out.directory = str(folder)
+    out.format.file_format = "OPEN_EXR_MULTILAYER"
+    for kind, name in (("FLOAT", "Depth"), ("VECTOR", "Position"), ("VECTOR", "Normal")):
+        out.file_output_items.new(kind, name)
+        tree.links.new(layers.outputs[name], out.inputs[name])
+    for frame in FRAMES:
+        scene.frame_set(frame)
+        out.file_name = f"passes.{frame:04d}"
+        bpy.ops.render.render()
+
+
+def write_chan(camera, scene, path: Path) -> None:
+    """Nuke's .chan: frame, translate, ZXY rotation (degrees), vertical field of view."""
+    height, width = SIZE
+    vertical_sensor = camera.data.sensor_width * height / width  # sensor fit: horizontal
+    vfov = math.degrees(2 * math.atan(vertical_sensor / 2 / camera.data.lens))
+    lines = []
+    for frame in FRAMES:
+        scene.frame_set(frame)
+        matrix = camera.matrix_world
+        euler = matrix.to_3x3().normalized().to_euler("ZXY")
+        values = [*matrix.translation, *(math.degrees(a) for a in euler), vfov]
+        lines.append(f"{frame} " + " ".join(f"{v:.10f}" for v in values))
+    path.write_text("\n".join(lines) + "\n")
+
+
+COMPARE = """
+import json, sys
+import numpy as np
+import OpenImageIO as oiio
+from rollingdepth_core.cameras import CameraRequest, load_camera
+from rollingdepth_core.geometry import depth_to_position, position_normals, project_points
+
+folder, camera_file, frames = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+h, w = json.loads(sys.argv[4])
+scene_size = float(sys.argv[5])
+track = load_camera(CameraRequest(file=camera_file), frames, (h, w))
+
+def parts(path):
+    inp = oiio.ImageInput.open(path)
+    found, index = {}, 0
+    while inp.seek_subimage(index, 0):
+        spec = inp.spec()
+        pixels = np.asarray(inp.read_image("float")).reshape(spec.height, spec.width, -1)
+        found[spec.channelnames[0].split(".")[0]] = pixels
+        index += 1
+    inp.close()
+    return found
+
+result = {"p_err": 0.0, "n_err_flat": 0.0, "n_flat_pixels": 0, "n_flat_valid": 0,
+          "reproject_px": 0.0, "n_err_valid_p99": 0.0, "surface_pixels": 0}
+for frame in frames:
+    found = parts(f"{folder}/passes.{frame:04d}.exr")
+    depth = found["Depth"][..., 0]
+    position, normal = found["Position"], found["Normal"]
+    camera = track.at(frame)
+    surface = depth < 1e9  # Cycles gives the background 1e10
+    P = depth_to_position(depth, camera)
+    N, valid = position_normals(P, depth)
+    result["surface_pixels"] += int(surface.sum())
+    result["p_err"] = max(result["p_err"], float(np.abs(P - position)[surface].max()))
+    # flat faces: the pixel's 3x3 neighbourhood is one plane in Cycles' passes (same
+    # normal, every neighbour's position on the pixel's plane)
+    flat = surface.copy()
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            shifted_n = np.roll(normal, (dy, dx), (0, 1))
+            shifted_p = np.roll(position, (dy, dx), (0, 1))
+            shifted_s = np.roll(surface, (dy, dx), (0, 1))
+            same_normal = (shifted_n * normal).sum(-1) > np.cos(np.radians(0.01))
+            on_plane = np.abs(((shifted_p - position) * normal).sum(-1)) < 1e-4 * scene_size
+            flat &= shifted_s & same_normal & on_plane
+    flat[[0, -1], :] = False
+    flat[:, [0, -1]] = False
+    cosine = np.clip((N * normal).sum(-1), -1, 1)
+    angle = np.degrees(np.arccos(cosine))
+    result["n_flat_pixels"] += int(flat.sum())
+    result["n_flat_valid"] += int((flat & valid).sum())
+    result["n_err_flat"] = max(result["n_err_flat"], float(angle[flat & valid].max()))
+    ok = valid & surface
+    result["n_err_valid_p99"] = max(result["n_err_valid_p99"], float(np.percentile(angle[ok], 99)))
+    pixels, z = project_points(P[surface], camera, (h, w))
+    ys, xs = np.nonzero(surface)
+    centres = np.stack([xs + 0.5, ys + 0.5], -1)
+    result["reproject_px"] = max(result["reproject_px"], float(np.abs(pixels - centres).max()))
+    result["depth_roundtrip"] = float(np.abs(z - depth[surface]).max() / depth[surface].max())
+print(json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def cycles_shot(tmp_path_factory, engine_ready):
+    folder = tmp_path_factory.mktemp("cycles")
+    scene, camera = _build_scene()
+    _render_passes(scene, folder)
+    bpy.ops.wm.usd_export(
+        filepath=str(folder / "camera.usda"), export_animation=True, selected_objects_only=False
+    )
+    write_chan(camera, scene, folder / "camera.chan")
+    return folder
+
+
+def _compare(folder: Path, camera_file: str) -> dict:
+    out = engine_python(
+        COMPARE,
+        str(folder),
+        str(folder / camera_file),
+        json.dumps(FRAMES),
+        json.dumps(SIZE),
+        str(SCENE_SIZE),
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    print(camera_file, result)
+    return result
+
+
+@pytest.mark.parametrize("camera_file", ["camera.usda", "camera.chan"])
+def test_position_and_normals_match_cycles_passes(cycles_shot, camera_file):
+    result = _compare(cycles_shot, camera_file)
+    assert result["surface_pixels"] > 0.5 * len(FRAMES) * SIZE[0] * SIZE[1]
+    # P within 1e-4 of the scene's size on every surface pixel
+    assert result["p_err"] <= 1e-4 * SCENE_SIZE, result
+    # N within 1 degree on flat faces, and (almost) every flat-face pixel has a normal
+    assert result["n_flat_pixels"] > 1000, result
+    assert result["n_err_flat"] <= 1.0, result
+    assert result["n_flat_valid"] >= 0.99 * result["n_flat_pixels"], result
+    # no smearing at depth edges: the normals that are given are right nearly everywhere
+    assert result["n_err_valid_p99"] <= 2.0, result
+    # P projected back through the same camera lands on its own pixel's centre
+    assert result["reproject_px"] < 1e-3, result
+    assert result["depth_roundtrip"] < 1e-5, result
