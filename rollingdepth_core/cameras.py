@@ -5,7 +5,8 @@ fixed pinhole at the origin; checked against the plate before the model loads.
   ``UsdGeomCamera`` in traversal order, evaluated at time code = frame number (Blender, Houdini
   and Maya write frames as time codes). Its world transform (the composed transforms of its
   ancestors included), focal length and apertures (the film back) come from the stage; the
-  world is the stage's own (its up axis as it says). A camera with time samples must have one
+  world is the stage's own (its up axis as it says); lens values are read in USD's tenths of
+  a scene unit and turned into mm with the stage's metres per unit. A camera with time samples must have one
   on every plate frame (a solve writes every frame; USD would silently hold or interpolate).
   Aperture offsets (lens shift) and orthographic cameras are refused.
 * **.chan** (Nuke's Camera export, Houdini's chan): one line per frame, 8 columns: ``frame tx
@@ -286,6 +287,8 @@ def _read_usd(path: Path, frames):
         _check_frames(path.name, frames, on_frames)
     if camera.GetProjectionAttr().Get() not in (None, UsdGeom.Tokens.perspective):
         raise ConfigError(f"`--camera` {path.name} {prim.GetPath()}: not a perspective camera")
+    # lens values are in tenths of a scene unit (USD's convention): mm = value * 100 * metres/unit
+    to_mm = 100.0 * UsdGeom.GetStageMetersPerUnit(stage)
     cache = UsdGeom.XformCache()
     cameras = {}
     for frame in frames:
@@ -301,8 +304,8 @@ def _read_usd(path: Path, frames):
         # USD matrices act on row vectors (translation in the last row): transpose
         matrix = np.array(cache.GetLocalToWorldTransform(prim), np.float64).T
         cameras[frame] = PinholeCamera(
-            float(lens.focalLength),
-            (float(lens.horizontalAperture), float(lens.verticalAperture)),
+            float(lens.focalLength) * to_mm,
+            (float(lens.horizontalAperture) * to_mm, float(lens.verticalAperture) * to_mm),
             matrix,
         )
     return cameras, str(prim.GetPath())
