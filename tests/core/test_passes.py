@@ -1,0 +1,147 @@
+"""P and N in the EXRs and the points USD, end to end through `rollingdepth run` (tiny
+random model), and the pass module on its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pxr import Usd, UsdGeom
+
+from rollingdepth_core.cameras import CameraRequest, load_camera
+from rollingdepth_core.cli import main
+from rollingdepth_core.exr import read_exr
+from rollingdepth_core.geometry import depth_to_position, position_normals
+from rollingdepth_core.passes import FrameGeometry
+from rollingdepth_core.points import PointCloud, grid_stride
+
+from .plate_fixtures import make_image_sequence
+
+NUMBERS = list(range(1001, 1007))
+FAST = ["--res", "48", "--dilations", "1", "2", "--device", "cpu", "--dtype", "fp32"]
+P = ("P.X", "P.Y", "P.Z")
+N = ("N.X", "N.Y", "N.Z")
+
+
+def stack(channels, names):
+    return np.stack([channels[n] for n in names], -1)
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory):
+    # 96 x 64: larger than the processing size, so --restore-res upsamples (edge-aware)
+    return make_image_sequence(tmp_path_factory.mktemp("plate"), len(NUMBERS), 96, 64)
+
+
+@pytest.fixture(scope="module")
+def chan(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("camera")
+    lines = []
+    for k, f in enumerate(NUMBERS):
+        lines.append(f"{f} {0.1 * k} 1.6 {4 - 0.2 * k} -8 {2 * k} 0 45")
+    (folder / "cam.chan").write_text("\n".join(lines) + "\n")
+    return str(folder / "cam.chan")
+
+
+@pytest.fixture(scope="module")
+def run_with_camera(plate, chan, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    args = ["run", plate, "-o", str(out), "--checkpoint", str(tiny_checkpoint), *FAST,
+            "--depth-mode", "depth", "--near", "2", "--far", "30", "--restore-res",
+            "--camera", chan, "--points", "shot.usda", "--points-budget", "500"]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+def test_frames_carry_p_and_n_at_the_written_resolution(run_with_camera, chan):
+    track = load_camera(CameraRequest(file=chan), NUMBERS, (64, 96))
+    for number in (NUMBERS[0], NUMBERS[-1]):
+        channels, header = read_exr(run_with_camera / f"depth.{number}.exr")
+        assert set(channels) == {"Z", *P, *N}
+        assert all(header["channel_formats"][c] == "float" for c in (*P, *N))
+        assert channels["Z"].shape == (64, 96)  # the plate's size, not the processing size
+        assert header["rollingdepth/camera.frame"] == number
+        assert header["rollingdepth/camera.file"] == track.source
+        assert header["rollingdepth/camera.sha256"] == track.sha256
+        assert header["rollingdepth/P.space"].startswith("world")
+        # P is the file's own Z through this frame's camera; N follows from P
+        expected = depth_to_position(channels["Z"], track.at(number))
+        np.testing.assert_allclose(stack(channels, P), expected, rtol=1e-6, atol=1e-6)
+        normals, valid = position_normals(expected, channels["Z"])
+        np.testing.assert_allclose(stack(channels, N), normals, atol=1e-6)
+        length = np.linalg.norm(stack(channels, N), axis=-1)
+        np.testing.assert_allclose(length[valid], 1.0, atol=1e-5)
+        assert (length[~valid] == 0).all()
+
+
+def test_points_stage_reads_back_with_the_camera(run_with_camera, chan):
+    stage = Usd.Stage.Open(str(run_with_camera / "shot.usda"))
+    assert stage.GetStartTimeCode() == NUMBERS[0] and stage.GetEndTimeCode() == NUMBERS[-1]
+    points = UsdGeom.Points(stage.GetPrimAtPath("/shot/points"))
+    camera = UsdGeom.Camera(stage.GetPrimAtPath("/shot/camera"))
+    track = load_camera(CameraRequest(file=chan), NUMBERS, (64, 96))
+    assert points.GetPointsAttr().GetTimeSamples() == NUMBERS
+    for number in NUMBERS:
+        xyz = np.asarray(points.GetPointsAttr().Get(number))
+        colour = np.asarray(points.GetDisplayColorAttr().Get(number))
+        assert 0 < len(xyz) <= 500 and colour.shape == xyz.shape
+        assert ((colour >= 0) & (colour <= 1)).all()
+        # every point is a pixel of that frame's P
+        channels, _ = read_exr(run_with_camera / f"depth.{number}.exr")
+        frame_p = stack(channels, P).reshape(-1, 3)
+        nearest = np.abs(frame_p[None, :, :] - xyz[:, None, :]).max(-1).min(-1)
+        assert nearest.max() < 1e-5
+        matrix = np.array(
+            UsdGeom.Xformable(camera.GetPrim()).ComputeLocalToWorldTransform(number)
+        ).T
+        np.testing.assert_allclose(matrix, track.at(number).to_world, atol=1e-9)
+    # the written stage is itself a camera file the engine reads back
+    again = load_camera(CameraRequest(file=str(run_with_camera / "shot.usda")), NUMBERS, (64, 96))
+    assert again.at(1003).focal_length == pytest.approx(track.at(1003).focal_length)
+
+
+def test_passes_choose_and_half_applies(plate, tiny_checkpoint, tmp_path):
+    args = ["run", plate, "-o", str(tmp_path / "o"), "--checkpoint", str(tiny_checkpoint),
+            *FAST, "--depth-mode", "depth", "--fov", "40", "--passes", "Z,N", "--half"]  # fmt: skip
+    assert main(args) == 0
+    channels, header = read_exr(tmp_path / "o" / "depth.1001.exr")
+    assert set(channels) == {"Z", *N}
+    assert header["channel_formats"]["N.X"] == "half"
+    assert header["rollingdepth/N.space"].startswith("camera")
+    assert header["rollingdepth/passes"] == "Z N"
+
+
+def test_no_camera_writes_z_only(plate, tiny_checkpoint, tmp_path):
+    args = ["run", plate, "-o", str(tmp_path / "o"), "--checkpoint", str(tiny_checkpoint), *FAST]
+    assert main(args) == 0
+    channels, header = read_exr(tmp_path / "o" / "depth.1001.exr")
+    assert set(channels) == {"Z"} and "rollingdepth/camera.file" not in header
+
+
+def test_anchored_inverse_depth_gives_p_from_its_reciprocal(tmp_path):
+    """Anchored ``--depth-mode inverse`` files hold 1/Z: P comes from Z, not from 1/Z."""
+    track = load_camera(CameraRequest(focal_length=30.0), [1], (32, 48))
+    z = np.linspace(2, 9, 32 * 48, dtype=np.float32).reshape(32, 48)
+    geometry = FrameGeometry(track, ("Z", "P", "N"))
+    from_inverse = geometry.channels(1, np.float32(1) / z, "inverse")
+    from_depth = geometry.channels(1, z, "depth")
+    np.testing.assert_allclose(from_inverse["P.Z"], -z, rtol=1e-6)
+    np.testing.assert_allclose(from_inverse["P.X"], from_depth["P.X"], rtol=1e-6)
+
+
+def test_point_cloud_budget_and_filter():
+    cloud = PointCloud(budget=100)
+    position = np.random.default_rng(0).random((60, 80, 3)).astype(np.float32)
+    valid = np.ones((60, 80), bool)
+    valid[:30] = False  # the top half has no normals: depth edges
+    confidence = np.ones((60, 80), np.float32)
+    confidence[:, :40] = 0.2  # the left half is not trusted
+    colour = np.zeros((30, 40, 3), np.float32)
+    colour[..., 1] = 1.0
+    cloud.add(7, position, valid, colour, confidence)
+    xyz, rgb = cloud.frames[7]
+    step = grid_stride((60, 80), 100)
+    assert (60 // step) * (80 // step) <= 100
+    assert 0 < len(xyz) <= 25  # a quarter of the grid survives
+    assert (rgb == (0, 1, 0)).all()
+    rows, cols = np.nonzero((position[None] == xyz[:, None, None, :]).all(-1).any(0))
+    assert (rows >= 30).all() and (cols >= 40).all()
