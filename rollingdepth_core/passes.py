@@ -16,7 +16,7 @@ import numpy as np
 from . import protocol
 from .cameras import CameraTrack
 from .errors import ConfigError
-from .geometry import depth_to_position, position_normals
+from .geometry import normal_planes, position_planes
 
 SCENE_UNIT_MODES = ("depth", "inverse")  # "inverse" only when anchored: 1/Z in scene units
 
@@ -75,15 +75,14 @@ class FrameGeometry:
         if not ("P" in self.passes or "N" in self.passes or self.points is not None):
             return {}
         camera = self.camera.at(number)
-        position = depth_to_position(depth, camera)  # [H,W,3] world (camera space: pinhole)
-        normals, valid = position_normals(position, depth)  # [H,W,3], [H,W]
+        position = position_planes(depth, camera)  # 3 x [H,W] world (camera space: pinhole)
+        normals, valid = normal_planes(depth, camera)  # 3 x [H,W], [H,W]
         out: dict[str, np.ndarray] = {}
-        for name, plane in (("P", position), ("N", normals)):
+        for name, planes in (("P", position), ("N", normals)):
             if name in self.passes:
-                for i, channel in enumerate(protocol.PASS_CHANNELS[name]):
-                    out[channel] = np.ascontiguousarray(plane[..., i])
+                out.update(zip(protocol.PASS_CHANNELS[name], planes, strict=True))
         if self.points is not None:
-            self.points.add(number, position, valid, colour, confidence)
+            self.points.add(number, np.stack(position, axis=-1), valid, colour, confidence)
         return out
 
     def header(self, number: int) -> dict[str, str | int | float]:

@@ -6,8 +6,10 @@ from .position import (
     MAX_JUMP,
     SPACES,
     connected_neighbours,
+    depth_normals,
     depth_to_position,
-    position_normals,
+    normal_planes,
+    position_planes,
     project_points,
 )
 
@@ -16,11 +18,13 @@ __all__ = [
     "SPACES",
     "PinholeCamera",
     "connected_neighbours",
+    "depth_normals",
     "depth_to_position",
     "euler_matrix",
     "fov_camera",
     "pixel_rays",
     "placement",
-    "position_normals",
+    "normal_planes",
+    "position_planes",
     "project_points",
 ]

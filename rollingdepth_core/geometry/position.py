@@ -6,7 +6,8 @@ along the ray, in scene units. That is what the engine writes in ``--depth-mode 
 what Nuke's and Blender's Z mean. A point of planar depth ``Z`` seen through pixel ``(x, y)``
 is ``Z * ray(x, y)`` with :func:`.camera.pixel_rays` (z = -1), in camera space.
 
-Normals come from P by finite differences that never reach across a depth edge. Two
+Normals come from P by finite differences that never reach across a depth edge (computed
+plane by plane from the depth and the camera's rays, which is what P's differences are). Two
 neighbouring pixels are *connected* when their depths differ by at most ``max_jump`` of the
 nearer one, or when the step between them continues the step beside it on the same line
 (on a plane, inverse depth is affine in pixel coordinates, so a plane seen at a grazing angle
@@ -41,20 +42,9 @@ def check_depth(depth: np.ndarray) -> np.ndarray:
     return depth
 
 
-def depth_to_position(depth: np.ndarray, camera: PinholeCamera, space: str = "world") -> np.ndarray:
-    """World (or camera) position ``[H,W,3]`` float32 of every pixel of planar ``depth``
-    ``[H,W]`` seen by ``camera`` (its film back spans the whole map)."""
-    if space not in SPACES:
-        raise ConfigError(f"`space` must be one of {', '.join(SPACES)}; got {space!r}")
-    depth = check_depth(depth)
-    rays = pixel_rays(camera, depth.shape).astype(np.float32)  # [H,W,3], z = -1
-    points = rays * depth[..., None]  # [H,W,3] camera space
-    if space == "camera":
-        return points
-    matrix = np.asarray(camera.to_world, np.float64)
-    rotation = matrix[:3, :3].astype(np.float32)
-    offset = matrix[:3, 3].astype(np.float32)
-    return points @ rotation.T + offset  # [H,W,3] world space
+def _along(array: np.ndarray, axis: int, start: int | None, stop: int | None) -> np.ndarray:
+    """``array[start:stop]`` along ``axis`` (0: rows, 1: columns), a view."""
+    return array[start:stop] if axis == 0 else array[:, start:stop]
 
 
 def _agree(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -62,55 +52,61 @@ def _agree(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a - b) <= PLANAR_STEP_TOLERANCE * np.maximum(np.abs(a), np.abs(b))
 
 
-def _steps(depth: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """The map moved so that ``axis`` is last ``[.., n]``, and its inverse-depth steps
-    ``[.., n-1]`` (step i: from pixel i to pixel i+1)."""
-    line = np.moveaxis(depth, axis, -1)
-    inverse = 1.0 / line
-    return line, inverse[..., 1:] - inverse[..., :-1]
-
-
 def connected_neighbours(depth: np.ndarray, axis: int, max_jump: float = MAX_JUMP) -> np.ndarray:
     """Whether each pixel and its next neighbour along ``axis`` (1: to the right, 0: below)
     lie on one surface: ``[H,W-1]`` (axis 1) or ``[H-1,W]`` (axis 0), see the module text."""
-    line, step = _steps(check_depth(depth), axis)
-    near = np.minimum(line[..., 1:], line[..., :-1])
-    small = np.abs(line[..., 1:] - line[..., :-1]) <= max_jump * near  # [.., n-1]
-    planar = np.zeros_like(small)
-    if step.shape[-1] > 2:
-        agree = _agree(step[..., 1:], step[..., :-1])  # [.., n-2]: step i agrees with i+1
+    depth = check_depth(depth)
+    return _connected(depth, _steps(depth, axis), axis, max_jump)
+
+
+def _steps(depth: np.ndarray, axis: int) -> np.ndarray:
+    """Inverse-depth steps along ``axis`` (step i: from pixel i to pixel i+1)."""
+    inverse = np.float32(1.0) / depth
+    return _along(inverse, axis, 1, None) - _along(inverse, axis, None, -1)
+
+
+def _connected(depth, step, axis: int, max_jump: float) -> np.ndarray:
+    ahead, here = _along(depth, axis, 1, None), _along(depth, axis, None, -1)
+    link = np.abs(ahead - here) <= np.float32(max_jump) * np.minimum(ahead, here)
+    n = step.shape[axis]
+    if n > 2:
+        agree = _agree(_along(step, axis, 1, None), _along(step, axis, None, -1))  # i vs i+1
         # both neighbouring steps: one step beside a jump may match the jump by chance
-        planar[..., 1:-1] = agree[..., 1:] & agree[..., :-1]
-    return np.moveaxis(small | planar, -1, axis)
+        _along(link, axis, 1, -1)[...] |= _along(agree, axis, 1, None) & _along(
+            agree, axis, None, -1
+        )
+    return link
 
 
 def _line_choice(depth: np.ndarray, axis: int, max_jump: float):
-    """Per pixel along ``axis``, ``[.., n]`` masks moved last: use the forward difference,
-    the backward one (their sum: central), or neither.
+    """Per pixel along ``axis``, ``[H,W]`` masks: use the forward difference, the backward
+    one (both: their sum, the central difference), or neither.
 
     Both neighbours connected: central where the two steps continue one plane; at a crease
     (both connected, steps unlike) the side whose step continues into the next pixel's (that
     side is one flat face; the smaller step if both are), central if neither is (a curved or
     noisy surface). One neighbour connected: that side if its step continues into the next
     one (a face one or two pixels wide would otherwise lend its neighbour's slope)."""
-    _, step = _steps(depth, axis)  # [.., n-1]
-    link = np.moveaxis(connected_neighbours(depth, axis, max_jump), axis, -1)  # [.., n-1]
-    n = link.shape[-1] + 1
-    shape = link.shape[:-1] + (n,)
+    step = _steps(depth, axis)  # n-1 along axis
+    link = _connected(depth, step, axis, max_jump)  # n-1 along axis
+    shape = depth.shape
     ahead = np.zeros(shape, bool)  # pair (i, i+1) connected
     behind = np.zeros(shape, bool)  # pair (i-1, i) connected
-    ahead[..., :-1] = link
-    behind[..., 1:] = link
+    _along(ahead, axis, None, -1)[...] = link
+    _along(behind, axis, 1, None)[...] = link
     central = np.zeros(shape, bool)  # steps i-1 and i continue one plane
     forward_flat = np.zeros(shape, bool)  # step i continues into step i+1, same surface
     backward_flat = np.zeros(shape, bool)  # step i-1 continues step i-2
     small_forward = np.zeros(shape, bool)  # |step i| <= |step i-1|
-    if n > 2:
-        agree = _agree(step[..., 1:], step[..., :-1])  # [.., n-2]
-        central[..., 1:-1] = agree
-        forward_flat[..., :-2] = agree & link[..., 1:]
-        backward_flat[..., 2:] = agree & link[..., :-1]
-        small_forward[..., 1:-1] = np.abs(step[..., 1:]) <= np.abs(step[..., :-1])
+    if shape[axis] > 2:
+        agree = _agree(_along(step, axis, 1, None), _along(step, axis, None, -1))  # n-2
+        _along(central, axis, 1, -1)[...] = agree
+        _along(forward_flat, axis, None, -2)[...] = agree & _along(link, axis, 1, None)
+        _along(backward_flat, axis, 2, None)[...] = agree & _along(link, axis, None, -1)
+        magnitude = np.abs(step)
+        _along(small_forward, axis, 1, -1)[...] = _along(magnitude, axis, 1, None) <= _along(
+            magnitude, axis, None, -1
+        )
     both = ahead & behind
     crease = both & ~central
     pick_forward = forward_flat & (~backward_flat | small_forward)
@@ -120,37 +116,101 @@ def _line_choice(depth: np.ndarray, axis: int, max_jump: float):
     return use_forward, use_backward
 
 
-def position_normals(
-    position: np.ndarray, depth: np.ndarray, max_jump: float = MAX_JUMP
-) -> tuple[np.ndarray, np.ndarray]:
-    """Unit normals ``[H,W,3]`` float32 of the surface ``position`` ``[H,W,3]`` (in its own
-    space), facing the camera, and ``valid`` ``[H,W]`` bool; pixels with no connected
-    neighbour on a line get ``(0, 0, 0)`` and ``valid = False``. ``depth`` ``[H,W]`` (planar)
-    decides which neighbours are connected (:func:`connected_neighbours`) and, at a crease,
-    which side's difference is taken."""
+def _ray_coordinates(camera: PinholeCamera, size: tuple[int, int]):
+    """The rays' x per column ``[1,W]`` and y per row ``[H,1]`` (z = -1), float32."""
+    rays = pixel_rays(camera, (1, size[1]))[0, :, 0], pixel_rays(camera, (size[0], 1))[:, 0, 1]
+    return rays[0].astype(np.float32)[None, :], rays[1].astype(np.float32)[:, None]
+
+
+def _to_space(planes, camera: PinholeCamera, space: str, normals: bool = False):
+    """Camera-space planes (x, y, z) moved into ``space``: points by the camera's placement,
+    normals by its inverse transpose (renormalised when the placement carries a scale)."""
+    if space not in SPACES:
+        raise ConfigError(f"`space` must be one of {', '.join(SPACES)}; got {space!r}")
+    if space == "camera":
+        return list(planes)
+    matrix = np.asarray(camera.to_world, np.float64)
+    linear = matrix[:3, :3]
+    rigid = np.allclose(linear.T @ linear, np.eye(3), atol=1e-6)
+    if normals and not rigid:
+        linear = np.linalg.inv(linear).T
+    out = []
+    for row in range(3):
+        plane = planes[0] * np.float32(linear[row, 0])
+        plane += planes[1] * np.float32(linear[row, 1])
+        plane += planes[2] * np.float32(linear[row, 2])
+        if not normals:
+            plane += np.float32(matrix[row, 3])
+        out.append(plane)
+    if normals and not rigid:
+        length = np.sqrt(out[0] * out[0] + out[1] * out[1] + out[2] * out[2])
+        length[length == 0] = 1
+        out = [plane / length for plane in out]
+    return out
+
+
+def position_planes(depth: np.ndarray, camera: PinholeCamera, space: str = "world"):
+    """P as three float32 ``[H,W]`` planes (x, y, z) in ``space``; see :func:`depth_to_position`."""
     depth = check_depth(depth)
-    position = np.asarray(position, np.float32)
-    if position.shape != (*depth.shape, 3):
-        raise ConfigError(
-            f"`position` must be [H,W,3] over the depth's {depth.shape}; got {position.shape}"
-        )
-    tangents = []
-    valid = np.ones(depth.shape, bool)
-    for axis in (1, 0):  # along a row (to the right), then down a column
-        use_forward, use_backward = _line_choice(depth, axis, max_jump)  # [.., n]
-        p = np.moveaxis(position, axis, -2)  # [.., n, 3]
-        tangent = np.zeros_like(p)
-        difference = p[..., 1:, :] - p[..., :-1, :]  # [.., n-1, 3]: p[i+1] - p[i]
-        tangent[..., :-1, :] += np.where(use_forward[..., :-1, None], difference, 0)
-        tangent[..., 1:, :] += np.where(use_backward[..., 1:, None], difference, 0)
-        valid &= np.moveaxis(use_forward | use_backward, -1, axis)
-        tangents.append(np.moveaxis(tangent, -2, axis))
-    right, down = tangents
-    normals = np.cross(down, right)  # right x down is into the screen: this faces the camera
-    length = np.linalg.norm(normals, axis=-1)
+    ray_x, ray_y = _ray_coordinates(camera, depth.shape)
+    return _to_space([depth * ray_x, depth * ray_y, -depth], camera, space)
+
+
+def _difference(plane, axis, forward, backward) -> np.ndarray:
+    """The chosen difference of ``plane`` along ``axis``: ``p[i+1] - p[i]`` where
+    ``forward``, plus ``p[i] - p[i-1]`` where ``backward`` (both: the central difference)."""
+    step = _along(plane, axis, 1, None) - _along(plane, axis, None, -1)  # p[i+1] - p[i]
+    out = np.zeros(plane.shape, np.float32)
+    _along(out, axis, None, -1)[...] = np.where(_along(forward, axis, None, -1), step, 0)
+    _along(out, axis, 1, None)[...] += np.where(_along(backward, axis, 1, None), step, 0)
+    return out
+
+
+def normal_planes(
+    depth: np.ndarray, camera: PinholeCamera, space: str = "world", max_jump: float = MAX_JUMP
+):
+    """N as three float32 ``[H,W]`` planes in ``space`` and ``valid`` ``[H,W]``; see
+    :func:`depth_normals`.
+
+    In camera space P = (Z x, Z y, -Z) with x fixed per column and y per row, so the tangent
+    along a row is (d(Zx), y dZ, -dZ) and down a column (x dZ', d(Zy)', -dZ'); their cross
+    product, written out, needs four difference planes instead of six."""
+    depth = check_depth(depth)
+    ray_x, ray_y = _ray_coordinates(camera, depth.shape)
+    forward, backward = _line_choice(depth, 1, max_jump)  # along a row (to the right)
+    valid = forward | backward
+    across = _difference(depth * ray_x, 1, forward, backward)  # d(Zx) along the row
+    dz_row = _difference(depth, 1, forward, backward)
+    forward, backward = _line_choice(depth, 0, max_jump)  # down a column
+    valid &= forward | backward
+    down = _difference(depth * ray_y, 0, forward, backward)  # d(Zy) down the column
+    dz_col = _difference(depth, 0, forward, backward)
+    # down x right (right x down points into the screen: this faces the camera)
+    nx = dz_row * (dz_col * ray_y - down)
+    ny = dz_col * (dz_row * ray_x - across)
+    nz = dz_col * ray_x * dz_row * ray_y - down * across
+    length = np.sqrt(nx * nx + ny * ny + nz * nz)
     valid &= length > 0
-    normals = np.where(valid[..., None], normals / np.where(length > 0, length, 1)[..., None], 0)
-    return normals.astype(np.float32), valid
+    inverse = np.divide(np.float32(1.0), length, out=np.zeros_like(length), where=valid)
+    return _to_space([nx * inverse, ny * inverse, nz * inverse], camera, space, True), valid
+
+
+def depth_to_position(depth: np.ndarray, camera: PinholeCamera, space: str = "world") -> np.ndarray:
+    """World (or camera) position ``[H,W,3]`` float32 of every pixel of planar ``depth``
+    ``[H,W]`` seen by ``camera`` (its film back spans the whole map)."""
+    return np.stack(position_planes(depth, camera, space), axis=-1)
+
+
+def depth_normals(
+    depth: np.ndarray, camera: PinholeCamera, space: str = "world", max_jump: float = MAX_JUMP
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit normals ``[H,W,3]`` float32 of the surface planar ``depth`` ``[H,W]`` shows
+    through ``camera``, in ``space``, facing the camera, and ``valid`` ``[H,W]`` bool: from
+    the differences of P between connected neighbours (:func:`connected_neighbours`; at a
+    crease, the side that continues a plane); a pixel with no usable neighbour on a line gets
+    ``(0, 0, 0)`` and ``valid = False``."""
+    planes, valid = normal_planes(depth, camera, space, max_jump)
+    return np.stack(planes, axis=-1), valid
 
 
 def project_points(

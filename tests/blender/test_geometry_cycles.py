@@ -94,7 +94,7 @@ import json, sys
 import numpy as np
 import OpenImageIO as oiio
 from rollingdepth_core.cameras import CameraRequest, load_camera
-from rollingdepth_core.geometry import depth_to_position, position_normals, project_points
+from rollingdepth_core.geometry import depth_normals, depth_to_position, project_points
 
 folder, camera_file, frames = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 h, w = json.loads(sys.argv[4])
@@ -121,7 +121,7 @@ for frame in frames:
     camera = track.at(frame)
     surface = depth < 1e9  # Cycles gives the background 1e10
     P = depth_to_position(depth, camera)
-    N, valid = position_normals(P, depth)
+    N, valid = depth_normals(depth, camera)
     result["surface_pixels"] += int(surface.sum())
     result["p_err"] = max(result["p_err"], float(np.abs(P - position)[surface].max()))
     # flat faces: the pixel's 3x3 neighbourhood is one plane in Cycles' passes (same

@@ -9,12 +9,12 @@ import pytest
 from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.geometry import (
     PinholeCamera,
+    depth_normals,
     depth_to_position,
     euler_matrix,
     fov_camera,
     pixel_rays,
     placement,
-    position_normals,
     project_points,
 )
 
@@ -58,7 +58,7 @@ def test_plane_positions_normals_and_round_trip():
     assert (depth > 0).all()
     P = depth_to_position(depth, cam)
     np.testing.assert_allclose(P @ normal, -5.0, atol=2e-5)
-    N, valid = position_normals(P, depth)
+    N, valid = depth_normals(depth, cam)
     assert valid.all()
     facing = normal if normal @ (cam.position - P[0, 0]) > 0 else -normal
     assert np.degrees(np.arccos(np.clip(N @ facing, -1, 1))).max() < 0.05
@@ -73,8 +73,11 @@ def test_camera_space_ignores_the_placement():
     depth = np.full((48, 64), 4.0, np.float32)
     P = depth_to_position(depth, cam, space="camera")
     np.testing.assert_allclose(P[..., 2], -4.0)
-    N, valid = position_normals(P, depth)
+    N, valid = depth_normals(depth, cam, space="camera")
     np.testing.assert_allclose(N[valid], np.broadcast_to([0, 0, 1.0], N[valid].shape), atol=1e-5)
+    # in world space the same normal is the camera's +Z axis
+    world, _ = depth_normals(depth, cam)
+    np.testing.assert_allclose(world[valid][0], cam.to_world[:3, 2], atol=1e-5)
 
 
 def test_normals_never_average_across_a_depth_edge():
@@ -84,10 +87,9 @@ def test_normals_never_average_across_a_depth_edge():
     cam = fov_camera(40.0, 1.0)
     depth = np.full(size, 10.0, np.float32)
     depth[10:30, 12:28] = 2.0
-    P = depth_to_position(depth, cam, space="camera")
-    N, valid = position_normals(P, depth)
+    N, valid = depth_normals(depth, cam)
     angle = np.degrees(np.arccos(np.clip(N[..., 2], -1, 1)))
-    assert angle[valid].max() < 0.01
+    assert angle[valid].max() < 0.05  # float32 rounding
     # the card's own border pixels keep a normal from their own side
     assert valid[10, 12:28].all() and valid[29, 12:28].all()
     assert (N[~valid] == 0).all()
@@ -98,8 +100,7 @@ def test_a_one_pixel_sliver_is_marked_not_given_a_neighbours_normal():
     cam = fov_camera(40.0, 1.0)
     depth = np.full(size, 10.0, np.float32)
     depth[:, 10] = 3.0  # a pole one pixel wide: no horizontal neighbour on its surface
-    P = depth_to_position(depth, cam, space="camera")
-    N, valid = position_normals(P, depth)
+    N, valid = depth_normals(depth, cam)
     assert not valid[:, 10].any()
     assert (N[:, 10] == 0).all()
 
@@ -117,11 +118,29 @@ def test_a_grazing_plane_keeps_its_normals():
     depth = np.where(floor, _plane_depth(cam, size, up, 0.0), 1000.0).astype(np.float32)
     jump = np.abs(np.diff(depth, axis=0)) / np.minimum(depth[1:], depth[:-1])
     assert jump[floor[1:] & floor[:-1]].max() > 0.05
-    N, valid = position_normals(depth_to_position(depth, cam), depth)
+    N, valid = depth_normals(depth, cam)
     inner = floor & np.roll(floor, 2, 0)
     inner[-2:] = False
     assert valid[inner].mean() > 0.97
     assert np.degrees(np.arccos(np.clip(N[inner & valid] @ up, -1, 1))).max() < 0.5
+
+
+def test_normals_follow_a_scaled_placement():
+    """A camera transform with a scale (as USD exporters write): normals stay unit and
+    perpendicular to the surface in world space."""
+    size = (48, 64)
+    cam = _camera(size)
+    scaled = cam.to_world.copy()
+    scaled[:3, :3] = scaled[:3, :3] @ np.diag([1.0, 1.0, 2.0])
+    cam = PinholeCamera(cam.focal_length, cam.film_back, scaled)
+    normal = np.array([0.2, 0.3, 1.0]) / np.linalg.norm([0.2, 0.3, 1.0])
+    depth = _plane_depth(cam, size, normal, -5.0)
+    N, valid = depth_normals(depth, cam)
+    P = depth_to_position(depth, cam)
+    tangent = P[10, 20] - P[30, 40]
+    assert valid.all()
+    assert np.abs(N @ tangent).max() < 1e-4 * np.linalg.norm(tangent)
+    np.testing.assert_allclose(np.linalg.norm(N, axis=-1), 1.0, atol=1e-5)
 
 
 def test_bad_depth_is_refused():

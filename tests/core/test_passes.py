@@ -10,7 +10,7 @@ from pxr import Usd, UsdGeom
 from rollingdepth_core.cameras import CameraRequest, load_camera
 from rollingdepth_core.cli import main
 from rollingdepth_core.exr import read_exr
-from rollingdepth_core.geometry import depth_to_position, position_normals
+from rollingdepth_core.geometry import depth_normals, depth_to_position
 from rollingdepth_core.passes import FrameGeometry
 from rollingdepth_core.points import PointCloud, grid_stride
 
@@ -66,7 +66,7 @@ def test_frames_carry_p_and_n_at_the_written_resolution(run_with_camera, chan):
         # P is the file's own Z through this frame's camera; N follows from P
         expected = depth_to_position(channels["Z"], track.at(number))
         np.testing.assert_allclose(stack(channels, P), expected, rtol=1e-6, atol=1e-6)
-        normals, valid = position_normals(expected, channels["Z"])
+        normals, valid = depth_normals(channels["Z"], track.at(number))
         np.testing.assert_allclose(stack(channels, N), normals, atol=1e-6)
         length = np.linalg.norm(stack(channels, N), axis=-1)
         np.testing.assert_allclose(length[valid], 1.0, atol=1e-5)
