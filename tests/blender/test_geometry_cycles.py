@@ -194,3 +194,74 @@ def test_position_and_normals_match_cycles_passes(cycles_shot, camera_file):
     # P projected back through the same camera lands on its own pixel's centre
     assert result["reproject_px"] < 1e-3, result
     assert result["depth_roundtrip"] < 1e-5, result
+
+
+WRITE_PASSES = """
+import sys
+import numpy as np
+from rollingdepth_core.cameras import CameraRequest, load_camera
+from rollingdepth_core.exr import write_depth_exr
+from rollingdepth_core.passes import FrameGeometry
+
+h, w = 48, 64
+track = load_camera(CameraRequest(focal_length=30.0), [1], (h, w))
+yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+z = (3.0 + 0.1 * yy + 0.02 * xx).astype(np.float32)
+z[10:20, 10:30] = 2.0
+channels = FrameGeometry(track, ("Z", "P", "N")).channels(1, z, "depth")
+write_depth_exr(sys.argv[1], z, extra_channels=channels)
+"""
+
+READ_BACK = """
+import json, sys
+import numpy as np
+import OpenImageIO as oiio
+from rollingdepth_core.exr import read_exr
+
+ours, _ = read_exr(sys.argv[1])
+inp = oiio.ImageInput.open(sys.argv[2])
+worst, index = {}, 0
+while inp.seek_subimage(index, 0):
+    spec = inp.spec()
+    pixels = np.asarray(inp.read_image("float")).reshape(spec.height, spec.width, -1)
+    name = spec.channelnames[0].split(".")[0]
+    names = {"P": ["P.X", "P.Y", "P.Z"], "N": ["N.X", "N.Y", "N.Z"], "Depth": ["Z"]}[name]
+    expected = np.stack([ours[n] for n in names], -1)
+    worst[name] = float(np.abs(pixels - expected).max())
+    index += 1
+print(json.dumps(worst))
+"""
+
+
+def test_blender_reads_p_and_n_as_passes_without_a_shuffle(tmp_path, engine_ready):
+    """The engine's EXR (Z, P.X/Y/Z, N.X/Y/Z) opens in Blender's compositor as its own Depth,
+    P and N vector passes, values unchanged (written back out through a File Output)."""
+    from .support import engine_python
+
+    ours = tmp_path / "depth.0001.exr"
+    engine_python(WRITE_PASSES, str(ours))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 1
+    scene.render.resolution_y, scene.render.resolution_x = SIZE
+    scene.render.resolution_percentage = 100
+    data = bpy.data.cameras.new("cam")
+    scene.camera = bpy.data.objects.new("cam", data)
+    scene.collection.objects.link(scene.camera)
+    tree = bpy.data.node_groups.new("read", "CompositorNodeTree")
+    scene.compositing_node_group = tree
+    image = tree.nodes.new("CompositorNodeImage")
+    image.image = bpy.data.images.load(str(ours))
+    outputs = {o.name: o.type for o in image.outputs if o.enabled}
+    assert outputs.get("P") == "VECTOR" and outputs.get("N") == "VECTOR", outputs
+    assert "Depth" in outputs, outputs
+    out = tree.nodes.new("CompositorNodeOutputFile")
+    out.directory, out.file_name = str(tmp_path), "back"
+    out.format.file_format = "OPEN_EXR_MULTILAYER"
+    for kind, name in (("VECTOR", "P"), ("VECTOR", "N"), ("FLOAT", "Depth")):
+        out.file_output_items.new(kind, name)
+        tree.links.new(image.outputs[name], out.inputs[name])
+    bpy.ops.render.render()
+    worst = json.loads(engine_python(READ_BACK, str(ours), str(tmp_path / "back.exr")).strip())
+    assert set(worst) == {"P", "N", "Depth"} and max(worst.values()) == 0.0, worst
