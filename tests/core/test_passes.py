@@ -145,3 +145,63 @@ def test_point_cloud_budget_and_filter():
     assert (rgb == (0, 1, 0)).all()
     rows, cols = np.nonzero((position[None] == xyz[:, None, None, :]).all(-1).any(0))
     assert (rows >= 30).all() and (cols >= 40).all()
+
+
+def _model_depth_at(folder, rows):
+    """The run's relative inverse depth (file values) at each anchor's pixel."""
+    images = {}
+    out = []
+    for frame, x, y in rows:
+        if frame not in images:
+            images[frame] = read_exr(folder / f"depth.{frame}.exr")[0]["Z"]
+        out.append(float(images[frame][int(y), int(x)]))
+    return np.array(out)
+
+
+def test_points_lie_on_anchors_from_a_solve(plate, chan, tiny_checkpoint, tmp_path, capsys):
+    """Anchors as a solve gives them (frame, pixel, planar depth of a bundle), made consistent
+    with the tiny random model's own depth order (its depth is noise, which real bundles would
+    contradict): the anchored run's P, and its points read back with pxr, lie on each anchor's
+    3D position (the camera's ray through the anchor's pixel at the anchor's depth)."""
+    common = ["--checkpoint", str(tiny_checkpoint), *FAST, "--restore-res", "--upsample",
+              "bilinear"]  # fmt: skip
+    relative = tmp_path / "relative"
+    assert main(["run", plate, "-o", str(relative), *common, "--depth-mode", "inverse"]) == 0
+    rng = np.random.default_rng(5)
+    rows = [(f, int(x), int(y)) for f in NUMBERS for x, y in
+            zip(rng.integers(4, 92, 8), rng.integers(4, 60, 8), strict=True)]  # fmt: skip
+    d = _model_depth_at(relative, rows)
+    a = (1 / 4.0 - 1 / 12.0) / (d.max() - d.min())
+    b = 1 / 12.0 - a * d.min()
+    depth = 1.0 / (a * d + b)  # 4 .. 12 scene units, in the model's depth order
+    lines = ["frame,x,y,depth"] + [
+        f"{f},{x + 0.5},{y + 0.5},{float(z)!r}" for (f, x, y), z in zip(rows, depth, strict=True)
+    ]
+    (tmp_path / "anchors.csv").write_text("\n".join(lines) + "\n")
+    anchored = tmp_path / "anchored"
+    args = ["run", plate, "-o", str(anchored), *common, "--depth-mode", "depth", "--anchors",
+            str(tmp_path / "anchors.csv"), "--camera", chan, "--points", "shot.usdc",
+            "--points-budget", str(96 * 64)]  # fmt: skip
+    assert main(args) == 0
+    track = load_camera(CameraRequest(file=chan), NUMBERS, (64, 96))
+    stage = Usd.Stage.Open(str(anchored / "shot.usdc"))
+    cloud = UsdGeom.Points(stage.GetPrimAtPath("/shot/points"))
+    p_error, point_error = [], []
+    for (frame, x, y), z in zip(rows, depth, strict=True):
+        cam = track.at(frame)
+        ray = (np.array([(x + 0.5) / 96 - 0.5, 0.5 - (y + 0.5) / 64]) *
+               np.array(cam.film_back) / cam.focal_length)  # fmt: skip
+        target = cam.to_world @ np.array([z * ray[0], z * ray[1], -z, 1.0])  # the bundle
+        channels, _ = read_exr(anchored / f"depth.{frame}.exr")
+        here = np.array([channels[c][y, x] for c in P])
+        p_error.append(np.linalg.norm(here - target[:3]) / z)
+        xyz = np.asarray(cloud.GetPointsAttr().Get(frame))
+        match = np.abs(xyz - here).max(-1) < 1e-6  # this pixel's point, if it was kept
+        if match.any():
+            point_error.append(np.linalg.norm(xyz[match][0] - target[:3]) / z)
+    with capsys.disabled():
+        print(f"\nanchored P at {len(rows)} anchors: median {np.median(p_error):.2e}, max "
+              f"{max(p_error):.2e} of the depth; points kept at {len(point_error)} anchors: "
+              f"max {max(point_error, default=0):.2e}")  # fmt: skip
+    assert np.median(p_error) < 1e-3 and max(p_error) < 1e-2
+    assert point_error and max(point_error) < 1e-2
