@@ -15,6 +15,7 @@ from pathlib import Path
 
 import bpy
 import pytest
+from mathutils import Vector
 
 from .support import engine_python
 
@@ -265,3 +266,78 @@ def test_blender_reads_p_and_n_as_passes_without_a_shuffle(tmp_path, engine_read
     bpy.ops.render.render()
     worst = json.loads(engine_python(READ_BACK, str(ours), str(tmp_path / "back.exr")).strip())
     assert set(worst) == {"P", "N", "Depth"} and max(worst.values()) == 0.0, worst
+
+
+WRITE_POINTS = """
+import sys
+import numpy as np
+import OpenImageIO as oiio
+from rollingdepth_core.cameras import CameraRequest, load_camera
+from rollingdepth_core.passes import FrameGeometry
+from rollingdepth_core.points import PointCloud
+
+folder, frames = sys.argv[1], [int(f) for f in sys.argv[2].split(",")]
+track = load_camera(CameraRequest(file=f"{folder}/camera.usda"), frames, (48, 64))
+cloud = PointCloud(budget=100_000)
+geometry = FrameGeometry(track, ("Z", "P", "N"), cloud)
+for frame in frames:
+    inp = oiio.ImageInput.open(f"{folder}/passes.{frame:04d}.exr")  # part 0: Depth
+    depth = np.asarray(inp.read_image("float")).reshape(48, 64)
+    inp.close()
+    geometry.channels(frame, np.minimum(depth, 1000.0), "depth")  # the sky as a far wall
+cloud.save(f"{folder}/points.usda", track)
+"""
+
+NEAREST = """
+import json, sys
+import numpy as np
+import OpenImageIO as oiio
+
+folder, frame = sys.argv[1], int(sys.argv[2])
+points = np.load(sys.argv[3])
+inp = oiio.ImageInput.open(f"{folder}/passes.{frame:04d}.exr")
+inp.seek_subimage(1, 0)  # Position
+spec = inp.spec()
+position = np.asarray(inp.read_image("float")).reshape(-1, 3)
+inp.close()
+distance = np.abs(points[:, None, :] - position[None]).max(-1).min(-1)
+print(json.dumps({"max": float(distance.max()), "count": len(points)}))
+"""
+
+
+def test_points_import_into_blender_on_the_rendered_surfaces(cycles_shot, tmp_path):
+    """The points stage (P from Cycles' depth and the USD camera) through Blender's own USD
+    importer: the camera comes in animated with its lens, and every frame's points sit on the
+    surfaces Cycles rendered (its Position pass) in Blender's world."""
+    from mathutils import Euler, Matrix
+
+    from .support import engine_python
+
+    engine_python(WRITE_POINTS, str(cycles_shot), ",".join(str(f) for f in FRAMES))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    assert bpy.ops.wm.usd_import(filepath=str(cycles_shot / "points.usda")) == {"FINISHED"}
+    scene = bpy.context.scene
+    cloud = next(o for o in scene.objects if o.type == "POINTCLOUD")
+    camera = next(o for o in scene.objects if o.type == "CAMERA")
+    assert camera.data.lens == pytest.approx(LENS, rel=1e-5)
+    assert camera.data.sensor_width == pytest.approx(SENSOR, rel=1e-5)
+    for frame in FRAMES:
+        scene.frame_set(frame)
+        location, rotation = _camera_pose(frame)
+        expected = Matrix.LocRotScale(location, Euler(rotation, "XYZ"), None)
+        error = max(abs(a - b) for ra, rb in zip(camera.matrix_world, expected, strict=True)
+                    for a, b in zip(ra, rb, strict=True))  # fmt: skip
+        assert error < 1e-4, (frame, error)
+        data = cloud.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+        flat = [0.0] * (3 * len(data.attributes["position"].data))
+        data.attributes["position"].data.foreach_get("vector", flat)
+        world = cloud.matrix_world
+        points = [world @ Vector(flat[i : i + 3]) for i in range(0, len(flat), 3)]
+        near = [tuple(p) for p in points if (p - camera.matrix_world.translation).length < 100]
+        path = tmp_path / f"points.{frame}.json"
+        path.write_text(json.dumps(near))
+        code = NEAREST.replace("np.load(sys.argv[3])", "np.array(json.load(open(sys.argv[3])))")
+        result = json.loads(engine_python(code, str(cycles_shot), str(frame), str(path)).strip())
+        print(f"frame {frame}: {result['count']} points, farthest from a rendered surface "
+              f"{result['max']:.2e}")  # fmt: skip
+        assert result["count"] > 1000 and result["max"] <= 1e-4 * SCENE_SIZE, result
