@@ -122,7 +122,7 @@ class RunRequest:
 
     def settings(self, config: InferenceConfig) -> dict:
         """What shapes the result, for the run id (same plate + settings = same id)."""
-        return {
+        settings = {
             "checkpoint": self.checkpoint,
             "preset": self.preset,
             **asdict(config),
@@ -131,9 +131,15 @@ class RunRequest:
             "cuts": self.cuts,
             "holdout": self.holdout,
             "holdout_alpha": self.holdout_alpha,
-            "camera": asdict(self.camera) if self.camera.given else None,
-            "points": [self.points, self.points_budget] if self.points else None,
         }
+        # the 3D outputs enter only when asked for: earlier runs keep their identity
+        if self.output.passes is None:
+            del settings["passes"]
+        if self.camera.given:
+            settings["camera"] = asdict(self.camera)
+        if self.points:
+            settings["points"] = [self.points, self.points_budget]
+        return settings
 
     def prepare(
         self,
@@ -185,6 +191,18 @@ class RunRequest:
             # frames covered, finite values, the film back's aspect against the plate's
             camera = load_camera(self.camera, info.frame_numbers, (info.height, info.width),
                                  info.pixel_aspect)  # fmt: skip
+            if (
+                self.points
+                and self.camera.file
+                and (
+                    (Path(self.output_dir) / self.points).resolve()
+                    == Path(self.camera.file).resolve()
+                )
+            ):
+                raise ConfigError(
+                    f"`--points {self.points}` would overwrite the camera file it is made from: "
+                    "give the points another name"
+                )
         mattes = None
         if self.holdout is not None or self.holdout_alpha:
             mattes = MatteSource(

@@ -157,3 +157,15 @@ def test_pass_settings_refused_in_one_line(tmp_path, capsys, extra, message):
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_points_may_not_overwrite_the_camera_file(tmp_path, capsys):
+    plate = make_image_sequence(tmp_path / "plate", len(NUMBERS), PLATE[1], PLATE[0])
+    (tmp_path / "out").mkdir()
+    camera = write_usd(tmp_path / "out" / "shot.usda")
+    args = ["run", plate, "-o", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "none"),
+            "--device", "cpu", "--depth-mode", "depth", "--camera", camera, "--points",
+            "shot.usda"]  # fmt: skip
+    assert main(args) == 1
+    assert "would overwrite the camera file" in capsys.readouterr().err
+    assert load_camera(CameraRequest(file=camera), NUMBERS, PLATE).prim == "/rig/cam"
