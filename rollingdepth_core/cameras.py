@@ -21,6 +21,7 @@ fixed pinhole at the origin; checked against the plate before the model loads.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,8 +140,6 @@ def load_camera(
         One line naming the file and the frame: unreadable or empty file, no camera, a
         frame not covered, NaN/infinite values, a film back whose aspect is not the plate's.
     """
-    from .request import file_hash
-
     request.check()
     height, width = plate_size
     aspect = width * pixel_aspect / height
@@ -166,11 +165,19 @@ def load_camera(
         cameras, prim = _read_usd(path, frames)
         what = "USD camera"
     track = CameraTrack(
-        str(path.resolve()), cameras, "world", sha256=file_hash([path]), prim=prim,
+        str(path.resolve()), cameras, "world", sha256=_sha256(path), prim=prim,
         description=f"{what} {prim}".strip(),
     )  # fmt: skip
     _check_track(track, f"`--camera` {name}", aspect)
     return track
+
+
+def _sha256(path: Path) -> str:
+    """The first 16 hex digits of the file's SHA-256 (as the run records its other inputs)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise ConfigError(f"`--camera` {path.name}: cannot read: {exc.strerror}") from None
 
 
 def _check_track(track: CameraTrack, where: str, aspect: float) -> None:
