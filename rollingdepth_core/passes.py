@@ -82,7 +82,9 @@ class FrameGeometry:
             if name in self.passes:
                 out.update(zip(protocol.PASS_CHANNELS[name], planes, strict=True))
         if self.points is not None:
-            self.points.add(number, np.stack(position, axis=-1), valid, colour, confidence)
+            pixel = camera.film_back[0] / camera.focal_length / depth.shape[1]  # at depth 1
+            self.points.add(number, np.stack(position, axis=-1), valid, colour, confidence,
+                            depth * np.float32(pixel))  # fmt: skip
         return out
 
     def header(self, number: int) -> dict[str, str | int | float]:

@@ -3,11 +3,12 @@ camera in one USD stage (``--points FILE.usd``).
 
 Each written frame gives one time sample (time code = plate frame number, the stage's
 ``timeCodesPerSecond`` the plate's rate): the frame's P on a regular grid of pixels, as many
-as fit the per-frame ``budget``, coloured by the plate (display RGB, ``primvars:displayColor``
-per point), keeping only points a compositor can trust: pixels whose normal exists (a pixel
+as fit the per-frame ``budget``, coloured by the plate (``primvars:displayColor`` per point: the
+display RGB the model saw, linearised from sRGB as USD's rendering colours are), keeping only points a compositor can trust: pixels whose normal exists (a pixel
 at a depth edge, half foreground and half background, has none: these are the "flying"
 points between surfaces) and, with ``--confidence``, whose confidence is at least
-``min_confidence``. The camera is written beside them (``/shot/camera``: its transform and
+``min_confidence``. Each point is as wide as the diagonal of the patch of plate it stands
+for (its grid cell at its depth), so through the camera the points cover the plate. The camera is written beside them (``/shot/camera``: its transform and
 lens per frame), in the same space: the camera file's world, or camera space without one.
 """
 
@@ -39,6 +40,11 @@ def check_points_name(name: str) -> None:
         raise ConfigError(f"`--points` must end in {', '.join(USD_SUFFIXES)}; got {name!r}")
 
 
+def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    """Display sRGB (the plate as the model saw it) -> linear, USD's colour for displayColor."""
+    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
 def grid_stride(size: tuple[int, int], budget: int) -> int:
     """The pixel step of the regular grid that keeps at most ``budget`` of ``size``'s pixels."""
     height, width = size
@@ -55,7 +61,8 @@ class PointCloud:
             raise ConfigError(f"`--points-budget` must be >= 1 point per frame; got {budget}")
         self.budget = budget
         self.min_confidence = min_confidence
-        self.frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # points [n,3], colours [n,3]
+        # per frame: points [n,3], colours [n,3], widths [n]
+        self.frames: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def add(
         self,
@@ -64,9 +71,13 @@ class PointCloud:
         valid: np.ndarray,
         colour: np.ndarray | None = None,
         confidence: np.ndarray | None = None,
+        footprint: np.ndarray | None = None,
     ) -> None:
         """One frame: ``position`` ``[H,W,3]``, ``valid`` ``[H,W]`` (the normal exists),
-        ``colour`` the plate frame ``[h,w,3]`` at any size, ``confidence`` ``[H,W]``."""
+        ``colour`` the plate frame ``[h,w,3]`` at any size, ``confidence`` ``[H,W]``,
+        ``footprint`` ``[H,W]`` the width one pixel covers at its depth (scene units): a
+        point is as wide as the grid cell it stands for, so seen through the camera the points
+        cover the plate."""
         height, width = valid.shape
         step = grid_stride((height, width), self.budget)
         rows = np.arange(step // 2, height, step)
@@ -83,7 +94,17 @@ class PointCloud:
             cy = np.minimum(((rows + 0.5) * ch / height).astype(int), ch - 1)
             cx = np.minimum(((cols + 0.5) * cw / width).astype(int), cw - 1)
             colours = np.asarray(colour, np.float32)[cy[:, None], cx[None, :], :3][keep]
-        self.frames[int(number)] = (points.astype(np.float32), np.clip(colours, 0, 1))
+            colours = srgb_to_linear(np.clip(colours, 0, 1))
+        if footprint is None:
+            widths = np.full(len(points), 1e-3, np.float32)
+        else:
+            # the cell's diagonal: a disc that wide covers its whole square cell
+            widths = footprint[rows[:, None], cols[None, :]][keep] * np.float32(step * math.sqrt(2))
+        self.frames[int(number)] = (
+            points.astype(np.float32),
+            colours.astype(np.float32),
+            widths.astype(np.float32),
+        )
 
     def save(self, path: str | Path, camera: CameraTrack, fps: Fraction | None = None) -> Path:
         """The stage with ``/shot/camera`` and ``/shot/points``, one time sample per frame."""
@@ -111,6 +132,7 @@ class PointCloud:
         cam = UsdGeom.Camera.Define(stage, "/shot/camera")
         transform = cam.AddTransformOp()
         points = UsdGeom.Points.Define(stage, "/shot/points")
+        points.CreateWidthsAttr()
         colour = points.CreateDisplayColorPrimvar(UsdGeom.Tokens.vertex)
         for frame in frames:
             time = Usd.TimeCode(frame)
@@ -121,11 +143,11 @@ class PointCloud:
             cam.GetFocalLengthAttr().Set(float(lens.focal_length) * lens_unit, time)
             cam.GetHorizontalApertureAttr().Set(float(lens.film_back[0]) * lens_unit, time)
             cam.GetVerticalApertureAttr().Set(float(lens.film_back[1]) * lens_unit, time)
-            xyz, rgb = self.frames[frame]
+            xyz, rgb, widths = self.frames[frame]
             points.GetPointsAttr().Set(Vt.Vec3fArray.FromNumpy(xyz), time)
             colour.Set(Vt.Vec3fArray.FromNumpy(rgb), time)
-        points.CreateWidthsAttr().Set(Vt.FloatArray([_point_width(self.frames)]))
-        points.SetWidthsInterpolation(UsdGeom.Tokens.constant)
+            points.GetWidthsAttr().Set(Vt.FloatArray.FromNumpy(widths), time)
+        points.SetWidthsInterpolation(UsdGeom.Tokens.vertex)
         if not layer.Save():
             raise OutputError(f"{path}: cannot write the USD stage")
         return path
@@ -140,12 +162,3 @@ def _stage_units(camera: CameraTrack) -> tuple[str, float]:
         source = Usd.Stage.Open(camera.source)
         return UsdGeom.GetStageUpAxis(source), UsdGeom.GetStageMetersPerUnit(source)
     return UsdGeom.Tokens.y, 1.0
-
-
-def _point_width(frames: dict[int, tuple[np.ndarray, np.ndarray]]) -> float:
-    """A width that reads as a surface: about the median spacing of the first frame's points."""
-    xyz = next(iter(frames.values()))[0]
-    if len(xyz) < 2:
-        return 0.01
-    spread = float(np.median(np.linalg.norm(xyz - np.median(xyz, 0), axis=1)))
-    return max(spread / math.sqrt(len(xyz)), 1e-6)

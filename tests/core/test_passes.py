@@ -85,6 +85,8 @@ def test_points_stage_reads_back_with_the_camera(run_with_camera, chan):
         colour = np.asarray(points.GetDisplayColorAttr().Get(number))
         assert 0 < len(xyz) <= 500 and colour.shape == xyz.shape
         assert ((colour >= 0) & (colour <= 1)).all()
+        widths = np.asarray(points.GetWidthsAttr().Get(number))
+        assert widths.shape == (len(xyz),) and (widths > 0).all()
         # every point is a pixel of that frame's P
         channels, _ = read_exr(run_with_camera / f"depth.{number}.exr")
         frame_p = stack(channels, P).reshape(-1, 3)
@@ -137,12 +139,14 @@ def test_point_cloud_budget_and_filter():
     confidence[:, :40] = 0.2  # the left half is not trusted
     colour = np.zeros((30, 40, 3), np.float32)
     colour[..., 1] = 1.0
-    cloud.add(7, position, valid, colour, confidence)
-    xyz, rgb = cloud.frames[7]
+    footprint = np.full((60, 80), 0.01, np.float32)
+    cloud.add(7, position, valid, colour, confidence, footprint)
+    xyz, rgb, widths = cloud.frames[7]
     step = grid_stride((60, 80), 100)
     assert (60 // step) * (80 // step) <= 100
     assert 0 < len(xyz) <= 25  # a quarter of the grid survives
     assert (rgb == (0, 1, 0)).all()
+    np.testing.assert_allclose(widths, 0.01 * step * np.sqrt(2), rtol=1e-6)  # its cell's diagonal
     rows, cols = np.nonzero((position[None] == xyz[:, None, None, :]).all(-1).any(0))
     assert (rows >= 30).all() and (cols >= 40).all()
 
