@@ -9,13 +9,15 @@ channels. Normals at depth edges (no neighbour on the same surface) are ``(0, 0,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import protocol
 from .cameras import CameraTrack
-from .errors import ConfigError
+from .config import HALF_MAX
+from .errors import ConfigError, OutputError
 from .geometry import normal_planes, position_planes
 
 SCENE_UNIT_MODES = ("depth", "inverse")  # "inverse" only when anchored: 1/Z in scene units
@@ -102,3 +104,22 @@ class FrameGeometry:
             meta["N.space"] = space + "; unit normals facing the camera"
             meta["N.invalid"] = "0 0 0 where a pixel has no neighbour on its own surface"
         return meta
+
+
+def check_half_positions(camera: CameraTrack, frame_numbers, farthest: float) -> None:
+    """OutputError, before any frame is written, when ``--half`` cannot hold P: a point at
+    the ``farthest`` planar depth in a corner of the picture, seen from any frame's camera."""
+    worst, where = 0.0, None
+    for number in frame_numbers:
+        cam = camera.at(number)
+        corner = math.hypot(1.0, cam.film_back[0] / 2 / cam.focal_length,
+                            cam.film_back[1] / 2 / cam.focal_length)  # fmt: skip
+        scale = float(np.linalg.norm(np.asarray(cam.to_world)[:3, :3], 2))
+        reach = float(np.abs(cam.position).max()) + farthest * corner * scale
+        if reach > worst:
+            worst, where = reach, number
+    if worst > HALF_MAX:
+        raise OutputError(
+            f"P reaches about {worst:.6g} (frame {where}), beyond the half range ({HALF_MAX:g}): "
+            "drop `--half`, or leave P out with `--passes`"
+        )

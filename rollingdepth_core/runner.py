@@ -24,7 +24,7 @@ from .executors import LocalExecutor, RayExecutor
 from .method import run_method
 from .model import DepthModel
 from .output import run_metadata, unit_frames, write_depth_frames, write_preview, written_range
-from .passes import FrameGeometry
+from .passes import FrameGeometry, check_half_positions
 from .points import PointCloud
 from .progress import ProgressCallback, report
 from .publish import write_text_atomic
@@ -148,6 +148,13 @@ def run(
             # what only the fit knows, before the first frame is written
             for depth in shots:
                 check_half_range(depth, request.output)
+                if request.output.half and prepared.camera is not None and "P" in request.passes:
+                    lo, hi = written_range(depth.value_range, request.output, depth.metric_range)
+                    farthest = hi if request.output.depth_mode == "depth" else 1.0 / lo
+                    numbers = prepared.info.frame_numbers
+                    shot = depth.shot
+                    check_half_positions(prepared.camera, numbers if shot is None else
+                                         numbers[shot.start : shot.stop], farthest)  # fmt: skip
             # 8. frames out, shot by shot, through the one writer, into the staging folder
             publisher = prepared.publisher
             with publisher.writing():

@@ -209,3 +209,20 @@ def test_points_lie_on_anchors_from_a_solve(plate, chan, tiny_checkpoint, tmp_pa
               f"max {max(point_error, default=0):.2e}")  # fmt: skip
     assert np.median(p_error) < 1e-3 and max(p_error) < 1e-2
     assert point_error and max(point_error) < 1e-2
+
+
+def test_half_that_cannot_hold_p_is_refused_before_any_frame(plate, tiny_checkpoint, tmp_path,
+                                                             capsys):  # fmt: skip
+    """A camera in survey coordinates (70 km from the origin): P does not fit in half floats;
+    the run says so before writing anything."""
+    lines = [f"{f} 70000 1.6 4 -8 0 0 45" for f in NUMBERS]
+    (tmp_path / "far.chan").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "o"
+    args = ["run", plate, "-o", str(out), "--checkpoint", str(tiny_checkpoint), *FAST,
+            "--depth-mode", "depth", "--camera", str(tmp_path / "far.chan"), "--half"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert "P reaches about 7" in err and "beyond the half range" in err, err
+    assert not list(out.glob("depth.*.exr"))
+    # without P the same run fits
+    assert main([*args, "--passes", "Z,N"]) == 0
