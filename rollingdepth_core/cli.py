@@ -425,7 +425,8 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
             type=float,
             default=None,
             metavar="MM",
-            help="no camera file: a fixed camera at the origin with this lens (P in camera space)",
+            help="no camera file: a fixed camera at the origin with this lens (P in camera space; "
+            "default: none)",
         )
         p.add_argument(
             "--film-back",
@@ -441,7 +442,8 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
             type=float,
             default=None,
             metavar="DEG",
-            help="no camera file: a fixed camera at the origin with this vertical field of view",
+            help="no camera file: a fixed camera at the origin with this vertical field of view "
+            "(default: none)",
         )
         p.add_argument(
             "--rotation-order",
