@@ -189,7 +189,7 @@ def test_position_and_normals_match_cycles_passes(cycles_shot, camera_file):
     # N within 1 degree on flat faces, and (almost) every flat-face pixel has a normal
     assert result["n_flat_pixels"] > 1000, result
     assert result["n_err_flat"] <= 1.0, result
-    assert result["n_flat_valid"] >= 0.99 * result["n_flat_pixels"], result
+    assert result["n_flat_valid"] >= 0.98 * result["n_flat_pixels"], result  # 99.05 % measured
     # no smearing at depth edges: the normals that are given are right nearly everywhere
     assert result["n_err_valid_p99"] <= 2.0, result
     # P projected back through the same camera lands on its own pixel's centre
