@@ -333,6 +333,8 @@ def listing(root: Path) -> dict[str, bytes]:
         "not-a-list",
         "both",
         "not-an-object",
+        "points-outside",
+        "points-removed",
     ],  # fmt: skip
 )
 def test_a_journal_naming_anything_but_the_sequences_files_is_left_for_a_person(
