@@ -571,7 +571,11 @@ class Publisher:
         self._earlier = len(existing)
         # the new sequence replaces the folder's whole: what it does not write goes at the
         # swap, its earlier sidecars too (the manifest is always written)
-        sidecars = {p.name for p in self.sidecar_paths()[:-1] if p.is_file() and not p.is_symlink()}
+        sidecars = {
+            p.name
+            for p in self.sidecar_paths()
+            if p != self.manifest_path and p.is_file() and not p.is_symlink()
+        }
         self._replaces = {p.name for p in existing.values() if p.name not in mine} | sidecars
         if foreign and not self.overwrite:
             partial = ""
