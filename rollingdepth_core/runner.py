@@ -27,7 +27,7 @@ from .output import run_metadata, unit_frames, write_depth_frames, write_preview
 from .progress import ProgressCallback, report
 from .publish import write_text_atomic
 from .request import PreparedRun, RunRequest, header_record
-from .timecode import rate_text
+from .timecode import rate_text, stalled_timecode_warning
 
 
 @dataclass
@@ -164,6 +164,15 @@ def _tell(prepared: PreparedRun, message: Callable[[str], None] | None) -> None:
     if info.missing_frames and message:
         missing = ", ".join(str(f) for f in info.missing_frames[:10])
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
+    stalled = stalled_timecode_warning(info.timecodes, info.frame_numbers)
+    if stalled and message:
+        message(stalled)
+    if info.frames_outside and message:
+        first, last = info.plate_span
+        message(
+            f"warning: frames {info.frames_outside} are not in the plate (its frames are "
+            f"{first}-{last}); they are skipped"
+        )
 
 
 def _resources(prepared: PreparedRun, progress, model: DepthModel | None, message=None):

@@ -213,11 +213,19 @@ def test_frame_set_forms(tmp_path):
         info = open_plate(folder / form if form else folder, frames="1001-1004").info
         assert info.frame_numbers == (1001, 1002, 1003, 1004) and info.padding == 4, form
 
-    with pytest.raises(InputError, match=r"frames 990-1003 are outside the plate's frame range "
-                                         r"1001-1020"):  # fmt: skip
-        open_plate(pattern, frames="990-1003")
-    with pytest.raises(InputError, match="at least 2 frames; got 1"):
+    # frames the set asks for that are not on disk are skipped whether they fall in a gap or
+    # beyond the plate's ends; those beyond are told apart (`frames_outside`), not refused
+    beyond = open_plate(pattern, frames="990-1003,1019-1030x2").info
+    assert beyond.frame_numbers == (990 + 11, 1002, 1003, 1019)
+    assert (beyond.frames_outside, beyond.plate_span) == ("990-1000,1021-1029x2", (1001, 1020))
+    huge = open_plate(pattern, frames="1-999999999").info  # fast and small: see test_framesets
+    assert huge.frame_numbers == open_plate(pattern).info.frame_numbers
+    assert huge.frames_outside == "1-1000,1021-999999999" and huge.missing_frames == (1012,)
+    with pytest.raises(InputError, match="at least 2 frames; got 1$"):
         open_plate(pattern, frames="1012-1013")
+    with pytest.raises(InputError, match=r"got 1; frames '1020-1030' ask for frames outside "
+                                         r"the plate's 1001-1020"):  # fmt: skip
+        open_plate(pattern, frames="1020-1030")
     with pytest.raises(ConfigError, match=r"frame set like .* got 'every other'"):
         open_plate(pattern, frames="every other")
 
@@ -246,7 +254,7 @@ def test_cli_frame_set_and_plate_padding(tmp_path, tiny_checkpoint, capsys):
     assert run("run", pattern, "-o", tmp_path / "bad", "--frames", "1-x",
                checkpoint=tiny_checkpoint) == 1  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("rollingdepth: error: frames must be a frame set like `1001-1100`")
+    assert err[-1].startswith("rollingdepth: error: frames '1-x': `1-x` is not a frame range")
 
 
 # ---------------------------------------------------------------------------------------------
