@@ -305,7 +305,7 @@ def _select(source: str, available: list[int], frames: FrameSet | None) -> _Sele
         if len(r):
             start, stop = bisect.bisect_left(available, r[0]), bisect.bisect_right(available, r[-1])
             picked.update(n for n in available[start:stop] if n in r)
-    selected = sorted(picked)
+    selected = [n for n in available if n in picked]  # the plate's order, not the set's
     missing = tuple(sorted({n for r in wanted for n in r if n not in present}))
     if len(selected) < MIN_FRAMES:
         beyond = ""
