@@ -213,6 +213,8 @@ def _resources(prepared: PreparedRun, progress, model: DepthModel | None, messag
         if request.executor == "ray"
         else LocalExecutor()
     )
+    if request.executor == "ray" and request.mode != "finalize":
+        executor.check()  # before the model loads: a cluster that cannot work says so now
     return store, executor, get_model, loaded
 
 
