@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +119,7 @@ def test_an_interrupted_publish_leaves_the_old_sequence_or_the_new_one(
         assert same_state(seen, before) or same_state(seen, new), point
         child.send_signal(sig)
         child.send_signal(signal.SIGCONT)
-        code = child.wait(timeout=60)
+        code = child.wait(timeout=300)  # a hang guard
     finally:
         if child.poll() is None:
             child.kill()
@@ -154,16 +153,16 @@ def test_a_second_writer_of_the_sequence_is_refused_at_once(farm, tmp_path):
     first = subprocess.Popen(new_run(farm, out), stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         stop_at(first, "merge", None)  # holds the lock, frozen before writing
-        clock = time.perf_counter()
+        # "at once": the first writer is frozen and never lets go, so a second that waited for
+        # the lock could not come back at all (run_cli's timeout is only a hang guard)
         second = run_cli("finalize", *farm["common"], "-o", out, "--depth-mode", "normalized",
                          "--restore-res", "--overwrite")  # fmt: skip
         assert second.returncode == 1
         error = [x for x in second.stderr.splitlines() if x.startswith("rollingdepth: error")]
         assert len(error) == 1 and "is being written by another run (pid" in error[0]
         assert f"pid {first.pid} on" in error[0]
-        assert time.perf_counter() - clock < 60
         first.send_signal(signal.SIGCONT)
-        assert first.wait(timeout=120) == 0
+        assert first.wait(timeout=600) == 0  # a hang guard: the run finishes, under load too
     finally:
         if first.poll() is None:
             first.kill()
