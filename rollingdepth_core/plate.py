@@ -307,13 +307,14 @@ def _select(source: str, available: list[int], frames: FrameSet | None) -> _Sele
             picked.update(n for n in available[start:stop] if n in r)
     selected = [n for n in available if n in picked]  # the plate's order, not the set's
     missing = tuple(sorted({n for r in wanted for n in r if n not in present}))
+    if len(selected) < MIN_FRAMES and outside:
+        raise InputError(
+            f"{source}: frames {frames.text!r} hold {len(selected)} frame(s) of the plate (its "
+            f"frame range is {lo}-{hi}); RollingDepth needs at least {MIN_FRAMES}"
+        )
     if len(selected) < MIN_FRAMES:
-        beyond = ""
-        if outside:
-            beyond = f"; frames {frames.text!r} ask for frames outside the plate's {lo}-{hi}"
         raise InputError(
             f"{source}: RollingDepth needs at least {MIN_FRAMES} frames; got {len(selected)}"
-            + beyond
         )
     return _Selection(selected, missing, outside, (lo, hi))
 
