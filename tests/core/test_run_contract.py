@@ -18,6 +18,7 @@ import pytest
 
 from rollingdepth_core.exr import read_exr
 
+from .cli_in_process import run_in_process
 from .plate_fixtures import make_image_sequence
 
 FAST = ["--res", "64", "--dilations", "1", "3", "--device", "cpu", "--seed", "3"]
@@ -29,8 +30,13 @@ def cli(*args, **kw) -> list[str]:
     return [sys.executable, "-m", "rollingdepth_core.cli", *map(str, args)]
 
 
-def run_cli(*args, timeout=300):
+def run_process(*args, timeout=300):
+    """The command in a process of its own (a hang guard around it: ``timeout``)."""
     return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+# The command where its process is not what is tested: in this process (tests/core/cli_in_process)
+run_cli = run_in_process
 
 
 def depth_state(folder: Path) -> dict[str, np.ndarray]:
@@ -154,8 +160,8 @@ def test_a_second_writer_of_the_sequence_is_refused_at_once(farm, tmp_path):
     try:
         stop_at(first, "merge", None)  # holds the lock, frozen before writing
         # "at once": the first writer is frozen and never lets go, so a second that waited for
-        # the lock could not come back at all (run_cli's timeout is only a hang guard)
-        second = run_cli("finalize", *farm["common"], "-o", out, "--depth-mode", "normalized",
+        # the lock could not come back at all (its own process: the timeout is a hang guard)
+        second = run_process("finalize", *farm["common"], "-o", out, "--depth-mode", "normalized",
                          "--restore-res", "--overwrite")  # fmt: skip
         assert second.returncode == 1
         error = [x for x in second.stderr.splitlines() if x.startswith("rollingdepth: error")]
