@@ -148,8 +148,7 @@ def test_an_interrupted_publish_leaves_the_old_sequence_or_the_new_one(
     final = depth_state(out)
     assert same_state(final, before) or same_state(final, new)
     if point == "half":  # the same command run again publishes the new sequence
-        again = subprocess.run(new_run(farm, out, "--overwrite"), capture_output=True,
-                               text=True, env=ENV, timeout=300)  # fmt: skip
+        again = run_cli(*new_run(farm, out, "--overwrite")[len(cli()) :])
         assert again.returncode == 0, again.stderr
         assert same_state(depth_state(out), new)
 
