@@ -32,14 +32,6 @@ class FrameSet:
     text: str  # as written, for messages
     ranges: tuple[range, ...]  # each non-empty, step >= 1
 
-    @property
-    def first(self) -> int:
-        return min(r[0] for r in self.ranges)
-
-    @property
-    def last(self) -> int:
-        return max(r[-1] for r in self.ranges)
-
     def __contains__(self, number: object) -> bool:
         return any(number in r for r in self.ranges)
 
@@ -62,7 +54,7 @@ class FrameSet:
         for r in sorted(self.ranges, key=lambda r: r[0]):
             below = r[: _count_below(r, first)]
             above = r[_count_below(r, last + 1) :]
-            parts += [_label(part) for part in (below, above) if len(part)]
+            parts += [_label(part) for part in (below, above) if part]
         return ",".join(dict.fromkeys(parts))
 
 
@@ -84,16 +76,16 @@ def _count_below(r: range, bound: int) -> int:
     """How many members of the increasing range ``r`` are below ``bound``."""
     if bound <= r[0]:
         return 0
-    return min(len(r), -(-(bound - r[0]) // r.step))
+    # `len(r)` would overflow past 2**63 frames; a slice bound beyond the end is clipped
+    return -(-(bound - r[0]) // r.step)
 
 
 def _label(r: range) -> str:
-    if len(r) == 1:
+    if not r[1:]:
         return str(r[0])
-    step = f"x{r.step}" if r.step > 1 and len(r) > 2 else ""
-    if r.step > 1 and len(r) == 2:
+    if r.step > 1 and not r[2:]:
         return f"{r[0]},{r[1]}"
-    return f"{r[0]}-{r[-1]}{step}"
+    return f"{r[0]}-{r[-1]}" + (f"x{r.step}" if r.step > 1 else "")
 
 
 def parse_frames(text: str) -> FrameSet:

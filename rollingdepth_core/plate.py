@@ -302,7 +302,7 @@ def _select(source: str, available: list[int], frames: FrameSet | None) -> _Sele
     present = set(available)
     picked = set()
     for r in wanted:
-        if len(r):
+        if r:
             start, stop = bisect.bisect_left(available, r[0]), bisect.bisect_right(available, r[-1])
             picked.update(n for n in available[start:stop] if n in r)
     selected = [n for n in available if n in picked]  # the plate's order, not the set's

@@ -40,6 +40,10 @@ def test_a_huge_range_is_a_valid_set_and_is_never_listed() -> None:
     assert frames.outside(1001, 1012) == "1-1000,1013-999999999"
     assert [len(r) for r in frames.within(1001, 1012)] == [12]
     assert big.outside(0, 10) == "-999999999999--7x7,14-999999999999x7"
+    # past 2**63 frames, where `len()` of a range overflows
+    vast = parse_frames("-99999999999999999999-99999999999999999999")
+    assert vast.outside(1, 2) == "-99999999999999999999-0,3-99999999999999999999"
+    assert [tuple(r) for r in vast.within(1, 2)] == [(1, 2)]
     # a listing of a billion frames takes seconds and GiB; ranges take neither (CPU time and
     # peak memory of this process: not the machine's speed)
     assert time.process_time() - started < 1.0
