@@ -18,10 +18,17 @@ from .operators import (
 )
 from .panels import SEQUENCER_PT_rollingdepth
 from .preferences import ROLLINGDEPTH_OT_check_engine, RollingDepthPreferences
+from .setup_operators import (
+    ROLLINGDEPTH_OT_cancel_setup,
+    ROLLINGDEPTH_OT_setup_engine,
+    cancel_current_task,
+)
 
 CLASSES = (
     RollingDepthPreferences,
     ROLLINGDEPTH_OT_check_engine,
+    ROLLINGDEPTH_OT_setup_engine,
+    ROLLINGDEPTH_OT_cancel_setup,
     SEQUENCER_OT_rollingdepth_estimate,
     SEQUENCER_OT_rollingdepth_cancel,
     SEQUENCER_PT_rollingdepth,
@@ -43,6 +50,7 @@ def register() -> None:
 
 def unregister() -> None:
     jobs.cancel_current()
+    cancel_current_task()
     engine.stop_all()
     if _stop_before_load in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_stop_before_load)
