@@ -257,12 +257,13 @@ def plan_torch(
             "PyTorch publishes no builds newer than 2.2 for Intel Macs, and RollingDepth needs "
             "2.4 or later: use a Mac with Apple silicon, or Windows or Linux."
         )
-    registry_variant = {"Linux": "cuda", "Darwin": "mps"}.get(system, "cpu")
     if source == "registry":
-        variant = registry_variant if registry_variant != "cuda" or driver else "cpu"
-        return TorchPlan(
-            variant, "", f"PyTorch from the package registry ({registry_variant} build)"
-        )
+        if system == "Darwin":
+            return TorchPlan("mps", "", "PyTorch with Apple MPS from the package registry")
+        if system == "Linux":
+            variant, build = ("cuda", "CUDA") if driver else ("cpu", "CUDA, run on the CPU here")
+            return TorchPlan(variant, "", f"PyTorch ({build}) from the package registry")
+        return TorchPlan("cpu", "", "PyTorch (CPU) from the package registry")
     if source == "pytorch-cpu":
         return TorchPlan("cpu", f"{PYTORCH_INDEX}/cpu", f"PyTorch (CPU) from {PYTORCH_INDEX}/cpu")
     if source == "pytorch-cuda" or (source == "auto" and driver and system in ("Windows", "Linux")):

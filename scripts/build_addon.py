@@ -20,7 +20,6 @@ library only) is copied in as ``blender_addon/protocol.py`` (git-ignored) before
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import os
 import re
 import shutil
@@ -176,25 +175,45 @@ def read_manifest(source: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------- the files
+def _glob(pattern: str) -> re.Pattern:
+    """A gitignore glob: ``*`` and ``?`` stop at ``/``, ``**`` crosses folders, ``[...]`` as
+    written (fnmatch's ``*`` would cross folders)."""
+    out, i = "", 0
+    while i < len(pattern):
+        char = pattern[i]
+        if pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+            continue
+        if char == "*":
+            out += "[^/]*"
+        elif char == "?":
+            out += "[^/]"
+        elif char == "[" and "]" in pattern[i + 1 :]:
+            end = pattern.index("]", i + 1)
+            body = pattern[i + 1 : end].replace("\\", "\\\\")
+            body = "^" + body[1:] if body.startswith("!") else body
+            out, i = out + "[" + body + "]", end + 1
+            continue
+        else:
+            out += re.escape(char)
+        i += 1
+    return re.compile(out + r"\Z")
+
+
 def _excluded(relative: str, is_dir: bool, patterns: list[str]) -> bool:
     """gitignore-style, as Blender's packager reads ``paths_exclude_pattern``: a trailing
-    ``/`` matches folders only, a leading ``/`` anchors at the add-on's root, a pattern
-    without ``/`` matches a name at any depth."""
+    ``/`` matches folders only, a leading ``/`` (or any ``/`` inside) anchors at the add-on's
+    root, a pattern without ``/`` matches a name at any depth."""
     name = relative.rsplit("/", 1)[-1]
     for pattern in patterns:
         if pattern.endswith("/"):
             if not is_dir:
                 continue
             pattern = pattern[:-1]
-        if pattern.startswith("/"):
-            if fnmatch.fnmatchcase(relative, pattern[1:]):
+        if "/" in pattern:
+            if _glob(pattern.lstrip("/")).match(relative):
                 return True
-        elif "/" in pattern:
-            if fnmatch.fnmatchcase(relative, pattern) or fnmatch.fnmatchcase(
-                relative, "*/" + pattern
-            ):
-                return True
-        elif fnmatch.fnmatchcase(name, pattern):
+        elif _glob(pattern).match(name):
             return True
     return False
 

@@ -128,16 +128,18 @@ def test_an_interrupted_set_up_keeps_nothing(made_engine, setup_modules, artist_
     _setup_prefs(prefs)
     prefs.engine_path = before = str(made_engine["python"])
 
+    cancelled = []
+
     def cancel_once_torch_installs():
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             task = operators.current_task()
-            if (
-                isinstance(task, engine_setup.EngineSetup)
-                and task.state.fraction >= engine_setup.STEPS["torch"][0]
+            if isinstance(task, engine_setup.EngineSetup) and task.state.message.startswith(
+                "Installing PyTorch"
             ):
                 time.sleep(0.5)
                 task.cancel()
+                cancelled.append(task.state.message)
                 return
             time.sleep(0.05)
 
@@ -145,6 +147,7 @@ def test_an_interrupted_set_up_keeps_nothing(made_engine, setup_modules, artist_
     canceller.start()
     result = bpy.ops.rollingdepth.setup_engine()  # a warning, not an error: bpy.ops returns
     canceller.join()
+    assert cancelled, "the set-up never reached PyTorch's step"
     assert result == {"CANCELLED"}
     assert "Set Up Engine was cancelled; nothing was kept." in capfd.readouterr().out
     assert prefs.setup_status == "Set Up Engine was cancelled; nothing was kept."

@@ -34,6 +34,7 @@ def test_check_engine_reports_python_torch_and_device(prefs, capfd):
     out = capfd.readouterr().out
     assert "Python 3." in out and "torch" in out and "device cpu" in out.lower()
     assert "Ready" in out and f"weights in {prefs.checkpoint}" in out
+    assert "Selftest passed in" in out  # the engine's selftest ran after the check (issue 33)
 
 
 @pytest.mark.parametrize("checkpoint", ["folder", "nobody/no-such-model"])
