@@ -152,14 +152,35 @@ def python_candidates(
     return unique
 
 
-_PROBE = "import sys, json, venv, ensurepip; print(json.dumps(list(sys.version_info[:3])))"
+# The version and the interpreter itself (a launcher or a shim resolves to the real one).
+_PROBE = (
+    "import sys, json, venv, ensurepip; "
+    "print(json.dumps([list(sys.version_info[:3]), sys.executable]))"
+)
+LAUNCHER_VERSIONS = tuple(f"-3.{minor}" for _, minor in reversed(SUPPORTED_PYTHONS))
 
 
 def probe_python(path: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[tuple[int, ...] | None, str]:
     """(version, "") for a Python that can make environments, else (version or None, why)."""
-    argv = [path, "-c", _PROBE]
+    version, problem, _ = resolve_python(path, timeout)
+    return version, problem
+
+
+def resolve_python(path: str, timeout: float = PROBE_TIMEOUT_S):
+    """(version, problem, interpreter). Windows' ``py`` launcher is asked for 3.12, 3.11 and
+    3.10 in turn, and the interpreter it starts is the one used."""
     if os.path.basename(path).lower() in ("py", "py.exe"):
-        argv = [path, "-3", "-c", _PROBE]  # the Windows launcher: its newest Python 3
+        problems = []
+        for flag in LAUNCHER_VERSIONS:
+            version, problem, executable = _probe([path, flag, "-c", _PROBE], path, timeout)
+            if not problem:
+                return version, problem, executable
+            problems.append(problem)
+        return None, f"has no Python 3.10-3.12 ({problems[0]})", path
+    return _probe([path, "-c", _PROBE], path, timeout)
+
+
+def _probe(argv: list[str], path: str, timeout: float):
     try:
         done = subprocess.run(
             argv,
@@ -171,16 +192,22 @@ def probe_python(path: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[tuple[int
             **hidden_window(),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"does not run ({getattr(exc, 'strerror', None) or exc})"
+        return None, f"does not run ({getattr(exc, 'strerror', None) or exc})", path
     try:
-        version = tuple(json.loads(done.stdout.strip().splitlines()[-1]))
+        report = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         if "ensurepip" in done.stderr or "venv" in done.stderr:
-            return None, "lacks venv/ensurepip (on Debian and Ubuntu: the python3-venv package)"
-        return None, "is not a working Python"
+            return (
+                None,
+                "lacks venv/ensurepip (on Debian and Ubuntu: the python3-venv package)",
+                path,
+            )
+        return None, "is not a working Python", path
+    version, executable = (report[0], report[1]) if isinstance(report[0], list) else (report, path)
+    version = tuple(version)
     if tuple(version[:2]) not in SUPPORTED_PYTHONS:
-        return version, f"is Python {'.'.join(map(str, version))}, not 3.10-3.12"
-    return version, ""
+        return version, f"is Python {'.'.join(map(str, version))}, not 3.10-3.12", executable
+    return version, "", executable or path
 
 
 def find_python(given: str = "", blender_python: str = sys.executable) -> PythonFound:
@@ -189,9 +216,9 @@ def find_python(given: str = "", blender_python: str = sys.executable) -> Python
     for path in python_candidates(given, blender_python):
         if not given and not os.path.isfile(path):
             continue
-        version, problem = probe_python(path)
+        version, problem, executable = resolve_python(path)
         if not problem:
-            return PythonFound(path, tuple(version))  # type: ignore[arg-type]
+            return PythonFound(executable, tuple(version))  # type: ignore[arg-type]
         tried.append(f"{path} {problem}")
     where = "; ".join(tried) if tried else "none was found"
     if given.strip():

@@ -101,6 +101,24 @@ def test_probe_python(setup, tmp_path):
     assert "does not run" in setup.probe_python(str(tmp_path / "missing"))[1]
 
 
+def test_the_windows_launcher_is_asked_for_each_supported_python(setup, tmp_path):
+    """``py -3.12`` missing, ``py -3.11`` there: the interpreter the launcher starts is used
+    (its own path, which the probe prints), not the launcher."""
+    real = r"C:\Users\José\AppData\Local\Programs\Python\Python311\python.exe"
+    launcher = _script(
+        tmp_path / "Program Files" / "py",
+        'if [ "$1" = "-3.11" ]; then printf "%s\\n" \'[[3, 11, 9], "'
+        + real.replace("\\", "\\\\")
+        + '"]\'; else echo "No suitable Python runtime found" >&2; exit 103; fi\n',
+    )
+    assert setup.resolve_python(launcher) == ((3, 11, 9), "", real)
+    none = _script(
+        tmp_path / "other" / "py", "echo 'No suitable Python runtime found' >&2; exit 103\n"
+    )
+    version, problem, _ = setup.resolve_python(none)
+    assert version is None and problem.startswith("has no Python 3.10-3.12")
+
+
 # ---------------------------------------------------------------------------- PyTorch
 @pytest.mark.parametrize(
     ("system", "machine", "driver", "variant", "index"),
