@@ -249,11 +249,19 @@ def source_files(source: Path, manifest: dict) -> list[tuple[Path, str]]:
 
 
 # ---------------------------------------------------------------------------- the engine
+# What a wheel is not built from: environments, earlier builds (setuptools would reuse a stale
+# build/lib, shipping modules deleted since), outputs.
+NOT_SOURCE = (".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "out", ".*cache")
+
+
 def build_engine_wheel(into: Path) -> Path:
-    """The engine's wheel, built from this checkout by pip (isolated build, setuptools)."""
+    """The engine's wheel, built by pip (isolated build, setuptools) from a clean copy of this
+    checkout, so that the checkout gets no build/ or egg-info of its own."""
     into.mkdir(parents=True, exist_ok=True)
+    source = into / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(into), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(into), str(source)],
         capture_output=True,
         text=True,
     )
