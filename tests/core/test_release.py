@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -24,6 +25,7 @@ from .test_cuts import write_edit
 REPO = Path(__file__).resolve().parents[2]
 CONSTRAINTS = REPO / "scripts" / "constraints.txt"
 SHOT = 16  # frames per shot of the 2-shot edit
+NOT_SOURCE = (".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "out", ".*cache")
 
 
 def clean_env() -> dict[str, str]:
@@ -51,8 +53,11 @@ def call(argv, cwd, timeout=900) -> subprocess.CompletedProcess:
 def test_the_wheel_alone_installs_a_complete_engine(tmp_path):
     # 1. The sdist, then the wheel built from the unpacked sdist (what `python -m build` does):
     # a file the sdist forgot fails here, not on a user's machine.
+    # from a clean copy: the sdist step writes an egg-info into the tree it builds
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     dist = tmp_path / "dist"
-    call([sys.executable, "-m", "build", "--outdir", dist, REPO], cwd=tmp_path)
+    call([sys.executable, "-m", "build", "--outdir", dist, source], cwd=tmp_path)
     (sdist,) = dist.glob("rollingdepth-*.tar.gz")
     (wheel,) = dist.glob("rollingdepth-*-py3-none-any.whl")
     with tarfile.open(sdist) as archive:
