@@ -250,7 +250,7 @@ def test_dialog_options_reach_the_command_line(addon, prefs, scene, media, tmp_p
             checkpoint="", preset="fast", dilations="", refine_steps=-1, resolution=-1,
             depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
             upsample_edges=False, strip_colorspace=False, holdout_strip="", anchor_solve=False,
-            output_dir=str(tmp_path), defocus=False, replace=True,
+            output_dir=str(tmp_path), defocus=False, replace=True, replace_other=False,
         )  # fmt: skip
         stand_in = types.SimpleNamespace(**{**defaults, **properties}, report=lambda *a: None)
         stand_in._holdout = types.MethodType(cls._holdout, stand_in)

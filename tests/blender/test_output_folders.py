@@ -1,0 +1,244 @@
+"""What the add-on does with an output folder that already holds depth (issue 29).
+
+The engine publishes into the final folder (its lock, staging swap and record beside the
+frames); the add-on picks the folder and decides, before the engine starts, whether the
+engine may replace what the folder holds. Versioned .blend files get their own default
+folders, Replace Previous Depth off writes a new version of the folder, and another run's
+depth is replaced only when the artist ticks Replace Other Depth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from pathlib import Path
+
+import bpy
+import pytest
+
+from .conftest import fresh_scene, point_at_engine
+from .support import ADDON_MODULE, add_image_strip, engine_cli, run_operator, select_only
+from .test_ui import _draw
+
+SOURCE_KEY = "rollingdepth_source"
+NAMES = [f"plate.{n:04d}.png" for n in range(1001, 1005)]
+
+
+@pytest.fixture()
+def modules(addon):
+    return {
+        name: importlib.import_module(f"{ADDON_MODULE}.{name}")
+        for name in ("folders", "operators", "engine")
+    }
+
+
+@pytest.fixture()
+def shot(tmp_path, media, addon):
+    """An empty scene with a four-frame image strip `plate64`, saved as shot_v01.blend."""
+    point_at_engine(media["checkpoint"])
+    scene = fresh_scene()
+    strip = add_image_strip(scene, media["sequence_dir"], NAMES, 1, 1)
+    strip.name = "plate64"
+    select_only(scene, strip)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot_v01.blend"))
+    yield tmp_path
+    bpy.ops.wm.read_homefile(use_empty=True)
+    point_at_engine(media["checkpoint"])
+
+
+def _scene():
+    return bpy.context.scene
+
+
+def _depth_strips() -> dict[str, object]:
+    return {s.name: s for s in _scene().sequence_editor.strips_all if s.get(SOURCE_KEY)}
+
+
+def _files_of(strip) -> list[Path]:
+    folder = Path(bpy.path.abspath(strip.directory))
+    return [folder / element.filename for element in strip.elements]
+
+
+def _digests(paths) -> dict[str, str]:
+    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+def _record(folder: Path) -> dict:
+    return json.loads((folder / "depth_run.json").read_text())
+
+
+def _save_as(path: Path) -> None:
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+
+
+def _select_plate():
+    select_only(_scene(), _scene().sequence_editor.strips["plate64"])
+
+
+def test_two_blend_files_sharing_a_folder_keep_their_own_depth(shot):
+    """shot_v01.blend and shot_v02.blend side by side, each with a strip plate64: each run
+    goes to its .blend's own folder; the first file's strip still shows its own frames, with
+    its own record beside them."""
+    assert run_operator() == {"FINISHED"}
+    first = _depth_strips()["plate64 depth"]
+    assert first.directory == "//depth/shot_v01/plate64/"
+    kept = _digests(_files_of(first))
+    v01 = shot / "depth" / "shot_v01" / "plate64"
+    record = _record(v01)
+    assert record["requested_by"] == str(shot / "shot_v01.blend")
+    assert record["front_end"] == "blender"
+    # the run's record and timeline beside the frames; no hidden work or staging folder
+    assert {"depth_run.json", "depth.otio"} <= {p.name for p in v01.iterdir()}
+    assert not [p.name for p in v01.iterdir() if p.name.startswith(".")]
+
+    _save_as(shot / "shot_v02.blend")
+    _select_plate()
+    # other settings in the second file: its depth differs from the first's
+    assert run_operator(depth_mode="inverse") == {"FINISHED"}
+    second = _depth_strips()["plate64 depth"]
+    assert second.directory == "//depth/shot_v02/plate64/"
+    assert _record(shot / "depth" / "shot_v02" / "plate64")["requested_by"] == str(
+        shot / "shot_v02.blend"
+    )
+    assert _digests(kept) == kept  # the first file's depth, byte for byte
+    assert _record(v01)["run_id"] == record["run_id"]
+
+    bpy.ops.wm.open_mainfile(filepath=str(shot / "shot_v01.blend"))
+    reopened = _depth_strips()["plate64 depth"]
+    assert _digests(_files_of(reopened)) == kept
+
+
+def test_replace_off_twice_keeps_each_strips_own_frames(shot):
+    """Replace Previous Depth off: each run writes a new version of the folder, and every
+    depth strip keeps showing the frames of the run it was made from."""
+    assert run_operator() == {"FINISHED"}
+    assert run_operator(replace=False, depth_mode="inverse") == {"FINISHED"}
+    assert run_operator(replace=False, depth_mode="depth") == {"FINISHED"}
+    strips = sorted(_depth_strips().values(), key=lambda s: s.channel)
+    assert [s.directory for s in strips] == [
+        "//depth/shot_v01/plate64/",
+        "//depth/shot_v01/plate64_v002/",
+        "//depth/shot_v01/plate64_v003/",
+    ]
+    runs = [_record(Path(bpy.path.abspath(s.directory)))["run_id"] for s in strips]
+    assert len(set(runs)) == 3  # each folder holds the record of its own run
+    digests = [_digests(_files_of(s)) for s in strips]
+    assert len({tuple(d.values()) for d in digests}) == 3  # three different depths on disk
+    for strip in strips:
+        assert all(path.is_file() for path in _files_of(strip))
+
+
+def test_the_dialog_asks_before_replacing_another_blends_depth(shot, modules):
+    """shot_v02.blend pointed at shot_v01.blend's folder: the dialog says whose depth is
+    there and offers Replace Other Depth; without it the run is refused in one line and
+    nothing changes; with it the folder's depth is replaced whole."""
+    assert run_operator() == {"FINISHED"}
+    v01 = shot / "depth" / "shot_v01" / "plate64"
+    kept = _digests(sorted(v01.iterdir()))
+    _save_as(shot / "shot_v02.blend")
+    _select_plate()
+    target = "//depth/shot_v01/plate64/"
+
+    dialog = modules["operators"].SEQUENCER_OT_rollingdepth_estimate
+    settings = dict(
+        depth_mode="inverse",
+        output_dir=target,
+        restore_res=True,
+        holdout_strip="",
+        anchor_solve=False,
+        replace=True,
+    )
+    layout = _draw(dialog, bpy.context, replace_other=False, **settings)
+    asked = [t for t in layout.texts("label") if "shot_v01.blend" in t]
+    assert asked, layout.texts("label")
+    assert "replace_other" in [a[1] for name, a, _ in layout.log if name == "prop"]
+    # the wrapped question, whole: the plate, its frames, who made it, what to do
+    text = " ".join(layout.texts("label"))
+    assert "plate.####.png (frames 1001-1004) made by shot_v01.blend" in text
+    assert "Replace Other Depth" in text
+
+    with pytest.raises(RuntimeError) as refused:
+        run_operator(output_dir=target, depth_mode="inverse")
+    message = str(refused.value).strip()
+    assert "shot_v01.blend" in message and "plate.####.png" in message
+    assert "Replace Other Depth" in message and "\n" not in message
+    assert _depth_strips()["plate64 depth"].directory == "//depth/shot_v01/plate64/"
+    assert _digests(sorted(v01.iterdir())) == kept
+
+    assert run_operator(output_dir=target, depth_mode="inverse", replace_other=True) == {"FINISHED"}
+    assert _record(v01)["requested_by"] == str(shot / "shot_v02.blend")
+    assert _digests(sorted(v01.glob("depth.*.exr"))) != {
+        k: v for k, v in kept.items() if k.endswith(".exr")
+    }
+    assert _depth_strips()["plate64 depth"].directory == target
+
+
+def test_the_dialog_asks_before_replacing_depth_made_outside_blender(shot, modules, media):
+    """Depth the command line wrote into the strip's default folder: the dialog names it,
+    and the rerun with Replace on is refused until the artist agrees."""
+    folder = shot / "depth" / "shot_v01" / "plate64"
+    engine_cli(
+        str(media["sequence_dir"] / "plate.####.png"),
+        "-o",
+        str(folder),
+        "--checkpoint",
+        media["checkpoint"],
+        "--frames",
+        "1001-1004",
+        "--res",
+        "64",
+        "--dilations",
+        "1",
+        "3",
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+    )
+    kept = _digests(sorted(folder.glob("depth.*.exr")))
+    with pytest.raises(RuntimeError, match="made by the rollingdepth command"):
+        run_operator()
+    assert _digests(sorted(folder.glob("depth.*.exr"))) == kept
+    # Replace off never asks: the new depth goes beside it
+    assert run_operator(replace=False) == {"FINISHED"}
+    assert _depth_strips()["plate64 depth"].directory == "//depth/shot_v01/plate64_v002/"
+    assert _digests(sorted(folder.glob("depth.*.exr"))) == kept
+
+
+def test_rerun_with_replace_on_replaces_the_strips_own_depth_without_asking(shot):
+    """The strip's own earlier depth (this .blend, this plate) is what Replace Previous
+    Depth replaces: no question, one depth strip, one sequence in the folder."""
+    assert run_operator() == {"FINISHED"}
+    folder = shot / "depth" / "shot_v01" / "plate64"
+    first = _record(folder)["run_id"]
+    assert run_operator(depth_mode="inverse") == {"FINISHED"}
+    assert list(_depth_strips()) == ["plate64 depth"]
+    assert _record(folder)["run_id"] != first
+    assert sorted(p.name for p in folder.glob("depth.*.exr")) == [
+        f"depth.{n}.exr" for n in range(1001, 1005)
+    ]
+
+
+def test_the_engine_is_told_who_asked_and_whether_it_may_replace(modules):
+    engine = modules["engine"]
+    args = engine.RunOptions(requested_by="/shots/a.blend", overwrite=True).arguments()
+    assert args[args.index("--front-end") + 1] == "blender"
+    assert args[args.index("--requested-by") + 1] == "/shots/a.blend"
+    assert "--overwrite" in args
+    assert "--overwrite" not in engine.RunOptions().arguments()
+    protocol = importlib.import_module(f"{ADDON_MODULE}.protocol")
+    assert engine.FRONT_END in protocol.FRONT_ENDS
+
+
+def test_an_unsaved_blend_writes_to_its_sessions_temporary_folder(addon, modules):
+    import os
+    import tempfile
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    folders = modules["folders"]
+    assert folders.default_output_dir("plate 64") == "//depth/unsaved/plate_64/"
+    folder, note = folders.resolve_output_dir("", "plate 64")
+    assert folder.startswith(tempfile.gettempdir())
+    assert f"unsaved-{os.getpid()}" in folder and folder in note
+    assert folders.requested_by().startswith("unsaved .blend")
