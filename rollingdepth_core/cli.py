@@ -423,6 +423,20 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         help="also write a colourised NAME_preview.mp4 (default: off)",
     )
     p.add_argument(
+        "--front-end",
+        default=protocol.DEFAULT_FRONT_END,
+        choices=protocol.FRONT_ENDS,
+        help="which front-end asks for the run, recorded in NAME_run.json and the EXR headers "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--requested-by",
+        default=None,
+        metavar="TEXT",
+        help="who or what asked for the run (e.g. the .blend file), recorded beside the "
+        "front-end (default: none)",
+    )
+    p.add_argument(
         "--progress",
         default="bar",
         choices=("bar", "json"),
@@ -571,6 +585,8 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         max_frame_memory=args.max_frame_memory,
         reference=args.reference,
         compile=args.compile,
+        front_end=args.front_end,
+        requested_by=args.requested_by,
     ).to_message()
 
 

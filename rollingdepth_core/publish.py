@@ -51,13 +51,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__
+from . import __version__, protocol
 from .config import check_name
 from .errors import Cancelled, ConfigError, OutputError, RollingDepthError
 from .output import expand_pattern, sequence_pattern
 
-MANIFEST_SUFFIX = "_run.json"
-JOURNAL = "swap.json"
+MANIFEST_SUFFIX = protocol.MANIFEST_SUFFIX
+JOURNAL = protocol.JOURNAL_NAME
 
 
 class ForeignFrames(OutputError):
@@ -361,7 +361,8 @@ class Publisher:
         (checkpoint, preset, InferenceConfig and OutputConfig fields, anchors, holdout, cuts).
         """
         info = plate.info
-        record = dict(record or {})
+        record = {protocol.KEY_SETTINGS: json.loads(json.dumps(settings, default=str)),
+                  **(record or {})}  # fmt: skip
         if info.timecodes:
             record["timecode"] = info.timecodes.to_dict(info.frame_numbers)
         return cls(
@@ -544,14 +545,17 @@ class Publisher:
         extras = [Path(p).name for p in extra_files]
         stale = sorted(self._replaces - set(frames) - set(extras))
         manifest = {
-            "rollingdepth": __version__,
-            "run_id": self.run_id,
-            "source": self.source,
-            "name": self.name,
-            "frames": list(self.frame_numbers),
-            "complete": True,
-            "files": frames + extras,
-            "replaced": stale,
+            protocol.KEY_VERSION: __version__,
+            protocol.KEY_RUN_ID: self.run_id,
+            protocol.KEY_SOURCE: self.source,
+            protocol.KEY_NAME: self.name,
+            protocol.KEY_FRAMES: list(self.frame_numbers),
+            protocol.KEY_STATE: protocol.STATE_COMPLETE,
+            protocol.KEY_COMPLETE: True,
+            protocol.KEY_FILES: frames + extras,
+            protocol.KEY_REPLACED: stale,
+            protocol.KEY_FRONT_END: protocol.DEFAULT_FRONT_END,
+            protocol.KEY_REQUESTED_BY: None,
             **self.record,
         }
         write_text_atomic(self.staging / self.manifest_path.name, json.dumps(manifest, indent=1))

@@ -30,6 +30,7 @@ from .mattes import MatteSource
 from .model import check_processing_size, processing_size
 from .output import ensure_writable
 from .plate import Plate, open_plate
+from .protocol import DEFAULT_FRONT_END, FRONT_ENDS, KEY_FRONT_END, KEY_REQUESTED_BY
 from .publish import Publisher
 from .snippets import check_clip_length
 from .upsample import check_restore_res
@@ -68,12 +69,20 @@ class RunRequest:
     max_frame_memory: float = DEFAULT_MAX_FRAME_GIB
     reference: bool = False
     compile: bool = False
+    front_end: str = DEFAULT_FRONT_END  # who built the request: recorded, not in the run id
+    requested_by: str | None = None  # free text (the add-on: its .blend file), recorded
 
     def check_settings(self) -> tuple[int, int]:
         """The checks that need no file: settings and their combinations. Returns the chunk
         share (K, N)."""
         self.config.check()
         self.output.check(confidence=self.config.confidence)
+        if self.front_end not in FRONT_ENDS:
+            raise ConfigError(
+                f"`--front-end` must be one of {', '.join(FRONT_ENDS)}; got {self.front_end!r}"
+            )
+        if self.requested_by is not None and not self.requested_by.isprintable():
+            raise ConfigError("`--requested-by` must be one line of printable text")
         if self.mode not in MODES:
             raise ConfigError(f"`mode` must be one of {', '.join(MODES)}; got {self.mode!r}")
         if self.executor not in EXECUTORS:
@@ -366,13 +375,23 @@ def provenance(request: RunRequest, source: Plate, cuts, detected: bool, mattes,
             "source": "detected" if detected else ("given" if request.cuts else "none"),
             "starts": [shot.first_frame for shot in shots[1:]],
         }
-    return {"used": record} if record else {}
+    return {**({"used": record} if record else {}), **who_record(request.front_end,
+            request.requested_by)}  # fmt: skip
+
+
+def who_record(front_end: str, requested_by: str | None) -> dict:
+    """Who asked for the run, as the manifest records it."""
+    return {KEY_FRONT_END: front_end, KEY_REQUESTED_BY: requested_by}
 
 
 def header_record(record: dict) -> dict[str, str | int]:
     """The provenance as EXR header fields (the writer adds its ``rollingdepth/`` prefix)."""
     used = record.get("used", {})
     header: dict[str, str | int] = {}
+    if record.get(KEY_FRONT_END):
+        header[KEY_FRONT_END] = record[KEY_FRONT_END]
+    if record.get(KEY_REQUESTED_BY):
+        header[KEY_REQUESTED_BY] = record[KEY_REQUESTED_BY]
     if "holdout" in used:
         h = used["holdout"]
         header["holdout"] = h["pattern"]

@@ -41,7 +41,7 @@ from .plan import Plan, make_plan, missing_blocks
 from .plate import Plate
 from .progress import ProgressCallback
 from .publish import Publisher, run_identity, split_pattern
-from .request import file_hash, plate_cuts
+from .request import file_hash, header_record, plate_cuts, who_record
 from .stores import DEFAULT_MEMORY_BYTES, MemoryStore
 
 DEFAULT_CACHE_BYTES = DEFAULT_MEMORY_BYTES
@@ -344,6 +344,8 @@ class DepthSession:
         metric_range: tuple[float, float] | None = None,
         overwrite: bool = False,
         message: Callable[[str], None] | None = None,
+        front_end: str = "panel",
+        requested_by: str | None = None,
     ) -> list[Path]:
         """Publish ``prediction`` as an EXR sequence, as a run publishes (:mod:`.publish`:
         staged, swapped in whole, under the sequence's lock; another run's frames in the folder
@@ -391,7 +393,8 @@ class DepthSession:
                     **asdict(output), "confidence_channel": confidence, "cuts": self.cuts,
                     "holdout": self._holdout_record(), "anchors": anchor_fit is not None}  # fmt: skip
         record = {"used": {k: v for k, v in (("holdout", self._holdout_record()),
-                  ("cuts", self._cuts_record())) if v}, "written_by": "panel"}  # fmt: skip
+                  ("cuts", self._cuts_record())) if v},
+                  **who_record(front_end, requested_by)}  # fmt: skip
         publisher = Publisher(
             folder, name, chosen, run_identity(info.source, chosen, settings),
             input_paths=self.plate.source_files, overwrite=overwrite, source=info.source,
@@ -401,12 +404,13 @@ class DepthSession:
             publisher.check()
             with publisher.writing():
                 self._write(prediction, publisher, output, selected, confidence, checkpoint,
-                            preset, progress, anchor_fit, metric_range)  # fmt: skip
+                            preset, progress, anchor_fit, metric_range,
+                            header_record(record))  # fmt: skip
             publisher.publish()
         return [publisher.frame_path(n) for n in chosen]
 
     def _write(self, prediction, publisher, output, selected, confidence, checkpoint, preset,
-               progress, anchor_fit, metric_range) -> None:  # fmt: skip
+               progress, anchor_fit, metric_range, provenance) -> None:  # fmt: skip
         info = self.plate.info
         numbers = info.frame_numbers
         wanted = set(selected)
@@ -420,6 +424,7 @@ class DepthSession:
                 info.color,
             )  # fmt: skip
             header.update(info.header_metadata())
+            header.update(provenance)
             if len(self._shots) > 1:
                 header["shot"] = shot.index
                 header["shot_frames"] = f"{shot.first_frame}-{shot.last_frame}"
