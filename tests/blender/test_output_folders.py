@@ -82,65 +82,79 @@ def test_two_blend_files_sharing_a_folder_keep_their_own_depth(shot):
     its own record beside them."""
     assert run_operator() == {"FINISHED"}
     first = _depth_strips()["plate64 depth"]
-    assert first.directory == "//depth/shot_v01/plate64/"
     kept = _digests(_files_of(first))
-    v01 = shot / "depth" / "shot_v01" / "plate64"
-    record = _record(v01)
-    assert record["requested_by"] == str(shot / "shot_v01.blend")
-    assert record["front_end"] == "blender"
-    # the run's record and timeline beside the frames; no hidden work or staging folder
-    assert {"depth_run.json", "depth.otio"} <= {p.name for p in v01.iterdir()}
-    assert not [p.name for p in v01.iterdir() if p.name.startswith(".")]
+    v01 = _files_of(first)[0].parent
+    bpy.ops.wm.save_mainfile()
 
     _save_as(shot / "shot_v02.blend")
     _select_plate()
     # other settings in the second file: its depth differs from the first's
     assert run_operator(depth_mode="inverse") == {"FINISHED"}
     second = _depth_strips()["plate64 depth"]
-    assert second.directory == "//depth/shot_v02/plate64/"
-    assert _record(shot / "depth" / "shot_v02" / "plate64")["requested_by"] == str(
-        shot / "shot_v02.blend"
-    )
     assert _digests(kept) == kept  # the first file's depth, byte for byte
-    assert _record(v01)["run_id"] == record["run_id"]
+    assert second.directory != first.directory
 
     bpy.ops.wm.open_mainfile(filepath=str(shot / "shot_v01.blend"))
     reopened = _depth_strips()["plate64 depth"]
     assert _digests(_files_of(reopened)) == kept
+    assert reopened.directory == "//depth/shot_v01/plate64/"
+    assert second.directory == "//depth/shot_v02/plate64/"
+    for version in ("v01", "v02"):
+        folder = shot / "depth" / f"shot_{version}" / "plate64"
+        record = _record(folder)
+        assert record["requested_by"] == str(shot / f"shot_{version}.blend")
+        assert record["front_end"] == "blender"
+        # the run's record and timeline beside the frames; no hidden work or staging folder
+        assert {"depth_run.json", "depth.otio"} <= {p.name for p in folder.iterdir()}
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert v01 == shot / "depth" / "shot_v01" / "plate64"
 
 
 def test_replace_off_twice_keeps_each_strips_own_frames(shot):
     """Replace Previous Depth off: each run writes a new version of the folder, and every
     depth strip keeps showing the frames of the run it was made from."""
     assert run_operator() == {"FINISHED"}
-    assert run_operator(replace=False, depth_mode="inverse") == {"FINISHED"}
-    assert run_operator(replace=False, depth_mode="depth") == {"FINISHED"}
-    strips = sorted(_depth_strips().values(), key=lambda s: s.channel)
-    assert [s.directory for s in strips] == [
+    shown = {"plate64 depth": _digests(_files_of(_depth_strips()["plate64 depth"]))}
+    for mode in ("inverse", "depth"):
+        assert run_operator(replace=False, depth_mode=mode) == {"FINISHED"}
+        added = [s for name, s in _depth_strips().items() if name not in shown]
+        assert len(added) == 1
+        shown[added[0].name] = _digests(_files_of(added[0]))
+    strips = _depth_strips()
+    for name, digests in shown.items():  # every strip shows the frames of its own run
+        assert _digests(_files_of(strips[name])) == digests
+    assert len({tuple(d.values()) for d in shown.values()}) == 3
+    ordered = sorted(strips.values(), key=lambda s: s.channel)
+    assert [s.directory for s in ordered] == [
         "//depth/shot_v01/plate64/",
         "//depth/shot_v01/plate64_v002/",
         "//depth/shot_v01/plate64_v003/",
     ]
-    runs = [_record(Path(bpy.path.abspath(s.directory)))["run_id"] for s in strips]
+    runs = [_record(Path(bpy.path.abspath(s.directory)))["run_id"] for s in ordered]
     assert len(set(runs)) == 3  # each folder holds the record of its own run
-    digests = [_digests(_files_of(s)) for s in strips]
-    assert len({tuple(d.values()) for d in digests}) == 3  # three different depths on disk
-    for strip in strips:
-        assert all(path.is_file() for path in _files_of(strip))
 
 
-def test_the_dialog_asks_before_replacing_another_blends_depth(shot, modules):
-    """shot_v02.blend pointed at shot_v01.blend's folder: the dialog says whose depth is
-    there and offers Replace Other Depth; without it the run is refused in one line and
-    nothing changes; with it the folder's depth is replaced whole."""
+def test_the_dialog_asks_before_replacing_another_blends_depth(shot):
+    """shot_v02.blend pointed at shot_v01.blend's folder: without Replace Other Depth the
+    run is refused in one line naming whose depth is there, and nothing changes; the dialog
+    says the same and offers the box; ticked, the folder's depth is replaced whole."""
     assert run_operator() == {"FINISHED"}
-    v01 = shot / "depth" / "shot_v01" / "plate64"
+    v01 = _files_of(_depth_strips()["plate64 depth"])[0].parent
     kept = _digests(sorted(v01.iterdir()))
+    bpy.ops.wm.save_mainfile()
     _save_as(shot / "shot_v02.blend")
     _select_plate()
-    target = "//depth/shot_v01/plate64/"
+    target = bpy.path.relpath(str(v01)) + "/"
 
-    dialog = modules["operators"].SEQUENCER_OT_rollingdepth_estimate
+    with pytest.raises(RuntimeError) as refused:
+        run_operator(output_dir=target, depth_mode="inverse")
+    message = str(refused.value).strip()
+    assert "shot_v01.blend" in message and "plate.####.png" in message
+    assert "Replace Other Depth" in message and "\n" not in message
+    assert _digests(sorted(v01.iterdir())) == kept
+    assert _depth_strips()["plate64 depth"].directory == target
+
+    operators = importlib.import_module(f"{ADDON_MODULE}.operators")
     settings = dict(
         depth_mode="inverse",
         output_dir=target,
@@ -149,34 +163,23 @@ def test_the_dialog_asks_before_replacing_another_blends_depth(shot, modules):
         anchor_solve=False,
         replace=True,
     )
-    layout = _draw(dialog, bpy.context, replace_other=False, **settings)
-    asked = [t for t in layout.texts("label") if "shot_v01.blend" in t]
-    assert asked, layout.texts("label")
+    layout = _draw(operators.SEQUENCER_OT_rollingdepth_estimate, bpy.context, **settings)
     assert "replace_other" in [a[1] for name, a, _ in layout.log if name == "prop"]
     # the wrapped question, whole: the plate, its frames, who made it, what to do
     text = " ".join(layout.texts("label"))
     assert "plate.####.png (frames 1001-1004) made by shot_v01.blend" in text
-    assert "Replace Other Depth" in text
-
-    with pytest.raises(RuntimeError) as refused:
-        run_operator(output_dir=target, depth_mode="inverse")
-    message = str(refused.value).strip()
-    assert "shot_v01.blend" in message and "plate.####.png" in message
-    assert "Replace Other Depth" in message and "\n" not in message
-    assert _depth_strips()["plate64 depth"].directory == "//depth/shot_v01/plate64/"
-    assert _digests(sorted(v01.iterdir())) == kept
+    assert "tick Replace Other Depth to replace it" in text
 
     assert run_operator(output_dir=target, depth_mode="inverse", replace_other=True) == {"FINISHED"}
     assert _record(v01)["requested_by"] == str(shot / "shot_v02.blend")
-    assert _digests(sorted(v01.glob("depth.*.exr"))) != {
-        k: v for k, v in kept.items() if k.endswith(".exr")
-    }
+    exrs = {k: v for k, v in kept.items() if k.endswith(".exr")}
+    assert _digests(exrs) != exrs
     assert _depth_strips()["plate64 depth"].directory == target
 
 
-def test_the_dialog_asks_before_replacing_depth_made_outside_blender(shot, modules, media):
-    """Depth the command line wrote into the strip's default folder: the dialog names it,
-    and the rerun with Replace on is refused until the artist agrees."""
+def test_the_dialog_asks_before_replacing_depth_made_outside_blender(shot, media):
+    """Depth the command line wrote into the strip's default folder: the rerun with Replace
+    on is refused, naming it, until the artist agrees; Replace off writes beside it."""
     folder = shot / "depth" / "shot_v01" / "plate64"
     engine_cli(
         str(media["sequence_dir"] / "plate.####.png"),
@@ -200,7 +203,6 @@ def test_the_dialog_asks_before_replacing_depth_made_outside_blender(shot, modul
     with pytest.raises(RuntimeError, match="made by the rollingdepth command"):
         run_operator()
     assert _digests(sorted(folder.glob("depth.*.exr"))) == kept
-    # Replace off never asks: the new depth goes beside it
     assert run_operator(replace=False) == {"FINISHED"}
     assert _depth_strips()["plate64 depth"].directory == "//depth/shot_v01/plate64_v002/"
     assert _digests(sorted(folder.glob("depth.*.exr"))) == kept
