@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import bpy
@@ -174,12 +175,14 @@ class FolderChoice:
 
 
 def choose_folder(
-    source, plate: str, folder: str, replace: bool, replace_other: bool
+    source, plate: Callable[[], str], folder: str, replace: bool, replace_other: bool
 ) -> FolderChoice:
-    """Where ``source``'s run (reading ``plate``) writes, asked for ``folder``.
+    """Where ``source``'s run writes, asked for ``folder``.
 
-    ``replace``: Replace Previous Depth; ``replace_other``: the artist ticked Replace Other
-    Depth after being asked. See the module text for the rules.
+    ``plate`` gives what the run reads (called only when the folder's run must be matched by
+    its plate: planning a long strip reads every file's status). ``replace``: Replace
+    Previous Depth; ``replace_other``: the artist ticked Replace Other Depth after being
+    asked. See the module text for the rules.
     """
     folder = os.path.normpath(folder)
     if not replace:
@@ -202,7 +205,7 @@ def choose_folder(
         and described.get("front_end") == FRONT_END
         and described.get("requested_by") == requested_by()
         and not others
-        and (mine or _same_path(described.get("plate"), plate))
+        and (mine or _same_path(described.get("plate"), plate()))
     )
     if own:
         return FolderChoice(folder, overwrite=True)

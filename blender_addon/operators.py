@@ -313,7 +313,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             raise EngineError(empty_checkpoint_text("RollingDepth weights"), "WeightsError")
         output_dir, note = folders.resolve_output_dir(self.output_dir, strip.name, several)
         choice = folders.choose_folder(
-            strip, plate_of(strip), output_dir, self.replace, self.replace_other
+            strip, lambda: plate_of(strip), output_dir, self.replace, self.replace_other
         )
         if choice.question:
             raise StripError(choice.question)
@@ -448,7 +448,9 @@ def folder_choices(sources, output_dir: str, replacing: bool, replace_other: boo
         try:
             folder, _ = folders.resolve_output_dir(output_dir, strip.name, several)
             choices.append(
-                folders.choose_folder(strip, plate_of(strip), folder, replacing, replace_other)
+                folders.choose_folder(
+                    strip, lambda s=strip: plate_of(s), folder, replacing, replace_other
+                )
             )
         except StripError:
             continue
