@@ -56,7 +56,9 @@ for frame in range(n_frames):
         for x in (8, 24, 40, 56):
             rows.append((frame, x + 0.5, y + 0.5))
             values.append(float(d[y, x]))
-lo, hi = min(values), max(values)
+# over the whole range of d (each shot spans -1 .. 1), not just the points': the fit is
+# refused if it puts any of the clip at infinity
+lo, hi = min(values + [-1.0]), max(values + [1.0])
 a = (1 / 2.0 - 1 / 10.0) / (hi - lo)  # 2 .. 10 scene units
 b = 1 / 10.0 - a * lo
 with open(out, "w") as handle:
@@ -110,6 +112,7 @@ wait(lambda: controller.anchor_fit is not None, "the anchor fit")
 controller.export(pattern, OutputConfig(depth_mode="depth", channel="Y"), None, False)
 wait(lambda: written, "the export")
 print(json.dumps({"cuts": controller.cuts, "files": [str(p) for p in written[0]]}))
+controller.shutdown()  # the panel's own way out: its worker threads end first
 """
 
 READ = """
