@@ -199,6 +199,9 @@ DEFAULT_FRONT_END = "cli"
 # rollingdepth_core.publish; these are its keys, read by every front-end from here).
 MANIFEST_SUFFIX = "_run.json"
 DEFAULT_SEQUENCE_NAME = "depth"
+# A sequence's files besides its frames NAME.####.exr: NAME + each suffix. They belong to the
+# sequence: staged and swapped with its frames, and removed with them when a run replaces it.
+SIDECAR_SUFFIXES = ("_alignment.json", "_anchors.json", "_preview.mp4", ".otio", MANIFEST_SUFFIX)
 STAGING_SUFFIX = ".staging"  # `.NAME.staging/`: a run's files before the swap
 JOURNAL_NAME = "swap.json"  # in the staging folder: the swap's commit point
 KEY_VERSION = "rollingdepth"
@@ -304,8 +307,8 @@ def describe_output_folder(path, name: str | None = None) -> dict | None:
         settings=_summary(settings) if isinstance(settings, dict) else "",
     )
     state = manifest.get(KEY_STATE)
-    if state is None:  # manifests from before `state`
-        state = STATE_COMPLETE if manifest.get(KEY_COMPLETE) is True else STATE_SWAPPING
+    if state is None:  # manifests from before `state`: judged by their frames below
+        state = STATE_COMPLETE if manifest.get(KEY_COMPLETE, True) is True else STATE_SWAPPING
     missing = [f for f in files if f not in entries] or sorted(set(frames) - set(present))
     extra = sorted(set(present) - set(frames))
     if state == STATE_SWAPPING or swap_cut_short:

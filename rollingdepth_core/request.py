@@ -31,7 +31,7 @@ from .model import check_processing_size, processing_size
 from .output import ensure_writable
 from .plate import Plate, open_plate
 from .protocol import DEFAULT_FRONT_END, FRONT_ENDS, KEY_FRONT_END, KEY_REQUESTED_BY
-from .publish import Publisher
+from .publish import Publisher, first_missing, remove_if_empty
 from .snippets import check_clip_length
 from .upsample import check_restore_res
 
@@ -133,14 +133,28 @@ class RunRequest:
         folder's lock: release it with :meth:`PreparedRun.release` (or ``with prepared:``)
         if the run stops before publishing. ``progress`` hears the cut detection's pass.
         """
-        from .device import resolve_device, resolve_dtype
-
         share = self.check_settings()
         finishing = self.mode != "infer"
+        created = None
         if finishing:
             if self.output_dir is None:
                 raise ConfigError("`-o`/`--output` is required")
+            created = first_missing(self.output_dir)
             ensure_writable(self.output_dir)  # a folder that takes no files fails first
+        try:
+            prepared = self._prepare(share, finishing, message, model)
+        except BaseException:
+            # a refused request leaves no folder behind: the one the check above created
+            if created is not None:
+                remove_if_empty(created, self.output_dir)
+            raise
+        if prepared.publisher is not None:
+            prepared.publisher.adopt_created(created)
+        return prepared
+
+    def _prepare(self, share, finishing: bool, message, model) -> PreparedRun:
+        from .device import resolve_device, resolve_dtype
+
         anchor_points = (
             load_anchors(self.anchors) if self.anchors is not None and finishing else None
         )
@@ -351,32 +365,50 @@ def file_hash(paths) -> str:
 
 def provenance(request: RunRequest, source: Plate, cuts, detected: bool, mattes, anchors) -> dict:
     """What the run used beyond its settings: the manifest's ``used`` entry and the EXR
-    headers' ``holdout.*``, ``anchors.*`` and ``cuts.*``."""
-    info = source.info
+    headers' ``holdout.*``, ``anchors.*`` and ``cuts.*``, and who asked for it."""
+    used = used_record(
+        source.info.frame_numbers,
+        cuts,
+        cuts_source(request.cuts, detected),
+        mattes,
+        anchors,
+        request.anchors,
+    )
+    return {**({"used": used} if used else {}), **who_record(request.front_end,
+            request.requested_by)}  # fmt: skip
+
+
+def cuts_source(text: str | None, detected: bool) -> str:
+    """How a run's shots were found: ``detected``, ``given`` (``--cuts``) or ``none``."""
+    return "detected" if detected else ("given" if text else "none")
+
+
+def used_record(frame_numbers, cuts, cuts_from: str, mattes, anchors, anchors_file) -> dict:
+    """The manifest's ``used`` entry, the same for every front-end: the holdout (pattern,
+    alpha, hash of the matte files), the anchors (file, hash, count, units) and the cuts
+    (how they were found, the frames where shots start)."""
     record: dict[str, object] = {}
     if mattes is not None:
-        files = mattes.used_files()
         record["holdout"] = {
             "pattern": str(mattes.source),
-            "alpha": bool(request.holdout_alpha),
-            "frames": len(info.frame_numbers),
-            "sha256": file_hash(files),
+            "alpha": bool(mattes.alpha_only),
+            "frames": len(frame_numbers),
+            "sha256": file_hash(mattes.used_files()),
         }
     if anchors is not None:
         record["anchors"] = {
-            "file": str(Path(request.anchors).resolve()),
-            "sha256": file_hash([request.anchors]),
+            "file": str(Path(anchors_file).resolve()),
+            "sha256": file_hash([anchors_file]),
             "count": len(anchors),
             "units": anchors.units,
         }
     if cuts is not None:
-        shots = shots_from_cuts(info.frame_numbers, cuts)
+        shots = shots_from_cuts(frame_numbers, cuts)
         record["cuts"] = {
-            "source": "detected" if detected else ("given" if request.cuts else "none"),
+            "source": cuts_from,
             "starts": [shot.first_frame for shot in shots[1:]],
         }
-    return {**({"used": record} if record else {}), **who_record(request.front_end,
-            request.requested_by)}  # fmt: skip
+    return record
 
 
 def who_record(front_end: str, requested_by: str | None) -> dict:
