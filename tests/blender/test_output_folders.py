@@ -244,3 +244,47 @@ def test_an_unsaved_blend_writes_to_its_sessions_temporary_folder(addon, modules
     assert folder.startswith(tempfile.gettempdir())
     assert f"unsaved-{os.getpid()}" in folder and folder in note
     assert folders.requested_by().startswith("unsaved .blend")
+
+
+def test_whose_depth_a_folder_holds_decides_whether_replace_asks(shot, modules, media):
+    """The rules without an engine run: a folder recorded as made by this .blend from this
+    plate is the strip's own depth, unless a depth strip of another plate here shows it; a
+    folder made by this .blend from another plate asks."""
+    folders = modules["folders"]
+    folder = shot / "depth" / "shared"
+    folder.mkdir(parents=True)
+    frames = [f"depth.{n}.exr" for n in range(1001, 1005)]
+    for name in frames:
+        (folder / name).write_bytes(b"a frame")
+    plate = str(media["sequence_dir"] / "plate.####.png")
+
+    def record(source: str) -> None:
+        manifest = {"run_id": "r1", "source": source, "name": "depth",
+                    "frames": list(range(1001, 1005)), "state": "complete", "complete": True,
+                    "files": frames, "front_end": "blender",
+                    "requested_by": folders.requested_by()}  # fmt: skip
+        (folder / "depth_run.json").write_text(json.dumps(manifest))
+
+    record(plate)
+    scene = _scene()
+    source = scene.sequence_editor.strips["plate64"]
+    choice = folders.choose_folder(source, lambda: plate, str(folder), True, False)
+    assert choice.overwrite and choice.question is None  # plate64's own earlier depth
+
+    other = add_image_strip(scene, media["sequence_dir"], NAMES, 2, 1)
+    other.name = "B"
+    shown = scene.sequence_editor.strips.new_image("B depth", str(folder / frames[0]), 3, 1)
+    shown["rollingdepth_source"] = "B"
+    choice = folders.choose_folder(source, lambda: plate, str(folder), True, False)
+    assert not choice.overwrite and "shown by 'B depth' in this .blend" in choice.question
+    assert "made by this .blend" in choice.question
+    scene.sequence_editor.strips.remove(shown)
+
+    record(str(shot / "other" / "plate.####.exr"))
+    choice = folders.choose_folder(source, lambda: plate, str(folder), True, False)
+    assert not choice.overwrite and "the depth of plate.####.exr" in choice.question
+    choice = folders.choose_folder(source, lambda: plate, str(folder), True, True)
+    assert choice.overwrite and choice.question is None and "replacing" in choice.note
+    # Replace off asks nothing and replaces nothing: the first free version
+    choice = folders.choose_folder(source, lambda: plate, str(folder), False, False)
+    assert choice.folder == f"{folder}_v002" and not choice.overwrite
