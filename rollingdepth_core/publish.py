@@ -296,8 +296,11 @@ def read_journal(folder: str | os.PathLike[str], name: str) -> tuple[list[str], 
             raise refuse(f"`{key}` is missing or not a list of file names")
         lists.append(entries)
     files, remove = lists
-    for entry in files + remove:
+    for entry in remove:
         if not is_sequence_file(name, entry):
+            raise refuse(f"{entry!r} is not a file of the {name} sequence in this folder")
+    for entry in files:
+        if not (is_sequence_file(name, entry) or _is_points_file(entry)):
             raise refuse(f"{entry!r} is not a file of the {name} sequence in this folder")
     if set(files) & set(remove):
         raise refuse(f"{sorted(set(files) & set(remove))[0]!r} is both moved in and removed")
@@ -320,6 +323,15 @@ def is_sequence_file(name: str, entry: str) -> bool:
     return re.fullmatch(re.escape(name) + r"\.-?\d+\.exr", entry) is not None
 
 
+def _is_points_file(entry: str) -> bool:
+    """A run's `--points` USD stage: a plain, visible file name in the folder (moved in with
+    the sequence, never removed by a journal)."""
+    from .points import USD_SUFFIXES
+
+    plain = entry == Path(entry).name and entry not in ("", ".", "..") and "\\" not in entry
+    return plain and not entry.startswith(".") and Path(entry).suffix.lower() in USD_SUFFIXES
+
+
 def _swap(
     folder: Path,
     staging: Path,
@@ -332,7 +344,7 @@ def _swap(
     for name in files:
         source = staging / name
         if source.exists():
-            _rename(source, folder / name)
+            os.replace(source, folder / name)
     removed = []
     for name in remove:
         path = folder / name
@@ -352,11 +364,6 @@ def _swap(
             f"have{f' ({frame_ranges(_numbers(frames))})' if frames else ''} from {folder}"
         )
     return removed
-
-
-def _rename(source: Path, target: Path) -> None:
-    """One file of the swap into place (a seam: tests slow it down to signal mid-swap)."""
-    os.replace(source, target)
 
 
 def _numbers(paths: Iterable[Path]) -> list[int]:

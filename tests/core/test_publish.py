@@ -320,6 +320,8 @@ def listing(root: Path) -> dict[str, bytes]:
         ({"files": "depth.0001.exr", "remove": []}, "`files` is missing or not a list"),
         ({"files": ["depth.0001.exr"], "remove": ["depth.0001.exr"]}, "both moved in and removed"),
         ([1, 2], "not a journal"),
+        ({"files": ["depth.0001.exr", "../points.usda"], "remove": []}, "is not a file"),
+        ({"files": ["depth.0001.exr"], "remove": ["points.usda"]}, "is not a file"),
     ],
     ids=[
         "dotdot",
@@ -331,6 +333,8 @@ def listing(root: Path) -> dict[str, bytes]:
         "not-a-list",
         "both",
         "not-an-object",
+        "points-outside",
+        "points-removed",
     ],  # fmt: skip
 )
 def test_a_journal_naming_anything_but_the_sequences_files_is_left_for_a_person(

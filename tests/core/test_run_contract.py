@@ -392,9 +392,9 @@ def test_half_overflow_is_refused_before_any_frame_and_provenance_is_recorded(
 # only) so that a signal lands inside the swap, while a thread keeps torch's threads busy:
 # a process-directed signal is then taken by whichever thread the kernel picks.
 SLOW_SWAP = """
-import sys, threading, time
+import os, sys, threading, time
+from pathlib import Path
 import torch
-from rollingdepth_core import publish
 from rollingdepth_core.cli import main
 
 stop = threading.Event()
@@ -407,15 +407,19 @@ def busy():
 torch.set_num_threads(2)
 worker = threading.Thread(target=busy)
 worker.start()
-rename = publish._rename
+replace = os.replace
 
-def slow(source, target):
-    if source.suffix == ".exr":
+def slow(source, target, *args, **kwargs):
+    source, target = Path(source), Path(target)
+    # a frame leaving the staging folder for the output folder: the swap
+    if source.parent.name.endswith(".staging") and target.parent != source.parent \
+            and source.suffix == ".exr":
         print("renaming", source.name, file=sys.stderr, flush=True)
         time.sleep(0.15)
-    rename(source, target)
+    replace(source, target, *args, **kwargs)
 
-publish._rename = slow
+os.replace = slow
+code = 1
 try:
     code = main(sys.argv[1:])
 finally:
