@@ -60,7 +60,7 @@ from pathlib import Path
 from . import __version__, protocol
 from .config import check_name
 from .errors import Cancelled, ConfigError, OutputError, RollingDepthError
-from .output import expand_pattern, sequence_pattern
+from .output import expand_pattern, not_a_folder, sequence_pattern
 
 MANIFEST_SUFFIX = protocol.MANIFEST_SUFFIX
 JOURNAL = protocol.JOURNAL_NAME
@@ -545,8 +545,9 @@ class Publisher:
                     f"{path} is one of the plate's own files; the run would overwrite its "
                     "input: choose another `-o` folder or `--name`"
                 )
-        if self.folder.exists() and not self.folder.is_dir():
-            raise OutputError(f"output folder {self.folder} is a file")
+        in_the_way = not_a_folder(self.folder)
+        if in_the_way:
+            raise OutputError(in_the_way)
         if self._created is None:
             self._created = first_missing(self.folder)
         try:
