@@ -40,7 +40,9 @@ class RecordingLayout:
 
 
 def _draw(cls, context, **attributes):
-    stand_in = types.SimpleNamespace(layout=RecordingLayout(), **attributes)
+    # the dialog's folder settings at their defaults, unless a test sets them
+    defaults = {"replace": True, "replace_other": False}
+    stand_in = types.SimpleNamespace(layout=RecordingLayout(), **{**defaults, **attributes})
     cls.draw(stand_in, context)
     return stand_in.layout
 
