@@ -543,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_jobs_arguments(jobs)
     selftest = sub.add_parser("selftest", help="run the whole pipeline with a tiny random model")
     selftest.add_argument("--keep", default=None, help="keep the outputs in this folder")
+    selftest.add_argument(
+        "--progress",
+        default="bar",
+        choices=("bar", "json"),
+        help="bar, or json: one object per line on stdout, as `run` (default: %(default)s)",
+    )
     check = sub.add_parser(
         "check", help="report Python, torch, devices (and a checkpoint, or an output folder)"
     )
