@@ -74,13 +74,22 @@ def engine_command(path: str) -> list[str]:
     return [str(resolved), "-m", protocol.ENGINE_MODULE]
 
 
+# Where an environment keeps its interpreter; a folder may also be the engine's repository,
+# whose environment is its `.venv` (what scripts/setup_env.sh makes).
+PYTHON_IN_FOLDER = ("bin/python3", "bin/python", "Scripts/python.exe", "python.exe")
+ENVIRONMENT_FOLDERS = ("", ".venv", "venv")
+
+
 def _python_in_environment(folder: Path) -> Path:
-    for candidate in ("bin/python3", "bin/python", "Scripts/python.exe", "python.exe"):
-        if (folder / candidate).is_file():
-            return folder / candidate
+    for environment in ENVIRONMENT_FOLDERS:
+        for candidate in PYTHON_IN_FOLDER:
+            if (folder / environment / candidate).is_file():
+                return folder / environment / candidate
+    example = folder / ".venv" / "bin" / "python"
     raise EngineError(
         f"{str(folder)!r} is a folder without a Python interpreter: choose the engine's "
-        f"Python itself (for example {folder / 'bin' / 'python'}) in {PREFERENCES_HINT}.",
+        f"Python itself (for example {example}, if the engine was installed there) in "
+        f"{PREFERENCES_HINT}.",
         "EngineNotFound",
     )
 
@@ -100,7 +109,7 @@ def _popen_flags() -> dict:
 
 
 def check_engine(path: str, checkpoint: str = "", timeout: float = CHECK_TIMEOUT_S) -> dict:
-    """Run ``check --json [--checkpoint C]`` and return its report (python, torch, device, and
+    """Run the engine's check (JSON, with the checkpoint) and return its report (python, torch, device, and
     ``checkpoint_folder`` or ``checkpoint_error`` / ``checkpoint_download``)."""
     argv = [*engine_command(path), "check", "--json"]
     if checkpoint:
@@ -118,9 +127,10 @@ def check_engine(path: str, checkpoint: str = "", timeout: float = CHECK_TIMEOUT
             **_popen_flags(),
         )
     except subprocess.TimeoutExpired as exc:
+        print(f"RollingDepth: the engine check did not answer: {' '.join(argv)}", file=sys.stderr)
         raise EngineError(
-            f"The engine did not answer `check` within {timeout:.0f} s: run "
-            f"`{' '.join(argv)}` in a terminal to see what it is doing.",
+            f"The engine did not answer Check Engine within {timeout:.0f} s; the system "
+            "console shows the command it ran.",
             "EngineTimeout",
         ) from exc
     except OSError as exc:
@@ -143,7 +153,8 @@ def check_engine(path: str, checkpoint: str = "", timeout: float = CHECK_TIMEOUT
     )
 
 
-# Where each engine flag lives in Blender, for errors and hints written for the CLI.
+# Where each engine flag lives in Blender, for the engine's messages (protocol.artist_text
+# fills in the neutral names of the rest).
 SETTING_OF_FLAG = {
     "--checkpoint": f"Checkpoint in {PREFERENCES_HINT}",
     "--device": f"Device in {PREFERENCES_HINT}",
@@ -153,12 +164,18 @@ SETTING_OF_FLAG = {
     "--refine-steps": "Refinement Steps in the Estimate Depth dialog",
     "--near": "Near in the Estimate Depth dialog",
     "--far": "Far in the Estimate Depth dialog",
+    "--depth-mode": "Convention in the Estimate Depth dialog",
+    "--half": "Half Float in the Estimate Depth dialog",
+    "--restore-res": "Write at Plate Size in the Estimate Depth dialog",
+    "--upsample": "Upsample Edges in the Estimate Depth dialog",
     "--frames": "the strip's trims",
-    "--input-colorspace": "the strip's colour space (Strip ▸ Source)",
+    "--input-colorspace": "the strip's color space (Strip ▸ Source)",
     "--holdout": "Holdout Matte in the Estimate Depth dialog",
+    "--anchors": "Anchors File in the Estimate Depth dialog",
     "-o": "Output Folder in the Estimate Depth dialog",
+    "--output": "Output Folder in the Estimate Depth dialog",
 }
-# What to do in Blender for an error kind, instead of the engine's CLI hint.
+# What to do in Blender for an error kind (protocol.ERROR_KINDS), after the engine's reason.
 BLENDER_HINTS = {
     "WeightsError": (
         f"Set {SETTING_OF_FLAG['--checkpoint']} to a folder with the weights (diffusers "
@@ -166,25 +183,17 @@ BLENDER_HINTS = {
     ),
     "DeviceError": f"Choose another {SETTING_OF_FLAG['--device']}",
     "OutputError": f"Choose another {SETTING_OF_FLAG['-o']}",
+    "NonFiniteDepth": f"Set {SETTING_OF_FLAG['--dtype']} to Full (32-bit)",
 }
-_FLAG_MENTION = re.compile(r"(?:pass |use |with )?`(-o|--[a-z][\w-]*)(?: ([^`]*))?`")
+# Errors the add-on words itself (not the engine's): they carry no kind lead.
+OWN_KINDS = ("EngineCrash", "EngineError", "EngineNotFound", "EngineTimeout", "NoEngine")
 
 
 def in_blender_terms(text: str) -> str:
-    """``pass `--checkpoint /x``` -> ``set Checkpoint in Edit ▸ Preferences ... to /x``."""
-
-    def setting(match: re.Match) -> str:
-        where = SETTING_OF_FLAG.get(match[1])
-        if where is None:
-            return match[0]
-        return f"set {where}" + (f" to {match[2]}" if match[2] else "")
-
-    return _FLAG_MENTION.sub(setting, text)
+    """An engine message with its flags as Blender's settings and no command-line sentences."""
+    return protocol.artist_text(text, SETTING_OF_FLAG)
 
 
-# A sentence that sends the user to a command line (`rollingdepth selftest`, ...): Blender
-# users have Check Engine instead.
-_CLI_SENTENCE = re.compile(r"\s*[^.;(]*`rollingdepth [a-z][^`]*`[^.;]*[.;]?")
 # The engine's "<file>: cannot read pixels: <OpenImageIO's words>" for a plate frame.
 _UNREADABLE = re.compile(r"^(?P<path>.+?): cannot read (?:pixels|image): (?P<why>.+)$")
 
@@ -215,10 +224,11 @@ def without_repeats(text: str, min_words: int = 4) -> str:
 
 
 def error_text(error: dict) -> str:
-    """The one line a Blender user sees for the engine's ``error`` event."""
-    kind = error.get("kind", "")
+    """The one line a Blender user sees for the engine's ``error`` event: what went wrong
+    (by the error's kind), the engine's reason in Blender's words, and the fix in Blender."""
+    kind = error.get("kind") or "RollingDepthError"
     message = error.get("message") or "the engine failed without a message"
-    message = in_blender_terms(without_repeats(_CLI_SENTENCE.sub("", message).strip()))
+    message = in_blender_terms(without_repeats(message))
     unreadable = _UNREADABLE.match(message) if kind == "InputError" else None
     if unreadable:
         return (
@@ -227,14 +237,13 @@ def error_text(error: dict) -> str:
             "again."
         )
     hint = BLENDER_HINTS.get(kind) or in_blender_terms(error.get("hint") or "")
-    hint = _CLI_SENTENCE.sub("", hint).strip()
     if hint and any(where in message for where in SETTING_OF_FLAG.values() if where in hint):
         hint = ""  # the message already names the setting to change
-    if kind == "WeightsError":
-        message = f"RollingDepth weights: {message}"
-    elif kind and kind not in ("EngineCrash", "EngineError"):
-        message = f"RollingDepth ({kind}): {message}"
-    return f"{message.rstrip('. ')}. {hint[:1].upper()}{hint[1:]}." if hint else message
+    if kind not in OWN_KINDS:
+        lead = protocol.ERROR_KINDS.get(kind, protocol.ERROR_KINDS["RollingDepthError"])
+        message = f"{lead}: {message}"
+    message = message.rstrip(". ")
+    return f"{message}. {hint[:1].upper()}{hint[1:]}." if hint else f"{message}."
 
 
 def last_meaningful_line(text: str) -> str:

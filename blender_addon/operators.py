@@ -78,68 +78,94 @@ def _redraw_sequencer(context) -> None:
 
 
 class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
-    """Estimate temporally consistent depth for each selected image-sequence or movie strip
-    (or the active one), one after another, and add it as an EXR strip above its source"""
+    """Estimate depth for the selected image-sequence and movie strips"""
 
     bl_idname = "sequencer.rollingdepth_estimate"
     bl_label = "Estimate Depth (RollingDepth)"
+    # Blender shows a docstring as is, line breaks and indents included: one line here
+    bl_description = (
+        "Estimate depth that stays steady over time for each selected image-sequence or "
+        "movie strip (or the active one), one after another, and add it as an EXR strip "
+        "above its source"
+    )
     bl_options = {"REGISTER"}
 
     preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default=protocol.DEFAULT_PRESET)
     dilations: StringProperty(
         name="Dilations",
-        description="Frame spacings of the snippets, e.g. `1 10 25`; empty keeps the preset's",
+        description=(
+            "The dilations to use, e.g. 1 10 25 (must include 1); empty: the preset's. "
+            f"{protocol.GLOSSARY['dilation']}"
+        ),
         default="",
     )
     refine_steps: IntProperty(
         name="Refinement Steps",
-        description="Refinement steps after co-alignment; -1 keeps the preset's",
+        description="Extra passes that sharpen the depth (slower); -1: as the preset says",
         default=-1,
         min=-1,
         max=500,
     )
     resolution: IntProperty(
         name="Resolution",
-        description="Longer edge for processing in pixels; -1 keeps the preset's, 0 = plate size",
+        description=(
+            "Size the model works at: the longer side in pixels (smaller is faster); -1: as the "
+            "preset says, 0: the plate's own size"
+        ),
         default=-1,
         min=-1,
         max=8192,
     )
     depth_mode: EnumProperty(name="Convention", items=DEPTH_MODE_ITEMS, default=DEFAULT_DEPTH_MODE)
-    near: FloatProperty(name="Near", default=1.0, min=1e-4, soft_max=1000.0)
-    far: FloatProperty(name="Far", default=100.0, min=1e-3, soft_max=100000.0)
+    near: FloatProperty(
+        name="Near",
+        description="Distance of the nearest thing in the plate, in scene units (Convention: "
+        "Depth); the depth is spread between Near and Far",
+        default=1.0,
+        min=1e-4,
+        soft_max=1000.0,
+    )
+    far: FloatProperty(
+        name="Far",
+        description="Distance of the farthest thing in the plate, in scene units (Convention: "
+        "Depth)",
+        default=100.0,
+        min=1e-3,
+        soft_max=100000.0,
+    )
     half: BoolProperty(
         name="Half Float", description="Write 16-bit half EXRs instead of 32-bit float"
     )
     restore_res: BoolProperty(
-        name="Plate Resolution",
-        description="Write the depth at the plate's resolution (else at processing size)",
+        name="Write at Plate Size",
+        description="Write the depth at the plate's size; off: at the size the model worked at "
+        "(see Resolution)",
         default=True,
     )
     upsample_edges: BoolProperty(
         name="Upsample Edges",
-        description="At the plate's resolution, put the depth's edges on the plate's edges "
-        "(`--upsample edge`); off resizes bilinearly",
+        description="When writing at plate size, put the depth's edges on the plate's edges; "
+        "off: a plain smooth resize",
         default=True,
     )
     strip_colorspace: BoolProperty(
-        name="Strip Colour Space",
-        description="Read the plate in the strip's colour space, through Blender's OCIO config "
-        "(`--input-colorspace`, `--ocio-config`); off lets the engine guess from the file type",
+        name="Strip Color Space",
+        description="Read the plate in the strip's color space (Strip ▸ Source), through "
+        "Blender's OCIO config; off: RollingDepth decides from the file type",
         default=True,
     )
     anchor_solve: BoolProperty(
         name="Anchor to Camera Solve",
         description="Depth in scene units: a Movie Clip of the same footage with a solved camera "
-        "gives points of known depth (every track with a bundle, on every frame its marker is "
-        "enabled); the depth is written as distance (`--anchors`, Convention: Depth) and the "
-        "Defocus focuses at the camera's focus distance",
+        "gives the anchors (every track with a bundle, on every frame its marker is enabled); "
+        "the depth is written as distance (Convention: Depth) and the Defocus focuses at the "
+        f"camera's focus distance. {protocol.GLOSSARY['anchors']}",
         default=False,
     )
     holdout_strip: StringProperty(
         name="Holdout Matte",
-        description="An image-sequence or movie strip whose white areas are kept out of the "
-        "depth alignment (`--holdout`), e.g. a roto of a moving actor",
+        description="An image-sequence or movie strip to use as the holdout, e.g. a roto of a "
+        f"moving actor. {protocol.GLOSSARY['holdout']}",
         default="",
         options={"SKIP_SAVE"},
     )
@@ -417,11 +443,14 @@ def _check_distinct_folders(sources, settings: list[jobs.JobSettings]) -> None:
 
 
 class SEQUENCER_OT_rollingdepth_cancel(bpy.types.Operator):
-    """Stop the running RollingDepth engine (nothing it wrote is kept) and start no other
-    strip; strips already finished keep their depth"""
+    """Stop the running RollingDepth engine"""
 
     bl_idname = "sequencer.rollingdepth_cancel"
     bl_label = "Cancel RollingDepth"
+    bl_description = (
+        "Stop the running RollingDepth engine (nothing it wrote is kept) and start no other "
+        "strip; strips already finished keep their depth"
+    )
     bl_options = {"INTERNAL"}
 
     @classmethod

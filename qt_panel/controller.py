@@ -27,14 +27,20 @@ from rollingdepth_core.mattes import MatteSource
 from rollingdepth_core.method import AnchorRequest, anchor
 from rollingdepth_core.model import DepthModel
 from rollingdepth_core.output import convert_depth
-from rollingdepth_core.plate import IMAGE_EXTENSIONS, Plate, PlateInfo, open_plate
+from rollingdepth_core.plate import (
+    IMAGE_EXTENSIONS,
+    VIDEO_UNREADABLE,
+    Plate,
+    PlateInfo,
+    open_plate,
+)
 from rollingdepth_core.progress import report
 from rollingdepth_core.protocol import DEFAULT_PRESET
 from rollingdepth_core.publish import ForeignFrames
 from rollingdepth_core.session import DepthPrediction, DepthSession
 from rollingdepth_core.upsample import upsample_depth
 
-from .messages import closest_names
+from .messages import closest_names, in_panel_words
 from .worker import Worker
 
 # Frames kept for scrubbing; a 4K float frame is ~100 MB, so the budget is in bytes.
@@ -651,9 +657,9 @@ class PanelController(QObject):
         elif request is None:
             self.hint_changed.emit("press Run to predict depth", False)
         elif not self.model_loaded(request):
-            self.hint_changed.emit("Run will load the model and encode the plate", stale)
+            self.hint_changed.emit("Run will load the model and read the plate", stale)
         elif self._session is None:
-            self.hint_changed.emit("Run will encode the plate (the model is loaded)", stale)
+            self.hint_changed.emit("Run will read the plate (the model is loaded)", stale)
         else:
             try:
                 pending = self._session.pending_snippets(request.config)
@@ -662,7 +668,7 @@ class PanelController(QObject):
                 self.hint_changed.emit(f"settings not valid for this plate: {exc}", True)
                 return
             if pending:
-                self.hint_changed.emit(f"Run will predict {pending} new snippets", stale)
+                self.hint_changed.emit(f"Run will estimate depth: {pending} model passes", stale)
             elif needs_model:
                 self.hint_changed.emit("Run will refine (runs the model)", stale)
             elif stale:
@@ -690,7 +696,7 @@ class PanelController(QObject):
                     name,
                     "done",
                     f"{JOB_VERBS[name]} in {self._elapsed():.1f} s \N{EM DASH} "
-                    f"{prediction.depth.shape[0]} frames, {n_snippets} snippets",
+                    f"{prediction.depth.shape[0]} frames, {n_snippets} model passes",
                 )
         elif name == "export" and isinstance(payload, tuple) and payload[0] == "ask":
             self.job_ended.emit(name, "stopped", "export waits: the folder holds another run")
@@ -708,7 +714,8 @@ class PanelController(QObject):
         if name != "export" and not self.worker.busy:
             self._halted = (self._latest, self.holdout)
         self.job_ended.emit(name, "failed", f"{name} failed after {self._elapsed():.1f} s")
-        self.error.emit(JOB_TITLES.get(name, "Error"), message, "")
+        engine_line = (self.worker.last_failure or ("", ""))[1]
+        self.error.emit(JOB_TITLES.get(name, "Error"), message, engine_line)
         self._after_job()
 
     def _job_cancelled(self, name: str) -> None:
@@ -768,11 +775,9 @@ def unreadable_text(path: str | Path, exc: RollingDepthError) -> str:
     """What to tell an artist about a plate that would not open; the engine's message (with
     FFmpeg's error number) goes into the dialog's details."""
     target = Path(path)
-    if target.is_file():
-        kind = "image" if target.suffix.lower() in IMAGE_EXTENSIONS else "video"
-        what = "a readable image" if kind == "image" else "a readable video"
-        codec = " (or an unsupported codec)" if kind == "video" else ""
-        return f"{target.name} is not {what}{codec}."
-    # a missing file, a pattern matching nothing, a folder without one sequence: the
-    # engine's one line already says which
-    return str(exc)
+    video = target.is_file() and target.suffix.lower() not in IMAGE_EXTENSIONS
+    if video and VIDEO_UNREADABLE in str(exc):  # FFmpeg's words stay in the details
+        return f"{target.name} is not a readable video (or an unsupported codec)."
+    # too short, a missing file, a pattern matching nothing, a folder without one
+    # sequence: the engine's one line already says which
+    return in_panel_words(str(exc))

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rollingdepth_core import protocol
 from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.plate import IMAGE_EXTENSIONS, PlateInfo
 from rollingdepth_core.preview import COLORMAPS
@@ -82,7 +83,7 @@ class MainWindow(QMainWindow):
         self.resolution_box.addItems(list(DEPTH_RESOLUTIONS))
         self.resolution_box.setToolTip(
             "Depth at the model's resolution, or upsampled to the plate's for the frame shown "
-            "(edge: guided by the plate, as --restore-res exports; bilinear: smooth). "
+            "(edge: guided by the plate, as exports at the plate's size are; bilinear: smooth). "
             "Wipe at 1:1 to compare with the plate."
         )
         self.cursor_label = QLabel("", self)
@@ -96,8 +97,8 @@ class MainWindow(QMainWindow):
         )
         self.matte_label = QLabel(" holdout: none ", self)
         self.matte_label.setToolTip(
-            "The holdout matte the alignment uses (File > Holdout matte…): where it is 1, "
-            "the co-alignment does not trust the depth"
+            "The holdout matte the depth is lined up with (File > Holdout matte…). "
+            f"{protocol.GLOSSARY['holdout']}"
         )
         self.export_dialog: ExportDialog | None = None
         # The export pattern last used for the open plate; a new plate starts from its own
@@ -149,8 +150,8 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self.holdout_action = file_menu.addAction("&Holdout matte…")
         self.holdout_action.setToolTip(
-            "A matte per frame (an image of a sequence, or a movie) of what the alignment must "
-            "not trust: sky, glass, a passing car. Re-aligns without running the model."
+            "A matte per frame (an image of a sequence, or a movie). "
+            f"{protocol.GLOSSARY['holdout']}. Lines the depth up again without running the model."
         )
         self.clear_holdout_action = file_menu.addAction("C&lear matte")
         self.clear_holdout_action.setEnabled(False)
@@ -335,6 +336,11 @@ class MainWindow(QMainWindow):
         info = self.controller.info
         numbers = info.frame_numbers if info else ()
         self.diagnostics.set_cuts([numbers[p] for p in cuts or ()])
+        if numbers and cuts is not None:
+            bounds = [0, *cuts, len(numbers)]
+            self.settings_panel.set_shot_lengths(
+                [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            )
 
     def set_depth_resolution(self, label: str) -> None:
         self.controller.set_upsample(DEPTH_RESOLUTIONS[label])

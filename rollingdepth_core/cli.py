@@ -684,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         sink.error(str(exc), protocol.KIND_CANCELLED)
         return EXIT_CANCELLED
     except RollingDepthError as exc:
-        sink.error(str(exc), type(exc).__name__)
+        sink.error(str(exc), protocol.error_kind(exc))
         return EXIT_ERROR
     sink.result(result)
     if isinstance(sink, TerminalProgress):

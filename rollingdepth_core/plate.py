@@ -43,6 +43,8 @@ from .timecode import (
     video_timecodes,
 )
 
+# How a plate that FFmpeg cannot open is reported (the panel words it for artists).
+VIDEO_UNREADABLE = "cannot open as video"
 IMAGE_EXTENSIONS = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
 MIN_FRAMES = 2
 
@@ -803,7 +805,7 @@ class _VideoPlate(Plate):
         try:
             container = av.open(source)
         except _VIDEO_ERRORS as exc:
-            raise InputError(f"{source}: cannot open as video: {exc}") from exc
+            raise InputError(f"{source}: {VIDEO_UNREADABLE}: {exc}") from exc
         try:
             if not container.streams.video:
                 raise InputError(f"{source}: no video stream in this file")

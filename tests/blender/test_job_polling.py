@@ -169,7 +169,7 @@ def test_engine_process_protocol_with_a_fake_engine(engine, tmp_path):
         "import json, sys\n"
         "print('some library chatter')\n"
         "print(json.dumps({'event': 'progress', 'stage': 'snippets', 'done': 1, 'total': 4,"
-        " 'message': 'predicting snippets'}), flush=True)\n"
+        " 'message': 'estimating depth'}), flush=True)\n"
         "print('a warning', file=sys.stderr)\n"
         "if sys.argv[1] == 'ok':\n"
         "    print(json.dumps({'event': 'result', 'ok': True, 'files': []}))\n"

@@ -66,14 +66,14 @@ def test_panel_while_running_shows_stage_progress_and_cancel(modules, scene, med
     )
     scene.sequence_editor.active_strip = strip
     job = types.SimpleNamespace(
-        done=False, strip_name=strip.name, status_text="predicting snippets 3/8", progress=0.4
+        done=False, strip_name=strip.name, status_text="estimating depth 3/8", progress=0.4
     )
     modules.jobs.set_current(job)
     try:
         layout = _draw(modules.panels.SEQUENCER_PT_rollingdepth, bpy.context)
     finally:
         modules.jobs.set_current(None)
-    assert "predicting snippets 3/8" in layout.texts("label")
+    assert "estimating depth 3/8" in layout.texts("label")
     assert [kw["factor"] for name, _, kw in layout.log if name == "progress"] == [0.4]
     assert [a[0] for name, a, _ in layout.log if name == "operator"] == [
         "sequencer.rollingdepth_cancel"

@@ -115,7 +115,7 @@ def test_tuning_reuses_snippets(qtbot, window, clip):
     # a new dilation waits for Run, which predicts only its snippets
     with qtbot.waitSignal(window.settings_panel.inference_changed, timeout=2000):
         window.settings_panel.set_values(dilations="1 2 3", aligner="robust")
-    assert window.settings_panel.hint_label.text() == "Run will predict 8 new snippets"
+    assert window.settings_panel.hint_label.text() == "Run will estimate depth: 8 model passes"
     assert not window.controller.worker.busy
     run_and_wait(qtbot, window)
     assert counters(window).snippets_predicted == predicted + N_FRAMES - 4
@@ -301,7 +301,7 @@ def test_opens_at_a_size_that_shows_the_settings(qtbot, tiny_checkpoint):
 def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path, screenshot_dir):
     window.open_plate(str(clip))
     hint = window.settings_panel.hint_label
-    assert hint.text() == "Run will load the model and encode the plate"
+    assert hint.text() == "Run will load the model and read the plate"
     run_and_wait(qtbot, window)
     panel = window.settings_panel
     n_snippets = (N_FRAMES - 2) + (N_FRAMES - 6)
@@ -322,7 +322,7 @@ def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path,
     other = write_sample_video(tmp_path / "other.mp4", n_frames=8, height=64, width=96)
     window.open_plate(str(other))
     qtbot.waitUntil(lambda: "encode" in hint.text(), timeout=5000)
-    assert hint.text() == "Run will encode the plate (the model is loaded)"
+    assert hint.text() == "Run will read the plate (the model is loaded)"
     assert "load the model" not in hint.text()
 
 
