@@ -31,7 +31,14 @@ import bpy
 
 from . import camera_solve, protocol, sequencer
 from .compositing import remove_defocus_scenes, setup_defocus
-from .engine import EngineError, EngineProcess, RunOptions, error_text, run_argv
+from .engine import (
+    EngineError,
+    EngineProcess,
+    RunOptions,
+    error_text,
+    in_blender_terms,
+    run_argv,
+)
 from .frames import FramePlan, StripError
 
 RUNNING, FINISHED, FAILED, CANCELLED = "RUNNING", "FINISHED", "FAILED", "CANCELLED"
@@ -125,7 +132,8 @@ class DepthJob:
         if not self.process.finished:
             return RUNNING
         run = self.process.state
-        self.notes.extend(m for m in run.messages if m not in self.notes)
+        notes = [in_blender_terms(m) for m in run.messages]  # the engine's notes, worded
+        self.notes.extend(m for m in notes if m not in self.notes)
         if run.result is not None and run.result.get("ok", True):
             self._finish(run.result)
         elif self.process.cancelled or (run.error or {}).get("kind") == protocol.KIND_CANCELLED:

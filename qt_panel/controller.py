@@ -586,10 +586,10 @@ class PanelController(QObject):
                     anchor_fit=fit if output.depth_mode != "normalized" else None,
                     metric_range=metric,
                     overwrite=overwrite,
-                    message=self.message.emit,
+                    message=lambda text: self.message.emit(in_panel_words(text)),
                 )
             except ForeignFrames as exc:
-                return ("ask", str(exc), (pattern, output, frame_range, confidence))
+                return ("ask", holds_text(exc), (pattern, output, frame_range, confidence))
 
         fit, metric = self.anchor_fit, self.anchor_metric
         self.worker.submit("export", job)
@@ -769,6 +769,12 @@ def color_choices(request: ColorRequest, engine_message: str) -> tuple[str, str]
             message = f"{message.rstrip('.')}. Closest: {', '.join(closest)}."
     detail = f"{engine_message}\n\nColour spaces of {config_name}:\n" + "\n".join(spaces)
     return message, detail
+
+
+def holds_text(exc: ForeignFrames) -> str:
+    """What the export folder holds, for the question whether to replace it."""
+    plate = f" of {Path(exc.plate).name}" if exc.plate else ""
+    return f"{exc.folder} holds frames {exc.frames} from another export{plate}"
 
 
 def unreadable_text(path: str | Path, exc: RollingDepthError) -> str:

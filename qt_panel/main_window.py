@@ -465,8 +465,8 @@ class MainWindow(QMainWindow):
         box = QMessageBox(
             QMessageBox.Icon.Question,
             "Replace the frames in this folder?",
-            in_panel_words(holds.split("; pass `--overwrite`")[0]) + ".\n\nReplace that "
-            "sequence with this export? It is swapped in whole once every frame is written.",
+            f"{holds}.\n\nReplace that sequence with this export? It is swapped in whole once "
+            "every frame is written.",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
             self,
         )

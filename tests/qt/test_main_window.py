@@ -307,7 +307,7 @@ def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path,
     n_snippets = (N_FRAMES - 2) + (N_FRAMES - 6)
     text = panel.stage_label.text()
     assert text.startswith("done in ") and text.endswith(
-        f" s \N{EM DASH} {N_FRAMES} frames, {n_snippets} snippets"
+        f" s \N{EM DASH} {N_FRAMES} frames, {n_snippets} model passes"
     )
     assert panel.progress_bar.text() == "done" and panel.progress_bar.value() == 1
     assert "idle" not in text and panel.stage_label.isVisible()
