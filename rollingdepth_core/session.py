@@ -504,7 +504,10 @@ class DepthSession:
         return {"source": "session", "starts": [s.first_frame for s in self.shots[1:]]}
 
     def _keys(self, plan: Plan, config: InferenceConfig, state: _ShotState) -> list[tuple]:
-        return [state.store.block_key(b, config) for b in plan.blocks]
+        """The kept blocks ``plan`` uses, and its dilation entries: two dilations capped to
+        one value share a block but are two entries to align (1 10 25 -> 1 7 7 is not 1 7)."""
+        blocks = [state.store.block_key(b, config) for b in plan.blocks]
+        return [*blocks, ("entries", tuple(plan.dilations))]
 
     def _snippets(self, plan: Plan, config: InferenceConfig, state: _ShotState) -> list:
         """Per dilation entry (duplicates share one array) its ``[n, L, H, W]`` snippets."""
