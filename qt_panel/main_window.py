@@ -108,6 +108,10 @@ class MainWindow(QMainWindow):
         # Matte button is off and disabled then, so it never looks pressed over nothing).
         self._matte_wanted = True
         self.error_box: QMessageBox | None = None
+        # Closing while an export writes asks first (kept in `close_box` for tests); once the
+        # user said stop, the close goes through.
+        self.close_box: QMessageBox | None = None
+        self._close_confirmed = False
 
         self._build_layout()
         self._build_actions()
@@ -424,8 +428,8 @@ class MainWindow(QMainWindow):
         self.export_action.setEnabled(not busy and self.controller.result is not None)
 
     def job_ended(self, job: str, outcome: str, text: str) -> None:
-        if job != "export":
-            self.settings_panel.job_ended(outcome, text)
+        # an export's end too: its progress must not stay on "export: starting"
+        self.settings_panel.job_ended(outcome, text)
 
     def save_defaults(self) -> None:
         self.settings_panel.save_defaults(self.settings)
@@ -556,7 +560,38 @@ class MainWindow(QMainWindow):
             self.colormap_box.setCurrentText(colormap)
         self.viewer.set_colormap(self.colormap_box.currentText())
 
+    def ask_before_closing(self) -> QMessageBox:
+        """An export is writing: stop it and close, or keep it (non-blocking)."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "An export is running",
+            "The export is still writing its EXRs. Stop it and close the panel?\n\n"
+            "Stopping keeps the folder as it was before the export: nothing half-written is "
+            "left in it.",
+            QMessageBox.StandardButton.NoButton,
+            self,
+        )
+        stop = box.addButton("Stop export and close", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep exporting", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+
+        def answered(button) -> None:
+            if button is stop:
+                self._close_confirmed = True
+                self.controller.cancel()
+                self.close()
+
+        box.buttonClicked.connect(answered)
+        self.close_box = box
+        box.open()
+        return box
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.controller.worker.current_job == "export" and not self._close_confirmed:
+            event.ignore()
+            if self.close_box is None or not self.close_box.isVisible():
+                self.ask_before_closing()
+            return
         self.save_state()
         self.controller.shutdown()
         super().closeEvent(event)

@@ -137,3 +137,18 @@ def test_each_method_word_is_explained_where_it_first_appears(bare_window):
     assert g["shot"] in window.scrubber.cuts_label.toolTip()
     window.scrubber.set_cuts([10])
     assert g["shot"] in window.scrubber.cuts_label.toolTip()
+
+
+def test_a_one_frame_plate_says_why_not_that_it_is_unreadable(bare_window, tmp_path):
+    import numpy as np
+    import OpenImageIO as oiio
+
+    path = tmp_path / "still.1001.png"
+    image = oiio.ImageOutput.create(str(path))
+    image.open(str(path), oiio.ImageSpec(64, 48, 3, "uint8"))
+    image.write_image(np.zeros((48, 64, 3), np.uint8))
+    image.close()
+    assert not bare_window.open_plate(str(path))
+    box = bare_window.error_box
+    assert "at least 2 frames" in box.text() and "not a readable" not in box.text()
+    assert not box.detailedText() or box.detailedText() != box.text()
