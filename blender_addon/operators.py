@@ -31,9 +31,9 @@ DEPTH_MODE_LOOK = {
     "depth": "Scene units between Near and Far; the strip shows them as nearest white .. "
     "farthest black",
 }
-# Anchor to Camera Solve decides the convention: depth in the solve's scene units.
+# Anchors (a camera solve's or a file's) decide the convention: depth in their units.
 ANCHORED_LOOK = (
-    "Anchor to Camera Solve writes Depth in scene units; the strip shows it as nearest "
+    "Anchors make the depth a distance in their units; the strip shows it as nearest "
     "white .. farthest black"
 )
 
@@ -58,6 +58,18 @@ def sources_line(sources) -> str:
         strip = sources[0]
         return f"{strip.name}: frames {strip.frame_final_start}-{strip.frame_final_end - 1}"
     return f"{len(sources)} strips: {', '.join(strip.name for strip in sources)}"
+
+
+def anchored(operator) -> bool:
+    """Whether the dialog's anchors (a camera solve's or a file's) decide the convention."""
+    return operator.anchor_solve or bool(operator.anchors_file.strip())
+
+
+def anchors_refusal(anchors: str, sources) -> str:
+    return (
+        f"Anchors File {os.path.basename(anchors)!r} belongs to one plate, but {len(sources)} "
+        "strips are selected: select only its plate, or clear Anchors File."
+    )
 
 
 def holdout_refusal(holdout: str, sources) -> str:
@@ -162,6 +174,15 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         f"camera's focus distance. {protocol.GLOSSARY['anchors']}",
         default=False,
     )
+    anchors_file: StringProperty(
+        name="Anchors File",
+        description="A CSV (frame,x,y,depth) or JSON file of anchors you already have, e.g. "
+        "survey points: the depth is written as distance in their units (Convention: Depth). "
+        f"{protocol.GLOSSARY['anchors']}",
+        subtype="FILE_PATH",
+        default="",
+        options={"SKIP_SAVE"},  # points belong to one plate: never reused for the next
+    )
     holdout_strip: StringProperty(
         name="Holdout Matte",
         description="An image-sequence or movie strip to use as the holdout, e.g. a roto of a "
@@ -240,12 +261,13 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         layout.prop(self, "dilations")
         layout.prop(self, "refine_steps")
         layout.prop(self, "resolution")
+        is_anchored = anchored(self)
         row = layout.row()
-        row.enabled = not self.anchor_solve  # the solve decides: depth in scene units
+        row.enabled = not is_anchored  # the anchors decide: depth in their units
         row.prop(self, "depth_mode")
-        look = ANCHORED_LOOK if self.anchor_solve else DEPTH_MODE_LOOK[self.depth_mode]
+        look = ANCHORED_LOOK if is_anchored else DEPTH_MODE_LOOK[self.depth_mode]
         wrapped_label(layout, look, width=60, icon="INFO")
-        if self.depth_mode == "depth" and not self.anchor_solve:
+        if self.depth_mode == "depth" and not is_anchored:
             row = layout.row(align=True)
             row.prop(self, "near")
             row.prop(self, "far")
@@ -256,6 +278,9 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         row.prop(self, "upsample_edges")
         layout.prop(self, "strip_colorspace")
         layout.prop(self, "anchor_solve")
+        layout.prop(self, "anchors_file")
+        if self.anchors_file and len(sources) > 1:
+            wrapped_label(layout, anchors_refusal(self.anchors_file, sources), 60, "ERROR")
         if scene.sequence_editor is not None:
             layout.prop_search(
                 self, "holdout_strip", scene.sequence_editor, sequencer.ALL_STRIPS, icon="MOD_MASK"
@@ -283,6 +308,9 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             return {"CANCELLED"}
         if self.holdout_strip and len(sources) > 1:
             self.report({"ERROR"}, holdout_refusal(self.holdout_strip, sources))
+            return {"CANCELLED"}
+        if self.anchors_file.strip() and len(sources) > 1:
+            self.report({"ERROR"}, anchors_refusal(self.anchors_file, sources))
             return {"CANCELLED"}
         try:
             settings = [self._settings(context, strip, len(sources) > 1) for strip in sources]
@@ -312,7 +340,12 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         """The run for ``strip``: its own colour space, solve anchors and output folder
         (``several``: one of several strips, so a chosen folder gets a subfolder for it)."""
         prefs = preferences(context)
-        if self.depth_mode == "depth" and not self.anchor_solve and not self.near < self.far:
+        if self.anchor_solve and self.anchors_file.strip():
+            raise EngineError(
+                "Anchor to Camera Solve and Anchors File both give anchors: use one of them.",
+                "ConfigError",
+            )
+        if self.depth_mode == "depth" and not anchored(self) and not self.near < self.far:
             raise EngineError("Near must be smaller than Far.", "ConfigError")
         checkpoint = self.checkpoint or prefs.checkpoint.strip()
         if not checkpoint:
@@ -323,7 +356,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             dilations=parse_dilations(self.dilations) or None,
             refine_steps=None if self.refine_steps < 0 else self.refine_steps,
             resolution=None if self.resolution < 0 else self.resolution,
-            depth_mode="depth" if self.anchor_solve else self.depth_mode,
+            depth_mode="depth" if anchored(self) else self.depth_mode,
             near=self.near,
             far=self.far,
             half=self.half,
@@ -332,6 +365,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             input_colorspace=strip.colorspace_settings.name if self.strip_colorspace else None,
             ocio_config=blender_ocio_config() if self.strip_colorspace else None,
             holdout=self._holdout(context),
+            anchors=self._anchors_file(),
             device=prefs.device,
             dtype=None if prefs.dtype == "preset" else prefs.dtype,
         )
@@ -361,6 +395,16 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             return camera_solve.usable_solve_anchors(clip, sequencer.sequencer_scene(context))
         except camera_solve.CameraSolveError as exc:
             raise StripError(str(exc)) from exc
+
+    def _anchors_file(self) -> str | None:
+        """The artist's own anchors file (the engine reads and checks it), absolute."""
+        text = self.anchors_file.strip()
+        if not text:
+            return None
+        path = bpy.path.abspath(text)
+        if not os.path.isfile(path):
+            raise StripError(f"Anchors File: there is no file {path!r}.")
+        return path
 
     def _holdout(self, context) -> str | None:
         if not self.holdout_strip:

@@ -581,4 +581,4 @@ def test_the_dialog_says_what_anchoring_writes(anchored):
                    anchor_solve=True, **dialog)  # fmt: skip
     text = " ".join(layout.texts("label"))
     assert "Shows as depth in the Sequencer" not in text
-    assert "Anchor to Camera Solve writes Depth in scene units" in text
+    assert "Anchors make the depth a distance in their units" in text

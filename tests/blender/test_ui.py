@@ -93,6 +93,7 @@ def test_dialog_and_preferences_draw(modules, scene, media):
         restore_res=True,
         holdout_strip="",
         anchor_solve=False,
+        anchors_file="",
     )
     props = [a[1] for name, a, _ in layout.log if name == "prop"]
     assert props[:4] == ["preset", "dilations", "refine_steps", "resolution"]
@@ -113,6 +114,7 @@ def test_dialog_and_preferences_draw(modules, scene, media):
         restore_res=True,
         holdout_strip="",
         anchor_solve=False,
+        anchors_file="",
     )
     assert "Shows as depth in the Sequencer: 0 farthest .. 1 nearest" in layout.texts("label")
     layout = _draw(
@@ -123,6 +125,7 @@ def test_dialog_and_preferences_draw(modules, scene, media):
         restore_res=True,
         holdout_strip="",
         anchor_solve=False,
+        anchors_file="",
     )
     assert any("clipped (black)" in t for t in layout.texts("label"))
 
