@@ -8,6 +8,7 @@ restates none of it. The engine's config, progress and output modules read the s
 from __future__ import annotations
 
 import re
+import time
 
 ENGINE_MODULE = "rollingdepth_core.cli"
 
@@ -124,6 +125,71 @@ def overall_fraction(stage: str, done: int, total: int) -> float:
     before = sum(STAGE_WEIGHTS[s] for s in order[: order.index(stage)])
     part = STAGE_WEIGHTS[stage] * (done / total if total else 0.0)
     return min(1.0, (before + part) / sum(STAGE_WEIGHTS[s] for s in order))
+
+
+# What each stage's time grows with (RunShape's work units, see `stage_work`).
+STAGE_WORK = {
+    "load": "once",
+    "encode": "frame_pixels",
+    "scan": "frame_pixels",
+    "snippets": "snippet_pixels",
+    "align": "frame_pixels",
+    "merge": "frame_pixels",
+    "refine": "refine_pixels",
+    "write": "output_pixels",
+    "preview": "output_pixels",
+    "publish": "once",
+}
+
+
+# ---------------------------------------------------------------------------- time left
+class RemainingClock:
+    """Seconds left of a run, from its estimate (seconds per stage, `costs.Estimate`) and
+    what it has measured so far: the current stage's own rate once it has done some of its
+    work, and the finished stages' ratio of measured to estimated for the stages to come."""
+
+    def __init__(self, stages: dict[str, float], start: float | None = None) -> None:
+        self.stages = dict(stages)  # the estimate's seconds per stage
+        self.start = time.monotonic() if start is None else start
+        self.stage: str | None = None
+        self.stage_start = self.start
+        self.finished: dict[str, float] = {}  # stage -> measured seconds
+
+    def update(self, stage: str, done: int, total: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        if stage != self.stage:
+            if self.stage is not None:
+                self.finished[self.stage] = now - self.stage_start
+            self.stage, self.stage_start = stage, now
+        spent = now - self.stage_start
+        # how the finished stages compared with their estimate scales what is not measured
+        estimated = sum(self.stages.get(s, 0.0) for s in self.finished)
+        measured = sum(self.finished.values())
+        ratio = measured / estimated if estimated > 0 and measured > 0 else 1.0
+        ratio = min(max(ratio, 0.2), 5.0)
+        if done > 0 and total > 0 and spent > 0:
+            current = spent / done * (total - done)  # the stage's own rate
+        else:
+            current = max(ratio * self.stages.get(stage, 0.0) - spent, 0.0)
+        later = [s for s in self.stages if s not in self.finished and s != stage]
+        return current + ratio * sum(self.stages[s] for s in later if _after(s, stage))
+
+
+def _after(stage: str, current: str) -> bool:
+    order = list(STAGE_WORK)
+    if current not in order:
+        return True
+    return order.index(stage) > order.index(current)
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` as an artist reads a wait: "about 40 s", "about 6 min", "about 1 h 20 min"."""
+    if seconds < 60:
+        return f"about {max(5, round(seconds / 5) * 5)} s"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"about {hours} h {minutes} min" if minutes else f"about {hours} h"
 
 
 # ---------------------------------------------------------------------------- messages
