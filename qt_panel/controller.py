@@ -18,10 +18,21 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal
 
+from rollingdepth_core import protocol
 from rollingdepth_core.anchors import AnchorFit, Anchors, load_anchors
+from rollingdepth_core.checkpoint import find_checkpoint
 from rollingdepth_core.colorspace import ALIASES, AUTO, ColorRequest, active_config, load_config
 from rollingdepth_core.config import InferenceConfig, OutputConfig
+from rollingdepth_core.costs import (
+    CostBook,
+    RunShape,
+    cost_key,
+    estimate_run,
+    model_parameters,
+    run_shape,
+)
 from rollingdepth_core.cuts import detect_cuts
+from rollingdepth_core.device import describe_device, resolve_device
 from rollingdepth_core.errors import Cancelled, RollingDepthError
 from rollingdepth_core.mattes import MatteSource
 from rollingdepth_core.method import AnchorRequest, anchor
@@ -56,6 +67,8 @@ UPSAMPLE_CACHE = 8
 MATTE_CACHE = 8
 # Samples of the colour bar's values (the viewer places its ticks by them).
 LEGEND_SAMPLES = 257
+# The panel's runs keep their models and write no frames: their costs are their own.
+COST_DRIVER = "panel"
 # What a finished job says it did, in the progress area.
 JOB_VERBS = {"run": "done", "align": "re-aligned", "export": "exported"}
 
@@ -94,6 +107,8 @@ class PanelController(QObject):
     anchor_fit_changed = Signal(object, str)  # AnchorFit (or None), why there is none ("")
     upsampled = Signal(int, str)  # frame position, method: a plate-resolution depth is ready
     holdout_changed = Signal(object)  # MatteSource, or None
+    # what Run would cost (costs.estimate_run's report), or None without a plate or settings
+    estimate_changed = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -144,6 +159,12 @@ class PanelController(QObject):
         self.upsample_worker = Worker(self)
         self.upsample_worker.finished.connect(self._upsample_done)
         self.upsample_worker.failed.connect(lambda _n, msg: self.message.emit(f"upsample: {msg}"))
+        self.estimate: dict | None = None  # the next run's, as last shown
+        self._checkpoint_folders: dict[str, str | None] = {}
+        # the running job's time left, and what its run is to record in the cost book
+        self._clock: protocol.RemainingClock | None = None
+        self._costing: tuple[str, RunShape] | None = None
+        self._load_seconds: list[float] = []
 
     # ---------------------------------------------------------------- plate
     @property
@@ -256,6 +277,7 @@ class PanelController(QObject):
         if generation == self._generation:
             self.cuts = list(cuts)
             self.cuts_changed.emit(self.cuts)
+            self._update_hint()  # the shots change what a run costs
 
     # ---------------------------------------------------------------- anchors
     def load_anchors(self, path: str | Path) -> bool:
@@ -518,6 +540,10 @@ class PanelController(QObject):
         self._latest, self._halted = request, None
         generation, source, color = self._generation, self.plate.info.source, self.color_request
         mattes = self.holdout
+        estimate = self.run_estimate(request)
+        self._clock = protocol.RemainingClock(estimate["stages"]) if estimate else None
+        self._costing = self._cost_record(request, estimate)
+        self._load_seconds = []
 
         def job(progress):
             session = self._session_for(request, generation, source, color, progress)
@@ -607,12 +633,14 @@ class PanelController(QObject):
             pipeline, model_key, session = self._model, self._model_key, self._session
         if pipeline is None or model_key != request.model_key:
             report(progress, "load", 0, 1)
+            loading = time.monotonic()
             pipeline = DepthModel.from_pretrained(
                 request.checkpoint,
                 device=request.device,
                 dtype=request.config.dtype,
                 dtype_explicit=False,
             )
+            self._load_seconds.append(time.monotonic() - loading)
             report(progress, "load", 1, 1)
             session = None
         if session is None:
@@ -631,6 +659,81 @@ class PanelController(QObject):
             self._session = session
         return session
 
+    # ---------------------------------------------------------------- cost estimate
+    def shot_lengths(self) -> list[int]:
+        """Frames of each shot of the open plate (one shot until cuts are known)."""
+        if self.plate is None:
+            return []
+        n = len(self.plate.info.frame_numbers)
+        bounds = [0, *(self.cuts or []), n]
+        return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+    def _device_and_dtype(self, request: RunRequest) -> tuple[str, str]:
+        device = resolve_device(request.device)
+        # a preset's half precision runs in full on the CPU (device.resolve_dtype)
+        dtype = "fp32" if device.type == "cpu" else request.config.dtype
+        return describe_device(device), dtype
+
+    def _checkpoint_folder(self, checkpoint: str) -> str | None:
+        if checkpoint not in self._checkpoint_folders:
+            try:
+                folder = find_checkpoint(checkpoint)
+            except RollingDepthError:
+                folder = None
+            self._checkpoint_folders[checkpoint] = None if folder is None else str(folder)
+        return self._checkpoint_folders[checkpoint]
+
+    def run_estimate(self, request: RunRequest | None) -> dict | None:
+        """What Run with ``request`` would cost on this machine (costs.estimate_run), or
+        None without a plate or with settings the plate cannot take."""
+        if self.plate is None or request is None:
+            return None
+        info = self.plate.info
+        try:
+            device, dtype = self._device_and_dtype(request)
+            pending = None
+            if (
+                self._session_idle()
+                and self._session is not None
+                and (self._model_key == request.model_key)
+            ):
+                pending = self._session.pending_snippets(request.config)
+            return estimate_run(
+                self.shot_lengths(), (info.height, info.width), request.config, device, dtype,
+                self._checkpoint_folder(request.checkpoint), driver=COST_DRIVER,
+                load=not self.model_loaded(request), write=False, pending=pending,
+            )  # fmt: skip
+        except RollingDepthError:
+            return None
+
+    def _cost_record(self, request: RunRequest, estimate: dict | None):
+        """(key, work) the run about to start records its times under."""
+        if estimate is None:
+            return None
+        device, dtype = self._device_and_dtype(request)
+        parameters = model_parameters(self._checkpoint_folder(request.checkpoint))
+        h, w = estimate["processing_size"]
+        pending = None
+        if (
+            self._session_idle()
+            and self._session is not None
+            and (self._model_key == request.model_key)
+        ):
+            pending = self._session.pending_snippets(request.config)
+        config = request.config
+        shape = run_shape(self.shot_lengths(), (h, w), (h, w), config.dilations,
+                          config.snippet_len, config.cap_dilation, config.refine_steps,
+                          load=not self.model_loaded(request), write=False)  # fmt: skip
+        if pending is not None:
+            shape = replace(shape, snippets=pending)
+        return cost_key(device, dtype, parameters, COST_DRIVER), shape
+
+    def remaining(self, stage: str, done: int, total: int) -> float | None:
+        """Seconds the running job has left, when it is a run with an estimate."""
+        if self._clock is None or self.worker.current_job != "run":
+            return None
+        return self._clock.update(stage, done, total)
+
     def model_loaded(self, request: RunRequest) -> bool:
         """Whether the model ``request`` runs is the one in memory."""
         return self._model is not None and self._model_key == request.model_key
@@ -647,6 +750,16 @@ class PanelController(QObject):
             return None
 
     def _update_hint(self) -> None:
+        self._say_hint()
+        # what Run would cost follows every change Run's hint follows
+        self.estimate = self.run_estimate(self._latest) if self._session_idle() else self.estimate
+        self.estimate_changed.emit(self.estimate)
+
+    def _session_idle(self) -> bool:
+        """Whether the GUI thread may ask the session (no job is using it)."""
+        return not self.worker.busy
+
+    def _say_hint(self) -> None:
         request = self._latest
         stale = self.result is not None and (request, self.holdout) != (
             self.result_request,
@@ -689,6 +802,8 @@ class PanelController(QObject):
                 self._upsampled.clear()
                 self.result_changed.emit(prediction)
                 self._fit_anchors()
+                if name == "run" and self._costing is not None:
+                    self._record_costs(prediction)
                 timings = ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items())
                 self.message.emit(f"{name} done: {timings}")
                 n_snippets = sum(len(idx) for idx in prediction.indices)
@@ -709,6 +824,17 @@ class PanelController(QObject):
             )
             self.export_finished.emit(payload)
         self._after_job()
+
+    def _record_costs(self, prediction: DepthPrediction) -> None:
+        key, shape = self._costing
+        seconds = {k: v for k, v in prediction.timings.items() if k in protocol.STAGE_WORK}
+        seconds["encode"] = 0.0  # the session's prediction time includes its encoding
+        if self._load_seconds:
+            seconds["load"] = self._load_seconds[0]
+        else:
+            shape = replace(shape, load=False)
+        CostBook.load().record(key, shape, seconds)
+        self._costing = None
 
     def _job_failed(self, name: str, message: str) -> None:
         if name != "export" and not self.worker.busy:

@@ -268,6 +268,7 @@ class MainWindow(QMainWindow):
         c.error.connect(self.show_error)
         c.message.connect(self.statusBar().showMessage)
         c.hint_changed.connect(self.settings_panel.set_hint)
+        c.estimate_changed.connect(self.settings_panel.set_estimate)
         c.job_started.connect(self.settings_panel.job_started)
         c.job_ended.connect(self.job_ended)
         self.settings_panel.save_defaults_requested.connect(self.save_defaults)
@@ -437,7 +438,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("new windows start with these settings", 5000)
 
     def job_progress(self, job: str, stage: str, done: int, total: int) -> None:
-        self.settings_panel.set_progress(stage, done, total)
+        remaining = self.controller.remaining(stage, done, total) if job == "run" else None
+        self.settings_panel.set_progress(stage, done, total, remaining)
         if job == "export" and self.export_dialog is not None and stage == "write":
             self.export_dialog.set_progress(done, total)
 

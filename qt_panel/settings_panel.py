@@ -34,7 +34,9 @@ from rollingdepth_core.config import (
     OutputConfig,
     preset_config,
 )
+from rollingdepth_core.costs import estimate_text
 from rollingdepth_core.errors import ConfigError
+from rollingdepth_core.protocol import duration_text
 from rollingdepth_core.snippets import cap_dilation
 
 from .color_panel import ColorPanel
@@ -150,6 +152,19 @@ class SettingsPanel(QWidget):
 
         self.hint_label = QLabel(self)
         self.hint_label.setWordWrap(True)
+        # what Run will cost here, and the faster choice when the plate is smaller than the
+        # processing size
+        self.estimate_label = QLabel(self)
+        self.estimate_label.setWordWrap(True)
+        self.estimate_label.setToolTip(
+            "Learned from the earlier runs on this machine (per device, precision and model)"
+        )
+        self.plate_size_button = QPushButton(self)
+        self.plate_size_button.setToolTip(
+            "Process at the plate's own size: the same detail, in much less time"
+        )
+        self.plate_size_button.clicked.connect(lambda: self.res_spin.setValue(0))
+        self.plate_size_button.hide()
         self.save_defaults_button = QPushButton("Save as defaults", self)
         self.save_defaults_button.setToolTip(
             "Start new windows with these settings instead of the preset's"
@@ -238,6 +253,8 @@ class SettingsPanel(QWidget):
         layout.addWidget(self.scroll, 1)
         layout.addWidget(self.out_of_view_label)
         layout.addWidget(self.hint_label)
+        layout.addWidget(self.estimate_label)
+        layout.addWidget(self.plate_size_button)
         layout.addLayout(buttons)
         layout.addWidget(self.stage_label)
         layout.addWidget(self.progress_bar)
@@ -365,8 +382,11 @@ class SettingsPanel(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("%p%")
 
-    def set_progress(self, stage: str, done: int, total: int) -> None:
-        self.stage_label.setText(f"{protocol.STAGES.get(stage, stage)}: {done}/{total}")
+    def set_progress(
+        self, stage: str, done: int, total: int, remaining: float | None = None
+    ) -> None:
+        left = f" \N{EM DASH} {duration_text(remaining)} left" if remaining is not None else ""
+        self.stage_label.setText(f"{protocol.STAGES.get(stage, stage)}: {done}/{total}{left}")
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(min(done, max(total, 1)))
 
@@ -395,6 +415,17 @@ class SettingsPanel(QWidget):
         itself, as the run does."""
         self._shot_lengths = [n for n in lengths if n > 0]
         self._update_dilation_note()
+
+    def set_estimate(self, report: dict | None) -> None:
+        """What Run will cost (costs.estimate_run's report); None hides it."""
+        self.estimate_label.setText(estimate_text(report) if report else "")
+        self.estimate_label.setVisible(bool(report))
+        faster = report.get("at_plate_size") if report else None
+        if faster:
+            self.plate_size_button.setText(
+                f"Process at the plate's size ({duration_text(faster['seconds'])})"
+            )
+        self.plate_size_button.setVisible(bool(faster))
 
     def set_hint(self, text: str, warning: bool = False) -> None:
         self.hint_label.setText(text)

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .protocol import STAGE_WORK, duration_text
@@ -268,11 +268,13 @@ def estimate_run(
     load: bool = True,
     write: bool = True,
     book: CostBook | None = None,
+    pending: int | None = None,
 ) -> dict:
     """What a run of ``config`` over shots of ``shot_frames`` frames of a ``plate`` (h, w)
     will cost on ``device`` (`device.describe_device`'s words): frames, shots, sizes, seconds
     (and whether this machine measured them), and, when the processing size is larger than
-    the plate, the same run at the plate's own size (the faster choice: no detail is lost)."""
+    the plate, the same run at the plate's own size (the faster choice: no detail is lost).
+    ``pending``: the model passes still to run (a session keeps those it ran), else all."""
     from .model import processing_size
 
     book = book if book is not None else CostBook.load()
@@ -285,6 +287,8 @@ def estimate_run(
         shape = run_shape(shot_frames, plate, size, config.dilations, config.snippet_len,
                           config.cap_dilation, config.refine_steps, restore_res, load,
                           write)  # fmt: skip
+        if pending is not None and res == config.processing_res:
+            shape = replace(shape, snippets=pending)
         return size, book.estimate(key, shape, first_guess(shape, device_type, parameters))
 
     size, estimate = one(config.processing_res)

@@ -321,7 +321,7 @@ def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path,
     # a second plate: the model is loaded already, and the hint says so
     other = write_sample_video(tmp_path / "other.mp4", n_frames=8, height=64, width=96)
     window.open_plate(str(other))
-    qtbot.waitUntil(lambda: "encode" in hint.text(), timeout=5000)
+    qtbot.waitUntil(lambda: "read the plate" in hint.text(), timeout=5000)
     assert hint.text() == "Run will read the plate (the model is loaded)"
     assert "load the model" not in hint.text()
 
