@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import json
 import os
 import queue
@@ -543,6 +544,108 @@ def stop_all(grace: float = 2.0) -> None:
     """End every engine this Blender started (add-on disabled, Blender quitting)."""
     for run in list(_LIVE):
         run.cancel(grace=grace)
+    ESTIMATES.stop()
 
 
 atexit.register(stop_all)
+
+
+# ---------------------------------------------------------------------------- cost estimates
+def estimate_argv(
+    engine_path: str, frames: int, options: RunOptions, plate: str = "", size=None
+) -> list[str]:
+    """The engine's estimate of a run of ``frames`` frames with ``options``: of a plate of
+    ``size`` (width, height) when Blender knows it, else of the file ``plate`` (its size is
+    read, nothing else)."""
+    argv = [*engine_command(engine_path), "estimate", "--shots", str(frames)]
+    argv += ["--plate-size", f"{size[0]}x{size[1]}"] if size else ["--plate", plate]
+    argv += ["--preset", options.preset, "--device", options.device]
+    if options.checkpoint:
+        argv += ["--checkpoint", options.checkpoint]
+    if options.dtype:
+        argv += ["--dtype", options.dtype]
+    if options.dilations:
+        argv += ["--dilations", *(str(d) for d in options.dilations)]
+    if options.refine_steps is not None:
+        argv += ["--refine-steps", str(options.refine_steps)]
+    if options.resolution is not None:
+        argv += ["--res", str(options.resolution)]
+    if options.restore_res:
+        argv.append("--restore-res")
+    return [*argv, "--json"]
+
+
+class Estimates:
+    """Estimates asked of the engine in the background, kept by their command line: the
+    dialog asks on every redraw and never waits (the engine starts in a few seconds)."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple, dict | None] = {}
+        self._running: dict[tuple, subprocess.Popen] = {}
+
+    def get(self, argv: list[str]) -> tuple[bool, dict | None]:
+        """(ready, report): starts the estimate the first time; report None if it failed."""
+        key = tuple(argv)
+        if key in self._done:
+            return True, self._done[key]
+        process = self._running.get(key)
+        if process is None:
+            try:
+                process = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                    encoding="utf-8",
+                    errors="replace",
+                    env=engine_environment(),
+                    **_popen_flags(),
+                )
+            except OSError:
+                self._done[key] = None
+                return True, None
+            self._running[key] = process
+        if process.poll() is None:
+            return False, None
+        out = process.stdout.read() if process.stdout else ""
+        del self._running[key]
+        report = None
+        for line in reversed(out.splitlines()):
+            if line.strip().startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):  # a broken line: no estimate
+                    report = json.loads(line)
+                break
+        self._done[key] = report
+        return True, report
+
+    def wait(self, argv: list[str], timeout: float = CHECK_TIMEOUT_S) -> dict | None:
+        """The estimate, waiting for it (scripts and background mode)."""
+        deadline = time.monotonic() + timeout
+        ready, report = self.get(argv)
+        while not ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+            ready, report = self.get(argv)
+        return report
+
+    def stop(self) -> None:
+        for process in self._running.values():
+            if process.poll() is None:
+                process.kill()
+        self._running.clear()
+
+
+ESTIMATES = Estimates()
+
+
+def estimate_text(report: dict) -> str:
+    """The engine's estimate in the dialog's words (the core's `costs.estimate_text`, which
+    the add-on cannot import)."""
+    h, w = report["processing_size"]
+    ph, pw = report["plate_size"]
+    rough = "" if report.get("measured") else " (rough: no earlier run on this computer)"
+    text = f"{report['frames']} frames at {w}x{h}: {protocol.duration_text(report['seconds'])}"
+    text += f"{rough}."
+    if report.get("larger_than_plate"):
+        text += f" That is larger than the plate ({pw}x{ph}): more time, no more detail."
+    return text

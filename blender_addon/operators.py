@@ -16,7 +16,15 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import camera_solve, jobs, protocol, sequencer
-from .engine import DEFAULT_DEPTH_MODE, EngineError, RunOptions, parse_dilations
+from .engine import (
+    DEFAULT_DEPTH_MODE,
+    ESTIMATES,
+    EngineError,
+    RunOptions,
+    estimate_argv,
+    estimate_text,
+    parse_dilations,
+)
 from .frames import StripError
 from .preferences import empty_checkpoint_text, preferences
 
@@ -58,6 +66,12 @@ def sources_line(sources) -> str:
         strip = sources[0]
         return f"{strip.name}: frames {strip.frame_final_start}-{strip.frame_final_end - 1}"
     return f"{len(sources)} strips: {', '.join(strip.name for strip in sources)}"
+
+
+def use_plate_size(operator, _context=None) -> None:
+    """The dialog's one-click faster choice: Resolution 0 is the plate's own size (-1 gives
+    the preset's back)."""
+    operator.resolution = 0 if operator.at_plate_size else -1
 
 
 def anchored(operator) -> bool:
@@ -117,6 +131,14 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         default=-1,
         min=-1,
         max=500,
+    )
+    at_plate_size: BoolProperty(
+        name="Process at the Plate's Size",
+        description="The plate is smaller than the size the model would work at: working at "
+        "the plate's own size gives the same detail in much less time (sets Resolution to 0)",
+        default=False,
+        update=lambda self, context: use_plate_size(self, context),
+        options={"SKIP_SAVE"},
     )
     resolution: IntProperty(
         name="Resolution",
@@ -257,6 +279,8 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         sources, _, _ = sequencer.estimate_sources(scene, self.holdout_strip)
         if sources:
             wrapped_label(layout, sources_line(sources), width=60, icon="SEQUENCE")
+        if len(sources) == 1:
+            draw_estimate(self, context, layout, sources[0])
         layout.prop(self, "preset")
         layout.prop(self, "dilations")
         layout.prop(self, "refine_steps")
@@ -372,14 +396,23 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         output_dir, note = jobs.resolve_output_dir(self.output_dir, strip.name, several)
         if note:
             self.report({"WARNING"}, note)
+        engine_path = bpy.path.abspath(prefs.engine_path)
         return jobs.JobSettings(
-            engine_path=bpy.path.abspath(prefs.engine_path),
+            engine_path=engine_path,
             options=options,
             output_dir=output_dir,
             defocus=self.defocus,
             replace=self.replace,
             anchors=self._solve_anchors(context, strip) if self.anchor_solve else None,
+            estimate_argv=self._estimate_of(engine_path, strip, options),
         )
+
+    @staticmethod
+    def _estimate_of(engine_path: str, strip, options: RunOptions) -> tuple[str, ...]:
+        try:
+            return tuple(strip_estimate_argv(engine_path, strip, options))
+        except (EngineError, StripError):
+            return ()  # no estimate: the run still runs, without its time left
 
     def _solve_anchors(self, context, strip) -> camera_solve.SolveAnchors:
         """The anchors of the strip's solved Movie Clip (the job writes the engine's CSV)."""
@@ -471,6 +504,45 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         if jobs.depth_added(job) and not bpy.app.background:
             bpy.ops.ed.undo_push(message="Estimate Depth (RollingDepth)")
         return {"FINISHED"} if job.state == jobs.FINISHED else {"CANCELLED"}
+
+
+def draw_estimate(operator, context, layout, strip) -> None:
+    """What the run of ``strip`` will cost (the engine answers in the background; the
+    dialog shows it once it has), and the faster choice when there is one."""
+    prefs = preferences(context)
+    try:
+        options = RunOptions(
+            checkpoint=operator.checkpoint or prefs.checkpoint.strip(),
+            preset=operator.preset,
+            dilations=parse_dilations(operator.dilations) or None,
+            refine_steps=None if operator.refine_steps < 0 else operator.refine_steps,
+            resolution=None if operator.resolution < 0 else operator.resolution,
+            restore_res=operator.restore_res,
+            device=prefs.device,
+            dtype=None if prefs.dtype == "preset" else prefs.dtype,
+        )
+        argv = strip_estimate_argv(bpy.path.abspath(prefs.engine_path), strip, options)
+    except (EngineError, StripError):
+        return  # the run itself will say what is wrong
+    ready, report = ESTIMATES.get(argv)
+    if not ready:
+        layout.label(text="Estimating how long this takes…", icon="TIME")
+        return
+    if report is None:
+        return
+    wrapped_label(layout, estimate_text(report), width=60, icon="TIME")
+    faster = report.get("at_plate_size")
+    if faster and operator.resolution != 0:
+        time = protocol.duration_text(faster["seconds"])
+        layout.prop(operator, "at_plate_size", text=f"Process at the Plate's Size ({time})")
+
+
+def strip_estimate_argv(engine_path: str, strip, options: RunOptions) -> list[str]:
+    """The engine's estimate of a run of ``strip``'s visible frames (engine.estimate_argv)."""
+    frames = strip.frame_final_duration
+    size = sequencer.plate_size(strip)
+    plate = "" if size else sequencer.media_path(strip)
+    return estimate_argv(engine_path, frames, options, plate=plate, size=size)
 
 
 def _check_distinct_folders(sources, settings: list[jobs.JobSettings]) -> None:

@@ -587,7 +587,9 @@ def command_selftest(args: argparse.Namespace, sink) -> dict:
 
 
 def add_estimate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plate-size", required=True, metavar="WxH", help="the plate's size")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--plate-size", metavar="WxH", help="the plate's size")
+    size.add_argument("--plate", help="the plate (only its size is read)")
     p.add_argument(
         "--shots",
         type=int,
@@ -613,12 +615,19 @@ def command_estimate(args: argparse.Namespace) -> dict:
     from .costs import estimate_run
     from .device import describe_device, resolve_device, resolve_dtype
 
-    try:
-        width, height = (int(v) for v in args.plate_size.lower().split("x"))
-    except ValueError as exc:
-        raise ConfigError(
-            f"`--plate-size` is WxH, e.g. 1920x1080; got {args.plate_size!r}"
-        ) from exc
+    if args.plate:
+        from .plate import open_plate
+
+        plate = open_plate(args.plate)
+        width, height = plate.info.width, plate.info.height
+        plate.close()
+    else:
+        try:
+            width, height = (int(v) for v in args.plate_size.lower().split("x"))
+        except ValueError as exc:
+            raise ConfigError(
+                f"`--plate-size` is WxH, e.g. 1920x1080; got {args.plate_size!r}"
+            ) from exc
     config = preset_config(
         args.preset,
         dilations=args.dilations,

@@ -40,6 +40,11 @@ class RecordingLayout:
 
 
 def _draw(cls, context, **attributes):
+    if "_OT_" in cls.__name__:  # an operator's dialog reads its properties: their defaults
+        category, name = cls.bl_idname.split(".")
+        rna = getattr(getattr(bpy.ops, category), name).get_rna_type()
+        defaults = {p.identifier: p.default for p in rna.properties if p.identifier != "rna_type"}
+        attributes = {**defaults, **attributes}
     stand_in = types.SimpleNamespace(layout=RecordingLayout(), **attributes)
     cls.draw(stand_in, context)
     return stand_in.layout
