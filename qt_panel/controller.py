@@ -165,6 +165,7 @@ class PanelController(QObject):
         self._clock: protocol.RemainingClock | None = None
         self._costing: tuple[str, RunShape] | None = None
         self._load_seconds: list[float] = []
+        self._left: tuple[float, float] | None = None  # (seconds left, when), worker-made
 
     # ---------------------------------------------------------------- plate
     @property
@@ -544,11 +545,19 @@ class PanelController(QObject):
         self._clock = protocol.RemainingClock(estimate["stages"]) if estimate else None
         self._costing = self._cost_record(request, estimate)
         self._load_seconds = []
+        self._left = None
+        clock = self._clock
 
         def job(progress):
-            session = self._session_for(request, generation, source, color, progress)
+            def timed(stage: str, done: int, total: int) -> None:
+                # timed here, as the work happens: the GUI thread may see a burst of reports
+                if clock is not None:
+                    self._left = (clock.update(stage, done, total), time.monotonic())
+                progress(stage, done, total)
+
+            session = self._session_for(request, generation, source, color, timed)
             self._give_holdout(session, mattes)
-            return _outcome(generation, request, mattes, session.run(request.config, progress))
+            return _outcome(generation, request, mattes, session.run(request.config, timed))
 
         self.worker.submit("run", job)
 
@@ -730,9 +739,10 @@ class PanelController(QObject):
 
     def remaining(self, stage: str, done: int, total: int) -> float | None:
         """Seconds the running job has left, when it is a run with an estimate."""
-        if self._clock is None or self.worker.current_job != "run":
+        if self._left is None or self.worker.current_job != "run":
             return None
-        return self._clock.update(stage, done, total)
+        left, at = self._left
+        return max(left - (time.monotonic() - at), 0.0)
 
     def model_loaded(self, request: RunRequest) -> bool:
         """Whether the model ``request`` runs is the one in memory."""
