@@ -37,9 +37,16 @@ DEVICE_FLOPS = {"cpu": 3e10, "mps": 3e12, "cuda": 3e13}
 # with 865 M parameters), and the VAE encoder's per plate pixel of one frame per parameter.
 UNET_FLOPS_PER_PARAM_PIXEL = 0.11
 VAE_FLOPS_PER_PARAM_PIXEL = 0.012
+# Self-attention over a snippet's frames at the UNet's top level grows with the square of its
+# tokens (frames x latent pixels): per score, per head and layer, on a 2-core CPU (measured
+# once here: the tiny random model at 768 px spent ~11 s per snippet there); faster devices
+# in proportion to DEVICE_FLOPS. SD2's top level: 5 heads, 2 + 3 attention layers.
+ATTENTION_SECONDS_PER_SCORE = 7.5e-9
+SD2_ATTENTION = {"heads": 5, "layers": 5}
 SECONDS_PER_OUTPUT_PIXEL = 2e-7  # writing EXRs, per frame pixel
 SECONDS_PER_ALIGN_PIXEL = 5e-8  # alignment and merge, per processing pixel of a frame
-FIRST_LOAD_SECONDS = {"cpu": 20.0, "mps": 20.0, "cuda": 20.0}
+LOAD_SECONDS = 3.0  # starting the engine, before the weights are read
+LOAD_BYTES_PER_SECOND = 2e8  # reading float32 weights from disk
 
 
 # ---------------------------------------------------------------------------- where
@@ -138,6 +145,17 @@ def model_parameters(folder: str | Path | None) -> dict[str, int]:
     found = {}
     if folder is None:
         return found
+    try:  # the top level's attention: its heads and layers (legacy name: head "dim")
+        unet = json.loads(Path(folder, "unet", "config.json").read_text(encoding="utf-8"))
+        heads = unet.get("num_attention_heads") or unet.get("attention_head_dim") or 8
+        heads = heads[0] if isinstance(heads, list) else heads
+        per_block = unet.get("layers_per_block", 2)
+        per_block = per_block[0] if isinstance(per_block, list) else per_block
+        if "CrossAttn" in (unet.get("down_block_types") or [""])[0]:
+            found["attention_heads"] = int(heads)
+            found["attention_layers"] = 2 * int(per_block) + 1
+    except (OSError, ValueError, TypeError):
+        pass
     for part in ("unet", "vae"):
         total = 0
         for file in sorted(Path(folder, part).glob("*.safetensors")):
@@ -164,10 +182,20 @@ def first_guess(shape: RunShape, device_type: str, parameters: dict[str, int]) -
     unet = parameters.get("unet", 865_000_000)
     vae = parameters.get("vae", 84_000_000)
     latent = 1e6 / 64  # latent pixels per megapixel
+    tokens = shape.snippet_len * shape.processing[0] * shape.processing[1] / 64
+    scores = (
+        tokens**2
+        * parameters.get("attention_heads", SD2_ATTENTION["heads"])
+        * (parameters.get("attention_layers", SD2_ATTENTION["layers"]))
+    )
+    attention = (
+        shape.snippets * scores * ATTENTION_SECONDS_PER_SCORE * (DEVICE_FLOPS["cpu"] / flops)
+    )
     stages = {
-        "load": FIRST_LOAD_SECONDS.get(device_type, 20.0) if shape.load else 0.0,
+        "load": LOAD_SECONDS + 4 * (unet + vae) / LOAD_BYTES_PER_SECOND if shape.load else 0.0,
         "encode": shape.work("encode") * 1e6 * vae * VAE_FLOPS_PER_PARAM_PIXEL / flops,
-        "snippets": shape.work("snippets") * latent * unet * UNET_FLOPS_PER_PARAM_PIXEL / flops,
+        "snippets": shape.work("snippets") * latent * unet * UNET_FLOPS_PER_PARAM_PIXEL / flops
+        + attention,
         "align": shape.work("align") * 1e6 * SECONDS_PER_ALIGN_PIXEL,
         "refine": shape.work("refine") * latent * unet * UNET_FLOPS_PER_PARAM_PIXEL / flops,
         "write": shape.work("write") * 1e6 * SECONDS_PER_OUTPUT_PIXEL,
