@@ -148,6 +148,9 @@ STAGE_WORK = {
 
 
 # ---------------------------------------------------------------------------- time left
+RATE_TRUST = 4.0  # a stage's own rate counts fully from a quarter of it done
+
+
 class RemainingClock:
     """Seconds left of a run, from its estimate (seconds per stage, `costs.Estimate`) and
     what it has measured so far: the current stage's own rate once it has done some of its
@@ -172,10 +175,13 @@ class RemainingClock:
         measured = sum(self.finished.values())
         ratio = measured / estimated if estimated > 0 and measured > 0 else 1.0
         ratio = min(max(ratio, 0.2), 5.0)
+        planned = max(ratio * self.stages.get(stage, 0.0) - spent, 0.0)
+        current = planned
         if done > 0 and total > 0 and spent > 0:
-            current = spent / done * (total - done)  # the stage's own rate
-        else:
-            current = max(ratio * self.stages.get(stage, 0.0) - spent, 0.0)
+            # the stage's own rate, trusted more as more of the stage is done (its first
+            # steps carry warm-up, and batches that finish later unevenly)
+            trust = min(1.0, RATE_TRUST * done / total) if planned > 0 else 1.0
+            current = trust * spent / done * (total - done) + (1 - trust) * planned
         later = [s for s in self.stages if s not in self.finished and s != stage]
         return current + ratio * sum(self.stages[s] for s in later if _after(s, stage))
 

@@ -121,3 +121,14 @@ def _stdout(args) -> str:
     with contextlib.redirect_stdout(out):
         assert main(args) == 0
     return out.getvalue().strip().splitlines()[-1]
+
+
+def test_a_stage_just_begun_leans_on_its_estimate():
+    """One batch of 32 done fast (warm-up, decoding deferred to later batches): the rate alone
+    would say 31 s; a quarter-trusted rate keeps most of the 100 s estimated."""
+    clock = protocol.RemainingClock({"snippets": 100.0}, start=0)
+    clock.update("snippets", 0, 32, now=0)
+    left = clock.update("snippets", 1, 32, now=1)
+    trust = protocol.RATE_TRUST / 32
+    assert left == pytest.approx(trust * 31 + (1 - trust) * 99)
+    assert clock.update("snippets", 16, 32, now=50) == pytest.approx(50)  # rate alone now
