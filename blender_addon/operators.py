@@ -112,7 +112,8 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
     bl_description = (
         "Estimate depth that stays steady over time for each selected image-sequence or "
         "movie strip (or the active one), one after another, and add it as an EXR strip "
-        "above its source"
+        "above its source. Each strip is run as a shot of its own. "
+        f"{protocol.GLOSSARY['shot']}"
     )
     bl_options = {"REGISTER"}
 
