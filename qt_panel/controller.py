@@ -622,11 +622,13 @@ class PanelController(QObject):
                     metric_range=metric,
                     overwrite=overwrite,
                     message=lambda text: self.message.emit(in_panel_words(text)),
+                    front_end="panel",
+                    anchors=anchors,
                 )
             except ForeignFrames as exc:
                 return ("ask", holds_text(exc), (pattern, output, frame_range, confidence))
 
-        fit, metric = self.anchor_fit, self.anchor_metric
+        fit, metric, anchors = self.anchor_fit, self.anchor_metric, self.anchors
         self.worker.submit("export", job)
 
     def shutdown(self) -> None:
@@ -915,7 +917,7 @@ def holds_text(exc: ForeignFrames) -> str:
 
 def unreadable_text(path: str | Path, exc: RollingDepthError) -> str:
     """What to tell an artist about a plate that would not open; the engine's message (with
-    FFmpeg's error number) goes into the dialog's details."""
+    the file's full path) goes into the dialog's details."""
     target = Path(path)
     video = target.is_file() and target.suffix.lower() not in IMAGE_EXTENSIONS
     if video and VIDEO_UNREADABLE in str(exc):  # FFmpeg's words stay in the details

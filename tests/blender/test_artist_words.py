@@ -23,10 +23,11 @@ HARD_TELLS = ("a command-line flag", "a class name", "a command", "an environmen
 
 @pytest.fixture(scope="module")
 def modules(addon):
-    return {
+    found = {
         name: importlib.import_module(f"{addon.__name__}.{name}")
         for name in ("engine", "protocol", "operators", "preferences")
     }
+    return {**found, "addon": importlib.import_module(addon.__name__)}
 
 
 def rna_texts(cls) -> list[tuple[str, str, bool]]:
@@ -48,12 +49,8 @@ def rna_texts(cls) -> list[tuple[str, str, bool]]:
 
 
 def registered_classes(modules):
-    return [
-        modules["preferences"].RollingDepthPreferences,
-        modules["preferences"].ROLLINGDEPTH_OT_check_engine,
-        modules["operators"].SEQUENCER_OT_rollingdepth_estimate,
-        modules["operators"].SEQUENCER_OT_rollingdepth_cancel,
-    ]
+    """Every class the add-on registers (its preferences, operators and panels)."""
+    return list(modules["addon"].CLASSES)
 
 
 def test_the_add_ons_own_words_have_no_tells(modules):
