@@ -40,7 +40,6 @@ from rollingdepth_core.model import DepthModel
 from rollingdepth_core.output import convert_depth
 from rollingdepth_core.plate import (
     IMAGE_EXTENSIONS,
-    VIDEO_UNREADABLE,
     Plate,
     PlateInfo,
     open_plate,
@@ -919,8 +918,8 @@ def unreadable_text(path: str | Path, exc: RollingDepthError) -> str:
     """What to tell an artist about a plate that would not open; the engine's message (with
     the file's full path) goes into the dialog's details."""
     target = Path(path)
-    video = target.is_file() and target.suffix.lower() not in IMAGE_EXTENSIONS
-    if video and VIDEO_UNREADABLE in str(exc):  # FFmpeg's words stay in the details
+    if target.is_file() and target.suffix.lower() not in IMAGE_EXTENSIONS:
+        # FFmpeg's words stay in the details
         return f"{target.name} is not a readable video (or an unsupported codec)."
     # too short, a missing file, a pattern matching nothing, a folder without one
     # sequence: the engine's one line already says which

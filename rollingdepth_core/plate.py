@@ -45,8 +45,6 @@ from .timecode import (
     video_timecodes,
 )
 
-# How a plate that FFmpeg cannot open is reported (the panel words it for artists).
-VIDEO_UNREADABLE = "cannot open as video"
 IMAGE_EXTENSIONS = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
 MIN_FRAMES = 2
 
@@ -799,7 +797,7 @@ def _video_error_text(source: str, exc: Exception) -> str:
         pass
     if isinstance(exc, av.error.InvalidDataError):
         return "not a video (nor an image sequence): FFmpeg does not recognise what the file holds"
-    return f"{VIDEO_UNREADABLE}: {_reason(exc)}"
+    return f"cannot open as video: {_reason(exc)}"
 
 
 def _reason(exc: Exception) -> str:
