@@ -21,6 +21,10 @@ Two graphs, after what the files hold:
       (a real lens at this scale might blur less than a pixel). The sidebar edits the focus
       distance (scene units) and the F-stop.
 
+A still render of this scene from another scene renders the frame the window's scene is on
+(Blender's render operator): the timelines are the same, so that is the edit's frame; an
+animation render or a Scene strip steps through its own frames.
+
 Blender 5.0 compositors are node groups (``scene.compositing_node_group``, output through a
 Group Output node); 4.5 keeps ``scene.use_nodes`` / ``scene.node_tree`` with a Composite node.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import json
 import os
 import queue
@@ -75,13 +76,22 @@ def engine_command(path: str) -> list[str]:
     return [str(resolved), "-m", protocol.ENGINE_MODULE]
 
 
+# Where an environment keeps its interpreter; a folder may also be the engine's repository,
+# whose environment is its `.venv` (what scripts/setup_env.sh makes).
+PYTHON_IN_FOLDER = ("bin/python3", "bin/python", "Scripts/python.exe", "python.exe")
+ENVIRONMENT_FOLDERS = ("", ".venv", "venv")
+
+
 def _python_in_environment(folder: Path) -> Path:
-    for candidate in ("bin/python3", "bin/python", "Scripts/python.exe", "python.exe"):
-        if (folder / candidate).is_file():
-            return folder / candidate
+    for environment in ENVIRONMENT_FOLDERS:
+        for candidate in PYTHON_IN_FOLDER:
+            if (folder / environment / candidate).is_file():
+                return folder / environment / candidate
+    example = folder / ".venv" / "bin" / "python"
     raise EngineError(
         f"{str(folder)!r} is a folder without a Python interpreter: choose the engine's "
-        f"Python itself (for example {folder / 'bin' / 'python'}) in {PREFERENCES_HINT}.",
+        f"Python itself (for example {example}, if the engine was installed there) in "
+        f"{PREFERENCES_HINT}.",
         "EngineNotFound",
     )
 
@@ -101,7 +111,7 @@ def _popen_flags() -> dict:
 
 
 def check_engine(path: str, checkpoint: str = "", timeout: float = CHECK_TIMEOUT_S) -> dict:
-    """Run ``check --json [--checkpoint C]`` and return its report (python, torch, device, and
+    """Run the engine's check (JSON, with the checkpoint) and return its report (python, torch, device, and
     ``checkpoint_folder`` or ``checkpoint_error`` / ``checkpoint_download``)."""
     argv = [*engine_command(path), "check", "--json"]
     if checkpoint:
@@ -119,9 +129,10 @@ def check_engine(path: str, checkpoint: str = "", timeout: float = CHECK_TIMEOUT
             **_popen_flags(),
         )
     except subprocess.TimeoutExpired as exc:
+        print(f"RollingDepth: the engine check did not answer: {' '.join(argv)}", file=sys.stderr)
         raise EngineError(
-            f"The engine did not answer `check` within {timeout:.0f} s: run "
-            f"`{' '.join(argv)}` in a terminal to see what it is doing.",
+            f"The engine did not answer Check Engine within {timeout:.0f} s; the system "
+            "console shows the command it ran.",
             "EngineTimeout",
         ) from exc
     except OSError as exc:
@@ -144,7 +155,8 @@ def check_engine(path: str, checkpoint: str = "", timeout: float = CHECK_TIMEOUT
     )
 
 
-# Where each engine flag lives in Blender, for errors and hints written for the CLI.
+# Where each engine flag lives in Blender, for the engine's messages (protocol.artist_text
+# fills in the neutral names of the rest).
 SETTING_OF_FLAG = {
     "--checkpoint": f"Checkpoint in {PREFERENCES_HINT}",
     "--device": f"Device in {PREFERENCES_HINT}",
@@ -154,12 +166,18 @@ SETTING_OF_FLAG = {
     "--refine-steps": "Refinement Steps in the Estimate Depth dialog",
     "--near": "Near in the Estimate Depth dialog",
     "--far": "Far in the Estimate Depth dialog",
+    "--depth-mode": "Convention in the Estimate Depth dialog",
+    "--half": "Half Float in the Estimate Depth dialog",
+    "--restore-res": "Write at Plate Size in the Estimate Depth dialog",
+    "--upsample": "Upsample Edges in the Estimate Depth dialog",
     "--frames": "the strip's trims",
-    "--input-colorspace": "the strip's colour space (Strip ▸ Source)",
+    "--input-colorspace": "the strip's color space (Strip ▸ Source)",
     "--holdout": "Holdout Matte in the Estimate Depth dialog",
+    "--anchors": "Anchors File in the Estimate Depth dialog",
     "-o": "Output Folder in the Estimate Depth dialog",
+    "--output": "Output Folder in the Estimate Depth dialog",
 }
-# What to do in Blender for an error kind, instead of the engine's CLI hint.
+# What to do in Blender for an error kind (protocol.ERROR_KINDS), after the engine's reason.
 BLENDER_HINTS = {
     "WeightsError": (
         f"Set {SETTING_OF_FLAG['--checkpoint']} to a folder with the weights (diffusers "
@@ -167,25 +185,17 @@ BLENDER_HINTS = {
     ),
     "DeviceError": f"Choose another {SETTING_OF_FLAG['--device']}",
     "OutputError": f"Choose another {SETTING_OF_FLAG['-o']}",
+    "NonFiniteDepth": f"Set {SETTING_OF_FLAG['--dtype']} to Full (32-bit)",
 }
-_FLAG_MENTION = re.compile(r"(?:pass |use |with )?`(-o|--[a-z][\w-]*)(?: ([^`]*))?`")
+# Errors the add-on words itself (not the engine's): they carry no kind lead.
+OWN_KINDS = ("EngineCrash", "EngineError", "EngineNotFound", "EngineTimeout", "NoEngine")
 
 
 def in_blender_terms(text: str) -> str:
-    """``pass `--checkpoint /x``` -> ``set Checkpoint in Edit ▸ Preferences ... to /x``."""
-
-    def setting(match: re.Match) -> str:
-        where = SETTING_OF_FLAG.get(match[1])
-        if where is None:
-            return match[0]
-        return f"set {where}" + (f" to {match[2]}" if match[2] else "")
-
-    return _FLAG_MENTION.sub(setting, text)
+    """An engine message with its flags as Blender's settings and no command-line sentences."""
+    return protocol.artist_text(text, SETTING_OF_FLAG)
 
 
-# A sentence that sends the user to a command line (`rollingdepth selftest`, ...): Blender
-# users have Check Engine instead.
-_CLI_SENTENCE = re.compile(r"\s*[^.;(]*`rollingdepth [a-z][^`]*`[^.;]*[.;]?")
 # The engine's "<file>: cannot read pixels: <OpenImageIO's words>" for a plate frame.
 _UNREADABLE = re.compile(r"^(?P<path>.+?): cannot read (?:pixels|image): (?P<why>.+)$")
 
@@ -216,10 +226,11 @@ def without_repeats(text: str, min_words: int = 4) -> str:
 
 
 def error_text(error: dict) -> str:
-    """The one line a Blender user sees for the engine's ``error`` event."""
-    kind = error.get("kind", "")
+    """The one line a Blender user sees for the engine's ``error`` event: what went wrong
+    (by the error's kind), the engine's reason in Blender's words, and the fix in Blender."""
+    kind = error.get("kind") or "RollingDepthError"
     message = error.get("message") or "the engine failed without a message"
-    message = in_blender_terms(without_repeats(_CLI_SENTENCE.sub("", message).strip()))
+    message = in_blender_terms(without_repeats(message))
     unreadable = _UNREADABLE.match(message) if kind == "InputError" else None
     if unreadable:
         return (
@@ -228,14 +239,13 @@ def error_text(error: dict) -> str:
             "again."
         )
     hint = BLENDER_HINTS.get(kind) or in_blender_terms(error.get("hint") or "")
-    hint = _CLI_SENTENCE.sub("", hint).strip()
     if hint and any(where in message for where in SETTING_OF_FLAG.values() if where in hint):
         hint = ""  # the message already names the setting to change
-    if kind == "WeightsError":
-        message = f"RollingDepth weights: {message}"
-    elif kind and kind not in ("EngineCrash", "EngineError"):
-        message = f"RollingDepth ({kind}): {message}"
-    return f"{message.rstrip('. ')}. {hint[:1].upper()}{hint[1:]}." if hint else message
+    if kind not in OWN_KINDS:
+        lead = protocol.ERROR_KINDS.get(kind, protocol.ERROR_KINDS["RollingDepthError"])
+        message = f"{lead}: {message}"
+    message = message.rstrip(". ")
+    return f"{message}. {hint[:1].upper()}{hint[1:]}." if hint else f"{message}."
 
 
 def last_meaningful_line(text: str) -> str:
@@ -542,6 +552,108 @@ def stop_all(grace: float = 2.0) -> None:
     """End every engine this Blender started (add-on disabled, Blender quitting)."""
     for run in list(_LIVE):
         run.cancel(grace=grace)
+    ESTIMATES.stop()
 
 
 atexit.register(stop_all)
+
+
+# ---------------------------------------------------------------------------- cost estimates
+def estimate_argv(
+    engine_path: str, frames: int, options: RunOptions, plate: str = "", size=None
+) -> list[str]:
+    """The engine's estimate of a run of ``frames`` frames with ``options``: of a plate of
+    ``size`` (width, height) when Blender knows it, else of the file ``plate`` (its size is
+    read, nothing else)."""
+    argv = [*engine_command(engine_path), "estimate", "--shots", str(frames)]
+    argv += ["--plate-size", f"{size[0]}x{size[1]}"] if size else ["--plate", plate]
+    argv += ["--preset", options.preset, "--device", options.device]
+    if options.checkpoint:
+        argv += ["--checkpoint", options.checkpoint]
+    if options.dtype:
+        argv += ["--dtype", options.dtype]
+    if options.dilations:
+        argv += ["--dilations", *(str(d) for d in options.dilations)]
+    if options.refine_steps is not None:
+        argv += ["--refine-steps", str(options.refine_steps)]
+    if options.resolution is not None:
+        argv += ["--res", str(options.resolution)]
+    if options.restore_res:
+        argv.append("--restore-res")
+    return [*argv, "--json"]
+
+
+class Estimates:
+    """Estimates asked of the engine in the background, kept by their command line: the
+    dialog asks on every redraw and never waits (the engine starts in a few seconds)."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple, dict | None] = {}
+        self._running: dict[tuple, subprocess.Popen] = {}
+
+    def get(self, argv: list[str]) -> tuple[bool, dict | None]:
+        """(ready, report): starts the estimate the first time; report None if it failed."""
+        key = tuple(argv)
+        if key in self._done:
+            return True, self._done[key]
+        process = self._running.get(key)
+        if process is None:
+            try:
+                process = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                    encoding="utf-8",
+                    errors="replace",
+                    env=engine_environment(),
+                    **_popen_flags(),
+                )
+            except OSError:
+                self._done[key] = None
+                return True, None
+            self._running[key] = process
+        if process.poll() is None:
+            return False, None
+        out = process.stdout.read() if process.stdout else ""
+        del self._running[key]
+        report = None
+        for line in reversed(out.splitlines()):
+            if line.strip().startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):  # a broken line: no estimate
+                    report = json.loads(line)
+                break
+        self._done[key] = report
+        return True, report
+
+    def wait(self, argv: list[str], timeout: float = CHECK_TIMEOUT_S) -> dict | None:
+        """The estimate, waiting for it (scripts and background mode)."""
+        deadline = time.monotonic() + timeout
+        ready, report = self.get(argv)
+        while not ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+            ready, report = self.get(argv)
+        return report
+
+    def stop(self) -> None:
+        for process in self._running.values():
+            if process.poll() is None:
+                process.kill()
+        self._running.clear()
+
+
+ESTIMATES = Estimates()
+
+
+def estimate_text(report: dict) -> str:
+    """The engine's estimate in the dialog's words (the core's `costs.estimate_text`, which
+    the add-on cannot import)."""
+    h, w = report["processing_size"]
+    ph, pw = report["plate_size"]
+    rough = "" if report.get("measured") else " (rough: no earlier run on this computer)"
+    text = f"{report['frames']} frames at {w}x{h}: {protocol.duration_text(report['seconds'])}"
+    text += f"{rough}."
+    if report.get("larger_than_plate"):
+        text += f" That is larger than the plate ({pw}x{ph}): more time, no more detail."
+    return text

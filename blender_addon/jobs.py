@@ -35,7 +35,15 @@ import bpy
 
 from . import camera_solve, protocol, sequencer
 from .compositing import remove_defocus_scenes, setup_defocus
-from .engine import EngineError, EngineProcess, RunOptions, error_text, run_argv
+from .engine import (
+    ESTIMATES,
+    EngineError,
+    EngineProcess,
+    RunOptions,
+    error_text,
+    in_blender_terms,
+    run_argv,
+)
 from .frames import FramePlan, StripError
 
 RUNNING, FINISHED, FAILED, CANCELLED = "RUNNING", "FINISHED", "FAILED", "CANCELLED"
@@ -55,6 +63,8 @@ class JobSettings:
     # Anchor to Camera Solve: the solve's anchors (camera_solve.SolveAnchors), written to the
     # run's inputs folder as the engine's `--anchors` CSV, so that it goes with the run
     anchors: object | None = None
+    # the engine's estimate of this run (engine.estimate_argv): the time left while it runs
+    estimate_argv: tuple[str, ...] = ()
 
 
 class DepthJob:
@@ -75,6 +85,9 @@ class DepthJob:
         self.files: list[str] = []
         self.created_dirs: list[str] = []  # output folders this job made, deepest first
         self.replaced: list[str] = []  # names of the depth strips this job replaced
+        self.started_at = time.monotonic()
+        self.estimate: dict | None = None  # the engine's estimate, once it has answered
+        self._clock: protocol.RemainingClock | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> DepthJob:
@@ -111,6 +124,9 @@ class DepthJob:
                 options,
             )
             self.process = EngineProcess(argv).start()
+            self.started_at = time.monotonic()
+            if self.settings.estimate_argv:  # answered in the background, beside the run
+                ESTIMATES.get(list(self.settings.estimate_argv))
         except BaseException:
             self._remove_inputs()
             self._remove_created()
@@ -135,7 +151,8 @@ class DepthJob:
         if not self.process.finished:
             return RUNNING
         run = self.process.state
-        self.notes.extend(m for m in run.messages if m not in self.notes)
+        notes = [in_blender_terms(m) for m in run.messages]  # the engine's notes, worded
+        self.notes.extend(m for m in notes if m not in self.notes)
         if run.result is not None and run.result.get("ok", True):
             self._finish(run.result)
         elif self.process.cancelled or (run.error or {}).get("kind") == protocol.KIND_CANCELLED:
@@ -186,13 +203,31 @@ class DepthJob:
         return self.process.state.fraction if self.process else 0.0
 
     @property
+    def remaining(self) -> float | None:
+        """Seconds this run has left, once the engine's estimate is in (None before)."""
+        if self.process is None or self.state != RUNNING or not self.settings.estimate_argv:
+            return None
+        if self._clock is None:
+            ready, report = ESTIMATES.get(list(self.settings.estimate_argv))
+            if not ready or not report:
+                return None
+            self.estimate = report
+            self._clock = protocol.RemainingClock(report["stages"], start=self.started_at)
+        run = self.process.state
+        return self._clock.update(run.stage, run.done, run.total)
+
+    @property
     def status_text(self) -> str:
         if self.process is None:
             return "starting"
         run = self.process.state
+        text = run.message
         if run.total and self.state == RUNNING:
-            return f"{run.message} {run.done}/{run.total}"
-        return run.message
+            text = f"{run.message} {run.done}/{run.total}"
+        remaining = self.remaining
+        if remaining is not None:
+            text += f", {protocol.duration_text(remaining)} left"
+        return text
 
     # ---------------------------------------------------------------- endings
     def _finish(self, result: dict) -> None:
@@ -469,14 +504,22 @@ class DepthBatch:
         return f"{name!r}: {message}"
 
 
+# The blocking path (background mode, scripts) says how the run goes this often, on stdout.
+PRINT_EVERY_S = 10.0
+
+
 def _step_until_done(job: DepthJob | DepthBatch, timeout: float | None, interval: float) -> str:
-    """``job.step()`` until it ends; past ``timeout`` seconds the job is stopped and told why
-    (``job._timed_out``)."""
+    """``job.step()`` until it ends, saying how it goes every PRINT_EVERY_S seconds; past
+    ``timeout`` seconds the job is stopped and told why (``job._timed_out``)."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    said = time.monotonic()
     while job.step() == RUNNING:
         if deadline is not None and time.monotonic() > deadline:
             job._timed_out(f"The engine did not finish within {timeout:.0f} s; it was stopped.")
             break
+        if time.monotonic() - said >= PRINT_EVERY_S:
+            said = time.monotonic()
+            print(f"RollingDepth: {job.strip_name}: {job.status_text} ({job.progress:.0%})")
         time.sleep(interval)
     return job.state
 

@@ -16,7 +16,15 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import camera_solve, folders, jobs, protocol, sequencer
-from .engine import DEFAULT_DEPTH_MODE, EngineError, RunOptions, parse_dilations
+from .engine import (
+    DEFAULT_DEPTH_MODE,
+    ESTIMATES,
+    EngineError,
+    RunOptions,
+    estimate_argv,
+    estimate_text,
+    parse_dilations,
+)
 from .frames import StripError
 from .preferences import empty_checkpoint_text, preferences
 
@@ -31,9 +39,9 @@ DEPTH_MODE_LOOK = {
     "depth": "Scene units between Near and Far; the strip shows them as nearest white .. "
     "farthest black",
 }
-# Anchor to Camera Solve decides the convention: depth in the solve's scene units.
+# Anchors (a camera solve's or a file's) decide the convention: depth in their units.
 ANCHORED_LOOK = (
-    "Anchor to Camera Solve writes Depth in scene units; the strip shows it as nearest "
+    "Anchors make the depth a distance in their units; the strip shows it as nearest "
     "white .. farthest black"
 )
 
@@ -60,6 +68,24 @@ def sources_line(sources) -> str:
     return f"{len(sources)} strips: {', '.join(strip.name for strip in sources)}"
 
 
+def use_plate_size(operator, _context=None) -> None:
+    """The dialog's one-click faster choice: Resolution 0 is the plate's own size (-1 gives
+    the preset's back)."""
+    operator.resolution = 0 if operator.at_plate_size else -1
+
+
+def anchored(operator) -> bool:
+    """Whether the dialog's anchors (a camera solve's or a file's) decide the convention."""
+    return operator.anchor_solve or bool(operator.anchors_file.strip())
+
+
+def anchors_refusal(anchors: str, sources) -> str:
+    return (
+        f"Anchors File {os.path.basename(anchors)!r} belongs to one plate, but {len(sources)} "
+        "strips are selected: select only its plate, or clear Anchors File."
+    )
+
+
 def holdout_refusal(holdout: str, sources) -> str:
     return (
         f"Holdout Matte {holdout!r} belongs to one plate, but {len(sources)} strips are "
@@ -78,68 +104,112 @@ def _redraw_sequencer(context) -> None:
 
 
 class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
-    """Estimate temporally consistent depth for each selected image-sequence or movie strip
-    (or the active one), one after another, and add it as an EXR strip above its source"""
+    """Estimate depth for the selected image-sequence and movie strips"""
 
     bl_idname = "sequencer.rollingdepth_estimate"
     bl_label = "Estimate Depth (RollingDepth)"
+    # Blender shows a docstring as is, line breaks and indents included: one line here
+    bl_description = (
+        "Estimate depth that stays steady over time for each selected image-sequence or "
+        "movie strip (or the active one), one after another, and add it as an EXR strip "
+        "above its source. Each strip is run as a shot of its own. "
+        f"{protocol.GLOSSARY['shot']}"
+    )
     bl_options = {"REGISTER"}
 
     preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default=protocol.DEFAULT_PRESET)
     dilations: StringProperty(
         name="Dilations",
-        description="Frame spacings of the snippets, e.g. `1 10 25`; empty keeps the preset's",
+        description=(
+            "The dilations to use, e.g. 1 10 25 (must include 1); empty: the preset's. "
+            f"{protocol.GLOSSARY['dilation']}"
+        ),
         default="",
     )
     refine_steps: IntProperty(
         name="Refinement Steps",
-        description="Refinement steps after co-alignment; -1 keeps the preset's",
+        description="Extra passes that sharpen the depth (slower); -1: as the preset says",
         default=-1,
         min=-1,
         max=500,
     )
+    at_plate_size: BoolProperty(
+        name="Process at the Plate's Size",
+        description="The plate is smaller than the size the model would work at: working at "
+        "the plate's own size gives the same detail in much less time (sets Resolution to 0)",
+        default=False,
+        update=lambda self, context: use_plate_size(self, context),
+        options={"SKIP_SAVE"},
+    )
     resolution: IntProperty(
         name="Resolution",
-        description="Longer edge for processing in pixels; -1 keeps the preset's, 0 = plate size",
+        description=(
+            "Size the model works at: the longer side in pixels (smaller is faster); -1: as the "
+            "preset says, 0: the plate's own size"
+        ),
         default=-1,
         min=-1,
         max=8192,
     )
     depth_mode: EnumProperty(name="Convention", items=DEPTH_MODE_ITEMS, default=DEFAULT_DEPTH_MODE)
-    near: FloatProperty(name="Near", default=1.0, min=1e-4, soft_max=1000.0)
-    far: FloatProperty(name="Far", default=100.0, min=1e-3, soft_max=100000.0)
+    near: FloatProperty(
+        name="Near",
+        description="Distance of the nearest thing in the plate, in scene units (Convention: "
+        "Depth); the depth is spread between Near and Far",
+        default=1.0,
+        min=1e-4,
+        soft_max=1000.0,
+    )
+    far: FloatProperty(
+        name="Far",
+        description="Distance of the farthest thing in the plate, in scene units (Convention: "
+        "Depth)",
+        default=100.0,
+        min=1e-3,
+        soft_max=100000.0,
+    )
     half: BoolProperty(
         name="Half Float", description="Write 16-bit half EXRs instead of 32-bit float"
     )
     restore_res: BoolProperty(
-        name="Plate Resolution",
-        description="Write the depth at the plate's resolution (else at processing size)",
+        name="Write at Plate Size",
+        description="Write the depth at the plate's size; off: at the size the model worked at "
+        "(see Resolution)",
         default=True,
     )
     upsample_edges: BoolProperty(
         name="Upsample Edges",
-        description="At the plate's resolution, put the depth's edges on the plate's edges "
-        "(`--upsample edge`); off resizes bilinearly",
+        description="When writing at plate size, put the depth's edges on the plate's edges; "
+        "off: a plain smooth resize",
         default=True,
     )
     strip_colorspace: BoolProperty(
-        name="Strip Colour Space",
-        description="Read the plate in the strip's colour space, through Blender's OCIO config "
-        "(`--input-colorspace`, `--ocio-config`); off lets the engine guess from the file type",
+        name="Strip Color Space",
+        description="Read the plate in the strip's color space (Strip ▸ Source), through "
+        "Blender's OCIO config; off: RollingDepth decides from the file type",
         default=True,
     )
     anchor_solve: BoolProperty(
         name="Anchor to Camera Solve",
         description="Depth in scene units: a Movie Clip of the same footage with a solved camera "
-        "gives points of known depth (every track with a bundle, on every frame its marker is "
-        "enabled); the depth is written as distance (`--anchors`, Convention: Depth) and the "
-        "Defocus focuses at the camera's focus distance",
+        "gives the anchors (every track with a bundle, on every frame its marker is enabled); "
+        "the depth is written as distance (Convention: Depth) and the Defocus focuses at the "
+        f"camera's focus distance. {protocol.GLOSSARY['anchors']}",
         default=False,
+    )
+    anchors_file: StringProperty(
+        name="Anchors File",
+        description="A CSV (frame,x,y,depth) or JSON file of anchors you already have, e.g. "
+        "survey points: the depth is written as distance in their units (Convention: Depth). "
+        f"{protocol.GLOSSARY['anchors']}",
+        subtype="FILE_PATH",
+        default="",
+        options={"SKIP_SAVE"},  # points belong to one plate: never reused for the next
     )
     holdout_strip: StringProperty(
         name="Holdout Matte",
-        description="An image-sequence or movie strip whose white areas are kept out of the "
-        "depth alignment (`--holdout`), e.g. a roto of a moving actor",
+        description="An image-sequence or movie strip to use as the holdout, e.g. a roto of a "
+        f"moving actor. {protocol.GLOSSARY['holdout']}",
         default="",
         options={"SKIP_SAVE"},
     )
@@ -220,16 +290,19 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         sources, _, _ = sequencer.estimate_sources(scene, self.holdout_strip)
         if sources:
             wrapped_label(layout, sources_line(sources), width=60, icon="SEQUENCE")
+        if len(sources) == 1:
+            draw_estimate(self, context, layout, sources[0])
         layout.prop(self, "preset")
         layout.prop(self, "dilations")
         layout.prop(self, "refine_steps")
         layout.prop(self, "resolution")
+        is_anchored = anchored(self)
         row = layout.row()
-        row.enabled = not self.anchor_solve  # the solve decides: depth in scene units
+        row.enabled = not is_anchored  # the anchors decide: depth in their units
         row.prop(self, "depth_mode")
-        look = ANCHORED_LOOK if self.anchor_solve else DEPTH_MODE_LOOK[self.depth_mode]
+        look = ANCHORED_LOOK if is_anchored else DEPTH_MODE_LOOK[self.depth_mode]
         wrapped_label(layout, look, width=60, icon="INFO")
-        if self.depth_mode == "depth" and not self.anchor_solve:
+        if self.depth_mode == "depth" and not is_anchored:
             row = layout.row(align=True)
             row.prop(self, "near")
             row.prop(self, "far")
@@ -240,6 +313,9 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         row.prop(self, "upsample_edges")
         layout.prop(self, "strip_colorspace")
         layout.prop(self, "anchor_solve")
+        layout.prop(self, "anchors_file")
+        if self.anchors_file and len(sources) > 1:
+            wrapped_label(layout, anchors_refusal(self.anchors_file, sources), 60, "ERROR")
         if scene.sequence_editor is not None:
             layout.prop_search(
                 self, "holdout_strip", scene.sequence_editor, sequencer.ALL_STRIPS, icon="MOD_MASK"
@@ -278,6 +354,9 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         if self.holdout_strip and len(sources) > 1:
             self.report({"ERROR"}, holdout_refusal(self.holdout_strip, sources))
             return {"CANCELLED"}
+        if self.anchors_file.strip() and len(sources) > 1:
+            self.report({"ERROR"}, anchors_refusal(self.anchors_file, sources))
+            return {"CANCELLED"}
         try:
             settings = [self._settings(context, strip, len(sources) > 1) for strip in sources]
             _check_distinct_folders(sources, settings)
@@ -306,7 +385,12 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         """The run for ``strip``: its own colour space, solve anchors and output folder
         (``several``: one of several strips, so a chosen folder gets a subfolder for it)."""
         prefs = preferences(context)
-        if self.depth_mode == "depth" and not self.anchor_solve and not self.near < self.far:
+        if self.anchor_solve and self.anchors_file.strip():
+            raise EngineError(
+                "Anchor to Camera Solve and Anchors File both give anchors: use one of them.",
+                "ConfigError",
+            )
+        if self.depth_mode == "depth" and not anchored(self) and not self.near < self.far:
             raise EngineError("Near must be smaller than Far.", "ConfigError")
         checkpoint = self.checkpoint or prefs.checkpoint.strip()
         if not checkpoint:
@@ -323,7 +407,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             dilations=parse_dilations(self.dilations) or None,
             refine_steps=None if self.refine_steps < 0 else self.refine_steps,
             resolution=None if self.resolution < 0 else self.resolution,
-            depth_mode="depth" if self.anchor_solve else self.depth_mode,
+            depth_mode="depth" if anchored(self) else self.depth_mode,
             near=self.near,
             far=self.far,
             half=self.half,
@@ -332,6 +416,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             input_colorspace=strip.colorspace_settings.name if self.strip_colorspace else None,
             ocio_config=blender_ocio_config() if self.strip_colorspace else None,
             holdout=self._holdout(context),
+            anchors=self._anchors_file(),
             device=prefs.device,
             dtype=None if prefs.dtype == "preset" else prefs.dtype,
             requested_by=folders.requested_by(),
@@ -341,14 +426,23 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             self.report({"WARNING"}, note)
         if choice.note:
             self.report({"INFO"}, choice.note)
+        engine_path = bpy.path.abspath(prefs.engine_path)
         return jobs.JobSettings(
-            engine_path=bpy.path.abspath(prefs.engine_path),
+            engine_path=engine_path,
             options=options,
             output_dir=choice.folder,
             defocus=self.defocus,
             replace=self.replace,
             anchors=self._solve_anchors(context, strip) if self.anchor_solve else None,
+            estimate_argv=self._estimate_of(engine_path, strip, options),
         )
+
+    @staticmethod
+    def _estimate_of(engine_path: str, strip, options: RunOptions) -> tuple[str, ...]:
+        try:
+            return tuple(strip_estimate_argv(engine_path, strip, options))
+        except (EngineError, StripError):
+            return ()  # no estimate: the run still runs, without its time left
 
     def _solve_anchors(self, context, strip) -> camera_solve.SolveAnchors:
         """The anchors of the strip's solved Movie Clip (the job writes the engine's CSV)."""
@@ -364,6 +458,16 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             return camera_solve.usable_solve_anchors(clip, sequencer.sequencer_scene(context))
         except camera_solve.CameraSolveError as exc:
             raise StripError(str(exc)) from exc
+
+    def _anchors_file(self) -> str | None:
+        """The artist's own anchors file (the engine reads and checks it), absolute."""
+        text = self.anchors_file.strip()
+        if not text:
+            return None
+        path = bpy.path.abspath(text)
+        if not os.path.isfile(path):
+            raise StripError(f"Anchors File: there is no file {path!r}.")
+        return path
 
     def _holdout(self, context) -> str | None:
         if not self.holdout_strip:
@@ -432,6 +536,45 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         return {"FINISHED"} if job.state == jobs.FINISHED else {"CANCELLED"}
 
 
+def draw_estimate(operator, context, layout, strip) -> None:
+    """What the run of ``strip`` will cost (the engine answers in the background; the
+    dialog shows it once it has), and the faster choice when there is one."""
+    prefs = preferences(context)
+    try:
+        options = RunOptions(
+            checkpoint=operator.checkpoint or prefs.checkpoint.strip(),
+            preset=operator.preset,
+            dilations=parse_dilations(operator.dilations) or None,
+            refine_steps=None if operator.refine_steps < 0 else operator.refine_steps,
+            resolution=None if operator.resolution < 0 else operator.resolution,
+            restore_res=operator.restore_res,
+            device=prefs.device,
+            dtype=None if prefs.dtype == "preset" else prefs.dtype,
+        )
+        argv = strip_estimate_argv(bpy.path.abspath(prefs.engine_path), strip, options)
+    except (EngineError, StripError):
+        return  # the run itself will say what is wrong
+    ready, report = ESTIMATES.get(argv)
+    if not ready:
+        layout.label(text="Estimating how long this takes…", icon="TIME")
+        return
+    if report is None:
+        return
+    wrapped_label(layout, estimate_text(report), width=60, icon="TIME")
+    faster = report.get("at_plate_size")
+    if faster and operator.resolution != 0:
+        time = protocol.duration_text(faster["seconds"])
+        layout.prop(operator, "at_plate_size", text=f"Process at the Plate's Size ({time})")
+
+
+def strip_estimate_argv(engine_path: str, strip, options: RunOptions) -> list[str]:
+    """The engine's estimate of a run of ``strip``'s visible frames (engine.estimate_argv)."""
+    frames = strip.frame_final_duration
+    size = sequencer.plate_size(strip)
+    plate = "" if size else sequencer.media_path(strip)
+    return estimate_argv(engine_path, frames, options, plate=plate, size=size)
+
+
 def plate_of(strip) -> str:
     """What the engine reads for ``strip`` (its run's record names it); "" where it reads
     temporary links (files without one numbering)."""
@@ -471,11 +614,14 @@ def _check_distinct_folders(sources, settings: list[jobs.JobSettings]) -> None:
 
 
 class SEQUENCER_OT_rollingdepth_cancel(bpy.types.Operator):
-    """Stop the running RollingDepth engine (nothing it wrote is kept) and start no other
-    strip; strips already finished keep their depth"""
+    """Stop the running RollingDepth engine"""
 
     bl_idname = "sequencer.rollingdepth_cancel"
     bl_label = "Cancel RollingDepth"
+    bl_description = (
+        "Stop the running RollingDepth engine (nothing it wrote is kept) and start no other "
+        "strip; strips already finished keep their depth"
+    )
     bl_options = {"INTERNAL"}
 
     @classmethod

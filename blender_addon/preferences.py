@@ -42,10 +42,15 @@ TORCH_SOURCE_ITEMS = [
     ),
 ]
 DTYPE_ITEMS = [
-    ("preset", "Preset's", "The preset's precision (fp16 on a GPU, fp32 on the CPU)"),
-    ("fp32", "fp32", "Full precision"),
-    ("fp16", "fp16", "Half precision (GPU)"),
-    ("bf16", "bf16", "bfloat16 (recent GPUs; CPUs with AVX512-BF16 or AMX, about 2x fp32)"),
+    ("preset", "As the Preset", "Half precision on a GPU, full precision on the CPU"),
+    ("fp32", "Full (32-bit)", "Full precision: the slowest, never overflows"),
+    ("fp16", "Half (16-bit)", "Half precision: GPUs only, about twice as fast as full"),
+    (
+        "bf16",
+        "Brain Float (16-bit)",
+        "Recent GPUs and the newest server CPUs: about twice as "
+        "fast as full; elsewhere slower than full",
+    ),
 ]
 
 
@@ -55,8 +60,9 @@ class RollingDepthPreferences(bpy.types.AddonPreferences):
     engine_path: StringProperty(
         name="Engine Python",
         description=(
-            "The Python interpreter of the environment where RollingDepth is installed "
-            "(e.g. /path/to/rollingdepth/.venv/bin/python), or its `rollingdepth` executable"
+            "The Python of the environment RollingDepth is installed in (e.g. "
+            "/path/to/rollingdepth/.venv/bin/python), its rollingdepth program, or the folder "
+            "it was installed in"
         ),
         subtype="FILE_PATH",
         default="",
@@ -129,11 +135,15 @@ def preferences(context=None) -> RollingDepthPreferences:
 
 
 class ROLLINGDEPTH_OT_check_engine(_BackgroundTaskOperator, bpy.types.Operator):
-    """Run the engine's `check` (its Python, torch, device and whether the checkpoint is
-    there), then its selftest: a tiny random model through every stage"""
+    """Check that the engine runs, the weights are there, and a tiny model runs"""
 
     bl_idname = "rollingdepth.check_engine"
     bl_label = "Check Engine"
+    bl_description = (
+        "Start the engine once and report its Python, torch, device and whether the "
+        "checkpoint's weights are there, then its self-test: a tiny random model through "
+        "every stage"
+    )
     bl_options = {"INTERNAL"}
 
     def execute(self, context):

@@ -175,6 +175,12 @@ class ROLLINGDEPTH_OT_setup_engine(_BackgroundTaskOperator, bpy.types.Operator):
 
     bl_idname = "rollingdepth.setup_engine"
     bl_label = "Set Up Engine"
+    # Blender shows a docstring as is, line breaks and indents included: one line here
+    bl_description = (
+        "Make an engine environment in the add-on's user folder: a Python 3.10-3.12, PyTorch "
+        "for this machine and the RollingDepth engine (a download of several hundred MB or "
+        "more)"
+    )
     bl_options = {"INTERNAL"}
 
     def execute(self, context):

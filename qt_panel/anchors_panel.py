@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rollingdepth_core import protocol
 from rollingdepth_core.anchors import AnchorFit, Anchors
 
 from .viewer import GOOD_RESIDUAL, MARKER_COLORS
@@ -34,8 +35,8 @@ ANCHOR_MODES = {
 COLUMNS = ("track", "x", "y", "depth", "predicted", "residual", "used")
 ANCHOR_FILTER = "Anchors (*.csv *.json);;All files (*)"
 EXPORT_NOTE = (
-    "The panel's export is not anchored yet: `rollingdepth run --anchors FILE` writes "
-    "depth in scene units."
+    "Exports in the depth and inverse conventions use this fit: depth in the anchors' scene "
+    "units; normalized exports stay 0..1."
 )
 
 
@@ -72,7 +73,10 @@ class AnchorsPanel(QWidget):
         super().__init__(parent)
         self.units = "scene units"
         self.load_button = QPushButton("Load anchors…", self)
-        self.load_button.setToolTip("A CSV (frame,x,y,depth[,weight,track]) or JSON file")
+        self.load_button.setToolTip(
+            f"{protocol.GLOSSARY['anchors']}. A CSV (frame,x,y,depth[,weight,track]) or JSON "
+            "file of them, e.g. from a survey or a camera solve"
+        )
         self.load_button.clicked.connect(self._browse)
         self.clear_button = QPushButton("Clear", self)
         self.clear_button.clicked.connect(self.clear_requested)

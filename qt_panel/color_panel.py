@@ -34,7 +34,7 @@ SPACE_SHORTCUTS = (AUTO, "srgb", "linear")
 SPACE_TIP = (
     "How the plate's pixels are encoded. auto decides from the plate's metadata; srgb and "
     "linear are shortcuts; any colour space (or alias) of the OCIO config works. Changing it "
-    "changes what the model sees: kept snippets are dropped and Run predicts again."
+    "changes what the model sees: the depth made so far is dropped and Run estimates it again."
 )
 VIEW_TIP = "The view of the sRGB display the plate goes through (default: the config's)"
 

@@ -18,23 +18,39 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal
 
+from rollingdepth_core import protocol
 from rollingdepth_core.anchors import AnchorFit, Anchors, load_anchors
+from rollingdepth_core.checkpoint import find_checkpoint
 from rollingdepth_core.colorspace import ALIASES, AUTO, ColorRequest, active_config, load_config
 from rollingdepth_core.config import InferenceConfig, OutputConfig
+from rollingdepth_core.costs import (
+    CostBook,
+    RunShape,
+    cost_key,
+    estimate_run,
+    model_parameters,
+    run_shape,
+)
 from rollingdepth_core.cuts import detect_cuts
+from rollingdepth_core.device import describe_device, resolve_device
 from rollingdepth_core.errors import Cancelled, RollingDepthError
 from rollingdepth_core.mattes import MatteSource
 from rollingdepth_core.method import AnchorRequest, anchor
 from rollingdepth_core.model import DepthModel
 from rollingdepth_core.output import convert_depth
-from rollingdepth_core.plate import IMAGE_EXTENSIONS, Plate, PlateInfo, open_plate
+from rollingdepth_core.plate import (
+    IMAGE_EXTENSIONS,
+    Plate,
+    PlateInfo,
+    open_plate,
+)
 from rollingdepth_core.progress import report
 from rollingdepth_core.protocol import DEFAULT_PRESET
 from rollingdepth_core.publish import ForeignFrames
 from rollingdepth_core.session import DepthPrediction, DepthSession
 from rollingdepth_core.upsample import upsample_depth
 
-from .messages import closest_names
+from .messages import closest_names, in_panel_words
 from .worker import Worker
 
 # Frames kept for scrubbing; a 4K float frame is ~100 MB, so the budget is in bytes.
@@ -50,6 +66,8 @@ UPSAMPLE_CACHE = 8
 MATTE_CACHE = 8
 # Samples of the colour bar's values (the viewer places its ticks by them).
 LEGEND_SAMPLES = 257
+# The panel's runs keep their models and write no frames: their costs are their own.
+COST_DRIVER = "panel"
 # What a finished job says it did, in the progress area.
 JOB_VERBS = {"run": "done", "align": "re-aligned", "export": "exported"}
 
@@ -88,6 +106,8 @@ class PanelController(QObject):
     anchor_fit_changed = Signal(object, str)  # AnchorFit (or None), why there is none ("")
     upsampled = Signal(int, str)  # frame position, method: a plate-resolution depth is ready
     holdout_changed = Signal(object)  # MatteSource, or None
+    # what Run would cost (costs.estimate_run's report), or None without a plate or settings
+    estimate_changed = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -138,6 +158,13 @@ class PanelController(QObject):
         self.upsample_worker = Worker(self)
         self.upsample_worker.finished.connect(self._upsample_done)
         self.upsample_worker.failed.connect(lambda _n, msg: self.message.emit(f"upsample: {msg}"))
+        self.estimate: dict | None = None  # the next run's, as last shown
+        self._checkpoint_folders: dict[str, str | None] = {}
+        # the running job's time left, and what its run is to record in the cost book
+        self._clock: protocol.RemainingClock | None = None
+        self._costing: tuple[str, RunShape] | None = None
+        self._load_seconds: list[float] = []
+        self._left: tuple[float, float] | None = None  # (seconds left, when), worker-made
 
     # ---------------------------------------------------------------- plate
     @property
@@ -250,6 +277,7 @@ class PanelController(QObject):
         if generation == self._generation:
             self.cuts = list(cuts)
             self.cuts_changed.emit(self.cuts)
+            self._update_hint()  # the shots change what a run costs
 
     # ---------------------------------------------------------------- anchors
     def load_anchors(self, path: str | Path) -> bool:
@@ -512,11 +540,23 @@ class PanelController(QObject):
         self._latest, self._halted = request, None
         generation, source, color = self._generation, self.plate.info.source, self.color_request
         mattes = self.holdout
+        estimate = self.run_estimate(request)
+        self._clock = protocol.RemainingClock(estimate["stages"]) if estimate else None
+        self._costing = self._cost_record(request, estimate)
+        self._load_seconds = []
+        self._left = None
+        clock = self._clock
 
         def job(progress):
-            session = self._session_for(request, generation, source, color, progress)
+            def timed(stage: str, done: int, total: int) -> None:
+                # timed here, as the work happens: the GUI thread may see a burst of reports
+                if clock is not None:
+                    self._left = (clock.update(stage, done, total), time.monotonic())
+                progress(stage, done, total)
+
+            session = self._session_for(request, generation, source, color, timed)
             self._give_holdout(session, mattes)
-            return _outcome(generation, request, mattes, session.run(request.config, progress))
+            return _outcome(generation, request, mattes, session.run(request.config, timed))
 
         self.worker.submit("run", job)
 
@@ -580,12 +620,12 @@ class PanelController(QObject):
                     anchor_fit=fit if output.depth_mode != "normalized" else None,
                     metric_range=metric,
                     overwrite=overwrite,
-                    message=self.message.emit,
+                    message=lambda text: self.message.emit(in_panel_words(text)),
                     front_end="panel",
                     anchors=anchors,
                 )
             except ForeignFrames as exc:
-                return ("ask", str(exc), (pattern, output, frame_range, confidence))
+                return ("ask", holds_text(exc), (pattern, output, frame_range, confidence))
 
         fit, metric, anchors = self.anchor_fit, self.anchor_metric, self.anchors
         self.worker.submit("export", job)
@@ -603,12 +643,14 @@ class PanelController(QObject):
             pipeline, model_key, session = self._model, self._model_key, self._session
         if pipeline is None or model_key != request.model_key:
             report(progress, "load", 0, 1)
+            loading = time.monotonic()
             pipeline = DepthModel.from_pretrained(
                 request.checkpoint,
                 device=request.device,
                 dtype=request.config.dtype,
                 dtype_explicit=False,
             )
+            self._load_seconds.append(time.monotonic() - loading)
             report(progress, "load", 1, 1)
             session = None
         if session is None:
@@ -627,6 +669,82 @@ class PanelController(QObject):
             self._session = session
         return session
 
+    # ---------------------------------------------------------------- cost estimate
+    def shot_lengths(self) -> list[int]:
+        """Frames of each shot of the open plate (one shot until cuts are known)."""
+        if self.plate is None:
+            return []
+        n = len(self.plate.info.frame_numbers)
+        bounds = [0, *(self.cuts or []), n]
+        return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+    def _device_and_dtype(self, request: RunRequest) -> tuple[str, str]:
+        device = resolve_device(request.device)
+        # a preset's half precision runs in full on the CPU (device.resolve_dtype)
+        dtype = "fp32" if device.type == "cpu" else request.config.dtype
+        return describe_device(device), dtype
+
+    def _checkpoint_folder(self, checkpoint: str) -> str | None:
+        if checkpoint not in self._checkpoint_folders:
+            try:
+                folder = find_checkpoint(checkpoint)
+            except RollingDepthError:
+                folder = None
+            self._checkpoint_folders[checkpoint] = None if folder is None else str(folder)
+        return self._checkpoint_folders[checkpoint]
+
+    def run_estimate(self, request: RunRequest | None) -> dict | None:
+        """What Run with ``request`` would cost on this machine (costs.estimate_run), or
+        None without a plate or with settings the plate cannot take."""
+        if self.plate is None or request is None:
+            return None
+        info = self.plate.info
+        try:
+            device, dtype = self._device_and_dtype(request)
+            pending = None
+            if (
+                self._session_idle()
+                and self._session is not None
+                and (self._model_key == request.model_key)
+            ):
+                pending = self._session.pending_snippets(request.config)
+            return estimate_run(
+                self.shot_lengths(), (info.height, info.width), request.config, device, dtype,
+                self._checkpoint_folder(request.checkpoint), driver=COST_DRIVER,
+                load=not self.model_loaded(request), write=False, pending=pending,
+            )  # fmt: skip
+        except RollingDepthError:
+            return None
+
+    def _cost_record(self, request: RunRequest, estimate: dict | None):
+        """(key, work) the run about to start records its times under."""
+        if estimate is None:
+            return None
+        device, dtype = self._device_and_dtype(request)
+        parameters = model_parameters(self._checkpoint_folder(request.checkpoint))
+        h, w = estimate["processing_size"]
+        pending = None
+        if (
+            self._session_idle()
+            and self._session is not None
+            and (self._model_key == request.model_key)
+        ):
+            pending = self._session.pending_snippets(request.config)
+        config = request.config
+        shape = run_shape(self.shot_lengths(), (h, w), (h, w), config.dilations,
+                          config.snippet_len, config.cap_dilation, config.refine_steps,
+                          load=not self.model_loaded(request), write=False)  # fmt: skip
+        if pending is not None:
+            shape = replace(shape, snippets=pending)
+        return cost_key(device, dtype, parameters, COST_DRIVER), shape
+
+    def remaining(self, stage: str, done: int, total: int) -> float | None:
+        """Seconds the running job has left, when it is a run with an estimate."""
+        if self._left is None or self.worker.current_job != "run":
+            return None
+        left, at = self._left
+        return max(left - (time.monotonic() - at), 0.0)
+
     def model_loaded(self, request: RunRequest) -> bool:
         """Whether the model ``request`` runs is the one in memory."""
         return self._model is not None and self._model_key == request.model_key
@@ -643,6 +761,16 @@ class PanelController(QObject):
             return None
 
     def _update_hint(self) -> None:
+        self._say_hint()
+        # what Run would cost follows every change Run's hint follows
+        self.estimate = self.run_estimate(self._latest) if self._session_idle() else self.estimate
+        self.estimate_changed.emit(self.estimate)
+
+    def _session_idle(self) -> bool:
+        """Whether the GUI thread may ask the session (no job is using it)."""
+        return not self.worker.busy
+
+    def _say_hint(self) -> None:
         request = self._latest
         stale = self.result is not None and (request, self.holdout) != (
             self.result_request,
@@ -653,9 +781,9 @@ class PanelController(QObject):
         elif request is None:
             self.hint_changed.emit("press Run to predict depth", False)
         elif not self.model_loaded(request):
-            self.hint_changed.emit("Run will load the model and encode the plate", stale)
+            self.hint_changed.emit("Run will load the model and read the plate", stale)
         elif self._session is None:
-            self.hint_changed.emit("Run will encode the plate (the model is loaded)", stale)
+            self.hint_changed.emit("Run will read the plate (the model is loaded)", stale)
         else:
             try:
                 pending = self._session.pending_snippets(request.config)
@@ -664,7 +792,7 @@ class PanelController(QObject):
                 self.hint_changed.emit(f"settings not valid for this plate: {exc}", True)
                 return
             if pending:
-                self.hint_changed.emit(f"Run will predict {pending} new snippets", stale)
+                self.hint_changed.emit(f"Run will estimate depth: {pending} model passes", stale)
             elif needs_model:
                 self.hint_changed.emit("Run will refine (runs the model)", stale)
             elif stale:
@@ -685,6 +813,8 @@ class PanelController(QObject):
                 self._upsampled.clear()
                 self.result_changed.emit(prediction)
                 self._fit_anchors()
+                if name == "run" and self._costing is not None:
+                    self._record_costs(prediction)
                 timings = ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items())
                 self.message.emit(f"{name} done: {timings}")
                 n_snippets = sum(len(idx) for idx in prediction.indices)
@@ -692,7 +822,7 @@ class PanelController(QObject):
                     name,
                     "done",
                     f"{JOB_VERBS[name]} in {self._elapsed():.1f} s \N{EM DASH} "
-                    f"{prediction.depth.shape[0]} frames, {n_snippets} snippets",
+                    f"{prediction.depth.shape[0]} frames, {n_snippets} model passes",
                 )
         elif name == "export" and isinstance(payload, tuple) and payload[0] == "ask":
             self.job_ended.emit(name, "stopped", "export waits: the folder holds another run")
@@ -706,11 +836,23 @@ class PanelController(QObject):
             self.export_finished.emit(payload)
         self._after_job()
 
+    def _record_costs(self, prediction: DepthPrediction) -> None:
+        key, shape = self._costing
+        seconds = {k: v for k, v in prediction.timings.items() if k in protocol.STAGE_WORK}
+        seconds["encode"] = 0.0  # the session's prediction time includes its encoding
+        if self._load_seconds:
+            seconds["load"] = self._load_seconds[0]
+        else:
+            shape = replace(shape, load=False)
+        CostBook.load().record(key, shape, seconds)
+        self._costing = None
+
     def _job_failed(self, name: str, message: str) -> None:
         if name != "export" and not self.worker.busy:
             self._halted = (self._latest, self.holdout)
         self.job_ended.emit(name, "failed", f"{name} failed after {self._elapsed():.1f} s")
-        self.error.emit(JOB_TITLES.get(name, "Error"), message, "")
+        engine_line = (self.worker.last_failure or ("", ""))[1]
+        self.error.emit(JOB_TITLES.get(name, "Error"), message, engine_line)
         self._after_job()
 
     def _job_cancelled(self, name: str) -> None:
@@ -766,15 +908,19 @@ def color_choices(request: ColorRequest, engine_message: str) -> tuple[str, str]
     return message, detail
 
 
+def holds_text(exc: ForeignFrames) -> str:
+    """What the export folder holds, for the question whether to replace it."""
+    plate = f" of {Path(exc.plate).name}" if exc.plate else ""
+    return f"{exc.folder} holds frames {exc.frames} from another export{plate}"
+
+
 def unreadable_text(path: str | Path, exc: RollingDepthError) -> str:
     """What to tell an artist about a plate that would not open; the engine's message (with
     the file's full path) goes into the dialog's details."""
     target = Path(path)
-    if target.is_file():
-        kind = "image" if target.suffix.lower() in IMAGE_EXTENSIONS else "video"
-        what = "a readable image" if kind == "image" else "a readable video"
-        codec = " (or an unsupported codec)" if kind == "video" else ""
-        return f"{target.name} is not {what}{codec}."
-    # a missing file, a pattern matching nothing, a folder without one sequence: the
-    # engine's one line already says which
-    return str(exc)
+    if target.is_file() and target.suffix.lower() not in IMAGE_EXTENSIONS:
+        # FFmpeg's words stay in the details
+        return f"{target.name} is not a readable video (or an unsupported codec)."
+    # too short, a missing file, a pattern matching nothing, a folder without one
+    # sequence: the engine's one line already says which
+    return in_panel_words(str(exc))

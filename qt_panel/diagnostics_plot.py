@@ -27,7 +27,7 @@ OUTLIER_RATIO = 2.0
 # stays readable next to a very bad stretch (the readout and the summary give the peak).
 RESIDUAL_VIEW_MAX = 10.0
 GOOD_NOTE = (
-    "residual = how much the aligned snippets covering a frame disagree, "
+    "residual = how much the depth estimates that cover a frame disagree once lined up, "
     "in multiples of this clip's median. Good: grey bars in the shaded band (around 1). "
     f"Red bars above the dashed line ({OUTLIER_RATIO:g}x) mark depth to check."
 )

@@ -73,7 +73,7 @@ class ExportDialog(QDialog):
         self.channel_edit.setToolTip("Depth channel name, e.g. Z or depth.Z")
         self.confidence_check = QCheckBox("add a confidence channel (0..1)", self)
         self.confidence_check.setToolTip(
-            "How much the aligned snippets agree at each pixel, from the aligner (no model run)"
+            "How much the depth estimates agree at each pixel once lined up (no model run)"
         )
         self.depth_mode_box = QComboBox(self)
         for mode, spec in protocol.DEPTH_MODES.items():

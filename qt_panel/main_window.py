@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rollingdepth_core import protocol
 from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.plate import IMAGE_EXTENSIONS, PlateInfo
 from rollingdepth_core.preview import COLORMAPS
@@ -82,7 +83,7 @@ class MainWindow(QMainWindow):
         self.resolution_box.addItems(list(DEPTH_RESOLUTIONS))
         self.resolution_box.setToolTip(
             "Depth at the model's resolution, or upsampled to the plate's for the frame shown "
-            "(edge: guided by the plate, as --restore-res exports; bilinear: smooth). "
+            "(edge: guided by the plate, as exports at the plate's size are; bilinear: smooth). "
             "Wipe at 1:1 to compare with the plate."
         )
         self.cursor_label = QLabel("", self)
@@ -96,8 +97,8 @@ class MainWindow(QMainWindow):
         )
         self.matte_label = QLabel(" holdout: none ", self)
         self.matte_label.setToolTip(
-            "The holdout matte the alignment uses (File > Holdout matte…): where it is 1, "
-            "the co-alignment does not trust the depth"
+            "The holdout matte the depth is lined up with (File > Holdout matte…). "
+            f"{protocol.GLOSSARY['holdout']}"
         )
         self.export_dialog: ExportDialog | None = None
         # The export pattern last used for the open plate; a new plate starts from its own
@@ -107,6 +108,10 @@ class MainWindow(QMainWindow):
         # Matte button is off and disabled then, so it never looks pressed over nothing).
         self._matte_wanted = True
         self.error_box: QMessageBox | None = None
+        # Closing while an export writes asks first (kept in `close_box` for tests); once the
+        # user said stop, the close goes through.
+        self.close_box: QMessageBox | None = None
+        self._close_confirmed = False
 
         self._build_layout()
         self._build_actions()
@@ -149,8 +154,8 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self.holdout_action = file_menu.addAction("&Holdout matte…")
         self.holdout_action.setToolTip(
-            "A matte per frame (an image of a sequence, or a movie) of what the alignment must "
-            "not trust: sky, glass, a passing car. Re-aligns without running the model."
+            "A matte per frame (an image of a sequence, or a movie). "
+            f"{protocol.GLOSSARY['holdout']}. Lines the depth up again without running the model."
         )
         self.clear_holdout_action = file_menu.addAction("C&lear matte")
         self.clear_holdout_action.setEnabled(False)
@@ -263,6 +268,7 @@ class MainWindow(QMainWindow):
         c.error.connect(self.show_error)
         c.message.connect(self.statusBar().showMessage)
         c.hint_changed.connect(self.settings_panel.set_hint)
+        c.estimate_changed.connect(self.settings_panel.set_estimate)
         c.job_started.connect(self.settings_panel.job_started)
         c.job_ended.connect(self.job_ended)
         self.settings_panel.save_defaults_requested.connect(self.save_defaults)
@@ -335,6 +341,11 @@ class MainWindow(QMainWindow):
         info = self.controller.info
         numbers = info.frame_numbers if info else ()
         self.diagnostics.set_cuts([numbers[p] for p in cuts or ()])
+        if numbers and cuts is not None:
+            bounds = [0, *cuts, len(numbers)]
+            self.settings_panel.set_shot_lengths(
+                [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            )
 
     def set_depth_resolution(self, label: str) -> None:
         self.controller.set_upsample(DEPTH_RESOLUTIONS[label])
@@ -418,8 +429,8 @@ class MainWindow(QMainWindow):
         self.export_action.setEnabled(not busy and self.controller.result is not None)
 
     def job_ended(self, job: str, outcome: str, text: str) -> None:
-        if job != "export":
-            self.settings_panel.job_ended(outcome, text)
+        # an export's end too: its progress must not stay on "export: starting"
+        self.settings_panel.job_ended(outcome, text)
 
     def save_defaults(self) -> None:
         self.settings_panel.save_defaults(self.settings)
@@ -427,7 +438,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("new windows start with these settings", 5000)
 
     def job_progress(self, job: str, stage: str, done: int, total: int) -> None:
-        self.settings_panel.set_progress(stage, done, total)
+        remaining = self.controller.remaining(stage, done, total) if job == "run" else None
+        self.settings_panel.set_progress(stage, done, total, remaining)
         if job == "export" and self.export_dialog is not None and stage == "write":
             self.export_dialog.set_progress(done, total)
 
@@ -459,8 +471,8 @@ class MainWindow(QMainWindow):
         box = QMessageBox(
             QMessageBox.Icon.Question,
             "Replace the frames in this folder?",
-            in_panel_words(holds.split("; pass `--overwrite`")[0]) + ".\n\nReplace that "
-            "sequence with this export? It is swapped in whole once every frame is written.",
+            f"{holds}.\n\nReplace that sequence with this export? It is swapped in whole once "
+            "every frame is written.",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
             self,
         )
@@ -550,7 +562,38 @@ class MainWindow(QMainWindow):
             self.colormap_box.setCurrentText(colormap)
         self.viewer.set_colormap(self.colormap_box.currentText())
 
+    def ask_before_closing(self) -> QMessageBox:
+        """An export is writing: stop it and close, or keep it (non-blocking)."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "An export is running",
+            "The export is still writing its EXRs. Stop it and close the panel?\n\n"
+            "Stopping keeps the folder as it was before the export: nothing half-written is "
+            "left in it.",
+            QMessageBox.StandardButton.NoButton,
+            self,
+        )
+        stop = box.addButton("Stop export and close", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep exporting", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+
+        def answered(button) -> None:
+            if button is stop:
+                self._close_confirmed = True
+                self.controller.cancel()
+                self.close()
+
+        box.buttonClicked.connect(answered)
+        self.close_box = box
+        box.open()
+        return box
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.controller.worker.current_job == "export" and not self._close_confirmed:
+            event.ignore()
+            if self.close_box is None or not self.close_box.isVisible():
+                self.ask_before_closing()
+            return
         self.save_state()
         self.controller.shutdown()
         super().closeEvent(event)

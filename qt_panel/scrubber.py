@@ -22,12 +22,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rollingdepth_core import protocol
+
 DEFAULT_FPS = Fraction(24)
 CUT_COLOR = QColor(255, 140, 60)
 SLIDER_TIP = "Scrub through the plate (Left/Right or , and . step one frame)"
 CUTS_NOTE = (
-    "The panel aligns the whole plate as one clip; `rollingdepth run --cuts auto` (the default "
-    "for videos) splits it at the cuts and aligns and writes each shot on its own."
+    "Each shot is lined up and scaled on its own, in the panel and in its exports alike. "
+    f"{protocol.GLOSSARY['shot']}."
 )
 
 
@@ -163,7 +165,7 @@ class FrameScrubber(QWidget):
         if cuts is None:
             text, tip = ("finding cuts…" if self._numbers else ""), ""
         elif not cuts:
-            text, tip = "one shot", "No cut found: the plate is one shot."
+            text, tip = "one shot", f"No cut found: the plate is one shot. {CUTS_NOTE}"
         else:
             starts = ", ".join(str(self._numbers[p]) for p in cuts)
             text = f"{len(cuts) + 1} shots"

@@ -34,7 +34,9 @@ from rollingdepth_core.config import (
     OutputConfig,
     preset_config,
 )
+from rollingdepth_core.costs import estimate_text
 from rollingdepth_core.errors import ConfigError
+from rollingdepth_core.protocol import duration_text
 from rollingdepth_core.snippets import cap_dilation
 
 from .color_panel import ColorPanel
@@ -114,7 +116,7 @@ class SettingsPanel(QWidget):
         self.dilation_note.setWordWrap(True)
         self.dilation_note.setStyleSheet("color: #d9822b;")
         self.dilation_note.hide()
-        self.snippet_len_spin = _spin(self, 2, 4, "Frames per snippet")
+        self.snippet_len_spin = _spin(self, 2, 4, "How many frames the model looks at together")
         self.refine_spin = _spin(self, 0, 100, "Diffusion refinement steps (0 = off)")
         self.res_spin = _spin(self, 0, 4096, "Processing size of the longer edge (0 = plate size)")
         self.res_spin.setSingleStep(64)
@@ -122,7 +124,9 @@ class SettingsPanel(QWidget):
         self.seed_spin = _spin(self, 0, 2**31 - 1, "Seed of the shared noise")
         self.aligner_box = QComboBox(self)
         self.aligner_box.addItems(list(ALIGNERS))
-        self.aligner_box.setToolTip("How snippets are co-aligned; changing it runs no model")
+        self.aligner_box.setToolTip(
+            "How the depth estimates are lined up into one; changing it runs no model"
+        )
         self.depth_mode_box = QComboBox(self)
         for mode, spec in protocol.DEPTH_MODES.items():
             self.depth_mode_box.addItem(mode)
@@ -148,13 +152,26 @@ class SettingsPanel(QWidget):
 
         self.hint_label = QLabel(self)
         self.hint_label.setWordWrap(True)
+        # what Run will cost here, and the faster choice when the plate is smaller than the
+        # processing size
+        self.estimate_label = QLabel(self)
+        self.estimate_label.setWordWrap(True)
+        self.estimate_label.setToolTip(
+            "Learned from the earlier runs on this machine (per device, precision and model)"
+        )
+        self.plate_size_button = QPushButton(self)
+        self.plate_size_button.setToolTip(
+            "Process at the plate's own size: the same detail, in much less time"
+        )
+        self.plate_size_button.clicked.connect(lambda: self.res_spin.setValue(0))
+        self.plate_size_button.hide()
         self.save_defaults_button = QPushButton("Save as defaults", self)
         self.save_defaults_button.setToolTip(
             "Start new windows with these settings instead of the preset's"
         )
         self.save_defaults_button.clicked.connect(self.save_defaults_requested)
         self.run_button = QPushButton("Run", self)
-        self.run_button.setToolTip("Predict the missing snippets, then align (Ctrl+R)")
+        self.run_button.setToolTip("Estimate the depth that is missing, then line it up (Ctrl+R)")
         self.run_button.clicked.connect(self.run_requested)
         self.cancel_button = QPushButton("Cancel", self)
         self.cancel_button.clicked.connect(self.cancel_requested)
@@ -193,11 +210,11 @@ class SettingsPanel(QWidget):
         form.addRow(checkpoint_row)
         form.addRow("Device", self.device_box)
 
-        snippets = QGroupBox("Snippets and alignment", self)
+        snippets = QGroupBox("Frames and alignment", self)
         form = compact_form(snippets)
         form.addRow("Dilations", self.dilations_edit)
         form.addRow("", self.dilation_note)
-        form.addRow("Snippet length", _pair(self.snippet_len_spin, "Refine", self.refine_spin))
+        form.addRow("Frames together", _pair(self.snippet_len_spin, "Refine", self.refine_spin))
         form.addRow("Resolution", _pair(self.res_spin, "Seed", self.seed_spin))
         form.addRow("Aligner", self.aligner_box)
 
@@ -236,6 +253,8 @@ class SettingsPanel(QWidget):
         layout.addWidget(self.scroll, 1)
         layout.addWidget(self.out_of_view_label)
         layout.addWidget(self.hint_label)
+        layout.addWidget(self.estimate_label)
+        layout.addWidget(self.plate_size_button)
         layout.addLayout(buttons)
         layout.addWidget(self.stage_label)
         layout.addWidget(self.progress_bar)
@@ -363,8 +382,11 @@ class SettingsPanel(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("%p%")
 
-    def set_progress(self, stage: str, done: int, total: int) -> None:
-        self.stage_label.setText(f"{protocol.STAGES.get(stage, stage)}: {done}/{total}")
+    def set_progress(
+        self, stage: str, done: int, total: int, remaining: float | None = None
+    ) -> None:
+        left = f" \N{EM DASH} {duration_text(remaining)} left" if remaining is not None else ""
+        self.stage_label.setText(f"{protocol.STAGES.get(stage, stage)}: {done}/{total}{left}")
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(min(done, max(total, 1)))
 
@@ -383,9 +405,27 @@ class SettingsPanel(QWidget):
         self.progress_bar.setFormat("idle")
 
     def set_frame_count(self, n_frames: int | None) -> None:
-        """The open plate's length, for the dilation capping note."""
+        """The open plate's length, for the dilation note (one shot until cuts are known)."""
         self._frame_count = n_frames
+        self._shot_lengths = [n_frames] if n_frames else []
         self._update_dilation_note()
+
+    def set_shot_lengths(self, lengths: list[int]) -> None:
+        """The frames of each shot of the open plate: each shot shortens dilations to fit
+        itself, as the run does."""
+        self._shot_lengths = [n for n in lengths if n > 0]
+        self._update_dilation_note()
+
+    def set_estimate(self, report: dict | None) -> None:
+        """What Run will cost (costs.estimate_run's report); None hides it."""
+        self.estimate_label.setText(estimate_text(report) if report else "")
+        self.estimate_label.setVisible(bool(report))
+        faster = report.get("at_plate_size") if report else None
+        if faster:
+            self.plate_size_button.setText(
+                f"Process at the plate's size ({duration_text(faster['seconds'])})"
+            )
+        self.plate_size_button.setVisible(bool(faster))
 
     def set_hint(self, text: str, warning: bool = False) -> None:
         self.hint_label.setText(text)
@@ -473,28 +513,22 @@ class SettingsPanel(QWidget):
         self._debounce.start()
 
     def _update_dilation_note(self) -> None:
-        """Say next to the field when the plate is too short for a dilation."""
-        note = ""
+        """Say next to the field when a shot is too short for a dilation."""
+        self.dilation_note.setText(
+            dilation_note(
+                self._parsed_dilations(),
+                getattr(self, "_shot_lengths", []),
+                self.snippet_len_spin.value(),
+                PRESETS[self._base_preset].inference.cap_dilation,
+            )
+        )
+        self.dilation_note.setVisible(bool(self.dilation_note.text()))
+
+    def _parsed_dilations(self) -> tuple[int, ...]:
         try:
-            dilations = parse_dilations(self.dilations_edit.text())
+            return parse_dilations(self.dilations_edit.text())
         except ConfigError:
-            dilations = ()
-        n, length = self._frame_count, self.snippet_len_spin.value()
-        if n and dilations:
-            if PRESETS[self._base_preset].inference.cap_dilation:
-                capped = [
-                    f"{d} \N{RIGHTWARDS ARROW} {cap_dilation(n, length, d)}"
-                    for d in dilations
-                    if cap_dilation(n, length, d) != d
-                ]
-                if capped:
-                    note = f"capped for this {n}-frame plate: {', '.join(capped)}"
-            else:
-                too_long = [str(d) for d in dilations if (length - 1) * d >= n]
-                if too_long:
-                    note = f"too long for this {n}-frame plate: {', '.join(too_long)}"
-        self.dilation_note.setText(note)
-        self.dilation_note.setVisible(bool(note))
+            return ()
 
     def _update_near_far(self) -> None:
         enabled = self.depth_mode_box.currentText() == "depth"
@@ -507,9 +541,33 @@ class SettingsPanel(QWidget):
             self._set_checkpoint(folder)
 
 
+def dilation_note(
+    dilations: tuple[int, ...], shot_lengths: list[int], length: int, shorten: bool
+) -> str:
+    """What the run does with ``dilations`` on shots of ``shot_lengths`` frames: shortened to
+    fit each shot (``shorten``, the presets but Paper), or refused as too long."""
+    if not dilations or not shot_lengths:
+        return ""
+    several = len(shot_lengths) > 1
+    where = (
+        f"shots of {', '.join(str(n) for n in sorted(set(shot_lengths)))} frames"
+        if several
+        else f"this {shot_lengths[0]}-frame plate"
+    )
+    if not shorten:
+        too_long = [str(d) for d in dilations if any((length - 1) * d >= n for n in shot_lengths)]
+        return f"too long for {where}: {', '.join(too_long)}" if too_long else ""
+    changes = []
+    for d in dilations:
+        fitted = sorted({cap_dilation(n, length, d) for n in shot_lengths} - {d}, reverse=True)
+        if fitted:
+            changes.append(f"{d} \N{RIGHTWARDS ARROW} {' or '.join(str(f) for f in fitted)}")
+    return f"shortened to fit {where}: {', '.join(changes)}" if changes else ""
+
+
 DILATIONS_TIP = (
-    "Dilations of the rolling snippets, e.g. 1 10 25; must include 1. "
-    "Adding one runs only its new snippets."
+    "The dilations to use, e.g. 1 10 25; must include 1. Adding one runs the model only for "
+    f"it. {protocol.GLOSSARY['dilation']}."
 )
 _CHOICES = {
     "preset": tuple(protocol.PRESETS),

@@ -14,8 +14,11 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from rollingdepth_core import protocol
 from rollingdepth_core.errors import Cancelled, RollingDepthError
 from rollingdepth_core.progress import CancelToken
+
+from .messages import error_text
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +50,17 @@ class _Runner(QObject):
         except Cancelled:
             self.done.emit(ticket, "cancelled", None)
         except RollingDepthError as exc:
-            self.done.emit(ticket, "failed", str(exc))
+            self.done.emit(ticket, "failed", (protocol.error_kind(exc), str(exc)))
         except Exception as exc:
             # Anything else is a bug or an environment problem; the user still gets the
-            # cause in a dialog, and the traceback goes to the log.
+            # cause in a dialog, and the traceback (with the error's class) goes to the log.
             log.exception("job %r failed", ticket.name)
-            self.done.emit(ticket, "failed", f"{type(exc).__name__}: {exc}")
+            why = f" ({exc})" if str(exc) else ""
+            self.done.emit(
+                ticket,
+                "failed",
+                ("RollingDepthError", f"an unexpected problem{why}; the log has the details"),
+            )
         else:
             self.done.emit(ticket, "finished", result)
 
@@ -67,7 +75,7 @@ class Worker(QObject):
     started = Signal(str)  # job name
     progress = Signal(str, str, int, int)  # job name, stage, done, total
     finished = Signal(str, object)  # job name, result
-    failed = Signal(str, str)  # job name, message
+    failed = Signal(str, str)  # job name, message in the panel's words (messages.error_text)
     cancelled = Signal(str)  # job name
     busy_changed = Signal(bool)
 
@@ -85,6 +93,8 @@ class Worker(QObject):
         self._thread.start()
         self._current: _Ticket | None = None
         self._pending: _Ticket | None = None
+        # (kind, the engine's own message) of the last failure, for a dialog's details
+        self.last_failure: tuple[str, str] | None = None
 
     @property
     def busy(self) -> bool:
@@ -129,7 +139,9 @@ class Worker(QObject):
         if outcome == "finished":
             self.finished.emit(ticket.name, payload)
         elif outcome == "failed":
-            self.failed.emit(ticket.name, str(payload))
+            kind, message = payload
+            self.last_failure = (kind, message)
+            self.failed.emit(ticket.name, error_text(kind, message))
         else:
             self.cancelled.emit(ticket.name)
         if pending is not None and self._current is pending:

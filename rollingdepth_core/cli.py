@@ -567,6 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check these weights (hub id or folder) without downloading: reports "
         "checkpoint_folder, or checkpoint_error (a run would fail), or checkpoint_download",
     )
+    estimate = sub.add_parser(
+        "estimate",
+        help="what a run of a plate of this size would cost on this machine, learned from "
+        "its earlier runs (no plate is read, no model loaded)",
+    )
+    add_estimate_arguments(estimate)
     spaces = sub.add_parser(
         "colorspaces", help="list the OCIO config's colour spaces, displays and views"
     )
@@ -685,6 +691,68 @@ def command_selftest(args: argparse.Namespace, sink) -> dict:
     return run_selftest(keep=args.keep, progress=sink, message=sink.message)
 
 
+def add_estimate_arguments(p: argparse.ArgumentParser) -> None:
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--plate-size", metavar="WxH", help="the plate's size")
+    size.add_argument("--plate", help="the plate (only its size is read)")
+    p.add_argument(
+        "--shots",
+        type=int,
+        nargs="+",
+        required=True,
+        metavar="N",
+        help="frames of each shot (one number: one shot)",
+    )
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--preset", default="fast", choices=list(PRESETS))
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--dtype", default=None, choices=DTYPES)
+    p.add_argument("--dilations", type=int, nargs="+", default=None, metavar="D")
+    p.add_argument("--snippet-len", type=int, default=None)
+    p.add_argument("--refine-steps", type=int, default=None)
+    p.add_argument("--res", type=int, default=None)
+    p.add_argument("--restore-res", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+
+def command_estimate(args: argparse.Namespace) -> dict:
+    from .checkpoint import find_checkpoint
+    from .costs import estimate_run
+    from .device import describe_device, resolve_device, resolve_dtype
+
+    if args.plate:
+        from .plate import open_plate
+
+        plate = open_plate(args.plate)
+        width, height = plate.info.width, plate.info.height
+        plate.close()
+    else:
+        try:
+            width, height = (int(v) for v in args.plate_size.lower().split("x"))
+        except ValueError as exc:
+            raise ConfigError(
+                f"`--plate-size` is WxH, e.g. 1920x1080; got {args.plate_size!r}"
+            ) from exc
+    config = preset_config(
+        args.preset,
+        dilations=args.dilations,
+        snippet_len=args.snippet_len,
+        refine_steps=args.refine_steps,
+        processing_res=args.res,
+        dtype=args.dtype,
+    )
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(config.dtype, device, explicit=args.dtype is not None)
+    try:
+        folder = find_checkpoint(args.checkpoint)
+    except RollingDepthError:
+        folder = None  # the estimate does without the model's size; the run will say why
+    return estimate_run(
+        list(args.shots), (height, width), config, describe_device(device), dtype, folder,
+        restore_res=args.restore_res,
+    )  # fmt: skip
+
+
 def command_check(args: argparse.Namespace) -> dict:
     import platform
 
@@ -759,6 +827,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key:>12}: {value}")
         return 0
 
+    if args.command == "estimate":
+        from .costs import estimate_text
+
+        try:
+            report = command_estimate(args)
+        except RollingDepthError as exc:
+            print(f"rollingdepth: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        print(json.dumps(report) if args.json else estimate_text(report))
+        return 0
+
     if args.command == "colorspaces":
         from .colorspace import describe_config
 
@@ -792,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
         sink.error(str(exc), protocol.KIND_CANCELLED)
         return EXIT_CANCELLED
     except RollingDepthError as exc:
-        sink.error(str(exc), type(exc).__name__)
+        sink.error(str(exc), protocol.error_kind(exc))
         return EXIT_ERROR
     sink.result(result)
     if isinstance(sink, TerminalProgress):

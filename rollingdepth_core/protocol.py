@@ -8,6 +8,7 @@ restates none of it. The engine's config, progress and output modules read the s
 from __future__ import annotations
 
 import re
+import time
 
 ENGINE_MODULE = "rollingdepth_core.cli"
 
@@ -35,7 +36,7 @@ PRESETS: dict[str, dict] = {
     },
     "paper": {
         "label": "Paper",
-        "description": "The paper's settings (fp32, uncapped dilations, 768 px)",
+        "description": "The paper's settings (full precision, dilations never shortened, 768 px)",
         "settings": {"dilations": (1, 10, 25), "cap_dilation": False, "dtype": "fp32",
                      "refine_steps": 10, "processing_res": 768},
     },
@@ -48,7 +49,7 @@ CUSTOM_PRESET = "custom"
 DEPTH_MODES: dict[str, dict[str, str]] = {
     "inverse": {
         "label": "Inverse depth",
-        "description": "relative inverse depth (disparity-like), larger = nearer, affine-invariant",
+        "description": "relative inverse depth (like disparity): larger = nearer, with no set scale or offset",
     },
     "normalized": {
         "label": "Normalized",
@@ -56,7 +57,7 @@ DEPTH_MODES: dict[str, dict[str, str]] = {
     },
     "depth": {
         "label": "Depth",
-        "description": "metric-like depth in scene units: inverse depth mapped to [1/far, 1/near]",
+        "description": "distance in scene units, spread between Near and Far",
     },
 }
 DEFAULT_DEPTH_MODE = "inverse"
@@ -93,15 +94,15 @@ def nearness_affine(
 # ---------------------------------------------------------------------------- stages
 STAGES: dict[str, str] = {
     "load": "loading the model",
-    "encode": "reading + encoding",
-    "scan": "reading + hashing frames",
-    "snippets": "predicting snippets",
-    "align": "co-aligning snippets",
+    "encode": "reading the plate",
+    "scan": "reading the plate",
+    "snippets": "estimating depth",
+    "align": "lining up the depth",
     "merge": "merging frames",
     "refine": "refining",
     "write": "writing EXRs",
     "preview": "writing preview",
-    "publish": "publishing the sequence",
+    "publish": "putting the files in place",
 }
 # Rough share of a run each stage takes, for one overall progress value.
 STAGE_WEIGHTS: dict[str, float] = {
@@ -129,6 +130,77 @@ def overall_fraction(stage: str, done: int, total: int) -> float:
     before = sum(STAGE_WEIGHTS[s] for s in order[: order.index(stage)])
     part = STAGE_WEIGHTS[stage] * (done / total if total else 0.0)
     return min(1.0, (before + part) / sum(STAGE_WEIGHTS[s] for s in order))
+
+
+# What each stage's time grows with (RunShape's work units, see `stage_work`).
+STAGE_WORK = {
+    "load": "once",
+    "encode": "frame_pixels",
+    "scan": "frame_pixels",
+    "snippets": "snippet_pixels",
+    "align": "frame_pixels",
+    "merge": "frame_pixels",
+    "refine": "refine_pixels",
+    "write": "output_pixels",
+    "preview": "output_pixels",
+    "publish": "once",
+}
+
+
+# ---------------------------------------------------------------------------- time left
+RATE_TRUST = 4.0  # a stage's own rate counts fully from a quarter of it done
+
+
+class RemainingClock:
+    """Seconds left of a run, from its estimate (seconds per stage, `costs.Estimate`) and
+    what it has measured so far: the current stage's own rate once it has done some of its
+    work, and the finished stages' ratio of measured to estimated for the stages to come."""
+
+    def __init__(self, stages: dict[str, float], start: float | None = None) -> None:
+        self.stages = dict(stages)  # the estimate's seconds per stage
+        self.start = time.monotonic() if start is None else start
+        self.stage: str | None = None
+        self.stage_start = self.start
+        self.finished: dict[str, float] = {}  # stage -> measured seconds
+
+    def update(self, stage: str, done: int, total: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        if stage != self.stage:
+            if self.stage is not None:
+                self.finished[self.stage] = now - self.stage_start
+            self.stage, self.stage_start = stage, now
+        spent = now - self.stage_start
+        # how the finished stages compared with their estimate scales what is not measured
+        estimated = sum(self.stages.get(s, 0.0) for s in self.finished)
+        measured = sum(self.finished.values())
+        ratio = measured / estimated if estimated > 0 and measured > 0 else 1.0
+        ratio = min(max(ratio, 0.2), 5.0)
+        planned = max(ratio * self.stages.get(stage, 0.0) - spent, 0.0)
+        current = planned
+        if done > 0 and total > 0 and spent > 0:
+            # the stage's own rate, trusted more as more of the stage is done (its first
+            # steps carry warm-up, and batches that finish later unevenly)
+            trust = min(1.0, RATE_TRUST * done / total) if planned > 0 else 1.0
+            current = trust * spent / done * (total - done) + (1 - trust) * planned
+        later = [s for s in self.stages if s not in self.finished and s != stage]
+        return current + ratio * sum(self.stages[s] for s in later if _after(s, stage))
+
+
+def _after(stage: str, current: str) -> bool:
+    order = list(STAGE_WORK)
+    if current not in order:
+        return True
+    return order.index(stage) > order.index(current)
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` as an artist reads a wait: "about 40 s", "about 6 min", "about 1 h 20 min"."""
+    if seconds < 60:
+        return f"about {max(5, round(seconds / 5) * 5)} s"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"about {hours} h {minutes} min" if minutes else f"about {hours} h"
 
 
 # ---------------------------------------------------------------------------- messages
@@ -167,6 +239,124 @@ RESULT_KEYS = (
     "fps",  # the plate's frame rate ("24", "30000/1001"), null when it states none
     "timecodes",  # each frame's source timecode, as frame_numbers; null without timecode
 )
+
+
+# ---------------------------------------------------------------------------- artists' words
+# The method words the front-ends keep, each explained once where it first appears (the
+# control that sets it). Every other engine word (snippets, co-alignment, flags, dtypes) stays
+# out of what an artist reads; tests/artist_words.py holds the tells it looks for.
+GLOSSARY: dict[str, str] = {
+    "dilation": (
+        "A dilation is how many frames apart the frames are that the model looks at together: "
+        "1 = neighbouring frames, 25 = frames a second apart at 25 fps. Longer dilations keep "
+        "far-apart frames consistent"
+    ),
+    "shot": (
+        "A shot is the stretch of the plate between two cuts; each shot's depth is estimated "
+        "and scaled on its own"
+    ),
+    "holdout": (
+        "A holdout is a matte of what the depth must not be lined up on (white areas): sky, "
+        "glass, a moving actor"
+    ),
+    "anchors": (
+        "Anchors are points of known distance (a survey, a camera solve) that put the depth in "
+        "scene units"
+    ),
+}
+
+# The engine's error kinds (`error` events' `kind`: the nearest of these in the error's
+# class hierarchy) and what a front-end leads its message with.
+ERROR_KINDS: dict[str, str] = {
+    "ConfigError": "A setting cannot be used",
+    "InputError": "The plate or a file it needs cannot be read",
+    "OutputError": "The depth cannot be written",
+    "WeightsError": "The model's weights are not there",
+    "DeviceError": "The chosen device is not available",
+    "NonFiniteDepth": "The model produced invalid depth",
+    "RollingDepthError": "The depth could not be made",
+    "ClusterLost": "The render farm lost the machines the run needed",
+    "EngineCrash": "The engine stopped unexpectedly",
+    KIND_CANCELLED: "Cancelled",
+}
+
+
+def error_kind(error: BaseException) -> str:
+    """The protocol kind of an engine error: its class or the nearest base in ERROR_KINDS."""
+    for cls in type(error).__mro__:
+        if cls.__name__ in ERROR_KINDS:
+            return cls.__name__
+    return "RollingDepthError"
+
+
+# Neutral names of the settings engine messages name by their flags; a front-end passes its
+# own (with where the setting is) to `artist_text`, these fill the rest.
+SETTING_NAMES: dict[str, str] = {
+    "--res": "Resolution",
+    "--dilations": "Dilations",
+    "--refine-steps": "Refinement Steps",
+    "--snippet-len": "the number of frames looked at together",
+    "--preset": "Preset",
+    "--device": "Device",
+    "--dtype": "Precision",
+    "--half": "Half Float",
+    "--checkpoint": "Checkpoint",
+    "--depth-mode": "Convention",
+    "--near": "Near",
+    "--far": "Far",
+    "--channel": "the depth channel",
+    "--confidence": "the confidence channel",
+    "--restore-res": "Plate Size output",
+    "--upsample": "Upsample Edges",
+    "--input-colorspace": "the plate's colour space",
+    "--ocio-config": "the OCIO config",
+    "--ocio-view": "the OCIO view",
+    "--holdout": "Holdout Matte",
+    "--holdout-alpha": "the holdout matte's alpha",
+    "--anchors": "Anchors",
+    "--anchor-fit": "the anchor fit",
+    "--frames": "the frame range",
+    "--cuts": "the shot cuts",
+    "--min-shot-frames": "the shortest shot",
+    "--name": "the file name",
+    "--output": "Output Folder",
+    "-o": "Output Folder",
+    "--overwrite": "replacing the folder's frames",
+    "--max-frame-memory": "the memory limit per frame",
+    "--cache": "the kept predictions",
+}
+# What a front-end has no use for: sentences that send the reader to a command line, a
+# download tool or an environment variable (a front-end says its own fix by kind).
+_COMMAND_SENTENCE = re.compile(
+    r"\s*\(?[^.;()]*(?:`(?:rollingdepth|hf|pip|ray) [^`]*`|\b[A-Z]+_[A-Z_]+\b|\$[A-Z]\w*)"
+    r"[^.;()]*\)?[.;]?"
+)
+# "pip install x (or pip install y)": an installation's fix, not an artist's
+_PIP = re.compile(r"\s*\(?(?:and then |or )?pip install (?:--[\w-]+ )?[\w'\[\]=.-]+\)?:?")
+_FLAG = re.compile(r"(?:([Pp]ass|[Uu]se|[Ss]et|with) )?`(-o|--[a-z][\w-]*)(?: ([^`]*))?`")
+_CODE = re.compile(r"`([^`]*)`")
+
+
+def artist_text(message: str, settings: dict[str, str] | None = None) -> str:
+    """An engine message in an artist's words: flags become the settings' names
+    (``settings`` first, then SETTING_NAMES), command-line sentences go, code loses its
+    quotes. The kind's lead and the front-end's fix are the front-end's to add."""
+    names = {**SETTING_NAMES, **(settings or {})}
+
+    def setting(match: re.Match) -> str:
+        verb, name, value = match[1], names.get(match[2], "a setting"), match[3]
+        if verb and verb.lower() in ("pass", "use", "set"):
+            word = "Set" if verb[0].isupper() else "set"
+            return f"{word} {name}" + (f" to {value}" if value else "")
+        lead = f"{verb} " if verb else ""
+        return (
+            lead + name + (f" set to {value}" if value and verb else f" ({value})" if value else "")
+        )
+
+    text = _PIP.sub("", _COMMAND_SENTENCE.sub("", message)).strip()
+    text = _FLAG.sub(setting, text)
+    text = _CODE.sub(lambda m: m[1], text)
+    return re.sub(r"\s+([.;,])", r"\1", text).strip(" ;,")
 
 
 # ---------------------------------------------------------------------------- frame numbers

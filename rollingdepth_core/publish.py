@@ -67,7 +67,15 @@ JOURNAL = protocol.JOURNAL_NAME
 
 
 class ForeignFrames(OutputError):
-    """The folder holds another run's frames of the sequence; ``overwrite`` replaces them."""
+    """The folder holds another run's frames of the sequence; ``overwrite`` replaces them.
+
+    ``folder``, ``frames`` (their ranges, "1001-1024") and ``plate`` (the other run's plate,
+    "" when unknown) let a front-end say it in its own words.
+    """
+
+    def __init__(self, message: str, folder: str = "", frames: str = "", plate: str = "") -> None:
+        super().__init__(message)
+        self.folder, self.frames, self.plate = folder, frames, plate
 
 
 def run_identity(source: str, frame_numbers: Sequence[int], settings: Mapping[str, object]) -> str:
@@ -590,7 +598,10 @@ class Publisher:
                 f"{self.folder} holds {len(foreign)} {self.name}.*.exr frames "
                 f"({frame_ranges(foreign)}) of {_describe_run(manifest)}{partial}; pass "
                 "`--overwrite` to replace that sequence with this run's (swapped in whole once "
-                "complete) or choose another `-o` folder or `--name`"
+                "complete) or choose another `-o` folder or `--name`",
+                folder=str(self.folder),
+                frames=frame_ranges(foreign),
+                plate=str((manifest or {}).get("source") or ""),
             )
 
     def release(self) -> None:

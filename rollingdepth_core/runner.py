@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from . import protocol
 from .anchors import warn_about_fits
 from .config import HALF_MAX, InferenceConfig, OutputConfig
+from .costs import STAGE_WORK, CostBook, RunShape, cost_key, model_parameters
+from .device import describe_device
 from .editorial import write_depth_timeline
 from .errors import OutputError
 from .executors import LocalExecutor, RayExecutor
@@ -124,6 +126,7 @@ def run(
     with request.prepare(message, model) as prepared:
         _tell(prepared, message)
         store, executor, get_model, loaded = _resources(prepared, progress, model, message)
+        load_clock = time.perf_counter() - started
         try:
             shots = run_method(
                 lambda: (rgb for _, rgb in prepared.source.frames(prepared.fit)),
@@ -165,7 +168,32 @@ def run(
             report(progress, "publish", 1, 1)
         finally:
             store.close()
-    return _result(prepared, shots, written, store, bool(loaded) and model is None, started)
+    result = _result(prepared, shots, written, store, bool(loaded) and model is None, started)
+    if request.mode == "run" and request.cache_dir is None and request.executor != "ray":
+        _record_costs(prepared, shots, result, load_clock if model is None else 0.0)
+    return result
+
+
+def _record_costs(prepared: PreparedRun, shots, result: RunResult, load_seconds: float) -> None:
+    """Add this run's stage times to the machine's cost book (`costs`): the next estimate of
+    a run like it learns from them."""
+    info, config = prepared.info, prepared.config
+    h, w = shots[0].size
+    shape = RunShape(
+        frames=len(info.frame_numbers),
+        snippets=sum(len(b.indices) for d in shots for b in d.plan.blocks),
+        processing=(h, w),
+        output=tuple(result.output_size),
+        refine_steps=config.refine_steps,
+        snippet_len=config.snippet_len,
+        load=load_seconds > 0,
+    )
+    seconds = {k: v for k, v in result.timings.items() if k in STAGE_WORK}
+    if load_seconds > 0:
+        seconds["load"] = load_seconds
+    parameters = model_parameters(prepared.checkpoint_folder)
+    key = cost_key(describe_device(prepared.torch_device), prepared.dtype, parameters)
+    CostBook.load().record(key, shape, seconds)
 
 
 def _tell(prepared: PreparedRun, message: Callable[[str], None] | None) -> None:

@@ -249,21 +249,26 @@ class DepthSession:
     def predict(self, config: InferenceConfig, progress: ProgressCallback | None = None) -> None:
         """3. Snippet predictions of every shot; runs only new ones."""
         config = self.settings(config)
-        if self.pending_snippets(config):
+        pending = self.pending_snippets(config)
+        if pending:
             self.encode(config, progress)
         size = self.processing_size(config)
+        done_before = 0
         for state in self._shots:
             plan = self.plan(config, state)
             todo = missing_blocks(plan, state.store, config)
             if todo:
                 stats = state.store.stats
                 blocks, snippets = stats.blocks_computed, stats.snippets_computed
+                # one count over every shot: what `pending_snippets` announced
+                shot_progress = _counted_over_shots(progress, done_before, pending)
                 try:
                     self._executor.compute(todo, plan, state.store, config, size,
-                                           lambda: self.model, progress)  # fmt: skip
+                                           lambda: self.model, shot_progress)  # fmt: skip
                 finally:  # a cancelled run keeps (and counts) the blocks it finished
                     self.counters.predict_calls += stats.blocks_computed - blocks
                     self.counters.snippets_predicted += stats.snippets_computed - snippets
+                done_before += sum(len(b.indices) for b in todo)
             keys = self._keys(plan, config, state)
             for dropped in state.store.trim(set(keys)):
                 for solved in [k for k in state.solutions if dropped in k[0]]:
@@ -514,7 +519,10 @@ class DepthSession:
                 "sha256": file_hash(self._holdout.used_files())}  # fmt: skip
 
     def _keys(self, plan: Plan, config: InferenceConfig, state: _ShotState) -> list[tuple]:
-        return [state.store.block_key(b, config) for b in plan.blocks]
+        """The kept blocks ``plan`` uses, and its dilation entries: two dilations capped to
+        one value share a block but are two entries to align (1 10 25 -> 1 7 7 is not 1 7)."""
+        blocks = [state.store.block_key(b, config) for b in plan.blocks]
+        return [*blocks, ("entries", tuple(plan.dilations))]
 
     def _snippets(self, plan: Plan, config: InferenceConfig, state: _ShotState) -> list:
         """Per dilation entry (duplicates share one array) its ``[n, L, H, W]`` snippets."""
@@ -562,3 +570,20 @@ class DepthSession:
             config.refine_start_dilation,
             config.cap_dilation,
         )
+
+
+def _counted_over_shots(
+    progress: ProgressCallback | None, done_before: int, total: int
+) -> ProgressCallback | None:
+    """``progress`` whose snippet counts run on from the shots before, out of every shot's
+    total (a shot's executor counts its own from 0)."""
+    if progress is None:
+        return None
+
+    def shot_progress(stage: str, done: int, shot_total: int) -> None:
+        if stage == "snippets":
+            progress(stage, min(done_before + done, total), total)
+        else:
+            progress(stage, done, shot_total)
+
+    return shot_progress

@@ -107,8 +107,8 @@ def check_restore_res(
         (h, w), (H, W) = depth_size, plate_size
         why = "smaller than" if h > H or w > W else "too thin for edges at"
         message(
-            f"--restore-res: the plate ({W}x{H}) is {why} the processing size ({w}x{h}); "
-            f"the depth is resized to it bilinearly, not edge-aware"
+            f"writing at plate size: the plate ({W}x{H}) is {why} the processing size "
+            f"({w}x{h}); the depth is resized to it smoothly, not along the plate's edges"
         )
     return used
 

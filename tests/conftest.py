@@ -1,6 +1,10 @@
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The runs' cost book (rollingdepth_core.costs) goes to a folder of this session, never the
+# user's config; the engine processes the tests start inherit it.
+os.environ["ROLLINGDEPTH_CONFIG_DIR"] = tempfile.mkdtemp(prefix="rollingdepth-config-")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 # The modules that take longest (measured with `scripts/test.sh --durations=0` on 2 cores), run

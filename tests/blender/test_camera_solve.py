@@ -561,7 +561,7 @@ def test_a_failed_anchored_run_leaves_no_anchors_file(anchored, prefs, tmp_path)
     scene, strip = _plate_strip_again({"scene": anchored["scene"], "clip": _clip(anchored)})
     before = _temp_anchor_files()
     prefs.checkpoint = str(tmp_path / "no-weights")
-    with pytest.raises(RuntimeError, match="RollingDepth weights"):
+    with pytest.raises(RuntimeError, match="The model's weights are not there"):
         run_operator(output_dir=str(tmp_path / "out"), anchor_solve=True)
     assert _temp_anchor_files() <= before
     assert not (tmp_path / "out").exists()
@@ -581,4 +581,4 @@ def test_the_dialog_says_what_anchoring_writes(anchored):
                    anchor_solve=True, **dialog)  # fmt: skip
     text = " ".join(layout.texts("label"))
     assert "Shows as depth in the Sequencer" not in text
-    assert "Anchor to Camera Solve writes Depth in scene units" in text
+    assert "Anchors make the depth a distance in their units" in text

@@ -79,12 +79,13 @@ def test_missing_weights_name_the_preference_and_leave_no_folder(
     prefs, image_strip, tmp_path, capfd
 ):
     prefs.checkpoint = "nobody/no-such-model"
-    with pytest.raises(RuntimeError, match="RollingDepth weights:") as caught:
+    with pytest.raises(RuntimeError, match="The model's weights are not there:") as caught:
         run_operator(output_dir=str(tmp_path / "new" / "out"))
     message = str(caught.value)
     # the engine speaks of CLI flags; Blender users get the preference to set
-    assert "--checkpoint" not in message
-    assert "set Checkpoint in Edit ▸ Preferences ▸ Add-ons ▸ RollingDepth" in message
+    assert "--checkpoint" not in message and "hf download" not in message
+    assert "HF_HOME" not in message
+    assert "Set Checkpoint in Edit ▸ Preferences ▸ Add-ons ▸ RollingDepth" in message
     # the folders the run created are gone again
     assert list(tmp_path.iterdir()) == []
     err = capfd.readouterr().err
@@ -99,7 +100,7 @@ def test_engine_hints_name_blender_settings_not_cli_flags(addon):
         {"kind": "ConfigError", "message": "too large", "hint": "pass `--res 1024` or less"}
     )
     assert text == (
-        "RollingDepth (ConfigError): too large. Set Resolution in the Estimate Depth dialog to "
+        "A setting cannot be used: too large. Set Resolution in the Estimate Depth dialog to "
         "1024 or less."
     )
     weights = engine.error_text({"kind": "WeightsError", "message": "folder /x lacks unet/"})
@@ -202,7 +203,7 @@ def test_engine_error_texts_drop_cli_commands_and_repeats(addon):
         }
     )
     assert "rollingdepth selftest" not in text and "installation without weights" not in text
-    assert "set Checkpoint in Edit ▸ Preferences" in text
+    assert "Set Checkpoint in Edit ▸ Preferences" in text and "HF_HOME" not in text
     libpng = engine.error_text(
         {
             "kind": "InputError",

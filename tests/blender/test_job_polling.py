@@ -205,7 +205,7 @@ def test_engine_process_protocol_with_a_fake_engine(engine, tmp_path):
         "import json, sys\n"
         "print('some library chatter')\n"
         "print(json.dumps({'event': 'progress', 'stage': 'snippets', 'done': 1, 'total': 4,"
-        " 'message': 'predicting snippets'}), flush=True)\n"
+        " 'message': 'estimating depth'}), flush=True)\n"
         "print('a warning', file=sys.stderr)\n"
         "if sys.argv[1] == 'ok':\n"
         "    print(json.dumps({'event': 'result', 'ok': True, 'files': []}))\n"
@@ -286,15 +286,22 @@ def test_dialog_options_reach_the_command_line(addon, prefs, scene, media, tmp_p
             checkpoint="", preset="fast", dilations="", refine_steps=-1, resolution=-1,
             depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
             upsample_edges=False, strip_colorspace=False, holdout_strip="", anchor_solve=False,
-            output_dir=str(tmp_path), defocus=False, replace=True, replace_other=False,
+            anchors_file="", output_dir=str(tmp_path), defocus=False, replace=True,
+            replace_other=False,
         )  # fmt: skip
         stand_in = types.SimpleNamespace(**{**defaults, **properties}, report=lambda *a: None)
         stand_in._holdout = types.MethodType(cls._holdout, stand_in)
+        stand_in._anchors_file = types.MethodType(cls._anchors_file, stand_in)
+        stand_in._estimate_of = cls._estimate_of
         settings = cls._settings(stand_in, bpy.context, plate)
         return " ".join(engine_module.run_argv(sys.executable, "p", "o", None, settings.options))
 
     engine_module = importlib.import_module(f"{ADDON_MODULE}.engine")
     assert "--upsample edge" in argv(upsample_edges=True)
+    survey = tmp_path / "survey.csv"
+    survey.write_text("frame,x,y,depth\n1001,1,1,2.0\n")
+    anchored = argv(anchors_file=str(survey))
+    assert f"--anchors {survey}" in anchored and "--depth-mode depth" in anchored
     assert "--upsample bilinear" in argv(upsample_edges=False)
     assert "--upsample" not in argv(upsample_edges=True, restore_res=False)
     colour = argv(strip_colorspace=True)

@@ -204,3 +204,58 @@ def test_movie_frame_formula_matches_what_blender_shows(addon, tmp_path, engine_
             t, int(strip.frame_start), strip.animation_offset_start, strip.frame_duration
         )
         assert shown == expected, f"timeline {t}: Blender shows movie frame {shown}"
+
+
+ONE_STEP = 1.5 / 255  # one 8-bit step, with room for float rounding
+
+
+def _red(path: Path) -> list[float]:
+    image = bpy.data.images.load(str(path))
+    red = list(image.pixels)[0::4]
+    bpy.data.images.remove(image)
+    return red
+
+
+def _largest_difference(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+def test_the_defocus_scene_follows_the_frames_when_rendered_from_the_edit(movie_run, tmp_path):
+    """Rendered from the edit scene (the window's scene, not the Defocus one), the Defocus
+    scene shows the plate's frame of each frame: an animation render, a Scene strip of it in
+    the edit, and a still render at the edit's current frame (Blender's render operator
+    renders a still of another scene at the window scene's frame) agree frame for frame, and
+    the frames differ from one another (not one plate frame on every frame)."""
+    edit = movie_run["scene"]
+    defocus = bpy.data.scenes[f"{movie_run['source'].name} Defocus"]
+    assert bpy.context.scene == edit
+    first, last = defocus.frame_start, defocus.frame_end
+    defocus.render.image_settings.file_format = "PNG"
+    defocus.render.filepath = str(tmp_path / "anim_")
+    bpy.ops.render.render(animation=True, scene=defocus.name)
+    animation = {f: _red(tmp_path / f"anim_{f:04d}.png") for f in range(first, last + 1)}
+    steps = [_largest_difference(animation[f], animation[f + 1]) for f in range(first, last)]
+    assert min(steps) > 0.01, f"consecutive frames look the same: {steps}"
+
+    picked = (first + 1, last - 1)
+    for frame in picked:  # a still render of the Defocus scene from the edit
+        edit.frame_set(frame)
+        defocus.render.filepath = str(tmp_path / f"still_{frame}.png")
+        bpy.ops.render.render(write_still=True, scene=defocus.name)
+        still = _red(tmp_path / f"still_{frame}.png")
+        assert _largest_difference(still, animation[frame]) <= ONE_STEP
+
+    strips = edit.sequence_editor.strips
+    channel = max(s.channel for s in edit.sequence_editor.strips_all) + 1
+    strip = strips.new_scene("defocus shot", defocus, channel, first)
+    try:
+        edit.render.image_settings.file_format = "PNG"
+        for frame in picked:  # the Defocus scene as a Scene strip in the edit
+            edit.frame_set(frame)
+            edit.render.filepath = str(tmp_path / f"strip_{frame}.png")
+            bpy.ops.render.render(write_still=True)
+            shown = _red(tmp_path / f"strip_{frame}.png")
+            # the sequencer's own colour round trip may move a value by one 8-bit step
+            assert _largest_difference(shown, animation[frame]) <= ONE_STEP
+    finally:
+        strips.remove(strip)

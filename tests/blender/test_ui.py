@@ -40,7 +40,12 @@ class RecordingLayout:
 
 
 def _draw(cls, context, **attributes):
-    # the dialog's folder settings at their defaults, unless a test sets them
+    # the dialog's properties at their defaults (it reads them), unless a test sets them
+    if "_OT_" in cls.__name__:
+        category, name = cls.bl_idname.split(".")
+        rna = getattr(getattr(bpy.ops, category), name).get_rna_type()
+        defaults = {p.identifier: p.default for p in rna.properties if p.identifier != "rna_type"}
+        attributes = {**defaults, **attributes}
     defaults = {"replace": True, "replace_other": False}
     stand_in = types.SimpleNamespace(layout=RecordingLayout(), **{**defaults, **attributes})
     cls.draw(stand_in, context)
@@ -68,14 +73,14 @@ def test_panel_while_running_shows_stage_progress_and_cancel(modules, scene, med
     )
     scene.sequence_editor.active_strip = strip
     job = types.SimpleNamespace(
-        done=False, strip_name=strip.name, status_text="predicting snippets 3/8", progress=0.4
+        done=False, strip_name=strip.name, status_text="estimating depth 3/8", progress=0.4
     )
     modules.jobs.set_current(job)
     try:
         layout = _draw(modules.panels.SEQUENCER_PT_rollingdepth, bpy.context)
     finally:
         modules.jobs.set_current(None)
-    assert "predicting snippets 3/8" in layout.texts("label")
+    assert "estimating depth 3/8" in layout.texts("label")
     assert [kw["factor"] for name, _, kw in layout.log if name == "progress"] == [0.4]
     assert [a[0] for name, a, _ in layout.log if name == "operator"] == [
         "sequencer.rollingdepth_cancel"
@@ -95,6 +100,7 @@ def test_dialog_and_preferences_draw(modules, scene, media):
         restore_res=True,
         holdout_strip="",
         anchor_solve=False,
+        anchors_file="",
     )
     props = [a[1] for name, a, _ in layout.log if name == "prop"]
     assert props[:4] == ["preset", "dilations", "refine_steps", "resolution"]
@@ -115,6 +121,7 @@ def test_dialog_and_preferences_draw(modules, scene, media):
         restore_res=True,
         holdout_strip="",
         anchor_solve=False,
+        anchors_file="",
     )
     assert "Shows as depth in the Sequencer: 0 farthest .. 1 nearest" in layout.texts("label")
     layout = _draw(
@@ -125,6 +132,7 @@ def test_dialog_and_preferences_draw(modules, scene, media):
         restore_res=True,
         holdout_strip="",
         anchor_solve=False,
+        anchors_file="",
     )
     assert any("clipped (black)" in t for t in layout.texts("label"))
 

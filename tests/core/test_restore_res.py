@@ -63,7 +63,8 @@ def test_small_plate_restores_down_to_its_size(tmp_path, tiny_checkpoint, capsys
     assert channels["Z"].shape == channels["confidence"].shape == (48, 64)
     assert np.isfinite(channels["Z"]).all()
     err = capsys.readouterr().err
-    assert "--restore-res: the plate (64x48) is smaller than the processing size (160x120)" in err
+    said = "writing at plate size: the plate (64x48) is smaller than the processing size (160x120)"
+    assert said in err
 
 
 @pytest.mark.parametrize(("height", "width"), [(1, 96), (96, 1)])

@@ -339,3 +339,18 @@ def test_a_scene_linear_plate_reaches_the_model_as_in_a_run(pipeline, tmp_path):
     np.testing.assert_array_equal(
         result.depth, estimate_depth(pipeline, frames, settings).to_array()
     )
+
+
+def test_progress_counts_the_model_passes_of_every_shot_as_announced(pipeline, video):
+    """Run announces `pending_snippets` for the whole plate; the progress counts up to that
+    number across shots, not each shot's own count from 0 (42 announced, "8/20" shown)."""
+    session = DepthSession(pipeline, open_plate(video), cuts=[6])
+    assert len(session.shots) == 2
+    announced = session.pending_snippets(config())
+    seen = []
+    session.run(config(), lambda stage, done, total: seen.append((stage, done, total)))
+    counts = [(done, total) for stage, done, total in seen if stage == "snippets"]
+    assert {total for _, total in counts} == {announced}
+    assert counts[-1] == (announced, announced)
+    dones = [done for done, _ in counts]
+    assert dones == sorted(dones)

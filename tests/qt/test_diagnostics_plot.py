@@ -166,3 +166,30 @@ def test_legend_and_threshold_name_stay_off_the_data(plot, screenshot_dir):
     rights = {round(p.vb.sceneBoundingRect().right()) for p in plot.plots}
     assert len(lefts) == 1 and len(rights) == 1
     plot.grab().save(str(screenshot_dir / "qt_panel_diagnostics.png"))
+
+
+def test_dilations_capped_to_one_value_are_plotted_after_a_kept_alignment(
+    qtbot, tiny_checkpoint, tmp_path
+):
+    """On a 24-frame plate 10 and 25 both cap to 7: "1 10 25" after a run of "1 10" needs no
+    model, and its alignment has three entries (1, 7, 7), not the kept two of (1, 7)."""
+    from rollingdepth_core.config import preset_config
+    from rollingdepth_core.model import DepthModel
+    from rollingdepth_core.plate import open_plate
+    from rollingdepth_core.sample import write_sample_video
+    from rollingdepth_core.session import DepthSession
+
+    clip = write_sample_video(tmp_path / "c.mp4", n_frames=24, height=48, width=64)
+    model = DepthModel.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="fp32")
+    session = DepthSession(model, open_plate(clip), cuts="none")
+    session.run(preset_config("fast", dilations=(1, 10), processing_res=64))
+    config = preset_config("fast", dilations=(1, 10, 25), processing_res=64)
+    assert not session.needs_model(config)
+    prediction = session.align(config)
+    shot = prediction.shots[0]
+    assert list(shot.dilations) == [1, 7, 7]
+    assert len(shot.alignment.scales) == len(shot.indices) == 3
+    widget = DiagnosticsPlot()
+    qtbot.addWidget(widget)
+    widget.set_prediction(prediction, tuple(range(1001, 1025)))
+    assert [entry[0] for entry in widget._series] == ["d=1", "d=7", "d=7 #2"]

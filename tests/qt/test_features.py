@@ -60,7 +60,7 @@ def test_colour_space_and_view(qtbot, window, clip, screenshot_dir):
     linear = open_plate(clip, input_colorspace=ColorRequest("linear")).read(0)
     np.testing.assert_array_equal(window.viewer._rgb, linear)  # what the model will see
     assert window.viewer._rgb.mean() > srgb.mean() + 0.05
-    assert window.settings_panel.hint_label.text().startswith("Run will encode the plate")
+    assert window.settings_panel.hint_label.text().startswith("Run will read the plate")
 
     # a view of the sRGB display; the views offered are that display's
     views = [panel.view_box.itemText(i) for i in range(panel.view_box.count())]

@@ -111,7 +111,7 @@ def test_tuning_reuses_snippets(qtbot, window, clip):
     # a new dilation waits for Run, which predicts only its snippets
     with qtbot.waitSignal(window.settings_panel.inference_changed, timeout=EVENT_TIMEOUT_MS):
         window.settings_panel.set_values(dilations="1 2 3", aligner="robust")
-    assert window.settings_panel.hint_label.text() == "Run will predict 8 new snippets"
+    assert window.settings_panel.hint_label.text() == "Run will estimate depth: 8 model passes"
     assert not window.controller.worker.busy
     run_and_wait(qtbot, window)
     assert counters(window).snippets_predicted == predicted + N_FRAMES - 4
@@ -297,13 +297,13 @@ def test_opens_at_a_size_that_shows_the_settings(qtbot, tiny_checkpoint):
 def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path, screenshot_dir):
     window.open_plate(str(clip))
     hint = window.settings_panel.hint_label
-    assert hint.text() == "Run will load the model and encode the plate"
+    assert hint.text() == "Run will load the model and read the plate"
     run_and_wait(qtbot, window)
     panel = window.settings_panel
     n_snippets = (N_FRAMES - 2) + (N_FRAMES - 6)
     text = panel.stage_label.text()
     assert text.startswith("done in ") and text.endswith(
-        f" s \N{EM DASH} {N_FRAMES} frames, {n_snippets} snippets"
+        f" s \N{EM DASH} {N_FRAMES} frames, {n_snippets} model passes"
     )
     assert panel.progress_bar.text() == "done" and panel.progress_bar.value() == 1
     assert "idle" not in text and panel.stage_label.isVisible()
@@ -317,8 +317,8 @@ def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path,
     # a second plate: the model is loaded already, and the hint says so
     other = write_sample_video(tmp_path / "other.mp4", n_frames=8, height=64, width=96)
     window.open_plate(str(other))
-    qtbot.waitUntil(lambda: "encode" in hint.text(), timeout=EVENT_TIMEOUT_MS)
-    assert hint.text() == "Run will encode the plate (the model is loaded)"
+    qtbot.waitUntil(lambda: "read the plate" in hint.text(), timeout=EVENT_TIMEOUT_MS)
+    assert hint.text() == "Run will read the plate (the model is loaded)"
     assert "load the model" not in hint.text()
 
 

@@ -70,10 +70,12 @@ def test_export_into_a_folder_of_another_plate_asks_first(qtbot, window, clip, t
     with qtbot.waitSignal(c.replace_asked, timeout=RUN_TIMEOUT_MS) as asked:
         c.export(pattern, OutputConfig(), None, False)
     holds, export = asked.args
-    assert "holds 6 depth.*.exr frames (0-5)" in holds
+    assert f"{folder} holds frames 0-5 from another export" in holds
+    assert "run id" not in holds and "`" not in holds and "--" not in holds
     qtbot.waitUntil(lambda: not c.worker.busy, timeout=RUN_TIMEOUT_MS)
     box = window.replace_box
     assert box.isVisible() and "Replace" in box.button(box.StandardButton.Yes).text()
+    assert box.text().startswith(f"{folder} holds frames 0-5 from another export.")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # untouched
     # the user agrees: the export's sequence replaces the folder's whole
     with qtbot.waitSignal(c.export_finished, timeout=RUN_TIMEOUT_MS):

@@ -180,7 +180,7 @@ def test_matte_button_hint_and_zoom_say_the_truth(qtbot, window, clip):
     assert window.matte_label.text().strip() == "holdout: none"
 
     hint = window.settings_panel.hint_label
-    assert hint.text() == "Run will load the model and encode the plate"
+    assert hint.text() == "Run will load the model and read the plate"
     during = []
     window.controller.progress.connect(lambda *_: during.append(hint.text()))
     run_and_wait(qtbot, window)

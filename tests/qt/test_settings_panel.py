@@ -136,7 +136,8 @@ def test_a_capped_dilation_is_said_next_to_the_field(qtbot, panel):
     assert not panel.dilation_note.isVisible()
     panel.set_frame_count(12)  # 12 frames of 3: dilations above 3 are capped
     assert panel.dilation_note.isVisible()
-    assert panel.dilation_note.text() == "capped for this 12-frame plate: 5 \N{RIGHTWARDS ARROW} 3"
+    note = "shortened to fit this 12-frame plate: 5 \N{RIGHTWARDS ARROW} 3"
+    assert panel.dilation_note.text() == note
     # next to the field: in the same column, right under it
     field, note = panel.dilations_edit.geometry(), panel.dilation_note.geometry()
     assert note.left() == field.left() and 0 <= note.top() - field.bottom() < 20
@@ -152,7 +153,7 @@ def test_progress_and_busy_state(panel):
     panel.job_started("run")
     assert panel.cancel_button.isEnabled() and not panel.run_button.isEnabled()
     panel.set_progress("snippets", 3, 10)
-    assert panel.stage_label.text() == "predicting snippets: 3/10"
+    assert panel.stage_label.text() == "estimating depth: 3/10"
     assert panel.progress_bar.value() == 3 and panel.progress_bar.maximum() == 10
     panel.set_progress("load", 0, 1)
     assert panel.stage_label.text().startswith("loading the model")
@@ -169,3 +170,16 @@ def test_no_markup_in_what_the_panel_shows(panel):
     texts = [w.text() for w in panel.findChildren(QLabel) + panel.findChildren(QAbstractButton)]
     texts += [w.toolTip() for w in panel.findChildren(QWidget)]
     assert not [t for t in texts if "`" in t]
+
+
+def test_on_an_edit_the_note_says_what_each_shot_does(qtbot, panel):
+    """A 30-frame edit of a 22- and an 8-frame shot: each shot shortens dilations to fit
+    itself (as the run does), not the whole plate's 30 frames."""
+    panel.set_values(dilations="1 10 25", snippet_len=3)
+    panel.set_frame_count(30)
+    assert "25 \N{RIGHTWARDS ARROW} 9" in panel.dilation_note.text()
+    panel.set_shot_lengths([22, 8])
+    text = panel.dilation_note.text()
+    assert text.startswith("shortened to fit shots of 8, 22 frames")
+    assert "10 \N{RIGHTWARDS ARROW} 6 or 1" in text and "25 \N{RIGHTWARDS ARROW} 6 or 1" in text
+    assert "9" not in text

@@ -62,14 +62,20 @@ def test_errors_travel_with_their_cause(qtbot, worker):
 
     with qtbot.waitSignal(worker.failed, timeout=EVENT_TIMEOUT_MS) as blocker:
         worker.submit("run", fails)
-    assert blocker.args == ["run", "clip.mov: cannot decode frame 7"]
+    # worded by the error's kind (protocol.ERROR_KINDS), the engine's reason after it
+    assert blocker.args == [
+        "run",
+        "The plate or a file it needs cannot be read: clip.mov: cannot decode frame 7.",
+    ]
+    assert worker.last_failure == ("InputError", "clip.mov: cannot decode frame 7")
 
     def bug(progress):
         return {}["missing"]
 
     with qtbot.waitSignal(worker.failed, timeout=EVENT_TIMEOUT_MS) as blocker:
         worker.submit("run", bug)
-    assert blocker.args[1].startswith("KeyError")
+    # a bug: its cause, never its class name (the log has the traceback)
+    assert "'missing'" in blocker.args[1] and "KeyError" not in blocker.args[1]
 
 
 def test_cancel_stops_at_the_next_progress_report(qtbot, worker):
