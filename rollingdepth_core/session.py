@@ -30,6 +30,7 @@ import numpy as np
 
 from .alignment import AlignmentResult, rescale_depth
 from .anchors import AnchorFit
+from .cameras import CameraRequest, load_camera
 from .config import DEFAULT_MIN_SHOT_FRAMES, InferenceConfig, OutputConfig
 from .cuts import Shot, shots_from_cuts
 from .errors import ConfigError, NonFiniteDepth, RollingDepthError
@@ -37,6 +38,7 @@ from .executors import LocalExecutor
 from .method import DepthFrames, merge_shot, reduce_mattes, refine_shot, solve
 from .model import DepthModel, processing_size
 from .output import run_metadata, write_depth_frames
+from .passes import FrameGeometry, check_passes, wanted_passes
 from .plan import Plan, make_plan, missing_blocks
 from .plate import Plate
 from .progress import ProgressCallback
@@ -344,6 +346,7 @@ class DepthSession:
         metric_range: tuple[float, float] | None = None,
         overwrite: bool = False,
         message: Callable[[str], None] | None = None,
+        camera: CameraRequest | None = None,
     ) -> list[Path]:
         """Publish ``prediction`` as an EXR sequence, as a run publishes (:mod:`.publish`:
         staged, swapped in whole, under the sequence's lock; another run's frames in the folder
@@ -356,6 +359,8 @@ class DepthSession:
         computed over each whole shot either way, so a partial export matches a full one.
         ``anchor_fit`` (and its ``metric_range``, from :func:`.method.anchor` on
         ``prediction.depth``) writes scene units, as ``rollingdepth run --anchors`` does.
+        ``camera`` (as ``--camera``/``--focal-length``/``--fov`` build it) adds the passes
+        ``output.passes`` names (default Z, P, N) with that camera, checked as a run checks it.
 
         Raises
         ------
@@ -387,9 +392,18 @@ class DepthSession:
             raise ConfigError("the alignment has no confidence; align with `confidence=True`")
         folder, name, padding = split_pattern(pattern)
         chosen = [numbers[i] for i in selected]
+        geometry = None
+        if camera is not None and camera.given:
+            camera.check()
+            passes = wanted_passes(output.passes, True)
+            check_passes(passes, True, output.depth_mode, anchor_fit is not None)
+            track = load_camera(camera, numbers, (info.height, info.width), info.pixel_aspect)
+            geometry = FrameGeometry(track, passes)
         settings = {"checkpoint": checkpoint, "preset": preset, **asdict(prediction.config),
                     **asdict(output), "confidence_channel": confidence, "cuts": self.cuts,
                     "holdout": self._holdout_record(), "anchors": anchor_fit is not None}  # fmt: skip
+        if geometry is not None:  # a camera changes the run's identity, as in a CLI run
+            settings["camera"] = {**asdict(camera), "sha256": geometry.camera.sha256}
         record = {"used": {k: v for k, v in (("holdout", self._holdout_record()),
                   ("cuts", self._cuts_record())) if v}, "written_by": "panel"}  # fmt: skip
         publisher = Publisher(
@@ -401,12 +415,12 @@ class DepthSession:
             publisher.check()
             with publisher.writing():
                 self._write(prediction, publisher, output, selected, confidence, checkpoint,
-                            preset, progress, anchor_fit, metric_range)  # fmt: skip
+                            preset, progress, anchor_fit, metric_range, geometry)  # fmt: skip
             publisher.publish()
         return [publisher.frame_path(n) for n in chosen]
 
     def _write(self, prediction, publisher, output, selected, confidence, checkpoint, preset,
-               progress, anchor_fit, metric_range) -> None:  # fmt: skip
+               progress, anchor_fit, metric_range, geometry=None) -> None:  # fmt: skip
         info = self.plate.info
         numbers = info.frame_numbers
         wanted = set(selected)
@@ -441,6 +455,7 @@ class DepthSession:
                 windows=info.exr_windows(),
                 on_written=publisher.wrote,
                 timecodes=info.timecodes,
+                geometry=geometry,
             )
 
     # ---------------------------------------------------------------- internals
