@@ -33,6 +33,8 @@ CONTROLS = {
     "--holdout-alpha": "a holdout matte's alpha",
     "--holdout": "File > Holdout matte…",
     "--dilations": "Settings > Dilations",
+    "--camera": "Camera > Camera file",
+    "--passes": "Camera > Export",
 }
 # Where the panel lists what the engine's list commands print.
 COMMANDS = {
