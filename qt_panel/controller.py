@@ -805,7 +805,7 @@ def color_choices(request: ColorRequest, engine_message: str) -> tuple[str, str]
 
 def unreadable_text(path: str | Path, exc: RollingDepthError) -> str:
     """What to tell an artist about a plate that would not open; the engine's message (with
-    FFmpeg's error number) goes into the dialog's details."""
+    the file's full path) goes into the dialog's details."""
     target = Path(path)
     if target.is_file():
         kind = "image" if target.suffix.lower() in IMAGE_EXTENSIONS else "video"

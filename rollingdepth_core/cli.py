@@ -287,7 +287,7 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         default=None,
         help="frames in the plate's numbering: 1001-1100, every 2nd 1001-1100x2, a set "
         "1001-1020,1050-1100, negative --frames=-10-20 (default: every frame); the chosen "
-        "frames run as one clip, frames left out are skipped like a sequence's missing frames",
+        "frames run as one clip, frames left out or not on disk are skipped (and said)",
     )
     p.add_argument(
         "--input-colorspace",

@@ -54,7 +54,7 @@ from pathlib import Path
 from . import __version__
 from .config import check_name
 from .errors import Cancelled, ConfigError, OutputError, RollingDepthError
-from .output import expand_pattern, sequence_pattern
+from .output import expand_pattern, not_a_folder, sequence_pattern
 
 MANIFEST_SUFFIX = "_run.json"
 JOURNAL = "swap.json"
@@ -421,8 +421,9 @@ class Publisher:
                     f"{path} is one of the plate's own files; the run would overwrite its "
                     "input: choose another `-o` folder or `--name`"
                 )
-        if self.folder.exists() and not self.folder.is_dir():
-            raise OutputError(f"output folder {self.folder} is a file")
+        in_the_way = not_a_folder(self.folder)
+        if in_the_way:
+            raise OutputError(in_the_way)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

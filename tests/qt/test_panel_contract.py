@@ -14,8 +14,8 @@ import OpenImageIO as oiio
 from rollingdepth_core.config import OutputConfig
 from rollingdepth_core.exr import read_exr, write_depth_exr
 
-from .conftest import HEIGHT, N_FRAMES, WIDTH
-from .test_main_window import RUN_TIMEOUT_MS, run_and_wait
+from .conftest import HEIGHT, N_FRAMES, RUN_TIMEOUT_MS, WIDTH
+from .test_main_window import run_and_wait
 
 
 def test_a_two_shot_edit_runs_and_exports_as_the_cli_runs_it(
