@@ -620,11 +620,13 @@ class PanelController(QObject):
                     overwrite=overwrite,
                     message=self.message.emit,
                     camera=camera,
+                    front_end="panel",
+                    anchors=anchors,
                 )
             except ForeignFrames as exc:
                 return ("ask", str(exc), (pattern, output, frame_range, confidence, camera))
 
-        fit, metric = self.anchor_fit, self.anchor_metric
+        fit, metric, anchors = self.anchor_fit, self.anchor_metric, self.anchors
         self.worker.submit("export", job)
 
     def shutdown(self) -> None:

@@ -120,7 +120,9 @@ def _steps_while_frozen(driver, pid: int, n: int = 3) -> int:
 
 def test_modal_timer_steps_never_block_and_finish(jobs, engine, operators, prefs, media, tmp_path):
     scene, strip, names, job = _start(jobs, engine, prefs, media, tmp_path)
-    assert job.plan.frames is None and len(job.plan.staging) == len(names)
+    # every other file: read in place, exactly those numbers
+    assert job.plan.frames == ",".join(n.split(".")[1].lstrip("0") for n in names)
+    assert job.plan.staging == ()
     driver = ModalDriver(operators, job)
     steps, frozen_steps, seen_progress = 0, 0, False
     deadline = time.monotonic() + HANG_GUARD_S
@@ -284,7 +286,7 @@ def test_dialog_options_reach_the_command_line(addon, prefs, scene, media, tmp_p
             checkpoint="", preset="fast", dilations="", refine_steps=-1, resolution=-1,
             depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
             upsample_edges=False, strip_colorspace=False, holdout_strip="", anchor_solve=False,
-            output_dir=str(tmp_path), defocus=False, replace=True,
+            output_dir=str(tmp_path), defocus=False, replace=True, replace_other=False,
         )  # fmt: skip
         stand_in = types.SimpleNamespace(**{**defaults, **properties}, report=lambda *a: None)
         stand_in._holdout = types.MethodType(cls._holdout, stand_in)
