@@ -591,9 +591,9 @@ class PanelController(QObject):
         overwrite: bool = False,
     ) -> None:
         """Publish the current result as an EXR sequence in the background, as a run does
-        (staged, swapped in whole); with a ``camera``, the frames carry ``output.passes``. A folder holding another run's frames is not touched:
-        `replace_asked` says what it holds, and the export runs again with ``overwrite``
-        once the user agrees."""
+        (staged, swapped in whole); with a ``camera``, the frames carry ``output.passes``. A
+        folder holding another run's frames is not touched: `replace_asked` says what it holds,
+        and the export runs again with ``overwrite`` once the user agrees."""
         if self.result is None or self._session is None:
             self.error.emit("Nothing to export", "Run the model first.", "")
             return
