@@ -3,8 +3,9 @@
 The write stage of a run, frame by frame, through the one writer
 (:func:`rollingdepth_core.output.write_depth_frames`): a processing-size depth (768 x 432) to
 the plate's 1920 x 1080 (``--restore-res``, edge-aware upsampling guided by the plate), the
-EXR written, read back, flushed and renamed. Timed twice per frame, alternating: Z only, and
-Z + P + N with a camera (``--passes Z,P,N``; the 6 extra float32 channels in the same file).
+EXR written, read back, flushed and renamed. Timed three times per frame, alternating: Z only
+(zip), Z + P + N with a camera (``--passes Z,P,N``; the 6 extra float32 channels in the same
+file, stored uncompressed: ``passes.PASSES_COMPRESSION``), and the same zipped as before.
 One thread, as a busy farm node would give it.
 
     PYTHONPATH=. .venv/bin/python benchmarks/passes_bench.py [--frames 4] [--size 1080 1920]
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rollingdepth_core import passes
 from rollingdepth_core.cameras import CameraRequest, load_camera
 from rollingdepth_core.config import OutputConfig
 from rollingdepth_core.exr import write_depth_exr
@@ -60,15 +62,17 @@ def main() -> None:
     output = OutputConfig(depth_mode="depth", near=2.0, far=30.0, restore_res=True)
     lo, hi = 1 / 30.0, 1 / 2.0
     inverse = (1.0 / small - lo) / (hi - lo)  # relative inverse depth the writer converts
-    times = {"Z": [], "Z,P,N": []}
+    times = {"Z": [], "Z,P,N": [], "Z,P,N zip": []}
+    chosen = passes.PASSES_COMPRESSION
     with tempfile.TemporaryDirectory() as tmp:
         for number in numbers:
-            for label in ("Z", "Z,P,N"):
+            for label in times:
+                passes.PASSES_COMPRESSION = "zip" if label.endswith("zip") else chosen
                 geometry = FrameGeometry(camera, ("Z", "P", "N")) if label != "Z" else None
                 started = time.perf_counter()
                 write_depth_frames(
                     [inverse.astype(np.float32)], (0.0, 1.0), [number],
-                    str(Path(tmp) / f"{label.replace(',', '')}.####.exr"), output, {},
+                    str(Path(tmp) / f"{label.replace(',', '').replace(' ', '')}.####.exr"), output, {},
                     plate_size=size, guides=[plate], geometry=geometry,
                 )  # fmt: skip
                 times[label].append(time.perf_counter() - started)
@@ -77,23 +81,32 @@ def main() -> None:
         geo = []
         for _ in range(3):
             started = time.perf_counter()
-            position_planes(z, camera.at(numbers[0]))
-            normal_planes(z, camera.at(numbers[0]))
+            pn = (
+                position_planes(z, camera.at(numbers[0])),
+                normal_planes(z, camera.at(numbers[0])),
+            )
             geo.append(time.perf_counter() - started)
-        exr = []
-        for channels in (1, 7):
-            planes = {f"c{i}": z for i in range(channels - 1)}
+        exr = {}
+        planes = dict(zip(("c1", "c2", "c3", "c4", "c5", "c6"), [*pn[0], *pn[1][0]], strict=True))
+        for label, extra, compression in (
+            ("1 channel zip", None, "zip"),
+            ("7 channels zip", planes, "zip"),
+            (f"7 channels {chosen}", planes, chosen),
+        ):
             started = time.perf_counter()
-            write_depth_exr(Path(tmp) / f"x{channels}.exr", z, extra_channels=planes or None)
-            exr.append(time.perf_counter() - started)
-    z_only, with_pn = statistics.median(times["Z"]), statistics.median(times["Z,P,N"])
+            write_depth_exr(Path(tmp) / "x.exr", z, extra_channels=extra, compression=compression)
+            exr[label] = time.perf_counter() - started
+    z_only = statistics.median(times["Z"])
     print(f"plate {size[1]}x{size[0]}, depth {small.shape[1]}x{small.shape[0]}, "
           f"{args.frames} frames, 1 thread (medians)")  # fmt: skip
-    print(f"write stage, Z only:      {z_only * 1000:8.1f} ms/frame")
-    print(f"write stage, Z + P + N:   {with_pn * 1000:8.1f} ms/frame  "
-          f"(+{(with_pn / z_only - 1) * 100:.1f} %)")  # fmt: skip
-    print(f"  geometry alone (P, N):  {statistics.median(geo) * 1000:8.1f} ms")
-    print(f"  EXR alone, 1 channel:   {exr[0] * 1000:8.1f} ms; 7 channels: {exr[1] * 1000:.1f} ms")
+    print(f"write stage, Z only (zip):      {z_only * 1000:8.1f} ms/frame")
+    for label, name in (("Z,P,N", chosen), ("Z,P,N zip", "zip")):
+        t = statistics.median(times[label])
+        print(f"write stage, Z + P + N ({name}): {t * 1000:8.1f} ms/frame  "
+              f"(+{(t / z_only - 1) * 100:.1f} %)")  # fmt: skip
+    print(f"  geometry alone (P, N):        {statistics.median(geo) * 1000:8.1f} ms")
+    for label, t in exr.items():
+        print(f"  EXR alone, {label + ':':20s}{t * 1000:8.1f} ms")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from PySide6.QtCore import QObject, Signal
 
 from rollingdepth_core import protocol
 from rollingdepth_core.anchors import AnchorFit, Anchors, load_anchors
+from rollingdepth_core.cameras import CameraRequest, load_camera
 from rollingdepth_core.checkpoint import find_checkpoint
 from rollingdepth_core.colorspace import ALIASES, AUTO, ColorRequest, active_config, load_config
 from rollingdepth_core.config import InferenceConfig, OutputConfig
@@ -50,6 +51,12 @@ from rollingdepth_core.publish import ForeignFrames
 from rollingdepth_core.session import DepthPrediction, DepthSession
 from rollingdepth_core.upsample import upsample_depth
 
+from .geometry_view import (
+    GEOMETRY_NEEDS_CAMERA,
+    GEOMETRY_NEEDS_UNITS,
+    GeometryView,
+    geometry_view,
+)
 from .messages import closest_names, in_panel_words
 from .worker import Worker
 
@@ -97,7 +104,7 @@ class PanelController(QObject):
     busy_changed = Signal(bool)
     export_finished = Signal(list)  # written paths
     # the folder holds another run's frames: (what it holds, and the export to repeat with
-    # overwrite=True once the user agrees: pattern, output, frame_range, confidence)
+    # overwrite=True once the user agrees: pattern, output, frame_range, confidence, camera)
     replace_asked = Signal(str, tuple)
     job_ended = Signal(str, str, str)  # job, outcome (done|cancelled|failed), what happened
     color_changed = Signal(object, str)  # PlateColor (or None), what happened to the session
@@ -131,6 +138,8 @@ class PanelController(QObject):
         self._applied: tuple[DepthSession, MatteSource | None] | None = None
         self._mattes: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._camera_key: tuple | None = None  # the camera request and plate loaded below
+        self._camera = None  # the shot's camera for the P and N views (a CameraTrack)
         self._generation = 0
         self._model: DepthModel | None = None
         self._model_key: tuple | None = None
@@ -324,6 +333,34 @@ class PanelController(QObject):
             }
             for i in np.flatnonzero(a.frame == number)
         ]
+
+    def geometry(
+        self, index: int, output: OutputConfig, values: np.ndarray | None,
+        camera: CameraRequest | None,
+    ) -> tuple[GeometryView | None, str]:  # fmt: skip
+        """Frame ``index``'s P and N colours through ``camera`` (None and the reason when
+        there are none): from the anchors' scene depth after a fit, else from ``values`` (the
+        shown depth in ``output``'s convention) when that is depth in scene units."""
+        if camera is None:
+            return None, GEOMETRY_NEEDS_CAMERA
+        if self.result is None or self.plate is None or values is None:
+            return None, ""
+        depth = self.scene_depth(index)
+        if depth is None and output.depth_mode != "depth":
+            return None, GEOMETRY_NEEDS_UNITS
+        depth = values if depth is None else depth
+        info = self.plate.info
+        key = (camera, info.source)
+        try:
+            if self._camera_key != key:
+                self._camera_key, self._camera = None, None
+                self._camera = load_camera(camera, info.frame_numbers, (info.height, info.width),
+                                           info.pixel_aspect)  # fmt: skip
+                self._camera_key = key
+        except RollingDepthError as exc:
+            return None, in_panel_words(str(exc))
+        number = info.frame_numbers[index]
+        return geometry_view(depth, self._camera.at(number), self._camera.space), ""
 
     def scene_depth(self, index: int) -> np.ndarray | None:
         """Depth ``Z`` in the anchors' units of frame position ``index`` (after a fit)."""
@@ -590,12 +627,13 @@ class PanelController(QObject):
         output: OutputConfig,
         frame_range: tuple[int, int] | None,
         confidence: bool,
+        camera: CameraRequest | None = None,
         overwrite: bool = False,
     ) -> None:
         """Publish the current result as an EXR sequence in the background, as a run does
-        (staged, swapped in whole). A folder holding another run's frames is not touched:
-        `replace_asked` says what it holds, and the export runs again with ``overwrite``
-        once the user agrees."""
+        (staged, swapped in whole); with a ``camera``, the frames carry ``output.passes``. A
+        folder holding another run's frames is not touched: `replace_asked` says what it holds,
+        and the export runs again with ``overwrite`` once the user agrees."""
         if self.result is None or self._session is None:
             self.error.emit("Nothing to export", "Run the model first.", "")
             return
@@ -621,11 +659,12 @@ class PanelController(QObject):
                     metric_range=metric,
                     overwrite=overwrite,
                     message=lambda text: self.message.emit(in_panel_words(text)),
+                    camera=camera,
                     front_end="panel",
                     anchors=anchors,
                 )
             except ForeignFrames as exc:
-                return ("ask", holds_text(exc), (pattern, output, frame_range, confidence))
+                return ("ask", holds_text(exc), (pattern, output, frame_range, confidence, camera))
 
         fit, metric, anchors = self.anchor_fit, self.anchor_metric, self.anchors
         self.worker.submit("export", job)

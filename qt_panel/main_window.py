@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QSize, Qt
@@ -26,13 +27,14 @@ from rollingdepth_core.plate import IMAGE_EXTENSIONS, PlateInfo
 from rollingdepth_core.preview import COLORMAPS
 
 from .anchors_panel import AnchorsPanel, anchor_kind, anchor_text
+from .camera_panel import CameraPanel
 from .controller import PanelController, RunRequest
 from .diagnostics_plot import DiagnosticsPlot
 from .export_dialog import ExportDialog
 from .messages import in_panel_words
 from .scrubber import FrameScrubber
 from .settings_panel import SettingsPanel
-from .viewer import VIEW_MODE_LABELS, VIEW_MODES, DepthViewer
+from .viewer import GEOMETRY_CAPTIONS, VIEW_MODE_LABELS, VIEW_MODES, DepthViewer
 
 log = logging.getLogger(__name__)
 VIDEO_FILTER = (
@@ -79,6 +81,7 @@ class MainWindow(QMainWindow):
         self.settings_panel = SettingsPanel(self)
         self.diagnostics = DiagnosticsPlot(self)
         self.anchors_panel = AnchorsPanel(self)
+        self.camera_panel = CameraPanel(self)
         self.resolution_box = QComboBox(self)
         self.resolution_box.addItems(list(DEPTH_RESOLUTIONS))
         self.resolution_box.setToolTip(
@@ -134,6 +137,10 @@ class MainWindow(QMainWindow):
         self.settings_dock.setObjectName("settings_dock")
         self.settings_dock.setWidget(self.settings_panel)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.settings_dock)
+        self.camera_dock = QDockWidget("Camera", self)
+        self.camera_dock.setObjectName("camera_dock")
+        self.camera_dock.setWidget(self.camera_panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.camera_dock)
         self.diagnostics_dock = QDockWidget("Alignment diagnostics", self)
         self.diagnostics_dock.setObjectName("diagnostics_dock")
         self.diagnostics_dock.setWidget(self.diagnostics)
@@ -235,6 +242,8 @@ class MainWindow(QMainWindow):
         self.cancel_action.triggered.connect(c.cancel)
         self.mode_group.triggered.connect(lambda action: self.viewer.set_mode(action.data()))
         self.viewer.mode_changed.connect(lambda mode: self.mode_actions[mode].setChecked(True))
+        self.viewer.mode_changed.connect(lambda _: self.show_frame(self.scrubber.index))
+        self.camera_panel.changed.connect(lambda: self.show_frame(self.scrubber.index))
         self.colormap_box.currentTextChanged.connect(self.viewer.set_colormap)
         self.fit_action.triggered.connect(self.viewer.reset_view)
         self.one_to_one_action.triggered.connect(self.viewer.set_one_to_one)
@@ -391,6 +400,10 @@ class MainWindow(QMainWindow):
             self.viewer.set_depth(
                 depth[0], depth[1], output.depth_mode, legend, note, legend_title=title
             )
+        if self.viewer.mode in GEOMETRY_CAPTIONS:  # P and N cost a pass over the frame
+            values = None if depth is None else depth[1]
+            camera = self.camera_panel.camera_request()
+            self.viewer.set_geometry(*c.geometry(index, output, values, camera))
         units = c.anchors.units if c.anchors is not None else ""
         self.viewer.set_scene_depth(c.scene_depth(index), units)
         records = c.frame_anchors(index)
@@ -462,7 +475,10 @@ class MainWindow(QMainWindow):
 
     def _export_requested(self, pattern, output, frame_range, confidence) -> None:
         self.export_pattern = pattern
-        self.controller.export(pattern, output, frame_range, confidence)
+        camera = self.camera_panel.camera_request()
+        if camera is not None:  # the passes as `--camera FILE --passes` give them
+            output = replace(output, passes=self.camera_panel.passes())
+        self.controller.export(pattern, output, frame_range, confidence, camera)
 
     def ask_replace(self, holds: str, export: tuple) -> QMessageBox:
         """The export folder holds another run's frames: ask before replacing them (the new

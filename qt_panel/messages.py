@@ -36,6 +36,8 @@ CONTROLS = {
     "--holdout": "File > Holdout matte…",
     "--dilations": "Settings > Dilations",
     "--overwrite": "replacing the folder's frames",
+    "--camera": "Camera > Camera file",
+    "--passes": "Camera > Export",
 }
 # Where the panel lists what the engine's list commands print.
 COMMANDS = {

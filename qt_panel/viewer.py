@@ -11,8 +11,17 @@ from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 from rollingdepth_core.preview import colorize
 
-VIEW_MODES = ("rgb", "depth", "side", "wipe")
-VIEW_MODE_LABELS = {"rgb": "RGB", "depth": "Depth", "side": "Side by side", "wipe": "Wipe"}
+VIEW_MODES = ("rgb", "depth", "side", "wipe", "position", "normals")
+VIEW_MODE_LABELS = {
+    "rgb": "RGB",
+    "depth": "Depth",
+    "side": "Side by side",
+    "wipe": "Wipe",
+    "position": "P",
+    "normals": "N",
+}
+# The P and N views (false colour through the shot's camera): caption, and what an empty one says.
+GEOMETRY_CAPTIONS = {"position": "P · position", "normals": "N · normals"}
 ZOOM_RANGE = (0.05, 64.0)
 # How close (in screen pixels) a press must be to the wipe line to grab it.
 WIPE_GRAB_PX = 12
@@ -93,6 +102,9 @@ class DepthViewer(QWidget):
         self._scene_units = ""
         self.markers: list[dict] = []  # anchors on this frame: x, y, kind, text
         self._matte_image: QImage | None = None  # the holdout matte's overlay, plate-sized
+        self._geometry = None  # a .geometry_view.GeometryView of this frame, or None
+        self._geometry_images: dict[str, QImage] = {}
+        self._geometry_message = ""  # why there is no P/N view
         self._drag: str | None = None  # "pan" | "wipe"
         self._drag_origin = QPointF()
         self._pan_origin = QPointF()
@@ -164,6 +176,28 @@ class DepthViewer(QWidget):
         images, or none."""
         self._matte_image = None if matte is None else matte_overlay(matte)
         self.update()
+
+    def set_geometry(self, view, message: str = "") -> None:
+        """This frame's P and N colours (a :class:`.geometry_view.GeometryView`), or None and
+        the reason (no camera, depth not in scene units) the P and N views then show."""
+        self._geometry = view
+        self._geometry_message = message
+        self._geometry_images = (
+            {}
+            if view is None
+            else {
+                "position": to_qimage(_to_uint8(view.position)),
+                "normals": to_qimage(_to_uint8(view.normals)),
+            }
+        )
+        self.update()
+
+    @property
+    def geometry_legend(self) -> list[str]:
+        """What the P or N view's colours mean (empty in the other views)."""
+        if self._geometry is None or self.mode not in GEOMETRY_CAPTIONS:
+            return []
+        return self._geometry.legend(self.mode)
 
     def set_one_to_one(self) -> None:
         """One plate pixel per screen pixel, centred: where plate-resolution depth shows."""
@@ -249,7 +283,8 @@ class DepthViewer(QWidget):
         return (size[0] * 2, size[1]) if self.mode == "side" else size
 
     def _bar_shown(self) -> bool:
-        return self.mode != "rgb" and self._depth01 is not None and self._legend is not None
+        shows_depth = self.mode not in ("rgb", *GEOMETRY_CAPTIONS)  # P/N have their own legend
+        return shows_depth and self._depth01 is not None and self._legend is not None
 
     def colour_bar_width(self) -> int:
         """Screen pixels kept at the right edge for the colour bar (0 without one): the
@@ -345,6 +380,9 @@ class DepthViewer(QWidget):
             painter.drawLine(QPointF(split, rect.top()), QPointF(split, rect.bottom()))
         elif self.mode == "depth":
             self._draw_image(painter, self._depth_image, rect, self._depth_caption())
+        elif self.mode in GEOMETRY_CAPTIONS:
+            image = self._geometry_images.get(self.mode)
+            self._draw_image(painter, image, rect, GEOMETRY_CAPTIONS[self.mode])
         else:
             self._draw_image(painter, self._rgb_image, rect, "RGB")
         if self._matte_image is not None:
@@ -354,6 +392,29 @@ class DepthViewer(QWidget):
         painter.restore()
         if self._bar_shown():
             self._draw_colour_bar(painter)
+        self._draw_geometry_legend(painter)
+
+    def _draw_geometry_legend(self, painter: QPainter) -> None:
+        """The P/N legend in the lower left corner: which colour is which axis, over what range."""
+        lines = self.geometry_legend
+        if not lines:
+            return
+        metrics = painter.fontMetrics()
+        swatches = ("", "R", "G", "B") if self.mode == "position" else ()
+        colours = {"R": QColor(255, 70, 70), "G": QColor(80, 230, 90), "B": QColor(90, 140, 255)}
+        width = max(metrics.horizontalAdvance(line) for line in lines) + 28
+        height = len(lines) * metrics.height() + 10
+        box = QRectF(12, self.height() - height - 12, width, height)
+        painter.fillRect(box, QColor(0, 0, 0, 180))
+        for k, line in enumerate(lines):
+            y = box.top() + 5 + k * metrics.height()
+            key = swatches[k] if k < len(swatches) else ""
+            if key:
+                painter.fillRect(
+                    QRectF(box.left() + 6, y + 3, 10, metrics.height() - 6), colours[key]
+                )
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(QPointF(box.left() + 22, y + metrics.ascent()), line)
 
     def _image_rects(self, rect: QRectF) -> list[QRectF]:
         """The screen rectangles that each show the whole plate (two side by side)."""
@@ -458,7 +519,7 @@ class DepthViewer(QWidget):
         ``text_rect`` (the part of ``target`` that shows, e.g. right of the wipe)."""
         if image is None:
             painter.fillRect(target, QColor(40, 40, 46))
-            text = placeholder_text(caption)
+            text = placeholder_text(caption, self._geometry_message)
             painter.setPen(QColor(200, 200, 210))
             painter.drawText(
                 text_rect if text_rect is not None else target,
@@ -595,8 +656,11 @@ class DepthViewer(QWidget):
         return "   ".join(parts)
 
 
-def placeholder_text(caption: str) -> str:
-    """What an empty image says: the depth before a run, or a frame that did not read."""
+def placeholder_text(caption: str, geometry_message: str = "") -> str:
+    """What an empty image says: the depth before a run, a frame that did not read, or why
+    there is no P or N view."""
+    if caption in GEOMETRY_CAPTIONS.values():
+        return geometry_message or "No depth yet: press Run"
     return "No frame" if caption == "RGB" else "No depth yet: press Run"
 
 

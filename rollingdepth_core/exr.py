@@ -38,8 +38,10 @@ def write_depth_exr(
     display_window: Window | None = None,
     data_window: Window | None = None,
     pixel_aspect: float = 1.0,
+    compression: str = COMPRESSION,
 ) -> None:
-    """Write a depth map (and optional extra channels) as a zip-compressed scanline EXR.
+    """Write a depth map (and optional extra channels) as a scanline EXR, zip-compressed unless
+    ``compression`` (an OpenEXR compression name: ``"none"``, ``"rle"``, ``"zip"``...) says.
 
     ``datetime`` (``"YYYY:MM:DD HH:MM:SS"``) pins the ``DateTime`` header (OpenEXR
     ``capDate``) and ``utc_offset`` its zone (``utcOffset``); without it OpenImageIO stamps the
@@ -76,6 +78,9 @@ def write_depth_exr(
         (overscan) repeat the nearest edge pixel of the maps; a smaller window crops them.
     pixel_aspect : float
         The plate's pixel aspect ratio (``PixelAspectRatio``).
+    compression : str
+        The file's compression (one for all its channels); every EXR reader knows the
+        lossless ones.
 
     Raises
     ------
@@ -111,7 +116,7 @@ def write_depth_exr(
     spec.full_x, spec.full_y, spec.full_width, spec.full_height = display
     spec.channelnames = tuple(names)
     spec.z_channel = 0
-    spec.attribute("compression", COMPRESSION)
+    spec.attribute("compression", compression)
     spec.attribute("PixelAspectRatio", float(pixel_aspect))
     if datetime is not None:
         spec.attribute("DateTime", datetime)

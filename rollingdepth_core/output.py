@@ -323,6 +323,7 @@ def write_depth_frames(
             timecode=None if timecodes is None else timecodes.of(number),
             fps=None if timecodes is None else timecodes.rate,
             **(windows if windows is not None and output.restore_res else {}),
+            **({"compression": geometry.compression} if geometry and geometry.compression else {}),
         )
         written.append(path)
         if on_written is not None:

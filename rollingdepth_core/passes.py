@@ -22,6 +22,14 @@ from .geometry import normal_planes, position_planes
 
 SCENE_UNIT_MODES = ("depth", "inverse")  # "inverse" only when anchored: 1/Z in scene units
 
+# Frames carrying P or N are stored uncompressed. Float32 positions and normals have noisy low
+# mantissa bits that zip barely shrinks (a 1920x1080 frame with Z, P, N: 45.5 MiB zipped vs
+# 55.4 MiB raw), yet zipping them and unzipping them for the writer's read-back made the write
+# stage 4x slower; raw, seven channels write and verify faster than one zipped Z
+# (benchmarks/passes_bench.py). The whole file shares one compression (one part, so Nuke and
+# Blender read Z, P and N together without a Shuffle).
+PASSES_COMPRESSION = "none"
+
 
 def wanted_passes(passes: tuple[str, ...] | None, camera_given: bool) -> tuple[str, ...]:
     """The passes a run writes: as listed, or by default Z, and P and N with a camera."""
@@ -88,6 +96,11 @@ class FrameGeometry:
             self.points.add(number, np.stack(position, axis=-1), valid, colour, confidence,
                             depth * np.float32(pixel))  # fmt: skip
         return out
+
+    @property
+    def compression(self) -> str | None:
+        """The EXR compression for frames with these passes (None: the writer's default)."""
+        return PASSES_COMPRESSION if ("P" in self.passes or "N" in self.passes) else None
 
     def header(self, number: int) -> dict[str, str | int | float]:
         """The frame's camera and the spaces P and N are in."""

@@ -4,11 +4,15 @@ camera in one USD stage (``--points FILE.usd``).
 Each written frame gives one time sample (time code = plate frame number, the stage's
 ``timeCodesPerSecond`` the plate's rate): the frame's P on a regular grid of pixels, as many
 as fit the per-frame ``budget``, coloured by the plate (``primvars:displayColor`` per point: the
-display RGB the model saw, linearised from sRGB as USD's rendering colours are), keeping only points a compositor can trust: pixels whose normal exists (a pixel
-at a depth edge, half foreground and half background, has none: these are the "flying"
-points between surfaces) and, with ``--confidence``, whose confidence is at least
-``min_confidence``. Each point is as wide as the diagonal of the patch of plate it stands
-for (its grid cell at its depth), so through the camera the points cover the plate. The camera is written beside them (``/shot/camera``: its transform and
+display RGB the model saw, linearised from sRGB as USD's rendering colours are). Every frame
+has the same points (one per grid cell, so the count never changes: Blender 5.0.1's renderer
+drops a USD point cloud whose count changes after its first frame); the points a compositor
+cannot trust are there with width 0 (no renderer draws them) and ``primvars:trusted`` 0
+(a per-point flag Houdini, Blender and usdview import as an attribute, to delete them by):
+pixels without a normal (at a depth edge, half foreground and half background: the "flying"
+points between surfaces) and, with ``--confidence``, below ``min_confidence``. Each trusted
+point is as wide as the diagonal of the patch of plate it stands for (its grid cell at its
+depth), so through the camera the points cover the plate. The camera is written beside them (``/shot/camera``: its transform and
 lens per frame), in the same space: the camera file's world, or camera space without one.
 """
 
@@ -61,8 +65,8 @@ class PointCloud:
             raise ConfigError(f"`--points-budget` must be >= 1 point per frame; got {budget}")
         self.budget = budget
         self.min_confidence = min_confidence
-        # per frame: points [n,3], colours [n,3], widths [n]
-        self.frames: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # per frame, n the grid's cells: points [n,3], colours [n,3], widths [n], trusted [n]
+        self.frames: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def add(
         self,
@@ -82,10 +86,13 @@ class PointCloud:
         step = grid_stride((height, width), self.budget)
         rows = np.arange(step // 2, height, step)
         cols = np.arange(step // 2, width, step)
-        keep = valid[rows[:, None], cols[None, :]]  # [r,c]
+        keep = valid[rows[:, None], cols[None, :]].copy()  # [r,c] trusted
         if confidence is not None:
             keep &= confidence[rows[:, None], cols[None, :]] >= self.min_confidence
-        points = position[rows[:, None], cols[None, :]][keep]  # [n,3]
+        points = position[rows[:, None], cols[None, :]].reshape(-1, 3)  # [n,3]
+        finite = np.isfinite(points).all(-1)
+        points = np.where(finite[:, None], points, 0.0)  # an untrusted point, width 0
+        keep = keep.reshape(-1) & finite  # [n]
         if colour is None:
             colours = np.full(points.shape, 0.5, np.float32)
         else:
@@ -93,17 +100,20 @@ class PointCloud:
             ch, cw = colour.shape[:2]
             cy = np.minimum(((rows + 0.5) * ch / height).astype(int), ch - 1)
             cx = np.minimum(((cols + 0.5) * cw / width).astype(int), cw - 1)
-            colours = np.asarray(colour, np.float32)[cy[:, None], cx[None, :], :3][keep]
+            colours = np.asarray(colour, np.float32)[cy[:, None], cx[None, :], :3].reshape(-1, 3)
             colours = srgb_to_linear(np.clip(colours, 0, 1))
         if footprint is None:
             widths = np.full(len(points), 1e-3, np.float32)
         else:
             # the cell's diagonal: a disc that wide covers its whole square cell
-            widths = footprint[rows[:, None], cols[None, :]][keep] * np.float32(step * math.sqrt(2))
+            cells = footprint[rows[:, None], cols[None, :]].reshape(-1)
+            widths = cells * np.float32(step * math.sqrt(2))
+        widths = np.where(keep, widths, 0.0)
         self.frames[int(number)] = (
             points.astype(np.float32),
             colours.astype(np.float32),
             widths.astype(np.float32),
+            keep,
         )
 
     def save(self, path: str | Path, camera: CameraTrack, fps: Fraction | None = None) -> Path:
@@ -134,6 +144,9 @@ class PointCloud:
         points = UsdGeom.Points.Define(stage, "/shot/points")
         points.CreateWidthsAttr()
         colour = points.CreateDisplayColorPrimvar(UsdGeom.Tokens.vertex)
+        trusted = UsdGeom.PrimvarsAPI(points.GetPrim()).CreatePrimvar(
+            "trusted", Sdf.ValueTypeNames.IntArray, UsdGeom.Tokens.vertex
+        )
         for frame in frames:
             time = Usd.TimeCode(frame)
             lens = camera.at(frame)
@@ -143,10 +156,11 @@ class PointCloud:
             cam.GetFocalLengthAttr().Set(float(lens.focal_length) * lens_unit, time)
             cam.GetHorizontalApertureAttr().Set(float(lens.film_back[0]) * lens_unit, time)
             cam.GetVerticalApertureAttr().Set(float(lens.film_back[1]) * lens_unit, time)
-            xyz, rgb, widths = self.frames[frame]
+            xyz, rgb, widths, keep = self.frames[frame]
             points.GetPointsAttr().Set(Vt.Vec3fArray.FromNumpy(xyz), time)
             colour.Set(Vt.Vec3fArray.FromNumpy(rgb), time)
             points.GetWidthsAttr().Set(Vt.FloatArray.FromNumpy(widths), time)
+            trusted.Set(Vt.IntArray.FromNumpy(keep.astype(np.int32)), time)
         points.SetWidthsInterpolation(UsdGeom.Tokens.vertex)
         if not layer.Save():
             raise OutputError(f"{path}: cannot write the USD stage")

@@ -31,6 +31,7 @@ import numpy as np
 
 from .alignment import AlignmentResult, rescale_depth
 from .anchors import AnchorFit, Anchors
+from .cameras import CameraRequest, load_camera
 from .config import DEFAULT_MIN_SHOT_FRAMES, InferenceConfig, OutputConfig
 from .cuts import Shot, shots_from_cuts
 from .errors import ConfigError, NonFiniteDepth, RollingDepthError
@@ -38,6 +39,7 @@ from .executors import LocalExecutor
 from .method import DepthFrames, merge_shot, reduce_mattes, refine_shot, solve
 from .model import DepthModel, processing_size
 from .output import run_metadata, write_depth_frames
+from .passes import FrameGeometry, check_passes, wanted_passes
 from .plan import Plan, make_plan, missing_blocks
 from .plate import Plate
 from .progress import ProgressCallback
@@ -357,6 +359,7 @@ class DepthSession:
         front_end: str = "panel",
         requested_by: str | None = None,
         anchors: Anchors | None = None,
+        camera: CameraRequest | None = None,
     ) -> list[Path]:
         """Publish ``prediction`` as an EXR sequence, as a run publishes (:mod:`.publish`:
         staged, swapped in whole, under the sequence's lock; another run's frames in the folder
@@ -372,6 +375,8 @@ class DepthSession:
         ``anchors`` (what it was fitted to) is recorded as a run records its anchors file.
         The manifest and the EXR headers record what a run records (holdout, anchors, cuts,
         colour, timecode) and who asked: ``front_end`` and ``requested_by``.
+        ``camera`` (as ``--camera``/``--focal-length``/``--fov`` build it) adds the passes
+        ``output.passes`` names (default Z, P, N) with that camera, checked as a run checks it.
 
         Raises
         ------
@@ -403,9 +408,18 @@ class DepthSession:
             raise ConfigError("the alignment has no confidence; align with `confidence=True`")
         folder, name, padding = split_pattern(pattern)
         chosen = [numbers[i] for i in selected]
+        geometry = None
+        if camera is not None and camera.given:
+            camera.check()
+            passes = wanted_passes(output.passes, True)
+            check_passes(passes, True, output.depth_mode, anchor_fit is not None)
+            track = load_camera(camera, numbers, (info.height, info.width), info.pixel_aspect)
+            geometry = FrameGeometry(track, passes)
         settings = {"checkpoint": checkpoint, "preset": preset, **asdict(prediction.config),
                     **asdict(output), "confidence_channel": confidence, "cuts": self.cuts,
                     "holdout": self._holdout_record(), "anchors": anchor_fit is not None}  # fmt: skip
+        if geometry is not None:  # a camera changes the run's identity, as in a CLI run
+            settings["camera"] = {**asdict(camera), "sha256": geometry.camera.sha256}
         # what the run used, recorded as a run records it (one function for every front-end)
         used = used_record(numbers, self.cuts, self.cuts_source, self._holdout,
                            anchors if anchor_fit is not None else None,
@@ -414,6 +428,10 @@ class DepthSession:
                   KEY_SETTINGS: json.loads(json.dumps(settings, default=str))}  # fmt: skip
         if info.timecodes:
             record["timecode"] = info.timecodes.to_dict(chosen)
+        if geometry is not None:  # the camera as a run records it
+            track = geometry.camera
+            record["camera"] = {"file": track.source, "sha256": track.sha256, "prim": track.prim,
+                                "space": track.space, "passes": list(geometry.passes)}  # fmt: skip
         publisher = Publisher(
             folder, name, chosen, run_identity(info.source, chosen, settings),
             input_paths=self.plate.source_files, overwrite=overwrite, source=info.source,
@@ -424,12 +442,12 @@ class DepthSession:
             with publisher.writing():
                 self._write(prediction, publisher, output, selected, confidence, checkpoint,
                             preset, progress, anchor_fit, metric_range,
-                            header_record(record))  # fmt: skip
+                            header_record(record), geometry)  # fmt: skip
             publisher.publish()
         return [publisher.frame_path(n) for n in chosen]
 
     def _write(self, prediction, publisher, output, selected, confidence, checkpoint, preset,
-               progress, anchor_fit, metric_range, provenance) -> None:  # fmt: skip
+               progress, anchor_fit, metric_range, provenance, geometry=None) -> None:  # fmt: skip
         info = self.plate.info
         numbers = info.frame_numbers
         wanted = set(selected)
@@ -466,6 +484,7 @@ class DepthSession:
                 windows=info.exr_windows(),
                 on_written=publisher.wrote,
                 timecodes=info.timecodes,
+                geometry=geometry,
             )
 
     # ---------------------------------------------------------------- internals

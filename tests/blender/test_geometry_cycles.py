@@ -331,8 +331,11 @@ def test_points_import_into_blender_on_the_rendered_surfaces(cycles_shot, tmp_pa
         data = cloud.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
         flat = [0.0] * (3 * len(data.attributes["position"].data))
         data.attributes["position"].data.foreach_get("vector", flat)
+        radius = [0.0] * len(data.attributes["radius"].data)
+        data.attributes["radius"].data.foreach_get("value", radius)
         world = cloud.matrix_world
-        points = [world @ Vector(flat[i : i + 3]) for i in range(0, len(flat), 3)]
+        # the untrusted points (depth edges) are there, 0 wide: the count stays constant
+        points = [world @ Vector(flat[3 * i : 3 * i + 3]) for i, r in enumerate(radius) if r > 0]
         near = [tuple(p) for p in points if (p - camera.matrix_world.translation).length < 100]
         path = tmp_path / f"points.{frame}.json"
         path.write_text(json.dumps(near))

@@ -4,6 +4,7 @@ points in a new scene, read by Blender's USD importer."""
 from __future__ import annotations
 
 import math
+import os
 
 import bpy
 import pytest
@@ -90,8 +91,127 @@ def test_the_shot_scene_has_the_camera_and_the_points(built):
     assert bpy.context.scene == built["scene"]
 
 
+def test_the_points_render_through_the_camera_on_every_frame(built, tmp_path):
+    """A render through the shot's camera shows the points on every frame, following the shot
+    (each frame's render differs from the last). How closely they match the plate is printed
+    (the tiny random model's depth is noise: many pixels are depth edges, left 0 wide)."""
+    import numpy as np
+
+    shot = built["shot"]
+    shot.render.engine = "CYCLES"
+    shot.cycles.samples = 1
+    shot.view_settings.view_transform = "Standard"  # the plate's sRGB back, not a film look
+    shot.render.image_settings.file_format = "PNG"
+    errors, covered, renders = [], [], []
+    for frame in FRAMES:
+        shot.frame_set(frame)
+        shot.render.filepath = str(tmp_path / f"points.{frame}.png")
+        # `render(scene=...)` renders the shot scene at the edit's frame: every frame the same
+        with bpy.context.temp_override(scene=shot):
+            bpy.ops.render.render(write_still=True)
+        render = _pixels(shot.render.filepath)
+        plate = _pixels(str(built["media"]["sequence_dir"] / f"plate.{frame:04d}.png"))
+        drawn = render.max(-1) > 0.02  # a point covers it (the rest: 0-wide, untrusted)
+        covered.append(float(drawn.mean()))
+        errors.append(float(np.median(np.abs(render - plate)[drawn])))
+        renders.append(render)
+        if frame == FRAMES[-1] and os.environ.get("RD_SCREENSHOT_DIR"):  # to look at
+            side = np.concatenate([plate, render], axis=1)
+            _save(side, os.path.join(os.environ["RD_SCREENSHOT_DIR"], "shot3d_plate_render.png"))
+    print(f"median |render - plate| where points draw, per frame (0..1): "
+          f"{[round(e, 3) for e in errors]}; share drawn: {[round(c, 3) for c in covered]}")  # fmt: skip
+    assert min(covered) > 0.3, covered
+    assert all(not np.array_equal(a, b) for a, b in zip(renders, renders[1:], strict=False))
+
+
+def _pixels(path: str):
+    import numpy as np
+
+    image = bpy.data.images.load(path)
+    width, height = image.size
+    pixels = np.array(image.pixels[:], np.float32).reshape(height, width, 4)[::-1, :, :3]
+    bpy.data.images.remove(image)
+    return pixels
+
+
+def _save(rgb, path: str) -> None:
+    import numpy as np
+
+    height, width = rgb.shape[:2]
+    image = bpy.data.images.new("side", width, height)
+    rgba = np.concatenate([rgb, np.ones((height, width, 1), np.float32)], -1)[::-1]
+    image.pixels.foreach_set(rgba.reshape(-1))
+    image.filepath_raw = path
+    image.file_format = "PNG"
+    image.save()
+    bpy.data.images.remove(image)
+
+
 def test_a_depth_without_points_is_refused_in_words(built):
     scene = built["scene"]
     select_only(scene, built["plate"])
     with pytest.raises(RuntimeError, match="Select a depth strip made by RollingDepth"):
         bpy.ops.sequencer.rollingdepth_build_shot()
+
+
+CHANGING_TRUST = """
+import sys
+import numpy as np
+from rollingdepth_core.cameras import CameraRequest, load_camera
+from rollingdepth_core.passes import FrameGeometry
+from rollingdepth_core.points import PointCloud
+
+# a wall 5 units in front of a fixed camera; a different share of it is untrusted per frame
+# (no normal: a depth edge), so the trusted count changes from frame to frame
+frames = [1, 2, 3]
+track = load_camera(CameraRequest(fov=40.0), frames, (32, 48))
+cloud = PointCloud(budget=48 * 32)
+geometry = FrameGeometry(track, ("Z", "P", "N"), cloud)
+for k, frame in enumerate(frames):
+    depth = np.full((32, 48), 5.0, np.float32)
+    depth[:, : 8 + 12 * k : 2] += np.float32(3.0)  # stripes: edges everywhere there
+    geometry.channels(frame, depth, "depth", colour=np.ones((32, 48, 3), np.float32))
+cloud.save(sys.argv[1], track)
+"""
+
+
+def test_points_whose_trust_changes_render_on_every_frame(tmp_path):
+    """Blender 5.0.1 renders a USD point cloud whose count changes per frame on its first
+    frame only. The points file keeps one point per grid cell on every frame (untrusted ones
+    0 wide): every frame renders, and the 0-wide points draw nothing."""
+    from .support import engine_python
+
+    path = tmp_path / "points.usda"
+    engine_python(CHANGING_TRUST, str(path))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    assert bpy.ops.wm.usd_import(filepath=str(path)) == {"FINISHED"}
+    scene = bpy.context.scene
+    scene.camera = next(o for o in scene.objects if o.type == "CAMERA")
+    cloud = next(o for o in scene.objects if o.type == "POINTCLOUD")
+    material = bpy.data.materials.new("white")
+    material.use_nodes = True
+    cloud.data.materials.append(material)  # white emission: no world, nothing else lit
+    tree = material.node_tree
+    tree.nodes.clear()
+    emission = tree.nodes.new("ShaderNodeEmission")
+    out = tree.nodes.new("ShaderNodeOutputMaterial")
+    tree.links.new(emission.outputs["Emission"], out.inputs["Surface"])
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 1
+    scene.render.resolution_x, scene.render.resolution_y = 48, 32
+    scene.render.image_settings.file_format = "PNG"
+    covered, counts = [], []
+    for frame in (1, 2, 3):
+        scene.frame_set(frame)
+        data = cloud.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+        counts.append(len(data.points))
+        scene.render.filepath = str(tmp_path / f"r.{frame}.png")
+        bpy.ops.render.render(write_still=True)
+        image = bpy.data.images.load(scene.render.filepath)
+        pixels = list(image.pixels)
+        covered.append(sum(1 for i in range(0, len(pixels), 4) if pixels[i] > 0.5))
+        bpy.data.images.remove(image)
+    print(f"points per frame {counts}; lit pixels per frame {covered} of {48 * 32}")
+    assert len(set(counts)) == 1
+    assert all(c > 0 for c in covered), covered  # the bug: 0 after the first frame
+    assert covered[0] > covered[1] > covered[2]  # more untrusted, 0-wide points: less covered

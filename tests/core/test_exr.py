@@ -22,6 +22,15 @@ def depth() -> np.ndarray:
     return rng.uniform(0.5, 80.0, size=(H, W)).astype(np.float32)
 
 
+@pytest.mark.parametrize("compression", ["none", "rle", "zips"])
+def test_compression_is_chosen_and_round_trips(tmp_path: Path, depth, compression) -> None:
+    path = tmp_path / "depth.1001.exr"
+    write_depth_exr(path, depth, extra_channels={"P.X": depth * 2}, compression=compression)
+    channels, header = read_exr(path)
+    assert header["compression"] == compression
+    np.testing.assert_array_equal(channels["P.X"], depth * 2)
+
+
 def test_float_round_trip_with_metadata(tmp_path: Path, depth: np.ndarray) -> None:
     path = tmp_path / "depth.1001.exr"
     metadata = {"checkpoint": "prs-eth/rollingdepth-v1-0", "frame": 1001, "scale": 0.25}

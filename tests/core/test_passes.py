@@ -58,6 +58,7 @@ def test_frames_carry_p_and_n_at_the_written_resolution(run_with_camera, chan):
         channels, header = read_exr(run_with_camera / f"depth.{number}.exr")
         assert set(channels) == {"Z", *P, *N}
         assert all(header["channel_formats"][c] == "float" for c in (*P, *N))
+        assert header["compression"] == "none"  # zip is 4x the write time for ~18 % of size
         assert channels["Z"].shape == (64, 96)  # the plate's size, not the processing size
         assert header["rollingdepth/camera.frame"] == number
         assert header["rollingdepth/camera.file"] == track.source
@@ -80,13 +81,19 @@ def test_points_stage_reads_back_with_the_camera(run_with_camera, chan):
     camera = UsdGeom.Camera(stage.GetPrimAtPath("/shot/camera"))
     track = load_camera(CameraRequest(file=chan), NUMBERS, (64, 96))
     assert points.GetPointsAttr().GetTimeSamples() == NUMBERS
+    trusted = UsdGeom.PrimvarsAPI(points.GetPrim()).GetPrimvar("trusted")
+    step = grid_stride((64, 96), 500)
+    cells = len(range(step // 2, 64, step)) * len(range(step // 2, 96, step))
     for number in NUMBERS:
         xyz = np.asarray(points.GetPointsAttr().Get(number))
         colour = np.asarray(points.GetDisplayColorAttr().Get(number))
-        assert 0 < len(xyz) <= 500 and colour.shape == xyz.shape
+        # the same count every frame (Blender renders a changing count on its first frame only)
+        assert len(xyz) == cells <= 500 and colour.shape == xyz.shape
         assert ((colour >= 0) & (colour <= 1)).all()
         widths = np.asarray(points.GetWidthsAttr().Get(number))
-        assert widths.shape == (len(xyz),) and (widths > 0).all()
+        flags = np.asarray(trusted.Get(number))
+        assert widths.shape == flags.shape == (len(xyz),) and 0 < flags.sum() < len(xyz)
+        assert ((widths > 0) == (flags == 1)).all()  # the untrusted are there, 0 wide
         # every point is a pixel of that frame's P
         channels, _ = read_exr(run_with_camera / f"depth.{number}.exr")
         frame_p = stack(channels, P).reshape(-1, 3)
@@ -117,6 +124,7 @@ def test_no_camera_writes_z_only(plate, tiny_checkpoint, tmp_path):
     assert main(args) == 0
     channels, header = read_exr(tmp_path / "o" / "depth.1001.exr")
     assert set(channels) == {"Z"} and "rollingdepth/camera.file" not in header
+    assert header["compression"] == "zip"
 
 
 def test_anchored_inverse_depth_gives_p_from_its_reciprocal(tmp_path):
@@ -141,13 +149,16 @@ def test_point_cloud_budget_and_filter():
     colour[..., 1] = 1.0
     footprint = np.full((60, 80), 0.01, np.float32)
     cloud.add(7, position, valid, colour, confidence, footprint)
-    xyz, rgb, widths = cloud.frames[7]
+    xyz, rgb, widths, trusted = cloud.frames[7]
     step = grid_stride((60, 80), 100)
-    assert (60 // step) * (80 // step) <= 100
-    assert 0 < len(xyz) <= 25  # a quarter of the grid survives
+    rows, cols = np.arange(step // 2, 60, step), np.arange(step // 2, 80, step)
+    assert len(xyz) == len(rows) * len(cols) <= 100  # every cell, trusted or not
+    assert trusted.sum() == (rows >= 30).sum() * (cols >= 40).sum() > 0  # the bottom right
     assert (rgb == (0, 1, 0)).all()
-    np.testing.assert_allclose(widths, 0.01 * step * np.sqrt(2), rtol=1e-6)  # its cell's diagonal
-    rows, cols = np.nonzero((position[None] == xyz[:, None, None, :]).all(-1).any(0))
+    # a trusted point is its cell's diagonal wide; the others 0 (no renderer draws them)
+    np.testing.assert_allclose(widths[trusted], 0.01 * step * np.sqrt(2), rtol=1e-6)
+    assert (widths[~trusted] == 0).all()
+    rows, cols = np.nonzero((position[None] == xyz[trusted][:, None, None, :]).all(-1).any(0))
     assert (rows >= 30).all() and (cols >= 40).all()
 
 

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from rollingdepth_core.cameras import CameraRequest, load_camera
 from rollingdepth_core.colorspace import resolve_color
 from rollingdepth_core.config import OutputConfig, preset_config
 from rollingdepth_core.errors import Cancelled, ConfigError, RollingDepthError
 from rollingdepth_core.exr import read_exr
+from rollingdepth_core.geometry import depth_to_position
 from rollingdepth_core.method import estimate_depth
 from rollingdepth_core.model import DepthModel
 from rollingdepth_core.plate import PlateInfo, open_plate
@@ -196,6 +198,34 @@ def test_export_writes_the_plate_numbers_in_range(session, tmp_path):
     # a partial export maps depth through the whole clip's range, as a full one does
     np.testing.assert_array_equal(channels["depth.Z"], read_exr(full[3])[0]["depth.Z"])
     assert channels["depth.Z"].min() >= 2.0 and channels["depth.Z"].max() <= 50.0
+
+
+def test_export_with_a_camera_writes_p_and_n_as_a_run_does(session, tmp_path):
+    result = session.run(config())
+    output = OutputConfig(depth_mode="depth", near=2.0, far=50.0, passes=("Z", "P"))
+    chan = tmp_path / "cam.chan"
+    info = session.plate.info
+    chan.write_text("".join(f"{n} 0 1 {n * 0.1} 0 5 0 40\n" for n in info.frame_numbers))
+    written = session.export(result, str(tmp_path / "o" / "depth.####.exr"), output,
+                             camera=CameraRequest(file=str(chan)))  # fmt: skip
+    channels, header = read_exr(written[2])
+    assert set(channels) == {"Z", "P.X", "P.Y", "P.Z"}
+    assert header["rollingdepth/camera.file"] == str(chan)
+    track = load_camera(
+        CameraRequest(file=str(chan)), info.frame_numbers, (info.height, info.width)
+    )
+    position = depth_to_position(channels["Z"], track.at(info.frame_numbers[2]))
+    np.testing.assert_allclose(np.stack([channels[f"P.{a}"] for a in "XYZ"], -1), position,
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+    # refused before anything is written, as a run refuses it
+    with pytest.raises(ConfigError, match="scene units"):
+        session.export(result, str(tmp_path / "n" / "depth.####.exr"),
+                       OutputConfig(depth_mode="normalized"), camera=CameraRequest(fov=40.0))  # fmt: skip
+    chan.write_text("".join(f"{n} 0 1 0 0 5 0 40\n" for n in info.frame_numbers[:-1]))
+    with pytest.raises(ConfigError, match="cam.chan"):
+        session.export(result, str(tmp_path / "m" / "depth.####.exr"), output,
+                       camera=CameraRequest(file=str(chan)))  # fmt: skip
+    assert not (tmp_path / "n").exists() and not (tmp_path / "m").exists()
 
 
 def test_export_refuses_what_it_cannot_do(session, tmp_path):
