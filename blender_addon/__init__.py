@@ -13,6 +13,7 @@ from bpy.app.handlers import persistent
 from . import engine, jobs
 from .operators import (
     SEQUENCER_OT_rollingdepth_cancel,
+    SEQUENCER_OT_rollingdepth_remove_kept,
     SEQUENCER_OT_rollingdepth_estimate,
     draw_strip_menu,
 )
@@ -33,6 +34,7 @@ CLASSES = (
     ROLLINGDEPTH_OT_cancel_setup,
     SEQUENCER_OT_rollingdepth_estimate,
     SEQUENCER_OT_rollingdepth_cancel,
+    SEQUENCER_OT_rollingdepth_remove_kept,
     SEQUENCER_PT_rollingdepth,
     SEQUENCER_OT_rollingdepth_build_shot,
 )

@@ -174,6 +174,7 @@ SETTING_OF_FLAG = {
     "--input-colorspace": "the strip's color space (Strip ▸ Source)",
     "--holdout": "Holdout Matte in the Estimate Depth dialog",
     "--anchors": "Anchors File in the Estimate Depth dialog",
+    "--cache": "the strip's Kept Predictions (remove them in the RollingDepth sidebar)",
     "-o": "Output Folder in the Estimate Depth dialog",
     "--output": "Output Folder in the Estimate Depth dialog",
 }
@@ -276,6 +277,9 @@ class RunOptions:
     ocio_config: str | None = None
     holdout: str | None = None  # an image-sequence pattern or a movie
     anchors: str | None = None  # a CSV of points of known depth (camera_solve.py writes one)
+    # the strip's kept predictions (folders.cache_folder): a rerun that changes only what acts
+    # after the model re-aligns from them; the engine's keys decide what is still valid
+    cache: str | None = None
     device: str = "auto"
     dtype: str | None = None
     name: str = protocol.DEFAULT_SEQUENCE_NAME
@@ -318,6 +322,8 @@ class RunOptions:
             args += ["--holdout", self.holdout]
         if self.anchors:
             args += ["--anchors", self.anchors]
+        if self.cache:
+            args += ["--cache", self.cache]
         return args
 
 

@@ -23,6 +23,7 @@ engine and the panel use, and never moves or deletes a file.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable
@@ -245,3 +246,80 @@ def describe_depth(described: dict, shown_by=()) -> str:
     if shown_by:
         text += f", shown by {', '.join(repr(s.name) for s in shown_by)} in this .blend"
     return text
+
+
+# ---------------------------------------------------------------------------- kept predictions
+# The engine's cache of one strip's predictions (latents and snippet maps, keyed by plate,
+# checkpoint and model settings), beside its depth: a rerun that changes only what acts after
+# the model (holdout, anchors, convention, near/far, plate size, dilations already predicted)
+# re-aligns from it instead of running the model again. One per strip, shared by the strip's
+# versions of depth; hidden, so that no one takes it for depth.
+CACHE_FOLDER = ".rollingdepth-cache"
+# what the engine's cache holds (rollingdepth_core.cache, and stores' scratch for merged clips)
+CACHE_PARTS = ("latents", "blocks", "scratch")
+
+
+def cache_folder(output_dir: str, strip_name: str) -> str:
+    """``<parent of the depth folder>/.rollingdepth-cache/<strip>``: the strip's kept
+    predictions, for the folder asked for (before a new version is chosen beside it)."""
+    parent = os.path.dirname(os.path.normpath(output_dir))
+    return os.path.join(parent, CACHE_FOLDER, bpy.path.clean_name(strip_name))
+
+
+def is_cache_folder(folder: str) -> bool:
+    """Whether ``folder`` is kept predictions the add-on asked for: named as cache_folder
+    names them and holding nothing but what the engine's cache writes."""
+    folder = os.path.normpath(folder)
+    if os.path.basename(os.path.dirname(folder)) != CACHE_FOLDER or not os.path.isdir(folder):
+        return False
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return bool(names) and all(name in CACHE_PARTS for name in names)
+
+
+_SIZES: dict[tuple, int] = {}
+
+
+def cache_size(folder: str) -> int | None:
+    """Bytes the kept predictions in ``folder`` take, or None when there are none. Walked
+    again only when an entry was added or removed (the sidebar asks on every redraw)."""
+    if not is_cache_folder(folder):
+        return None
+    try:
+        stamp = (folder, *(os.stat(os.path.join(folder, p)).st_mtime_ns for p in CACHE_PARTS[:2]))
+    except OSError:
+        return None
+    if stamp not in _SIZES:
+        total = 0
+        for root, _, files in os.walk(folder):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(root, name)).st_size
+                except OSError:
+                    pass  # a temporary file renamed meanwhile
+        _SIZES.clear()
+        _SIZES[stamp] = total
+    return _SIZES[stamp]
+
+
+def remove_cache(folder: str) -> None:
+    """Remove the kept predictions in ``folder``, and nothing else: a folder that is not one
+    the add-on asked the engine to keep (wrong name, other files in it) is refused."""
+    if not is_cache_folder(folder):
+        raise StripError(f"{folder} does not hold RollingDepth's kept predictions; nothing removed.")
+    shutil.rmtree(folder)
+    parent = os.path.dirname(os.path.normpath(folder))
+    try:
+        os.rmdir(parent)  # the hidden folder goes with the last strip's predictions
+    except OSError:
+        pass
+
+
+def size_text(size: int) -> str:
+    """Bytes as an artist reads a file size."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"

@@ -87,6 +87,7 @@ class DepthJob:
         self.replaced: list[str] = []  # names of the depth strips this job replaced
         self.started_at = time.monotonic()
         self.estimate: dict | None = None  # the engine's estimate, once it has answered
+        self.result: dict | None = None  # the engine's result, once it finished
         self._clock: protocol.RemainingClock | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -125,6 +126,8 @@ class DepthJob:
             )
             self.process = EngineProcess(argv).start()
             self.started_at = time.monotonic()
+            if options.cache:  # the sidebar shows them and offers to remove them
+                strip[sequencer.CACHE_KEY] = options.cache
             if self.settings.estimate_argv:  # answered in the background, beside the run
                 ESTIMATES.get(list(self.settings.estimate_argv))
         except BaseException:
@@ -232,6 +235,7 @@ class DepthJob:
     # ---------------------------------------------------------------- endings
     def _finish(self, result: dict) -> None:
         assert self.plan is not None
+        self.result = result
         self._remove_inputs()
         try:
             files_by_number = self._published(result)
@@ -564,9 +568,23 @@ def summary(job: DepthJob | DepthBatch) -> str:
     )
     if job.replaced:
         text += f", replacing {', '.join(repr(n) for n in job.replaced)}"
+    if reused_predictions(job):
+        text += "; the model's work was kept from the last run: this run only re-aligned"
     if job.defocus_scene_name:
         text += f"; Defocus compositing in scene {job.defocus_scene_name!r}"
     return text
+
+
+def reused_predictions(job: DepthJob) -> bool:
+    """Whether ``job`` ran no model: every prediction it aligned was kept from an earlier run
+    (the engine's cache counts, in its result)."""
+    result = job.result or {}
+    stats = result.get("cache_stats") or {}
+    return (
+        bool(stats.get("blocks_reused"))
+        and not stats.get("blocks_computed")
+        and not result.get("model_loaded")
+    )
 
 
 def kept_text(job: DepthJob | DepthBatch) -> str:

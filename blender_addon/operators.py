@@ -421,6 +421,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             dtype=None if prefs.dtype == "preset" else prefs.dtype,
             requested_by=folders.requested_by(),
             overwrite=choice.overwrite,
+            cache=folders.cache_folder(output_dir, strip.name),
         )
         if note:
             self.report({"WARNING"}, note)
@@ -631,6 +632,62 @@ class SEQUENCER_OT_rollingdepth_cancel(bpy.types.Operator):
 
     def execute(self, context):
         jobs.cancel_current()
+        _redraw_sequencer(context)
+        return {"FINISHED"}
+
+
+def kept_predictions_of(scene, strip) -> tuple[object, str] | None:
+    """(source strip, folder) of the kept predictions of ``strip`` (or of the strip a depth
+    strip was made from), when they are on disk."""
+    if strip is None:
+        return None
+    source_name = strip.get(sequencer.SOURCE_KEY)
+    if source_name:
+        strip = sequencer.find_strip(scene, source_name)
+    folder = strip.get(sequencer.CACHE_KEY) if strip is not None else None
+    if not folder or not folders.is_cache_folder(folder):
+        return None
+    return strip, folder
+
+
+class SEQUENCER_OT_rollingdepth_remove_kept(bpy.types.Operator):
+    """Remove the active strip's kept predictions"""
+
+    bl_idname = "sequencer.rollingdepth_remove_kept"
+    bl_label = "Remove Kept Predictions"
+    bl_description = (
+        "Delete the model's work kept for the active strip (its depth files stay). The next "
+        "run of the strip predicts again, at full cost"
+    )
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        job = jobs.current_job()
+        if job is not None and not job.done:
+            return False  # the running engine may be reading or writing them
+        scene = sequencer.sequencer_scene(context)
+        return kept_predictions_of(scene, sequencer.active_strip(scene)) is not None
+
+    def execute(self, context):
+        scene = sequencer.sequencer_scene(context)
+        found = kept_predictions_of(scene, sequencer.active_strip(scene))
+        if found is None:
+            self.report({"ERROR"}, "The active strip has no kept predictions.")
+            return {"CANCELLED"}
+        strip, folder = found
+        size = folders.cache_size(folder) or 0
+        try:
+            folders.remove_cache(folder)
+        except (StripError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        del strip[sequencer.CACHE_KEY]
+        self.report(
+            {"INFO"},
+            f"Removed the kept predictions of {strip.name!r} ({folders.size_text(size)}); "
+            "its next run predicts again.",
+        )
         _redraw_sequencer(context)
         return {"FINISHED"}
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import bpy
 
-from . import jobs, sequencer
+from . import folders, jobs, sequencer
 from .compositing import defocus_controls, defocus_fields, defocus_scenes_of
 from .operators import (
     SEQUENCER_OT_rollingdepth_cancel,
     SEQUENCER_OT_rollingdepth_estimate,
+    SEQUENCER_OT_rollingdepth_remove_kept,
+    kept_predictions_of,
     sources_line,
     wrapped_label,
 )
@@ -51,6 +53,7 @@ class SEQUENCER_PT_rollingdepth(bpy.types.Panel):
         if outcome:
             layout.separator()
             wrapped_label(layout, outcome, icon="INFO")
+        _draw_kept(layout, scene, strip)
         _draw_timecode(layout, scene, strip)
         _draw_defocus(layout, context, strip)
 
@@ -70,6 +73,30 @@ def timecode_line(scene, strip) -> str | None:
         rate = f"{fps} fps" if fps else "no frame rate"
         return f"Frame {frame}: {timecode or 'no timecode'} ({rate})"
     return None
+
+
+KEPT_HELP = (
+    "A rerun that changes only the holdout, the anchors or how the depth is written re-aligns "
+    "these instead of running the model again."
+)
+
+
+def kept_line(scene, strip) -> str | None:
+    """What the sidebar says of the active strip's kept predictions, when it has some."""
+    found = kept_predictions_of(scene, strip)
+    size = folders.cache_size(found[1]) if found else None
+    if size is None:
+        return None
+    return f"Kept predictions of {found[0].name!r}: {folders.size_text(size)}"
+
+
+def _draw_kept(layout, scene, strip) -> None:
+    line = kept_line(scene, strip)
+    if line:
+        layout.separator()
+        wrapped_label(layout, line, icon="FILE_CACHE")
+        wrapped_label(layout, KEPT_HELP)
+        layout.operator(SEQUENCER_OT_rollingdepth_remove_kept.bl_idname, icon="TRASH")
 
 
 def _draw_timecode(layout, scene, strip) -> None:

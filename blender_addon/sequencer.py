@@ -26,6 +26,8 @@ SUPPORTED_TYPES = ("IMAGE", "MOVIE")
 MAX_CHANNEL = 128
 # A depth strip (and a Defocus scene) carries the name of the strip it was estimated from.
 SOURCE_KEY = "rollingdepth_source"
+# on a source strip: the folder of its kept predictions (folders.cache_folder)
+CACHE_KEY = "rollingdepth_cache"
 # A depth strip's source timecode by frame number (the number in its file names; an ID
 # property's key holds at most 63 characters, a file name may not fit) and the plate's frame
 # rate, from the engine's result (a plate without timecode has neither): what the sidebar
