@@ -13,8 +13,8 @@ from bpy.app.handlers import persistent
 from . import engine, jobs
 from .operators import (
     SEQUENCER_OT_rollingdepth_cancel,
-    SEQUENCER_OT_rollingdepth_remove_kept,
     SEQUENCER_OT_rollingdepth_estimate,
+    SEQUENCER_OT_rollingdepth_remove_kept,
     draw_strip_menu,
 )
 from .panels import SEQUENCER_PT_rollingdepth

@@ -22,6 +22,7 @@ engine and the panel use, and never moves or deletes a file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -295,10 +296,8 @@ def cache_size(folder: str) -> int | None:
         total = 0
         for root, _, files in os.walk(folder):
             for name in files:
-                try:
+                with contextlib.suppress(OSError):  # a temporary file renamed meanwhile
                     total += os.stat(os.path.join(root, name)).st_size
-                except OSError:
-                    pass  # a temporary file renamed meanwhile
         _SIZES.clear()
         _SIZES[stamp] = total
     return _SIZES[stamp]
@@ -308,13 +307,13 @@ def remove_cache(folder: str) -> None:
     """Remove the kept predictions in ``folder``, and nothing else: a folder that is not one
     the add-on asked the engine to keep (wrong name, other files in it) is refused."""
     if not is_cache_folder(folder):
-        raise StripError(f"{folder} does not hold RollingDepth's kept predictions; nothing removed.")
+        raise StripError(
+            f"{folder} does not hold RollingDepth's kept predictions; nothing removed."
+        )
     shutil.rmtree(folder)
     parent = os.path.dirname(os.path.normpath(folder))
-    try:
-        os.rmdir(parent)  # the hidden folder goes with the last strip's predictions
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):  # the hidden folder goes with the last strip's
+        os.rmdir(parent)
 
 
 def size_text(size: int) -> str:
