@@ -312,7 +312,7 @@ def remove_cache(folder: str) -> None:
         )
     shutil.rmtree(folder)
     parent = os.path.dirname(os.path.normpath(folder))
-    with contextlib.suppress(OSError):  # the hidden folder goes with the last strip's
+    with contextlib.suppress(OSError):  # the hidden folder goes with its last strip
         os.rmdir(parent)
 
 

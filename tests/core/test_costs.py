@@ -132,3 +132,24 @@ def test_a_stage_just_begun_leans_on_its_estimate():
     trust = protocol.RATE_TRUST / 32
     assert left == pytest.approx(trust * 31 + (1 - trust) * 99)
     assert clock.update("snippets", 16, 32, now=50) == pytest.approx(50)  # rate alone now
+
+
+def test_a_cached_run_teaches_the_estimate_only_when_it_did_the_whole_work(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    """The Blender add-on runs every strip with a cache (its kept predictions): a cold cache
+    is a whole run's work (the model loads on first use, inside the encode stage: recorded as
+    the load); a rerun that reused the cache ran no model and must not teach the book that
+    predicting is free."""
+    monkeypatch.setenv("ROLLINGDEPTH_CONFIG_DIR", str(tmp_path / "config"))
+    clip = write_sample_video(tmp_path / "c.mp4", n_frames=12, height=48, width=64)
+    run = ["run", str(clip), "--checkpoint", str(tiny_checkpoint), "--cache",
+           str(tmp_path / "cache"), *FAST]  # fmt: skip
+    assert main([*run, "-o", str(tmp_path / "a")]) == 0
+    book = json.loads((tmp_path / "config" / "costs.json").read_text())
+    ((key, (entry,)),) = book["observations"].items()
+    assert entry["seconds"]["load"] > 0 and entry["work"]["load"] == 1.0
+    assert entry["work"]["snippets"] > 0
+    assert main([*run, "-o", str(tmp_path / "b"), "--depth-mode", "normalized"]) == 0
+    again = json.loads((tmp_path / "config" / "costs.json").read_text())
+    assert again["observations"] == book["observations"]
