@@ -112,7 +112,7 @@ class DepthJob:
             if self.plan.staging:  # files without one numbering: links named frame.####
                 self.plan = sequencer.plan_for_strip(strip, self._inputs("plate"))
                 sequencer.stage_plate(self.plan, self._inputs("plate"))
-            options = self.settings.options
+            options = self._kept(self.settings.options)
             if self.settings.anchors is not None:
                 path = self._inputs(ANCHORS_CSV)
                 camera_solve.write_anchors_csv(path, self.settings.anchors)
@@ -135,6 +135,21 @@ class DepthJob:
             self._remove_created()
             raise
         return self
+
+    def _kept(self, options: RunOptions) -> RunOptions:
+        """``options`` with the strip's kept predictions where their folder can be made; a
+        folder that cannot (a read-only parent) costs reruns their speed, not the run."""
+        if not options.cache:
+            return options
+        try:
+            os.makedirs(options.cache, exist_ok=True)
+        except OSError as exc:
+            self.notes.append(
+                f"the model's work is not kept for a faster rerun: cannot write {options.cache} "
+                f"({exc.strerror})"
+            )
+            return replace(options, cache=None)
+        return options
 
     def _inputs(self, name: str) -> str:
         """``name`` in this run's temporary inputs folder (made on first use)."""

@@ -184,3 +184,19 @@ def test_remove_kept_predictions_removes_only_a_cache(strip24, tmp_path, addon):
     with pytest.raises(Exception, match="does not hold RollingDepth's kept predictions"):
         folders.remove_cache(str(other))
     assert other.exists()
+
+
+def test_a_folder_that_cannot_keep_predictions_does_not_stop_the_run(strip24, tmp_path, events):
+    """Kept predictions go beside the depth; where they cannot (here a file is in the way),
+    the run still writes its depth and says that reruns will not be faster."""
+    jobs = importlib.import_module(f"{ADDON_MODULE}.jobs")
+    scene = _select_plate()
+    (tmp_path / ".rollingdepth-cache").write_text("not a folder")
+    assert run_operator(output_dir=str(tmp_path / "out")) == {"FINISHED"}
+    assert len(list((tmp_path / "out").glob("depth.*.exr"))) == FRAMES
+    assert "cache_stats" not in _result(events)
+    assert (tmp_path / ".rollingdepth-cache").read_text() == "not a folder"
+    plate = scene.sequence_editor.strips["plate"]
+    key = importlib.import_module(f"{ADDON_MODULE}.sequencer").CACHE_KEY
+    assert not plate.get(key, "").startswith(str(tmp_path))  # the earlier ones stay shown
+    assert jobs.last_outcome().startswith("Depth strip 'plate depth' added")
