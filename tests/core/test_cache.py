@@ -263,7 +263,11 @@ def test_blocks_swapped_by_name_are_caught(video, tmp_path, tiny_checkpoint, sma
         shapes.setdefault(tuple(store.block_meta(key)["shape"]), []).append(key)
     a, b = next(keys for keys in shapes.values() if len(keys) >= 2)[:2]
     meta = json.loads((cache / "blocks" / a / "meta.json").read_text())
-    assert meta["key"] == a and meta["settings"]["seed"] == 3 and len(meta["indices"]) == meta["shape"][0]
+    assert (
+        meta["key"] == a
+        and meta["settings"]["seed"] == 3
+        and len(meta["indices"]) == meta["shape"][0]
+    )
     blocks = cache / "blocks"
     (blocks / a).rename(blocks / "swap")
     (blocks / b).rename(blocks / a)
