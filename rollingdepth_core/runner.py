@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from . import protocol
-from .anchors import warn_about_fits
+from .anchors import warn_about_fits, write_fits_json
 from .config import HALF_MAX, InferenceConfig, OutputConfig
 from .editorial import write_depth_timeline
 from .errors import OutputError
@@ -377,11 +377,7 @@ def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
     anchors_json = None
     if prepared.anchors is not None:
         anchors_json = f"{output.name}_anchors.json"
-        fits = [d.anchor_fit.to_dict() for d in shots]
-        write_text_atomic(
-            staging / anchors_json,
-            json.dumps(fits[0] if len(shots) == 1 else {"shots": fits}, indent=1),
-        )
+        write_fits_json(staging / anchors_json, [d.anchor_fit for d in shots])
     alignment_json = f"{output.name}_alignment.json"
     if len(shots) == 1:
         shots[0].alignment.save_json(staging / alignment_json)
