@@ -206,6 +206,10 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _bytes_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class _HashingWriter:
     """A file that hashes what is written to it (np.save writes through ``write``)."""
 
@@ -417,7 +421,7 @@ class SnippetCache:
             data = (self.block_dir(key) / name).read_bytes()
         except OSError as exc:
             raise self._damaged(self.block_dir(key), f"cannot be read ({exc})") from exc
-        if hashlib.sha256(data).hexdigest() != expected:
+        if _bytes_digest(data) != expected:
             raise self._damaged(self.block_dir(key), "does not match its digest")
         return data
 

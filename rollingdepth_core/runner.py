@@ -161,6 +161,12 @@ def _tell(prepared: PreparedRun, message: Callable[[str], None] | None) -> None:
     info = prepared.info
     if message and not info.color.passthrough:
         message(info.color.summary)  # what the model sees the plate through, and why
+    if info.variable_rate is not None and message:
+        message(
+            f"warning: {info.source} has a variable frame rate (frames unevenly spaced in "
+            f"time, {float(info.variable_rate):.4g} fps on average): its frames are taken one "
+            f"after another, and the EXRs carry its nominal rate, {rate_text(info.fps)} fps"
+        )
     if info.missing_frames and message:
         missing = ", ".join(str(f) for f in info.missing_frames[:10])
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
