@@ -166,9 +166,10 @@ def preset_config(name: str, **overrides) -> InferenceConfig:
 
 
 # What a sequence name may hold besides letters and digits (any script): the POSIX portable
-# file-name set, plus '+'. No space, no glob or shell characters ([ ] * ? { } ! $ ` ' " ; & |),
+# file-name set, '+', and spaces inside it (an artist's "sh010 depth"; every file system holds
+# them, a glob matches them). No glob or shell characters ([ ] * ? { } ! $ ` ' " ; & |),
 # nothing Windows or SMB refuse (: \ < > | " ?), no frame tokens (# @ %).
-NAME_PUNCTUATION = ("_", "-", ".", "+")
+NAME_PUNCTUATION = ("_", "-", ".", "+", " ")
 WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
                    *(f"LPT{i}" for i in range(10))}  # fmt: skip
 
@@ -187,9 +188,11 @@ def check_name(name: str) -> None:
     if refused:
         shown = " ".join(repr(c) for c in refused)
         raise ConfigError(
-            f"`name` may hold letters, digits and {' '.join(NAME_PUNCTUATION)} only (it names "
-            f"files on every file system and in shell globs); got {name!r}, with {shown}"
+            "`name` may hold letters, digits, _ - . + and spaces only (it names files on every "
+            f"file system and in shell globs); got {name!r}, with {shown}"
         )
+    if name != name.strip():
+        raise ConfigError(f"`name` must not start or end with a space; got {name!r}")
     if name.split(".")[0].upper() in WINDOWS_DEVICES:
         raise ConfigError(f"`name` {name!r} is a device name on Windows; choose another")
     if len(f"{name}.{'#' * 9}.exr".encode()) > 255:
