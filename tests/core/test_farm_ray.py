@@ -136,13 +136,11 @@ def wait_for_blocks(cache: Path, proc, count: int = 1, timeout: float = 240) -> 
     raise AssertionError(f"no block reached {cache} in {timeout} s")
 
 
-def computing_node(cluster, proc, timeout: float = 240):
-    """A worker node whose Ray worker has just begun computing a block (Ray titles that
-    process ``ray::BlockWorker.compute``): seen idle, then computing, so that it is at the
-    start of its block, never at the end of one (whose block may already be written)."""
+def _computing(cluster, proc, timeout: float):
+    """(node, worker pid) of every Ray worker seen computing a block, polled until
+    ``timeout``."""
     import psutil
 
-    seen_idle: set[int] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for node in cluster.workers:
@@ -151,15 +149,43 @@ def computing_node(cluster, proc, timeout: float = 240):
                     title = " ".join(psutil.Process(pid).cmdline())
                 except psutil.Error:
                     continue
-                if not title.startswith("ray::BlockWorker"):
-                    continue
-                if not title.startswith("ray::BlockWorker.compute"):
-                    seen_idle.add(pid)
-                elif pid in seen_idle:
-                    return node
+                if title.startswith("ray::BlockWorker.compute"):
+                    yield node, pid
         assert proc.poll() is None, "the run ended before a node could be killed mid-block"
-        time.sleep(0.01)
-    raise AssertionError(f"no Ray worker began a block in {timeout} s")
+        time.sleep(0.02)
+
+
+# no block written for this long before a kill: a worker that had just written its block (its
+# title still reads compute while it returns) cannot be the one killed
+QUIET_S = 0.5
+
+
+def kill_mid_block(cluster, cache: Path, proc, timeout: float = 240) -> tuple[dict, float]:
+    """Kill a worker node whose worker is computing a block it has not written: the worker
+    is frozen (SIGSTOP) first, and the node killed only if no block reached the cache in the
+    last ``QUIET_S`` seconds nor is being written by it (its temporary folder); otherwise it
+    is let go and another moment taken. Returns the cache's blocks by number at the kill, and
+    the time of the kill."""
+    import signal
+
+    known, changed = set(SnippetCache(cache).block_keys()), time.monotonic()
+    for node, pid in _computing(cluster, proc, timeout):
+        now = set(SnippetCache(cache).block_keys())
+        if now != known:
+            known, changed = now, time.monotonic()
+        if time.monotonic() - changed < QUIET_S:
+            continue
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            continue
+        writing = list((cache / "blocks").glob(f".tmp~*~{pid}~*"))
+        if not writing and set(SnippetCache(cache).block_keys()) == known:
+            at_kill = block_keys_by_number(cache)  # the frozen worker can write nothing
+            node.kill()  # its raylet, then its workers (the frozen one too) and agents
+            return at_kill, time.time()
+        os.kill(pid, signal.SIGCONT)
+    raise AssertionError(f"no Ray worker was caught mid-block in {timeout} s")
 
 
 def block_keys_by_number(cache: Path) -> dict[int, str]:
@@ -195,12 +221,10 @@ def test_workers_sized_to_small_nodes_equal_local_with_a_node_killed_midrun(
     proc = cli(*args, "--executor", "ray", "--ray-address", c.address, checkpoint=tiny_checkpoint)
     try:
         done = wait_for_blocks(cache, proc)
-        # a node whose worker has just begun a block: one still starting (slow on a busy
-        # machine) or never placed would test another path
-        killed = computing_node(c, proc).kill()  # its raylet, then its workers and agents
-        killed_at = time.time()
-        at_kill = block_keys_by_number(cache)  # the killed worker can write nothing more
-        assert killed and done < 6
+        # a node whose worker is mid-block: one still starting (slow on a busy machine), never
+        # placed, or done with its block but not yet returned would test another path
+        at_kill, killed_at = kill_mid_block(c, cache, proc)
+        assert done < 6
         code, events, err = finish(proc)
     finally:
         if proc.poll() is None:
