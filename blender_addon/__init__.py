@@ -18,6 +18,8 @@ from .operators import (
 )
 from .panels import SEQUENCER_PT_rollingdepth
 from .preferences import ROLLINGDEPTH_OT_check_engine, RollingDepthPreferences
+from .shot3d import SEQUENCER_OT_rollingdepth_build_shot
+from .shot3d import draw_strip_menu as draw_shot_menu
 
 CLASSES = (
     RollingDepthPreferences,
@@ -25,6 +27,7 @@ CLASSES = (
     SEQUENCER_OT_rollingdepth_estimate,
     SEQUENCER_OT_rollingdepth_cancel,
     SEQUENCER_PT_rollingdepth,
+    SEQUENCER_OT_rollingdepth_build_shot,
 )
 
 
@@ -38,6 +41,7 @@ def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.SEQUENCER_MT_strip.append(draw_strip_menu)
+    bpy.types.SEQUENCER_MT_strip.append(draw_shot_menu)
     bpy.app.handlers.load_pre.append(_stop_before_load)
 
 
@@ -46,6 +50,7 @@ def unregister() -> None:
     engine.stop_all()
     if _stop_before_load in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_stop_before_load)
+    bpy.types.SEQUENCER_MT_strip.remove(draw_shot_menu)
     bpy.types.SEQUENCER_MT_strip.remove(draw_strip_menu)
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -413,6 +413,67 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
             help="one scale/shift for the clip, or one that varies slowly over time "
             "(default: global)",
         )
+        p.add_argument(
+            "--camera",
+            default=None,
+            metavar="FILE",
+            help="the shot's camera per frame: a USD stage (its first camera, time code = "
+            "frame) or a Nuke/Houdini .chan (frame tx ty tz rx ry rz vfov, degrees); the frames "
+            "then carry world position P and normals N (default: none)",
+        )
+        p.add_argument(
+            "--focal-length",
+            type=float,
+            default=None,
+            metavar="MM",
+            help="no camera file: a fixed camera at the origin with this lens (P in camera space; "
+            "default: none)",
+        )
+        p.add_argument(
+            "--film-back",
+            type=float,
+            nargs=2,
+            default=None,
+            metavar=("W", "H"),
+            help="film back (sensor) width and height in mm, with --focal-length or a .chan "
+            "(default: 36 mm wide, the plate's aspect)",
+        )
+        p.add_argument(
+            "--fov",
+            type=float,
+            default=None,
+            metavar="DEG",
+            help="no camera file: a fixed camera at the origin with this vertical field of view "
+            "(default: none)",
+        )
+        p.add_argument(
+            "--rotation-order",
+            default="ZXY",
+            metavar="ORDER",
+            help="a .chan's rotation order, the first axis applied first (default: ZXY, Nuke's)",
+        )
+        p.add_argument(
+            "--passes",
+            default=None,
+            metavar="Z,P,N",
+            help="what each frame carries: Z (depth), P (position P.X/Y/Z), N (normals "
+            "N.X/Y/Z); P and N need a camera and depth in scene units (default: Z, and P and "
+            "N with a camera)",
+        )
+        p.add_argument(
+            "--points",
+            default=None,
+            metavar="FILE.usd",
+            help="also write the plate as a time-sampled point cloud with the camera, a USD "
+            "file of this name in the output folder (default: none)",
+        )
+        p.add_argument(
+            "--points-budget",
+            type=int,
+            default=50_000,
+            metavar="N",
+            help="most points per frame in --points (default: %(default)s)",
+        )
     p.add_argument(
         "--confidence",
         action="store_true",
@@ -527,6 +588,7 @@ def inference_config(args: argparse.Namespace) -> InferenceConfig:
 
 
 def command_run(args: argparse.Namespace, sink) -> dict:
+    from .cameras import CameraRequest
     from .colorspace import ColorRequest
     from .runner import run_plate
 
@@ -553,6 +615,7 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         upsample=args.upsample,
         preview=args.preview,
         name=args.name,
+        passes=_passes(getattr(args, "passes", None)),
     )
     output.check(confidence=config.confidence)
     common = dict(  # what `run`, `infer` and `finalize` all pass on
@@ -587,7 +650,23 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         max_frame_memory=args.max_frame_memory,
         reference=args.reference,
         compile=args.compile,
+        camera=CameraRequest(
+            file=getattr(args, "camera", None),
+            focal_length=getattr(args, "focal_length", None),
+            film_back=None if getattr(args, "film_back", None) is None else tuple(args.film_back),
+            fov=getattr(args, "fov", None),
+            rotation_order=getattr(args, "rotation_order", "ZXY"),
+        ),
+        points=getattr(args, "points", None),
+        points_budget=getattr(args, "points_budget", 50_000),
     ).to_message()
+
+
+def _passes(text: str | None) -> tuple[str, ...] | None:
+    """``"Z,P,N"`` -> ("Z", "P", "N"); checked by the output settings."""
+    if text is None:
+        return None
+    return tuple(p.strip().upper() for p in text.split(",") if p.strip())
 
 
 def command_selftest(args: argparse.Namespace, sink) -> dict:

@@ -100,6 +100,8 @@ class OutputConfig:
     preview: bool = False
     name: str = "depth"
     upsample: str = "edge"  # how --restore-res reaches the plate's size: edge | bilinear
+    # what every frame carries (protocol.PASSES); None: Z, and P and N when a camera is given
+    passes: tuple[str, ...] | None = None
 
     def check(self, confidence: bool = False) -> None:
         """Raise ConfigError for any setting that could only fail when the files are written.
@@ -135,6 +137,16 @@ class OutputConfig:
                 "channel under: choose another depth channel name"
             )
         check_name(self.name)
+        if self.passes is not None:
+            unknown = [p for p in self.passes if p not in protocol.PASSES]
+            if unknown or len(set(self.passes)) != len(self.passes) or "Z" not in self.passes:
+                raise ConfigError(
+                    f"`--passes` lists each of {', '.join(protocol.PASSES)} at most once, Z "
+                    f"always (e.g. Z,P,N); got {','.join(self.passes)}"
+                )
+        taken = [c for names in protocol.PASS_CHANNELS.values() for c in names]
+        if self.channel in taken:
+            raise ConfigError(f"`--channel {self.channel}` is a channel of the P or N pass")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .colorspace import PlateColor
 from .config import InferenceConfig, OutputConfig
 from .errors import ConfigError, OutputError
 from .exr import write_depth_exr
+from .passes import FrameGeometry
 from .progress import ProgressCallback, report
 from .timecode import Timecodes
 from .upsample import resize_map
@@ -250,6 +251,8 @@ def write_depth_frames(
     windows: Mapping[str, object] | None = None,
     on_written: Callable[[int], None] | None = None,
     timecodes: Timecodes | None = None,
+    geometry: FrameGeometry | None = None,
+    colours: Iterable[np.ndarray] | None = None,
 ) -> list[Path]:
     """The one writer of depth frames: one EXR per frame, named by the plate's own numbers.
 
@@ -264,33 +267,43 @@ def write_depth_frames(
     ``anchor_fit`` turns the values into scene units (``1/Z`` or ``Z``, by the depth mode).
     ``guides`` (the plate's frames, display RGB) let ``--restore-res`` upsample edge-aware;
     ``windows`` (the plate's display/data windows and pixel aspect, :meth:`.PlateInfo.
-    exr_windows`) line outputs at plate resolution up over the plate. Each write is atomic
+    exr_windows`) line outputs at plate resolution up over the plate. ``geometry`` (a camera
+    and the passes, :mod:`.passes`) adds P and N channels computed from the written values
+    at the written size, and the frame's camera to the header; it feeds its point cloud the
+    plate's colours (``guides``, else ``colours``: the plate's frames at any size). Each
+    write is atomic
     (written, read back, flushed, renamed); ``on_written(frame_number)`` hears each one.
     """
     chosen = set(range(len(frame_numbers))) if select is None else set(select)
     confidences = iter(confidence) if confidence is not None else None
     plates = iter(guides) if guides is not None and output.restore_res else None
+    pictures = iter(colours) if colours is not None else None
     stamp, utc_offset = export_datetime()
     written: list[Path] = []
     for i, (number, frame) in enumerate(zip(frame_numbers, frames, strict=True)):
         conf = next(confidences) if confidences is not None else None
         guide = next(plates) if plates is not None else None
+        picture = next(pictures) if pictures is not None else None
         if i not in chosen:
             continue
         size = plate_size if output.restore_res else frame.shape
         values, conf = frame_values(frame, i, output, value_range, size, anchor_fit, conf, guide)
-        extra = None if conf is None else {"confidence": conf}
+        extra = {} if conf is None else {"confidence": conf}
         path = Path(expand_pattern(pattern, number))
         header = {**metadata, "source_frame": int(number)}
         if anchor_fit is not None and anchor_fit.mode != "global":
             header.update(anchor_fit.header(i))  # this frame's a and b
+        if geometry is not None:
+            colour = guide if guide is not None else picture
+            extra.update(geometry.channels(number, values, output.depth_mode, conf, colour))
+            header.update(geometry.header(number))
         write_depth_exr(
             path,
             values,
             channel=output.channel,
             half=output.half,
             metadata=header,
-            extra_channels=extra,
+            extra_channels=extra or None,
             datetime=stamp,
             utc_offset=utc_offset,
             timecode=None if timecodes is None else timecodes.of(number),

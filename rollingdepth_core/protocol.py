@@ -66,6 +66,11 @@ UPSAMPLE_METHODS = ("edge", "bilinear")
 # Blender (5.0.1, 4.5) reads an EXR whose only channel is `Z` as garbage; `Y` loads as grey.
 BLENDER_CHANNEL = "Y"
 DEFAULT_CHANNEL = "Z"
+# What a frame may carry (`--passes`): Z (the depth, always), P (position, x y z) and N
+# (normals); P and N need a camera and depth in scene units. EXR channel names as Nuke and
+# Blender read them without a Shuffle: `layer.X/Y/Z` (Blender's own passes, e.g. Position.X).
+PASSES = ("Z", "P", "N")
+PASS_CHANNELS = {"P": ("P.X", "P.Y", "P.Z"), "N": ("N.X", "N.Y", "N.Z")}
 
 
 def nearness_affine(

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .anchors import Anchors, load_anchors
+from .cameras import CameraRequest, CameraTrack, load_camera
 from .colorspace import ColorRequest
 from .config import DEFAULT_MAX_FRAME_GIB, DEFAULT_MIN_SHOT_FRAMES, InferenceConfig, OutputConfig
 from .cuts import parse_cuts, shots_from_cuts
@@ -29,7 +30,9 @@ from .errors import ConfigError, InputError
 from .mattes import MatteSource
 from .model import check_processing_size, processing_size
 from .output import ensure_writable
+from .passes import check_passes, wanted_passes
 from .plate import Plate, open_plate
+from .points import DEFAULT_BUDGET, check_points_name
 from .publish import Publisher
 from .snippets import check_clip_length
 from .upsample import check_restore_res
@@ -68,6 +71,14 @@ class RunRequest:
     max_frame_memory: float = DEFAULT_MAX_FRAME_GIB
     reference: bool = False
     compile: bool = False
+    camera: CameraRequest = field(default_factory=CameraRequest)
+    points: str | None = None  # a USD file name written in the output folder
+    points_budget: int = DEFAULT_BUDGET
+
+    @property
+    def passes(self) -> tuple[str, ...]:
+        """What every frame carries: ``--passes``, or Z (and P, N with a camera)."""
+        return wanted_passes(self.output.passes, self.camera.given)
 
     def check_settings(self) -> tuple[int, int]:
         """The checks that need no file: settings and their combinations. Returns the chunk
@@ -97,11 +108,21 @@ class RunRequest:
                 raise ConfigError(
                     "`--anchors` gives scene units: use `--depth-mode depth` (Z) or `inverse` (1/Z)"
                 )
+        self.camera.check()
+        if self.mode != "infer":
+            check_passes(self.passes, self.camera.given, self.output.depth_mode,
+                         self.anchors is not None, self.points is not None)  # fmt: skip
+            if self.points is not None:
+                check_points_name(self.points)
+                if self.points_budget < 1:
+                    raise ConfigError(
+                        f"`--points-budget` must be >= 1 point per frame; got {self.points_budget}"
+                    )
         return parse_chunk(self.chunk) if self.chunk else (1, 1)
 
     def settings(self, config: InferenceConfig) -> dict:
         """What shapes the result, for the run id (same plate + settings = same id)."""
-        return {
+        settings = {
             "checkpoint": self.checkpoint,
             "preset": self.preset,
             **asdict(config),
@@ -111,6 +132,14 @@ class RunRequest:
             "holdout": self.holdout,
             "holdout_alpha": self.holdout_alpha,
         }
+        # the 3D outputs enter only when asked for: earlier runs keep their identity
+        if self.output.passes is None:
+            del settings["passes"]
+        if self.camera.given:
+            settings["camera"] = asdict(self.camera)
+        if self.points:
+            settings["points"] = [self.points, self.points_budget]
+        return settings
 
     def prepare(
         self,
@@ -157,6 +186,23 @@ class RunRequest:
         if self.output.restore_res and finishing:
             check_restore_res((info.height, info.width), size, self.output.upsample, message)
         check_clip_length(len(source), config.snippet_len)
+        camera = None
+        if finishing and self.camera.given:
+            # frames covered, finite values, the film back's aspect against the plate's
+            camera = load_camera(self.camera, info.frame_numbers, (info.height, info.width),
+                                 info.pixel_aspect)  # fmt: skip
+            if (
+                self.points
+                and self.camera.file
+                and (
+                    (Path(self.output_dir) / self.points).resolve()
+                    == Path(self.camera.file).resolve()
+                )
+            ):
+                raise ConfigError(
+                    f"`--points {self.points}` would overwrite the camera file it is made from: "
+                    "give the points another name"
+                )
         mattes = None
         if self.holdout is not None or self.holdout_alpha:
             mattes = MatteSource(
@@ -179,7 +225,7 @@ class RunRequest:
             if anchor_points is not None:
                 check_anchors(anchor_points, info.frame_numbers, (info.height, info.width),
                               shots, self.anchors)  # fmt: skip
-        record = provenance(self, source, cuts, detected, mattes, anchor_points)
+        record = provenance(self, source, cuts, detected, mattes, anchor_points, camera)
         publisher = None
         if finishing:
             publisher = Publisher.for_plate(
@@ -212,6 +258,7 @@ class RunRequest:
             publisher=publisher,
             checkpoint_folder=located,
             record=record,
+            camera=camera,
         )
 
 
@@ -232,6 +279,7 @@ class PreparedRun:
     publisher: Publisher | None
     checkpoint_folder: object = None
     record: dict = field(default_factory=dict)
+    camera: CameraTrack | None = None  # every plate frame's camera, when one is given
 
     @property
     def info(self):
@@ -340,7 +388,9 @@ def file_hash(paths) -> str:
     return digest.hexdigest()[:16]
 
 
-def provenance(request: RunRequest, source: Plate, cuts, detected: bool, mattes, anchors) -> dict:
+def provenance(
+    request: RunRequest, source: Plate, cuts, detected: bool, mattes, anchors, camera=None
+) -> dict:
     """What the run used beyond its settings: the manifest's ``used`` entry and the EXR
     headers' ``holdout.*``, ``anchors.*`` and ``cuts.*``."""
     info = source.info
@@ -359,6 +409,14 @@ def provenance(request: RunRequest, source: Plate, cuts, detected: bool, mattes,
             "sha256": file_hash([request.anchors]),
             "count": len(anchors),
             "units": anchors.units,
+        }
+    if camera is not None:
+        record["camera"] = {
+            "file": camera.source,
+            "sha256": camera.sha256,
+            "prim": camera.prim,
+            "space": camera.space,
+            "passes": list(request.passes),
         }
     if cuts is not None:
         shots = shots_from_cuts(info.frame_numbers, cuts)

@@ -24,6 +24,8 @@ from .executors import LocalExecutor, RayExecutor
 from .method import run_method
 from .model import DepthModel
 from .output import run_metadata, unit_frames, write_depth_frames, write_preview, written_range
+from .passes import FrameGeometry, check_half_positions
+from .points import PointCloud
 from .progress import ProgressCallback, report
 from .publish import write_text_atomic
 from .request import PreparedRun, RunRequest, header_record
@@ -65,6 +67,8 @@ class RunResult:
     shots: list[dict] | None = None  # a plate with cuts: each shot's positions and frames
     fps: str | None = None  # the plate's rate ("24", "30000/1001"), as the EXRs carry it
     timecodes: list[str] | None = None  # each frame's timecode, as `frame_numbers`
+    passes: list[str] | None = None  # what the frames carry, when more than Z
+    points: str | None = None  # with --points: the USD stage of points and camera
 
     def to_message(self) -> dict:
         # the protocol's keys always (null where they do not apply), the others when set
@@ -144,6 +148,13 @@ def run(
             # what only the fit knows, before the first frame is written
             for depth in shots:
                 check_half_range(depth, request.output)
+                if request.output.half and prepared.camera is not None and "P" in request.passes:
+                    lo, hi = written_range(depth.value_range, request.output, depth.metric_range)
+                    farthest = hi if request.output.depth_mode == "depth" else 1.0 / lo
+                    numbers = prepared.info.frame_numbers
+                    shot = depth.shot
+                    check_half_positions(prepared.camera, numbers if shot is None else
+                                         numbers[shot.start : shot.stop], farthest)  # fmt: skip
             # 8. frames out, shot by shot, through the one writer, into the staging folder
             publisher = prepared.publisher
             with publisher.writing():
@@ -305,6 +316,10 @@ def _result(prepared: PreparedRun, shots, written, store, model_loaded, started)
             "residual_median": max(f.residual_median for f in fits),
             "residual_p90": max(f.residual_p90 for f in fits),
         }
+    if written.points:
+        result.points = str(folder / written.points)
+    if request.passes != ("Z",) and prepared.camera is not None:
+        result.passes = list(request.passes)
     result.dilations_run = shots[0].plan.dilations
     timings: dict[str, float] = {}
     for d in shots:
@@ -332,10 +347,12 @@ class Written:
     preview: str | None
     timeline: str  # the OTIO timeline of the depth sequence
     seconds: float
+    points: str | None = None
 
     @property
     def extras(self) -> list[str]:
-        return [p for p in (self.alignment, self.anchors, self.preview, self.timeline) if p]
+        names = (self.alignment, self.anchors, self.preview, self.timeline, self.points)
+        return [p for p in names if p]
 
 
 def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
@@ -349,6 +366,13 @@ def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
     # the plate again, for edge-aware upsampling to its size (one shot after the other)
     plates = (rgb for _, rgb in prepared.source.frames()) if output.restore_res else None
     provenance = header_record(prepared.record)
+    geometry = None
+    colours = None
+    if prepared.camera is not None:
+        cloud = PointCloud(request.points_budget) if request.points else None
+        geometry = FrameGeometry(prepared.camera, request.passes, cloud)
+        if cloud is not None and plates is None:  # the points' colours at processing size
+            colours = (rgb for _, rgb in prepared.source.frames(prepared.fit))
     for depth in shots:
         shot = depth.shot
         metadata = run_metadata(
@@ -377,8 +401,14 @@ def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
             windows=info.exr_windows(),
             on_written=publisher.wrote,
             timecodes=info.timecodes,
+            geometry=geometry,
+            colours=None if colours is None else itertools.islice(colours, shot.n_frames),
         )
         frames += numbers
+    points = None
+    if geometry is not None and geometry.points is not None:
+        geometry.points.save(staging / request.points, prepared.camera, info.fps)
+        points = request.points
     seconds = time.perf_counter() - clock
     anchors_json = None
     if prepared.anchors is not None:
@@ -403,4 +433,4 @@ def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
         report(progress, "preview", 1, 1)
     timeline = write_depth_timeline(publisher.folder, output.name, info,
                                     [d.shot for d in shots], info.padding, staging).name  # fmt: skip
-    return Written(list(frames), alignment_json, anchors_json, preview, timeline, seconds)
+    return Written(list(frames), alignment_json, anchors_json, preview, timeline, seconds, points)
