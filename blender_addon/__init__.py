@@ -18,12 +18,19 @@ from .operators import (
 )
 from .panels import SEQUENCER_PT_rollingdepth
 from .preferences import ROLLINGDEPTH_OT_check_engine, RollingDepthPreferences
+from .setup_operators import (
+    ROLLINGDEPTH_OT_cancel_setup,
+    ROLLINGDEPTH_OT_setup_engine,
+    cancel_current_task,
+)
 from .shot3d import SEQUENCER_OT_rollingdepth_build_shot
 from .shot3d import draw_strip_menu as draw_shot_menu
 
 CLASSES = (
     RollingDepthPreferences,
     ROLLINGDEPTH_OT_check_engine,
+    ROLLINGDEPTH_OT_setup_engine,
+    ROLLINGDEPTH_OT_cancel_setup,
     SEQUENCER_OT_rollingdepth_estimate,
     SEQUENCER_OT_rollingdepth_cancel,
     SEQUENCER_PT_rollingdepth,
@@ -47,6 +54,7 @@ def register() -> None:
 
 def unregister() -> None:
     jobs.cancel_current()
+    cancel_current_task()
     engine.stop_all()
     if _stop_before_load in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_stop_before_load)

@@ -30,6 +30,7 @@ PREFERENCES_HINT = "Edit ▸ Preferences ▸ Add-ons ▸ RollingDepth"
 # the dialog offers the other conventions for compositors that need their values.
 DEFAULT_DEPTH_MODE = "normalized"
 TERMINATE_GRACE_S = 5.0
+FRONT_END = "blender"  # the engine's name for this front-end (one of protocol.FRONT_ENDS)
 CHECK_TIMEOUT_S = 120.0
 
 
@@ -267,12 +268,19 @@ class RunOptions:
     anchors: str | None = None  # a CSV of points of known depth (camera_solve.py writes one)
     device: str = "auto"
     dtype: str | None = None
-    name: str = "depth"
+    name: str = protocol.DEFAULT_SEQUENCE_NAME
     channel: str = protocol.BLENDER_CHANNEL
+    requested_by: str = ""  # the .blend's path, recorded with the run
+    overwrite: bool = False  # the folder's depth may be replaced (folders.choose_folder)
 
     def arguments(self) -> list[str]:
         args = ["--preset", self.preset, "--device", self.device]
         args += ["--name", self.name, "--channel", self.channel]
+        args += ["--front-end", FRONT_END]
+        if self.requested_by:
+            args += ["--requested-by", self.requested_by]
+        if self.overwrite:
+            args.append("--overwrite")
         if self.checkpoint:
             args += ["--checkpoint", self.checkpoint]
         if self.dtype:

@@ -102,10 +102,11 @@ def plan_image_strip(
 
     ``visible`` pairs each visible timeline frame with the file Blender shows there (Blender's
     own ``strip_elem_from_frame``, so trims, holds, reverse and strobe are already applied).
-    When the files shown form one contiguous run of a numbered sequence, the engine reads
-    them in place with ``--frames A-B``. Otherwise it reads a staging folder of links to just
-    those files: under their own names, so the output keeps their numbers, or, for files
-    without one common numbering, as ``frame.<position in the strip>``.
+    When the files shown are one numbered sequence, the engine reads them in place with
+    ``--frames`` naming exactly those numbers (``1004-1011``, or ``1001,1003,1005`` for a
+    strip that skips files), so the output keeps their numbers and the run's record names the
+    plate itself. Files without one common numbering are read through a staging folder of
+    links named ``frame.<position in the strip>``.
     """
     if not visible:
         raise StripError("The strip shows no frames: extend its handles first.")
@@ -131,13 +132,21 @@ def plan_image_strip(
 
     pattern_name, number_of = numbering
     timeline = tuple((t, number_of[name]) for t, name in visible)
-    numbers = sorted(number_of.values())
-    if numbers[-1] - numbers[0] + 1 == len(numbers):
-        plate = os.path.join(directory, pattern_name)
-        return FramePlan("IMAGE", plate, f"{numbers[0]}-{numbers[-1]}", timeline)
-    links = tuple((os.path.join(directory, name), name) for name in names)
-    plate = os.path.join(staging_dir, pattern_name)
-    return FramePlan("IMAGE", plate, None, timeline, links)
+    plate = os.path.join(directory, pattern_name)
+    return FramePlan("IMAGE", plate, frame_set(number_of.values()), timeline)
+
+
+def frame_set(numbers) -> str:
+    """The engine's ``--frames`` for exactly ``numbers``: ``1001-1004``, or runs joined by
+    commas (``1001,1003,1005-1007``) where frames are left out."""
+    ordered = sorted(set(numbers))
+    runs: list[list[int]] = []
+    for n in ordered:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def movie_frame(

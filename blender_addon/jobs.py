@@ -7,19 +7,23 @@ with one progress and one Cancel; a single strip is a batch of one. The modal op
 call `step` until it reports an end state; the modal operator from a timer, the blocking
 path in a loop.
 
-The engine writes into a hidden work folder inside the output folder; only a finished run's
-files are moved into the output folder. A cancelled, failed or killed run therefore never
-leaves partial EXRs, nor a mix of new and old frames, nor the folders it created.
+The engine writes straight into the output folder through its publisher: the new sequence is
+staged beside the old one and swapped in whole once complete, under the folder's lock, with
+the run's record (``depth_run.json``) and timeline (``depth.otio``) beside the frames. A
+cancelled, failed or killed run leaves the folder's earlier depth as it was. The add-on never
+moves or deletes a depth file: which folder, and whether the engine may replace what it holds,
+is decided before the run (`folders.choose_folder`). Only the engine's inputs the add-on
+makes (links to a strip's unnumbered files, the solve's anchors) live in a temporary folder
+outside the output folder, removed when the run ends.
 
 Everything the add-on needs to know about the files comes from the engine's ``result``
 message (protocol.RESULT_KEYS): ``files``, ``frame_numbers``, ``output_size``,
-``value_range``, ``depth_mode``, ``near``, ``far``, ``alignment``, ``preview``, and the
-plate's ``timecodes`` and ``fps`` where it has them.
+``value_range``, ``depth_mode``, ``near``, ``far``, and the plate's ``timecodes`` and ``fps``
+where it has them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
@@ -37,19 +41,19 @@ from .frames import FramePlan, StripError
 RUNNING, FINISHED, FAILED, CANCELLED = "RUNNING", "FINISHED", "FAILED", "CANCELLED"
 # The `result` keys this add-on reads (all in protocol.RESULT_KEYS).
 RESULT_NEEDS = ("files", "frame_numbers", "output_size", "value_range", "depth_mode", "near", "far")
-WORK_PREFIX = ".rollingdepth-run-"
-ANCHORS_CSV = "anchors.csv"  # in the work folder: removed with it, whatever the ending
+INPUTS_PREFIX = "rollingdepth-inputs-"  # a temporary folder for what the engine reads
+ANCHORS_CSV = "anchors.csv"  # in the inputs folder: removed with it, whatever the ending
 
 
 @dataclass(frozen=True)
 class JobSettings:
     engine_path: str
     options: RunOptions
-    output_dir: str  # absolute
+    output_dir: str  # absolute; `folders.choose_folder` picked it
     defocus: bool = False
-    replace: bool = True  # remove the source's previous depth strip (and files) when done
+    replace: bool = True  # remove the source's previous depth strip when done
     # Anchor to Camera Solve: the solve's anchors (camera_solve.SolveAnchors), written to the
-    # run's work folder as the engine's `--anchors` CSV, so that it goes with the run
+    # run's inputs folder as the engine's `--anchors` CSV, so that it goes with the run
     anchors: object | None = None
 
 
@@ -67,11 +71,10 @@ class DepthJob:
         self.defocus_scene_name: str | None = None
         self.plan: FramePlan | None = None
         self.process: EngineProcess | None = None
-        self.work_dir: str | None = None
+        self.inputs_dir: str | None = None  # temporary: links to the plate, the anchors CSV
         self.files: list[str] = []
         self.created_dirs: list[str] = []  # output folders this job made, deepest first
         self.replaced: list[str] = []  # names of the depth strips this job replaced
-        self.sidecars: list[str] = []  # the run's alignment and preview files, moved out
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> DepthJob:
@@ -83,35 +86,42 @@ class DepthJob:
         self.created_dirs = _missing_folders(output_dir)
         try:
             os.makedirs(output_dir, exist_ok=True)
-            self.work_dir = tempfile.mkdtemp(prefix=WORK_PREFIX, dir=output_dir)
         except OSError as exc:
-            self._remove_work_dir()
+            self._remove_created()
             raise EngineError(
                 f"Cannot write to the output folder {output_dir!r} ({exc.strerror}): choose "
                 "another folder.",
                 "OutputError",
             ) from exc
         try:
-            staging = os.path.join(self.work_dir, "plate")
-            self.plan = sequencer.plan_for_strip(strip, staging)
-            sequencer.stage_plate(self.plan, staging)
+            self.plan = sequencer.plan_for_strip(strip, "")
+            if self.plan.staging:  # files without one numbering: links named frame.####
+                self.plan = sequencer.plan_for_strip(strip, self._inputs("plate"))
+                sequencer.stage_plate(self.plan, self._inputs("plate"))
             options = self.settings.options
             if self.settings.anchors is not None:
-                path = os.path.join(self.work_dir, ANCHORS_CSV)
+                path = self._inputs(ANCHORS_CSV)
                 camera_solve.write_anchors_csv(path, self.settings.anchors)
                 options = replace(options, anchors=path)
             argv = run_argv(
                 self.settings.engine_path,
                 self.plan.plate,
-                os.path.join(self.work_dir, "out"),
+                output_dir,
                 self.plan.frames,
                 options,
             )
             self.process = EngineProcess(argv).start()
         except BaseException:
-            self._remove_work_dir()
+            self._remove_inputs()
+            self._remove_created()
             raise
         return self
+
+    def _inputs(self, name: str) -> str:
+        """``name`` in this run's temporary inputs folder (made on first use)."""
+        if self.inputs_dir is None:
+            self.inputs_dir = tempfile.mkdtemp(prefix=INPUTS_PREFIX)
+        return os.path.join(self.inputs_dir, name)
 
     @property
     def done(self) -> bool:
@@ -130,7 +140,7 @@ class DepthJob:
             self._finish(run.result)
         elif self.process.cancelled or (run.error or {}).get("kind") == protocol.KIND_CANCELLED:
             self.state = CANCELLED
-            self._remove_work_dir()
+            self._end_run()
         else:
             # the report carries one line; the console gets the engine's own log, if it wrote one
             log = self.process.log_tail
@@ -140,15 +150,14 @@ class DepthJob:
         return self.state
 
     def _user_paths(self, text: str) -> str:
-        """``text`` naming the user's files, not the hidden work folder: a staged plate frame
-        becomes the file it links to, the engine's output folder the Output Folder."""
-        if not self.work_dir:
+        """``text`` naming the user's files, not the temporary links: a staged plate frame
+        becomes the file it links to."""
+        if not self.inputs_dir:
             return text
-        staged = os.path.join(self.work_dir, "plate")
+        staged = os.path.join(self.inputs_dir, "plate")
         for source, name in self.plan.staging if self.plan else []:
             text = text.replace(os.path.join(staged, name), source)
-        text = text.replace(os.path.join(self.work_dir, "out"), self.settings.output_dir)
-        return text.replace(self.work_dir, self.settings.output_dir)
+        return text
 
     def run_blocking(self, timeout: float | None = None, interval: float = 0.05) -> str:
         """Step until the end (scripts and background mode, where no timer fires)."""
@@ -160,13 +169,14 @@ class DepthJob:
         self.state = FAILED
 
     def cancel(self) -> None:
-        """Stop the engine (terminate, then kill) and remove everything this run wrote."""
+        """Stop the engine (terminate, then kill): its publisher drops what it staged, and the
+        folder keeps its earlier depth."""
         if self.done:
             return
         if self.process is not None:
             self.process.cancel()
         self.state = CANCELLED
-        self._remove_work_dir()
+        self._end_run()
 
     # ---------------------------------------------------------------- for the UI
     @property
@@ -186,9 +196,10 @@ class DepthJob:
 
     # ---------------------------------------------------------------- endings
     def _finish(self, result: dict) -> None:
-        assert self.plan is not None and self.work_dir is not None
+        assert self.plan is not None
+        self._remove_inputs()
         try:
-            files_by_number = self._move_outputs(result)
+            files_by_number = self._published(result)
             scene = bpy.data.scenes.get(self.scene_name)
             source = sequencer.find_strip(scene, self.strip_name) if scene else None
             if source is None:
@@ -208,7 +219,6 @@ class DepthJob:
                 _timecodes_by_number(result),
                 result.get("fps"),
             )
-            depth[sequencer.SIDECARS_KEY] = self.sidecars
             if result["depth_mode"] == "depth":  # scene units: above 1 shows white
                 lo, hi = (float(v) for v in result["value_range"])
                 if not sequencer.show_depth_range(scene, depth, lo, hi):
@@ -216,17 +226,15 @@ class DepthJob:
                         "depth in scene units shows white in this Blender's Sequencer "
                         "(values above 1); the files hold the distances"
                     )
-            # only now that the new depth is in place do the replaced strips and files go
+            # only now that the new depth is in place do the replaced strips go; their files
+            # stay where they are unless this run's publish replaced them (same folder)
             if previous:
-                old_files = [path for strip in previous for path in sequencer.strip_files(strip)]
                 self.replaced = [strip.name for strip in previous]
                 channel = min(strip.channel for strip in previous)
                 for strip in previous:
                     sequencer.remove_strip(scene, strip)
                 depth.channel = min(depth.channel, channel)
                 depth.name = f"{source.name} depth"  # the replaced strip's name is free now
-                kept = {os.path.normpath(p) for p in [*self.files, *self.sidecars]}
-                _remove_files({os.path.normpath(p) for p in old_files} - kept)
             self.depth_strip_name = depth.name
             if self.settings.defocus:
                 if self.settings.replace:
@@ -260,10 +268,8 @@ class DepthJob:
         )
         self.defocus_scene_name = defocus.name
 
-    def _move_outputs(self, result: dict) -> dict[int, str]:
-        """Move the finished run's files from the work folder into the output folder."""
-        assert self.work_dir is not None
-        output_dir = self.settings.output_dir
+    def _published(self, result: dict) -> dict[int, str]:
+        """The published frames by source number, from the engine's result."""
         missing = [key for key in RESULT_NEEDS if key not in result]
         if missing:
             raise EngineError(
@@ -272,39 +278,32 @@ class DepthJob:
                 "EngineError",
             )
         numbers = [int(n) for n in result.get("frame_numbers", [])]
-        produced = [str(p) for p in result.get("files", [])]
+        produced = [os.path.normpath(str(p)) for p in result.get("files", [])]
         if not produced or len(numbers) != len(produced):
             raise EngineError(
                 "The engine reported success but listed no matching files; see the console.",
                 "EngineCrash",
             )
-        files_by_number = {}
-        for number, path in zip(numbers, produced, strict=True):
-            target = os.path.join(output_dir, os.path.basename(path))
-            os.replace(path, target)
-            files_by_number[number] = target
-        extras = [result.get("alignment"), result.get("preview")]
-        extras.append((result.get("anchors") or {}).get("file"))  # the anchor fit's report
-        for extra in extras:
-            if extra and os.path.isfile(extra):
-                target = os.path.join(output_dir, os.path.basename(extra))
-                os.replace(extra, target)
-                self.sidecars.append(target)
-        self.files = [files_by_number[n] for n in numbers]
-        self._remove_work_dir()
-        return files_by_number
+        self.files = produced
+        return dict(zip(numbers, produced, strict=True))
 
     def _fail(self, message: str) -> None:
         self.error = message
         self.state = FAILED
-        self._remove_work_dir()
+        self._end_run()
 
-    def _remove_work_dir(self) -> None:
-        """Remove the work folder and, unless the run finished, the folders it created."""
-        if self.work_dir and os.path.isdir(self.work_dir):
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-        if self.state == FINISHED:
-            return
+    def _end_run(self) -> None:
+        """Remove the temporary inputs and, unless the run finished, the output folders this
+        job created that are still empty (a folder with anything in it stays)."""
+        self._remove_inputs()
+        if self.state != FINISHED:
+            self._remove_created()
+
+    def _remove_inputs(self) -> None:
+        if self.inputs_dir and os.path.isdir(self.inputs_dir):
+            shutil.rmtree(self.inputs_dir, ignore_errors=True)
+
+    def _remove_created(self) -> None:
         for folder in self.created_dirs:  # deepest first; a folder with files in it stays
             try:
                 os.rmdir(folder)
@@ -504,20 +503,6 @@ def _timecodes_by_number(result: dict) -> dict[int, str] | None:
     return {int(n): str(tc) for n, tc in zip(numbers, timecodes, strict=True)}
 
 
-def _remove_files(paths) -> None:
-    """Delete replaced depth frames, then their folders if that left them empty."""
-    folders = set()
-    for path in paths:
-        try:
-            os.remove(path)
-            folders.add(os.path.dirname(path))
-        except OSError:
-            pass
-    for folder in folders:
-        with contextlib.suppress(OSError):  # still holds other files: it stays
-            os.rmdir(folder)
-
-
 def summary(job: DepthJob | DepthBatch) -> str:
     """One line for the user about a finished job, or about the strips a batch finished."""
     if isinstance(job, DepthBatch):
@@ -614,32 +599,3 @@ def last_outcome() -> str:
 def cancel_current() -> None:
     if _current is not None:
         _current.cancel()
-
-
-def default_output_dir(strip_name: str) -> str:
-    return f"//depth/{bpy.path.clean_name(strip_name)}/"
-
-
-def resolve_output_dir(text: str, strip_name: str, several: bool = False) -> tuple[str, str | None]:
-    """Absolute output folder for ``text`` and, when it had to change, a note saying why.
-
-    Empty ``text`` is the strip's default folder. When one call runs ``several`` strips, a
-    chosen folder gets one subfolder per strip, ``<folder>/<strip name>/``, so that no strip
-    overwrites another's frames. A ``//`` path is relative to the .blend; with an unsaved
-    .blend it goes to a temporary folder instead (the note says so, so the user can save and
-    run again).
-    """
-    text = text.strip()
-    if not text:
-        text = default_output_dir(strip_name)
-    elif several:
-        text = os.path.join(text, bpy.path.clean_name(strip_name), "")
-    if text.startswith("//") and not bpy.data.filepath:
-        folder = os.path.join(
-            tempfile.gettempdir(), "rollingdepth", bpy.path.clean_name(strip_name)
-        )
-        return folder, (
-            f"The .blend is not saved, so the depth EXRs go to a temporary folder: {folder}. "
-            "Save the .blend to keep them next to it."
-        )
-    return os.path.normpath(bpy.path.abspath(text)), None

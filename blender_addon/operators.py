@@ -15,7 +15,7 @@ import textwrap
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import camera_solve, jobs, protocol, sequencer
+from . import camera_solve, folders, jobs, protocol, sequencer
 from .engine import DEFAULT_DEPTH_MODE, EngineError, RunOptions, parse_dilations
 from .frames import StripError
 from .preferences import empty_checkpoint_text, preferences
@@ -154,9 +154,17 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
     )
     replace: BoolProperty(
         name="Replace Previous Depth",
-        description="Remove the depth strip an earlier run made from this strip, and its EXRs "
-        "once the new ones are in place",
+        description="Remove the depth strip an earlier run made from this strip, and replace "
+        "its EXRs in the Output Folder; off, the new depth goes into a new version of the "
+        "folder and both strips stay",
         default=True,
+    )
+    replace_other: BoolProperty(
+        name="Replace Other Depth",
+        description="The Output Folder holds depth this strip did not make (another .blend's, "
+        "another plate's, or made outside Blender): replace it with this run's",
+        default=False,
+        options={"SKIP_SAVE"},
     )
     defocus: BoolProperty(
         name="Set up Defocus Compositing",
@@ -199,7 +207,9 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         if not self.output_dir:
             # several strips: each in //depth/<strip name>/, their default folders
             several = len(sources) > 1
-            self.output_dir = "//depth/" if several else jobs.default_output_dir(sources[0].name)
+            self.output_dir = (
+                folders.default_parent() if several else folders.default_output_dir(sources[0].name)
+            )
         return context.window_manager.invoke_props_dialog(self, width=420)
 
     def draw(self, context):
@@ -238,11 +248,21 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             wrapped_label(layout, holdout_refusal(self.holdout_strip, sources), 60, "ERROR")
         layout.prop(self, "output_dir")
         if len(sources) > 1:
-            folder = os.path.join(self.output_dir.strip() or "//depth/", "<strip name>", "")
+            parent = self.output_dir.strip() or folders.default_parent()
+            folder = os.path.join(parent, "<strip name>", "")
             layout.label(text=f"One folder per strip: {folder}", icon="INFO")
         if self.output_dir.startswith("//") and not bpy.data.filepath:
             layout.label(text="Unsaved .blend: a temporary folder will be used", icon="INFO")
         layout.prop(self, "replace")
+        choices = folder_choices(sources, self.output_dir, self.replace, self.replace_other)
+        for choice in choices:
+            if choice.question:
+                wrapped_label(layout, choice.question, 60, "ERROR")
+        if any(choice.other for choice in choices):
+            layout.prop(self, "replace_other")
+        for choice in choices:
+            if choice.note:
+                wrapped_label(layout, choice.note, 60, "INFO")
         layout.prop(self, "defocus")
 
     # ---------------------------------------------------------------- start
@@ -291,6 +311,12 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         checkpoint = self.checkpoint or prefs.checkpoint.strip()
         if not checkpoint:
             raise EngineError(empty_checkpoint_text("RollingDepth weights"), "WeightsError")
+        output_dir, note = folders.resolve_output_dir(self.output_dir, strip.name, several)
+        choice = folders.choose_folder(
+            strip, lambda: plate_of(strip), output_dir, self.replace, self.replace_other
+        )
+        if choice.question:
+            raise StripError(choice.question)
         options = RunOptions(
             checkpoint=checkpoint,
             preset=self.preset,
@@ -308,14 +334,17 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             holdout=self._holdout(context),
             device=prefs.device,
             dtype=None if prefs.dtype == "preset" else prefs.dtype,
+            requested_by=folders.requested_by(),
+            overwrite=choice.overwrite,
         )
-        output_dir, note = jobs.resolve_output_dir(self.output_dir, strip.name, several)
         if note:
             self.report({"WARNING"}, note)
+        if choice.note:
+            self.report({"INFO"}, choice.note)
         return jobs.JobSettings(
             engine_path=bpy.path.abspath(prefs.engine_path),
             options=options,
-            output_dir=output_dir,
+            output_dir=choice.folder,
             defocus=self.defocus,
             replace=self.replace,
             anchors=self._solve_anchors(context, strip) if self.anchor_solve else None,
@@ -401,6 +430,31 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         if jobs.depth_added(job) and not bpy.app.background:
             bpy.ops.ed.undo_push(message="Estimate Depth (RollingDepth)")
         return {"FINISHED"} if job.state == jobs.FINISHED else {"CANCELLED"}
+
+
+def plate_of(strip) -> str:
+    """What the engine reads for ``strip`` (its run's record names it); "" where it reads
+    temporary links (files without one numbering)."""
+    plan = sequencer.plan_for_strip(strip, "")
+    return "" if plan.staging else plan.plate
+
+
+def folder_choices(sources, output_dir: str, replacing: bool, replace_other: bool) -> list:
+    """Each strip's `folders.FolderChoice`, for the dialog (strips that cannot run are left
+    to the run's own refusal)."""
+    several = len(sources) > 1
+    choices = []
+    for strip in sources:
+        try:
+            folder, _ = folders.resolve_output_dir(output_dir, strip.name, several)
+            choices.append(
+                folders.choose_folder(
+                    strip, lambda s=strip: plate_of(s), folder, replacing, replace_other
+                )
+            )
+        except StripError:
+            continue
+    return choices
 
 
 def _check_distinct_folders(sources, settings: list[jobs.JobSettings]) -> None:

@@ -26,8 +26,6 @@ SUPPORTED_TYPES = ("IMAGE", "MOVIE")
 MAX_CHANNEL = 128
 # A depth strip (and a Defocus scene) carries the name of the strip it was estimated from.
 SOURCE_KEY = "rollingdepth_source"
-# ... and the run's other files (the result's `alignment`, `preview`), removed with it.
-SIDECARS_KEY = "rollingdepth_sidecars"
 # A depth strip's source timecode by frame number (the number in its file names; an ID
 # property's key holds at most 63 characters, a file name may not fit) and the plate's frame
 # rate, from the engine's result (a plate without timecode has neither): what the sidebar
@@ -321,11 +319,9 @@ def depth_strips_of(scene, source) -> list:
     return [s for s in all_strips(scene) if s.get(SOURCE_KEY) == source.name and s != source]
 
 
-def strip_files(strip) -> list[str]:
-    """Absolute paths of the files a depth strip stands for: its frames and sidecars."""
-    directory = _abspath(strip, strip.directory)
-    frames = [os.path.join(directory, element.filename) for element in strip.elements]
-    return frames + [_abspath(strip, path) for path in strip.get(SIDECARS_KEY, [])]
+def strip_folder(strip) -> str:
+    """The absolute folder an image strip's files are in."""
+    return _abspath(strip, strip.directory)
 
 
 def remove_strip(scene, strip) -> None:

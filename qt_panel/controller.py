@@ -581,11 +581,13 @@ class PanelController(QObject):
                     metric_range=metric,
                     overwrite=overwrite,
                     message=self.message.emit,
+                    front_end="panel",
+                    anchors=anchors,
                 )
             except ForeignFrames as exc:
                 return ("ask", str(exc), (pattern, output, frame_range, confidence))
 
-        fit, metric = self.anchor_fit, self.anchor_metric
+        fit, metric, anchors = self.anchor_fit, self.anchor_metric, self.anchors
         self.worker.submit("export", job)
 
     def shutdown(self) -> None:
@@ -766,7 +768,7 @@ def color_choices(request: ColorRequest, engine_message: str) -> tuple[str, str]
 
 def unreadable_text(path: str | Path, exc: RollingDepthError) -> str:
     """What to tell an artist about a plate that would not open; the engine's message (with
-    FFmpeg's error number) goes into the dialog's details."""
+    the file's full path) goes into the dialog's details."""
     target = Path(path)
     if target.is_file():
         kind = "image" if target.suffix.lower() in IMAGE_EXTENSIONS else "video"

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 __version__ = "0.1.0"
+
+
+def enable_mps_fallback(platform: str = sys.platform, environ=os.environ) -> None:
+    """On macOS, ops Apple's MPS backend lacks run on the CPU instead of stopping the run.
+    torch reads the switch when it is imported, so it is set here, before any module of the
+    engine imports torch; a value the user set is kept."""
+    if platform == "darwin":
+        environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+
+enable_mps_fallback()
 
 # The pure functions, usable without the pipeline; imported on first use so that
 # `import rollingdepth_core` (the panel's version check, the protocol) stays light.

@@ -34,6 +34,9 @@ from .progress import STAGES
 
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
+# `check --output`: the folder was read, and one of its sequences is not complete (being
+# written or swapped, frames missing, no manifest, a swap journal left for a person)
+EXIT_NOT_COMPLETE = 3
 
 
 # ---------------------------------------------------------------------------- progress sinks
@@ -288,7 +291,7 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         default=None,
         help="frames in the plate's numbering: 1001-1100, every 2nd 1001-1100x2, a set "
         "1001-1020,1050-1100, negative --frames=-10-20 (default: every frame); the chosen "
-        "frames run as one clip, frames left out are skipped like a sequence's missing frames",
+        "frames run as one clip, frames left out or not on disk are skipped (and said)",
     )
     p.add_argument(
         "--input-colorspace",
@@ -485,6 +488,20 @@ def add_run_arguments(p: argparse.ArgumentParser, command: str = "run") -> None:
         help="also write a colourised NAME_preview.mp4 (default: off)",
     )
     p.add_argument(
+        "--front-end",
+        default=protocol.DEFAULT_FRONT_END,
+        choices=protocol.FRONT_ENDS,
+        help="which front-end asks for the run, recorded in NAME_run.json and the EXR headers "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--requested-by",
+        default=None,
+        metavar="TEXT",
+        help="who or what asked for the run (e.g. the .blend file), recorded beside the "
+        "front-end (default: none)",
+    )
+    p.add_argument(
         "--progress",
         default="bar",
         choices=("bar", "json"),
@@ -537,6 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_jobs_arguments(jobs)
     selftest = sub.add_parser("selftest", help="run the whole pipeline with a tiny random model")
     selftest.add_argument("--keep", default=None, help="keep the outputs in this folder")
+    selftest.add_argument(
+        "--progress",
+        default="bar",
+        choices=("bar", "json"),
+        help="bar, or json: one object per line on stdout, as `run` (default: %(default)s)",
+    )
     check = sub.add_parser(
         "check", help="report Python, torch, devices (and a checkpoint, or an output folder)"
     )
@@ -546,7 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="report the depth sequences in DIR: complete, being written, or what an "
-        "interrupted run left (a cut-short swap is completed, an unpublished staging removed)",
+        "interrupted run left (a cut-short swap is completed, an unpublished staging removed); "
+        "exit 0 when every sequence is complete, 3 when one is not",
     )
     check.add_argument(
         "--checkpoint",
@@ -650,6 +674,8 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         max_frame_memory=args.max_frame_memory,
         reference=args.reference,
         compile=args.compile,
+        front_end=args.front_end,
+        requested_by=args.requested_by,
         camera=CameraRequest(
             file=getattr(args, "camera", None),
             focal_length=getattr(args, "focal_length", None),
@@ -726,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
     if args.command == "check" and args.output:
-        from .publish import check_output
+        from .publish import SETTLED_STATES, check_output
 
         try:
             report = check_output(args.output, message=lambda text: print(text, file=sys.stderr))
@@ -738,8 +764,11 @@ def main(argv: list[str] | None = None) -> int:
         for entry in [] if args.json else report:
             print(f"{entry['name']}: {entry['state']}" + (
                 f" (frames {entry['frames']})" if entry.get("frames") else ""
+            ) + (", read-only" if entry.get("read_only") else "") + (
+                f": {entry['detail']}" if entry.get("detail") else ""
             ))  # fmt: skip
-        return 0
+        settled = all(entry["state"] in SETTLED_STATES for entry in report)
+        return 0 if settled else EXIT_NOT_COMPLETE
 
     if args.command == "check":
         info = command_check(args)

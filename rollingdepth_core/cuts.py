@@ -136,8 +136,8 @@ class CutDetector:
             from scenedetect.detectors import AdaptiveDetector, ContentDetector
         except ImportError as exc:
             raise ConfigError(
-                "`cuts=auto` needs PySceneDetect: pip install opencv-python-headless "
-                f"and then pip install --no-deps scenedetect==0.7.2 ({exc})"
+                "`cuts=auto` needs PySceneDetect, a dependency of rollingdepth that is "
+                f"missing here: pip install scenedetect-headless ({exc})"
             ) from exc
         self._timecode = FrameTimecode
         if method == "content":

@@ -201,6 +201,24 @@ class RayExecutor:
         self.address = address
         self.message = message or (lambda text: None)
 
+    def check(self) -> None:
+        """Connect and size the workers now: a cluster nobody answers at, or one with no node
+        for a worker, is refused before the model loads and the plate is encoded (`compute`
+        asks again, as nodes come and go)."""
+        import torch
+
+        self._layout(_connect(self.address), torch.get_num_threads())
+
+    def _layout(self, ray, threads: int) -> tuple[str, int, dict, str]:
+        device, count, options, described = worker_layout(ray.nodes(), threads)
+        if device != self.driver_device.split(":")[0]:
+            raise ConfigError(
+                f"the Ray workers run on {device} but this run resolved `--device "
+                f"{self.driver_device}`; pass `--device {device}` so that the latents and "
+                f"snippets agree"
+            )
+        return device, count, options, described
+
     def compute(
         self,
         blocks: list[Block],
@@ -222,13 +240,7 @@ class RayExecutor:
         if not todo:
             return
         threads = torch.get_num_threads()
-        device, count, options, described = worker_layout(ray.nodes(), threads)
-        if device != self.driver_device.split(":")[0]:
-            raise ConfigError(
-                f"the Ray workers run on {device} but this run resolved `--device "
-                f"{self.driver_device}`; pass `--device {device}` so that the latents and "
-                f"snippets agree"
-            )
+        device, count, options, described = self._layout(ray, threads)
         self.message(f"ray: {described}")
         run = _RayRun(ray, self, store, config, size, device, options, threads, todo, progress)
         try:

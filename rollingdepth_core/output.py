@@ -95,8 +95,22 @@ def ensure_writable(folder: str | Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".rollingdepth-probe-"):
             pass
     except OSError as exc:
-        raise OutputError(f"cannot write to output folder {str(folder)!r}: {exc.strerror}") from exc
+        raise OutputError(
+            not_a_folder(folder) or f"cannot write to output folder {str(folder)!r}: {exc.strerror}"
+        ) from exc
     return folder
+
+
+def not_a_folder(folder: Path) -> str | None:
+    """The message when a file stands where ``folder`` or one of its parents should be a
+    folder (the OS says "File exists" or "Not a directory"); None when none does."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if path.is_dir():
+                return None
+            where = "" if path == folder else f" (in output folder {str(folder)!r})"
+            return f"{str(path)!r} is a file, not a folder{where}"
+    return None
 
 
 # The reproducible-builds convention: a fixed time (seconds since 1970, UTC) that replaces "now"

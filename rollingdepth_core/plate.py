@@ -9,6 +9,7 @@ of the decode (``benchmarks/colorspace_bench.py``).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 from collections.abc import Iterable, Iterator
@@ -34,6 +35,7 @@ from .colorspace import (
 from .config import DEFAULT_MAX_FRAME_GIB
 from .errors import ConfigError, InputError
 from .exr import Window, oiio_error
+from .framesets import FrameSet, frame_set_of, parse_frames
 from .timecode import (
     Timecodes,
     header_rate,
@@ -69,7 +71,7 @@ class PlateInfo:
     width: int
     height: int
     fps: Fraction | None
-    missing_frames: tuple[int, ...]
+    missing_frames: tuple[int, ...]  # in the plate's span, asked for and not on disk
     color: PlateColor  # input colour space, OCIO config, display and view, and why
     codec: str | None
     # Geometry, as a player or compositor shows the plate. width/height above are the
@@ -87,6 +89,10 @@ class PlateInfo:
     # A video whose frames are not evenly spaced in time: its average rate (frames over
     # duration); `fps` is then the stream's nominal rate, which the depth carries.
     variable_rate: Fraction | None = None
+    # The parts of the asked frame set before the plate's first frame or after its last, as
+    # a frame-set label ("1-1000,1013-9999"); they are skipped like missing frames.
+    frames_outside: str = ""
+    plate_span: tuple[int, int] = (0, 0)  # the first and last frame on disk, all of them
 
     def exr_windows(self) -> dict[str, Window | float]:
         """`write_depth_exr` keywords for an output at plate resolution, lined up over it."""
@@ -114,42 +120,6 @@ def _bytes_text(size: float) -> str:
         if size >= scale:
             return f"{size / scale:.2f} {unit}"
     return f"{int(size)} bytes"
-
-
-def parse_frames(text: str) -> tuple[int, ...]:
-    """Parse a frame set (fileseq's syntax) into its sorted frame numbers.
-
-    ``"1001-1100"``, ``"1001"``, ``"1001-1100x2"`` (every 2nd), ``"1001-1020,1050-1100"``,
-    negative frames ``"-10--1"``.
-
-    Raises
-    ------
-    ConfigError
-        Not a frame set of whole numbers, or a range that starts after it ends.
-    """
-    try:
-        frame_set = fileseq.FrameSet(text.replace(" ", ""))
-        numbers = list(frame_set)
-    except (fileseq.ParseException, ValueError, TypeError):
-        numbers = None
-    if not numbers or any(int(n) != n for n in numbers):
-        raise ConfigError(
-            "frames must be a frame set like `1001-1100`, `1001-1100x2`, `1001-1020,1050-1100` "
-            f"or `1001`; got {text!r}"
-        )
-    for chunk in text.replace(" ", "").split(","):
-        chunk_set = fileseq.FrameSet(chunk)
-        if len(chunk_set) > 1 and chunk_set.start() > chunk_set.end():
-            raise ConfigError(
-                f"frame range {chunk!r} starts after it ends "
-                f"({chunk_set.start()} > {chunk_set.end()})"
-            )
-    return tuple(sorted({int(n) for n in numbers}))
-
-
-def _frame_label(frames: tuple[int, ...]) -> str:
-    """``(1001, ..., 1100)`` -> ``"1001-1100"``, in fileseq's notation."""
-    return str(fileseq.FrameSet(list(frames)))
 
 
 class Plate:
@@ -286,10 +256,11 @@ def open_plate(
     elif isinstance(frames, tuple) and len(frames) == 2:
         if frames[0] > frames[1]:
             raise ConfigError(f"`frames` must be (first, last) with first <= last; got {frames}")
-        frames = tuple(range(int(frames[0]), int(frames[1]) + 1))
-    elif frames is not None:
-        frames = tuple(sorted({int(n) for n in frames}))
-        if not frames:
+        first, last = int(frames[0]), int(frames[1])
+        frames = FrameSet(f"{first}-{last}", (range(first, last + 1),))
+    elif frames is not None and not isinstance(frames, FrameSet):
+        frames = frame_set_of(int(n) for n in frames)
+        if frames is None:
             raise ConfigError("`frames` names no frame")
     if not max_frame_gib * _GIB >= 1:  # also refuses NaN
         raise ConfigError(
@@ -300,7 +271,7 @@ def open_plate(
     return plate
 
 
-def _open(source: str, frames: tuple[int, ...] | None, input_colorspace: str) -> Plate:
+def _open(source: str, frames: FrameSet | None, input_colorspace: str) -> Plate:
     """The plate reader for ``source`` (see `open_plate`)."""
     found = _find_sequence(source)
     if found is None:
@@ -309,25 +280,46 @@ def _open(source: str, frames: tuple[int, ...] | None, input_colorspace: str) ->
     return _SequencePlate(source, files, padding, frames, input_colorspace)
 
 
-def _select(
-    source: str, available: list[int], frames: tuple[int, ...] | None
-) -> tuple[list[int], tuple[int, ...]]:
-    """Pick the frame numbers ``frames`` (sorted) from sorted ``available``; also return the
-    frames asked for (all in the plate's range, without ``frames``) that are not there."""
+@dataclass(frozen=True)
+class _Selection:
+    numbers: list[int]  # the frames on disk the set asks for, in increasing order
+    missing: tuple[int, ...]  # in the plate's span, asked for and not on disk
+    outside: str  # the set's parts outside the plate's span (`FrameSet.outside`)
+    span: tuple[int, int]  # the plate's first and last frame
+
+
+def _select(source: str, available: list[int], frames: FrameSet | None) -> _Selection:
+    """Pick the frames ``frames`` asks for from sorted ``available`` (all without ``frames``).
+
+    Time and memory follow the plate, not the set: ``1-999999999`` is answered from its
+    ranges. Frames the set asks for that are not on disk are skipped: those inside the
+    plate's span are its missing frames, the parts beyond it are told as ``outside``.
+    """
     lo, hi = available[0], available[-1]
-    if frames is not None and (frames[0] < lo or frames[-1] > hi):
-        raise InputError(
-            f"{source}: frames {_frame_label(frames)} are outside the plate's frame range {lo}-{hi}"
-        )
+    if frames is None:
+        wanted = [range(lo, hi + 1)]
+        outside = ""
+    else:
+        wanted = frames.within(lo, hi)
+        outside = frames.outside(lo, hi)
     present = set(available)
-    wanted = range(lo, hi + 1) if frames is None else frames
-    selected = [n for n in wanted if n in present]
-    missing = tuple(n for n in wanted if n not in present)
+    picked = set()
+    for r in wanted:
+        if r:
+            start, stop = bisect.bisect_left(available, r[0]), bisect.bisect_right(available, r[-1])
+            picked.update(n for n in available[start:stop] if n in r)
+    selected = [n for n in available if n in picked]  # the plate's order, not the set's
+    missing = tuple(sorted({n for r in wanted for n in r if n not in present}))
+    if len(selected) < MIN_FRAMES and outside:
+        raise InputError(
+            f"{source}: frames {frames.text!r} hold {len(selected)} frame(s) of the plate (its "
+            f"frame range is {lo}-{hi}); RollingDepth needs at least {MIN_FRAMES}"
+        )
     if len(selected) < MIN_FRAMES:
         raise InputError(
             f"{source}: RollingDepth needs at least {MIN_FRAMES} frames; got {len(selected)}"
         )
-    return selected, missing
+    return _Selection(selected, missing, outside, (lo, hi))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,10 +607,11 @@ class _SequencePlate(Plate):
         source: str,
         files: dict[int, Path],
         padding: int,
-        frames: tuple[int, ...] | None,
+        frames: FrameSet | None,
         input_colorspace: str | ColorRequest,
     ) -> None:
-        numbers, missing = _select(source, sorted(files), frames)
+        picked = _select(source, sorted(files), frames)
+        numbers = picked.numbers
         self._paths = [files[n] for n in numbers]
         self.source_files = tuple(self._paths)
         # Headers only: catches unreadable files and mixed sizes before any model work.
@@ -645,7 +638,9 @@ class _SequencePlate(Plate):
             width=first.width,
             height=first.height,
             fps=first.rate,
-            missing_frames=missing,
+            missing_frames=picked.missing,
+            frames_outside=picked.outside,
+            plate_span=picked.span,
             color=resolve_color(input_colorspace, first.color_hints),
             codec=first.format_name,
             display_window=first.display_window,
@@ -829,17 +824,34 @@ class _VideoDecoder:
             container.close()
 
 
+def _video_error_text(source: str, exc: Exception) -> str:
+    """Why FFmpeg could not open ``source``, in plain words (not "[Errno 1094995529]")."""
+    try:
+        if os.path.getsize(source) == 0:
+            return "the file is empty (0 bytes)"
+    except OSError:
+        pass
+    if isinstance(exc, av.error.InvalidDataError):
+        return "not a video (nor an image sequence): FFmpeg does not recognise what the file holds"
+    return f"cannot open as video: {_reason(exc)}"
+
+
+def _reason(exc: Exception) -> str:
+    """An FFmpeg or OS error's own words, without its error number and file name."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 class _VideoPlate(Plate):
     def __init__(
         self,
         source: str,
-        frames: tuple[int, ...] | None,
+        frames: FrameSet | None,
         input_colorspace: str | ColorRequest,
     ) -> None:
         try:
             container = av.open(source)
         except _VIDEO_ERRORS as exc:
-            raise InputError(f"{source}: cannot open as video: {exc}") from exc
+            raise InputError(f"{source}: {_video_error_text(source, exc)}") from exc
         try:
             if not container.streams.video:
                 raise InputError(f"{source}: no video stream in this file")
@@ -866,7 +878,7 @@ class _VideoPlate(Plate):
                     if count > 0:
                         break
             except _VIDEO_ERRORS as exc:
-                raise InputError(f"{source}: cannot decode video: {exc}") from exc
+                raise InputError(f"{source}: cannot decode video: {_reason(exc)}") from exc
             if decoded == 0:
                 raise InputError(f"{source}: the video stream holds no decodable frames")
             width, height = stream.codec_context.width, stream.codec_context.height
@@ -882,7 +894,8 @@ class _VideoPlate(Plate):
             # what players show: the frame turned on its side, pixels' aspect with it
             width, height, pixel_aspect = height, width, 1.0 / pixel_aspect
 
-        numbers, _ = _select(source, list(range(count)), frames)
+        picked = _select(source, list(range(count)), frames)
+        numbers = picked.numbers
         by_frame = {}
         if start_timecode and fps:
             by_frame = video_timecodes(source, start_timecode, fps, numbers)
@@ -894,6 +907,8 @@ class _VideoPlate(Plate):
             height=height,
             fps=fps,
             missing_frames=(),
+            frames_outside=picked.outside,
+            plate_span=picked.span,
             color=resolve_color(input_colorspace, color_hints),
             codec=codec,
             rotation=rotation,
@@ -925,7 +940,9 @@ class _VideoPlate(Plate):
                 if index >= last:
                     return
         except _VIDEO_ERRORS as exc:
-            raise InputError(f"{self.info.source}: cannot decode frame {expected}: {exc}") from exc
+            raise InputError(
+                f"{self.info.source}: cannot decode frame {expected}: {_reason(exc)}"
+            ) from exc
         finally:
             decoded.close()  # closes the container now, not whenever the generator is collected
         raise InputError(
@@ -946,7 +963,9 @@ class _VideoPlate(Plate):
                     return self._rgb(frame)
         except _VIDEO_ERRORS as exc:
             self.close()
-            raise InputError(f"{self.info.source}: cannot decode frame {target}: {exc}") from exc
+            raise InputError(
+                f"{self.info.source}: cannot decode frame {target}: {_reason(exc)}"
+            ) from exc
         self.close()
         raise InputError(f"{self.info.source}: the video ended before frame {target}")
 

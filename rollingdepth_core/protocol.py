@@ -190,3 +190,171 @@ def parse_dilations(text: str) -> tuple[int, ...]:
     if values and 1 not in values:
         raise ValueError(f"dilations must include 1, e.g. `1 10 25`; got {text!r}")
     return tuple(values)
+
+
+# ---------------------------------------------------------------------------- provenance
+# Who asked for a run: the front-end that built the request (`--front-end`), and free text
+# naming what asked (`--requested-by`: the add-on passes its .blend file's path). Both are
+# recorded in the manifest and the EXR headers; neither changes the run id.
+FRONT_ENDS = ("cli", "panel", "blender")
+DEFAULT_FRONT_END = "cli"
+
+# ---------------------------------------------------------------------------- output folders
+# A published sequence NAME.####.exr has a manifest NAME_run.json beside it (written by
+# rollingdepth_core.publish; these are its keys, read by every front-end from here).
+MANIFEST_SUFFIX = "_run.json"
+DEFAULT_SEQUENCE_NAME = "depth"
+# A sequence's files besides its frames NAME.####.exr: NAME + each suffix. They belong to the
+# sequence: staged and swapped with its frames, and removed with them when a run replaces it.
+SIDECAR_SUFFIXES = ("_alignment.json", "_anchors.json", "_preview.mp4", ".otio", MANIFEST_SUFFIX)
+STAGING_SUFFIX = ".staging"  # `.NAME.staging/`: a run's files before the swap
+JOURNAL_NAME = "swap.json"  # in the staging folder: the swap's commit point
+KEY_VERSION = "rollingdepth"
+KEY_RUN_ID = "run_id"
+KEY_SOURCE = "source"  # the plate
+KEY_NAME = "name"  # the sequence name
+KEY_FRAMES = "frames"  # the frame numbers, ascending
+KEY_STATE = "state"  # one of MANIFEST_STATES
+KEY_COMPLETE = "complete"  # True once the sequence is whole (older manifests: the only key)
+KEY_FILES = "files"  # every file of the sequence: frames, sidecars (names in the folder)
+KEY_REPLACED = "replaced"  # the earlier sequence's files the swap removed
+KEY_FRONT_END = "front_end"
+KEY_REQUESTED_BY = "requested_by"
+KEY_SETTINGS = "settings"  # what shapes the result (what the run id hashes)
+KEY_USED = "used"  # holdout, anchors, cuts the run used
+KEY_TIMECODE = "timecode"
+# The manifest's states. "being swapped": the new sequence's files are being renamed into the
+# folder (or a kill cut that short): the folder may hold a mix of two runs until the next run or
+# `rollingdepth check --output` completes it. A reader takes only "complete" as whole.
+STATE_COMPLETE = "complete"
+STATE_SWAPPING = "being swapped"
+MANIFEST_STATES = (STATE_COMPLETE, STATE_SWAPPING)
+# What `describe_output_folder` adds: the manifest is unreadable, lists frames the folder lacks,
+# or frames no manifest accounts for are in the folder.
+STATE_UNREADABLE = "unreadable"
+STATE_INCOMPLETE = "incomplete"
+STATE_NO_MANIFEST = "no manifest"
+# The settings `describe_output_folder` sums up, in this order.
+SUMMARY_SETTINGS = ("preset", "depth_mode", "processing_res", "dilations", "refine_steps")
+
+
+def describe_output_folder(path, name: str | None = None) -> dict | None:
+    """What an output folder holds, for showing an artist before a run writes there.
+
+    ``name``: the sequence (default: the folder's only sequence; with several, ``depth`` if
+    present, else the most recently published). Returns None where the folder holds no run
+    (no manifest and no frames of the sequence). Otherwise a dict with ``state`` (one of
+    ``complete``, ``being swapped``, ``incomplete``, ``no manifest``, ``unreadable``),
+    ``name``, ``front_end``, ``requested_by``, ``plate``, ``first_frame``, ``last_frame``,
+    ``frame_count``, ``run_id``, ``settings`` (a short text) and ``detail`` (one line, for
+    the states other than ``complete``). Reads only; never raises on what the folder holds.
+    """
+    import json
+    import os
+
+    folder = os.fspath(path)
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return None
+    manifests = sorted(e[: -len(MANIFEST_SUFFIX)] for e in entries if e.endswith(MANIFEST_SUFFIX))
+    if name is None:
+        if len(manifests) == 1 or (manifests and DEFAULT_SEQUENCE_NAME not in manifests):
+            name = max(manifests, key=lambda n: _mtime(folder, n + MANIFEST_SUFFIX))
+        else:
+            name = DEFAULT_SEQUENCE_NAME
+    frame_name = re.compile(re.escape(name) + r"\.(-?\d+)\.exr")
+    present = sorted(int(m.group(1)) for e in entries if (m := frame_name.fullmatch(e)))
+    staging = os.path.join(folder, f".{name}{STAGING_SUFFIX}")
+    swap_cut_short = os.path.isfile(os.path.join(staging, JOURNAL_NAME))
+    described: dict = {
+        "name": name,
+        "state": STATE_NO_MANIFEST,
+        "front_end": None,
+        "requested_by": None,
+        "plate": None,
+        "first_frame": present[0] if present else None,
+        "last_frame": present[-1] if present else None,
+        "frame_count": len(present),
+        "run_id": None,
+        "settings": "",
+        "detail": "",
+    }
+    manifest_path = os.path.join(folder, name + MANIFEST_SUFFIX)
+    if name not in manifests:
+        if not present and not swap_cut_short:
+            return None
+        described["detail"] = f"{len(present)} frames that no run's record accounts for"
+        if swap_cut_short:
+            described["state"] = STATE_SWAPPING
+            described["detail"] = "a replacement was cut short; it completes on the next run"
+        return described
+    try:
+        with open(manifest_path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+        frames = [int(n) for n in manifest.get(KEY_FRAMES) or []]
+        files = [str(f) for f in manifest.get(KEY_FILES) or []]
+    except (OSError, ValueError, TypeError) as exc:
+        described["state"] = STATE_UNREADABLE
+        described["detail"] = f"{os.path.basename(manifest_path)} cannot be read ({exc})"
+        return described
+    settings = manifest.get(KEY_SETTINGS)
+    described.update(
+        front_end=_text(manifest.get(KEY_FRONT_END)),
+        requested_by=_text(manifest.get(KEY_REQUESTED_BY)),
+        plate=_text(manifest.get(KEY_SOURCE)),
+        first_frame=min(frames) if frames else described["first_frame"],
+        last_frame=max(frames) if frames else described["last_frame"],
+        frame_count=len(frames),
+        run_id=_text(manifest.get(KEY_RUN_ID)),
+        settings=_summary(settings) if isinstance(settings, dict) else "",
+    )
+    state = manifest.get(KEY_STATE)
+    if state is None:  # manifests from before `state`: judged by their frames below
+        state = STATE_COMPLETE if manifest.get(KEY_COMPLETE, True) is True else STATE_SWAPPING
+    missing = [f for f in files if f not in entries] or sorted(set(frames) - set(present))
+    extra = sorted(set(present) - set(frames))
+    if state == STATE_SWAPPING or swap_cut_short:
+        described["state"] = STATE_SWAPPING
+        described["detail"] = (
+            "a replacement is being swapped in (or was cut short: it completes on the next run)"
+        )
+    elif state != STATE_COMPLETE:
+        described["state"] = STATE_UNREADABLE
+        described["detail"] = f"{os.path.basename(manifest_path)} has an unknown state {state!r}"
+    elif missing:
+        described["state"] = STATE_INCOMPLETE
+        described["detail"] = f"{len(missing)} of its files are missing"
+    elif extra:
+        described["state"] = STATE_INCOMPLETE
+        described["detail"] = f"{len(extra)} frames that its record does not list"
+    else:
+        described["state"] = STATE_COMPLETE
+    return described
+
+
+def _mtime(folder: str, entry: str) -> float:
+    import os
+
+    try:
+        return os.stat(os.path.join(folder, entry)).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _summary(settings: dict) -> str:
+    parts = []
+    for key in SUMMARY_SETTINGS:
+        value = settings.get(key)
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            value = " ".join(str(v) for v in value)
+        parts.append(f"{key.replace('_', ' ')} {value}")
+    return ", ".join(parts)

@@ -1,21 +1,26 @@
 """The publisher: a run's sequence replaces the folder's sequence whole, or not at all.
 
 A run writes ``NAME.####.exr`` and its sidecars (``NAME_alignment.json``, ``NAME_anchors.json``,
-``NAME_preview.mp4``) and a manifest ``NAME_run.json`` (its *run id*, a hash of the plate,
-its frame numbers and every setting; the frames; the files; what it used: holdout, anchors,
-cuts, colour) into the output folder. What readers of the folder can rely on:
+``NAME_preview.mp4``, ``NAME.otio``) and a manifest ``NAME_run.json`` (its *run id*, a hash of
+the plate, its frame numbers and every setting; its state; the frames; the files; who asked
+for it; what it used: holdout, anchors, cuts, colour; its keys are in :mod:`.protocol`) into
+the output folder. What readers of the folder can rely on:
 
 - **Whole or nothing.** Every file is first written into a staging folder beside the
   sequence (``.NAME.staging/`` in the output folder, so the swap is a rename on one file
   system). Only when every frame and sidecar is complete does the swap run: a journal
-  (``.NAME.staging/swap.json``) is written as the commit point, then each file takes its
-  place by ``os.replace`` and the earlier sequence's frames the new one does not have are
-  removed (each said on stderr). Interrupted before the journal (Ctrl-C, a kill, a full disk,
-  a failed frame), the folder still holds the earlier sequence untouched; the staging folder
-  is removed then, or by the next run or ``rollingdepth check --output`` after a kill. SIGINT,
-  SIGTERM and SIGHUP wait while the swap runs (milliseconds); a SIGKILL or a power cut inside
-  it leaves the journal, and the next run or ``rollingdepth check --output`` completes the
-  swap before anything else reads or writes the sequence.
+  (``.NAME.staging/swap.json``) is written as the commit point, the folder's manifest is
+  rewritten to say ``being swapped``, then each file takes its place by ``os.replace``
+  (the complete manifest last) and the earlier sequence's frames and sidecars the new one
+  does not have are removed (each said). Interrupted before the journal (Ctrl-C, a kill, a
+  full disk, a failed frame), the folder still holds the earlier sequence untouched; the
+  staging folder is removed then, or by the next run or ``rollingdepth check --output``
+  after a kill. SIGINT, SIGTERM and SIGHUP wait while the swap runs, whichever thread the
+  kernel hands them to (handlers that record them; the run is cancelled after, saying that
+  the new sequence is complete); a SIGKILL or a power cut inside it leaves the journal and a
+  manifest that says ``being swapped``, and the next run or ``rollingdepth check --output``
+  completes the swap before anything else reads or writes the sequence. The journal is
+  trusted only after it is checked: every name a plain file of this sequence in this folder.
 - **One writer.** ``.NAME.lock`` in the folder is held (``flock``) from the check before the
   model loads until the swap is done. A second writer of the same sequence is refused at
   once in one line naming the holder. The kernel drops the lock of a process that dies, so
@@ -45,19 +50,20 @@ import re
 import shutil
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__
+from . import __version__, protocol
 from .config import check_name
 from .errors import Cancelled, ConfigError, OutputError, RollingDepthError
-from .output import expand_pattern, sequence_pattern
+from .output import expand_pattern, not_a_folder, sequence_pattern
 
-MANIFEST_SUFFIX = "_run.json"
-JOURNAL = "swap.json"
+MANIFEST_SUFFIX = protocol.MANIFEST_SUFFIX
+JOURNAL = protocol.JOURNAL_NAME
 
 
 class ForeignFrames(OutputError):
@@ -133,6 +139,10 @@ def lock_path(folder: str | os.PathLike[str], name: str) -> Path:
     return Path(folder) / f".{name}.lock"
 
 
+class FolderReadOnly(OutputError):
+    """The folder takes no files (a read-only mount or permissions): no lock can be made."""
+
+
 class SequenceLock:
     """An exclusive ``flock`` on ``.NAME.lock``, holding who took it (pid, host, time)."""
 
@@ -152,7 +162,12 @@ class SequenceLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise OutputError(f"{self.path}: cannot create the lock: {exc.strerror}") from exc
+                kind = (
+                    FolderReadOnly
+                    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+                    else OutputError
+                )
+                raise kind(f"{self.path}: cannot create the lock: {exc.strerror}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -199,6 +214,10 @@ class SequenceLock:
         )
 
 
+class JournalError(OutputError):
+    """A swap journal that fails validation: left as it is for a person, nothing touched."""
+
+
 def recover_staging(
     folder: str | os.PathLike[str], name: str, message: Callable[[str], None] | None = None
 ) -> str | None:
@@ -208,27 +227,35 @@ def recover_staging(
     sequence is whole in the folder afterwards). One without is a run that stopped while
     writing: it is removed (the folder holds the earlier sequence, untouched). Call with the
     sequence's lock held. Returns what was done, in one line, or None.
+
+    Raises
+    ------
+    JournalError
+        The journal names something that is not a plain file of this sequence in this folder
+        (``../x``, an absolute path, another sequence's file, a symlink), lacks a key, or the
+        staging folder is a symlink: nothing is renamed or removed.
     """
+    folder = Path(folder)
     staging = staging_folder(folder, name)
+    if staging.is_symlink():
+        raise JournalError(
+            f"{staging} is a link, not the folder a run stages its files in; it is left for a "
+            "person to look at (nothing was renamed or removed)"
+        )
     if not staging.is_dir():
         return None
     journal = staging / JOURNAL
-    if journal.is_file():
-        try:
-            plan = json.loads(journal.read_text())
-        except (OSError, ValueError):
-            plan = None
-        if isinstance(plan, dict):
-            removed = _swap(Path(folder), staging, plan["files"], plan["remove"], message)
-            text = (
-                f"{folder}: completed the interrupted publish of {name} "
-                f"({len(plan['files'])} files"
-                + (f", {len(removed)} earlier frames removed" if removed else "")
-                + ")"
-            )
-            if message:
-                message(text)
-            return text
+    if journal.is_file() or journal.is_symlink():
+        files, remove = read_journal(folder, name)
+        removed = _swap(folder, staging, files, remove, message)
+        text = (
+            f"{folder}: completed the interrupted publish of {name} ({len(files)} files"
+            + (f", {len(removed)} files of the earlier sequence removed" if removed else "")
+            + ")"
+        )
+        if message:
+            message(text)
+        return text
     count = sum(1 for p in staging.iterdir() if p.suffix == ".exr")
     shutil.rmtree(staging, ignore_errors=True)
     text = (
@@ -238,6 +265,71 @@ def recover_staging(
     if message:
         message(text)
     return text
+
+
+def read_journal(folder: str | os.PathLike[str], name: str) -> tuple[list[str], list[str]]:
+    """The swap journal of sequence ``name``: (files to move in, files to remove), each a plain
+    file name of the sequence, checked against the folder before anything is touched.
+    JournalError otherwise (see :func:`recover_staging`)."""
+    folder = Path(folder)
+    staging = staging_folder(folder, name)
+    journal = staging / JOURNAL
+
+    def refuse(why: str) -> JournalError:
+        return JournalError(
+            f"{journal}: {why}; the interrupted publish of {name} is left as it is for a "
+            "person to look at (nothing was renamed or removed)"
+        )
+
+    if journal.is_symlink() or staging.is_symlink():
+        raise refuse("the journal is a link")
+    try:
+        plan = json.loads(journal.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise refuse(f"cannot be read ({exc})") from None
+    if not isinstance(plan, dict):
+        raise refuse("not a journal (a JSON object with `files` and `remove`)")
+    lists = []
+    for key in ("files", "remove"):
+        entries = plan.get(key)
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise refuse(f"`{key}` is missing or not a list of file names")
+        lists.append(entries)
+    files, remove = lists
+    for entry in remove:
+        if not is_sequence_file(name, entry):
+            raise refuse(f"{entry!r} is not a file of the {name} sequence in this folder")
+    for entry in files:
+        if not (is_sequence_file(name, entry) or _is_points_file(entry)):
+            raise refuse(f"{entry!r} is not a file of the {name} sequence in this folder")
+    if set(files) & set(remove):
+        raise refuse(f"{sorted(set(files) & set(remove))[0]!r} is both moved in and removed")
+    for entry in files:
+        if (staging / entry).is_symlink() or (
+            (staging / entry).exists() and not (staging / entry).is_file()
+        ):
+            raise refuse(f"the staged {entry!r} is not a plain file")
+    for entry in files + remove:
+        target = folder / entry
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise refuse(f"{target} is not a plain file")
+    return files, remove
+
+
+def is_sequence_file(name: str, entry: str) -> bool:
+    """Whether ``entry`` is the plain file name of a frame or sidecar of sequence ``name``."""
+    if entry in {name + suffix for suffix in protocol.SIDECAR_SUFFIXES}:
+        return True
+    return re.fullmatch(re.escape(name) + r"\.-?\d+\.exr", entry) is not None
+
+
+def _is_points_file(entry: str) -> bool:
+    """A run's `--points` USD stage: a plain, visible file name in the folder (moved in with
+    the sequence, never removed by a journal)."""
+    from .points import USD_SUFFIXES
+
+    plain = entry == Path(entry).name and entry not in ("", ".", "..") and "\\" not in entry
+    return plain and not entry.startswith(".") and Path(entry).suffix.lower() in USD_SUFFIXES
 
 
 def _swap(
@@ -262,9 +354,14 @@ def _swap(
     _fsync_dir(folder)
     shutil.rmtree(staging, ignore_errors=True)
     if removed and message:
+        frames = [p for p in removed if p.suffix == ".exr"]
+        others = [p.name for p in removed if p.suffix != ".exr"]
+        said = ([f"{len(frames)} frames"] if frames else []) + (
+            [", ".join(others)] if others else []
+        )
         message(
-            f"removed {len(removed)} frames of the earlier sequence that the new one does not "
-            f"have ({frame_ranges(_numbers(removed))}) from {folder}"
+            f"removed {' and '.join(said)} of the earlier sequence that the new one does not "
+            f"have{f' ({frame_ranges(_numbers(frames))})' if frames else ''} from {folder}"
         )
     return removed
 
@@ -291,19 +388,45 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Deferred:
+    """The first stop signal that arrived while the swap ran (None: none did)."""
+
+    signum: int | None = None
+
+
 @contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP wait until the block ends (the main thread only)."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+def _signals_deferred() -> Iterator[_Deferred]:
+    """SIGINT, SIGTERM and SIGHUP wait until the block ends, for the whole process.
+
+    A per-thread mask does not do it: torch, OpenMP and tqdm threads still take the signal,
+    and Python then runs its handler in the main thread wherever that is. Handlers set here
+    (in the main thread, where Python runs them) only record the signal; the caller acts on
+    it after the block. Signals the process ignores stay ignored. Off the main thread (the
+    panel's worker) there is nothing to install: such a process handles signals its own way.
+    """
+    deferred = _Deferred()
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def record(signum, frame) -> None:
+            if deferred.signum is None:
+                deferred.signum = signum
+
+        for signum in DEFERRED_SIGNALS:
+            try:
+                if signal.getsignal(signum) == signal.SIG_IGN:
+                    continue
+                previous[signum] = signal.signal(signum, record) or signal.SIG_DFL
+            except (ValueError, OSError):
+                pass
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (ValueError, OSError):
-        previous = None
-    try:
-        yield
+        yield deferred
     finally:
-        if previous is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class Publisher:
@@ -343,6 +466,10 @@ class Publisher:
         self._replaces: set[str] = set()  # file names of the earlier sequence to remove
         self._checked = False
         self._earlier = 0  # frames of the earlier sequence in the folder
+        # the outermost folder this run created (None: the folder was there), removed again
+        # if the run stops before publishing and leaves it empty
+        self._created: Path | None = None
+        self._published = False
 
     @classmethod
     def for_plate(
@@ -361,7 +488,8 @@ class Publisher:
         (checkpoint, preset, InferenceConfig and OutputConfig fields, anchors, holdout, cuts).
         """
         info = plate.info
-        record = dict(record or {})
+        record = {protocol.KEY_SETTINGS: json.loads(json.dumps(settings, default=str)),
+                  **(record or {})}  # fmt: skip
         if info.timecodes:
             record["timecode"] = info.timecodes.to_dict(info.frame_numbers)
         return cls(
@@ -394,12 +522,8 @@ class Publisher:
         return str(self.staging / Path(self.pattern).name)
 
     def sidecar_paths(self) -> list[Path]:
-        """The run's other files: alignment sidecar, preview, manifest."""
-        return [
-            self.folder / f"{self.name}_alignment.json",
-            self.folder / f"{self.name}_preview.mp4",
-            self.manifest_path,
-        ]
+        """The sequence's other files a run may write: sidecars, timeline, manifest."""
+        return [self.folder / f"{self.name}{suffix}" for suffix in protocol.SIDECAR_SUFFIXES]
 
     # ------------------------------------------------------------------ before the model
     def check(self) -> None:
@@ -421,8 +545,11 @@ class Publisher:
                     f"{path} is one of the plate's own files; the run would overwrite its "
                     "input: choose another `-o` folder or `--name`"
                 )
-        if self.folder.exists() and not self.folder.is_dir():
-            raise OutputError(f"output folder {self.folder} is a file")
+        in_the_way = not_a_folder(self.folder)
+        if in_the_way:
+            raise OutputError(in_the_way)
+        if self._created is None:
+            self._created = first_missing(self.folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -443,8 +570,10 @@ class Publisher:
         mine = {self.frame_name(n) for n in self.frame_numbers}
         foreign = {n for n, path in existing.items() if not same_run or path.name not in mine}
         self._earlier = len(existing)
-        # the new sequence replaces the folder's whole: what it does not write goes at the swap
-        self._replaces = {p.name for p in existing.values() if p.name not in mine}
+        # the new sequence replaces the folder's whole: what it does not write goes at the
+        # swap, its earlier sidecars too (the manifest is always written)
+        sidecars = {p.name for p in self.sidecar_paths()[:-1] if p.is_file() and not p.is_symlink()}
+        self._replaces = {p.name for p in existing.values() if p.name not in mine} | sidecars
         if foreign and not self.overwrite:
             partial = ""
             if manifest is not None and manifest.get("source") == self.source:
@@ -462,9 +591,21 @@ class Publisher:
 
     def release(self) -> None:
         """Free the lock (and drop the staging) of a run that stops before publishing."""
-        if self.staging.is_dir() and not (self.staging / JOURNAL).exists():
+        if (
+            self.staging.is_dir()
+            and not self.staging.is_symlink()
+            and not (self.staging / JOURNAL).exists()
+        ):
             shutil.rmtree(self.staging, ignore_errors=True)
         self.lock.release()
+        if not self._published:
+            remove_if_empty(self._created, self.folder)
+
+    def adopt_created(self, created: Path | None) -> None:
+        """The folder the request's checks created before this publisher ran (see
+        :func:`first_missing`): removed with ours if the run stops before publishing."""
+        if created is not None:
+            self._created = created
 
     def __enter__(self) -> Publisher:
         return self
@@ -544,31 +685,46 @@ class Publisher:
         extras = [Path(p).name for p in extra_files]
         stale = sorted(self._replaces - set(frames) - set(extras))
         manifest = {
-            "rollingdepth": __version__,
-            "run_id": self.run_id,
-            "source": self.source,
-            "name": self.name,
-            "frames": list(self.frame_numbers),
-            "complete": True,
-            "files": frames + extras,
-            "replaced": stale,
+            protocol.KEY_VERSION: __version__,
+            protocol.KEY_RUN_ID: self.run_id,
+            protocol.KEY_SOURCE: self.source,
+            protocol.KEY_NAME: self.name,
+            protocol.KEY_FRAMES: list(self.frame_numbers),
+            protocol.KEY_STATE: protocol.STATE_COMPLETE,
+            protocol.KEY_COMPLETE: True,
+            protocol.KEY_FILES: frames + extras,
+            protocol.KEY_REPLACED: stale,
+            protocol.KEY_FRONT_END: protocol.DEFAULT_FRONT_END,
+            protocol.KEY_REQUESTED_BY: None,
             **self.record,
         }
         write_text_atomic(self.staging / self.manifest_path.name, json.dumps(manifest, indent=1))
         # the manifest goes last: it names the sequence the frames already are
         files = frames + extras + [self.manifest_path.name]
+        swapping = {**manifest, protocol.KEY_STATE: protocol.STATE_SWAPPING,
+                    protocol.KEY_COMPLETE: False}  # fmt: skip
         try:
-            with _signals_held():
+            with _signals_deferred() as deferred:
                 _fsync_dir(self.staging)
                 write_text_atomic(
                     self.staging / JOURNAL, json.dumps({"files": files, "remove": stale})
                 )  # the commit point
+                # until the complete manifest goes in last, a reader (or a kill's leftovers)
+                # says "being swapped", never "complete"
+                write_text_atomic(self.manifest_path, json.dumps(swapping, indent=1))
                 removed = _swap(self.folder, self.staging, files, stale, self.message)
+                self._published = True
         except OSError as exc:
             raise OutputError(f"{self.folder}: the swap failed: {exc}") from exc
         finally:
             self.lock.release()
         self._replaces = set()
+        if deferred.signum is not None:
+            raise Cancelled(
+                f"cancelled ({signal.Signals(deferred.signum).name} waited for the swap): "
+                f"{self.folder} holds the new {self.name} sequence, complete "
+                f"({len(frames)} frames)"
+            )
         return removed
 
     # ------------------------------------------------------------------ helpers
@@ -591,49 +747,75 @@ class Publisher:
         return manifest if isinstance(manifest, dict) else None
 
 
+STATE_BEING_WRITTEN = "being written"
+STATE_JOURNAL_REFUSED = "swap journal refused"
+STATE_NOTHING = "nothing published"
+# the states `rollingdepth check --output` exits 0 for: nothing there needs anyone
+SETTLED_STATES = (protocol.STATE_COMPLETE, STATE_NOTHING)
+
+
 def check_output(
     folder: str | os.PathLike[str], message: Callable[[str], None] | None = None
 ) -> list[dict]:
     """``rollingdepth check --output FOLDER``: every sequence's state, after finishing or
-    cleaning what interrupted runs left (sequences being written are only reported)."""
+    cleaning what interrupted runs left (sequences being written are only reported).
+
+    Each entry has ``name``, ``state`` (:data:`.protocol.STATE_COMPLETE`, ``nothing
+    published`` (only an unpublished staging was there, now removed), ``being written``,
+    ``being swapped``, ``incomplete``, ``no manifest``, ``unreadable`` or ``swap journal
+    refused``), ``frames`` (the frames in the folder), ``run_id`` and ``source`` where a
+    manifest says, ``recovered`` where an interrupted run was finished or cleaned, ``detail``
+    for every state but complete, and ``read_only: True`` where the folder takes no files (it
+    is then only read: nothing can be finished or cleaned there).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise OutputError(f"{folder} is not a folder")
-    names = {p.name[1 : -len(".staging")] for p in folder.glob(".*.staging") if p.is_dir()}
+    names = {
+        p.name[1 : -len(protocol.STAGING_SUFFIX)]
+        for p in folder.glob(f".*{protocol.STAGING_SUFFIX}")
+        if p.is_dir() or p.is_symlink()
+    }
     names |= {p.name[: -len(MANIFEST_SUFFIX)] for p in folder.glob(f"*{MANIFEST_SUFFIX}")}
     report = []
     for name in sorted(names):
         entry: dict[str, object] = {"name": name}
         lock = SequenceLock(folder, name)
+        read_only = False
         try:
             lock.acquire()
+        except FolderReadOnly:
+            read_only = True  # nobody can be writing here: read what is there
         except OutputError as exc:
-            entry["state"] = "being written"
+            entry["state"] = STATE_BEING_WRITTEN
             entry["detail"] = str(exc)
             report.append(entry)
             continue
         try:
-            done = recover_staging(folder, name, message)
-            if done:
-                entry["recovered"] = done
-            manifest_path = folder / f"{name}{MANIFEST_SUFFIX}"
-            try:
-                manifest = json.loads(manifest_path.read_text())
-            except (OSError, ValueError):
-                manifest = None
-            frames = sorted(_numbers(folder.glob(f"{glob_escape(name)}.*.exr")))
-            entry["frames"] = frame_ranges(frames)
-            if manifest is None:
-                entry["state"] = "no manifest"
-            else:
-                planned = set(manifest.get("frames", []))
-                entry["run_id"] = manifest.get("run_id")
-                entry["source"] = manifest.get("source")
-                entry["state"] = "complete" if planned == set(frames) else (
-                    f"frames differ from the manifest's ({frame_ranges(planned)})"
-                )  # fmt: skip
+            if not read_only:
+                done = recover_staging(folder, name, message)
+                if done:
+                    entry["recovered"] = done
+        except JournalError as exc:
+            entry["state"] = STATE_JOURNAL_REFUSED
+            entry["detail"] = str(exc)
+            report.append(entry)
+            continue
         finally:
             lock.release()
+        described = protocol.describe_output_folder(folder, name) or {
+            "state": STATE_NOTHING  # an unpublished staging was all there was
+        }
+        frames = sorted(_numbers(folder.glob(f"{glob_escape(name)}.*.exr")))
+        entry["frames"] = frame_ranges(frames)
+        if described.get("run_id") is not None or described.get("plate") is not None:
+            entry["run_id"] = described.get("run_id")
+            entry["source"] = described.get("plate")
+        entry["state"] = described.get("state", protocol.STATE_NO_MANIFEST)
+        if described.get("detail"):
+            entry["detail"] = described["detail"]
+        if read_only:
+            entry["read_only"] = True
         report.append(entry)
     return report
 
@@ -666,3 +848,29 @@ def _describe_run(manifest: dict | None) -> str:
         return "a run this folder has no manifest for"
     source = manifest.get("source") or "an unknown plate"
     return f"another run (plate {source}, run id {manifest.get('run_id')})"
+
+
+def first_missing(folder: str | os.PathLike[str]) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet (None: it does)."""
+    missing = None
+    path = Path(os.path.abspath(folder))
+    while not path.exists() and path != path.parent:
+        missing = path
+        path = path.parent
+    return missing
+
+
+def remove_if_empty(created: Path | None, folder: str | os.PathLike[str]) -> None:
+    """Remove ``folder`` and its parents up to ``created`` where they are empty: the folders
+    a run made and left nothing in (a refused run leaves no folder behind)."""
+    if created is None:
+        return
+    path = Path(os.path.abspath(folder))
+    while True:
+        try:
+            path.rmdir()
+        except OSError:
+            return  # not empty (or gone): what is in it stays
+        if path == created or path == path.parent:
+            return
+        path = path.parent

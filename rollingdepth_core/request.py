@@ -33,7 +33,8 @@ from .output import ensure_writable
 from .passes import check_passes, wanted_passes
 from .plate import Plate, open_plate
 from .points import DEFAULT_BUDGET, check_points_name
-from .publish import Publisher
+from .protocol import DEFAULT_FRONT_END, FRONT_ENDS, KEY_FRONT_END, KEY_REQUESTED_BY
+from .publish import Publisher, first_missing, remove_if_empty
 from .snippets import check_clip_length
 from .upsample import check_restore_res
 
@@ -74,6 +75,8 @@ class RunRequest:
     camera: CameraRequest = field(default_factory=CameraRequest)
     points: str | None = None  # a USD file name written in the output folder
     points_budget: int = DEFAULT_BUDGET
+    front_end: str = DEFAULT_FRONT_END  # who built the request: recorded, not in the run id
+    requested_by: str | None = None  # free text (the add-on: its .blend file), recorded
 
     @property
     def passes(self) -> tuple[str, ...]:
@@ -85,6 +88,12 @@ class RunRequest:
         share (K, N)."""
         self.config.check()
         self.output.check(confidence=self.config.confidence)
+        if self.front_end not in FRONT_ENDS:
+            raise ConfigError(
+                f"`--front-end` must be one of {', '.join(FRONT_ENDS)}; got {self.front_end!r}"
+            )
+        if self.requested_by is not None and not self.requested_by.isprintable():
+            raise ConfigError("`--requested-by` must be one line of printable text")
         if self.mode not in MODES:
             raise ConfigError(f"`mode` must be one of {', '.join(MODES)}; got {self.mode!r}")
         if self.executor not in EXECUTORS:
@@ -153,14 +162,28 @@ class RunRequest:
         folder's lock: release it with :meth:`PreparedRun.release` (or ``with prepared:``)
         if the run stops before publishing. ``progress`` hears the cut detection's pass.
         """
-        from .device import resolve_device, resolve_dtype
-
         share = self.check_settings()
         finishing = self.mode != "infer"
+        created = None
         if finishing:
             if self.output_dir is None:
                 raise ConfigError("`-o`/`--output` is required")
+            created = first_missing(self.output_dir)
             ensure_writable(self.output_dir)  # a folder that takes no files fails first
+        try:
+            prepared = self._prepare(share, finishing, message, model)
+        except BaseException:
+            # a refused request leaves no folder behind: the one the check above created
+            if created is not None:
+                remove_if_empty(created, self.output_dir)
+            raise
+        if prepared.publisher is not None:
+            prepared.publisher.adopt_created(created)
+        return prepared
+
+    def _prepare(self, share, finishing: bool, message, model) -> PreparedRun:
+        from .device import resolve_device, resolve_dtype
+
         anchor_points = (
             load_anchors(self.anchors) if self.anchors is not None and finishing else None
         )
@@ -392,45 +415,73 @@ def provenance(
     request: RunRequest, source: Plate, cuts, detected: bool, mattes, anchors, camera=None
 ) -> dict:
     """What the run used beyond its settings: the manifest's ``used`` entry and the EXR
-    headers' ``holdout.*``, ``anchors.*`` and ``cuts.*``."""
-    info = source.info
-    record: dict[str, object] = {}
-    if mattes is not None:
-        files = mattes.used_files()
-        record["holdout"] = {
-            "pattern": str(mattes.source),
-            "alpha": bool(request.holdout_alpha),
-            "frames": len(info.frame_numbers),
-            "sha256": file_hash(files),
-        }
-    if anchors is not None:
-        record["anchors"] = {
-            "file": str(Path(request.anchors).resolve()),
-            "sha256": file_hash([request.anchors]),
-            "count": len(anchors),
-            "units": anchors.units,
-        }
+    headers' ``holdout.*``, ``anchors.*`` and ``cuts.*``, and who asked for it."""
+    used = used_record(
+        source.info.frame_numbers,
+        cuts,
+        cuts_source(request.cuts, detected),
+        mattes,
+        anchors,
+        request.anchors,
+    )
     if camera is not None:
-        record["camera"] = {
+        used["camera"] = {
             "file": camera.source,
             "sha256": camera.sha256,
             "prim": camera.prim,
             "space": camera.space,
             "passes": list(request.passes),
         }
+    return {**({"used": used} if used else {}), **who_record(request.front_end,
+            request.requested_by)}  # fmt: skip
+
+
+def cuts_source(text: str | None, detected: bool) -> str:
+    """How a run's shots were found: ``detected``, ``given`` (``--cuts``) or ``none``."""
+    return "detected" if detected else ("given" if text else "none")
+
+
+def used_record(frame_numbers, cuts, cuts_from: str, mattes, anchors, anchors_file) -> dict:
+    """The manifest's ``used`` entry, the same for every front-end: the holdout (pattern,
+    alpha, hash of the matte files), the anchors (file, hash, count, units) and the cuts
+    (how they were found, the frames where shots start)."""
+    record: dict[str, object] = {}
+    if mattes is not None:
+        record["holdout"] = {
+            "pattern": str(mattes.source),
+            "alpha": bool(mattes.alpha_only),
+            "frames": len(frame_numbers),
+            "sha256": file_hash(mattes.used_files()),
+        }
+    if anchors is not None:
+        record["anchors"] = {
+            "file": str(Path(anchors_file).resolve()),
+            "sha256": file_hash([anchors_file]),
+            "count": len(anchors),
+            "units": anchors.units,
+        }
     if cuts is not None:
-        shots = shots_from_cuts(info.frame_numbers, cuts)
+        shots = shots_from_cuts(frame_numbers, cuts)
         record["cuts"] = {
-            "source": "detected" if detected else ("given" if request.cuts else "none"),
+            "source": cuts_from,
             "starts": [shot.first_frame for shot in shots[1:]],
         }
-    return {"used": record} if record else {}
+    return record
+
+
+def who_record(front_end: str, requested_by: str | None) -> dict:
+    """Who asked for the run, as the manifest records it."""
+    return {KEY_FRONT_END: front_end, KEY_REQUESTED_BY: requested_by}
 
 
 def header_record(record: dict) -> dict[str, str | int]:
     """The provenance as EXR header fields (the writer adds its ``rollingdepth/`` prefix)."""
     used = record.get("used", {})
     header: dict[str, str | int] = {}
+    if record.get(KEY_FRONT_END):
+        header[KEY_FRONT_END] = record[KEY_FRONT_END]
+    if record.get(KEY_REQUESTED_BY):
+        header[KEY_REQUESTED_BY] = record[KEY_REQUESTED_BY]
     if "holdout" in used:
         h = used["holdout"]
         header["holdout"] = h["pattern"]

@@ -29,7 +29,7 @@ from .points import PointCloud
 from .progress import ProgressCallback, report
 from .publish import write_text_atomic
 from .request import PreparedRun, RunRequest, header_record
-from .timecode import rate_text
+from .timecode import rate_text, stalled_timecode_warning
 
 
 @dataclass
@@ -181,6 +181,15 @@ def _tell(prepared: PreparedRun, message: Callable[[str], None] | None) -> None:
     if info.missing_frames and message:
         missing = ", ".join(str(f) for f in info.missing_frames[:10])
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
+    stalled = stalled_timecode_warning(info.timecodes, info.frame_numbers)
+    if stalled and message:
+        message(stalled)
+    if info.frames_outside and message:
+        first, last = info.plate_span
+        message(
+            f"warning: frames {info.frames_outside} are not in the plate (its frames are "
+            f"{first}-{last}); they are skipped"
+        )
 
 
 def _resources(prepared: PreparedRun, progress, model: DepthModel | None, message=None):
@@ -221,6 +230,8 @@ def _resources(prepared: PreparedRun, progress, model: DepthModel | None, messag
         if request.executor == "ray"
         else LocalExecutor()
     )
+    if request.executor == "ray" and request.mode != "finalize":
+        executor.check()  # before the model loads: a cluster that cannot work says so now
     return store, executor, get_model, loaded
 
 

@@ -20,6 +20,7 @@ The session is not thread-safe: one thread at a time may call it (a GUI's worker
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .alignment import AlignmentResult, rescale_depth
-from .anchors import AnchorFit
+from .anchors import AnchorFit, Anchors
 from .config import DEFAULT_MIN_SHOT_FRAMES, InferenceConfig, OutputConfig
 from .cuts import Shot, shots_from_cuts
 from .errors import ConfigError, NonFiniteDepth, RollingDepthError
@@ -40,8 +41,9 @@ from .output import run_metadata, write_depth_frames
 from .plan import Plan, make_plan, missing_blocks
 from .plate import Plate
 from .progress import ProgressCallback
+from .protocol import KEY_SETTINGS
 from .publish import Publisher, run_identity, split_pattern
-from .request import file_hash, plate_cuts
+from .request import cuts_source, file_hash, header_record, plate_cuts, used_record, who_record
 from .stores import DEFAULT_MEMORY_BYTES, MemoryStore
 
 DEFAULT_CACHE_BYTES = DEFAULT_MEMORY_BYTES
@@ -142,9 +144,12 @@ class DepthSession:
         self.model = model
         self.plate = plate
         self.counters = SessionCounters()
+        self.cuts_source = "given"  # how the shots were found, as a run records it
         if cuts is None or isinstance(cuts, str):
             fit = processing_size(plate.info.height, plate.info.width, detect_res)
-            cuts = plate_cuts(plate, fit, cuts, min_shot_frames=min_shot_frames)[0]
+            text = cuts
+            cuts, detected = plate_cuts(plate, fit, text, min_shot_frames=min_shot_frames)
+            self.cuts_source = cuts_source(text, detected)
         self.cuts = list(cuts)
         numbers = plate.info.frame_numbers
         shots = shots_from_cuts(numbers, self.cuts)
@@ -344,6 +349,9 @@ class DepthSession:
         metric_range: tuple[float, float] | None = None,
         overwrite: bool = False,
         message: Callable[[str], None] | None = None,
+        front_end: str = "panel",
+        requested_by: str | None = None,
+        anchors: Anchors | None = None,
     ) -> list[Path]:
         """Publish ``prediction`` as an EXR sequence, as a run publishes (:mod:`.publish`:
         staged, swapped in whole, under the sequence's lock; another run's frames in the folder
@@ -355,7 +363,10 @@ class DepthSession:
         limits which frames are written (they are the sequence then); the depth convention is
         computed over each whole shot either way, so a partial export matches a full one.
         ``anchor_fit`` (and its ``metric_range``, from :func:`.method.anchor` on
-        ``prediction.depth``) writes scene units, as ``rollingdepth run --anchors`` does.
+        ``prediction.depth``) writes scene units, as ``rollingdepth run --anchors`` does;
+        ``anchors`` (what it was fitted to) is recorded as a run records its anchors file.
+        The manifest and the EXR headers record what a run records (holdout, anchors, cuts,
+        colour, timecode) and who asked: ``front_end`` and ``requested_by``.
 
         Raises
         ------
@@ -390,8 +401,14 @@ class DepthSession:
         settings = {"checkpoint": checkpoint, "preset": preset, **asdict(prediction.config),
                     **asdict(output), "confidence_channel": confidence, "cuts": self.cuts,
                     "holdout": self._holdout_record(), "anchors": anchor_fit is not None}  # fmt: skip
-        record = {"used": {k: v for k, v in (("holdout", self._holdout_record()),
-                  ("cuts", self._cuts_record())) if v}, "written_by": "panel"}  # fmt: skip
+        # what the run used, recorded as a run records it (one function for every front-end)
+        used = used_record(numbers, self.cuts, self.cuts_source, self._holdout,
+                           anchors if anchor_fit is not None else None,
+                           anchors.source if anchors is not None else None)  # fmt: skip
+        record = {"used": used, **who_record(front_end, requested_by),
+                  KEY_SETTINGS: json.loads(json.dumps(settings, default=str))}  # fmt: skip
+        if info.timecodes:
+            record["timecode"] = info.timecodes.to_dict(chosen)
         publisher = Publisher(
             folder, name, chosen, run_identity(info.source, chosen, settings),
             input_paths=self.plate.source_files, overwrite=overwrite, source=info.source,
@@ -401,25 +418,28 @@ class DepthSession:
             publisher.check()
             with publisher.writing():
                 self._write(prediction, publisher, output, selected, confidence, checkpoint,
-                            preset, progress, anchor_fit, metric_range)  # fmt: skip
+                            preset, progress, anchor_fit, metric_range,
+                            header_record(record))  # fmt: skip
             publisher.publish()
         return [publisher.frame_path(n) for n in chosen]
 
     def _write(self, prediction, publisher, output, selected, confidence, checkpoint, preset,
-               progress, anchor_fit, metric_range) -> None:  # fmt: skip
+               progress, anchor_fit, metric_range, provenance) -> None:  # fmt: skip
         info = self.plate.info
         numbers = info.frame_numbers
         wanted = set(selected)
         plates = (rgb for _, rgb in self.plate.frames()) if output.restore_res else None
-        for shot, _ in prediction.shots:
+        for entry in prediction.shots:
+            shot = entry.shot
             depth = prediction.depth[shot.start : shot.stop]
             lo, hi = float(depth.min()), float(depth.max())
             header = run_metadata(
                 checkpoint, preset, prediction.config, output, info.source, (lo, hi),
-                prediction.dilations, anchor_fit, metric_range if anchor_fit else None,
+                entry.dilations, anchor_fit, metric_range if anchor_fit else None,
                 info.color,
             )  # fmt: skip
             header.update(info.header_metadata())
+            header.update(provenance)
             if len(self._shots) > 1:
                 header["shot"] = shot.index
                 header["shot_frames"] = f"{shot.first_frame}-{shot.last_frame}"
@@ -492,11 +512,6 @@ class DepthSession:
             return None
         return {"pattern": str(self._holdout.source), "alpha": bool(self._holdout.alpha_only),
                 "sha256": file_hash(self._holdout.used_files())}  # fmt: skip
-
-    def _cuts_record(self) -> dict | None:
-        if not self.cuts:
-            return None
-        return {"source": "session", "starts": [s.first_frame for s in self.shots[1:]]}
 
     def _keys(self, plan: Plan, config: InferenceConfig, state: _ShotState) -> list[tuple]:
         return [state.store.block_key(b, config) for b in plan.blocks]

@@ -57,6 +57,31 @@ def plate_timecodes(rate: Fraction | None, by_frame: Mapping[int, str]) -> Timec
     return Timecodes(rate, dict(by_frame))
 
 
+def stalled_timecode_warning(
+    timecodes: Timecodes | None, frame_numbers: Sequence[int]
+) -> str | None:
+    """A warning when the plate's timecode does not advance from one frame to the next (a
+    header copied onto every file, usually); None when it does, or there is none. The depth
+    still carries each frame's timecode as the plate does: it lines up with the plate."""
+    if timecodes is None or not timecodes.by_frame:
+        return None
+    values = [timecodes.of(n) for n in frame_numbers]
+    stalled = [i for i in range(1, len(values)) if values[i] == values[i - 1]]
+    if not stalled:
+        return None
+    if len(set(values)) == 1:
+        return (
+            f"warning: every frame of the plate has timecode {values[0]}: its timecode does not "
+            "advance, so the depth frames cannot be told apart by timecode either"
+        )
+    first = stalled[0]
+    return (
+        f"warning: the plate's timecode does not advance on {len(stalled)} of "
+        f"{len(values) - 1} frame steps (first: frames {frame_numbers[first - 1]} and "
+        f"{frame_numbers[first]} both have {values[first]}); the depth frames carry the same"
+    )
+
+
 def rate_text(rate: Fraction) -> str:
     """``24``, ``30000/1001``: a rate as JSON and the sidecar carry it."""
     return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"

@@ -41,10 +41,13 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 stamp=.venv/.rollingdepth-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    if .venv/bin/pip show -q scenedetect >/dev/null 2>&1; then
+        # An environment made before the engine depended on scenedetect-headless holds the
+        # registry's `scenedetect` (installed without its GUI OpenCV): both own the same module
+        # files, so both go and the headless build comes back with the engine below.
+        .venv/bin/pip uninstall -q -y scenedetect scenedetect-headless
+    fi
     echo "setup: installing the engine and its dependencies"
     .venv/bin/pip install -q -c scripts/constraints.txt -e ".[dev,panel]"
-    # Shot cut detection: without its opencv-python (GUI build, own Qt 5); pyproject brings the
-    # headless one.
-    .venv/bin/pip install -q -c scripts/constraints.txt --no-deps scenedetect
     touch "$stamp"
 fi

@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # (`--dist loadscope --no-loadscope-reorder`), so the run ends on short modules, not on a long
 # one that started late. Only the order changes, never what runs.
 LONGEST_FIRST = (
+    "tests/core/test_release.py",
     "tests/core/test_farm_ray.py",
     "tests/core/test_run_contract.py",
     "tests/core/test_farm_chunks.py",

@@ -307,7 +307,7 @@ def test_the_dialog_anchors_a_strip_to_its_solved_clip(solved, tmp_path):
         checkpoint="", preset="fast", dilations="", refine_steps=-1, resolution=-1,
         depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
         upsample_edges=True, strip_colorspace=False, holdout_strip="", anchor_solve=True,
-        output_dir=str(tmp_path), defocus=False, replace=True,
+        output_dir=str(tmp_path), defocus=False, replace=True, replace_other=False,
     )  # fmt: skip
     stand_in = types.SimpleNamespace(**defaults, report=lambda *a: None)
     for method in ("_holdout", "_solve_anchors"):
@@ -316,8 +316,8 @@ def test_the_dialog_anchors_a_strip_to_its_solved_clip(solved, tmp_path):
     settings = cls._settings(stand_in, bpy.context, strip)
     argv = engine.run_argv(sys.executable, "p", "o", None, settings.options)
     assert "--depth-mode" in argv and argv[argv.index("--depth-mode") + 1] == "depth"
-    # the anchors go with the job, which writes the CSV into its own work folder (so that it
-    # leaves with the run, issue 23): nothing is written yet
+    # the anchors go with the job, which writes the CSV into its own temporary inputs folder
+    # (so that it leaves with the run, issue 23): nothing is written yet
     assert "--anchors" not in argv
     jobs = importlib.import_module(f"{ADDON_MODULE}.jobs")
     job = jobs.DepthJob(scene, strip, settings)
@@ -337,7 +337,7 @@ def test_the_dialog_anchors_a_strip_to_its_solved_clip(solved, tmp_path):
 # Anchor to Camera Solve end to end, on the solve above (one solve per session: a second one
 # in the same Blender tracks differently): the real engine, then what the artist sees, the
 # depth strip in the Sequencer and the Defocus render.
-ANCHOR_TEMPS = "rollingdepth-anchors-"
+ANCHOR_TEMPS = "rollingdepth-inputs-"  # the run's temporary inputs folder (jobs.py)
 
 
 def _temp_anchor_files() -> set[str]:
@@ -416,7 +416,7 @@ def anchored(solved, addon, media, tmp_path_factory):  # noqa: F811
         checkpoint="", preset="fast", dilations="1 3", refine_steps=-1, resolution=64,
         depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
         upsample_edges=True, strip_colorspace=False, holdout_strip="", anchor_solve=True,
-        output_dir=str(output), defocus=True, replace=True,
+        output_dir=str(output), defocus=True, replace=True, replace_other=False,
     )  # fmt: skip
     stand_in = types.SimpleNamespace(**dialog, report=lambda *a: None)
     for method in ("_holdout", "_solve_anchors"):

@@ -34,6 +34,7 @@ def test_check_engine_reports_python_torch_and_device(prefs, capfd):
     out = capfd.readouterr().out
     assert "Python 3." in out and "torch" in out and "device cpu" in out.lower()
     assert "Ready" in out and f"weights in {prefs.checkpoint}" in out
+    assert "Selftest passed in" in out  # the engine's selftest ran after the check (issue 33)
 
 
 @pytest.mark.parametrize("checkpoint", ["folder", "nobody/no-such-model"])
@@ -136,12 +137,12 @@ def test_unsupported_strip(prefs, scene, tmp_path):
 def test_unsaved_blend_uses_a_temporary_folder(addon):
     import importlib
 
-    jobs = importlib.import_module(f"{addon.__name__}.jobs")
+    folders = importlib.import_module(f"{addon.__name__}.folders")
     assert bpy.data.filepath == ""
-    folder, note = jobs.resolve_output_dir("//depth/shot 010/", "shot 010")
+    folder, note = folders.resolve_output_dir("//depth/shot 010/", "shot 010")
     assert note and "temporary folder" in note and folder in note
     assert folder.startswith(__import__("tempfile").gettempdir())
-    folder, note = jobs.resolve_output_dir("/abs/depth", "shot")
+    folder, note = folders.resolve_output_dir("/abs/depth", "shot")
     assert (folder, note) == ("/abs/depth", None)
 
 
@@ -165,25 +166,25 @@ def test_a_holdout_matte_selected_alone_is_refused(prefs, image_strip, tmp_path)
 
 
 def test_an_unreadable_frame_is_reported_in_blender_words(prefs, scene, media, tmp_path):
-    """A truncated PNG in a strip the engine reads through the work folder's links: the
-    report names the user's file (not the hidden work folder), once, and no CLI command."""
+    """A truncated PNG in a strip the engine reads through temporary links (files without
+    one numbering): the report names the user's file (not the link), once, and no CLI
+    command."""
     import shutil
 
     folder = tmp_path / "plate"
     folder.mkdir()
-    names = [f"plate.{n:04d}.png" for n in range(1001, 1009)]
-    for name in names:
-        shutil.copy(media["sequence_dir"] / name, folder / name)
-    whole = (folder / "plate.1005.png").read_bytes()
-    (folder / "plate.1005.png").write_bytes(whole[: len(whole) // 2])
-    # every other file: not one contiguous run, so the engine reads links in the work folder
+    names = [f"take_{letter}.png" for letter in "abcdefgh"]
+    for number, name in enumerate(names, start=1001):
+        shutil.copy(media["sequence_dir"] / f"plate.{number:04d}.png", folder / name)
+    whole = (folder / "take_e.png").read_bytes()
+    (folder / "take_e.png").write_bytes(whole[: len(whole) // 2])
     strip = add_image_strip(scene, folder, names[::2], 1, 1)
     scene.sequence_editor.active_strip = strip
     with pytest.raises(RuntimeError) as caught:
         run_operator(output_dir=str(tmp_path / "out"))
     message = str(caught.value)
-    assert str(folder / "plate.1005.png") in message
-    assert ".rollingdepth-run-" not in message and "`rollingdepth" not in message
+    assert str(folder / "take_e.png") in message
+    assert "rollingdepth-inputs-" not in message and "`rollingdepth" not in message
     assert "re-render or replace that file" in message
     assert message.count("end of file") <= 1, message
 

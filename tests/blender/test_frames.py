@@ -43,13 +43,15 @@ def test_held_frames_repeat_a_source_number(frames):
     assert not plan.plays_in_order
 
 
-def test_gaps_are_staged_under_their_own_names(frames):
-    names = ["plate.1001.png", "plate.1003.png", "plate.1005.png"]
+def test_gaps_are_read_in_place_by_their_numbers(frames):
+    """A strip that skips files: the engine reads exactly those numbers in place (no
+    links), so the run's record names the plate itself."""
+    names = ["plate.1001.png", "plate.1003.png", "plate.1005.png", "plate.1006.png"]
     visible = list(enumerate(names, start=1))
     plan = frames.plan_image_strip("/d", visible, names, "/s")
-    assert plan.plate == "/s/plate.####.png" and plan.frames is None
-    assert plan.staging == tuple((f"/d/{n}", n) for n in names)
-    assert plan.source_numbers == [1001, 1003, 1005]
+    assert plan.plate == "/d/plate.####.png" and plan.frames == "1001,1003,1005-1006"
+    assert plan.staging == ()
+    assert plan.source_numbers == [1001, 1003, 1005, 1006]
 
 
 def test_unnumbered_files_are_numbered_by_position(frames):

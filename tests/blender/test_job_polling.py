@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 import time
 import types
 
@@ -83,27 +85,60 @@ def _start(jobs, engine, prefs, media, tmp_path):
     return scene, strip, names, job
 
 
+# Deadlines in this module only catch a hang: the engine on a busy 2-core machine may take
+# minutes, and no test below passes or fails on how long something took when it does end.
+HANG_GUARD_S = 900
+# How long a frozen engine stays frozen if a timer step waits on it (the step then returns only
+# after this, and the test fails): a hang guard too, far beyond what a step that does not
+# wait takes on any machine.
+FROZEN_GUARD_S = 120
+
+
+def _steps_while_frozen(driver, pid: int, n: int = 3) -> int:
+    """Timer steps taken while the engine process is stopped (SIGSTOP): nothing arrives then,
+    so a step that waited on the engine (its output, its exit) could not return until the
+    guard thread resumes it. What "never blocks" means, whatever the machine's load."""
+    resumed = threading.Event()
+
+    def resume():
+        resumed.set()
+        os.kill(pid, signal.SIGCONT)
+
+    guard = threading.Timer(FROZEN_GUARD_S, resume)
+    os.kill(pid, signal.SIGSTOP)
+    guard.start()
+    try:
+        for _ in range(n):
+            assert driver.event("TIMER") == {"PASS_THROUGH"}, driver.reports
+            assert not resumed.is_set(), "a timer step waited on the engine"
+    finally:
+        guard.cancel()
+        if not resumed.is_set():
+            os.kill(pid, signal.SIGCONT)
+    return n
+
+
 def test_modal_timer_steps_never_block_and_finish(jobs, engine, operators, prefs, media, tmp_path):
     scene, strip, names, job = _start(jobs, engine, prefs, media, tmp_path)
-    assert job.plan.frames is None and len(job.plan.staging) == len(names)
+    # every other file: read in place, exactly those numbers
+    assert job.plan.frames == ",".join(n.split(".")[1].lstrip("0") for n in names)
+    assert job.plan.staging == ()
     driver = ModalDriver(operators, job)
-    steps, slowest, seen_progress = 0, 0.0, False
-    deadline = time.monotonic() + 120
+    steps, frozen_steps, seen_progress = 0, 0, False
+    deadline = time.monotonic() + HANG_GUARD_S
     while True:
-        began = time.perf_counter()
+        if seen_progress and not frozen_steps and job.process.returncode is None:
+            frozen_steps = _steps_while_frozen(driver, job.process.pid)
         result = driver.event("TIMER")
         if result != {"PASS_THROUGH"}:
-            break  # the last step adds the strip: real work, timed by nobody
-        slowest = max(slowest, time.perf_counter() - began)
+            break  # the last step adds the strip
         steps += 1
         seen_progress = seen_progress or job.process.state.total > 0
-        assert time.monotonic() < deadline, "the engine did not finish"
+        assert time.monotonic() < deadline, f"the engine did not finish in {HANG_GUARD_S} s"
         time.sleep(0.05)
     assert result == {"FINISHED"}, driver.reports
     assert job.state == jobs.FINISHED
-    assert steps > 5 and seen_progress
-    # a step that waited on the engine would take seconds; allow for a busy 2-core machine
-    assert slowest < 1.0, f"a timer step blocked for {slowest:.2f} s"
+    assert steps > 5 and seen_progress and frozen_steps == 3
     assert jobs.current_job() is None and "Depth strip" in jobs.last_outcome()
     assert any(kind == "INFO" and "Depth strip" in text for kind, text in driver.reports)
     # the output keeps the source files' own numbers, gaps included
@@ -130,14 +165,15 @@ def test_cancel_button_mid_run_ends_the_engine_and_leaves_nothing(
 ):
     scene, strip, _, job = _start(jobs, engine, prefs, media, tmp_path)
     driver = ModalDriver(operators, job)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_GUARD_S
     while job.process.state.total == 0:  # wait until the engine is really working
         assert driver.event("TIMER") == {"PASS_THROUGH"}, driver.reports
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    began = time.monotonic()
+    # the button ends the engine mid-run (terminate, then kill after its grace): the process
+    # is gone and nothing was written (_assert_gone), however long a busy machine took
     assert bpy.ops.sequencer.rollingdepth_cancel() == {"FINISHED"}  # the sidebar's button
-    assert time.monotonic() - began < engine.TERMINATE_GRACE_S + 2
+    assert job.process.returncode is not None and job.process.state.result is None
     assert driver.event("TIMER") == {"CANCELLED"}
     assert job.state == jobs.CANCELLED
     assert ("WARNING", "RollingDepth cancelled; no depth files were written.") in driver.reports
@@ -250,7 +286,7 @@ def test_dialog_options_reach_the_command_line(addon, prefs, scene, media, tmp_p
             checkpoint="", preset="fast", dilations="", refine_steps=-1, resolution=-1,
             depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
             upsample_edges=False, strip_colorspace=False, holdout_strip="", anchor_solve=False,
-            output_dir=str(tmp_path), defocus=False, replace=True,
+            output_dir=str(tmp_path), defocus=False, replace=True, replace_other=False,
         )  # fmt: skip
         stand_in = types.SimpleNamespace(**{**defaults, **properties}, report=lambda *a: None)
         stand_in._holdout = types.MethodType(cls._holdout, stand_in)

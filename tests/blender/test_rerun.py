@@ -32,25 +32,26 @@ def _depth_strips(scene):
     return [s for s in scene.sequence_editor.strips_all if s.get("rollingdepth_source")]
 
 
-def test_rerun_replaces_the_previous_depth_and_its_files(saved):
+def test_rerun_replaces_the_previous_depth_strip(saved):
     scene, folder = saved["scene"], saved["folder"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # no output folder given: //depth/<strip>/ next to the saved .blend
+        # no output folder given: //depth/<blend name>/<strip>/ next to the saved .blend
         assert run_operator() == {"FINISHED"}
         first = _depth_strips(scene)
-        assert [s.directory for s in first] == ["//depth/plate/"]
-        first_files = sorted(p.name for p in (folder / "depth" / "plate").glob("*.exr"))
+        assert [s.directory for s in first] == ["//depth/shot/plate/"]
+        first_files = sorted(p.name for p in (folder / "depth" / "shot" / "plate").glob("*.exr"))
         assert first_files == [f"depth.{n}.exr" for n in range(1001, 1007)]
         channel = first[0].channel
 
-        # again, into another blend-relative folder: the old strip and its EXRs go
+        # again, into another blend-relative folder: the old strip goes; its EXRs stay on
+        # disk (the add-on never deletes depth files: another .blend may show them)
         assert run_operator(output_dir="//depth_v2/") == {"FINISHED"}
     assert not [w for w in caught if "blend relative" in str(w.message)]
     second = _depth_strips(scene)
     assert len(second) == 1 and second[0].name == "plate depth"
     assert second[0].directory == "//depth_v2/" and second[0].channel == channel
-    assert not (folder / "depth" / "plate").exists()
+    assert len(list((folder / "depth" / "shot" / "plate").glob("depth.*.exr"))) == len(NAMES)
     assert len(list((folder / "depth_v2").glob("depth.*.exr"))) == len(NAMES)
 
     # with Replace Previous Depth off, both stay

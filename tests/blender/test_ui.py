@@ -40,7 +40,9 @@ class RecordingLayout:
 
 
 def _draw(cls, context, **attributes):
-    stand_in = types.SimpleNamespace(layout=RecordingLayout(), **attributes)
+    # the dialog's folder settings at their defaults, unless a test sets them
+    defaults = {"replace": True, "replace_other": False}
+    stand_in = types.SimpleNamespace(layout=RecordingLayout(), **{**defaults, **attributes})
     cls.draw(stand_in, context)
     return stand_in.layout
 
@@ -127,10 +129,28 @@ def test_dialog_and_preferences_draw(modules, scene, media):
     assert any("clipped (black)" in t for t in layout.texts("label"))
 
     prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
-    layout = _draw(modules.preferences.RollingDepthPreferences, bpy.context)
+    layout = _draw(modules.preferences.RollingDepthPreferences, bpy.context, setup_status="")
     layout_props = [a[1] for name, a, _ in layout.log if name == "prop"]
-    assert layout_props == ["engine_path", "checkpoint", "device", "dtype"]
+    assert layout_props == ["engine_path", "checkpoint", "device", "dtype", "torch_source",
+                            "setup_python", "engine_package"]  # fmt: skip
     assert prefs.bl_rna.properties["engine_path"].subtype == "FILE_PATH"
+    operators = [a[0] for name, a, _ in layout.log if name == "operator"]
+    assert operators == ["rollingdepth.setup_engine", "rollingdepth.check_engine"]
+
+    # while Set Up Engine runs: its step and a Cancel, the two buttons greyed out (issue 33)
+    setup = importlib.import_module(f"{ADDON_MODULE}.setup_operators")
+    setup._current = types.SimpleNamespace(done=False, status_text="Installing PyTorch (31%)")
+    try:
+        layout = _draw(modules.preferences.RollingDepthPreferences, bpy.context, setup_status="")
+    finally:
+        setup._current = None
+    assert "Installing PyTorch (31%)" in layout.texts("label")
+    operators = [a[0] for name, a, _ in layout.log if name == "operator"]
+    assert operators[-1] == "rollingdepth.cancel_setup"
+    layout = _draw(
+        modules.preferences.RollingDepthPreferences, bpy.context, setup_status="Engine set up"
+    )
+    assert "Engine set up" in layout.texts("label")
 
 
 def test_ui_cannot_be_drawn_to_pixels_in_background_mode(addon):

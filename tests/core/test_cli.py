@@ -16,12 +16,14 @@ from rollingdepth_core.cli import main
 from rollingdepth_core.exr import read_exr
 from rollingdepth_core.sample import write_sample_video
 
+from .cli_in_process import run_in_process
 from .plate_fixtures import make_image_sequence
 
 FAST = ["--res", "64", "--dilations", "1", "3", "--device", "cpu", "--seed", "3"]
 
 
-def run_cli(*args):
+def run_process(*args):
+    """The command in a process of its own, as the add-on and a farm start it."""
     return subprocess.run(
         [sys.executable, "-m", "rollingdepth_core.cli", *map(str, args)],
         capture_output=True,
@@ -48,7 +50,7 @@ def exr_spec(path):
 @pytest.mark.slow
 def test_video_end_to_end(video, tmp_path, tiny_checkpoint):
     out = tmp_path / "depth"
-    proc = run_cli(
+    proc = run_in_process(
         "run",
         video,
         "-o",
@@ -88,7 +90,7 @@ def test_video_end_to_end(video, tmp_path, tiny_checkpoint):
 def test_exr_sequence_end_to_end(tmp_path, tiny_checkpoint):
     pattern = make_image_sequence(tmp_path / "plate", 8, 64, 48, start=1001, ext="exr")
     out = tmp_path / "depth"
-    proc = run_cli(
+    proc = run_in_process(
         "run",
         pattern,
         "-o",
@@ -145,7 +147,7 @@ def test_same_seed_same_result(video, tmp_path, tiny_checkpoint):
 
 @pytest.mark.slow
 def test_json_progress_protocol(video, tmp_path, tiny_checkpoint):
-    proc = run_cli(
+    proc = run_process(
         "run", video, "-o", tmp_path, "--checkpoint", tiny_checkpoint, *FAST, "--progress", "json"
     )
     assert proc.returncode == 0, proc.stderr
@@ -218,7 +220,7 @@ def interrupt_during_snippets(child: subprocess.Popen) -> str:
             child.send_signal(signal.SIGINT)
             break
     rest = child.stdout.read()
-    assert child.wait(timeout=60) == 130
+    assert child.wait(timeout=300) == 130  # a hang guard: it exits at the next report
     return rest
 
 
@@ -260,7 +262,7 @@ def test_check_reports_whether_a_run_would_find_the_weights(tmp_path, tiny_check
     """`check --json --checkpoint`: the folder, or the run's own WeightsError; never a download."""
 
     def check(checkpoint):
-        proc = run_cli("check", "--json", "--checkpoint", checkpoint)
+        proc = run_in_process("check", "--json", "--checkpoint", checkpoint)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout.splitlines()[-1])
 

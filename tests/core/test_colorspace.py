@@ -23,8 +23,9 @@ from rollingdepth_core.errors import ConfigError
 from rollingdepth_core.exr import read_exr
 from rollingdepth_core.plate import open_plate, resize_rgb
 
+from .cli_in_process import run_in_process as run_cli
 from .plate_fixtures import plate_frame, write_image
-from .test_cli import FAST, run_cli
+from .test_cli import FAST
 
 SRGB_DISPLAY = "sRGB - Display"
 ACES_VIEW = "ACES 2.0 - SDR 100 nits (Rec.709)"

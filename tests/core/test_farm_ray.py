@@ -296,30 +296,38 @@ def test_head_lost_ends_in_one_line_and_the_cache_resumes(
     assert_same_exrs(local, tmp_path / "out")
 
 
+def refused_before_the_model(events) -> dict:
+    """The one error of a run refused "at once": before the model loaded or any frame was
+    read, told by the run's own events (a busy machine makes seconds mean nothing)."""
+    (error,) = [e for e in events if e["event"] == "error"]
+    stages = [e["stage"] for e in events if e["event"] == "progress"]
+    assert not {"load", "scan", "encode"} & set(stages), events
+    return error
+
+
+# Deadlines below only catch a hang (a run that never gives up): generous on purpose, far
+# beyond what a loaded machine takes; what "at once" means is checked by the events.
+HANG_GUARD = 600
+
+
 def test_cluster_without_a_worker_node_is_refused_at_once(
     cluster, plate, tmp_path, tiny_checkpoint
 ):
     c = cluster(())  # the head alone, with no CPUs
     args = ("run", plate, "-o", tmp_path / "out", "--cache", tmp_path / "cache")
-    started = time.monotonic()
     proc = cli(*args, "--executor", "ray", "--ray-address", c.address, checkpoint=tiny_checkpoint)
-    code, events, err = finish(proc, timeout=120)
+    code, events, err = finish(proc, timeout=HANG_GUARD)
     assert code == 1, err
-    errors = [e for e in events if e["event"] == "error"]
-    assert len(errors) == 1, (events, err)
-    error = errors[0]
+    error = refused_before_the_model(events)
     assert error["message"].startswith("the Ray cluster has 1 node(s) and none with a CPU or GPU")
-    assert time.monotonic() - started < 60
 
 
 def test_an_address_nobody_answers_is_refused_at_once(plate, tmp_path, tiny_checkpoint):
     args = ("run", plate, "-o", tmp_path / "out", "--cache", tmp_path / "cache")
-    started = time.monotonic()
     proc = cli(
         *args, "--executor", "ray", "--ray-address", "127.0.0.1:9", checkpoint=tiny_checkpoint
     )
-    code, events, err = finish(proc, timeout=120)
+    code, events, err = finish(proc, timeout=HANG_GUARD)
     assert code == 1, err
-    (error,) = [e for e in events if e["event"] == "error"]
+    error = refused_before_the_model(events)
     assert error["message"] == "no Ray cluster answers at 127.0.0.1:9 (`--ray-address`)"
-    assert time.monotonic() - started < 30

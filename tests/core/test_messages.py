@@ -65,6 +65,42 @@ def test_a_cut_outside_frames_names_frames(plate, tmp_path, capsys):
     assert "frame 1030 is not in the plate (frames 1001-1020)" in line
 
 
+def test_frame_sets_say_what_is_wrong(plate, tmp_path, capsys):
+    # a valid set far larger than the plate is not "not a frame set": the run goes on to the
+    # next check (here the missing checkpoint), having listed no frame
+    line = cli_error(run_args(plate, tmp_path, "--frames", "1-999999999"), capsys)
+    assert "frame set" not in line and "no-model' does not exist" in line
+    line = cli_error(run_args(plate, tmp_path, "--frames", "1001-1012:3"), capsys)
+    assert "staggered order" in line and "write `1001-1012x3`" in line
+    for text, says in [("1001-1005.5", "whole numbers; got 1005.5"),
+                       ("1001-1004#", "unexpected '#'"), ("1001-1012x0", "got `x0`")]:  # fmt: skip
+        assert says in cli_error(run_args(plate, tmp_path, "--frames", text), capsys), text
+
+
+def test_an_output_path_that_is_a_file_is_named(plate, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for output in (afile, afile / "depth"):
+        args = run_args(plate, tmp_path)
+        args[args.index("-o") + 1] = output
+        line = cli_error(args, capsys)
+        assert f"{str(afile)!r} is a file, not a folder" in line, line
+        assert "File exists" not in line and "Not a directory" not in line
+    assert afile.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(b"", "the file is empty (0 bytes)"), (b"hello\n", "not a video"),
+     (bytes(range(256)) * 20, "not a video")],
+)  # fmt: skip
+def test_a_file_that_is_not_a_video_says_so(tmp_path, capsys, content, says):
+    movie = tmp_path / "plate.mp4"
+    movie.write_bytes(content)
+    line = cli_error(run_args(movie, tmp_path), capsys)
+    assert f"plate.mp4: {says}" in line and "Errno" not in line, line
+
+
 def test_max_frame_memory_shows_units_that_mean_something(plate, tmp_path, capsys):
     line = cli_error(run_args(plate, tmp_path, "--max-frame-memory", "1e-6"), capsys)
     # 64x48 float RGB is 36 KiB; 1e-6 GiB is 1074 bytes

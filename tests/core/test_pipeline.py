@@ -27,7 +27,12 @@ from rollingdepth_core.exr import read_exr
 from rollingdepth_core.output import write_depth_frames
 from rollingdepth_core.plate import open_plate
 from rollingdepth_core.sample import write_sample_video
-from rollingdepth_core.timecode import pack_timecode, unpack_timecode
+from rollingdepth_core.timecode import (
+    Timecodes,
+    pack_timecode,
+    stalled_timecode_warning,
+    unpack_timecode,
+)
 
 from .plate_fixtures import make_image_sequence, plate_frame
 from .test_cuts import edit_frames
@@ -122,6 +127,34 @@ def test_exr_sequence_timecodes_reach_the_depth(tmp_path, tiny_checkpoint):
                                     "last_timecode": "02:00:00:02"}  # fmt: skip
 
 
+def test_a_stalled_timecode_and_frames_beyond_the_plate_are_said(tmp_path, tiny_checkpoint, capsys):
+    """The same smpte:TimeCode on every file (a header copied onto each) is carried through
+    with a warning; `--frames` reaching past the plate's last frame runs the frames on disk."""
+    pattern = write_timecoded_exrs(tmp_path / "plate", 1001, ["01:00:00:00"] * 8, Fraction(24))
+    out = tmp_path / "out"
+    args = ("run", pattern, "-o", out, "--frames", "1001-1004,1007-1022")
+    assert run(*args, checkpoint=tiny_checkpoint) == 0
+    err = capsys.readouterr().err
+    assert "every frame of the plate has timecode 01:00:00:00: its timecode does not advance" in err
+    assert (
+        "frames 1009-1022 are not in the plate (its frames are 1001-1008); they are skipped" in err
+    )
+    assert [f.name for f in depth_files(out)] == [f"depth.{n}.exr" for n in (1001, 1002, 1003,
+                                                                             1004, 1007, 1008)]  # fmt: skip
+    assert {exr_timecode(f)[0] for f in depth_files(out)} == {"01:00:00:00"}
+
+
+def test_a_timecode_that_stalls_somewhere_is_said_where():
+    steady = Timecodes(Fraction(24), {1: "01:00:00:00", 2: "01:00:00:01", 3: "01:00:00:02"})
+    assert stalled_timecode_warning(steady, (1, 2, 3)) is None
+    assert stalled_timecode_warning(None, (1, 2, 3)) is None
+    stuck = Timecodes(Fraction(24), {1: "01:00:00:00", 2: "01:00:00:01", 3: "01:00:00:01"})
+    assert stalled_timecode_warning(stuck, (1, 2, 3)) == (
+        "warning: the plate's timecode does not advance on 1 of 2 frame steps (first: frames 2 "
+        "and 3 both have 01:00:00:01); the depth frames carry the same"
+    )
+
+
 # 24, 25 and 29.97 drop-frame: the last crosses a minute, where 00:01:00;00 and ;01 do not exist
 VIDEO_TIMECODES = [
     (Fraction(24), "00:59:59:20", ["00:59:59:20", "00:59:59:21", "00:59:59:22", "00:59:59:23",
@@ -213,11 +246,19 @@ def test_frame_set_forms(tmp_path):
         info = open_plate(folder / form if form else folder, frames="1001-1004").info
         assert info.frame_numbers == (1001, 1002, 1003, 1004) and info.padding == 4, form
 
-    with pytest.raises(InputError, match=r"frames 990-1003 are outside the plate's frame range "
-                                         r"1001-1020"):  # fmt: skip
-        open_plate(pattern, frames="990-1003")
-    with pytest.raises(InputError, match="at least 2 frames; got 1"):
+    # frames the set asks for that are not on disk are skipped whether they fall in a gap or
+    # beyond the plate's ends; those beyond are told apart (`frames_outside`), not refused
+    beyond = open_plate(pattern, frames="990-1003,1019-1030x2").info
+    assert beyond.frame_numbers == (990 + 11, 1002, 1003, 1019)
+    assert (beyond.frames_outside, beyond.plate_span) == ("990-1000,1021-1029x2", (1001, 1020))
+    huge = open_plate(pattern, frames="1-999999999").info  # fast and small: see test_framesets
+    assert huge.frame_numbers == open_plate(pattern).info.frame_numbers
+    assert huge.frames_outside == "1-1000,1021-999999999" and huge.missing_frames == (1012,)
+    with pytest.raises(InputError, match="at least 2 frames; got 1$"):
         open_plate(pattern, frames="1012-1013")
+    with pytest.raises(InputError, match=r"frames '1020-1030' hold 1 frame\(s\) of the plate "
+                                         r"\(its frame range is 1001-1020\)"):  # fmt: skip
+        open_plate(pattern, frames="1020-1030")
     with pytest.raises(ConfigError, match=r"frame set like .* got 'every other'"):
         open_plate(pattern, frames="every other")
 
@@ -246,7 +287,7 @@ def test_cli_frame_set_and_plate_padding(tmp_path, tiny_checkpoint, capsys):
     assert run("run", pattern, "-o", tmp_path / "bad", "--frames", "1-x",
                checkpoint=tiny_checkpoint) == 1  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("rollingdepth: error: frames must be a frame set like `1001-1100`")
+    assert err[-1].startswith("rollingdepth: error: frames '1-x': `1-x` is not a frame range")
 
 
 # ---------------------------------------------------------------------------------------------

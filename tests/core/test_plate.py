@@ -14,7 +14,7 @@ import pytest
 
 from rollingdepth_core.colorspace import STUDIO_CONFIG, ColorRequest
 from rollingdepth_core.errors import ConfigError, InputError
-from rollingdepth_core.plate import Plate, open_plate, parse_frames
+from rollingdepth_core.plate import Plate, open_plate
 
 from .plate_fixtures import (
     make_image_sequence,
@@ -154,8 +154,13 @@ def test_video_frame_range(plates: Path) -> None:
         assert np.array_equal(rgb, streamed[number])
     assert np.array_equal(plate.read(0), streamed[30])
 
-    with pytest.raises(InputError, match="0-39"):
-        open_plate(path, frames=(35, 45))
+    # frames past the end are not there: skipped and said (`frames_outside`), as a sequence's
+    beyond = open_plate(path, frames=(35, 45)).info
+    assert beyond.frame_numbers == (35, 36, 37, 38, 39)
+    assert (beyond.frames_outside, beyond.plate_span) == ("40-45", (0, 39))
+    with pytest.raises(InputError, match=r"frames '45-50' hold 0 frame\(s\) of the plate \(its "
+                                         r"frame range is 0-39\); RollingDepth needs at least 2"):  # fmt: skip
+        open_plate(path, frames="45-50")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,16 +236,27 @@ def test_sequence_gaps_are_reported(plates: Path) -> None:
     assert selected.info.missing_frames == (1003, 1004)
 
 
+def test_frames_written_out_of_order_are_read_in_order(plates: Path) -> None:
+    pattern = make_image_sequence(plates / "order", 6, W, H)
+    plate = open_plate(pattern, frames="1005-1006,1001-1002")
+    assert plate.info.frame_numbers == (1001, 1002, 1005, 1006)
+    assert [n for n, _ in plate.frames()] == [1001, 1002, 1005, 1006]
+    assert np.array_equal(plate.read(2), open_plate(pattern, frames="1005-1006").read(0))
+    # the Python API's forms agree
+    assert open_plate(pattern, frames=[1006, 1001, 1005, 1002]).info.frame_numbers == (
+        1001, 1002, 1005, 1006)  # fmt: skip
+
+
 def test_sequence_frame_range(png_sequence: str) -> None:
     plate = open_plate(png_sequence, frames=(1003, 1005))
     assert plate.info.frame_numbers == (1003, 1004, 1005)
     assert len(plate) == 3
     assert np.abs(plate.read(0) - plate_frame(2, W, H)).mean() < 0.003
 
-    with pytest.raises(InputError, match=r"1001-1008"):
-        open_plate(png_sequence, frames=(990, 1003))
-    with pytest.raises(InputError, match=r"1001-1008"):
-        open_plate(png_sequence, frames=(1005, 1100))
+    assert open_plate(png_sequence, frames=(990, 1003)).info.frames_outside == "990-1000"
+    assert open_plate(png_sequence, frames=(1005, 1100)).info.frames_outside == "1009-1100"
+    with pytest.raises(InputError, match=r"'1008-1100' hold 1 frame\(s\) .* range is 1001-1008"):
+        open_plate(png_sequence, frames=(1008, 1100))
     with pytest.raises(InputError, match="at least 2 frames; got 1"):
         open_plate(png_sequence, frames=(1004, 1004))
     with pytest.raises(ConfigError):
@@ -355,22 +371,6 @@ def test_exr_data_window_is_placed_in_display_window(
 
 # ---------------------------------------------------------------------------------------------
 # Bad input
-
-
-def test_parse_frames() -> None:
-    assert parse_frames("1001-1100") == tuple(range(1001, 1101))
-    assert parse_frames("1001") == (1001,)
-    assert parse_frames(" 5 - 7 ") == (5, 6, 7)
-    assert parse_frames("1001-1010x2") == (1001, 1003, 1005, 1007, 1009)
-    assert parse_frames("1001-1003,1050-1051") == (1001, 1002, 1003, 1050, 1051)
-    assert parse_frames("-3--1") == (-3, -2, -1)
-    assert parse_frames("-2-1") == (-2, -1, 0, 1)
-    for text in ("", "abc", "1001-", "1.5-3", "1-10x"):
-        with pytest.raises(ConfigError, match=r"frame set like `1001-1100`") as caught:
-            parse_frames(text)
-        assert "\n" not in str(caught.value)
-    with pytest.raises(ConfigError, match=r"frame range '10-5' starts after it ends \(10 > 5\)"):
-        parse_frames("10-5")
 
 
 def test_missing_paths(plates: Path) -> None:

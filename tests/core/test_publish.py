@@ -324,3 +324,138 @@ def test_publisher_for_an_opened_plate(tmp_path: Path) -> None:
     assert publisher.run_id != Publisher.for_plate(tmp_path, "depth", plate, {"seed": 2}).run_id
     with pytest.raises(OutputError, match="plate's own files"):
         publisher.check()
+
+
+# ------------------------------------------------------------------ journals are confined
+def cut_short_swap(folder: Path, journal: dict) -> Path:
+    """An earlier sequence, then a swap cut short whose journal says ``journal``."""
+    write_run(folder, range(1, 5), "old", 1.0)
+    staging = folder / ".depth.staging"
+    staging.mkdir()
+    write_depth_exr(staging / "depth.0001.exr", np.full((4, 6), 2.0, np.float32))
+    (staging / JOURNAL).write_text(json.dumps(journal))
+    return staging
+
+
+def listing(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else b""
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("journal", "why"),
+    [
+        ({"files": ["depth.0001.exr"], "remove": ["../victim.txt"]}, "'../victim.txt' is not"),
+        ({"files": ["depth.0001.exr"], "remove": ["VICTIM"]}, "is not a file of the depth"),
+        ({"files": ["depth.0001.exr", "../victim.txt"], "remove": []}, "is not a file"),
+        ({"files": ["depth.0001.exr", "other.0001.exr"], "remove": []}, "is not a file"),
+        ({"files": ["depth.0001.exr"]}, "`remove` is missing"),
+        ({"remove": []}, "`files` is missing"),
+        ({"files": "depth.0001.exr", "remove": []}, "`files` is missing or not a list"),
+        ({"files": ["depth.0001.exr"], "remove": ["depth.0001.exr"]}, "both moved in and removed"),
+        ([1, 2], "not a journal"),
+        ({"files": ["depth.0001.exr", "../points.usda"], "remove": []}, "is not a file"),
+        ({"files": ["depth.0001.exr"], "remove": ["points.usda"]}, "is not a file"),
+    ],
+    ids=[
+        "dotdot",
+        "absolute",
+        "dotdot-in-files",
+        "another-sequence",
+        "no-remove",
+        "no-files",
+        "not-a-list",
+        "both",
+        "not-an-object",
+        "points-outside",
+        "points-removed",
+    ],  # fmt: skip
+)
+def test_a_journal_naming_anything_but_the_sequences_files_is_left_for_a_person(
+    tmp_path: Path, journal, why
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    if isinstance(journal, dict) and journal.get("remove") == ["VICTIM"]:
+        journal["remove"] = [str(victim)]  # an absolute path
+    staging = cut_short_swap(folder, journal)
+    before = listing(tmp_path)
+    said: list[str] = []
+    (entry,) = check_output(folder, message=said.append)
+    assert entry["state"] == "swap journal refused"
+    assert why in entry["detail"] and "left as it is for a person" in entry["detail"]
+    assert "\n" not in entry["detail"] and said == []
+    # nothing renamed, nothing removed, inside the folder or outside it
+    assert listing(tmp_path) == before and victim.read_text() == "not yours"
+    assert (staging / JOURNAL).exists()
+    # a run of the sequence is refused the same way, before anything
+    with pytest.raises(OutputError, match="left as it is for a person"):
+        Publisher(folder, "depth", range(1, 5), "new", overwrite=True).check()
+    assert listing(tmp_path) == before
+
+
+def test_a_journal_naming_a_link_is_left_for_a_person(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    victim = tmp_path / "victim.exr"
+    victim.write_bytes(b"not yours")
+    staging = cut_short_swap(folder, {"files": ["depth.0001.exr"], "remove": ["depth.0009.exr"]})
+    (folder / "depth.0009.exr").symlink_to(victim)
+    before = listing(tmp_path)
+    (entry,) = check_output(folder)
+    assert entry["state"] == "swap journal refused" and "not a plain file" in entry["detail"]
+    assert listing(tmp_path) == before and (folder / "depth.0009.exr").is_symlink()
+    # a staged file that is a link
+    (folder / "depth.0009.exr").unlink()
+    (staging / "depth.0001.exr").unlink()
+    (staging / "depth.0001.exr").symlink_to(victim)
+    before = listing(tmp_path)
+    (entry,) = check_output(folder)
+    assert entry["state"] == "swap journal refused" and "staged 'depth.0001.exr'" in entry["detail"]
+    assert listing(tmp_path) == before
+
+
+def test_a_staging_folder_that_is_a_link_moves_nothing_out_of_its_target(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    write_run(folder, range(1, 3), "old", 1.0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_depth_exr(elsewhere / "depth.0001.exr", np.full((4, 6), 7.0, np.float32))
+    (elsewhere / JOURNAL).write_text(json.dumps({"files": ["depth.0001.exr"], "remove": []}))
+    (folder / ".depth.staging").symlink_to(elsewhere)
+    before = listing(tmp_path)
+    (entry,) = check_output(folder)
+    assert entry["state"] == "swap journal refused" and "is a link" in entry["detail"]
+    assert listing(tmp_path) == before and values_in(folder) == {1.0}
+    with pytest.raises(OutputError, match="is a link"):
+        Publisher(folder, "depth", range(1, 3), "new", overwrite=True).check()
+    assert listing(tmp_path) == before
+
+
+def test_a_valid_journal_still_completes_the_swap_with_sidecars(tmp_path: Path) -> None:
+    write_run(tmp_path, range(1, 5), "old", 1.0)
+    (tmp_path / "depth_preview.mp4").write_bytes(b"old preview")
+    publisher = Publisher(tmp_path, "depth", range(1, 3), "new", overwrite=True)
+    publisher.check()
+    with publisher.writing():
+        for n in (1, 2):
+            write_depth_exr(publisher.staging_path(n), np.full((4, 6), 2.0, np.float32))
+            publisher.wrote(n)
+        (publisher.staging / "depth.otio").write_text("{}")
+    said: list[str] = []
+    publisher.message = said.append
+    removed = publisher.publish(["depth.otio"])
+    assert sorted(p.name for p in removed) == [
+        "depth.0003.exr", "depth.0004.exr", "depth_preview.mp4"
+    ]  # fmt: skip
+    assert said == [
+        f"removed 2 frames and depth_preview.mp4 of the earlier sequence that the new one does "
+        f"not have (3-4) from {tmp_path}"
+    ]
+    assert manifest(tmp_path)["files"] == ["depth.0001.exr", "depth.0002.exr", "depth.otio"]
+    assert manifest(tmp_path)["state"] == "complete"

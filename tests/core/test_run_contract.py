@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 
 from rollingdepth_core.exr import read_exr
 
+from .cli_in_process import run_in_process
 from .plate_fixtures import make_image_sequence
 
 FAST = ["--res", "64", "--dilations", "1", "3", "--device", "cpu", "--seed", "3"]
@@ -30,8 +30,13 @@ def cli(*args, **kw) -> list[str]:
     return [sys.executable, "-m", "rollingdepth_core.cli", *map(str, args)]
 
 
-def run_cli(*args, timeout=300):
+def run_process(*args, timeout=300):
+    """The command in a process of its own (a hang guard around it: ``timeout``)."""
     return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+# The command where its process is not what is tested: in this process (tests/core/cli_in_process)
+run_cli = run_in_process
 
 
 def depth_state(folder: Path) -> dict[str, np.ndarray]:
@@ -120,7 +125,8 @@ def test_an_interrupted_publish_leaves_the_old_sequence_or_the_new_one(
         assert same_state(seen, before) or same_state(seen, new), point
         child.send_signal(sig)
         child.send_signal(signal.SIGCONT)
-        code = child.wait(timeout=60)
+        code = child.wait(timeout=300)  # a hang guard
+        events = [json.loads(line) for line in child.stdout.read().splitlines() if line]
     finally:
         if child.poll() is None:
             child.kill()
@@ -128,14 +134,21 @@ def test_an_interrupted_publish_leaves_the_old_sequence_or_the_new_one(
     after = depth_state(out)
     assert same_state(after, before) or same_state(after, new), (point, code)
     if sig == signal.SIGINT:
-        # Ctrl-C: either cancelled (nothing published, staging gone) or the swap had begun
-        # and ran to its end (signals wait for it)
-        assert code in (0, 130)
+        # Ctrl-C always stops the run (130, cancelled): before the swap nothing of it is
+        # published; a swap already begun runs to its end first and says so
+        assert code == 130, (point, code)
+        (error,) = [e for e in events if e.get("event") == "error"]
+        assert error["kind"] == "cancelled" and "cancelled" in error["message"]
         assert not (out / ".depth.staging").exists()
-        if code == 130:
-            assert same_state(after, before)
+        if point != "the swap" or not same_state(after, new):
+            assert same_state(after, before), point
+        else:
+            assert "holds the new depth sequence, complete" in error["message"]
     else:
         assert code == -signal.SIGKILL
+    if not out.exists():  # a cancelled run leaves no folder it made behind
+        assert sig == signal.SIGINT and not overwrite and not after
+        return
     # the next look at the folder finishes or cleans what the kill left; the folder is whole
     check = run_cli("check", "--output", out, "--json")
     assert check.returncode == 0, check.stderr
@@ -143,8 +156,7 @@ def test_an_interrupted_publish_leaves_the_old_sequence_or_the_new_one(
     final = depth_state(out)
     assert same_state(final, before) or same_state(final, new)
     if point == "half":  # the same command run again publishes the new sequence
-        again = subprocess.run(new_run(farm, out, "--overwrite"), capture_output=True,
-                               text=True, env=ENV, timeout=300)  # fmt: skip
+        again = run_cli(*new_run(farm, out, "--overwrite")[len(cli()) :])
         assert again.returncode == 0, again.stderr
         assert same_state(depth_state(out), new)
 
@@ -154,16 +166,16 @@ def test_a_second_writer_of_the_sequence_is_refused_at_once(farm, tmp_path):
     first = subprocess.Popen(new_run(farm, out), stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         stop_at(first, "merge", None)  # holds the lock, frozen before writing
-        clock = time.perf_counter()
-        second = run_cli("finalize", *farm["common"], "-o", out, "--depth-mode", "normalized",
+        # "at once": the first writer is frozen and never lets go, so a second that waited for
+        # the lock could not come back at all (its own process: the timeout is a hang guard)
+        second = run_process("finalize", *farm["common"], "-o", out, "--depth-mode", "normalized",
                          "--restore-res", "--overwrite")  # fmt: skip
         assert second.returncode == 1
         error = [x for x in second.stderr.splitlines() if x.startswith("rollingdepth: error")]
         assert len(error) == 1 and "is being written by another run (pid" in error[0]
         assert f"pid {first.pid} on" in error[0]
-        assert time.perf_counter() - clock < 60
         first.send_signal(signal.SIGCONT)
-        assert first.wait(timeout=120) == 0
+        assert first.wait(timeout=600) == 0  # a hang guard: the run finishes, under load too
     finally:
         if first.poll() is None:
             first.kill()
@@ -377,3 +389,235 @@ def test_half_overflow_is_refused_before_any_frame_and_provenance_is_recorded(
     assert again.returncode == 0, again.stderr
     other = read_exr(tmp_path / "full2" / "depth.1001.exr")[1]["rollingdepth/holdout.sha256"]
     assert other != header["rollingdepth/holdout.sha256"]
+
+
+# ------------------------------------------------------------------ signals inside the swap
+# The command line in a child process whose swap renames are slowed down (in that process
+# only) so that a signal lands inside the swap, while a thread keeps torch's threads busy:
+# a process-directed signal is then taken by whichever thread the kernel picks.
+SLOW_SWAP = """
+import os, sys, threading, time
+from pathlib import Path
+import torch
+from rollingdepth_core.cli import main
+
+stop = threading.Event()
+
+def busy():
+    a = torch.randn(192, 192)
+    while not stop.is_set():
+        a = torch.tanh(a @ a)
+
+torch.set_num_threads(2)
+worker = threading.Thread(target=busy)
+worker.start()
+replace = os.replace
+
+def slow(source, target, *args, **kwargs):
+    source, target = Path(source), Path(target)
+    # a frame leaving the staging folder for the output folder: the swap
+    if source.parent.name.endswith(".staging") and target.parent != source.parent \
+            and source.suffix == ".exr":
+        print("renaming", source.name, file=sys.stderr, flush=True)
+        time.sleep(0.15)
+    replace(source, target, *args, **kwargs)
+
+os.replace = slow
+code = 1
+try:
+    code = main(sys.argv[1:])
+finally:
+    stop.set()  # torch must not be mid-operation in a thread when the interpreter exits
+    worker.join()
+sys.exit(code)
+"""
+
+
+def slow_swap_run(farm, out: Path, *extra) -> subprocess.Popen:
+    argv = new_run(farm, out, *extra)[3:]  # without `python -m rollingdepth_core.cli`
+    return subprocess.Popen([sys.executable, "-c", SLOW_SWAP, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+
+
+def wait_for_renames(child: subprocess.Popen, count: int) -> list[str]:
+    """Read the child's stderr until ``count`` frames were renamed into the folder."""
+    lines = []
+    for line in child.stderr:
+        lines.append(line)
+        if sum(x.startswith("renaming ") for x in lines) >= count:
+            return lines
+    raise AssertionError(f"the run ended before its swap: {''.join(lines)[-2000:]}")
+
+
+def folder_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_inside_the_swap_waits_for_it_then_exits_130(farm, tmp_path, sig):
+    out = tmp_path / "depth"
+    shutil.copytree(farm["old"], out)
+    new = depth_state(farm["new"])
+    child = slow_swap_run(farm, out, "--overwrite")
+    try:
+        wait_for_renames(child, 3)
+        # mid-swap: three new frames are in, the rest of the old ones still there
+        child.send_signal(sig)
+        code = child.wait(timeout=120)
+        events = [json.loads(line) for line in child.stdout.read().splitlines() if line]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert code == 130, (code, child.stderr.read()[-2000:])
+    (error,) = [e for e in events if e.get("event") == "error"]
+    assert error["kind"] == "cancelled"
+    assert f"{signal.Signals(sig).name} waited for the swap" in error["message"]
+    assert "holds the new depth sequence, complete (24 frames)" in error["message"]
+    # exactly the new sequence: its frames, its sidecars, its manifest, nothing else
+    assert same_state(depth_state(out), new)
+    assert folder_files(out) == folder_files(farm["new"])
+    manifest = json.loads((out / "depth_run.json").read_text())
+    assert manifest["state"] == "complete"
+    assert manifest["run_id"] == json.loads((farm["new"] / "depth_run.json").read_text())["run_id"]
+
+
+def test_a_kill_inside_the_swap_is_never_read_as_complete_and_a_retry_rolls_forward(farm, tmp_path):
+    from rollingdepth_core import protocol
+
+    out = tmp_path / "depth"
+    shutil.copytree(farm["old"], out)
+    child = slow_swap_run(farm, out, "--overwrite")
+    try:
+        wait_for_renames(child, 3)
+        child.kill()  # SIGKILL: nothing runs after it
+        assert child.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    # a mix of two runs is in the folder now: every reader is told so
+    assert not same_state(depth_state(out), depth_state(farm["old"]))
+    manifest = json.loads((out / "depth_run.json").read_text())
+    assert manifest["state"] == "being swapped" and manifest["complete"] is False
+    assert protocol.describe_output_folder(out)["state"] == protocol.STATE_SWAPPING
+    # the killed command, retried as a farm retries it: the swap is completed first, then
+    # the run is the same run (its frames are its own, not another run's)
+    again = subprocess.run(new_run(farm, out, "--overwrite"), capture_output=True, text=True,
+                           env=ENV, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "completed the interrupted publish of depth" in again.stdout
+    assert same_state(depth_state(out), depth_state(farm["new"]))
+    assert folder_files(out) == folder_files(farm["new"])
+    assert json.loads((out / "depth_run.json").read_text())["state"] == "complete"
+
+
+def test_check_rolls_a_killed_swap_forward_and_reports_it(farm, tmp_path):
+    out = tmp_path / "depth"
+    shutil.copytree(farm["old"], out)
+    child = slow_swap_run(farm, out, "--overwrite")
+    try:
+        wait_for_renames(child, 2)
+        child.kill()
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    check = run_cli("check", "--output", out, "--json")
+    assert check.returncode == 0, check.stderr
+    (entry,) = json.loads(check.stdout)
+    assert (
+        entry["state"] == "complete" and "completed the interrupted publish" in entry["recovered"]
+    )
+    assert same_state(depth_state(out), depth_state(farm["new"]))
+    assert folder_files(out) == folder_files(farm["new"])
+
+
+# ------------------------------------------------------------------ sidecars
+def test_an_earlier_runs_sidecars_go_with_its_frames(farm, tmp_path):
+    out = tmp_path / "depth"
+    rows = []  # points whose depth agrees with the old sequence's (inverse) depth
+    for n in (1001, 1005, 1010):
+        d = read_exr(farm["old"] / f"depth.{n}.exr")[0]["Z"]
+        for i, j in ((10, 10), (60, 40), (100, 80)):
+            rows.append((n, i + 0.5, j + 0.5, repr(1.0 / (0.5 * float(d[j, i]) + 2.0))))
+    anchors = anchors_file(tmp_path / "a.csv", rows)
+    first = run_cli("finalize", *farm["common"], "-o", out, "--restore-res", "--preview",
+                    "--anchors", anchors)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert {"depth_preview.mp4", "depth_anchors.json"} <= set(folder_files(out))
+    second = subprocess.run(new_run(farm, out, "--overwrite"), capture_output=True, text=True,
+                            env=ENV, timeout=300)  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    # the new sequence's files and nothing of the earlier one's
+    assert folder_files(out) == folder_files(farm["new"])
+    events = [json.loads(line) for line in second.stdout.splitlines()]
+    said = [e["message"] for e in events if "of the earlier sequence" in e.get("message", "")]
+    assert len(said) == 1 and "depth_anchors.json" in said[0] and "depth_preview.mp4" in said[0]
+    manifest = json.loads((out / "depth_run.json").read_text())
+    assert sorted(manifest["replaced"]) == ["depth_anchors.json", "depth_preview.mp4"]
+
+
+# ------------------------------------------------------------------ journals left for a person
+def test_a_journal_without_its_keys_is_refused_in_one_line_by_run_and_check(farm, tmp_path):
+    out = tmp_path / "depth"
+    shutil.copytree(farm["old"], out)
+    staging = out / ".depth.staging"
+    staging.mkdir()
+    (staging / "swap.json").write_text(json.dumps({"files": ["depth.1001.exr"]}))
+    before = folder_files(out)
+    check = run_cli("check", "--output", out)
+    assert check.returncode == 3, check.stderr
+    assert "Traceback" not in check.stderr + check.stdout
+    (line,) = check.stdout.splitlines()
+    assert "swap journal refused" in line and "`remove` is missing" in line
+    refused = subprocess.run(new_run(farm, out, "--overwrite"), capture_output=True, text=True,
+                             env=ENV, timeout=300)  # fmt: skip
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    error = json.loads(refused.stdout.splitlines()[-1])
+    assert "swap.json" in error["message"] and "left as it is for a person" in error["message"]
+    assert not {"load", "snippets", "write"} & {json.loads(x).get("stage")
+                                                 for x in refused.stdout.splitlines()}  # fmt: skip
+    assert folder_files(out) == before and (staging / "swap.json").exists()
+
+
+# ------------------------------------------------------------------ check on a read-only folder
+def test_check_reports_a_complete_sequence_in_a_read_only_folder(farm, tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        shutil.copytree(farm["new"], mount / "depth")
+        done = subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True)
+        assert done.returncode == 0, done.stderr
+        check = run_cli("check", "--output", mount / "depth")
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert check.stdout.strip() == "depth: complete (frames 1001-1024), read-only"
+        report = json.loads(run_cli("check", "--output", mount / "depth", "--json").stdout)
+        assert report == [{"name": "depth", "frames": "1001-1024", "state": "complete",
+                           "run_id": report[0]["run_id"], "source": str(farm["plate"]),
+                           "read_only": True}]  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+# ------------------------------------------------------------------ refusals leave no folder
+@pytest.mark.parametrize("case", ["finalize before infer", "another seed", "cache is a file"])
+def test_a_refused_finalize_leaves_no_output_folder(farm, tmp_path, case):
+    common = list(farm["common"])
+    cache_at = common.index("--cache") + 1
+    if case == "finalize before infer":
+        common[cache_at] = tmp_path / "empty-cache"
+    elif case == "another seed":
+        common[common.index("--seed") + 1] = "4"
+    else:
+        (tmp_path / "cache-file").write_text("not a cache")
+        common[cache_at] = tmp_path / "cache-file"
+    out = tmp_path / "shots" / "sh010" / "depth"
+    done = run_cli("finalize", *common, "-o", out)
+    assert done.returncode == 1, done.stderr
+    assert not (tmp_path / "shots").exists(), case

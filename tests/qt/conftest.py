@@ -18,6 +18,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtCore import QSettings  # noqa: E402
 
+# Hang guards, not measures: a wait ends when its event comes; these only stop a test that
+# would wait forever. Generous, so that a machine under load does not fail a correct panel.
+EVENT_TIMEOUT_MS = 60_000  # a GUI event or a small job, milliseconds on an idle machine
+RUN_TIMEOUT_MS = 600_000  # a model run, a minute or two under load
+
 N_FRAMES, HEIGHT, WIDTH = 12, 64, 96
 # Small and fast: 42x64 processing size; with 12 frames dilations cap at 3.
 PANEL_SETTINGS = dict(preset="fast", dilations="1 3", processing_res=64, device="cpu")

@@ -14,8 +14,8 @@ from rollingdepth_core.plate import open_plate
 from rollingdepth_core.sample import sample_frame
 from rollingdepth_core.upsample import upsample_depth
 
-from .conftest import HEIGHT, N_FRAMES, WIDTH
-from .test_main_window import RUN_TIMEOUT_MS, not_blank, run_and_wait
+from .conftest import EVENT_TIMEOUT_MS, HEIGHT, N_FRAMES, RUN_TIMEOUT_MS, WIDTH
+from .test_main_window import not_blank, run_and_wait
 
 SHOT_FRAMES = 16  # per shot of the two-shot plate
 
@@ -71,7 +71,7 @@ def test_colour_space_and_view(qtbot, window, clip, screenshot_dir):
 
     # a space the config does not know: refused, nothing changes
     panel.set_request("no such space")
-    qtbot.waitUntil(lambda: window.error_box is not None, timeout=2000)
+    qtbot.waitUntil(lambda: window.error_box is not None, timeout=EVENT_TIMEOUT_MS)
     assert "no such space" in window.error_box.text()
     window.error_box.close()
     assert panel.space_box.currentText() == "linear"

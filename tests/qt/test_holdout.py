@@ -5,8 +5,8 @@ import numpy as np
 import OpenImageIO as oiio
 from PySide6.QtCore import QPointF
 
-from .conftest import HEIGHT, N_FRAMES, WIDTH
-from .test_main_window import RUN_TIMEOUT_MS, run_and_wait
+from .conftest import HEIGHT, N_FRAMES, RUN_TIMEOUT_MS, WIDTH
+from .test_main_window import run_and_wait
 
 
 def write_mattes(folder, numbers):

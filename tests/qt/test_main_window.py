@@ -1,7 +1,5 @@
 """The whole panel with the tiny random checkpoint: open, run, scrub, tune, export, cancel."""
 
-import time
-
 import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, QSize, Qt, QTimer, QUrl
@@ -13,9 +11,7 @@ from qt_panel.viewer import VIEW_MODES
 from rollingdepth_core.exr import read_exr
 from rollingdepth_core.sample import write_sample_video
 
-from .conftest import N_FRAMES
-
-RUN_TIMEOUT_MS = 120_000
+from .conftest import EVENT_TIMEOUT_MS, N_FRAMES, RUN_TIMEOUT_MS
 
 
 def run_and_wait(qtbot, window):
@@ -52,9 +48,9 @@ def test_open_run_scrub_and_screenshots(qtbot, window, clip, screenshot_dir):
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
     timer.start(10)
-    clock = time.monotonic()
     window.run()
-    assert time.monotonic() - clock < 0.5 and window.controller.worker.busy  # off the GUI thread
+    # off the GUI thread: run() came back with the worker busy and no result yet
+    assert window.controller.worker.busy and window.controller.result is None
     assert window.settings_panel.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: window.controller.result is not None, timeout=RUN_TIMEOUT_MS)
     qtbot.waitUntil(lambda: not window.controller.worker.busy, timeout=RUN_TIMEOUT_MS)
@@ -71,7 +67,7 @@ def test_open_run_scrub_and_screenshots(qtbot, window, clip, screenshot_dir):
 
     # scrub with the keyboard: shortcuts act on the window
     window.activateWindow()
-    qtbot.waitUntil(window.isActiveWindow, timeout=2000)
+    qtbot.waitUntil(window.isActiveWindow, timeout=EVENT_TIMEOUT_MS)
     for key, expected in (
         (Qt.Key.Key_Right, 1),
         (Qt.Key.Key_Period, 2),
@@ -113,7 +109,7 @@ def test_tuning_reuses_snippets(qtbot, window, clip):
     assert counters(window).alignments == 2
 
     # a new dilation waits for Run, which predicts only its snippets
-    with qtbot.waitSignal(window.settings_panel.inference_changed, timeout=2000):
+    with qtbot.waitSignal(window.settings_panel.inference_changed, timeout=EVENT_TIMEOUT_MS):
         window.settings_panel.set_values(dilations="1 2 3", aligner="robust")
     assert window.settings_panel.hint_label.text() == "Run will predict 8 new snippets"
     assert not window.controller.worker.busy
@@ -174,7 +170,7 @@ def test_cancel_a_run(qtbot, window, tmp_path):
     window.controller.progress.disconnect(press_cancel)
     assert "snippets" not in stages
     assert window.controller.result is None
-    qtbot.waitUntil(lambda: window.settings_panel.run_button.isEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: window.settings_panel.run_button.isEnabled(), timeout=EVENT_TIMEOUT_MS)
     assert window.settings_panel.stage_label.text().startswith("run cancelled after")
     assert window.settings_panel.progress_bar.text() == "cancelled"
     assert "cancelled" in window.statusBar().currentMessage()
@@ -190,9 +186,9 @@ def test_errors_show_a_dialog_with_the_cause(qtbot, window, clip, tmp_path):
     box = window.error_box
     assert isinstance(box, QMessageBox) and box.isVisible()
     assert box.windowTitle() == "Cannot open plate"
-    # what an artist reads first; FFmpeg's error number only in the details
+    # what an artist reads first; the engine's own line only in the details, in words too
     assert box.text() == "broken.mp4 is not a readable video (or an unsupported codec)."
-    assert "Errno" not in box.text() and "Errno" in box.detailedText()
+    assert "not a video" in box.detailedText() and "Errno" not in box.detailedText()
     assert "broken.mp4" in box.detailedText()
     box.accept()
     assert not window.open_plate(str(tmp_path / "missing.mov"))
@@ -321,7 +317,7 @@ def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path,
     # a second plate: the model is loaded already, and the hint says so
     other = write_sample_video(tmp_path / "other.mp4", n_frames=8, height=64, width=96)
     window.open_plate(str(other))
-    qtbot.waitUntil(lambda: "encode" in hint.text(), timeout=5000)
+    qtbot.waitUntil(lambda: "encode" in hint.text(), timeout=EVENT_TIMEOUT_MS)
     assert hint.text() == "Run will encode the plate (the model is loaded)"
     assert "load the model" not in hint.text()
 

@@ -5,6 +5,8 @@ from PySide6.QtWidgets import QLabel
 
 from qt_panel.scrubber import FrameScrubber
 
+from .conftest import EVENT_TIMEOUT_MS
+
 
 def make(qtbot, numbers=tuple(range(1001, 1013)), fps=Fraction(24)):
     scrubber = FrameScrubber()
@@ -71,7 +73,7 @@ def test_play_advances_and_loops(qtbot):
     assert scrubber.playing and scrubber.play_button.text() == "Pause"
     seen = set()
     scrubber.index_changed.connect(seen.add)
-    qtbot.waitUntil(lambda: seen == {0, 1, 2}, timeout=3000)
+    qtbot.waitUntil(lambda: seen == {0, 1, 2}, timeout=EVENT_TIMEOUT_MS)
     scrubber.toggle_playing()
     assert not scrubber.playing
 

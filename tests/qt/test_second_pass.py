@@ -13,10 +13,10 @@ from qt_panel.export_dialog import default_export_pattern
 from qt_panel.main_window import default_size
 from qt_panel.messages import in_panel_words
 
-from .conftest import N_FRAMES
+from .conftest import EVENT_TIMEOUT_MS, N_FRAMES, RUN_TIMEOUT_MS
 from .test_features import _write_anchors
 from .test_holdout import realign, write_mattes
-from .test_main_window import RUN_TIMEOUT_MS, run_and_wait
+from .test_main_window import run_and_wait
 
 
 def fit_anchors(qtbot, window, tmp_path, prediction):
@@ -122,13 +122,13 @@ def test_the_settings_fit_1280x800(qtbot, window, clip, screenshot_dir):
 
     # on a 1280x800 screen the first window is smaller still (92 %): it fits too
     window.resize(default_size(QSize(1280, 800)))
-    qtbot.waitUntil(lambda: panel.height() < 700, timeout=2000)
+    qtbot.waitUntil(lambda: panel.height() < 700, timeout=EVENT_TIMEOUT_MS)
     assert scroll.verticalScrollBar().maximum() == 0, window.size()
     assert scroll.horizontalScrollBar().maximum() == 0
 
     # lower than that, the fields scroll and the line under them says what is out of view
     window.resize(1280, 640)
-    qtbot.waitUntil(lambda: scroll.verticalScrollBar().maximum() > 0, timeout=2000)
+    qtbot.waitUntil(lambda: scroll.verticalScrollBar().maximum() > 0, timeout=EVENT_TIMEOUT_MS)
     assert "Output" in panel.out_of_view()
     assert panel.out_of_view_label.isVisible()
     assert panel.out_of_view_label.text().startswith("scroll for: ")
@@ -208,7 +208,7 @@ def test_the_colour_bar_reads_scene_units_when_anchored(
     assert len(ticks) >= 3 and all(0 <= p <= 1 for p, _ in ticks)
 
     fit = fit_anchors(qtbot, window, tmp_path, prediction)
-    qtbot.waitUntil(lambda: viewer._legend_title == "Z (m)", timeout=5000)
+    qtbot.waitUntil(lambda: viewer._legend_title == "Z (m)", timeout=EVENT_TIMEOUT_MS)
     lo, hi = float(prediction.depth.min()), float(prediction.depth.max())
     near, far = viewer.legend_labels
     # the bar's ends are Z of the clip's nearest and farthest values through this frame's fit
