@@ -320,7 +320,7 @@ class PanelController(QObject):
             return []
         number = self.plate.info.frame_numbers[index]
         if self.anchor_fit is not None:
-            return [r for r in self.anchor_fit.records if r["frame"] == number]
+            return self.anchor_fit.frame_records(number)
         a = self.anchors
         return [
             {

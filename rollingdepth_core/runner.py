@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from . import protocol
-from .anchors import warn_about_fits
+from .anchors import warn_about_fits, write_fits_json
 from .config import HALF_MAX, InferenceConfig, OutputConfig
 from .costs import STAGE_WORK, CostBook, RunShape, cost_key, model_parameters
 from .device import describe_device
@@ -200,6 +200,12 @@ def _tell(prepared: PreparedRun, message: Callable[[str], None] | None) -> None:
     info = prepared.info
     if message and not info.color.passthrough:
         message(info.color.summary)  # what the model sees the plate through, and why
+    if info.variable_rate is not None and message:
+        message(
+            f"warning: {info.source} has a variable frame rate (frames unevenly spaced in "
+            f"time, {float(info.variable_rate):.4g} fps on average): its frames are taken one "
+            f"after another, and the EXRs carry its nominal rate, {rate_text(info.fps)} fps"
+        )
     if info.missing_frames and message:
         missing = ", ".join(str(f) for f in info.missing_frames[:10])
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
@@ -446,11 +452,7 @@ def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
     anchors_json = None
     if prepared.anchors is not None:
         anchors_json = f"{output.name}_anchors.json"
-        fits = [d.anchor_fit.to_dict() for d in shots]
-        write_text_atomic(
-            staging / anchors_json,
-            json.dumps(fits[0] if len(shots) == 1 else {"shots": fits}, indent=1),
-        )
+        write_fits_json(staging / anchors_json, [d.anchor_fit for d in shots])
     alignment_json = f"{output.name}_alignment.json"
     if len(shots) == 1:
         shots[0].alignment.save_json(staging / alignment_json)
