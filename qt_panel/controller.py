@@ -68,7 +68,9 @@ class RunRequest:
     config: InferenceConfig
     checkpoint: str
     device: str = "auto"
-    preset: str = DEFAULT_PRESET  # or CUSTOM_PRESET: recorded in the EXR headers
+    # the preset the settings started from (they override it, as flags override `--preset`):
+    # recorded in the EXR headers and the manifest as a run records it
+    preset: str = DEFAULT_PRESET
 
     @property
     def model_key(self) -> tuple[str, str, str]:
@@ -614,19 +616,19 @@ class PanelController(QObject):
                     checkpoint=request.checkpoint,
                     preset=request.preset,
                     progress=progress,
-                    # with a fit, `depth` and `inverse` exports are in the anchors' scene units
-                    anchor_fit=fit if output.depth_mode != "normalized" else None,
-                    metric_range=metric,
+                    # `depth` and `inverse` exports are anchored to scene units, each shot
+                    # fitted as a run fits it
+                    anchors=anchors if output.depth_mode != "normalized" else None,
+                    anchor_mode=mode,
                     overwrite=overwrite,
                     message=self.message.emit,
                     camera=camera,
                     front_end="panel",
-                    anchors=anchors,
                 )
             except ForeignFrames as exc:
                 return ("ask", str(exc), (pattern, output, frame_range, confidence, camera))
 
-        fit, metric, anchors = self.anchor_fit, self.anchor_metric, self.anchors
+        anchors, mode = self.anchors, self.anchor_mode
         self.worker.submit("export", job)
 
     def shutdown(self) -> None:
