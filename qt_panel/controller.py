@@ -18,21 +18,20 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal
 
-from rollingdepth_core.anchors import AnchorFit, Anchors, load_anchors
+from rollingdepth_core.anchors import AnchorFit, Anchors, join_fits, load_anchors
 from rollingdepth_core.cameras import CameraRequest, load_camera
 from rollingdepth_core.colorspace import ALIASES, AUTO, ColorRequest, active_config, load_config
 from rollingdepth_core.config import InferenceConfig, OutputConfig
 from rollingdepth_core.cuts import detect_cuts
 from rollingdepth_core.errors import Cancelled, RollingDepthError
 from rollingdepth_core.mattes import MatteSource
-from rollingdepth_core.method import AnchorRequest, anchor
 from rollingdepth_core.model import DepthModel
 from rollingdepth_core.output import convert_depth
 from rollingdepth_core.plate import IMAGE_EXTENSIONS, Plate, PlateInfo, open_plate
 from rollingdepth_core.progress import report
 from rollingdepth_core.protocol import DEFAULT_PRESET
 from rollingdepth_core.publish import ForeignFrames
-from rollingdepth_core.session import DepthPrediction, DepthSession
+from rollingdepth_core.session import DepthPrediction, DepthSession, anchor_shots
 from rollingdepth_core.upsample import upsample_depth
 
 from .geometry_view import (
@@ -348,20 +347,14 @@ class PanelController(QObject):
         if self.anchors is None or self.result is None or self.plate is None:
             return
         generation, prediction = self._generation, self.result
-        anchors, mode, value_range = self.anchors, self.anchor_mode, self._depth_range
-        info = self.plate.info
-        request = AnchorRequest(anchors, info.frame_numbers, mode)
+        anchors, mode, info = self.anchors, self.anchor_mode, self.plate.info
 
         def job(progress):
-            total = prediction.depth.shape[0]
-
-            def frames():
-                for k in range(total):
-                    report(progress, "anchors", k, total)
-                    yield prediction.depth[k]
-
-            fit, metric = anchor(frames(), request, (info.height, info.width), value_range)
-            return generation, prediction, fit, metric
+            # each shot fitted on its own, as a run (and the export) fits it
+            fits = anchor_shots(prediction, anchors, mode, info.frame_numbers,
+                                (info.height, info.width), progress)  # fmt: skip
+            metric = (min(m[0] for _, m in fits), max(m[1] for _, m in fits))
+            return generation, prediction, join_fits([fit for fit, _ in fits]), metric
 
         self.anchor_worker.submit("anchors", job)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .alignment import AlignmentResult, rescale_depth
-from .anchors import Anchors, warn_about_fits
+from .anchors import AnchorFit, Anchors, warn_about_fits
 from .cameras import CameraRequest, load_camera
 from .config import DEFAULT_MIN_SHOT_FRAMES, InferenceConfig, OutputConfig
 from .cuts import Shot, shots_from_cuts
@@ -49,7 +49,7 @@ from .output import run_metadata, write_depth_frames
 from .passes import FrameGeometry
 from .plan import Plan, make_plan, missing_blocks
 from .plate import Plate
-from .progress import ProgressCallback
+from .progress import ProgressCallback, report
 from .protocol import DEFAULT_PRESET
 from .publish import Publisher, split_pattern
 from .request import (
@@ -126,6 +126,47 @@ class _ShotState:
     # (block keys, aligner, holdout version) -> the solve: a confidence toggle only re-merges
     solutions: OrderedDict = field(default_factory=OrderedDict)
     refined: tuple | None = None
+
+
+def shot_ranges(prediction: DepthPrediction) -> list[tuple[float, float]]:
+    """Each shot's (min, max) of ``prediction.depth``: the range a run writes it through."""
+    ranges = []
+    for entry in prediction.shots:
+        depth = prediction.depth[entry.shot.start : entry.shot.stop]
+        ranges.append((float(depth.min()), float(depth.max())))
+    return ranges
+
+
+def anchor_shots(
+    prediction: DepthPrediction,
+    anchors: Anchors,
+    mode: str,
+    frame_numbers: Sequence[int],
+    plate_size: tuple[int, int],
+    progress: ProgressCallback | None = None,
+) -> list[tuple[AnchorFit, tuple[float, float]]]:
+    """7b for each shot of ``prediction``, as a run anchors it (:func:`.method.anchor` on the
+    shot's frames and range): per shot, the fit and its range of ``1/Z``. Reads only
+    ``prediction``, so it may run beside the session's own thread."""
+    fits = []
+    total = prediction.depth.shape[0]
+    for entry, value_range in zip(prediction.shots, shot_ranges(prediction), strict=True):
+        shot = entry.shot
+
+        def frames(shot=shot):
+            for k in range(shot.start, shot.stop):
+                report(progress, "anchors", k, total)  # raises Cancelled when restarted
+                yield prediction.depth[k]
+
+        wanted = AnchorRequest(anchors, frame_numbers[shot.start : shot.stop], mode)
+        try:
+            fits.append(anchor(frames(), wanted, plate_size, value_range))
+        except RollingDepthError as exc:
+            if len(prediction.shots) == 1:
+                raise
+            raise type(exc)(f"shot {shot.index} (frames {shot.first_frame}-{shot.last_frame}): "
+                            f"{exc}") from exc  # fmt: skip
+    return fits
 
 
 class DepthSession:
@@ -445,16 +486,10 @@ class DepthSession:
         if request.camera.given:
             track = load_camera(request.camera, numbers, plate_size, info.pixel_aspect)
             geometry = FrameGeometry(track, request.passes)
-        # each shot's range, and its anchor fit, as the method fits it in a run (7b)
-        ranges, fits = [], []
-        for entry in prediction.shots:
-            shot = entry.shot
-            depth = prediction.depth[shot.start : shot.stop]
-            ranges.append((float(depth.min()), float(depth.max())))
-            if anchors is not None:
-                wanted = AnchorRequest(anchors, numbers[shot.start : shot.stop], anchor_mode)
-                fits.append(anchor(iter(depth), wanted, plate_size, ranges[-1]))
+        ranges = shot_ranges(prediction)
+        fits = []
         if anchors is not None:
+            fits = anchor_shots(prediction, anchors, anchor_mode, numbers, plate_size)
             warn_about_fits([fit for fit, _ in fits], plate_size, message)
         record = provenance(request, self.plate, self.cuts, self.cuts_source == "detected",
                             mattes, anchors, track)  # fmt: skip

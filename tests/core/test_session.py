@@ -378,3 +378,38 @@ def test_a_scene_linear_plate_reaches_the_model_as_in_a_run(pipeline, tmp_path):
     np.testing.assert_array_equal(
         result.depth, estimate_depth(pipeline, frames, settings).to_array()
     )
+
+
+def test_an_edit_is_anchored_shot_by_shot_as_a_run_anchors_it(pipeline, video, tmp_path):
+    """Each shot has its own relation to the scene (another lens, another distance): the
+    export and the view fit each shot on its own, as `rollingdepth run --anchors` does, so a
+    clip whose shots need different (a, b) is anchored exactly in both."""
+    from rollingdepth_core.anchors import join_fits, load_anchors
+    from rollingdepth_core.session import anchor_shots
+
+    session = DepthSession(pipeline, open_plate(video), cuts=[6])
+    result = session.run(config())
+    numbers = session.plate.info.frame_numbers
+    d = result.depth  # [12,42,64]; two shots of 6 frames
+    relation = [(2.0, 3.0)] * 6 + [(0.5, 1.0)] * 6  # 1/Z = a d + b, per shot
+    rows = ["frame,x,y,depth"]
+    for k, (a, b) in enumerate(relation):
+        for i, j in ((10, 10), (40, 30), (60, 5)):
+            x, y = (i + 0.5) * 96 / 64, (j + 0.5) * 64 / 42
+            rows.append(f"{numbers[k]},{x},{y},{1 / (a * float(d[k, j, i]) + b)!r}")
+    (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
+    anchors = load_anchors(tmp_path / "a.csv")
+    fits = anchor_shots(result, anchors, "global", numbers, (64, 96))
+    view = join_fits([fit for fit, _ in fits])
+    assert (view.n_used, view.n_outside + view.n_unprocessed) == (36, 0)
+    np.testing.assert_allclose(view.a, [a for a, _ in relation], rtol=1e-4)
+    np.testing.assert_allclose(view.b, [b for _, b in relation], rtol=1e-4)
+    written = session.export(result, str(tmp_path / "out" / "z.####.exr"),
+                             OutputConfig(depth_mode="depth"), anchors=anchors)  # fmt: skip
+    for k in (0, 5, 6, 11):
+        channels, meta = read_exr(written[k])
+        a, b = relation[k]
+        np.testing.assert_allclose(channels["Z"], 1 / (a * d[k] + b), rtol=1e-4)
+        assert (meta["rollingdepth/anchors.used"], meta["rollingdepth/anchors.skipped"]) == (18, 18)
+    report = json.loads((tmp_path / "out" / "z_anchors.json").read_text())
+    assert [shot["used"] for shot in report["shots"]] == [18, 18]
