@@ -686,6 +686,42 @@ def fit_anchors(
     )
 
 
+def join_fits(fits: Sequence[AnchorFit]) -> AnchorFit:
+    """The fits of an edit's shots (in clip order, each on its own frames, as a run fits them)
+    as one fit over the whole clip, for a viewer: frame ``t`` of the clip keeps its shot's
+    ``a_t, b_t``; the counts and residuals are over every shot's anchors; an anchor is skipped
+    when every shot skipped it (outside the plate, or on no shot's frames)."""
+    if len(fits) == 1:
+        return fits[0]
+    records = [r for fit in fits for r in fit.records]
+    fitted = {r["row"] for r in records}
+    skipped, seen = [], set()
+    for fit in fits:
+        for r in fit.skipped:
+            if r["row"] not in fitted and r["row"] not in seen:
+                seen.add(r["row"])
+                skipped.append(r)
+    used_err = np.abs([r["residual"] for r in records if r["used"] and r["residual"] is not None])
+    first = fits[0]
+    return AnchorFit(
+        mode=first.mode,
+        a=np.concatenate([fit.a for fit in fits]),
+        b=np.concatenate([fit.b for fit in fits]),
+        frame_numbers=tuple(n for fit in fits for n in fit.frame_numbers),
+        units=first.units,
+        cutoff=max(fit.cutoff for fit in fits),
+        n_used=sum(fit.n_used for fit in fits),
+        n_rejected=sum(fit.n_rejected for fit in fits),
+        n_outside=sum(r["reason"] == "outside" for r in skipped),
+        n_unprocessed=sum(r["reason"] == "unprocessed" for r in skipped),
+        residual_median=float(np.median(used_err)),
+        residual_p90=float(np.percentile(used_err, 90)),
+        records=records,
+        skipped=skipped,
+        source=first.source,
+    )
+
+
 # What makes a fit worth a warning (it still writes): anchors that the fit rejected, and the
 # 90th percentile of the relative depth error at the anchors it used.
 WARN_REJECTED_SHARE = 0.2
