@@ -19,7 +19,7 @@ import torch
 from PySide6.QtCore import QObject, Signal
 
 from rollingdepth_core import protocol
-from rollingdepth_core.anchors import AnchorFit, Anchors, load_anchors
+from rollingdepth_core.anchors import AnchorFit, Anchors, join_fits, load_anchors
 from rollingdepth_core.cameras import CameraRequest, load_camera
 from rollingdepth_core.checkpoint import find_checkpoint
 from rollingdepth_core.colorspace import ALIASES, AUTO, ColorRequest, active_config, load_config
@@ -36,7 +36,6 @@ from rollingdepth_core.cuts import detect_cuts
 from rollingdepth_core.device import describe_device, resolve_device
 from rollingdepth_core.errors import Cancelled, RollingDepthError
 from rollingdepth_core.mattes import MatteSource
-from rollingdepth_core.method import AnchorRequest, anchor
 from rollingdepth_core.model import DepthModel
 from rollingdepth_core.output import convert_depth
 from rollingdepth_core.plate import (
@@ -48,7 +47,7 @@ from rollingdepth_core.plate import (
 from rollingdepth_core.progress import report
 from rollingdepth_core.protocol import DEFAULT_PRESET
 from rollingdepth_core.publish import ForeignFrames
-from rollingdepth_core.session import DepthPrediction, DepthSession
+from rollingdepth_core.session import DepthPrediction, DepthSession, anchor_shots
 from rollingdepth_core.upsample import upsample_depth
 
 from .geometry_view import (
@@ -86,7 +85,9 @@ class RunRequest:
     config: InferenceConfig
     checkpoint: str
     device: str = "auto"
-    preset: str = DEFAULT_PRESET  # or CUSTOM_PRESET: recorded in the EXR headers
+    # the preset the settings started from (they override it, as flags override `--preset`):
+    # recorded in the EXR headers and the manifest as a run records it
+    preset: str = DEFAULT_PRESET
 
     @property
     def model_key(self) -> tuple[str, str, str]:
@@ -320,7 +321,7 @@ class PanelController(QObject):
             return []
         number = self.plate.info.frame_numbers[index]
         if self.anchor_fit is not None:
-            return [r for r in self.anchor_fit.records if r["frame"] == number]
+            return self.anchor_fit.frame_records(number)
         a = self.anchors
         return [
             {
@@ -374,20 +375,14 @@ class PanelController(QObject):
         if self.anchors is None or self.result is None or self.plate is None:
             return
         generation, prediction = self._generation, self.result
-        anchors, mode, value_range = self.anchors, self.anchor_mode, self._depth_range
-        info = self.plate.info
-        request = AnchorRequest(anchors, info.frame_numbers, mode)
+        anchors, mode, info = self.anchors, self.anchor_mode, self.plate.info
 
         def job(progress):
-            total = prediction.depth.shape[0]
-
-            def frames():
-                for k in range(total):
-                    report(progress, "anchors", k, total)
-                    yield prediction.depth[k]
-
-            fit, metric = anchor(frames(), request, (info.height, info.width), value_range)
-            return generation, prediction, fit, metric
+            # each shot fitted on its own, as a run (and the export) fits it
+            fits = anchor_shots(prediction, anchors, mode, info.frame_numbers,
+                                (info.height, info.width), progress)  # fmt: skip
+            metric = (min(m[0] for _, m in fits), max(m[1] for _, m in fits))
+            return generation, prediction, join_fits([fit for fit, _ in fits]), metric
 
         self.anchor_worker.submit("anchors", job)
 
@@ -654,19 +649,19 @@ class PanelController(QObject):
                     checkpoint=request.checkpoint,
                     preset=request.preset,
                     progress=progress,
-                    # with a fit, `depth` and `inverse` exports are in the anchors' scene units
-                    anchor_fit=fit if output.depth_mode != "normalized" else None,
-                    metric_range=metric,
+                    # `depth` and `inverse` exports are anchored to scene units, each shot
+                    # fitted as a run fits it
+                    anchors=anchors if output.depth_mode != "normalized" else None,
+                    anchor_mode=mode,
                     overwrite=overwrite,
                     message=lambda text: self.message.emit(in_panel_words(text)),
                     camera=camera,
                     front_end="panel",
-                    anchors=anchors,
                 )
             except ForeignFrames as exc:
                 return ("ask", holds_text(exc), (pattern, output, frame_range, confidence, camera))
 
-        fit, metric, anchors = self.anchor_fit, self.anchor_metric, self.anchors
+        anchors, mode = self.anchors, self.anchor_mode
         self.worker.submit("export", job)
 
     def shutdown(self) -> None:

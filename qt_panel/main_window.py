@@ -418,7 +418,9 @@ class MainWindow(QMainWindow):
 
     def request(self) -> RunRequest:
         panel = self.settings_panel
-        return RunRequest(panel.inference_config(), panel.checkpoint, panel.device, panel.preset)
+        return RunRequest(
+            panel.inference_config(), panel.checkpoint, panel.device, panel.base_preset
+        )
 
     def run(self) -> None:
         try:

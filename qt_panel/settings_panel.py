@@ -310,6 +310,12 @@ class SettingsPanel(QWidget):
         )
 
     @property
+    def base_preset(self) -> str:
+        """The preset the fields started from: what a run records, as the command line records
+        ``--preset`` with the flags that override it (the settings say the overrides)."""
+        return self._base_preset
+
+    @property
     def checkpoint(self) -> str:
         return self.checkpoint_edit.text().strip() or DEFAULT_CHECKPOINT
 

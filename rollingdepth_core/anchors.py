@@ -52,18 +52,21 @@ all on one value of d, a fit in which nearer-looking (larger d) points come out 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .errors import ConfigError, InputError, RollingDepthError
+from .errors import ConfigError, InputError, OutputError, RollingDepthError
 
 ANCHOR_COLUMNS = ("frame", "x", "y", "depth")
 OPTIONAL_COLUMNS = ("weight", "track")
@@ -73,7 +76,14 @@ MIN_CUTOFF = 0.01  # relative error below which no anchor is ever rejected
 MAD_TO_SIGMA = 1.4826
 HUBER_C = 1.345  # Huber's constant: 95 % efficiency on Gaussian errors
 LMEDS_PAIRS = 2000  # candidate pairs for the robust start (all pairs when fewer)
+LMEDS_SCORE_ANCHORS = 20_000  # anchors a candidate's median residual is taken over, at most
 MIN_SPREAD = 0.01  # anchors must span 1 % of the depth (and of the clip's d range)
+# An anchors file is read into arrays (~100 bytes an anchor through the fit and the sidecar):
+# the cap bounds a run's memory whatever the file holds. A JSON file is parsed whole into
+# Python objects (~1 KB an anchor), so it is capped by size: large point sets go as CSV.
+MAX_ANCHORS = 2_000_000
+MAX_JSON_BYTES = 32 * 2**20
+MAX_FRAME_NUMBER = 10**9  # beyond any plate's numbering; larger ones are typos
 
 
 class AnchorFileError(InputError):
@@ -122,11 +132,23 @@ def load_anchors(path: str | Path) -> Anchors:
             handle.seek(0)
             is_json = path.suffix.lower() == ".json" or head.lstrip()[:1] in ("[", "{")
             if is_json:
+                size = path.stat().st_size
+                if size > MAX_JSON_BYTES:
+                    raise AnchorFileError(
+                        f"anchors file {path.name}: {size / 2**20:.0f} MB of JSON, over the "
+                        f"{MAX_JSON_BYTES // 2**20} MB a JSON anchors file may have: write "
+                        "large point sets as CSV (frame,x,y,depth)"
+                    )
                 rows, text_units = _json_rows(handle.read(), path)
                 units.append(text_units)
             else:
                 rows = _csv_rows(handle, path, units)
             for where, row in rows:
+                if len(frame) == MAX_ANCHORS:
+                    raise AnchorFileError(
+                        f"anchors file {path.name}: more than {MAX_ANCHORS:,} anchors; "
+                        "thin the points (a few hundred a frame are plenty for the fit)"
+                    )
                 frame.append(_frame_number(row["frame"], where))
                 x.append(_number(row, "x", where))
                 y.append(_number(row, "y", where))
@@ -247,7 +269,7 @@ def _number(row: dict, key: str, where: str) -> float:
     value = row[key]
     try:
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # an integer too large for a float
         raise AnchorFileError(f"{where}: `{key}` is {value!r}, not a number") from None
     if not math.isfinite(out):
         raise AnchorFileError(f"{where}: `{key}` is {value!r}; it must be finite")
@@ -258,6 +280,10 @@ def _frame_number(value, where: str) -> int:
     out = _number({"frame": value}, "frame", where)
     if not out.is_integer():
         raise AnchorFileError(f"{where}: `frame` is {value!r}; it must be a whole frame number")
+    if abs(out) > MAX_FRAME_NUMBER:
+        raise AnchorFileError(
+            f"{where}: `frame` is {value!r}; frame numbers go up to {MAX_FRAME_NUMBER:,}"
+        )
     return int(out)
 
 
@@ -328,16 +354,24 @@ class AnchorSampler:
         self.frame_numbers = tuple(int(f) for f in frame_numbers)
         self.plate_size = (int(plate_size[0]), int(plate_size[1]))
         big_h, big_w = self.plate_size
-        position = {f: i for i, f in enumerate(self.frame_numbers)}
+        numbers = np.asarray(self.frame_numbers, np.int64)
+        order = np.argsort(numbers, kind="stable")
         inside = (anchors.x >= 0) & (anchors.x < big_w) & (anchors.y >= 0) & (anchors.y < big_h)
-        processed = np.array([f in position for f in anchors.frame.tolist()], bool)
+        # each anchor's position among the processed frames, by a search in the sorted numbers
+        ascending = numbers[order]
+        found = np.searchsorted(ascending, anchors.frame).clip(0, max(len(numbers) - 1, 0))
+        processed = (ascending[found] == anchors.frame) if len(numbers) else np.zeros_like(inside)
         self.outside = np.flatnonzero(processed & ~inside)
         self.unprocessed = np.flatnonzero(~processed)
         usable = np.flatnonzero(processed & inside)
         self._rows_of: dict[int, np.ndarray] = {}
-        frame_index = np.array([position[int(f)] for f in anchors.frame[usable]], np.int64)
-        for k in np.unique(frame_index):
-            self._rows_of[int(k)] = usable[frame_index == k]
+        frame_index = order[found[usable]].astype(np.int64)
+        by_frame = np.argsort(frame_index, kind="stable")  # file order kept within a frame
+        sorted_index = frame_index[by_frame]
+        bounds = np.flatnonzero(np.diff(sorted_index)) + 1
+        for start, rows in zip(np.r_[0, bounds], np.split(usable[by_frame], bounds), strict=True):
+            if rows.size:
+                self._rows_of[int(sorted_index[start])] = rows
         n = len(self.frame_numbers)
         self._min = np.full(n, np.nan)
         self._max = np.full(n, np.nan)
@@ -416,9 +450,61 @@ class AnchorFit:
     n_unprocessed: int
     residual_median: float  # |Z_pred / Z - 1| at the used anchors
     residual_p90: float
-    records: list[dict] = field(repr=False)  # one per sampled anchor
-    skipped: list[dict] = field(repr=False)  # outside the plate / on unprocessed frames
+    # per sampled anchor, as arrays (a million anchors are tens of MB, not GBs of dicts)
+    anchors: Anchors = field(repr=False)
+    rows: np.ndarray = field(repr=False)  # [S] int64, rows of the anchors file
+    predicted: np.ndarray = field(repr=False)  # [S] float64 depth (inf: behind the camera)
+    residual: np.ndarray = field(repr=False)  # [S] float64 relative error, predicted / Z - 1
+    used: np.ndarray = field(repr=False)  # [S] bool
+    outside: np.ndarray = field(repr=False)  # [*] int64 rows outside the plate
+    unprocessed: np.ndarray = field(repr=False)  # [*] int64 rows on unprocessed frames
     source: str = ""
+
+    def iter_records(self, selected: np.ndarray | None = None) -> Iterator[dict]:
+        """One dict per sampled anchor (``selected``: positions among them), made on demand."""
+        a = self.anchors
+        positions = range(len(self.rows)) if selected is None else selected.tolist()
+        for k in positions:
+            i = int(self.rows[k])
+            p, r = float(self.predicted[k]), float(self.residual[k])
+            yield {
+                "row": i,
+                "frame": int(a.frame[i]),
+                "x": float(a.x[i]),
+                "y": float(a.y[i]),
+                "depth": float(a.depth[i]),
+                "predicted": p if math.isfinite(p) else None,
+                "residual": r if math.isfinite(r) else None,
+                "used": bool(self.used[k]),
+                **({"track": a.track[i]} if a.track[i] else {}),
+            }
+
+    def iter_skipped(self) -> Iterator[dict]:
+        a = self.anchors
+        for reason, rows in (("outside", self.outside), ("unprocessed", self.unprocessed)):
+            for i in rows.tolist():
+                yield {
+                    "row": i,
+                    "frame": int(a.frame[i]),
+                    "x": float(a.x[i]),
+                    "y": float(a.y[i]),
+                    "reason": reason,
+                }
+
+    @property
+    def records(self) -> list[dict]:
+        """Every sampled anchor as a dict (:meth:`iter_records`, in a list)."""
+        return list(self.iter_records())
+
+    @property
+    def skipped(self) -> list[dict]:
+        """The anchors outside the plate or on unprocessed frames, as dicts."""
+        return list(self.iter_skipped())
+
+    def frame_records(self, frame_number: int) -> list[dict]:
+        """The records of the anchors on plate frame ``frame_number``."""
+        on_frame = np.flatnonzero(self.anchors.frame[self.rows] == frame_number)
+        return list(self.iter_records(on_frame))
 
     def apply(self, frame_index: int, d: np.ndarray) -> np.ndarray:
         """Inverse depth ``1/Z`` (scene units^-1) of processed frame ``frame_index``, float32."""
@@ -452,6 +538,14 @@ class AnchorFit:
         return out
 
     def to_dict(self) -> dict:
+        """The sidecar's content in memory; :meth:`write_json` streams it instead."""
+        return {
+            **self._summary(),
+            "anchors": self.records,
+            "skipped": self.skipped,
+        }
+
+    def _summary(self) -> dict:
         return {
             "source": self.source,
             "units": self.units,
@@ -467,13 +561,49 @@ class AnchorFit:
             "frame_numbers": list(self.frame_numbers),
             "a": self.a.tolist(),
             "b": self.b.tolist(),
-            "anchors": self.records,
-            "skipped": self.skipped,
         }
 
     def to_json(self) -> str:
         """The sidecar: the fit, every anchor's prediction and residual, the skipped ones."""
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        out = io.StringIO()
+        self.write_json(out)
+        return out.getvalue()
+
+    def write_json(self, out: TextIO, indent: str = "") -> None:
+        """The sidecar (:meth:`to_json`) streamed to ``out``, one anchor a line: its memory
+        does not grow with the number of anchors."""
+        out.write("{")
+        for name, value in self._summary().items():
+            out.write(f"\n{indent} {json.dumps(name)}: {json.dumps(value, allow_nan=False)},")
+        for name, items in (("anchors", self.iter_records()), ("skipped", self.iter_skipped())):
+            out.write(f"\n{indent} {json.dumps(name)}: [")
+            for k, item in enumerate(items):
+                out.write(("," if k else "") + f"\n{indent}  " + json.dumps(item, allow_nan=False))
+            out.write(f"\n{indent} ]" + ("," if name == "anchors" else ""))
+        out.write(f"\n{indent}}}")
+
+
+def write_fits_json(path: Path, fits: Sequence[AnchorFit]) -> None:
+    """The anchors sidecar of a run: one fit's JSON, or ``{"shots": [...]}`` with one per
+    shot; streamed to a temporary name, flushed and renamed over ``path``."""
+    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(temp, "w", encoding="utf-8") as out:
+            if len(fits) == 1:
+                fits[0].write_json(out)
+            else:
+                out.write('{"shots": [')
+                for k, fit in enumerate(fits):
+                    out.write(("," if k else "") + "\n ")
+                    fit.write_json(out, indent=" ")
+                out.write("\n]}")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {exc}") from exc
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def fit_anchors(
@@ -532,31 +662,6 @@ def fit_anchors(
     predicted = np.where(inv > 0, 1.0 / np.where(inv > 0, inv, 1.0), np.inf)
     rel = predicted / z - 1.0
     used_err = np.abs(rel[keep])
-    records = [
-        {
-            "row": int(i),
-            "frame": int(anchors.frame[i]),
-            "x": float(anchors.x[i]),
-            "y": float(anchors.y[i]),
-            "depth": float(anchors.depth[i]),
-            "predicted": float(p) if np.isfinite(p) else None,
-            "residual": float(r) if np.isfinite(r) else None,
-            "used": bool(k),
-            **({"track": anchors.track[i]} if anchors.track[i] else {}),
-        }
-        for i, p, r, k in zip(samples.index.tolist(), predicted, rel, keep, strict=True)
-    ]
-    skipped = [
-        {
-            "row": int(i),
-            "frame": int(anchors.frame[i]),
-            "x": float(anchors.x[i]),
-            "y": float(anchors.y[i]),
-            "reason": reason,
-        }
-        for reason, rows in (("outside", samples.outside), ("unprocessed", samples.unprocessed))
-        for i in rows.tolist()
-    ]
     return AnchorFit(
         mode=mode,
         a=a,
@@ -570,9 +675,50 @@ def fit_anchors(
         n_unprocessed=int(samples.unprocessed.size),
         residual_median=float(np.median(used_err)),
         residual_p90=float(np.percentile(used_err, 90)),
+        anchors=anchors,
+        rows=samples.index,
+        predicted=predicted,
+        residual=rel,
+        used=np.asarray(keep, bool),
+        outside=samples.outside,
+        unprocessed=samples.unprocessed,
+        source=anchors.source,
+    )
+
+
+def join_fits(fits: Sequence[AnchorFit]) -> AnchorFit:
+    """The fits of an edit's shots (in clip order, each on its own frames, as a run fits them)
+    as one fit over the whole clip, for a viewer: frame ``t`` of the clip keeps its shot's
+    ``a_t, b_t``; the counts and residuals are over every shot's anchors; an anchor is skipped
+    when every shot skipped it (outside the plate, or on no shot's frames)."""
+    if len(fits) == 1:
+        return fits[0]
+    records = [r for fit in fits for r in fit.records]
+    fitted = {r["row"] for r in records}
+    skipped, seen = [], set()
+    for fit in fits:
+        for r in fit.skipped:
+            if r["row"] not in fitted and r["row"] not in seen:
+                seen.add(r["row"])
+                skipped.append(r)
+    used_err = np.abs([r["residual"] for r in records if r["used"] and r["residual"] is not None])
+    first = fits[0]
+    return AnchorFit(
+        mode=first.mode,
+        a=np.concatenate([fit.a for fit in fits]),
+        b=np.concatenate([fit.b for fit in fits]),
+        frame_numbers=tuple(n for fit in fits for n in fit.frame_numbers),
+        units=first.units,
+        cutoff=max(fit.cutoff for fit in fits),
+        n_used=sum(fit.n_used for fit in fits),
+        n_rejected=sum(fit.n_rejected for fit in fits),
+        n_outside=sum(r["reason"] == "outside" for r in skipped),
+        n_unprocessed=sum(r["reason"] == "unprocessed" for r in skipped),
+        residual_median=float(np.median(used_err)),
+        residual_p90=float(np.percentile(used_err, 90)),
         records=records,
         skipped=skipped,
-        source=anchors.source,
+        source=first.source,
     )
 
 
@@ -615,10 +761,10 @@ def fit_warnings(fit: AnchorFit, plate_size: tuple[int, int]) -> list[str]:
 
 def _drifts(fit: AnchorFit) -> bool:
     """Whether the used anchors' residuals follow time (signed or in size)."""
-    used = [r for r in fit.records if r["used"] and r["residual"] is not None]
-    frames = np.array([r["frame"] for r in used], float)
-    residual = np.array([r["residual"] for r in used], float)
-    if len(used) < 4 or np.ptp(frames) == 0:
+    used = fit.used & np.isfinite(fit.residual)
+    frames = fit.anchors.frame[fit.rows[used]].astype(float)
+    residual = fit.residual[used]
+    if frames.size < 4 or np.ptp(frames) == 0:
         return False
     for values in (residual, np.abs(residual)):
         if np.ptp(values) > 0 and abs(np.corrcoef(frames, values)[0, 1]) >= DRIFT_CORRELATION:
@@ -714,9 +860,15 @@ def _lmeds(d, z, seed: int) -> tuple[float, float]:
         raise AnchorFitError("the anchors all sit on one value of the relative depth")
     a = (1.0 / z[i] - 1.0 / z[j]) / dd
     b = 1.0 / z[i] - a * d[i]
+    if k > LMEDS_SCORE_ANCHORS:
+        # each candidate's median |r| over a fixed random subset: as good an estimate of the
+        # median, and memory and time that do not grow with the anchor count
+        rng = np.random.default_rng(seed)
+        subset = np.sort(rng.choice(k, LMEDS_SCORE_ANCHORS, replace=False))
+        d, z = d[subset], z[subset]
     best, best_score = 0, np.inf
-    for start in range(0, a.size, 256):  # [256, K] residuals at a time
-        r = z[None, :] * (a[start : start + 256, None] * d[None, :] + b[start : start + 256, None])
+    for start in range(0, a.size, 64):  # [64, K] residuals at a time (K <= 20,000)
+        r = z[None, :] * (a[start : start + 64, None] * d[None, :] + b[start : start + 64, None])
         score = np.median(np.abs(r - 1.0), axis=1)
         m = int(np.argmin(score))
         if score[m] < best_score:

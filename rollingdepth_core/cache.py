@@ -2,10 +2,14 @@
 
 Layout under the cache folder (shared between the machines of a farm)::
 
-    latents/<key>.npy               one frame's RGB latent [4,h,w] in the compute dtype
+    latents/<key>.latent            one frame's RGB latent [4,h,w] in the compute dtype: a
+                                    header with the SHA-256 of its key and array, then the .npy
     blocks/<key>/maps.npy           a block of snippets [b,L,H,W] float16, full resolution
     blocks/<key>/reduced.npy        the same block as the aligner sees it [b,L,h,w] float16
-    blocks/<key>/meta.json          min value, shape and the SHA-256 of both arrays' files
+    blocks/<key>/meta.json          what the block holds (its key, the latent keys of its
+                                    snippets' frames, the settings, its dilation and snippet
+                                    indices, the plate it was first computed for), min value,
+                                    shape, the SHA-256 of both arrays' files and of itself
 
 Keys are content hashes, so a file is valid wherever and whenever it was written: a latent's key
 covers the frame's decoded pixels, the model, the processing resolution and the dtype; a block's
@@ -18,9 +22,13 @@ number of processes on any machines may write the same entry at once. No reader 
 torn entry: a latent is written to a temporary name in its folder and renamed into place; a
 block is written whole into a temporary folder and that folder is renamed to ``blocks/<key>``,
 which is atomic and fails when another writer got there first (the first complete block wins,
-the others are dropped). Every read of a block checks its files against the digests in its
-meta; an entry that does not match (a damaged disk, a copy cut short) is moved aside and the run
-stops with one line saying to run it again, which recomputes just that entry. Temporary files
+the others are dropped). Every cache file is checked before it is used: a latent against the
+digest in its header, which covers its key too; a block's meta against its own digest and the
+key it is read under (a block renamed to another's key is caught, whatever its shape), its
+arrays against the digests in its meta. An entry that does not match (a damaged disk, a copy
+cut short, folders renamed by hand) is moved aside; a latent a run needs is then encoded again
+on the spot, anything else stops the run with one line naming the entry and saying to run the
+same command again, which recomputes just that entry. Temporary files
 carry the writer's host and process id, so leftovers of a killed writer on this host are removed
 when a cache is next opened here.
 """
@@ -43,8 +51,10 @@ import numpy as np
 from .errors import OutputError, RollingDepthError
 
 # 2: reduced maps stored [b,L,h,w] (the aligner's view), not [b,L,P]; 3: a block is one folder,
-# renamed into place whole, with its files' digests
-CACHE_VERSION = 3
+# renamed into place whole, with its files' digests; 4: latents carry a digest, a block's meta
+# names what it holds and has a digest of its own
+CACHE_VERSION = 4
+LATENT_MAGIC = b"RDLATENT4\n"  # then the SHA-256 (32 bytes) of the key and the .npy bytes
 REDUCE_BORDER = 2
 REDUCE_SUBSAMPLE = 10
 # how much of a weights file (start and end) enters the model fingerprint besides its size
@@ -97,6 +107,17 @@ def latent_key(frame: str, model: str, processing_res: int, dtype: str, group: i
     return _key("latent", CACHE_VERSION, frame, model, processing_res, dtype, group)
 
 
+BLOCK_SETTINGS = (
+    "model",
+    "snippet_len",
+    "denoise_steps",
+    "seed",
+    "dtype",
+    "batch_size",
+    "vae_batch_size",
+)
+
+
 def block_key(
     snippet_latents: list[list[str]],
     model: str,
@@ -107,7 +128,8 @@ def block_key(
     batch_size: int,
     vae_batch_size: int,
 ) -> str:
-    """A block of snippets: its frames' latent keys (in snippet order) and the model settings."""
+    """A block of snippets: its frames' latent keys (in snippet order) and the model settings
+    (:data:`BLOCK_SETTINGS`, in that order)."""
     return _key(
         "block",
         CACHE_VERSION,
@@ -120,6 +142,14 @@ def block_key(
         vae_batch_size,
         snippet_latents,
     )
+
+
+def _meta_digest(meta: dict) -> str:
+    """SHA-256 of a block's meta without its own digest (canonical JSON)."""
+    rest = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(
+        json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 @dataclass
@@ -176,6 +206,10 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _bytes_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class _HashingWriter:
     """A file that hashes what is written to it (np.save writes through ``write``)."""
 
@@ -216,20 +250,47 @@ class SnippetCache:
 
     # ------------------------------------------------------------------ latents
     def latent_path(self, key: str) -> Path:
-        return self.folder / "latents" / f"{key}.npy"
+        return self.folder / "latents" / f"{key}.latent"
 
     def has_latent(self, key: str) -> bool:
         return self.latent_path(key).exists()
 
+    def latent_ok(self, key: str) -> bool:
+        """Whether the latent is there and matches its digest; a damaged one is moved aside
+        (so that the caller encodes it again) and False returned."""
+        if not self.has_latent(key):
+            return False
+        try:
+            self.load_latent(key)
+        except CacheDamaged:
+            return False
+        return True
+
     def load_latent(self, key: str) -> np.ndarray:
+        """The latent, checked against the digest in its header (which covers its key: a file
+        renamed to another frame's key does not pass)."""
         path = self.latent_path(key)
         try:
-            return np.load(path)
+            data = path.read_bytes()
+        except OSError as exc:
+            raise self._damaged(path, f"cannot be read ({exc.strerror})") from exc
+        head = len(LATENT_MAGIC)
+        if data[:head] != LATENT_MAGIC or len(data) < head + 32:
+            raise self._damaged(path, "is not a latent of this cache version")
+        digest, body = data[head : head + 32], data[head + 32 :]
+        if hashlib.sha256(key.encode() + body).digest() != digest:
+            raise self._damaged(path, "does not match its digest")
+        try:
+            return np.load(io.BytesIO(body))
         except (OSError, ValueError, EOFError) as exc:
             raise self._damaged(path, f"cannot be read ({exc})") from exc
 
     def save_latent(self, key: str, latent: np.ndarray) -> None:
-        self._save_npy(self.latent_path(key), latent)
+        body = io.BytesIO()
+        np.save(body, np.ascontiguousarray(latent))
+        data = body.getvalue()
+        digest = hashlib.sha256(key.encode() + data).digest()
+        self._atomic(self.latent_path(key), lambda fh: fh.write(LATENT_MAGIC + digest + data))
 
     # ------------------------------------------------------------------ blocks
     def block_dir(self, key: str) -> Path:
@@ -237,6 +298,17 @@ class SnippetCache:
 
     def has_block(self, key: str) -> bool:
         return (self.block_dir(key) / "meta.json").exists()
+
+    def block_ok(self, key: str) -> bool:
+        """Whether the block is there and its meta is whole and names ``key``; one that is not
+        is moved aside (so that the caller computes it again) and False returned."""
+        if not self.has_block(key):
+            return False
+        try:
+            self.block_meta(key)
+        except CacheDamaged:
+            return False
+        return True
 
     def block_keys(self) -> list[str]:
         """The keys of every complete block in the cache."""
@@ -246,9 +318,13 @@ class SnippetCache:
             if not p.parent.name.startswith(".")
         )
 
-    def save_block(self, key: str, maps: np.ndarray, reduced: np.ndarray) -> bool:
+    def save_block(
+        self, key: str, maps: np.ndarray, reduced: np.ndarray, holds: dict | None = None
+    ) -> bool:
         """Store a block ``[b,L,H,W]`` and its reduced maps as one folder renamed into place;
-        False when another writer's complete block was there first (this one is dropped)."""
+        False when another writer's complete block was there first (this one is dropped).
+        ``holds``: what the block is (latent keys, settings, indices), recorded in its meta;
+        its ``latents`` and ``settings`` must give ``key`` (:func:`block_key`)."""
         final = self.block_dir(key)
         if self.has_block(key):
             return False
@@ -262,11 +338,14 @@ class SnippetCache:
                 for name, array in zip(self.BLOCK_FILES, (maps, reduced), strict=True)
             }
             meta = {
+                **(holds or {}),
+                "key": key,
                 "version": CACHE_VERSION,
                 "shape": list(maps.shape),
                 "min": float(maps.min()),
                 "sha256": digests,
             }
+            meta["meta_sha256"] = _meta_digest(meta)
             self._write_synced(tmp / "meta.json", lambda fh: fh.write(json.dumps(meta).encode()))
             try:
                 os.rename(tmp, final)
@@ -286,6 +365,8 @@ class SnippetCache:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def block_meta(self, key: str) -> dict:
+        """The block's meta, checked against its own digest and against ``key``: it must name
+        this key, and its latents and settings must give it."""
         path = self.block_dir(key) / "meta.json"
         try:
             meta = json.loads(path.read_text())
@@ -293,6 +374,26 @@ class SnippetCache:
                 raise ValueError("no digests")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise self._damaged(self.block_dir(key), f"has no readable meta.json ({exc})") from exc
+        if meta.get("meta_sha256") != _meta_digest(meta):
+            raise self._damaged(
+                self.block_dir(key), "has a meta.json that does not match its digest"
+            )
+        if meta.get("key") != key:
+            raise self._damaged(
+                self.block_dir(key), f"holds another block (its meta.json names {meta.get('key')})"
+            )
+        if "latents" in meta and "settings" in meta:
+            try:
+                settings = [meta["settings"][name] for name in BLOCK_SETTINGS]
+                derived = block_key(meta["latents"], *settings)
+            except (KeyError, TypeError) as exc:
+                raise self._damaged(
+                    self.block_dir(key), f"has an incomplete meta.json ({exc})"
+                ) from exc
+            if derived != key:
+                raise self._damaged(
+                    self.block_dir(key), "holds snippets of other frames or settings than its key"
+                )
         return meta
 
     def load_reduced(self, key: str) -> np.ndarray:
@@ -320,7 +421,7 @@ class SnippetCache:
             data = (self.block_dir(key) / name).read_bytes()
         except OSError as exc:
             raise self._damaged(self.block_dir(key), f"cannot be read ({exc})") from exc
-        if hashlib.sha256(data).hexdigest() != expected:
+        if _bytes_digest(data) != expected:
             raise self._damaged(self.block_dir(key), "does not match its digest")
         return data
 
@@ -337,9 +438,6 @@ class SnippetCache:
         )
 
     # ------------------------------------------------------------------ atomic files
-    def _save_npy(self, path: Path, array: np.ndarray) -> None:
-        self._atomic(path, lambda fh: np.save(fh, np.ascontiguousarray(array)))
-
     def _atomic(self, path: Path, write) -> None:
         tmp = None
         try:

@@ -24,6 +24,7 @@ from .config import (
     DEVICES,
     DTYPES,
     PRESETS,
+    InferenceConfig,
     OutputConfig,
     preset_config,
 )
@@ -517,12 +518,22 @@ def add_ocio_config_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _NoAbbreviations(argparse.ArgumentParser):
+    """A subcommand's parser that takes options only by their full names."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # no abbreviations: `jobs --chunk 1/2` must be an unknown option, not `--chunks`
     parser = argparse.ArgumentParser(
-        prog="rollingdepth", description="Temporally consistent depth for VFX plates."
+        prog="rollingdepth",
+        description="Temporally consistent depth for VFX plates.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"rollingdepth {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_NoAbbreviations)
     add_run_arguments(sub.add_parser("run", help="estimate depth for a plate and write EXRs"))
     add_run_arguments(
         sub.add_parser(
@@ -584,24 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
 REFERENCE_SETTINGS = {"aligner": "adam", "batch_size": 1, "vae_batch_size": 4}
 
 
-def command_run(args: argparse.Namespace, sink) -> dict:
-    from .cameras import CameraRequest
-    from .colorspace import ColorRequest
-    from .runner import run_plate
-
-    if args.reference and args.cache:
-        raise ConfigError("`--reference` runs in memory at full precision; it cannot use `--cache`")
-    if args.reference and args.compile:
-        raise ConfigError("`--reference` runs the reference's kernels; it cannot `--compile`")
-    if args.reference:
-        for key, value in REFERENCE_SETTINGS.items():
-            given = getattr(args, key)
-            if given is not None and given != value:
-                flag = "--" + key.replace("_", "-")
-                raise ConfigError(f"`--reference` sets `{flag} {value}`; got `{flag} {given}`")
-            setattr(args, key, value)
-
-    config = preset_config(
+def inference_config(args: argparse.Namespace) -> InferenceConfig:
+    """The inference settings the run flags in ``args`` ask for (preset, then flags)."""
+    return preset_config(
         args.preset,
         dilations=args.dilations,
         snippet_len=args.snippet_len,
@@ -619,6 +615,26 @@ def command_run(args: argparse.Namespace, sink) -> dict:
         confidence=args.confidence or None,
         min_shot_frames=args.min_shot_frames,
     )
+
+
+def command_run(args: argparse.Namespace, sink) -> dict:
+    from .cameras import CameraRequest
+    from .colorspace import ColorRequest
+    from .runner import run_plate
+
+    if args.reference and args.cache:
+        raise ConfigError("`--reference` runs in memory at full precision; it cannot use `--cache`")
+    if args.reference and args.compile:
+        raise ConfigError("`--reference` runs the reference's kernels; it cannot `--compile`")
+    if args.reference:
+        for key, value in REFERENCE_SETTINGS.items():
+            given = getattr(args, key)
+            if given is not None and given != value:
+                flag = "--" + key.replace("_", "-")
+                raise ConfigError(f"`--reference` sets `{flag} {value}`; got `{flag} {given}`")
+            setattr(args, key, value)
+
+    config = inference_config(args)
     output = OutputConfig(
         depth_mode=args.depth_mode,
         near=args.near,
@@ -785,6 +801,10 @@ def command_check(args: argparse.Namespace) -> dict:
     return info
 
 
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -852,7 +872,9 @@ def main(argv: list[str] | None = None) -> int:
         from .jobs import command_jobs
 
         try:
-            sys.stdout.write(command_jobs(args, build_parser()))
+            config = inference_config(args)
+            config.check()
+            sys.stdout.write(command_jobs(args, build_parser(), config, _to_stderr))
         except RollingDepthError as exc:
             print(f"rollingdepth: error: {exc}", file=sys.stderr)
             return EXIT_ERROR

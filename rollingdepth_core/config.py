@@ -177,6 +177,15 @@ def preset_config(name: str, **overrides) -> InferenceConfig:
     return config
 
 
+# What a sequence name may hold besides letters and digits (any script): the POSIX portable
+# file-name set, '+', and spaces inside it (an artist's "sh010 depth"; every file system holds
+# them, a glob matches them). No glob or shell characters ([ ] * ? { } ! $ ` ' " ; & |),
+# nothing Windows or SMB refuse (: \ < > | " ?), no frame tokens (# @ %).
+NAME_PUNCTUATION = ("_", "-", ".", "+", " ")
+WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
+                   *(f"LPT{i}" for i in range(10))}  # fmt: skip
+
+
 def check_name(name: str) -> None:
     """ConfigError unless ``name`` is a plain file-name prefix that stays in the folder."""
     if not name or not name.strip():
@@ -187,3 +196,16 @@ def check_name(name: str) -> None:
         raise ConfigError(f"`name` must not start with '.' (hidden files); got {name!r}")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise ConfigError(f"`name` must not hold control characters; got {name!r}")
+    refused = sorted({c for c in name if not (c.isalnum() or c in NAME_PUNCTUATION)})
+    if refused:
+        shown = " ".join(repr(c) for c in refused)
+        raise ConfigError(
+            "`name` may hold letters, digits, _ - . + and spaces only (it names files on every "
+            f"file system and in shell globs); got {name!r}, with {shown}"
+        )
+    if name != name.strip():
+        raise ConfigError(f"`name` must not start or end with a space; got {name!r}")
+    if name.split(".")[0].upper() in WINDOWS_DEVICES:
+        raise ConfigError(f"`name` {name!r} is a device name on Windows; choose another")
+    if len(f"{name}.{'#' * 9}.exr".encode()) > 255:
+        raise ConfigError(f"`name` is too long for a file name ({len(name.encode())} bytes)")

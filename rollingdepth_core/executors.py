@@ -44,10 +44,11 @@ from .progress import ProgressCallback, report
 
 
 def _todo(blocks: list[Block], store, config) -> list[Block]:
-    """The blocks the store lacks; the ones it has are counted as reused."""
+    """The blocks the store lacks (or holds damaged: moved aside, so computed again); the ones
+    it has are counted as reused."""
     todo = []
     for block in blocks:
-        if store.has_block(store.block_key(block, config)):
+        if store.reusable_block(store.block_key(block, config)):
             store.stats.blocks_reused += 1
             store.stats.snippets_reused += len(block.indices)
         else:

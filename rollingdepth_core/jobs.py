@@ -7,7 +7,10 @@ depends on all of them. Each flag goes to the commands that take it (`--executor
 `--overwrite` and `--anchors` only to finalize); paths become absolute, since farm jobs do not
 start in the submitter's folder.
 
-The printed list is itself a shell script that runs the jobs one after another; ``--json FILE``
+``--program`` is one argument of each command (a path with spaces stays whole; repeat it for a
+command with arguments). More chunks than the plate has snippet blocks are clamped to that
+count, with a warning. The printed list is itself a shell script that runs the jobs one after
+another; ``--json FILE``
 writes ``{"jobs": [{"name", "command": [argv], "depends_on": [names]}, ...]}`` for submitters.
 """
 
@@ -17,12 +20,15 @@ import argparse
 import json
 import os
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ConfigError, OutputError
+from .config import InferenceConfig
+from .errors import ConfigError, OutputError, RollingDepthError
 
 # flags whose value is a local path that every farm machine must find the same way
 PATH_FLAGS = ("output", "cache", "holdout", "anchors", "ocio_config", "checkpoint")
+DEFAULT_PROGRAM = "rollingdepth"
 
 
 def add_jobs_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,10 +43,13 @@ def add_jobs_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--program",
-        default="rollingdepth",
+        action="append",
+        default=None,
         metavar="CMD",
-        help="the command farm machines run, e.g. /shared/venv/bin/rollingdepth "
-        "(default: %(default)s)",
+        help="the command farm machines run, one argument (spaces kept), e.g. "
+        "'/opt/Rolling Depth/bin/rollingdepth'; repeat it for a command with arguments: "
+        "--program python3 --program=-m --program rollingdepth_core.cli "
+        f"(default: {DEFAULT_PROGRAM})",
     )
 
 
@@ -75,15 +84,41 @@ def _flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[st
     return out
 
 
-def job_list(args: argparse.Namespace, subparsers: dict[str, argparse.ArgumentParser]) -> dict:
+def plate_blocks(args: argparse.Namespace, config: InferenceConfig) -> int:
+    """How many snippet blocks the plate has with ``config`` (as one shot: a plate with cuts
+    has at most as many in any shot): chunks beyond that would have nothing to compute."""
+    from .plan import make_plan
+    from .plate import open_plate
+    from .stores import BLOCK_SNIPPETS
+
+    with open_plate(args.plate, frames=args.frames or None) as plate:
+        n_frames = len(plate)
+    return len(make_plan(n_frames, config, BLOCK_SNIPPETS).blocks)
+
+
+def job_list(
+    args: argparse.Namespace,
+    subparsers: dict[str, argparse.ArgumentParser],
+    blocks: int | None = None,
+    message: Callable[[str], None] | None = None,
+) -> dict:
     """The jobs for ``args`` (parsed as `rollingdepth jobs`); ``subparsers``: the `infer` and
-    `finalize` parsers, which say which flags each command takes."""
+    `finalize` parsers, which say which flags each command takes. ``blocks``: the plate's
+    snippet blocks, if known: more chunks than that are clamped to it, said through
+    ``message``."""
     n = args.chunks
     if n < 1:
         raise ConfigError(f"`--chunks` must be at least 1; got {n}")
     if args.cache is None:
         raise ConfigError("`rollingdepth jobs` needs `--cache DIR` on storage every node sees")
-    program = shlex.split(args.program)
+    if blocks is not None and n > blocks:
+        if message is not None:
+            message(
+                f"warning: `--chunks {n}`: the plate has {blocks} snippet block(s), so "
+                f"{blocks} infer job(s) (more would have nothing to compute)"
+            )
+        n = blocks
+    program = args.program or [DEFAULT_PROGRAM]  # each one argument, never split
     plate = _absolute("plate", args.plate)
     infer_flags = _flags(args, subparsers["infer"])
     jobs = [
@@ -116,12 +151,26 @@ def as_script(jobs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def command_jobs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+def command_jobs(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    config: InferenceConfig | None = None,
+    message: Callable[[str], None] | None = None,
+) -> str:
     """The job list as a shell script, or written to ``args.json`` (then a one-line summary).
     ``parser``: the `rollingdepth` parser, whose `infer` and `finalize` say which flags go where.
+    ``config``: the run's settings, to count the plate's blocks (a plate this machine cannot
+    open is said through ``message`` and its chunks are not checked).
     """
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    jobs = job_list(args, commands.choices)
+    blocks = None
+    if config is not None and args.chunks > 1 and args.cache is not None:
+        try:
+            blocks = plate_blocks(args, config)
+        except RollingDepthError as exc:
+            if message is not None:
+                message(f"warning: the chunks are not checked against the plate: {exc}")
+    jobs = job_list(args, commands.choices, blocks, message)
     if args.json is None:
         return as_script(jobs)
     path = Path(args.json)

@@ -102,7 +102,7 @@ def predict_block(
     maps = model.predict_snippets(latents, noise, local, size, config, batch, progress, done, total)
     if not np.isfinite(maps).all():
         raise NonFiniteDepth()
-    store.put_block(store.block_key(block, config), maps)  # [b,L,H,W]
+    store.put_block(store.block_key(block, config), maps, block, config)  # [b,L,H,W]
     report(progress, "snippets", done + len(block.indices), total or len(block.indices))
     return len(block.indices)
 

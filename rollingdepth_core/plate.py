@@ -86,6 +86,9 @@ class PlateInfo:
     # Each frame's timecode and the rate (None: the plate states neither; no frames in
     # `by_frame`: a rate without timecode, which the depth still carries).
     timecodes: Timecodes | None = None
+    # A video whose frames are not evenly spaced in time: its average rate (frames over
+    # duration); `fps` is then the stream's nominal rate, which the depth carries.
+    variable_rate: Fraction | None = None
     # The parts of the asked frame set before the plate's first frame or after its last, as
     # a frame-set label ("1-1000,1013-9999"); they are skipped like missing frames.
     frames_outside: str = ""
@@ -688,6 +691,39 @@ def _rational(value: object) -> Fraction | None:
     return Fraction(value.numerator, value.denominator)
 
 
+# A frame's duration may stray this far from the nominal one (container time bases round
+# it: 41/42 ms for 24 fps in Matroska) before the video counts as variable-rate.
+_VFR_TOLERANCE = 0.1
+
+
+def _variable_rate(source: str, stream: av.VideoStream) -> tuple[Fraction, Fraction] | None:
+    """(nominal rate, average rate) when the frames are not evenly spaced in time (a phone's
+    or a screen recording's variable frame rate, frames dropped); None for a constant rate.
+
+    The stream's nominal rate (FFmpeg's ``r_frame_rate``) and its average (frames over
+    duration) agree for a constant rate; only when they differ are the packets' timestamps
+    read (demuxed, not decoded) to tell rounding from frames that really are unevenly spaced.
+    """
+    nominal = _rational(stream.base_rate) or _rational(stream.guessed_rate)
+    average = _rational(stream.average_rate)
+    if not nominal or not average or nominal == average or stream.time_base is None:
+        return None
+    try:
+        with av.open(source) as container:
+            video = container.streams.video[0]
+            pts = sorted(p.pts for p in container.demux(video) if p.pts is not None and p.size)
+    except _VIDEO_ERRORS:
+        return None
+    if len(pts) < 3:
+        return None
+    step = 1 / (nominal * Fraction(stream.time_base))  # a frame's duration in time-base ticks
+    allowed = max(float(step) * _VFR_TOLERANCE, 1.0)
+    deltas = np.diff(np.asarray(pts, np.int64))
+    if np.all(np.abs(deltas - float(step)) <= allowed):
+        return None
+    return nominal, average
+
+
 def _video_frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """float32 [H,W,3] code values in [0,1]; sources deeper than 8 bits keep their precision.
 
@@ -822,6 +858,9 @@ class _VideoPlate(Plate):
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             fps = _rational(stream.average_rate) or _rational(stream.guessed_rate)
+            variable = _variable_rate(source, stream)
+            if variable is not None:
+                fps = variable[0]  # the nominal rate: frames are numbered one after another
             start_timecode = stream_start_timecode(container, stream)
             codec = stream.codec_context.name
             count = stream.frames
@@ -875,6 +914,7 @@ class _VideoPlate(Plate):
             rotation=rotation,
             pixel_aspect=pixel_aspect,
             timecodes=plate_timecodes(fps, by_frame),
+            variable_rate=None if variable is None else variable[1],
         )
         self.source_files = (Path(source),)
         self._decoder = _VideoDecoder(source, count)

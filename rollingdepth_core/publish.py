@@ -459,6 +459,7 @@ class Publisher:
             raise OutputError("a run writes at least one frame")
         self.folder = Path(folder)
         self.name = name
+        self.padding = padding
         self.frame_numbers = tuple(int(n) for n in frame_numbers)
         self.run_id = run_id
         self.input_paths = tuple(Path(p) for p in input_paths)
@@ -489,28 +490,33 @@ class Publisher:
         overwrite: bool = False,
         record: Mapping[str, object] | None = None,
         message: Callable[[str], None] | None = None,
+        frame_numbers: Sequence[int] | None = None,
+        padding: int | None = None,
     ) -> Publisher:
         """The publisher for writing ``plate`` (an opened `Plate`) with ``settings``.
 
         ``settings``: everything that shapes the result and is known before the model loads
         (checkpoint, preset, InferenceConfig and OutputConfig fields, anchors, holdout, cuts).
+        ``frame_numbers`` (default: the plate's) and ``padding`` (default: the plate's) are
+        for an export of part of a plate under another file name (the panel's).
         """
         info = plate.info
+        numbers = list(info.frame_numbers if frame_numbers is None else frame_numbers)
         record = {protocol.KEY_SETTINGS: json.loads(json.dumps(settings, default=str)),
                   **(record or {})}  # fmt: skip
         if info.timecodes:
-            record["timecode"] = info.timecodes.to_dict(info.frame_numbers)
+            record["timecode"] = info.timecodes.to_dict(numbers)
         return cls(
             folder,
             name,
-            info.frame_numbers,
-            run_identity(info.source, info.frame_numbers, settings),
+            numbers,
+            run_identity(info.source, numbers, settings),
             input_paths=plate.source_files,
             overwrite=overwrite,
             source=info.source,
             record=record,
             message=message,
-            padding=info.padding,
+            padding=info.padding if padding is None else padding,
         )
 
     # ------------------------------------------------------------------ names

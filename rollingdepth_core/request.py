@@ -330,7 +330,7 @@ def plate_cuts(
     video, ``none`` for an image sequence), detected on the frames at ``fit`` when ``auto``.
     Returns the clip positions where shots start and whether they were detected."""
     info = plate.info
-    text = text or ("auto" if info.kind == "video" else "none")
+    text = text or default_cuts(info)
     cuts = parse_cuts(text, info.frame_numbers, frames, info)
     if cuts is not None:
         return cuts, False
@@ -339,6 +339,11 @@ def plate_cuts(
     # one pass over the plate, before the model: a shot too short is refused now
     frames_at_fit = (rgb for _, rgb in plate.frames(fit))
     return detect_cuts(frames_at_fit, min_shot_frames=min_shot_frames), True
+
+
+def default_cuts(info) -> str:
+    """``--cuts`` when not given: ``auto`` for a video, ``none`` for an image sequence."""
+    return "auto" if info.kind == "video" else "none"
 
 
 def parse_chunk(text: str) -> tuple[int, int]:

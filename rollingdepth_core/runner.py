@@ -12,11 +12,11 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 from . import protocol
-from .anchors import warn_about_fits
+from .anchors import warn_about_fits, write_fits_json
 from .config import HALF_MAX, InferenceConfig, OutputConfig
 from .costs import STAGE_WORK, CostBook, RunShape, cost_key, model_parameters
 from .device import describe_device
@@ -211,6 +211,12 @@ def _tell(prepared: PreparedRun, message: Callable[[str], None] | None) -> None:
     info = prepared.info
     if message and not info.color.passthrough:
         message(info.color.summary)  # what the model sees the plate through, and why
+    if info.variable_rate is not None and message:
+        message(
+            f"warning: {info.source} has a variable frame rate (frames unevenly spaced in "
+            f"time, {float(info.variable_rate):.4g} fps on average): its frames are taken one "
+            f"after another, and the EXRs carry its nominal rate, {rate_text(info.fps)} fps"
+        )
     if info.missing_frames and message:
         missing = ", ".join(str(f) for f in info.missing_frames[:10])
         message(f"warning: the sequence has gaps (missing frames {missing}); they are skipped")
@@ -456,31 +462,56 @@ def _write_shots(shots, prepared: PreparedRun, progress) -> Written:
         geometry.points.save(staging / request.points, prepared.camera, info.fps)
         points = request.points
     seconds = time.perf_counter() - clock
+    sidecars = write_sidecars(
+        publisher, output, info, [d.shot for d in shots], [d.alignment for d in shots],
+        [d.anchor_fit for d in shots] if prepared.anchors is not None else None,
+        lambda: ((d.frames(), d.value_range) for d in shots), progress,
+    )  # fmt: skip
+    return Written(list(frames), *sidecars, seconds, points)
+
+
+def write_sidecars(
+    publisher,
+    output: OutputConfig,
+    info,
+    shots: list,
+    alignments: list,
+    anchor_fits: list | None,
+    shot_frames: Callable[[], Iterable],
+    progress: ProgressCallback | None = None,
+    timeline: bool = True,
+) -> tuple[str, str | None, str | None, str | None]:
+    """The sequence's sidecars into the publisher's staging folder, for a run and the panel's
+    export alike: the alignment report, the anchors report (with ``anchor_fits``, one per
+    shot), the preview (``output.preview``; ``shot_frames()`` gives each shot's frames and
+    value range) and the OTIO timeline (unless ``timeline`` is False: a partial export's
+    frames are not the plate's). Returns their names (alignment, anchors, preview, timeline;
+    None for those not written), which the publisher swaps in with the frames."""
+    staging = publisher.staging
     anchors_json = None
-    if prepared.anchors is not None:
-        anchors_json = f"{output.name}_anchors.json"
-        fits = [d.anchor_fit.to_dict() for d in shots]
-        write_text_atomic(
-            staging / anchors_json,
-            json.dumps(fits[0] if len(shots) == 1 else {"shots": fits}, indent=1),
-        )
-    alignment_json = f"{output.name}_alignment.json"
+    if anchor_fits is not None:
+        anchors_json = f"{publisher.name}_anchors.json"
+        write_fits_json(staging / anchors_json, anchor_fits)
+    alignment_json = f"{publisher.name}_alignment.json"
     if len(shots) == 1:
-        shots[0].alignment.save_json(staging / alignment_json)
+        alignments[0].save_json(staging / alignment_json)
     else:
         write_text_atomic(staging / alignment_json, json.dumps({"shots": [
-            {**asdict(d.shot), "alignment": d.alignment.to_dict()} for d in shots
+            {**asdict(shot), "alignment": alignment.to_dict()}
+            for shot, alignment in zip(shots, alignments, strict=True)
         ]}, indent=1))  # fmt: skip
     preview = None
     if output.preview:
         report(progress, "preview", 0, 1)
         preview = write_preview(
-            (f for d in shots for f in unit_frames(d.frames(), d.value_range)),
+            (f for frames, value_range in shot_frames() for f in unit_frames(frames, value_range)),
             staging,
-            output.name,
+            publisher.name,
             info.fps,
         ).name
         report(progress, "preview", 1, 1)
-    timeline = write_depth_timeline(publisher.folder, output.name, info,
-                                    [d.shot for d in shots], info.padding, staging).name  # fmt: skip
-    return Written(list(frames), alignment_json, anchors_json, preview, timeline, seconds, points)
+    otio = None
+    if timeline:
+        otio = write_depth_timeline(publisher.folder, publisher.name, info, shots,
+                                    publisher.padding, staging).name  # fmt: skip
+    return alignment_json, anchors_json, preview, otio

@@ -20,32 +20,48 @@ The session is not thread-safe: one thread at a time may call it (a GUI's worker
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .alignment import AlignmentResult, rescale_depth
-from .anchors import AnchorFit, Anchors
+from .anchors import AnchorFit, Anchors, warn_about_fits
 from .cameras import CameraRequest, load_camera
 from .config import DEFAULT_MIN_SHOT_FRAMES, InferenceConfig, OutputConfig
 from .cuts import Shot, shots_from_cuts
 from .errors import ConfigError, NonFiniteDepth, RollingDepthError
 from .executors import LocalExecutor
-from .method import DepthFrames, merge_shot, reduce_mattes, refine_shot, solve
+from .method import (
+    AnchorRequest,
+    DepthFrames,
+    anchor,
+    merge_shot,
+    reduce_mattes,
+    refine_shot,
+    solve,
+)
 from .model import DepthModel, processing_size
 from .output import run_metadata, write_depth_frames
-from .passes import FrameGeometry, check_passes, wanted_passes
+from .passes import FrameGeometry
 from .plan import Plan, make_plan, missing_blocks
 from .plate import Plate
-from .progress import ProgressCallback
-from .protocol import KEY_SETTINGS
-from .publish import Publisher, run_identity, split_pattern
-from .request import cuts_source, file_hash, header_record, plate_cuts, used_record, who_record
+from .progress import ProgressCallback, report
+from .protocol import DEFAULT_PRESET
+from .publish import Publisher, split_pattern
+from .request import (
+    RunRequest,
+    check_anchors,
+    cuts_source,
+    default_cuts,
+    header_record,
+    plate_cuts,
+    provenance,
+)
+from .runner import write_sidecars
 from .stores import DEFAULT_MEMORY_BYTES, MemoryStore
 
 DEFAULT_CACHE_BYTES = DEFAULT_MEMORY_BYTES
@@ -112,6 +128,47 @@ class _ShotState:
     refined: tuple | None = None
 
 
+def shot_ranges(prediction: DepthPrediction) -> list[tuple[float, float]]:
+    """Each shot's (min, max) of ``prediction.depth``: the range a run writes it through."""
+    ranges = []
+    for entry in prediction.shots:
+        depth = prediction.depth[entry.shot.start : entry.shot.stop]
+        ranges.append((float(depth.min()), float(depth.max())))
+    return ranges
+
+
+def anchor_shots(
+    prediction: DepthPrediction,
+    anchors: Anchors,
+    mode: str,
+    frame_numbers: Sequence[int],
+    plate_size: tuple[int, int],
+    progress: ProgressCallback | None = None,
+) -> list[tuple[AnchorFit, tuple[float, float]]]:
+    """7b for each shot of ``prediction``, as a run anchors it (:func:`.method.anchor` on the
+    shot's frames and range): per shot, the fit and its range of ``1/Z``. Reads only
+    ``prediction``, so it may run beside the session's own thread."""
+    fits = []
+    total = prediction.depth.shape[0]
+    for entry, value_range in zip(prediction.shots, shot_ranges(prediction), strict=True):
+        shot = entry.shot
+
+        def frames(shot=shot):
+            for k in range(shot.start, shot.stop):
+                report(progress, "anchors", k, total)  # raises Cancelled when restarted
+                yield prediction.depth[k]
+
+        wanted = AnchorRequest(anchors, frame_numbers[shot.start : shot.stop], mode)
+        try:
+            fits.append(anchor(frames(), wanted, plate_size, value_range))
+        except RollingDepthError as exc:
+            if len(prediction.shots) == 1:
+                raise
+            raise type(exc)(f"shot {shot.index} (frames {shot.first_frame}-{shot.last_frame}): "
+                            f"{exc}") from exc  # fmt: skip
+    return fits
+
+
 class DepthSession:
     """Depth for one plate with one model, recomputing only what a settings change needs.
 
@@ -147,11 +204,17 @@ class DepthSession:
         self.plate = plate
         self.counters = SessionCounters()
         self.cuts_source = "given"  # how the shots were found, as a run records it
+        # the cuts as a run's request gives them (``--cuts`` text; None: the plate's default)
+        self.request_cuts: str | None = None
         if cuts is None or isinstance(cuts, str):
             fit = processing_size(plate.info.height, plate.info.width, detect_res)
             text = cuts
             cuts, detected = plate_cuts(plate, fit, text, min_shot_frames=min_shot_frames)
             self.cuts_source = cuts_source(text, detected)
+            if text is not None and text.strip().lower() != default_cuts(plate.info):
+                self.request_cuts = text
+        else:
+            self.request_cuts = " ".join(str(plate.info.frame_numbers[c]) for c in cuts) or "none"
         self.cuts = list(cuts)
         numbers = plate.info.frame_numbers
         shots = shots_from_cuts(numbers, self.cuts)
@@ -350,39 +413,40 @@ class DepthSession:
         frame_range: tuple[int, int] | None = None,
         confidence: bool = False,
         checkpoint: str = "",
-        preset: str = "custom",
+        preset: str = DEFAULT_PRESET,
         progress: ProgressCallback | None = None,
-        anchor_fit: AnchorFit | None = None,
-        metric_range: tuple[float, float] | None = None,
+        anchors: Anchors | None = None,
+        anchor_mode: str = "global",
         overwrite: bool = False,
         message: Callable[[str], None] | None = None,
         front_end: str = "panel",
         requested_by: str | None = None,
-        anchors: Anchors | None = None,
         camera: CameraRequest | None = None,
     ) -> list[Path]:
         """Publish ``prediction`` as an EXR sequence, as a run publishes (:mod:`.publish`:
         staged, swapped in whole, under the sequence's lock; another run's frames in the folder
-        are refused unless ``overwrite``; the manifest records the settings, the holdout and
-        the cuts), each shot written with its own range as a run writes it.
+        are refused unless ``overwrite``), each shot written with its own range as a run
+        writes it, with the same sidecars (alignment, anchors, preview, timeline).
+
+        The export is the :class:`.request.RunRequest` a run of these settings would be (the
+        plate, the session's cuts and holdout, ``anchors``' file, ``camera``, who asked:
+        ``front_end`` and ``requested_by``), checked as a run checks it; its settings, run id,
+        manifest and EXR headers are the run's, through the same functions.
 
         ``pattern`` names the files, ``FOLDER/NAME.####.exr`` (``#`` per digit, or ``%04d``);
         frames are numbered as in the plate. ``frame_range`` (inclusive, plate numbering)
-        limits which frames are written (they are the sequence then); the depth convention is
-        computed over each whole shot either way, so a partial export matches a full one.
-        ``anchor_fit`` (and its ``metric_range``, from :func:`.method.anchor` on
-        ``prediction.depth``) writes scene units, as ``rollingdepth run --anchors`` does;
-        ``anchors`` (what it was fitted to) is recorded as a run records its anchors file.
-        The manifest and the EXR headers record what a run records (holdout, anchors, cuts,
-        colour, timecode) and who asked: ``front_end`` and ``requested_by``.
+        limits which frames are written (they are the sequence then, without a timeline); the
+        depth convention is computed over each whole shot either way, so a partial export
+        matches a full one. ``anchors`` anchors each shot to scene units as a run does
+        (:func:`.method.anchor` per shot, ``anchor_mode`` ``global`` or ``smooth``).
         ``camera`` (as ``--camera``/``--focal-length``/``--fov`` build it) adds the passes
-        ``output.passes`` names (default Z, P, N) with that camera, checked as a run checks it.
+        ``output.passes`` names (default Z, P, N) with that camera.
 
         Raises
         ------
         ConfigError
-            A pattern not of the form NAME.####.exr, a range outside the plate, or a
-            confidence channel the alignment did not compute.
+            A pattern not of the form NAME.####.exr, a range outside the plate, a confidence
+            channel the alignment did not compute, or anything a run would refuse.
         OutputError
             The folder holds another run's frames (without ``overwrite``), another writer
             holds it, or a write fails (nothing is published then).
@@ -403,63 +467,71 @@ class DepthSession:
                     f"frame range {first}-{last} holds none of the plate's frames "
                     f"({numbers[0]}-{numbers[-1]})"
                 )
-        conf = prediction.confidence
-        if confidence and conf is None:
+        if confidence and prediction.confidence is None:
             raise ConfigError("the alignment has no confidence; align with `confidence=True`")
         folder, name, padding = split_pattern(pattern)
         chosen = [numbers[i] for i in selected]
-        geometry = None
-        if camera is not None and camera.given:
-            camera.check()
-            passes = wanted_passes(output.passes, True)
-            check_passes(passes, True, output.depth_mode, anchor_fit is not None)
-            track = load_camera(camera, numbers, (info.height, info.width), info.pixel_aspect)
-            geometry = FrameGeometry(track, passes)
-        settings = {"checkpoint": checkpoint, "preset": preset, **asdict(prediction.config),
-                    **asdict(output), "confidence_channel": confidence, "cuts": self.cuts,
-                    "holdout": self._holdout_record(), "anchors": anchor_fit is not None}  # fmt: skip
-        if geometry is not None:  # a camera changes the run's identity, as in a CLI run
-            settings["camera"] = {**asdict(camera), "sha256": geometry.camera.sha256}
-        # what the run used, recorded as a run records it (one function for every front-end)
-        used = used_record(numbers, self.cuts, self.cuts_source, self._holdout,
-                           anchors if anchor_fit is not None else None,
-                           anchors.source if anchors is not None else None)  # fmt: skip
-        record = {"used": used, **who_record(front_end, requested_by),
-                  KEY_SETTINGS: json.loads(json.dumps(settings, default=str))}  # fmt: skip
-        if info.timecodes:
-            record["timecode"] = info.timecodes.to_dict(chosen)
-        if geometry is not None:  # the camera as a run records it
-            track = geometry.camera
-            record["camera"] = {"file": track.source, "sha256": track.sha256, "prim": track.prim,
-                                "space": track.space, "passes": list(geometry.passes)}  # fmt: skip
-        publisher = Publisher(
-            folder, name, chosen, run_identity(info.source, chosen, settings),
-            input_paths=self.plate.source_files, overwrite=overwrite, source=info.source,
-            record=record, message=message, padding=padding,
+        # the request a run of these settings is: one record for every front-end
+        config = replace(prediction.config, confidence=confidence)
+        mattes = self._holdout
+        alpha = mattes is not None and bool(mattes.alpha_only)
+        request = RunRequest(
+            info.source, str(folder), config, replace(output, name=name), checkpoint,
+            preset=preset, anchors=None if anchors is None else anchors.source,
+            anchor_fit=anchor_mode, cuts=self.request_cuts,
+            holdout=None if mattes is None or alpha else str(mattes.source), holdout_alpha=alpha,
+            overwrite=overwrite, camera=camera or CameraRequest(), front_end=front_end,
+            requested_by=requested_by,
+        )  # fmt: skip
+        request.check_settings()
+        plate_size = (info.height, info.width)
+        if anchors is not None:
+            check_anchors(anchors, numbers, plate_size, self.shots, request.anchors)
+        geometry = track = None
+        if request.camera.given:
+            track = load_camera(request.camera, numbers, plate_size, info.pixel_aspect)
+            geometry = FrameGeometry(track, request.passes)
+        ranges = shot_ranges(prediction)
+        fits = []
+        if anchors is not None:
+            fits = anchor_shots(prediction, anchors, anchor_mode, numbers, plate_size)
+            warn_about_fits([fit for fit, _ in fits], plate_size, message)
+        record = provenance(request, self.plate, self.cuts, self.cuts_source == "detected",
+                            mattes, anchors, track)  # fmt: skip
+        publisher = Publisher.for_plate(
+            folder, name, self.plate, request.settings(config), overwrite, record, message,
+            frame_numbers=chosen, padding=padding,
         )  # fmt: skip
         with publisher:
             publisher.check()
             with publisher.writing():
-                self._write(prediction, publisher, output, selected, confidence, checkpoint,
-                            preset, progress, anchor_fit, metric_range,
+                self._write(prediction, publisher, request, selected, ranges, fits, progress,
                             header_record(record), geometry)  # fmt: skip
-            publisher.publish()
+                sidecars = write_sidecars(
+                    publisher, request.output, info, [e.shot for e in prediction.shots],
+                    [e.alignment for e in prediction.shots],
+                    [fit for fit, _ in fits] if anchors is not None else None,
+                    lambda: ((iter(prediction.depth[e.shot.start : e.shot.stop]), r)
+                             for e, r in zip(prediction.shots, ranges, strict=True)),
+                    progress, timeline=len(selected) == len(numbers),
+                )  # fmt: skip
+            publisher.publish([n for n in sidecars if n])
         return [publisher.frame_path(n) for n in chosen]
 
-    def _write(self, prediction, publisher, output, selected, confidence, checkpoint, preset,
-               progress, anchor_fit, metric_range, provenance, geometry=None) -> None:  # fmt: skip
+    def _write(self, prediction, publisher, request, selected, ranges, fits, progress,
+               provenance, geometry=None) -> None:  # fmt: skip
         info = self.plate.info
         numbers = info.frame_numbers
+        output = request.output
         wanted = set(selected)
         plates = (rgb for _, rgb in self.plate.frames()) if output.restore_res else None
-        for entry in prediction.shots:
+        for k, entry in enumerate(prediction.shots):
             shot = entry.shot
             depth = prediction.depth[shot.start : shot.stop]
-            lo, hi = float(depth.min()), float(depth.max())
+            fit, metric = fits[k] if fits else (None, None)
             header = run_metadata(
-                checkpoint, preset, prediction.config, output, info.source, (lo, hi),
-                entry.dilations, anchor_fit, metric_range if anchor_fit else None,
-                info.color,
+                request.checkpoint, request.preset, request.config, output, info.source,
+                ranges[k], entry.dilations, fit, metric, info.color,
             )  # fmt: skip
             header.update(info.header_metadata())
             header.update(provenance)
@@ -470,17 +542,19 @@ class DepthSession:
             guides = None if plates is None else itertools.islice(plates, shot.n_frames)
             write_depth_frames(
                 iter(depth),
-                (lo, hi),
+                ranges[k],
                 numbers[shot.start : shot.stop],
                 publisher.staging_pattern(),
                 output,
                 header,
                 plate_size=(info.height, info.width),
-                confidence=iter(conf[shot.start : shot.stop]) if confidence else None,
+                confidence=iter(conf[shot.start : shot.stop])
+                if request.config.confidence
+                else None,
                 progress=progress,
                 select=[i - shot.start for i in range(shot.start, shot.stop) if i in wanted],
                 guides=guides,
-                anchor_fit=anchor_fit,
+                anchor_fit=fit,
                 windows=info.exr_windows(),
                 on_written=publisher.wrote,
                 timecodes=info.timecodes,
@@ -530,12 +604,6 @@ class DepthSession:
         state.refined = (key, depth)
         self.counters.refine_passes += 1
         return depth
-
-    def _holdout_record(self) -> dict | None:
-        if self._holdout is None:
-            return None
-        return {"pattern": str(self._holdout.source), "alpha": bool(self._holdout.alpha_only),
-                "sha256": file_hash(self._holdout.used_files())}  # fmt: skip
 
     def _keys(self, plan: Plan, config: InferenceConfig, state: _ShotState) -> list[tuple]:
         """The kept blocks ``plan`` uses, and its dilation entries: two dilations capped to

@@ -18,6 +18,7 @@ snippet blocks and the clip's frames live, never what is computed:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ import torch
 
 from .alignment import reduce_maps
 from .cache import (
+    BLOCK_SETTINGS,
     REDUCE_BORDER,
     REDUCE_SUBSAMPLE,
     CacheStats,
@@ -243,7 +245,9 @@ class MemoryStore:
     def has_block(self, key: tuple) -> bool:
         return key in self.blocks
 
-    def put_block(self, key: tuple, maps: np.ndarray) -> None:
+    reusable_block = has_block
+
+    def put_block(self, key: tuple, maps: np.ndarray, block=None, config=None) -> None:
         self.blocks[key] = maps
 
     def block(self, key: tuple) -> np.ndarray:
@@ -374,8 +378,12 @@ class DiskStore:
                 for f in pending
             ]
             keys.extend(new)
-            missing = not all(self.cache.has_latent(k) for k in new)
-            if missing and (needed_groups is None or g in needed_groups):
+            needed = needed_groups is None or g in needed_groups
+            # a latent this run uses is checked against its digest now, while its frame is at
+            # hand: a damaged one is moved aside and encoded again with its group
+            present = self.cache.latent_ok if needed else self.cache.has_latent
+            missing = not all([present(k) for k in new])
+            if missing and needed:
                 pipe = model()
                 images = torch.cat([pipe.preprocess(f, size) for f in pending])
                 latents = pipe.encode(images).cpu()  # [b,4,h,w]
@@ -402,23 +410,49 @@ class DiskStore:
 
     # ---- 2. blocks
     def block_key(self, block, config: InferenceConfig) -> str:
-        return block_key(
-            [[self.latent_keys[f] for f in row] for row in block.indices.tolist()],
-            self.model,
-            config.snippet_len,
-            config.denoise_steps,
-            config.seed,
-            config.dtype,
-            self.unet_batch_size(config, None, None),
-            config.vae_batch_size,
-        )
+        latents, settings = self._block_inputs(block, config)
+        return block_key(latents, *(settings[n] for n in BLOCK_SETTINGS))
 
     def has_block(self, key: str) -> bool:
         return self.cache.has_block(key)
 
-    def put_block(self, key: str, maps: np.ndarray) -> None:
+    def reusable_block(self, key: str) -> bool:
+        """Whether a block need not be computed: there, and its meta says it is this key's
+        (a cheap check; its arrays are checked against their digests when read)."""
+        return self.cache.block_ok(key)
+
+    def put_block(self, key: str, maps: np.ndarray, block=None, config=None) -> None:
         maps = maps.astype(np.float16)
-        self.cache.save_block(key, maps, reduce_maps(maps, REDUCE_BORDER, REDUCE_SUBSAMPLE))
+        reduced = reduce_maps(maps, REDUCE_BORDER, REDUCE_SUBSAMPLE)
+        holds = None if block is None else self.block_holds(block, config)
+        self.cache.save_block(key, maps, reduced, holds)
+
+    def block_holds(self, block, config: InferenceConfig) -> dict:
+        """What a block's meta records: the inputs of its key (its snippets' latent keys and
+        the settings), and, to say what it is, its dilation, its snippet indices and the
+        plate (the digest of the clip's latent keys) it was first computed for."""
+        latents, settings = self._block_inputs(block, config)
+        plate = hashlib.sha256("".join(self.latent_keys).encode()).hexdigest()[:40]
+        return {
+            "latents": latents,
+            "settings": settings,
+            "dilation": int(block.dilation),
+            "first_snippet": int(block.start),
+            "indices": block.indices.tolist(),
+            "plate": plate,
+        }
+
+    def _block_inputs(self, block, config: InferenceConfig) -> tuple[list[list[str]], dict]:
+        settings = dict(
+            model=self.model,
+            snippet_len=config.snippet_len,
+            denoise_steps=config.denoise_steps,
+            seed=config.seed,
+            dtype=config.dtype,
+            batch_size=self.unet_batch_size(config, None, None),
+            vae_batch_size=config.vae_batch_size,
+        )
+        return [[self.latent_keys[f] for f in row] for row in block.indices.tolist()], settings
 
     def block_min_and_reduced(self, key: str) -> tuple[float, np.ndarray]:
         return self.cache.block_meta(key)["min"], self.cache.load_reduced(key)

@@ -221,13 +221,9 @@ def test_the_add_on_records_what_the_cli_records(three):
     assert manifest["requested_by"] == str(three["root"] / "edit.blend")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the panel's export (rollingdepth_core/session.py) still records differently: it "
-    "fits the anchors once over the whole edit where a run fits each shot (EXR anchors.used/"
-    "skipped/residual_*), says preset 'custom' where the CLI says 'fast' for the same "
-    "overrides, lists no sidecars in the manifest's files, and its settings (so its run id) "
-    "hold anchors/cuts/holdout in other forms",
-)
 def test_the_panel_records_what_the_cli_records(three):
+    # the same request: the same settings (so the same run id), the same per-shot anchor fits,
+    # the same sidecars published with the frames
     assert _provenance_differences(three, "panel") == {}
+    cli, panel = (_manifest(three["folders"][n]) for n in ("cli", "panel"))
+    assert panel["files"] == cli["files"] and any(f.endswith(".otio") for f in panel["files"])

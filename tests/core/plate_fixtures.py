@@ -8,7 +8,7 @@ was made from.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -69,11 +69,14 @@ def make_video(
     codec: str = "libx264",
     *,
     gop: int | None = None,
+    pts: Sequence[int] | None = None,
 ) -> Path:
     """Encode ``n_frames`` of `plate_frame` with ``codec`` at the exact rate ``fps``.
 
     ``gop`` sets the keyframe interval (to exercise seeking); sources deeper than 8 bits
-    (ProRes, FFV1) are fed 16-bit RGB so their extra precision is real.
+    (ProRes, FFV1) are fed 16-bit RGB so their extra precision is real. ``pts``: each frame's
+    time in frames of ``fps`` (default 0, 1, 2, ...); gaps make a variable-frame-rate video,
+    as a phone or a screen recorder writes.
     """
     path = Path(path)
     container_format = _CONTAINERS.get(path.suffix.lower())
@@ -92,7 +95,7 @@ def make_video(
             else:
                 pixels = np.rint(rgb * 255).astype(np.uint8)
                 frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = index
+            frame.pts = index if pts is None else pts[index]
             frame.time_base = 1 / Fraction(fps)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))

@@ -16,6 +16,7 @@ from rollingdepth_core.anchors import (
     load_anchors,
     sample_frame,
     sample_video,
+    write_fits_json,
 )
 from rollingdepth_core.errors import ConfigError, RollingDepthError
 
@@ -117,6 +118,12 @@ def test_load_csv_and_json_agree(tmp_path):
         ("frame,x,y,depth\n1,2,3\n", "3 values for 4 columns"),
         ("frame,x,y,depth\n", "no anchors"),
         ("frame,x,y,depth,weight\n1,2,3,4,0\n", "`weight` is 0; it must be > 0"),
+        # a number, then checked as a frame number (it once overflowed with a traceback)
+        (
+            "frame,x,y,depth\n99999999999999999999999,2,3,4\n",
+            "line 2: `frame` is '99999999999999999999999'; frame numbers go up to 1,000,000,000",
+        ),
+        ("frame,x,y,depth\n-1e12,2,3,4\n", "frame numbers go up to"),
     ],
 )
 def test_load_errors_are_one_clear_line(tmp_path, text, message):
@@ -138,6 +145,29 @@ def test_load_json_errors(tmp_path):
         load_anchors(path)
     with pytest.raises(AnchorFileError, match="cannot read anchors file"):
         load_anchors(tmp_path / "missing.csv")
+    path.write_text('[{"frame": 1%s, "x": 2, "y": 3, "depth": 4}]' % ("0" * 400))
+    with pytest.raises(AnchorFileError, match="anchor 0: `frame` is 1000.*, not a number"):
+        load_anchors(path)
+
+
+def test_a_file_over_the_cap_is_refused_in_one_line(tmp_path, monkeypatch):
+    """The anchor count is capped (memory stays bounded whatever the file holds), and a JSON
+    file, parsed whole, by its size; both refused while reading, before any model."""
+    from rollingdepth_core import anchors as module
+
+    monkeypatch.setattr(module, "MAX_ANCHORS", 3)
+    path = tmp_path / "many.csv"
+    path.write_text("frame,x,y,depth\n" + "1,2,3,4\n" * 3)
+    assert len(load_anchors(path)) == 3
+    path.write_text("frame,x,y,depth\n" + "1,2,3,4\n" * 4)
+    with pytest.raises(AnchorFileError, match=r"many.csv: more than 3 anchors; thin the points"):
+        load_anchors(path)
+    monkeypatch.setattr(module, "MAX_JSON_BYTES", 100)
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps([{"frame": 1, "x": 2, "y": 3, "depth": 4}] * 5))
+    with pytest.raises(AnchorFileError, match="write large point sets as CSV") as info:
+        load_anchors(big)
+    assert "\n" not in str(info.value)
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -183,7 +213,7 @@ def test_plate_to_processing_matches_align_corners_false_upsampling():
     np.testing.assert_allclose(got, up[0, 0].double().numpy().ravel(), rtol=0, atol=1e-5)
 
 
-def test_outside_and_unprocessed_anchors_are_reported_not_dropped():
+def test_outside_and_unprocessed_anchors_are_reported_not_dropped(tmp_path):
     video = relative_video(4)
     numbers = [1001, 1002, 1003, 1004]
     good = anchors_on(video, 0.2, 0.3, numbers, per_frame=6)
@@ -214,6 +244,14 @@ def test_outside_and_unprocessed_anchors_are_reported_not_dropped():
         (4, "unprocessed"),
     ]
     assert fit.header()["anchors.skipped"] == 5
+    # the streamed sidecar holds what the fit holds, one shot or several
+    assert sidecar == fit.to_dict()
+    assert len(sidecar["anchors"]) == k and sidecar["anchors"][0].keys() >= {"predicted", "used"}
+    on_frame = fit.frame_records(1002)
+    assert on_frame and all(r["frame"] == 1002 for r in on_frame)
+    assert on_frame == [r for r in sidecar["anchors"] if r["frame"] == 1002]
+    write_fits_json(tmp_path / "shots.json", [fit, fit])
+    assert json.loads((tmp_path / "shots.json").read_text()) == {"shots": [sidecar, sidecar]}
 
 
 def test_sampler_takes_frames_in_any_order_and_records_extremes():
@@ -250,8 +288,15 @@ def test_exact_recovery_of_a_and_b():
     assert header["anchors.a"] == pytest.approx(0.21)
 
 
+@pytest.mark.parametrize("scored", [None, 40])
 @pytest.mark.parametrize("fraction", [0.2, 0.3])
-def test_robust_to_outliers(fraction):
+def test_robust_to_outliers(fraction, scored, monkeypatch):
+    """``scored``: the robust start's median taken over that many of the 120 anchors (what
+    a file of over 20,000 anchors gets: bounded memory), with the same outcome."""
+    if scored is not None:
+        from rollingdepth_core import anchors as module
+
+        monkeypatch.setattr(module, "LMEDS_SCORE_ANCHORS", scored)
     video = relative_video(12)
     numbers = list(range(12))
     anchors = anchors_on(video, 0.25, 0.4, numbers, per_frame=10, seed=3)

@@ -15,6 +15,7 @@ from rollingdepth_core.snippets import snippet_indices
 from rollingdepth_core.stores import DiskStore
 
 SETTINGS = dict(dilations=(1, 3), processing_res=64, seed=3, dtype="fp32")
+FAST_ARGS = ["--res", "64", "--dilations", "1", "3", "--device", "cpu", "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +179,130 @@ def test_cache_layout_is_half_precision(video, tmp_path, tiny_checkpoint):
     key = keys[0]
     assert cache.open_block(key).dtype == np.float16
     assert cache.load_reduced(key).dtype == np.float16
+
+
+# ------------------------------------------------------------------------------ verification
+def _set_last_values(path, values=(0.5, 0.5)):
+    """The last float32 values of an array file set to ``values``: the file stays readable
+    and plausible, as a bit flip on a disk or a bad copy would leave it."""
+    data = bytearray(path.read_bytes())
+    data[-4 * len(values) :] = np.array(values, np.float32).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_latents_are_encoded_again_not_trusted(video, tmp_path, tiny_checkpoint):
+    """Two values set to 0.5 in half of the latents, the other half overwritten with 0x7f,
+    the blocks deleted: the rerun encodes every damaged latent again and writes the depth of a
+    sound cache (it once predicted from the damaged latents: off by up to 0.24)."""
+    import shutil
+
+    first = run(video, tmp_path, tiny_checkpoint)
+    cache = tmp_path / "cache"
+    latents = sorted(p for p in (cache / "latents").iterdir() if not p.name.startswith("."))
+    assert len(latents) == 12
+    for k, path in enumerate(latents):
+        if k % 2:
+            path.write_bytes(b"\x7f" * path.stat().st_size)
+        else:
+            _set_last_values(path)
+    shutil.rmtree(cache / "blocks")
+
+    again = run(video, tmp_path, tiny_checkpoint, out="again")
+    assert again["cache_stats"]["latents_computed"] == 12
+    assert again["cache_stats"]["latents_reused"] == 0
+    for a, b in zip(read_all(first), read_all(again), strict=True):
+        np.testing.assert_array_equal(a["Z"], b["Z"])
+    assert len(list((cache / "latents").glob(".damaged-*"))) == 12  # kept aside, not deleted
+
+
+def test_a_latent_is_checked_against_its_digest_and_its_key(tmp_path):
+    from rollingdepth_core.cache import CacheDamaged
+
+    cache = SnippetCache(tmp_path)
+    a, b = "a" * 40, "b" * 40
+    cache.save_latent(a, np.zeros((4, 6, 8), np.float32))
+    cache.save_latent(b, np.ones((4, 6, 8), np.float32))
+    np.testing.assert_array_equal(cache.load_latent(b), 1)
+
+    # two latents swapped by name: each is whole, but neither is the frame its name says
+    pa, pb = cache.latent_path(a), cache.latent_path(b)
+    pa.rename(tmp_path / "swap")
+    pb.rename(pa)
+    (tmp_path / "swap").rename(pb)
+    with pytest.raises(CacheDamaged) as caught:
+        cache.load_latent(a)
+    message = str(caught.value)
+    assert message.startswith(f"the cache entry {pa} does not match its digest; moved aside")
+    assert message.endswith("Run the same command again to recompute it")
+    assert "dtype" not in message and "\n" not in message
+    assert not cache.has_latent(a) and not cache.latent_ok(b)
+
+    # bytes 0x7f (NaN when read as floats): named as the cache's fault, not the model's
+    cache.save_latent(a, np.zeros((4, 6, 8), np.float32))
+    pa.write_bytes(b"\x7f" * pa.stat().st_size)
+    with pytest.raises(CacheDamaged, match="Run the same command again"):
+        cache.load_latent(a)
+
+
+def test_blocks_swapped_by_name_are_caught(video, tmp_path, tiny_checkpoint, small_blocks, capsys):
+    """Two whole blocks of one shape renamed to each other's keys: finalize stops naming one,
+    moves it aside, and infer + finalize then give the first run's depth (a block's meta once
+    did not tie it to its key, so such a swap went unnoticed)."""
+    import json
+
+    from rollingdepth_core.cli import main
+
+    def cli(*args):
+        return main([*map(str, args), "--checkpoint", str(tiny_checkpoint), *FAST_ARGS])
+
+    cache = tmp_path / "cache"
+    assert cli("run", video, "-o", tmp_path / "one", "--cache", cache) == 0
+    store = SnippetCache(cache)
+    shapes = {}
+    for key in store.block_keys():
+        shapes.setdefault(tuple(store.block_meta(key)["shape"]), []).append(key)
+    a, b = next(keys for keys in shapes.values() if len(keys) >= 2)[:2]
+    meta = json.loads((cache / "blocks" / a / "meta.json").read_text())
+    assert (
+        meta["key"] == a
+        and meta["settings"]["seed"] == 3
+        and len(meta["indices"]) == meta["shape"][0]
+    )
+    blocks = cache / "blocks"
+    (blocks / a).rename(blocks / "swap")
+    (blocks / b).rename(blocks / a)
+    (blocks / "swap").rename(blocks / b)
+    capsys.readouterr()
+
+    assert cli("finalize", video, "-o", tmp_path / "two", "--cache", cache) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"rollingdepth: error: the cache entry {blocks}")
+    assert "holds another block" in err and "dtype" not in err
+    assert err.endswith("Run the same command again to recompute it")
+
+    # infer checks the meta of every block it would reuse: the other one is caught there
+    assert cli("infer", video, "--cache", cache) == 0
+    assert "(2 computed, 3 cached)" in capsys.readouterr().err
+    assert cli("finalize", video, "-o", tmp_path / "two", "--cache", cache) == 0
+    for x, y in zip(
+        sorted((tmp_path / "one").glob("*.exr")),
+        sorted((tmp_path / "two").glob("*.exr")),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(read_exr(x)[0]["Z"], read_exr(y)[0]["Z"])
+
+
+def test_a_block_meta_is_checked_against_its_own_digest(video, tmp_path, tiny_checkpoint):
+    import json
+
+    from rollingdepth_core.cache import CacheDamaged
+
+    run(video, tmp_path, tiny_checkpoint)
+    cache = SnippetCache(tmp_path / "cache")
+    key = cache.block_keys()[0]
+    path = cache.block_dir(key) / "meta.json"
+    meta = json.loads(path.read_text())
+    meta["min"] = meta["min"] + 0.5  # the offset every snippet is aligned from
+    path.write_text(json.dumps(meta))
+    with pytest.raises(CacheDamaged, match="meta.json that does not match its digest"):
+        cache.block_meta(key)

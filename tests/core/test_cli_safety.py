@@ -52,6 +52,7 @@ def test_every_flag_has_a_help_line_with_its_default(command):
         (["--name", "../../escaped"], "not a path"),
         (["--name", ""], "must not be empty"),
         (["--name", ".hidden"], "hidden"),
+        (["--name", "a[1]*"], "may hold letters, digits, _ - . + and spaces only"),
     ],
 )
 def test_settings_that_fail_only_at_writing_are_refused_before_the_model(

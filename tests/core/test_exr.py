@@ -93,19 +93,73 @@ def test_failed_write_reports_openimageio_error(depth: np.ndarray) -> None:
         write_depth_exr("/proc/depth.exr", depth)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
-def test_unwritable_folder_keeps_existing_file(tmp_path: Path, depth: np.ndarray) -> None:
-    path = tmp_path / "depth.exr"
-    write_depth_exr(path, depth)
-    before = path.read_bytes()
-    tmp_path.chmod(0o500)
+def _as_unprivileged(work) -> None:
+    """Run ``work()`` as the user 'nobody' (root ignores permissions, and tests and CI run as
+    root here): in a forked child that drops its privileges; AssertionError unless it passed.
+    Not as root: here, as the user the tests run as."""
+    import pwd
+    import traceback
+
+    if os.geteuid() != 0:
+        work()
+        return
+    nobody = pwd.getpwnam("nobody")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            assert os.geteuid() == nobody.pw_uid
+            work()
+            code = 0
+        except BaseException:
+            os.write(write, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        report = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"as 'nobody': {report}"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_unwritable_folder_keeps_existing_file(depth: np.ndarray) -> None:
+    """An EXR over one in a folder that takes no files fails and keeps the old one; as root
+    (which ignores permissions) the write runs as the unprivileged user 'nobody'."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="rd-unwritable-"))  # not under root's 0700 tmp
     try:
-        with pytest.raises(OutputError):
-            write_depth_exr(path, depth * 2)
+        folder.chmod(0o755)
+        path = folder / "depth.exr"
+        write_depth_exr(path, depth)  # the writer's first use: imports done before the fork
+        before = path.read_bytes()
+        if os.geteuid() == 0:
+            import pwd
+
+            nobody = pwd.getpwnam("nobody")
+            os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+
+        def work():
+            folder.chmod(0o500)
+            try:
+                with pytest.raises(OutputError):
+                    write_depth_exr(path, depth * 2)
+            finally:
+                folder.chmod(0o700)
+
+        _as_unprivileged(work)
+        assert path.read_bytes() == before
+        assert os.listdir(folder) == ["depth.exr"]
     finally:
-        tmp_path.chmod(0o700)
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["depth.exr"]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_rejected_write_keeps_existing_file(tmp_path: Path, depth: np.ndarray) -> None:

@@ -181,9 +181,9 @@ def test_job_list_run_by_a_shell_loop_equals_one_run(
 
     from .test_farm_ray import ENV
 
-    program = f"{shlex.quote(sys.executable)} -m rollingdepth_core.cli"
+    program = ["--program", sys.executable, "--program=-m", "--program", "rollingdepth_core.cli"]
     args = ["jobs", plate, "-o", tmp_path / "out", "--cache", tmp_path / "cache", "--chunks", "2"]
-    args += ["--checkpoint", tiny_checkpoint, *FAST, "--program", program]
+    args += ["--checkpoint", tiny_checkpoint, *FAST, *program]
     jobs_cmd = [sys.executable, "-m", "rollingdepth_core.cli", *map(str, args)]
     script = subprocess.run(jobs_cmd, env=ENV, capture_output=True, text=True, check=True).stdout
     subprocess.run(
@@ -228,3 +228,52 @@ def test_job_list_routes_each_flag_to_the_commands_that_take_it(tmp_path, monkey
     capsys.readouterr()
     assert main(["jobs", "p.mp4", "-o", "o", "--cache", "c", "--chunks", "0"]) == 1
     assert capsys.readouterr().err == "rollingdepth: error: `--chunks` must be at least 1; got 0\n"
+
+
+def test_job_list_quotes_the_program_as_one_argument(tmp_path, monkeypatch, capsys):
+    """A program path with a space stays one argument in the JSON and in the script (it was
+    split into '/opt/Rolling' and 'Depth/rd')."""
+    import json
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    args = ["jobs", "p.mp4", "-o", "o", "--cache", "c", "--chunks", "2"]
+    assert main([*args, "--program", "/opt/Rolling Depth/rd", "--json", "jobs.json"]) == 0
+    jobs = json.loads((tmp_path / "jobs.json").read_text())["jobs"]
+    assert [job["command"][:2] for job in jobs] == [["/opt/Rolling Depth/rd", "infer"]] * 2 + [
+        ["/opt/Rolling Depth/rd", "finalize"]
+    ]
+    capsys.readouterr()
+    assert main([*args, "--program", "/opt/Rolling Depth/rd"]) == 0
+    script = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert [shlex.split(line)[0] for line in script] == ["/opt/Rolling Depth/rd"] * 3
+
+
+def test_job_options_take_no_abbreviations(capsys):
+    """`--chunk 1/2` on `jobs` is an unknown option, not `--chunks` (it once failed as
+    "invalid int value: '1/2'")."""
+    args = ["jobs", "p.mp4", "-o", "o", "--cache", "c", "--chunks", "2", "--chunk", "1/2"]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --chunk 1/2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "p.mp4", "-o", "o", "--over"])  # `--overwrite` only by its name
+    assert "unrecognized arguments: --over" in capsys.readouterr().err
+
+
+def test_more_chunks_than_blocks_are_clamped_with_a_warning(small, tmp_path, capsys):
+    """12 frames, dilations 1 and 3: 2 snippet blocks, so `--chunks 100000` lists 2 infer jobs
+    (it once listed 100,000) and says why."""
+    import json
+
+    args = ["jobs", small, "-o", tmp_path / "o", "--cache", tmp_path / "c", *FAST]
+    assert main([*map(str, args), "--chunks", "100000", "--json", str(tmp_path / "j.json")]) == 0
+    listed = json.loads((tmp_path / "j.json").read_text())
+    assert listed["chunks"] == 2
+    assert [job["name"] for job in listed["jobs"]] == ["infer-1", "infer-2", "finalize"]
+    assert listed["jobs"][1]["command"][-2:] == ["--chunk", "2/2"]
+    err = capsys.readouterr().err
+    assert err.startswith("warning: `--chunks 100000`: the plate has 2 snippet block(s), so 2 ")
+    assert main([*map(str, args), "--chunks", "2", "--json", str(tmp_path / "j.json")]) == 0
+    assert "warning" not in capsys.readouterr().err

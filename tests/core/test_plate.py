@@ -111,6 +111,26 @@ def test_video_frame_rate_stays_exact(plates: Path, fps: Fraction) -> None:
     assert open_plate(path).info.fps == fps
 
 
+# every frame one 24th of a second apart, except where frames were dropped (12 frames over
+# 17/24 s): FFmpeg's average rate is 288/17 (16.9 fps), the stream's nominal rate 24
+VFR_PTS = [0, 1, 2, 4, 5, 7, 8, 10, 11, 14, 15, 17]
+
+
+def test_variable_frame_rate_video_is_detected_and_carries_its_nominal_rate(plates: Path) -> None:
+    """A variable-rate video was taken without a word, its EXRs stamped with the average rate
+    (240/17 in the report); now it says so and carries the nominal rate."""
+    path = make_video(plates / "vfr.mp4", 12, W, H, fps=Fraction(24), pts=VFR_PTS)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].average_rate == Fraction(288, 17)
+    info = open_plate(path).info
+    assert info.fps == 24 and info.variable_rate == Fraction(288, 17)
+    assert len(info.frame_numbers) == 12  # every frame kept, numbered one after another
+    # constant rates are not flagged, Matroska's millisecond rounding (41/42 ms) included
+    for name, codec in (("cfr.mp4", "libx264"), ("cfr.mkv", "ffv1"), ("cfr.mov", "prores_ks")):
+        info = open_plate(make_video(plates / name, 6, W, H, codec=codec)).info
+        assert info.variable_rate is None and info.fps == Fraction(24000, 1001), name
+
+
 def test_video_random_access_matches_streaming(plates: Path) -> None:
     # Short keyframe interval and enough frames that `read` seeks instead of decoding on.
     path = make_video(plates / "seek.mp4", 60, 32, 24, gop=5)

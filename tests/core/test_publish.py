@@ -58,6 +58,42 @@ def test_names_that_escape_or_hide_are_refused(tmp_path: Path, name: str) -> Non
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a[1]*",
+        "shot?",
+        "a:b",
+        "a\\b",
+        "<x>",
+        "a|b",
+        'say"',
+        " lead",
+        "d#",
+        "$F",
+        "NUL",
+        "com1.x",
+        "x" * 250,
+    ],  # fmt: skip
+)
+def test_names_no_file_system_or_glob_can_hold_are_refused(tmp_path: Path, name: str) -> None:
+    """`a[1]*.1001.exr` was written: Windows and SMB shares cannot hold it, a glob reads it as
+    a pattern. One line naming the characters; nothing written."""
+    with pytest.raises(ConfigError, match="name") as caught:
+        check_name(name)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError):
+        Publisher(tmp_path, name, [1], "id")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["depth", "sh010_depth-v2", "plate.depth", "a+b", "sh010 depth", "Tiefe_ü", "深度"]
+)
+def test_plain_names_are_taken(name: str) -> None:
+    check_name(name)
+
+
 def test_a_run_never_writes_over_its_input(tmp_path: Path) -> None:
     plate = [tmp_path / f"plate.{n}.exr" for n in (1001, 1002, 1003)]
     for path in plate:

@@ -117,3 +117,29 @@ def test_an_edit_is_split_at_its_cuts_and_each_shot_equals_a_run_alone(tmp_path,
         np.testing.assert_array_equal(channels["Z"], read_exr(alone[path.name])[0]["Z"])
     sidecar = json.loads((tmp_path / "edit" / "depth_alignment.json").read_text())
     assert [(s["first_frame"], s["last_frame"]) for s in sidecar["shots"]] == [(0, 15), (16, 33)]
+
+
+def test_a_variable_frame_rate_video_is_said_and_written_at_its_nominal_rate(
+    tmp_path, tiny_checkpoint, capsys
+):
+    """Frames dropped from a 24 fps recording (12 frames over 17/24 s): one warning line, and
+    the EXRs and the result carry 24 fps (they carried the average, 288/17)."""
+    from fractions import Fraction
+
+    from .plate_fixtures import make_video
+    from .test_plate import VFR_PTS
+
+    video = make_video(tmp_path / "vfr.mp4", 12, 64, 40, fps=Fraction(24), pts=VFR_PTS)
+    out = tmp_path / "out"
+    args = ["run", video, "-o", out, "--checkpoint", tiny_checkpoint, *SETTINGS, "--cuts", "none"]
+    assert main([str(a) for a in args]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "variable frame rate" in line]
+    assert warnings == [
+        f"warning: {video} has a variable frame rate (frames unevenly spaced in time, 16.94 fps "
+        "on average): its frames are taken one after another, and the EXRs carry its nominal "
+        "rate, 24 fps"
+    ]
+    files = sorted(out.glob("depth.*.exr"))
+    assert len(files) == 12
+    assert {read_exr(f)[1].get("framesPerSecond") for f in files} == {(24, 1)}

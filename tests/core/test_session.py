@@ -1,5 +1,6 @@
 """DepthSession: cached latents, noise and snippets; only what a settings change needs runs."""
 
+import json
 from dataclasses import replace
 from fractions import Fraction
 
@@ -314,17 +315,25 @@ def test_export_with_an_anchor_fit_writes_scene_units(session, tmp_path):
             x, y = (i + 0.5) * 96 / 64, (j + 0.5) * 64 / 42
             rows.append(f"{numbers[k]},{x},{y},{1 / (2.0 * float(d[k, j, i]) + 3.0)!r}")
     (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
-    request = AnchorRequest(load_anchors(tmp_path / "a.csv"), numbers)
+    anchors = load_anchors(tmp_path / "a.csv")
+    request = AnchorRequest(anchors, numbers)
     fit, metric = anchor(iter(d), request, (64, 96), (float(d.min()), float(d.max())))
     assert fit.a[0] == pytest.approx(2.0, rel=1e-4) and fit.b[0] == pytest.approx(3.0, rel=1e-4)
+    # the export fits each shot itself, as a run does: the same fit here (one shot)
     written = session.export(
-        result, str(tmp_path / "z.####.exr"), OutputConfig(depth_mode="depth"),
-        anchor_fit=fit, metric_range=metric,
+        result, str(tmp_path / "out" / "z.####.exr"), OutputConfig(depth_mode="depth"),
+        anchors=anchors,
     )  # fmt: skip
     channels, meta = read_exr(written[0])
     np.testing.assert_allclose(channels["Z"], 1 / (2.0 * d[0] + 3.0), rtol=1e-4)
     assert meta["rollingdepth/anchors.used"] == 3 * len(numbers)
     assert meta["rollingdepth/value_max"] == pytest.approx(1 / metric[0], rel=1e-6)
+    # the fit's report and the run's record published with the frames, as a run's
+    report = json.loads((tmp_path / "out" / "z_anchors.json").read_text())
+    assert report["used"] == 3 * len(numbers)
+    manifest = json.loads((tmp_path / "out" / "z_run.json").read_text())
+    assert manifest["settings"]["anchors"] == str(tmp_path / "a.csv")
+    assert {"z_anchors.json", "z_alignment.json"} <= set(manifest["files"])
 
 
 def test_holdout_mattes_realign_without_the_model(session, tmp_path, unet_calls):
@@ -384,3 +393,38 @@ def test_progress_counts_the_model_passes_of_every_shot_as_announced(pipeline, v
     assert counts[-1] == (announced, announced)
     dones = [done for done, _ in counts]
     assert dones == sorted(dones)
+
+
+def test_an_edit_is_anchored_shot_by_shot_as_a_run_anchors_it(pipeline, video, tmp_path):
+    """Each shot has its own relation to the scene (another lens, another distance): the
+    export and the view fit each shot on its own, as `rollingdepth run --anchors` does, so a
+    clip whose shots need different (a, b) is anchored exactly in both."""
+    from rollingdepth_core.anchors import join_fits, load_anchors
+    from rollingdepth_core.session import anchor_shots
+
+    session = DepthSession(pipeline, open_plate(video), cuts=[6])
+    result = session.run(config())
+    numbers = session.plate.info.frame_numbers
+    d = result.depth  # [12,42,64]; two shots of 6 frames
+    relation = [(2.0, 3.0)] * 6 + [(0.5, 1.0)] * 6  # 1/Z = a d + b, per shot
+    rows = ["frame,x,y,depth"]
+    for k, (a, b) in enumerate(relation):
+        for i, j in ((10, 10), (40, 30), (60, 5)):
+            x, y = (i + 0.5) * 96 / 64, (j + 0.5) * 64 / 42
+            rows.append(f"{numbers[k]},{x},{y},{1 / (a * float(d[k, j, i]) + b)!r}")
+    (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
+    anchors = load_anchors(tmp_path / "a.csv")
+    fits = anchor_shots(result, anchors, "global", numbers, (64, 96))
+    view = join_fits([fit for fit, _ in fits])
+    assert (view.n_used, view.n_outside + view.n_unprocessed) == (36, 0)
+    np.testing.assert_allclose(view.a, [a for a, _ in relation], rtol=1e-4)
+    np.testing.assert_allclose(view.b, [b for _, b in relation], rtol=1e-4)
+    written = session.export(result, str(tmp_path / "out" / "z.####.exr"),
+                             OutputConfig(depth_mode="depth"), anchors=anchors)  # fmt: skip
+    for k in (0, 5, 6, 11):
+        channels, meta = read_exr(written[k])
+        a, b = relation[k]
+        np.testing.assert_allclose(channels["Z"], 1 / (a * d[k] + b), rtol=1e-4)
+        assert (meta["rollingdepth/anchors.used"], meta["rollingdepth/anchors.skipped"]) == (18, 18)
+    report = json.loads((tmp_path / "out" / "z_anchors.json").read_text())
+    assert [shot["used"] for shot in report["shots"]] == [18, 18]

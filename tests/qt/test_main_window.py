@@ -1,5 +1,7 @@
 """The whole panel with the tiny random checkpoint: open, run, scrub, tune, export, cancel."""
 
+import json
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, QSize, Qt, QTimer, QUrl
@@ -343,13 +345,16 @@ def test_screenshot_after_a_run_at_the_default_size(qtbot, tiny_checkpoint, clip
     window.controller.shutdown()
 
 
-def test_edited_settings_are_recorded_as_custom(qtbot, window, clip, tmp_path):
+def test_edited_settings_are_recorded_as_the_cli_records_them(qtbot, window, clip, tmp_path):
+    """Fields edited away from a preset show "custom"; the export records what the command
+    line records for the same flags: the preset they started from, and the overrides in the
+    settings."""
     window.open_plate(str(clip))
     panel = window.settings_panel
     panel.set_values(preset="fast", dilations="1 3", processing_res=64)
     assert panel.preset_box.currentText() == "custom"
     run_and_wait(qtbot, window)
-    assert window.controller.result_request.preset == "custom"
+    assert window.controller.result_request.preset == "fast"
     dialog = window.open_export_dialog()
     dialog.pattern_edit.setText(str(tmp_path / "out" / "depth.####.exr"))
     dialog.first_spin.setValue(0)
@@ -357,7 +362,13 @@ def test_edited_settings_are_recorded_as_custom(qtbot, window, clip, tmp_path):
     with qtbot.waitSignal(window.controller.export_finished, timeout=RUN_TIMEOUT_MS) as done:
         dialog.export_button.click()
     _, header = read_exr(done.args[0][0])
-    assert header["rollingdepth/preset"] == "custom"
+    assert header["rollingdepth/preset"] == "fast"
+    settings = json.loads((tmp_path / "out" / "depth_run.json").read_text())["settings"]
+    assert (settings["preset"], settings["dilations"], settings["processing_res"]) == (
+        "fast",
+        [1, 3],
+        64,
+    )
 
 
 def test_a_capped_dilation_is_said_in_the_settings(qtbot, window, clip):
