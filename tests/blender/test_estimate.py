@@ -50,7 +50,11 @@ def labels(layout) -> str:
     return " ".join(layout.texts("label"))
 
 
-def test_the_dialog_says_the_cost_and_offers_the_plate_size(prefs, modules, strip):
+def test_the_dialog_says_the_cost_and_offers_the_plate_size(
+    prefs, modules, strip, tmp_path, monkeypatch
+):
+    # a machine without earlier runs: the session's other tests' runs teach the shared book
+    monkeypatch.setenv("ROLLINGDEPTH_CONFIG_DIR", str(tmp_path / "config"))
     layout = dialog(modules)  # the preset's 768 px on a 64x48 plate
     assert "Estimating how long this takes" in labels(layout)
     deadline = time.monotonic() + 120
