@@ -24,6 +24,7 @@ where it has them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -44,6 +45,7 @@ from .engine import (
     in_blender_terms,
     run_argv,
 )
+from .folders import CACHE_PARTS
 from .frames import FramePlan, StripError
 
 RUNNING, FINISHED, FAILED, CANCELLED = "RUNNING", "FINISHED", "FAILED", "CANCELLED"
@@ -84,6 +86,7 @@ class DepthJob:
         self.inputs_dir: str | None = None  # temporary: links to the plate, the anchors CSV
         self.files: list[str] = []
         self.created_dirs: list[str] = []  # output folders this job made, deepest first
+        self.created_cache: list[str] = []  # the kept predictions' folders it made, likewise
         self.replaced: list[str] = []  # names of the depth strips this job replaced
         self.started_at = time.monotonic()
         self.estimate: dict | None = None  # the engine's estimate, once it has answered
@@ -141,8 +144,10 @@ class DepthJob:
         folder that cannot (a read-only parent) costs reruns their speed, not the run."""
         if not options.cache:
             return options
+        made = _missing_folders(options.cache)
         try:
             os.makedirs(options.cache, exist_ok=True)
+            self.created_cache = made  # a run that ends without depth takes back empty ones
         except OSError as exc:
             self.notes.append(
                 f"the model's work is not kept for a faster rerun: cannot write {options.cache} "
@@ -358,11 +363,16 @@ class DepthJob:
             shutil.rmtree(self.inputs_dir, ignore_errors=True)
 
     def _remove_created(self) -> None:
-        for folder in self.created_dirs:  # deepest first; a folder with files in it stays
-            try:
-                os.rmdir(folder)
-            except OSError:
-                break
+        if self.created_cache:  # what the engine made in it and left empty goes too
+            for part in CACHE_PARTS:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(self.created_cache[0], part))
+        for made in (self.created_cache, self.created_dirs):
+            for folder in made:  # deepest first; a folder with files in it stays
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break
 
 
 class DepthBatch:

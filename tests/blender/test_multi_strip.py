@@ -109,7 +109,10 @@ def test_each_strip_writes_its_own_folder(batch):
         folder = batch["folder"] / "depth" / "shots" / name
         assert _exrs(folder) == [f"depth.{n:04d}.exr" for n in numbers]
         assert not [p for p in folder.iterdir() if p.name.startswith(".")]
-    assert sorted(p.name for p in (batch["folder"] / "depth" / "shots").iterdir()) == ["A", "C"]
+    shots = batch["folder"] / "depth" / "shots"
+    assert sorted(p.name for p in shots.iterdir()) == [".rollingdepth-cache", "A", "C"]
+    # each strip's kept predictions beside the strips' folders, one folder per strip
+    assert sorted(p.name for p in (shots / ".rollingdepth-cache").iterdir()) == ["A", "C"]
 
 
 def test_each_depth_equals_a_single_strip_run(batch, tmp_path):
