@@ -366,7 +366,8 @@ def _model_consistent(anchors, plate_pattern: str, checkpoint: str, work: Path):
     from .support import FAST, engine_cli, engine_python
 
     engine_cli(plate_pattern, "-o", str(work), "--checkpoint", checkpoint, "--channel", "Y",
-               "--restore-res", "--depth-mode", "inverse", *FAST)  # fmt: skip
+               "--restore-res", "--depth-mode", "inverse", *FAST,
+               "--cache", str(work.parent / ".kept"))  # as the add-on runs it  # fmt: skip
     code = (
         "import json, sys\n"
         "from rollingdepth_core.exr import read_exr\n"

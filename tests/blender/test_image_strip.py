@@ -95,6 +95,8 @@ def test_exrs_equal_the_cli_output(image_run, media, tmp_path):
         pattern,
         "-o",
         str(tmp_path),
+        "--cache",  # as the add-on runs it: with the strip's kept predictions
+        str(tmp_path / ".kept"),
         "--checkpoint",
         media["checkpoint"],
         "--frames",

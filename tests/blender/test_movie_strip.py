@@ -68,6 +68,8 @@ def test_exrs_equal_the_cli_output(movie_run, media, tmp_path):
         str(media["movie"]),
         "-o",
         str(tmp_path),
+        "--cache",  # as the add-on runs it: with the strip's kept predictions
+        str(tmp_path / ".kept"),
         "--checkpoint",
         media["checkpoint"],
         "--frames",
