@@ -104,9 +104,10 @@ def engine_environment() -> dict[str, str]:
     return env
 
 
-def _popen_flags() -> dict:
-    if sys.platform == "win32":
-        return {"creationflags": subprocess.CREATE_NO_WINDOW}
+def hidden_window(os_name: str = os.name) -> dict:
+    """Popen arguments so that no console window flashes up on Windows."""
+    if os_name == "nt":
+        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000)}
     return {}
 
 
@@ -126,7 +127,7 @@ def check_engine(path: str, checkpoint: str = "", timeout: float = CHECK_TIMEOUT
             errors="replace",
             timeout=timeout,
             env=engine_environment(),
-            **_popen_flags(),
+            **hidden_window(),
         )
     except subprocess.TimeoutExpired as exc:
         print(f"RollingDepth: the engine check did not answer: {' '.join(argv)}", file=sys.stderr)
@@ -394,7 +395,7 @@ class EngineProcess:
                 errors="replace",
                 bufsize=1,
                 env=engine_environment(),
-                **_popen_flags(),
+                **hidden_window(),
             )
         except OSError as exc:
             raise EngineError(
@@ -614,7 +615,7 @@ class Estimates:
                     encoding="utf-8",
                     errors="replace",
                     env=engine_environment(),
-                    **_popen_flags(),
+                    **hidden_window(),
                 )
             except OSError:
                 self._done[key] = None

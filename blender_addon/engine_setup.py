@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .engine import engine_environment, hidden_window
+
 ADDON_DIR = Path(__file__).resolve().parent
 WORKER = ADDON_DIR / "setup_worker.py"
 MARKER = "rollingdepth-engine.json"
@@ -373,22 +375,11 @@ def _wheel_version(path: Path) -> tuple[int, ...]:
 
 # ---------------------------------------------------------------------------- processes
 def clean_environment() -> dict[str, str]:
-    """Blender's environment minus what would point another Python at Blender's own."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")
-    }
-    env["PYTHONIOENCODING"] = "utf-8"
-    env["PYTHONUNBUFFERED"] = "1"
+    """The engine's environment without PYTHONPATH: what is set up runs its own installed
+    engine, never a source folder Blender's environment points at."""
+    env = engine_environment()
+    env.pop("PYTHONPATH", None)
     return env
-
-
-def hidden_window(os_name: str = os.name) -> dict:
-    """No console window flashes up on Windows."""
-    if os_name == "nt":
-        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000)}
-    return {}
 
 
 def group_flags(os_name: str = os.name) -> dict:

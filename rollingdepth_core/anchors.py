@@ -693,16 +693,23 @@ def join_fits(fits: Sequence[AnchorFit]) -> AnchorFit:
     when every shot skipped it (outside the plate, or on no shot's frames)."""
     if len(fits) == 1:
         return fits[0]
-    records = [r for fit in fits for r in fit.records]
-    fitted = {r["row"] for r in records}
-    skipped, seen = [], set()
-    for fit in fits:
-        for r in fit.skipped:
-            if r["row"] not in fitted and r["row"] not in seen:
-                seen.add(r["row"])
-                skipped.append(r)
-    used_err = np.abs([r["residual"] for r in records if r["used"] and r["residual"] is not None])
     first = fits[0]
+    if any(fit.anchors is not first.anchors for fit in fits):
+        raise ValueError("join_fits: the shots' fits must share one anchors file")
+    rows = np.concatenate([fit.rows for fit in fits])
+    predicted = np.concatenate([fit.predicted for fit in fits])
+    residual = np.concatenate([fit.residual for fit in fits])
+    used = np.concatenate([fit.used for fit in fits])
+    # a row is skipped only where no shot fitted it; each skipped row once, first reason kept
+    skipped = np.concatenate([np.concatenate([f.outside, f.unprocessed]) for f in fits])
+    is_outside = np.concatenate(
+        [np.r_[np.ones(len(f.outside), bool), np.zeros(len(f.unprocessed), bool)] for f in fits]
+    )
+    keep = ~np.isin(skipped, rows)
+    skipped, is_outside = skipped[keep], is_outside[keep]
+    skipped, first_seen = np.unique(skipped, return_index=True)
+    is_outside = is_outside[first_seen]
+    used_err = np.abs(residual[used & np.isfinite(residual)])
     return AnchorFit(
         mode=first.mode,
         a=np.concatenate([fit.a for fit in fits]),
@@ -712,12 +719,17 @@ def join_fits(fits: Sequence[AnchorFit]) -> AnchorFit:
         cutoff=max(fit.cutoff for fit in fits),
         n_used=sum(fit.n_used for fit in fits),
         n_rejected=sum(fit.n_rejected for fit in fits),
-        n_outside=sum(r["reason"] == "outside" for r in skipped),
-        n_unprocessed=sum(r["reason"] == "unprocessed" for r in skipped),
-        residual_median=float(np.median(used_err)),
-        residual_p90=float(np.percentile(used_err, 90)),
-        records=records,
-        skipped=skipped,
+        n_outside=int(is_outside.sum()),
+        n_unprocessed=int((~is_outside).sum()),
+        residual_median=float(np.median(used_err)) if used_err.size else float("nan"),
+        residual_p90=float(np.percentile(used_err, 90)) if used_err.size else float("nan"),
+        anchors=first.anchors,
+        rows=rows,
+        predicted=predicted,
+        residual=residual,
+        used=used,
+        outside=skipped[is_outside],
+        unprocessed=skipped[~is_outside],
         source=first.source,
     )
 

@@ -32,7 +32,7 @@ def _camera_pose(frame: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _build_scene():
-    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
@@ -241,7 +241,7 @@ def test_blender_reads_p_and_n_as_passes_without_a_shuffle(tmp_path, engine_read
 
     ours = tmp_path / "depth.0001.exr"
     engine_python(WRITE_PASSES, str(ours))
-    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
     scene.cycles.samples = 1
@@ -314,7 +314,7 @@ def test_points_import_into_blender_on_the_rendered_surfaces(cycles_shot, tmp_pa
     from .support import engine_python
 
     engine_python(WRITE_POINTS, str(cycles_shot), ",".join(str(f) for f in FRAMES))
-    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.read_homefile(use_empty=True)
     assert bpy.ops.wm.usd_import(filepath=str(cycles_shot / "points.usda")) == {"FINISHED"}
     scene = bpy.context.scene
     cloud = next(o for o in scene.objects if o.type == "POINTCLOUD")

@@ -183,7 +183,7 @@ def test_points_whose_trust_changes_render_on_every_frame(tmp_path):
 
     path = tmp_path / "points.usda"
     engine_python(CHANGING_TRUST, str(path))
-    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.read_homefile(use_empty=True)
     assert bpy.ops.wm.usd_import(filepath=str(path)) == {"FINISHED"}
     scene = bpy.context.scene
     scene.camera = next(o for o in scene.objects if o.type == "CAMERA")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -26,11 +27,21 @@ def _ramp_frames(n: int, height: int, width: int) -> list[np.ndarray]:
     return [np.clip(ramp + 0.05 * i, 0, 1) for i in range(n)]
 
 
-def _probe(path: Path) -> tuple[av.video.stream.VideoStream, list[np.ndarray]]:
+def _probe(path: Path) -> tuple[SimpleNamespace, list[np.ndarray]]:
+    """The stream's facts, read while the file is open (PyAV 18.1 refuses a closed stream)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-        return stream, frames
+        codec = stream.codec_context
+        facts = SimpleNamespace(
+            codec_context=SimpleNamespace(
+                name=codec.name, pix_fmt=codec.pix_fmt, colorspace=codec.colorspace
+            ),
+            width=stream.width,
+            height=stream.height,
+            average_rate=stream.average_rate,
+        )
+        return facts, frames
 
 
 @pytest.mark.parametrize("cmap", COLORMAPS)
