@@ -795,9 +795,12 @@ class PanelController(QObject):
             return None
 
     def _update_hint(self) -> None:
-        self._say_hint()
-        # what Run would cost follows every change Run's hint follows
-        self.estimate = self.run_estimate(self._latest) if self._session_idle() else self.estimate
+        # while a job runs, its own line stays (a shot detection landing mid-run must not say
+        # "Run will..."); `_after_job` says what Run would do next
+        if self._session_idle():
+            self._say_hint()
+            # what Run would cost follows every change Run's hint follows
+            self.estimate = self.run_estimate(self._latest)
         self.estimate_changed.emit(self.estimate)
 
     def _session_idle(self) -> bool:

@@ -141,6 +141,8 @@ class MainWindow(QMainWindow):
         self.camera_dock.setObjectName("camera_dock")
         self.camera_dock.setWidget(self.camera_panel)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.camera_dock)
+        # a tab beside Settings: stacked under it, the settings no longer fit a 1280x800 screen
+        self.tabifyDockWidget(self.settings_dock, self.camera_dock)
         self.diagnostics_dock = QDockWidget("Alignment diagnostics", self)
         self.diagnostics_dock.setObjectName("diagnostics_dock")
         self.diagnostics_dock.setWidget(self.diagnostics)
@@ -151,6 +153,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.anchors_dock)
         self.tabifyDockWidget(self.diagnostics_dock, self.anchors_dock)
         self.diagnostics_dock.raise_()
+        self.settings_dock.raise_()
         self.statusBar().addPermanentWidget(self.cursor_label)
 
     def _build_actions(self) -> None:

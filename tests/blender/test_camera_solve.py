@@ -307,11 +307,12 @@ def test_the_dialog_anchors_a_strip_to_its_solved_clip(solved, tmp_path):
         checkpoint="", preset="fast", dilations="", refine_steps=-1, resolution=-1,
         depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
         upsample_edges=True, strip_colorspace=False, holdout_strip="", anchor_solve=True,
-        output_dir=str(tmp_path), defocus=False, replace=True, replace_other=False,
+        output_dir=str(tmp_path), defocus=False, replace=True, replace_other=False, anchors_file="",
     )  # fmt: skip
     stand_in = types.SimpleNamespace(**defaults, report=lambda *a: None)
-    for method in ("_holdout", "_solve_anchors"):
+    for method in ("_holdout", "_solve_anchors", "_anchors_file"):
         setattr(stand_in, method, types.MethodType(getattr(cls, method), stand_in))
+    stand_in._estimate_of = cls._estimate_of
     assert bpy.context.scene == scene  # the fixture made it the window's scene
     settings = cls._settings(stand_in, bpy.context, strip)
     argv = engine.run_argv(sys.executable, "p", "o", None, settings.options)
@@ -417,11 +418,12 @@ def anchored(solved, addon, media, tmp_path_factory):  # noqa: F811
         checkpoint="", preset="fast", dilations="1 3", refine_steps=-1, resolution=64,
         depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
         upsample_edges=True, strip_colorspace=False, holdout_strip="", anchor_solve=True,
-        output_dir=str(output), defocus=True, replace=True, replace_other=False,
+        output_dir=str(output), defocus=True, replace=True, replace_other=False, anchors_file="",
     )  # fmt: skip
     stand_in = types.SimpleNamespace(**dialog, report=lambda *a: None)
-    for method in ("_holdout", "_solve_anchors"):
+    for method in ("_holdout", "_solve_anchors", "_anchors_file"):
         setattr(stand_in, method, types.MethodType(getattr(cls, method), stand_in))
+    stand_in._estimate_of = cls._estimate_of
     settings = cls._settings(stand_in, bpy.context, strip)
     folder = os.path.dirname(bpy.path.abspath(solved["clip"].filepath))
     anchors = _model_consistent(

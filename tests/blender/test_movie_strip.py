@@ -252,6 +252,9 @@ def test_the_defocus_scene_follows_the_frames_when_rendered_from_the_edit(movie_
     strip = strips.new_scene("defocus shot", defocus, channel, first)
     try:
         edit.render.image_settings.file_format = "PNG"
+        # the edit renders at its own size: the Defocus scene's, to compare pixel for pixel
+        for setting in ("resolution_x", "resolution_y", "resolution_percentage"):
+            setattr(edit.render, setting, getattr(defocus.render, setting))
         for frame in picked:  # the Defocus scene as a Scene strip in the edit
             edit.frame_set(frame)
             edit.render.filepath = str(tmp_path / f"strip_{frame}.png")
