@@ -39,6 +39,8 @@ def movie_run(tmp_path_factory, media, addon):
         "result": result,
         "scene": scene,
         "source": source,
+        # a name outlives the strip's Python reference (adding strips may move strips)
+        "source_name": source.name,
         "depth": scene.sequence_editor.strips[f"{source.name} depth"],
         "output": output,
     }
@@ -90,7 +92,7 @@ def test_exrs_equal_the_cli_output(movie_run, media, tmp_path):
 
 
 def test_defocus_scene_feeds_the_depth_into_defocus(movie_run, tmp_path):
-    defocus_scene = bpy.data.scenes[f"{movie_run['source'].name} Defocus"]
+    defocus_scene = bpy.data.scenes[f"{movie_run['source_name']} Defocus"]
     if hasattr(defocus_scene, "compositing_node_group"):  # Blender 5.0
         tree = defocus_scene.compositing_node_group
     else:  # 4.5
@@ -161,7 +163,7 @@ def test_sidebar_edits_focus_and_blur(movie_run):
     panels = __import__(f"{ADDON_MODULE}.panels", fromlist=["SEQUENCER_PT_rollingdepth"])
     compositing = __import__(f"{ADDON_MODULE}.compositing", fromlist=["defocus_controls"])
     focus, defocus = compositing.defocus_controls(
-        bpy.data.scenes[f"{movie_run['source'].name} Defocus"]
+        bpy.data.scenes[f"{movie_run['source_name']} Defocus"]
     )
     for strip in (movie_run["source"], movie_run["depth"]):
         movie_run["scene"].sequence_editor.active_strip = strip
@@ -229,7 +231,7 @@ def test_the_defocus_scene_follows_the_frames_when_rendered_from_the_edit(movie_
     renders a still of another scene at the window scene's frame) agree frame for frame, and
     the frames differ from one another (not one plate frame on every frame)."""
     edit = movie_run["scene"]
-    defocus = bpy.data.scenes[f"{movie_run['source'].name} Defocus"]
+    defocus = bpy.data.scenes[f"{movie_run['source_name']} Defocus"]
     assert bpy.context.scene == edit
     first, last = defocus.frame_start, defocus.frame_end
     defocus.render.image_settings.file_format = "PNG"
@@ -252,9 +254,14 @@ def test_the_defocus_scene_follows_the_frames_when_rendered_from_the_edit(movie_
     strip = strips.new_scene("defocus shot", defocus, channel, first)
     try:
         edit.render.image_settings.file_format = "PNG"
-        # the edit renders at its own size: the Defocus scene's, to compare pixel for pixel
+        # the edit renders at its own size and view: the Defocus scene's, to compare pixel
+        # for pixel (another test of the module may have changed the edit's)
         for setting in ("resolution_x", "resolution_y", "resolution_percentage"):
             setattr(edit.render, setting, getattr(defocus.render, setting))
+        for setting in ("view_transform", "look", "exposure", "gamma"):
+            setattr(edit.view_settings, setting, getattr(defocus.view_settings, setting))
+        edit.display_settings.display_device = defocus.display_settings.display_device
+        edit.sequencer_colorspace_settings.name = defocus.sequencer_colorspace_settings.name
         for frame in picked:  # the Defocus scene as a Scene strip in the edit
             edit.frame_set(frame)
             edit.render.filepath = str(tmp_path / f"strip_{frame}.png")
