@@ -412,15 +412,25 @@ torch.set_num_threads(2)
 worker = threading.Thread(target=busy)
 worker.start()
 replace = os.replace
+hold_after, gate = int(os.environ["SWAP_HOLD_AFTER"]), os.environ["SWAP_GATE"]
+renamed = 0
 
 def slow(source, target, *args, **kwargs):
+    global renamed
     source, target = Path(source), Path(target)
     # a frame leaving the staging folder for the output folder: the swap
-    if source.parent.name.endswith(".staging") and target.parent != source.parent \
-            and source.suffix == ".exr":
-        print("renaming", source.name, file=sys.stderr, flush=True)
-        time.sleep(0.15)
+    leaving = source.parent.name.endswith(".staging") and target.parent != source.parent \
+        and source.suffix == ".exr"
+    if leaving and renamed == hold_after:
+        # the swap holds here until the test has sent its signal or kill, however busy the
+        # machine (the deadline is a hang guard only)
+        deadline = time.monotonic() + 600
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.02)
     replace(source, target, *args, **kwargs)
+    if leaving:
+        renamed += 1
+        print("renamed", source.name, file=sys.stderr, flush=True)
 
 os.replace = slow
 code = 1
@@ -433,10 +443,19 @@ sys.exit(code)
 """
 
 
-def slow_swap_run(farm, out: Path, *extra) -> subprocess.Popen:
+def slow_swap_run(farm, out: Path, *extra, hold_after: int) -> subprocess.Popen:
+    """The run in a child whose swap stops after ``hold_after`` frames until `release` (a
+    signal or a kill then lands inside the swap on a busy machine too)."""
     argv = new_run(farm, out, *extra)[3:]  # without `python -m rollingdepth_core.cli`
+    gate = out.parent / f".{out.name}.gate"
+    env = {**ENV, "SWAP_HOLD_AFTER": str(hold_after), "SWAP_GATE": str(gate)}
     return subprocess.Popen([sys.executable, "-c", SLOW_SWAP, *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+
+
+def release(out: Path) -> None:
+    """Let the held swap of `slow_swap_run` go on."""
+    (out.parent / f".{out.name}.gate").touch()
 
 
 def wait_for_renames(child: subprocess.Popen, count: int) -> list[str]:
@@ -444,7 +463,7 @@ def wait_for_renames(child: subprocess.Popen, count: int) -> list[str]:
     lines = []
     for line in child.stderr:
         lines.append(line)
-        if sum(x.startswith("renaming ") for x in lines) >= count:
+        if sum(x.startswith("renamed ") for x in lines) >= count:
             return lines
     raise AssertionError(f"the run ended before its swap: {''.join(lines)[-2000:]}")
 
@@ -458,12 +477,13 @@ def test_a_signal_inside_the_swap_waits_for_it_then_exits_130(farm, tmp_path, si
     out = tmp_path / "depth"
     shutil.copytree(farm["old"], out)
     new = depth_state(farm["new"])
-    child = slow_swap_run(farm, out, "--overwrite")
+    child = slow_swap_run(farm, out, "--overwrite", hold_after=3)
     try:
         wait_for_renames(child, 3)
         # mid-swap: three new frames are in, the rest of the old ones still there
         child.send_signal(sig)
-        code = child.wait(timeout=120)
+        release(out)
+        code = child.wait(timeout=600)  # a hang guard only
         events = [json.loads(line) for line in child.stdout.read().splitlines() if line]
     finally:
         if child.poll() is None:
@@ -487,7 +507,7 @@ def test_a_kill_inside_the_swap_is_never_read_as_complete_and_a_retry_rolls_forw
 
     out = tmp_path / "depth"
     shutil.copytree(farm["old"], out)
-    child = slow_swap_run(farm, out, "--overwrite")
+    child = slow_swap_run(farm, out, "--overwrite", hold_after=3)
     try:
         wait_for_renames(child, 3)
         child.kill()  # SIGKILL: nothing runs after it
@@ -515,7 +535,7 @@ def test_a_kill_inside_the_swap_is_never_read_as_complete_and_a_retry_rolls_forw
 def test_check_rolls_a_killed_swap_forward_and_reports_it(farm, tmp_path):
     out = tmp_path / "depth"
     shutil.copytree(farm["old"], out)
-    child = slow_swap_run(farm, out, "--overwrite")
+    child = slow_swap_run(farm, out, "--overwrite", hold_after=2)
     try:
         wait_for_renames(child, 2)
         child.kill()
