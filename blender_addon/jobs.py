@@ -542,14 +542,21 @@ def _step_until_done(job: DepthJob | DepthBatch, timeout: float | None, interval
     ``timeout`` seconds the job is stopped and told why (``job._timed_out``)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     said = time.monotonic()
-    while job.step() == RUNNING:
-        if deadline is not None and time.monotonic() > deadline:
-            job._timed_out(f"The engine did not finish within {timeout:.0f} s; it was stopped.")
-            break
-        if time.monotonic() - said >= PRINT_EVERY_S:
-            said = time.monotonic()
-            print(f"RollingDepth: {job.strip_name}: {job.status_text} ({job.progress:.0%})")
-        time.sleep(interval)
+    try:
+        while job.step() == RUNNING:
+            if deadline is not None and time.monotonic() > deadline:
+                job._timed_out(f"The engine did not finish within {timeout:.0f} s; it was stopped.")
+                break
+            if time.monotonic() - said >= PRINT_EVERY_S:
+                said = time.monotonic()
+                print(f"RollingDepth: {job.strip_name}: {job.status_text} ({job.progress:.0%})")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        # Ctrl-C in the terminal of a background Blender is this path's Esc: the engine is
+        # stopped (else it runs on for the rest of its hour, holding the folder's lock) and the
+        # call ends cancelled, reported as Esc reports it, instead of a Python traceback
+        print(f"RollingDepth: {job.strip_name}: stopping (Ctrl-C)")
+        job.cancel()
     return job.state
 
 
