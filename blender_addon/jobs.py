@@ -43,6 +43,7 @@ from .engine import (
     RunOptions,
     error_text,
     in_blender_terms,
+    kept_key,
     run_argv,
 )
 from .folders import CACHE_PARTS
@@ -87,6 +88,7 @@ class DepthJob:
         self.files: list[str] = []
         self.created_dirs: list[str] = []  # output folders this job made, deepest first
         self.created_cache: list[str] = []  # the kept predictions' folders it made, likewise
+        self.cache_used = False  # the engine was given the strip's kept predictions
         self.replaced: list[str] = []  # names of the depth strips this job replaced
         self.started_at = time.monotonic()
         self.estimate: dict | None = None  # the engine's estimate, once it has answered
@@ -131,6 +133,7 @@ class DepthJob:
             self.started_at = time.monotonic()
             if options.cache:  # the sidebar shows them and offers to remove them
                 strip[sequencer.CACHE_KEY] = options.cache
+            self.cache_used = bool(options.cache)
             if self.settings.estimate_argv:  # answered in the background, beside the run
                 ESTIMATES.get(list(self.settings.estimate_argv))
         except BaseException:
@@ -295,6 +298,12 @@ class DepthJob:
                 depth.channel = min(depth.channel, channel)
                 depth.name = f"{source.name} depth"  # the replaced strip's name is free now
             self.depth_strip_name = depth.name
+            if self.cache_used and self.settings.estimate_argv:
+                # the kept predictions now hold this run's model work: a rerun's estimate
+                # that matches it only re-aligns
+                source[sequencer.KEPT_FOR_KEY] = kept_key(
+                    sequencer.media_path(source), self.settings.estimate_argv
+                )
             if self.settings.defocus:
                 if self.settings.replace:
                     remove_defocus_scenes(scene, source)
