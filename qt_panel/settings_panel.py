@@ -398,10 +398,8 @@ class SettingsPanel(QWidget):
 
     def job_stopping(self, job: str) -> None:
         """Cancel was pressed: the job ends once the step under way is done."""
-        what = JOB_NOUNS.get(job, job)
-        text = f"stopping {what}\N{HORIZONTAL ELLIPSIS} (the step under way finishes first)"
-        self.set_hint(text)
-        self.stage_label.setText(text)
+        self.set_hint(f"stopping {JOB_NOUNS.get(job, job)}\N{HORIZONTAL ELLIPSIS}")
+        self.stage_label.setText("stopping once the step under way is done")
         self.cancel_button.setEnabled(False)
         self._stopping = True  # a report already on its way must not say it still runs
 
