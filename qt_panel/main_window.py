@@ -282,6 +282,9 @@ class MainWindow(QMainWindow):
         c.hint_changed.connect(self.settings_panel.set_hint)
         c.estimate_changed.connect(self.settings_panel.set_estimate)
         c.job_started.connect(self.settings_panel.job_started)
+        # the last job's outcome ("run cancelled") is not this one's
+        c.job_started.connect(lambda _job: self.statusBar().clearMessage())
+        c.stopping.connect(self.settings_panel.job_stopping)
         c.job_ended.connect(self.job_ended)
         self.settings_panel.save_defaults_requested.connect(self.save_defaults)
         c.progress.connect(self.job_progress)
