@@ -316,7 +316,11 @@ def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path,
     window.open_plate(str(clip))
     hint = window.settings_panel.hint_label
     assert hint.text() == "Run will load the model and read the plate"
+    assert window.viewer.mode == "rgb"
     run_and_wait(qtbot, window)
+    # the plate's first depth is put in view, not left behind the Depth button
+    assert window.viewer.mode == "depth" and window.mode_actions["depth"].isChecked()
+    window.mode_actions["rgb"].trigger()  # the artist's own choice after it is kept
     panel = window.settings_panel
     n_snippets = (N_FRAMES - 2) + (N_FRAMES - 6)
     text = panel.stage_label.text()
@@ -331,6 +335,7 @@ def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path,
         panel.set_values(aligner="adam")
     qtbot.waitUntil(lambda: not window.controller.worker.busy, timeout=RUN_TIMEOUT_MS)
     assert panel.stage_label.text().startswith("re-aligned in ")
+    assert window.viewer.mode == "rgb"
 
     # a second plate: the model is loaded already, and the hint says so
     other = write_sample_video(tmp_path / "other.mp4", n_frames=8, height=64, width=96)
