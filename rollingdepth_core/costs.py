@@ -17,6 +17,7 @@ the platform's config folder): both front-ends' runs on this machine add to it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -39,11 +40,15 @@ KEEP_OBSERVATIONS = 12  # per key: the latest; a machine's speed drifts with dri
 # full-size random models). An observation stores, per stage, its nominal seconds as its
 # `work`: the book learns one factor per stage (or a fixed part and a factor, from runs of
 # different sizes), so the nominal model only has to get how a stage grows right.
-REFERENCE_FLOPS = 3e10  # the FLOP/s the nominal model's network stages assume
-# UNet FLOPs per latent pixel of one frame per parameter (SD2: ~0.4 TFLOP for a 64x64 latent
-# with 865 M parameters); the VAE's per plate pixel of one frame per parameter.
-UNET_FLOPS_PER_PARAM_PIXEL = 0.11
-VAE_FLOPS_PER_PARAM_PIXEL = 0.03
+# The FLOP/s the nominal model's network stages assume: this project's 2-core CPU, one
+# thread (the full-size random model's passes ran at 50-58 GFLOP/s at 64x48 to 256x192).
+REFERENCE_FLOPS = 5e10
+# FLOPs per pixel of one frame per parameter, counted with torch's FlopCounterMode on the
+# SD2-sized networks (`random_checkpoint` "full"): the UNet per latent pixel (0.19-0.22), the
+# VAE's decoder and encoder per processing pixel (0.19, 0.12: few parameters, full size).
+UNET_FLOPS_PER_PARAM_PIXEL = 0.2
+DECODER_FLOPS_PER_PARAM_PIXEL = 0.19
+ENCODER_FLOPS_PER_PARAM_PIXEL = 0.12
 # Self-attention over a snippet's frames at the UNet's top level grows with the square of its
 # tokens (frames x latent pixels): per score, per head and layer, on a 2-core CPU (measured
 # once here: the tiny random model at 768 px spent ~11 s per snippet there). SD2's top level:
@@ -61,11 +66,14 @@ SECONDS_PER_OUTPUT_PIXEL = 2e-7  # writing EXRs, per frame pixel
 SECONDS_PER_ALIGN_PIXEL = 5e-8  # alignment and merge, per processing pixel of a frame
 START_SECONDS = 3.0  # a fresh engine process: Python, torch, the request checked
 LOAD_SECONDS = 3.5  # the model's libraries, before the weights are read
-LOAD_BYTES_PER_SECOND = 2e8  # reading float32 weights from disk
+LOAD_BYTES_PER_SECOND = 6e8  # reading float32 weights (the full-size model: 7-12 s)
 PUBLISH_SECONDS = 0.05
 # Without a measurement (`device_flops`): the networks' pace by device type.
 DEVICE_FLOPS = {"cpu": REFERENCE_FLOPS, "mps": 3e12, "cuda": 3e13}
-NETWORK_SHARE = 0.5  # of a square matmul's FLOP/s, what the UNet reaches (measured: below)
+# Of a square matmul's FLOP/s (`device_flops`), what the networks reach: measured on this
+# project's CPU (matmul ~100 GFLOP/s a thread, passes 50-58); a GPU's share is not measured
+# here (small kernels and memory-bound layers reach less of its peak: a guess).
+NETWORK_SHARE = {"cpu": 0.5, "cuda": 0.25, "mps": 0.25}
 
 
 # ---------------------------------------------------------------------------- where
@@ -146,12 +154,12 @@ class RunShape:
         if stage == "publish":
             return PUBLISH_SECONDS if self.write else 0.0
         if stage in ("encode", "scan"):
-            vae = m["vae_encoder"] * VAE_FLOPS_PER_PARAM_PIXEL * pixels / flops
+            vae = m["vae_encoder"] * ENCODER_FLOPS_PER_PARAM_PIXEL * pixels / flops
             return self.frames * (SECONDS_PER_FRAME + plate * SECONDS_PER_PLATE_PIXEL + vae)
         if stage == "snippets":
             frames = self.snippet_len
             unet = frames * latent * m["unet"] * UNET_FLOPS_PER_PARAM_PIXEL / flops
-            decode = frames * pixels * m["vae_decoder"] * VAE_FLOPS_PER_PARAM_PIXEL / flops
+            decode = frames * pixels * m["vae_decoder"] * DECODER_FLOPS_PER_PARAM_PIXEL / flops
             scores = (frames * latent) ** 2 * m["heads"] * m["layers"]
             attention = scores * ATTENTION_SECONDS_PER_SCORE * REFERENCE_FLOPS / flops
             return self.snippets * (unet + decode + attention + tensors)
@@ -269,6 +277,7 @@ def model_parameters(folder: str | Path | None) -> dict[str, int]:
     return found
 
 
+@functools.lru_cache(maxsize=8)  # once a process (the panel asks at every setting)
 def device_flops(device_type: str, dtype: str = "fp32") -> float:
     """The FLOP/s the networks reach on ``device_type`` (``cpu``, ``cuda``, ``mps``): a
     square matmul timed here (best of a few, after a warm-up; ~0.1 s), times the share of
@@ -290,7 +299,7 @@ def device_flops(device_type: str, dtype: str = "fp32") -> float:
             _ = a @ a
             sync()
             best = min(best, time.perf_counter() - clock)
-        return 2 * n**3 / best * NETWORK_SHARE
+        return 2 * n**3 / best * NETWORK_SHARE.get(device_type, 0.25)
     except (ImportError, RuntimeError, AttributeError):  # the run will say it; rough it is
         return DEVICE_FLOPS.get(device_type, REFERENCE_FLOPS)
 
