@@ -33,19 +33,30 @@ from pathlib import Path
 SETTINGS = ["--dilations", "1", "3", "--device", "cpu", "--dtype", "fp32"]
 
 
-def engine(args: list[str], config: Path) -> tuple[dict, float]:
-    """The last JSON line of ``rollingdepth ARGS`` in a fresh process, and its wall time."""
+def engine(args: list[str], config: Path, events: list | None = None) -> tuple[dict, float]:
+    """The last JSON line of ``rollingdepth ARGS`` in a fresh process, and its wall time;
+    ``events`` collects its progress reports as a front-end sees them: (seconds since the
+    process was started, stage, done, total)."""
     env = {**os.environ, "ROLLINGDEPTH_CONFIG_DIR": str(config), "OMP_NUM_THREADS": "1"}
     clock = time.perf_counter()
-    done = subprocess.run(
+    with tempfile.TemporaryFile("w+") as stderr, subprocess.Popen(
         [sys.executable, "-m", "rollingdepth_core.cli", *args],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+        stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+    ) as process:  # fmt: skip
+        lines = []
+        for line in process.stdout:
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+                if events is not None and lines[-1].get("event") == "progress":
+                    e = lines[-1]
+                    events.append((time.perf_counter() - clock, e["stage"], e["done"], e["total"]))
+        process.wait()
+        stderr.seek(0)
+        error = stderr.read()
     wall = time.perf_counter() - clock
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return json.loads(lines[-1]), wall
+    if process.returncode != 0 or not lines:
+        raise SystemExit(f"{' '.join(args)} failed:\n{lines}\n{error}")
+    return lines[-1], wall
 
 
 def estimate(plate, res: int, frames: int, checkpoint: str, config: Path) -> dict:
@@ -56,9 +67,23 @@ def estimate(plate, res: int, frames: int, checkpoint: str, config: Path) -> dic
     return report
 
 
-def run(clip: Path, res: int, checkpoint: str, out: Path, config: Path) -> tuple[dict, float]:
+def run(clip: Path, res: int, checkpoint: str, out: Path, config: Path, events=None):
     return engine(["run", str(clip), "-o", str(out), "--res", str(res), "--checkpoint",
-                   checkpoint, *SETTINGS, "--progress", "json"], config)  # fmt: skip
+                   checkpoint, *SETTINGS, "--progress", "json"], config, events)  # fmt: skip
+
+
+def time_left(stages: dict, events: list, wall: float) -> str:
+    """What a front-end's time left said at a tenth, a quarter, half and three quarters of
+    a run (its progress reports replayed through protocol.RemainingClock), and the truth."""
+    from rollingdepth_core.protocol import remaining_times
+
+    left = remaining_times(stages, events)
+    said = []
+    for share in (0.1, 0.25, 0.5, 0.75):
+        i = min(range(len(events)), key=lambda k: abs(events[k][0] - share * wall))
+        t, stage = events[i][:2]
+        said.append(f"at {t:.0f} s ({stage}): {left[i]:.0f} s left, truly {wall - t:.0f}")
+    return "; ".join(said)
 
 
 def size(text: str) -> tuple[int, int]:
@@ -86,8 +111,12 @@ def main() -> None:
     cold = {c: estimate(c[0], c[1], args.frames, checkpoint, fresh) for c in combos}
     learned = root / "learned"  # one earlier run: the first combination
     first = combos[0]
-    _, first_wall = run(clips[first[0]], first[1], checkpoint, root / "warm", learned)
+    events: list = []
+    _, first_wall = run(clips[first[0]], first[1], checkpoint, root / "warm", learned, events)
     print(f"earlier run: {first[0][0]}x{first[0][1]} at {first[1]}: {first_wall:.2f} s")
+    print(
+        f"  time left from the first guess: {time_left(cold[first]['stages'], events, first_wall)}"
+    )
     rows = []
     for combo in combos:
         book = root / f"book_{combo[0][0]}_{combo[1]}"

@@ -1,12 +1,14 @@
 """What a run will cost on this machine, learned from what earlier runs here measured.
 
-Each finished run records, per stage, how long it took and how much work it did (frames x
-pixels, model passes x pixels) under a key of device, precision, model and driver (the CLI's
-run and the panel's session time their stages differently). An estimate divides a new run's
-work by what the runs of its key measured: one earlier run gives a cost per unit of work; two
-runs of different sizes give a fixed part and a per-unit part (small runs carry overheads a
-per-unit cost alone overstates). Without any earlier run the estimate is rough: the model's
-size and a device's typical speed.
+A run's time is the sum of its stages (`STAGE_WORK`: the process's start, the model's load,
+encode, model passes, align, merge, refine, write, publish), each grown by what it does:
+frames x pixels, model passes x latent pixels, the model's size, a fixed cost per network
+call (`RunShape.work`, in a nominal model's seconds). Each finished run records its stage
+times under a key of device, precision, model and driver (the CLI's run and the panel's
+session time their stages differently). An estimate scales each stage by what the runs of
+its key measured of it: one earlier run gives this machine's factor per stage; runs of
+different sizes give a fixed part and a factor. Without any earlier run the estimate is the
+nominal model with the networks at this device's pace, timed now (`device_flops`): rough.
 
 A running job's remaining time (protocol.RemainingClock, which the add-on shares) starts
 from the estimate and follows what the run measures as it goes.
