@@ -27,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .atomic import write_text_atomic
+from .errors import OutputError
 from .protocol import STAGE_WORK, duration_text
 from .snippets import resolve_dilations
 
@@ -345,15 +347,11 @@ class CostBook:
         }
         kept = [*self.observations.get(key, []), entry][-KEEP_OBSERVATIONS:]
         self.observations[key] = kept
+        text = json.dumps({"version": BOOK_VERSION, "observations": self.observations})
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            temp.write_text(
-                json.dumps({"version": BOOK_VERSION, "observations": self.observations}),
-                encoding="utf-8",
-            )
-            os.replace(temp, self.path)
-        except OSError:
+            write_text_atomic(self.path, text)
+        except (OSError, OutputError):
             pass
 
     def estimate(self, key: str, shape: RunShape, fallback: Estimate | None = None) -> Estimate:
