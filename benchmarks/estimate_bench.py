@@ -136,6 +136,10 @@ def main() -> None:
               f"{(warm_s - actual) / actual:>+7.0%}   {stages}")  # fmt: skip
     worst = max(abs(w["seconds"] - a) / a for _, _, w, a, _ in rows)
     worst_cold = max(abs(c["seconds"] - a) / a for _, c, _, a, _ in rows)
+    again = rows[0][3]  # the first combination's second run: the same work as the earlier
+    print(f"the same run twice (the earlier one, then its row): {first_wall:.2f} s, "
+          f"{again:.2f} s ({(first_wall - again) / again:+.0%}: what no estimate from one "
+          f"run can beat on this machine now)")  # fmt: skip
     print(
         f"after one earlier run: worst error {worst:.0%} (target 25 %); "
         f"without any: worst {worst_cold:.0%}"
