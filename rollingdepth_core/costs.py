@@ -284,7 +284,7 @@ def model_parameters(folder: str | Path | None) -> dict[str, int]:
 @functools.lru_cache(maxsize=8)  # once a process (the panel asks at every setting)
 def device_flops(device_type: str, dtype: str = "fp32") -> float:
     """The FLOP/s the networks reach on ``device_type`` (``cpu``, ``cuda``, ``mps``): a
-    square matmul timed here (best of a few, after a warm-up; ~0.1 s), times the share of
+    square matmul timed here (the best of 7, after a warm-up; ~30 ms on a CPU), times the share of
     it a UNet's convolutions and attention reach (NETWORK_SHARE). DEVICE_FLOPS where
     torch or the device cannot say."""
     try:
@@ -297,7 +297,7 @@ def device_flops(device_type: str, dtype: str = "fp32") -> float:
         a = torch.randn(n, n, device=device_type, dtype=kind)
         sync = getattr(getattr(torch, device_type, None), "synchronize", lambda: None)
         best = float("inf")
-        for _ in range(4):  # the first is the warm-up
+        for _ in range(8):  # the first is the warm-up; the best of the rest: the pace unshared
             sync()
             clock = time.perf_counter()
             _ = a @ a
