@@ -772,7 +772,10 @@ class PanelController(QObject):
         config = request.config
         shape = run_shape(self.shot_lengths(), (h, w), (h, w), config.dilations,
                           config.snippet_len, config.cap_dilation, config.refine_steps,
-                          load=not self.model_loaded(request), write=False)  # fmt: skip
+                          load=not self.model_loaded(request), write=False,
+                          parameters=parameters, start=False)  # fmt: skip
+        info = self.plate.info
+        shape = replace(shape, plate=(info.height, info.width))
         if pending is not None:
             shape = replace(shape, snippets=pending)
         return cost_key(device, dtype, parameters, COST_DRIVER), shape

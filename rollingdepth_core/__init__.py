@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
+
+IMPORTED = time.monotonic()  # a process's start where the kernel cannot say (costs)
 
 __version__ = "0.1.0"
 

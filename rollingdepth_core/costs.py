@@ -1,12 +1,14 @@
 """What a run will cost on this machine, learned from what earlier runs here measured.
 
-Each finished run records, per stage, how long it took and how much work it did (frames x
-pixels, model passes x pixels) under a key of device, precision, model and driver (the CLI's
-run and the panel's session time their stages differently). An estimate divides a new run's
-work by what the runs of its key measured: one earlier run gives a cost per unit of work; two
-runs of different sizes give a fixed part and a per-unit part (small runs carry overheads a
-per-unit cost alone overstates). Without any earlier run the estimate is rough: the model's
-size and a device's typical speed.
+A run's time is the sum of its stages (`STAGE_WORK`: the process's start, the model's load,
+encode, model passes, align, merge, refine, write, publish), each grown by what it does:
+frames x pixels, model passes x latent pixels, the model's size, a fixed cost per network
+call (`RunShape.work`, in a nominal model's seconds). Each finished run records its stage
+times under a key of device, precision, model and driver (the CLI's run and the panel's
+session time their stages differently). An estimate scales each stage by what the runs of
+its key measured of it: one earlier run gives this machine's factor per stage; runs of
+different sizes give a fixed part and a factor. Without any earlier run the estimate is the
+nominal model with the networks at this device's pace, timed now (`device_flops`): rough.
 
 A running job's remaining time (protocol.RemainingClock, which the add-on shares) starts
 from the estimate and follows what the run measures as it goes.
@@ -17,6 +19,7 @@ the platform's config folder): both front-ends' runs on this machine add to it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -24,29 +27,57 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .atomic import write_text_atomic
+from .errors import OutputError
 from .protocol import STAGE_WORK, duration_text
 from .snippets import resolve_dilations
 
 BOOK_NAME = "costs.json"
+# The stages a run's time is the sum of (`scan` is a cached run's `encode`, timed as it;
+# `preview` is the panel's, untimed)
+RUN_STAGES = tuple(s for s in STAGE_WORK if s not in ("scan", "preview"))
+BOOK_VERSION = 2  # what an observation's `work` means (below); other versions start afresh
 KEEP_OBSERVATIONS = 12  # per key: the latest; a machine's speed drifts with drivers, load
-# Rough speeds for a first estimate (no earlier run of the key): effective FLOP/s of the model
-# by device type, and what a frame costs outside the model per pixel. Measured loosely on
-# this project's machines (2-core CPU: ~30 GFLOP/s in fp32); a first estimate says it is rough.
-DEVICE_FLOPS = {"cpu": 3e10, "mps": 3e12, "cuda": 3e13}
-# UNet FLOPs per latent pixel of one frame per parameter (SD2: ~0.4 TFLOP for a 64x64 latent
-# with 865 M parameters), and the VAE encoder's per plate pixel of one frame per parameter.
-UNET_FLOPS_PER_PARAM_PIXEL = 0.11
-VAE_FLOPS_PER_PARAM_PIXEL = 0.012
+# The nominal cost model. Each stage's time is the sum of what it does, each part scaled by
+# what it grows with (frames x pixels, model passes x latent pixels, the model's size); its
+# constants are a 2-core CPU's (this project's machines, measured with the tiny and the
+# full-size random models). An observation stores, per stage, its nominal seconds as its
+# `work`: the book learns one factor per stage (or a fixed part and a factor, from runs of
+# different sizes), so the nominal model only has to get how a stage grows right.
+# The FLOP/s the nominal model's network stages assume: this project's 2-core CPU, one
+# thread (the full-size random model's passes ran at 50-58 GFLOP/s at 64x48 to 256x192).
+REFERENCE_FLOPS = 5e10
+# FLOPs per pixel of one frame per parameter, counted with torch's FlopCounterMode on the
+# SD2-sized networks (`random_checkpoint` "full"): the UNet per latent pixel (0.19-0.22), the
+# VAE's decoder and encoder per processing pixel (0.19, 0.12: few parameters, full size).
+UNET_FLOPS_PER_PARAM_PIXEL = 0.2
+DECODER_FLOPS_PER_PARAM_PIXEL = 0.19
+ENCODER_FLOPS_PER_PARAM_PIXEL = 0.12
 # Self-attention over a snippet's frames at the UNet's top level grows with the square of its
 # tokens (frames x latent pixels): per score, per head and layer, on a 2-core CPU (measured
-# once here: the tiny random model at 768 px spent ~11 s per snippet there); faster devices
-# in proportion to DEVICE_FLOPS. SD2's top level: 5 heads, 2 + 3 attention layers.
+# once here: the tiny random model at 768 px spent ~11 s per snippet there). SD2's top level:
+# 5 heads, 2 + 3 attention layers.
 ATTENTION_SECONDS_PER_SCORE = 7.5e-9
 SD2_ATTENTION = {"heads": 5, "layers": 5}
+SD2_PARAMETERS = {"unet": 865_000_000, "vae_encoder": 34_000_000,
+                  "vae_decoder": 49_500_000, "tensors": 934}  # fmt: skip
+# What does not grow with pixels: Python and the framework per weight tensor of a network
+# call (the tiny model's passes are all this: ~7 ms per snippet for ~300 tensors).
+SECONDS_PER_TENSOR_CALL = 2.3e-5
+SECONDS_PER_FRAME = 3e-3  # reading, resizing or writing one frame, besides its pixels
+SECONDS_PER_PLATE_PIXEL = 2e-8  # decoding the plate, per plate pixel of a frame
 SECONDS_PER_OUTPUT_PIXEL = 2e-7  # writing EXRs, per frame pixel
 SECONDS_PER_ALIGN_PIXEL = 5e-8  # alignment and merge, per processing pixel of a frame
-LOAD_SECONDS = 3.0  # starting the engine, before the weights are read
-LOAD_BYTES_PER_SECOND = 2e8  # reading float32 weights from disk
+START_SECONDS = 3.0  # a fresh engine process: Python, torch, the request checked
+LOAD_SECONDS = 3.5  # the model's libraries, before the weights are read
+LOAD_BYTES_PER_SECOND = 6e8  # reading float32 weights (the full-size model: 7-12 s)
+PUBLISH_SECONDS = 0.05
+# Without a measurement (`device_flops`): the networks' pace by device type.
+DEVICE_FLOPS = {"cpu": REFERENCE_FLOPS, "mps": 3e12, "cuda": 3e13}
+# Of a square matmul's FLOP/s (`device_flops`), what the networks reach: measured on this
+# project's CPU (matmul ~100 GFLOP/s a thread, passes 50-58); a GPU's share is not measured
+# here (small kernels and memory-bound layers reach less of its peak: a guess).
+NETWORK_SHARE = {"cpu": 0.5, "cuda": 0.25, "mps": 0.25}
 
 
 # ---------------------------------------------------------------------------- where
@@ -62,10 +93,42 @@ def config_dir() -> Path:
     return Path(base) / "rollingdepth"
 
 
+# ---------------------------------------------------------------------------- a process's start
+_process_start: float | None = None  # time.monotonic() when this engine process began
+
+
+def note_process_start() -> None:
+    """This process was started for one run (the command line's entry): its first run
+    records the process's start-up (Python, torch, the request checked) as its `start`."""
+    global _process_start
+    _process_start = time.monotonic() - process_age()
+
+
+def take_process_start(now: float) -> float | None:
+    """Seconds from the process's start to ``now`` (monotonic), once per process: a second
+    run in it started nothing."""
+    global _process_start
+    began, _process_start = _process_start, None
+    return None if began is None else max(now - began, 0.0)
+
+
+def process_age() -> float:
+    """Seconds since this process began: the kernel's word on Linux, else since the
+    engine's package was imported (the interpreter's own start, a few ms, is then missed)."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(uptime - int(stat[19]) / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError, AttributeError):
+        from . import IMPORTED
+
+        return time.monotonic() - IMPORTED
+
+
 # ---------------------------------------------------------------------------- what a run does
 @dataclass(frozen=True)
 class RunShape:
-    """The work of one run, in the units the stages' times grow with."""
+    """The work of one run, in what the stages' times grow with."""
 
     frames: int
     snippets: int  # model passes to run (snippets not yet predicted), over every shot
@@ -75,20 +138,44 @@ class RunShape:
     snippet_len: int = 3
     load: bool = True  # the model is loaded for this run (not already in memory)
     write: bool = True  # frames are written (the panel's run writes none)
+    plate: tuple[int, int] | None = None  # (h, w) of the plate read; None: the processing's
+    model: dict = field(default_factory=dict)  # `model_parameters`; empty: SD2's
+    start: bool = True  # a process is started for the run (the CLI's; not a panel session)
 
-    def work(self, stage: str) -> float:
-        """Units of work of ``stage`` (megapixels, or 1 for a once-per-run stage)."""
-        p = self.processing[0] * self.processing[1] / 1e6
-        unit = STAGE_WORK.get(stage, "frame_pixels")
-        if unit == "once":
-            return 1.0 if stage != "load" or self.load else 0.0
-        if unit == "snippet_pixels":
-            return self.snippets * self.snippet_len * p
-        if unit == "refine_pixels":
-            return self.frames * self.refine_steps * p
-        if unit == "output_pixels":
-            return self.frames * self.output[0] * self.output[1] / 1e6 if self.write else 0.0
-        return self.frames * p
+    def work(self, stage: str, flops: float = REFERENCE_FLOPS) -> float:
+        """``stage``'s nominal seconds: what it does, each part by what it grows with, at
+        ``flops`` for the networks (the book's unit of work: see REFERENCE_FLOPS)."""
+        m = {**SD2_PARAMETERS, **SD2_ATTENTION, **self.model}
+        h, w = self.processing
+        pixels, latent = h * w, h * w / 64
+        plate = (self.plate or self.processing)[0] * (self.plate or self.processing)[1]
+        tensors = m["tensors"] * SECONDS_PER_TENSOR_CALL  # one call of each network
+        if stage == "start":
+            return START_SECONDS if self.start else 0.0
+        if stage == "load":
+            weights = 4 * (m["unet"] + m["vae_encoder"] + m["vae_decoder"])
+            return LOAD_SECONDS + weights / LOAD_BYTES_PER_SECOND if self.load else 0.0
+        if stage == "publish":
+            return PUBLISH_SECONDS if self.write else 0.0
+        if stage in ("encode", "scan"):
+            vae = m["vae_encoder"] * ENCODER_FLOPS_PER_PARAM_PIXEL * pixels / flops
+            return self.frames * (SECONDS_PER_FRAME + plate * SECONDS_PER_PLATE_PIXEL + vae)
+        if stage == "snippets":
+            frames = self.snippet_len
+            unet = frames * latent * m["unet"] * UNET_FLOPS_PER_PARAM_PIXEL / flops
+            decode = frames * pixels * m["vae_decoder"] * DECODER_FLOPS_PER_PARAM_PIXEL / flops
+            scores = (frames * latent) ** 2 * m["heads"] * m["layers"]
+            attention = scores * ATTENTION_SECONDS_PER_SCORE * REFERENCE_FLOPS / flops
+            return self.snippets * (unet + decode + attention + tensors)
+        if stage == "refine":
+            unet = latent * m["unet"] * UNET_FLOPS_PER_PARAM_PIXEL / flops
+            return self.frames * self.refine_steps * (unet + tensors)
+        if stage in ("write", "preview"):
+            if not self.write:
+                return 0.0
+            out = self.output[0] * self.output[1]
+            return self.frames * (SECONDS_PER_FRAME + out * SECONDS_PER_OUTPUT_PIXEL)
+        return self.frames * (SECONDS_PER_FRAME / 10 + pixels * SECONDS_PER_ALIGN_PIXEL)
 
 
 def run_shape(
@@ -102,6 +189,8 @@ def run_shape(
     restore_res: bool = False,
     load: bool = True,
     write: bool = True,
+    parameters: dict | None = None,
+    start: bool = True,
 ) -> RunShape:
     """The work of a run over shots of ``shot_frames`` frames each (one shot: one length)."""
     snippets = 0
@@ -118,6 +207,9 @@ def run_shape(
         snippet_len=snippet_len,
         load=load,
         write=write,
+        plate=plate,
+        model=dict(parameters or {}),
+        start=start,
     )
 
 
@@ -140,9 +232,11 @@ def cost_key(device: str, dtype: str, parameters: dict[str, int], driver: str = 
 
 
 def model_parameters(folder: str | Path | None) -> dict[str, int]:
-    """Parameters of the checkpoint's UNet and VAE, from their safetensors headers (no
-    weights are read); empty where a folder or file is missing."""
-    found = {}
+    """What a checkpoint's cost grows with, from its configs and safetensors headers (no
+    weights are read): the parameters of its UNet (``unet``), VAE (``vae``, and its
+    ``vae_encoder`` and ``vae_decoder``), their weight ``tensors``, and the UNet's top-level
+    attention (``heads``, ``layers``); empty where a folder or file is missing."""
+    found: dict[str, int] = {}
     if folder is None:
         return found
     try:  # the top level's attention: its heads and layers (legacy name: head "dim")
@@ -152,12 +246,13 @@ def model_parameters(folder: str | Path | None) -> dict[str, int]:
         per_block = unet.get("layers_per_block", 2)
         per_block = per_block[0] if isinstance(per_block, list) else per_block
         if "CrossAttn" in (unet.get("down_block_types") or [""])[0]:
-            found["attention_heads"] = int(heads)
-            found["attention_layers"] = 2 * int(per_block) + 1
+            found["heads"] = int(heads)
+            found["layers"] = 2 * int(per_block) + 1
     except (OSError, ValueError, TypeError):
         pass
+    tensors = 0
     for part in ("unet", "vae"):
-        total = 0
+        sizes: dict[str, int] = {}
         for file in sorted(Path(folder, part).glob("*.safetensors")):
             try:
                 with open(file, "rb") as handle:
@@ -170,43 +265,63 @@ def model_parameters(folder: str | Path | None) -> dict[str, int]:
                     count = 1
                     for dim in entry.get("shape", []):
                         count *= int(dim)
-                    total += count
-        if total:
-            found[part] = total
+                    sizes[name] = count
+        if not sizes:
+            continue
+        found[part] = sum(sizes.values())
+        if part == "unet":
+            tensors += len(sizes)
+        else:  # the encoder runs once a frame; a pass runs the UNet and the decoder
+            decoder = [n for n in sizes if n.startswith(("decoder.", "post_quant"))]
+            found["vae_decoder"] = sum(sizes[n] for n in decoder)
+            found["vae_encoder"] = found[part] - found["vae_decoder"]
+            tensors += len(decoder)
+    if tensors:
+        found["tensors"] = tensors
     return found
 
 
-def first_guess(shape: RunShape, device_type: str, parameters: dict[str, int]) -> Estimate:
-    """A rough estimate without any earlier run: the model's size at a device's usual speed."""
-    flops = DEVICE_FLOPS.get(device_type, DEVICE_FLOPS["cpu"])
-    unet = parameters.get("unet", 865_000_000)
-    vae = parameters.get("vae", 84_000_000)
-    latent = 1e6 / 64  # latent pixels per megapixel
-    tokens = shape.snippet_len * shape.processing[0] * shape.processing[1] / 64
-    scores = (
-        tokens**2
-        * parameters.get("attention_heads", SD2_ATTENTION["heads"])
-        * (parameters.get("attention_layers", SD2_ATTENTION["layers"]))
-    )
-    attention = (
-        shape.snippets * scores * ATTENTION_SECONDS_PER_SCORE * (DEVICE_FLOPS["cpu"] / flops)
-    )
-    stages = {
-        "load": LOAD_SECONDS + 4 * (unet + vae) / LOAD_BYTES_PER_SECOND if shape.load else 0.0,
-        "encode": shape.work("encode") * 1e6 * vae * VAE_FLOPS_PER_PARAM_PIXEL / flops,
-        "snippets": shape.work("snippets") * latent * unet * UNET_FLOPS_PER_PARAM_PIXEL / flops
-        + attention,
-        "align": shape.work("align") * 1e6 * SECONDS_PER_ALIGN_PIXEL,
-        "refine": shape.work("refine") * latent * unet * UNET_FLOPS_PER_PARAM_PIXEL / flops,
-        "write": shape.work("write") * 1e6 * SECONDS_PER_OUTPUT_PIXEL,
-    }
+@functools.lru_cache(maxsize=8)  # once a process (the panel asks at every setting)
+def device_flops(device_type: str, dtype: str = "fp32") -> float:
+    """The FLOP/s the networks reach on ``device_type`` (``cpu``, ``cuda``, ``mps``): a
+    square matmul timed here (the best of 7, after a warm-up; ~30 ms on a CPU), times the share of
+    it a UNet's convolutions and attention reach (NETWORK_SHARE). DEVICE_FLOPS where
+    torch or the device cannot say."""
+    try:
+        import torch
+
+        kind = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32)
+        if device_type == "cpu":
+            kind = torch.float32 if kind == torch.float16 else kind
+        n = 512 if device_type == "cpu" else 4096
+        a = torch.randn(n, n, device=device_type, dtype=kind)
+        sync = getattr(getattr(torch, device_type, None), "synchronize", lambda: None)
+        best = float("inf")
+        for _ in range(8):  # the first is the warm-up; the best of the rest: the pace unshared
+            sync()
+            clock = time.perf_counter()
+            _ = a @ a
+            sync()
+            best = min(best, time.perf_counter() - clock)
+        return 2 * n**3 / best * NETWORK_SHARE.get(device_type, 0.25)
+    except (ImportError, RuntimeError, AttributeError):  # the run will say it; rough it is
+        return DEVICE_FLOPS.get(device_type, REFERENCE_FLOPS)
+
+
+def first_guess(shape: RunShape, device_type: str, flops: float | None = None) -> Estimate:
+    """An estimate without any earlier run of its kind: the nominal cost model with the
+    networks at ``flops`` (`device_flops`: this device's measured rate), the rest at a
+    2-core CPU's pace."""
+    flops = flops or DEVICE_FLOPS.get(device_type, REFERENCE_FLOPS)
+    stages = {stage: shape.work(stage, flops) for stage in RUN_STAGES}
     stages = {k: v for k, v in stages.items() if v > 0}
     return Estimate(sum(stages.values()), stages, measured=False)
 
 
 @dataclass
 class CostBook:
-    """Observations per key: ``{key: [{"work": {stage: units}, "seconds": {stage: s}}]}``."""
+    """Observations per key: ``{key: [{"work": {stage: nominal s}, "seconds": {stage: s}}]}``
+    (`RunShape.work`: what the stage did, in the nominal model's seconds)."""
 
     path: Path
     observations: dict[str, list[dict]] = field(default_factory=dict)
@@ -216,9 +331,10 @@ class CostBook:
         path = Path(path) if path is not None else config_dir() / BOOK_NAME
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            observations = data.get("observations", {}) if isinstance(data, dict) else {}
+            current = isinstance(data, dict) and data.get("version") == BOOK_VERSION
+            observations = data.get("observations", {}) if current else {}
         except (OSError, ValueError):
-            observations = {}  # none yet, or unreadable: estimates start afresh
+            observations = {}  # none yet, unreadable or of other units: start afresh
         return cls(path, observations)
 
     def record(self, key: str, shape: RunShape, seconds: dict[str, float]) -> None:
@@ -231,12 +347,11 @@ class CostBook:
         }
         kept = [*self.observations.get(key, []), entry][-KEEP_OBSERVATIONS:]
         self.observations[key] = kept
+        text = json.dumps({"version": BOOK_VERSION, "observations": self.observations})
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            temp.write_text(json.dumps({"observations": self.observations}), encoding="utf-8")
-            os.replace(temp, self.path)
-        except OSError:
+            write_text_atomic(self.path, text)
+        except (OSError, OutputError):
             pass
 
     def estimate(self, key: str, shape: RunShape, fallback: Estimate | None = None) -> Estimate:
@@ -244,7 +359,7 @@ class CostBook:
         never measured (or all of them, with none)."""
         seen = self.observations.get(key, [])
         stages: dict[str, float] = {}
-        for stage in STAGE_WORK:
+        for stage in RUN_STAGES:
             work = shape.work(stage)
             points = [
                 (o["work"][stage], o["seconds"][stage])
@@ -266,8 +381,9 @@ class CostBook:
 
 
 def _predict(points: list[tuple[float, float]], work: float) -> float:
-    """Seconds for ``work`` from (work, seconds) points: a fixed part and a per-unit part
-    fitted when the points span different amounts of work, else per unit alone."""
+    """Seconds for ``work`` (nominal seconds: `RunShape.work`) from (work, seconds) points:
+    a fixed part and a per-unit part fitted when the points span different amounts of work,
+    else this machine's factor over the nominal model alone."""
     works = [w for w, _ in points]
     if max(works) > 1.5 * min(works):
         n = len(points)
@@ -278,8 +394,10 @@ def _predict(points: list[tuple[float, float]], work: float) -> float:
         fixed = mean_s - slope * mean_w
         if slope > 0 and fixed >= 0:
             return fixed + slope * work
-    # per unit, from the observations nearest in size (overheads weigh alike there)
-    nearest = sorted(points, key=lambda p: abs(p[0] - work))[:3]
+    # per unit, from the observations nearest in size (overheads weigh alike there), the
+    # latest first among equals (the points come oldest first)
+    order = sorted(range(len(points)), key=lambda i: (abs(points[i][0] - work), -i))
+    nearest = [points[i] for i in order[:3]]
     rate = sum(s for _, s in nearest) / sum(w for w, _ in nearest)
     return rate * work
 
@@ -309,15 +427,17 @@ def estimate_run(
     parameters = model_parameters(checkpoint_folder)
     key = cost_key(device, dtype, parameters, driver)
     device_type = device.split(" ")[0]
+    # without an earlier run of its kind, the networks' pace is this device's, measured now
+    flops = None if book.observations.get(key) else device_flops(device_type, dtype)
 
     def one(res: int) -> tuple[tuple[int, int], Estimate]:
         size = processing_size(plate[0], plate[1], res)
         shape = run_shape(shot_frames, plate, size, config.dilations, config.snippet_len,
                           config.cap_dilation, config.refine_steps, restore_res, load,
-                          write)  # fmt: skip
+                          write, parameters, start=driver == "run")  # fmt: skip
         if pending is not None and res == config.processing_res:
             shape = replace(shape, snippets=pending)
-        return size, book.estimate(key, shape, first_guess(shape, device_type, parameters))
+        return size, book.estimate(key, shape, first_guess(shape, device_type, flops))
 
     size, estimate = one(config.processing_res)
     larger = size[0] * size[1] > plate[0] * plate[1]

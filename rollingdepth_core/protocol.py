@@ -132,8 +132,10 @@ def overall_fraction(stage: str, done: int, total: int) -> float:
     return min(1.0, (before + part) / sum(STAGE_WEIGHTS[s] for s in order))
 
 
-# What each stage's time grows with (RunShape's work units, see `stage_work`).
+# The stages a run's time is the sum of, in order, and what each grows with (the cost
+# model: `costs.RunShape.work`). ``start``: a fresh engine process, until the model loads.
 STAGE_WORK = {
+    "start": "once",
     "load": "once",
     "encode": "frame_pixels",
     "scan": "frame_pixels",
@@ -148,42 +150,76 @@ STAGE_WORK = {
 
 
 # ---------------------------------------------------------------------------- time left
-RATE_TRUST = 4.0  # a stage's own rate counts fully from a quarter of it done
+# A stage's own rate is trusted fully once this many reports followed its first (whose
+# time carries the stage's warm-up: the first batch, a first network call); before that,
+# in proportion. A rough first estimate can be 10x off: a few reports outweigh it.
+RATE_REPORTS = 2
+RATIO_LIMITS = (0.05, 20.0)  # how far what was measured may scale what was estimated
 
 
 class RemainingClock:
     """Seconds left of a run, from its estimate (seconds per stage, `costs.Estimate`) and
-    what it has measured so far: the current stage's own rate once it has done some of its
-    work, and the finished stages' ratio of measured to estimated for the stages to come."""
+    what it has measured so far: the current stage's own rate as soon as a few of its
+    reports are in (counted from its first report, which carries its warm-up), and, for the
+    stages to come, the ratio of measured to estimated over the stages finished and the one
+    in progress. A clock started with the engine's process counts the time before the first
+    report as the estimate's ``start``."""
 
     def __init__(self, stages: dict[str, float], start: float | None = None) -> None:
         self.stages = dict(stages)  # the estimate's seconds per stage
         self.start = time.monotonic() if start is None else start
         self.stage: str | None = None
         self.stage_start = self.start
+        self.first: tuple[float, int] | None = None  # the stage's first report with work done
+        self.reports = 0  # the stage's reports since that first one
+        self.complete: float | None = None  # when the stage reported its last unit
         self.finished: dict[str, float] = {}  # stage -> measured seconds
 
     def update(self, stage: str, done: int, total: int, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
         if stage != self.stage:
+            # stages report their work done, not their start: one began when the one
+            # before reported its last unit (else: now)
+            began = self.complete if self.complete is not None else now
             if self.stage is not None:
-                self.finished[self.stage] = now - self.stage_start
-            self.stage, self.stage_start = stage, now
+                self.finished[self.stage] = began - self.stage_start
+            elif "start" in self.stages and stage != "start":
+                self.finished["start"] = began - self.start  # the process's start-up
+            self.stage, self.stage_start, self.first, self.reports = stage, began, None, 0
+        self.complete = now if total > 0 and done >= total else None
         spent = now - self.stage_start
-        # how the finished stages compared with their estimate scales what is not measured
-        estimated = sum(self.stages.get(s, 0.0) for s in self.finished)
-        measured = sum(self.finished.values())
+        planned = self.stages.get(stage, 0.0)
+        # the stage's own pace: seconds per unit since its first report with work done
+        trust, projected = 0.0, planned
+        if done > 0 and total > 0:
+            if self.first is None:
+                self.first = (now, done)
+            elif done > self.first[1]:
+                self.reports += 1
+            at, first_done = self.first
+            if done > first_done and now > at:
+                rate = (now - at) / (done - first_done)
+                trust = min(1.0, self.reports / RATE_REPORTS)
+            else:  # one report: its time over its units, warm-up and all
+                rate = spent / done
+                trust = 0.0 if planned > 0 else 1.0
+            projected = spent + rate * (total - done)
+        # measured over estimated, the stage in progress counted as far as it is trusted
+        estimated = sum(self.stages.get(s, 0.0) for s in self.finished) + trust * planned
+        measured = sum(self.finished.values()) + trust * projected
         ratio = measured / estimated if estimated > 0 and measured > 0 else 1.0
-        ratio = min(max(ratio, 0.2), 5.0)
-        planned = max(ratio * self.stages.get(stage, 0.0) - spent, 0.0)
-        current = planned
-        if done > 0 and total > 0 and spent > 0:
-            # the stage's own rate, trusted more as more of the stage is done (its first
-            # steps carry warm-up, and batches that finish later unevenly)
-            trust = min(1.0, RATE_TRUST * done / total) if planned > 0 else 1.0
-            current = trust * spent / done * (total - done) + (1 - trust) * planned
+        ratio = min(max(ratio, RATIO_LIMITS[0]), RATIO_LIMITS[1])
+        planned_left = max(ratio * planned - spent, 0.0)
+        current = trust * max(projected - spent, 0.0) + (1 - trust) * planned_left
         later = [s for s in self.stages if s not in self.finished and s != stage]
         return current + ratio * sum(self.stages[s] for s in later if _after(s, stage))
+
+
+def remaining_times(stages: dict[str, float], events: list[tuple[float, str, int, int]]):
+    """The time left after each of a run's progress reports ``(elapsed, stage, done,
+    total)`` (seconds since the engine's process started), from its estimate ``stages``."""
+    clock = RemainingClock(stages, start=0.0)
+    return [clock.update(stage, done, total, now=t) for t, stage, done, total in events]
 
 
 def _after(stage: str, current: str) -> bool:

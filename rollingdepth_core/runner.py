@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass, field
 from . import protocol
 from .anchors import warn_about_fits, write_fits_json
 from .config import HALF_MAX, InferenceConfig, OutputConfig
-from .costs import STAGE_WORK, CostBook, RunShape, cost_key, model_parameters
+from .costs import (
+    STAGE_WORK,
+    CostBook,
+    RunShape,
+    cost_key,
+    model_parameters,
+    take_process_start,
+)
 from .device import describe_device
 from .editorial import write_depth_timeline
 from .errors import OutputError
@@ -123,10 +130,12 @@ def run(
     """One run: the request checked (:meth:`.RunRequest.prepare`, before the model loads),
     the method (:func:`.method.run_method`), then the publisher (:mod:`.publish`)."""
     started = time.perf_counter()
+    process = take_process_start(time.monotonic())  # the process's start-up, when it ran for this
     with request.prepare(message, model) as prepared:
         _tell(prepared, message)
         store, executor, get_model, loaded = _resources(prepared, progress, model, message)
-        load_clock = time.perf_counter() - started
+        # before the method: the request checked, and (an in-memory run) the model loaded
+        ready = time.perf_counter() - started
         try:
             shots = run_method(
                 lambda: (rgb for _, rgb in prepared.source.frames(prepared.fit)),
@@ -164,27 +173,39 @@ def run(
                 written = _write_shots(shots, prepared, progress)
             # the swap: the whole sequence takes the folder's, or nothing does
             report(progress, "publish", 0, 1)
+            clock = time.perf_counter()
             publisher.publish(written.extras)
+            published = time.perf_counter() - clock
             report(progress, "publish", 1, 1)
         finally:
             store.close()
     result = _result(prepared, shots, written, store, bool(loaded) and model is None, started)
+    result.timings["publish"] = round(published, 3)
     if request.mode == "run" and request.executor != "ray":
+        load = getattr(get_model, "seconds", 0.0) if model is None else 0.0
         if request.cache_dir is None:
-            _record_costs(prepared, shots, result, load_clock if model is None else 0.0)
+            _record_costs(prepared, shots, result, ready - load, process, load)
         elif not (store.stats.latents_reused or store.stats.blocks_reused) and model is None:
             # a cold cache did the whole run's work: the model loaded while the first frames
             # were encoded (get_model timed it), the rest of the encode stage is encoding
-            _record_costs(prepared, shots, result, load_clock, getattr(get_model, "seconds", 0.0))
+            _record_costs(prepared, shots, result, ready, process, load, load_in_encode=True)
     return result
 
 
 def _record_costs(
-    prepared: PreparedRun, shots, result: RunResult, load_seconds: float, load_in_encode=0.0
+    prepared: PreparedRun,
+    shots,
+    result: RunResult,
+    checked: float,
+    process: float | None,
+    load: float,
+    load_in_encode: bool = False,
 ) -> None:
     """Add this run's stage times to the machine's cost book (`costs`): the next estimate of
-    a run like it learns from them. ``load_in_encode``: seconds of the encode stage spent
-    loading the model (a cached run loads it on first use)."""
+    a run like it learns from them. ``checked``: seconds the request took to check (with
+    ``process``, the process's start-up before the run, when it was started for it: the
+    run's `start`); ``load``: the model's load (a cached run loads it on first use, inside
+    its encode stage: ``load_in_encode``)."""
     info, config = prepared.info, prepared.config
     h, w = shots[0].size
     shape = RunShape(
@@ -194,16 +215,19 @@ def _record_costs(
         output=tuple(result.output_size),
         refine_steps=config.refine_steps,
         snippet_len=config.snippet_len,
-        load=load_seconds > 0,
+        load=load > 0,
+        plate=(info.height, info.width),
+        model=model_parameters(prepared.checkpoint_folder),
+        start=process is not None,
     )
     seconds = {k: v for k, v in result.timings.items() if k in STAGE_WORK}
-    if load_in_encode > 0:
-        seconds["encode"] = max(seconds.get("encode", 0.0) - load_in_encode, 0.0)
-        load_seconds += load_in_encode
-    if load_seconds > 0:
-        seconds["load"] = load_seconds
-    parameters = model_parameters(prepared.checkpoint_folder)
-    key = cost_key(describe_device(prepared.torch_device), prepared.dtype, parameters)
+    if load_in_encode:
+        seconds["encode"] = max(seconds.get("encode", 0.0) - load, 0.0)
+    if load > 0:
+        seconds["load"] = load
+    if process is not None:
+        seconds["start"] = process + checked
+    key = cost_key(describe_device(prepared.torch_device), prepared.dtype, shape.model)
     CostBook.load().record(key, shape, seconds)
 
 
