@@ -62,6 +62,7 @@ def build_shot(context, strip):
         shot.render.resolution_x = edit.render.resolution_x
         shot.render.resolution_y = edit.render.resolution_y
     shot.render.resolution_percentage = 100
+    _show_the_plate_as_shot(shot)
     window = context.window or context.window_manager.windows[0]
     previous = window.scene
     window.scene = shot
@@ -81,6 +82,22 @@ def build_shot(context, strip):
         cloud.data.materials.clear()
         cloud.data.materials.append(material)
     return shot
+
+
+def _show_the_plate_as_shot(shot) -> None:
+    """A render of the points shows the plate's own colours. The points are the plate's
+    colours in linear (USD's displayColor), lit by nothing, so:
+
+    * the view transform is Standard: it turns linear back into the plate's sRGB exactly (a
+      film look such as AgX tones it: 0.02 darker on the test plate);
+    * Cycles' denoiser is off: emission needs no denoising, and on a render of points with
+      gaps it pulls the gaps' black into the points (0.125 darker, median, at 1 sample);
+    * the film is transparent: gaps (untrusted pixels, depth edges) show what is behind."""
+    shot.view_settings.view_transform = "Standard"
+    shot.view_settings.look = "None"
+    shot.render.film_transparent = True
+    shot.cycles.use_denoising = False
+    shot.cycles.use_preview_denoising = False
 
 
 def _point_material():
