@@ -176,7 +176,6 @@ SETTING_OF_FLAG = {
     "--holdout": "Holdout Matte in the Estimate Depth dialog",
     "--anchors": "Anchors File in the Estimate Depth dialog",
     "--camera": "Camera in the Estimate Depth dialog",
-    "--film-back": "the camera's Sensor and the scene's resolution",
     "--passes": "Write Position and Normal in the Estimate Depth dialog",
     "--points": "Points for Build Shot in 3D in the Estimate Depth dialog",
     "--cache": "the strip's Kept Predictions (remove them in the RollingDepth sidebar)",
@@ -289,10 +288,9 @@ class RunOptions:
     dtype: str | None = None
     name: str = protocol.DEFAULT_SEQUENCE_NAME
     channel: str = protocol.BLENDER_CHANNEL
-    # the shot's camera (a .chan, shot_camera.py) with its film back (mm): P and N, and the
-    # points, in the scene's space; passes as the engine lists them ("Z,P,N")
+    # the shot's camera (a USD stage, shot_camera.py): P and N, and the points, in the
+    # scene's space; passes as the engine lists them ("Z,P,N")
     camera: str | None = None
-    film_back: tuple[float, float] | None = None
     passes: str | None = None
     points: str | None = None  # a USD file name in the output folder
     requested_by: str = ""  # the .blend's path, recorded with the run
@@ -337,8 +335,6 @@ class RunOptions:
             args += ["--cache", self.cache]
         if self.camera:
             args += ["--camera", self.camera]
-            if self.film_back:
-                args += ["--film-back", *(repr(float(v)) for v in self.film_back)]
         if self.passes:
             args += ["--passes", self.passes]
         if self.points:

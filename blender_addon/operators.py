@@ -508,7 +508,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
 
     def _camera(self, context, strip, output_dir: str) -> dict:
         """The RunOptions of the dialog's camera: the camera written per frame of ``strip``
-        as a .chan beside the strip's kept predictions, the passes and the points."""
+        as a USD stage beside the strip's kept predictions, the passes and the points."""
         if self.camera == shot_camera.NONE or not (self.write_passes or self.write_points):
             return {}
         if not geometric_ready(self):
@@ -524,7 +524,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             raise StripError(str(exc)) from exc
         stem = folders.cache_folder(output_dir, strip.name)
         try:
-            path = shot_camera.write_chan(stem, shot)
+            path = shot_camera.write_camera(stem, shot)
         except OSError as exc:
             raise StripError(
                 f"Cannot write the camera for the run beside {stem} ({exc.strerror}): choose "
@@ -532,7 +532,6 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             ) from exc
         return {
             "camera": path,
-            "film_back": shot.film_back,
             "passes": ",".join(protocol.PASSES if self.write_passes else ("Z",)),
             "points": POINTS_FILE if self.write_points else None,
         }

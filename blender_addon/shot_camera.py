@@ -1,23 +1,25 @@
-"""The scene's camera for a run: Blender's camera, per frame of a strip, as the engine's
-``.chan`` camera (``frame tx ty tz rx ry rz vfov``), so that a run writes position and normal
-passes (and points) in the scene's own space.
+"""The scene's camera for a run: Blender's camera, per frame of a strip, as a small USD
+stage (``.usda`` text, one time-sampled ``UsdGeomCamera``) that the engine reads as it reads
+any ``--camera``, so that a run writes position and normal passes (and points) in the scene's
+own space.
 
-Why a ``.chan`` and not a USD export: it is a few lines of plain Python, exports only the one
-camera (a USD export would write the whole scene), and says exactly what the engine reads.
+Why a ``.usda`` written as text: it exports only the one camera (Blender's USD export writes
+the whole scene), needs no USD library in Blender's Python, and carries what a ``.chan``
+cannot: the up axis (Z, Blender's) and the unit, which the points stage takes over from it, so
+that Blender's USD importer puts the points and camera back where the scene has them (a
+``.chan`` is read as Y up, and the importer turns a Y-up stage onto Z).
 
 Conventions
     * Frames: the strip shows plate frame ``n`` at one or more scene frames
       (``FramePlan.timeline``); the camera of plate frame ``n`` is the camera at the first
-      scene frame showing it. The ``.chan`` is numbered with the plate's numbers, as the
-      engine names its frames.
+      scene frame showing it. Time codes are the plate's numbers, as the engine names frames.
     * Placement: the camera's world matrix without its scale (a camera's scale does not change
-      what it sees; Set Scale of a camera solve puts the scene scale there), rotation as Euler
-      angles in ``ZXY`` order (the engine's default: Z applied first, ``R = Ry Rx Rz``).
+      what it sees; Set Scale of a camera solve puts the scene scale there). USD matrices act
+      on row vectors: the transpose of Blender's.
     * Lens: Blender fits the sensor to the render frame (Sensor Fit: Auto takes the sensor
       width along the longer side; Horizontal the width across; Vertical the height up). The
-      film back is that sensor over the scene's render aspect (pixel aspect included); the
-      ``.chan`` holds the vertical field of view of that film back per frame (zooms animate),
-      and the film back goes with it so the run's header names the real focal length.
+      film back is that sensor over the scene's render aspect (pixel aspect included); lens
+      values are written in USD's units (mm / (100 metres per unit)), per frame (zooms).
     * Refused, in words: no such camera, a camera that is not perspective, lens shift (the
       engine's pinhole has its principal point at the centre), a render frame whose aspect
       is not the plate's (the camera would not see what the plate shows).
@@ -34,7 +36,6 @@ import tempfile
 from dataclasses import dataclass
 
 NONE, SCENE_CAMERA = "NONE", "SCENE"
-ROTATION_ORDER = "ZXY"  # the engine's default for a .chan: no flag needed
 ASPECT_TOLERANCE = 0.01  # as the engine's check (rounded sensor sizes)
 # P and N add six float32 channels per pixel (written uncompressed, README)
 PASS_BYTES_PER_PIXEL = 6 * 4
@@ -46,11 +47,10 @@ class ShotCameraError(Exception):
 
 @dataclass(frozen=True)
 class ShotCamera:
-    """A camera ready for the engine: its ``.chan`` text and the film back (mm)."""
+    """A camera ready for the engine: its ``.usda`` text."""
 
     name: str
-    chan: str
-    film_back: tuple[float, float]
+    usda: str
 
 
 def camera_object(scene, choice: str):
@@ -113,8 +113,11 @@ def shot_camera(scene, camera, timeline, plate_size) -> ShotCamera:
     first_frame: dict[int, int] = {}
     for frame, number in timeline:
         first_frame.setdefault(number, frame)
+    units = scene.unit_settings
+    meters = float(units.scale_length) if units.system != "NONE" else 1.0
+    lens_unit = 1.0 / (100.0 * meters)  # mm -> USD's lens unit, as the engine reads it
     current = scene.frame_current, scene.frame_subframe
-    lines, film = [], None
+    samples: dict[str, list[str]] = {"focal": [], "width": [], "height": [], "matrix": []}
     try:
         for number in sorted(first_frame):
             scene.frame_set(first_frame[number])
@@ -124,40 +127,70 @@ def shot_camera(scene, camera, timeline, plate_size) -> ShotCamera:
                     "depth in 3D needs a centred lens (set Shift X and Y to 0)."
                 )
             width, height = film_back(data, scene.render)
-            film = film or (width, height)
-            vfov = math.degrees(2.0 * math.atan(height / (2.0 * data.lens)))
             location, rotation, _ = camera.matrix_world.decompose()
-            euler = rotation.to_euler(ROTATION_ORDER)
-            values = (*location, *(math.degrees(a) for a in euler), vfov)
+            axes = rotation.to_matrix()
+            # rows of the USD matrix: the camera's axes, then its position (Blender's columns)
+            rows = [(*axes.col[i], 0.0) for i in range(3)] + [(*location, 1.0)]
+            values = [data.lens, width, height, *(v for row in rows for v in row)]
             if not all(math.isfinite(v) for v in values):
                 raise ShotCameraError(
                     f"Camera {camera.name!r} has no usable placement at frame "
                     f"{first_frame[number]} (its animation gives no number)."
                 )
-            lines.append(" ".join([str(number), *(repr(float(v)) for v in values)]))
+            samples["focal"].append(f"{number}: {data.lens * lens_unit!r}")
+            samples["width"].append(f"{number}: {width * lens_unit!r}")
+            samples["height"].append(f"{number}: {height * lens_unit!r}")
+            matrix = ", ".join("(" + ", ".join(repr(float(v)) for v in row) + ")" for row in rows)
+            samples["matrix"].append(f"{number}: ({matrix})")
     finally:
         scene.frame_set(current[0], subframe=current[1])
-    header = (
-        f"# camera {camera.name!r} of scene {scene.name!r} (Blender), rotation order "
-        f"{ROTATION_ORDER}, film back {film[0]:.6g} x {film[1]:.6g} mm\n"
-    )
-    return ShotCamera(camera.name, header + "\n".join(lines) + "\n", film)
+    numbers = sorted(first_frame)
+
+    def timed(kind: str) -> str:
+        return "{\n            " + ",\n            ".join(samples[kind]) + ",\n        }"
+
+    usda = f"""#usda 1.0
+(
+    doc = "camera {_quoted(camera.name)} of scene {_quoted(scene.name)} (Blender)"
+    defaultPrim = "camera"
+    metersPerUnit = {meters!r}
+    upAxis = "Z"
+    startTimeCode = {numbers[0]}
+    endTimeCode = {numbers[-1]}
+)
+
+def Camera "camera"
+{{
+    float focalLength.timeSamples = {timed("focal")}
+    float horizontalAperture.timeSamples = {timed("width")}
+    float verticalAperture.timeSamples = {timed("height")}
+    token projection = "perspective"
+    matrix4d xformOp:transform.timeSamples = {timed("matrix")}
+    uniform token[] xformOpOrder = ["xformOp:transform"]
+}}
+"""
+    return ShotCamera(camera.name, usda)
 
 
-def write_chan(folder_stem: str, shot: ShotCamera) -> str:
-    """Write ``shot`` as ``<folder_stem>.camera-<hash>.chan`` (beside the strip's kept
+def _quoted(text: str) -> str:
+    """``text`` inside a USD string: no quote or backslash breaks it."""
+    return text.replace("\\", "/").replace('"', "'")
+
+
+def write_camera(folder_stem: str, shot: ShotCamera) -> str:
+    """Write ``shot`` as ``<folder_stem>.camera-<hash>.usda`` (beside the strip's kept
     predictions) and return its path. The name carries the content's hash, so the camera a
     run recorded stays as it was when a later run of the strip uses another one."""
-    digest = hashlib.sha256(shot.chan.encode("utf-8")).hexdigest()[:12]
-    path = f"{folder_stem}.camera-{digest}.chan"
+    digest = hashlib.sha256(shot.usda.encode("utf-8")).hexdigest()[:12]
+    path = f"{folder_stem}.camera-{digest}.usda"
     if os.path.isfile(path):
         return path
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".camera.", suffix=".chan", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".camera.", suffix=".usda", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(shot.chan)
+            handle.write(shot.usda)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -121,8 +121,23 @@ def test_the_scene_camera_gives_position_and_normals_in_the_scene(
     # the points for Build Shot in 3D are written beside the depth
     assert (run["output"] / "depth_points.usdc").is_file()
     # the camera the run read stays beside the strip's kept predictions, named by its content
-    chan = header["rollingdepth/camera.file"]
-    assert chan.endswith(".chan") and ".rollingdepth-cache" in chan
+    used = header["rollingdepth/camera.file"]
+    assert used.endswith(".usda") and ".rollingdepth-cache" in used
+    # Build Shot in 3D puts the shot's camera where the scene's is (Z up, the scene's units)
+    depth = scene.sequence_editor.strips[f"{plate.name} depth"]
+    select_only(scene, depth)
+    assert bpy.ops.sequencer.rollingdepth_build_shot() == {"FINISHED"}
+    shot = bpy.data.scenes[f"{depth.name} 3D"]
+    worst_shot = 0.0
+    for k in range(COUNT):
+        scene.frame_set(STRIP_START + k)
+        location, rotation, _ = camera.matrix_world.decompose()
+        shot.frame_set(FIRST + k)
+        got_location, got_rotation, _ = shot.camera.matrix_world.decompose()
+        worst_shot = max(worst_shot, (got_location - location).length,
+                         got_rotation.rotation_difference(rotation).angle)  # fmt: skip
+    bpy.data.scenes.remove(shot)
+    assert worst_shot < 1e-4, worst_shot
 
 
 def test_points_alone_keep_the_depth_strip_as_it_shows(prefs, scene, plate, tmp_path):
@@ -135,7 +150,7 @@ def test_points_alone_keep_the_depth_strip_as_it_shows(prefs, scene, plate, tmp_
                         far=9.0, write_passes=False, write_points=True) == {"FINISHED"}  # fmt: skip
     path = str(output / f"depth.{FIRST + 2:04d}.exr")
     written = json.loads(engine_python(READ_DEPTH.replace("PIXELS", json.dumps(PIXELS)), path))
-    assert written["channels"] == ["Y"] and written["camera"].endswith(".chan")
+    assert written["channels"] == ["Y"] and written["camera"].endswith(".usda")
     image = bpy.data.images.load(path)
     shown = list(image.pixels)
     bpy.data.images.remove(image)
