@@ -5,12 +5,22 @@ wrote beside its EXRs by Blender's own USD importer.
 The scene is new (``<strip> 3D``), so the edit is left as it was; its frame range, frame rate
 and resolution are the shot's, and the points show the plate's colours in a render through
 the camera.
+
+Optionally the plate goes onto a mesh built from its depth (2.5D projection): a grid with one
+vertex per point of the points file (the engine's points are one per grid cell, row by row,
+every frame), moved each frame onto the points by Geometry Nodes (Sample Index of the imported
+point cloud, which Blender's importer animates), and textured with the plate through UVs at
+each cell's pixel centre, so that through the camera it shows the plate, and from elsewhere
+the plate's surfaces in depth. The grid is one sheet: across a depth edge its faces stretch
+from the near surface to the far one (seen from the camera they hold the plate's pixels
+there; from the side they show as streaks), as projection set-ups usually are.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 
 import bpy
 
@@ -26,6 +36,11 @@ class ShotError(Exception):
 
 def points_file(strip) -> str:
     """The USD of points the run of ``strip`` (a depth strip) wrote, from its manifest."""
+    return _run_of(strip)[0]
+
+
+def _run_of(strip) -> tuple[str, dict]:
+    """The points file of the run of ``strip`` and the run's manifest."""
     if strip is None or strip.type != "IMAGE" or sequencer.SOURCE_KEY not in strip:
         raise ShotError("Select a depth strip made by RollingDepth.")
     folder = os.path.normpath(bpy.path.abspath(strip.directory, library=strip.id_data.library))
@@ -35,23 +50,25 @@ def points_file(strip) -> str:
             continue
         try:
             with open(os.path.join(folder, name), encoding="utf-8") as handle:
-                files = json.load(handle).get("files", [])
-        except (OSError, ValueError):
+                manifest = json.load(handle)
+            files = manifest.get("files", [])
+        except (OSError, ValueError, AttributeError):
             continue
         if first not in files:
             continue
         for file in files:
             path = os.path.join(folder, file)
             if file.lower().endswith(POINT_SUFFIXES) and os.path.isfile(path):
-                return path
+                return path, manifest
     raise ShotError(
         "This depth has no points: estimate it again with the shot's camera and points on."
     )
 
 
-def build_shot(context, strip):
-    """A new scene with the shot's camera and points; returns it."""
-    path = points_file(strip)
+def build_shot(context, strip, mesh: bool = False):
+    """A new scene with the shot's camera and points (and, with ``mesh``, the plate on a mesh
+    built from its depth); returns it and a note on what was left out ("" when nothing)."""
+    path, manifest = _run_of(strip)
     edit = sequencer.sequencer_scene(context)
     shot = bpy.data.scenes.new(f"{strip.name} 3D")
     shot.render.fps, shot.render.fps_base = edit.render.fps, edit.render.fps_base
@@ -78,10 +95,132 @@ def build_shot(context, strip):
     if cameras:
         shot.camera = cameras[0]
     material = _point_material()
-    for cloud in (o for o in shot.objects if o.type == "POINTCLOUD"):
+    clouds = [o for o in shot.objects if o.type == "POINTCLOUD"]
+    for cloud in clouds:
         cloud.data.materials.clear()
         cloud.data.materials.append(material)
-    return shot
+    note = ""
+    if mesh and clouds:
+        size = (strip.elements[0].orig_width, strip.elements[0].orig_height)
+        try:
+            plate_mesh(shot, clouds[0], size, manifest.get("source", ""))
+        except ShotError as exc:
+            note = str(exc)
+    return shot, note
+
+
+def grid_shape(count: int, size: tuple[int, int]) -> tuple[int, int, int]:
+    """(rows, columns, step) of the engine's points grid: ``count`` points per frame over a
+    depth of ``size`` (width, height), one per ``step`` x ``step`` cell, centred in it
+    (rollingdepth_core/points.py: rows ``step // 2, step // 2 + step, ...``)."""
+    width, height = size
+    for step in range(1, max(width, height) + 1):
+        rows = len(range(step // 2, height, step))
+        cols = len(range(step // 2, width, step))
+        if rows * cols == count:
+            return rows, cols, step
+    raise ShotError("The points file does not match this depth's size: the plate mesh is left out.")
+
+
+def plate_mesh(shot, cloud, size: tuple[int, int], source: str):
+    """The plate on a grid mesh that follows ``cloud`` (the imported points) every frame."""
+    graph = shot.view_layers[0].depsgraph
+    count = len(cloud.evaluated_get(graph).data.points)
+    rows, cols, step = grid_shape(count, size)
+    image = _plate_image(source)
+    width, height = size
+    ys = [step // 2 + step * r for r in range(rows)]
+    xs = [step // 2 + step * c for c in range(cols)]
+    mesh = bpy.data.meshes.new(f"{shot.name} plate")
+    faces = [
+        (r * cols + c, (r + 1) * cols + c, (r + 1) * cols + c + 1, r * cols + c + 1)
+        for r in range(rows - 1)
+        for c in range(cols - 1)
+    ]  # counter-clockwise seen from the camera (rows go down the picture)
+    mesh.from_pydata([(0.0, 0.0, 0.0)] * count, [], faces)
+    uv = mesh.uv_layers.new(name="UVMap")
+    vertex_uv = [((x + 0.5) / width, 1.0 - (y + 0.5) / height) for y in ys for x in xs]
+    loops = [0] * len(mesh.loops)
+    mesh.loops.foreach_get("vertex_index", loops)
+    uv.data.foreach_set("uv", [v for i in loops for v in vertex_uv[i]])
+    mesh.materials.append(_plate_material(image, source))
+    plate = bpy.data.objects.new(f"{shot.name} plate", mesh)
+    shot.collection.objects.link(plate)
+    modifier = plate.modifiers.new("Plate on depth", "NODES")
+    modifier.node_group = _follow_points(cloud)
+    return plate
+
+
+def _follow_points(cloud):
+    """Geometry Nodes: vertex i goes where point i of ``cloud`` is on the current frame."""
+    tree = bpy.data.node_groups.new("RollingDepth plate on depth", "GeometryNodeTree")
+    tree.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nodes, links = tree.nodes, tree.links
+    given, result = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+    info = nodes.new("GeometryNodeObjectInfo")
+    info.transform_space = "RELATIVE"  # the points as placed in the scene, in the mesh's space
+    info.inputs["Object"].default_value = cloud
+    sample = nodes.new("GeometryNodeSampleIndex")
+    sample.data_type, sample.domain = "FLOAT_VECTOR", "POINT"
+    move = nodes.new("GeometryNodeSetPosition")
+    links.new(info.outputs["Geometry"], sample.inputs["Geometry"])
+    links.new(nodes.new("GeometryNodeInputPosition").outputs[0], sample.inputs["Value"])
+    links.new(nodes.new("GeometryNodeInputIndex").outputs[0], sample.inputs["Index"])
+    links.new(given.outputs[0], move.inputs["Geometry"])
+    links.new(sample.outputs[0], move.inputs["Position"])
+    links.new(move.outputs[0], result.inputs[0])
+    return tree
+
+
+def _plate_image(source: str):
+    """The plate the run read (its manifest's ``source``: a movie, or a pattern with #), as
+    an image that plays frame by frame with the shot's frame numbers."""
+    pattern = re.search(r"#+", os.path.basename(source))
+    if pattern:
+        folder = os.path.dirname(source)
+        head, tail = os.path.basename(source)[: pattern.start()], source[len(folder) + 1 :]
+        tail = tail[pattern.end() :]
+        numbered = re.compile(re.escape(head) + r"(\d+)" + re.escape(tail) + "$")
+        found = sorted(
+            (int(m[1]), name)
+            for name in (os.listdir(folder) if os.path.isdir(folder) else ())
+            if (m := numbered.match(name))
+        )
+        if not found:
+            raise ShotError(f"The plate {source} is not there: the plate mesh is left out.")
+        image = bpy.data.images.load(os.path.join(folder, found[0][1]), check_existing=True)
+        image.source = "SEQUENCE"
+        return image
+    if not os.path.isfile(source):
+        raise ShotError(
+            f"The plate {source or '(unknown)'} is not there: the plate mesh is left out."
+        )
+    image = bpy.data.images.load(source, check_existing=True)
+    image.source = "MOVIE"
+    return image
+
+
+def _plate_material(image, source: str):
+    """Emission of the plate through the mesh's UVs: shown as the plate, lit by nothing.
+    An image sequence's frame is its file number (frame n shows plate.n); a movie's frames
+    are numbered from 0, as the engine numbers them."""
+    material = bpy.data.materials.new("RollingDepth plate")
+    tree = material.node_tree or _enable_nodes(material)
+    tree.nodes.clear()
+    texture = tree.nodes.new("ShaderNodeTexImage")
+    texture.image = image
+    texture.interpolation = "Closest"  # each pixel's own colour, as the points have it
+    user = texture.image_user
+    user.use_auto_refresh = True
+    user.frame_start = 0 if image.source == "MOVIE" else 1
+    user.frame_offset = 0
+    user.frame_duration = 1_000_000  # the whole shot, whatever its numbers
+    emission = tree.nodes.new("ShaderNodeEmission")
+    out = tree.nodes.new("ShaderNodeOutputMaterial")
+    tree.links.new(texture.outputs["Color"], emission.inputs["Color"])
+    tree.links.new(emission.outputs["Emission"], out.inputs["Surface"])
+    return material
 
 
 def _show_the_plate_as_shot(shot) -> None:
@@ -130,6 +269,14 @@ class SEQUENCER_OT_rollingdepth_build_shot(bpy.types.Operator):
     bl_label = "Build Shot in 3D"
     bl_options = {"REGISTER", "UNDO"}
 
+    mesh: bpy.props.BoolProperty(
+        name="Plate on a Depth Mesh",
+        description="Also put the plate on a mesh shaped by its depth, moving with the shot "
+        "(2.5D projection): through the camera it shows the plate, from elsewhere its "
+        "surfaces in depth",
+        default=True,
+    )
+
     @classmethod
     def poll(cls, context):
         scene = sequencer.sequencer_scene(context)
@@ -138,10 +285,12 @@ class SEQUENCER_OT_rollingdepth_build_shot(bpy.types.Operator):
     def execute(self, context):
         strip = sequencer.active_strip(sequencer.sequencer_scene(context))
         try:
-            shot = build_shot(context, strip)
+            shot, note = build_shot(context, strip, self.mesh)
         except ShotError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        if note:
+            self.report({"WARNING"}, note)
         self.report({"INFO"}, f"Built the shot in 3D in the scene “{shot.name}”.")
         return {"FINISHED"}
 

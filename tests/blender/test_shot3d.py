@@ -104,6 +104,9 @@ def test_the_points_render_through_the_camera_on_every_frame(built, tmp_path):
     shot.render.image_settings.file_format = "PNG"
     shot.render.image_settings.color_mode = "RGBA"
     errors, covered, renders = [], [], []
+    meshes = [o for o in shot.objects if o.type == "MESH"]
+    for mesh in meshes:
+        mesh.hide_render = True  # the points alone
     for frame in FRAMES:
         shot.frame_set(frame)
         shot.render.filepath = str(tmp_path / f"points.{frame}.png")
@@ -119,11 +122,57 @@ def test_the_points_render_through_the_camera_on_every_frame(built, tmp_path):
         if frame == FRAMES[-1] and os.environ.get("RD_SCREENSHOT_DIR"):  # to look at
             side = np.concatenate([plate, render], axis=1)
             _save(side, os.path.join(os.environ["RD_SCREENSHOT_DIR"], "shot3d_plate_render.png"))
+    for mesh in meshes:
+        mesh.hide_render = False
     print(f"median |render - plate| where points draw, per frame (0..1): "
           f"{[round(e, 3) for e in errors]}; share drawn: {[round(c, 3) for c in covered]}")  # fmt: skip
     assert min(covered) > 0.3, covered
     assert max(errors) < 0.01, errors  # Cycles' denoiser: 0.125 darker; AgX: 0.020
     assert all(not np.array_equal(a, b) for a, b in zip(renders, renders[1:], strict=False))
+
+
+def test_the_plate_on_its_depth_mesh_renders_as_the_plate(built, tmp_path):
+    """The plate on the mesh built from its depth (2.5D projection): the mesh moves with the
+    shot, and a render through the camera of the mesh alone shows the plate where it covers
+    the frame (all but the half cell round the edge)."""
+    import numpy as np
+
+    shot = built["shot"]
+    plates = [o for o in shot.objects if o.type == "MESH"]
+    assert len(plates) == 1 and plates[0].data.uv_layers
+    plate_object = plates[0]
+    for cloud in (o for o in shot.objects if o.type == "POINTCLOUD"):
+        cloud.hide_render = True  # the mesh alone
+    shot.render.engine = "CYCLES"
+    shot.cycles.samples = 1
+    shot.render.image_settings.file_format = "PNG"
+    shot.render.image_settings.color_mode = "RGBA"
+    errors, covered, shapes = [], [], []
+    try:
+        for frame in FRAMES:
+            shot.frame_set(frame)
+            graph = shot.view_layers[0].depsgraph
+            evaluated = plate_object.evaluated_get(graph).data
+            shapes.append(np.array([tuple(v.co) for v in evaluated.vertices[:50]]))
+            shot.render.filepath = str(tmp_path / f"mesh.{frame}.png")
+            with bpy.context.temp_override(scene=shot):
+                bpy.ops.render.render(write_still=True)
+            render, alpha = _pixels(shot.render.filepath, alpha=True)
+            plate = _pixels(str(built["media"]["sequence_dir"] / f"plate.{frame:04d}.png"))
+            drawn = alpha > 0.99
+            covered.append(float(drawn.mean()))
+            errors.append(float(np.median(np.abs(render - plate)[drawn])))
+            if frame == FRAMES[5] and os.environ.get("RD_SCREENSHOT_DIR"):
+                side = np.concatenate([plate, render], axis=1)
+                _save(side, os.path.join(os.environ["RD_SCREENSHOT_DIR"], "shot3d_mesh.png"))
+    finally:
+        for cloud in (o for o in shot.objects if o.type == "POINTCLOUD"):
+            cloud.hide_render = False
+    print(f"plate mesh: median |render - plate| where it covers, per frame (0..1): "
+          f"{[round(e, 3) for e in errors]}; share covered: {[round(c, 3) for c in covered]}")  # fmt: skip
+    assert min(covered) > 0.9, covered
+    assert max(errors) < 0.01, errors
+    assert all(not np.allclose(a, b) for a, b in zip(shapes, shapes[1:], strict=False))
 
 
 def _pixels(path: str, alpha: bool = False):
