@@ -378,6 +378,8 @@ class SettingsPanel(QWidget):
     def set_busy(self, busy: bool) -> None:
         self.run_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
+        # its figure is the cost of the next Run: offered when one can be started
+        self.plate_size_button.setEnabled(not busy)
 
     def job_started(self, job: str) -> None:
         if job == "run":

@@ -55,7 +55,6 @@ import csv
 import io
 import json
 import math
-import os
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +65,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .errors import ConfigError, InputError, OutputError, RollingDepthError
+from .atomic import open_atomic
+from .errors import ConfigError, InputError, RollingDepthError
 
 ANCHOR_COLUMNS = ("frame", "x", "y", "depth")
 OPTIONAL_COLUMNS = ("weight", "track")
@@ -586,24 +586,15 @@ class AnchorFit:
 def write_fits_json(path: Path, fits: Sequence[AnchorFit]) -> None:
     """The anchors sidecar of a run: one fit's JSON, or ``{"shots": [...]}`` with one per
     shot; streamed to a temporary name, flushed and renamed over ``path``."""
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(temp, "w", encoding="utf-8") as out:
-            if len(fits) == 1:
-                fits[0].write_json(out)
-            else:
-                out.write('{"shots": [')
-                for k, fit in enumerate(fits):
-                    out.write(("," if k else "") + "\n ")
-                    fit.write_json(out, indent=" ")
-                out.write("\n]}")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write: {exc}") from exc
-    finally:
-        temp.unlink(missing_ok=True)
+    with open_atomic(path) as out:
+        if len(fits) == 1:
+            fits[0].write_json(out)
+        else:
+            out.write('{"shots": [')
+            for k, fit in enumerate(fits):
+                out.write(("," if k else "") + "\n ")
+                fit.write_json(out, indent=" ")
+            out.write("\n]}")
 
 
 def fit_anchors(

@@ -52,12 +52,12 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__, protocol
+from .atomic import write_text_atomic
 from .config import check_name
 from .errors import Cancelled, ConfigError, OutputError, RollingDepthError
 from .output import expand_pattern, not_a_folder, sequence_pattern
@@ -843,21 +843,6 @@ def check_output(
 
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?[])", r"[\1]", text)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary name, fsync, then rename over ``path``."""
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(temp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write: {exc}") from exc
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _real(path: Path) -> str:

@@ -443,14 +443,26 @@ sys.exit(code)
 """
 
 
-def slow_swap_run(farm, out: Path, *extra, hold_after: int) -> subprocess.Popen:
+def _hangup(disposition):
+    """The child's SIGHUP as a launcher leaves it: a terminal's default, or ignored (`nohup`).
+    Set explicitly: the suite itself may run under `nohup`, whose ignored SIGHUP children
+    inherit (and the run rightly keeps ignoring)."""
+
+    def preexec() -> None:
+        signal.signal(signal.SIGHUP, disposition)
+
+    return preexec
+
+
+def slow_swap_run(farm, out: Path, *extra, hold_after: int, hangup=signal.SIG_DFL):
     """The run in a child whose swap stops after ``hold_after`` frames until `release` (a
     signal or a kill then lands inside the swap on a busy machine too)."""
     argv = new_run(farm, out, *extra)[3:]  # without `python -m rollingdepth_core.cli`
     gate = out.parent / f".{out.name}.gate"
     env = {**ENV, "SWAP_HOLD_AFTER": str(hold_after), "SWAP_GATE": str(gate)}
     return subprocess.Popen([sys.executable, "-c", SLOW_SWAP, *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_hangup(hangup))  # fmt: skip
 
 
 def release(out: Path) -> None:
@@ -472,7 +484,7 @@ def folder_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
 def test_a_signal_inside_the_swap_waits_for_it_then_exits_130(farm, tmp_path, sig):
     out = tmp_path / "depth"
     shutil.copytree(farm["old"], out)
@@ -500,6 +512,28 @@ def test_a_signal_inside_the_swap_waits_for_it_then_exits_130(farm, tmp_path, si
     manifest = json.loads((out / "depth_run.json").read_text())
     assert manifest["state"] == "complete"
     assert manifest["run_id"] == json.loads((farm["new"] / "depth_run.json").read_text())["run_id"]
+
+
+def test_a_hangup_under_nohup_stays_ignored_through_the_swap(farm, tmp_path):
+    # started with SIGHUP ignored (`nohup`, many farm wrappers): a hangup during the swap is
+    # not taken as a cancel; the run finishes and says nothing of it
+    out = tmp_path / "depth"
+    shutil.copytree(farm["old"], out)
+    child = slow_swap_run(farm, out, "--overwrite", hold_after=3, hangup=signal.SIG_IGN)
+    try:
+        wait_for_renames(child, 3)
+        child.send_signal(signal.SIGHUP)
+        release(out)
+        code = child.wait(timeout=600)  # a hang guard only
+        events = [json.loads(line) for line in child.stdout.read().splitlines() if line]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert code == 0, (code, child.stderr.read()[-2000:])
+    assert not [e for e in events if e.get("event") == "error"]
+    assert same_state(depth_state(out), depth_state(farm["new"]))
+    assert folder_files(out) == folder_files(farm["new"])
 
 
 def test_a_kill_inside_the_swap_is_never_read_as_complete_and_a_retry_rolls_forward(farm, tmp_path):

@@ -31,10 +31,16 @@ def test_the_estimate_before_during_and_after_a_run(qtbot, window, clip, tmp_pat
     qtbot.waitUntil(lambda: "at 96x64" in panel.estimate_label.text(), timeout=5000)
     assert not panel.plate_size_button.isVisible()
 
-    lines = []
+    lines, offered = [], []
     window.controller.progress.connect(lambda *_: lines.append(panel.stage_label.text()))
+    window.controller.progress.connect(
+        lambda *_: offered.append(panel.plate_size_button.isEnabled())
+    )
     run_and_wait(qtbot, window)
     assert any(line.endswith(" left") and "about" in line for line in lines), lines
+    # the faster choice is the next run's: not offered while one runs, offered again after
+    assert offered and not any(offered)
+    assert panel.plate_size_button.isEnabled()
     # the run taught the estimate: measured on this machine, not rough any more
     window.settings_changed()
     qtbot.waitUntil(lambda: "rough" not in panel.estimate_label.text(), timeout=5000)
