@@ -23,17 +23,17 @@ from .support import (
 FRAMES = range(SEQUENCE_FIRST, SEQUENCE_FIRST + SEQUENCE_COUNT)
 
 
-def _camera_usd(path) -> list:
-    """An animated camera over the plate's frames (36 mm film at the plate's 4:3), exported
-    with Blender's USD exporter; its matrices per frame."""
+def _camera_usd(path, frames=FRAMES) -> list:
+    """An animated camera over the plate's ``frames`` (36 mm film at the plate's 4:3),
+    exported with Blender's USD exporter; its matrices per frame."""
     scene = bpy.data.scenes.new("camera source")
     scene.render.resolution_y, scene.render.resolution_x = PLATE_SIZE
-    scene.frame_start, scene.frame_end = FRAMES[0], FRAMES[-1]
+    scene.frame_start, scene.frame_end = frames[0], frames[-1]
     data = bpy.data.cameras.new("shot_cam")
     data.lens, data.sensor_width, data.sensor_fit = 30.0, 36.0, "HORIZONTAL"
     camera = bpy.data.objects.new("shot_cam", data)
     scene.collection.objects.link(camera)
-    for k, frame in enumerate(FRAMES):
+    for k, frame in enumerate(frames):
         camera.location = (0.1 * k, -6.0, 1.5)
         camera.rotation_euler = (math.radians(85), 0.0, math.radians(2 * k))
         camera.keyframe_insert("location", frame=frame)
@@ -45,7 +45,7 @@ def _camera_usd(path) -> list:
     finally:
         window.scene = previous
     matrices = []
-    for frame in FRAMES:
+    for frame in frames:
         scene.frame_set(frame)
         matrices.append(camera.matrix_world.copy())
     bpy.data.scenes.remove(scene)
@@ -173,6 +173,53 @@ def test_the_plate_on_its_depth_mesh_renders_as_the_plate(built, tmp_path):
     assert min(covered) > 0.9, covered
     assert max(errors) < 0.01, errors
     assert all(not np.allclose(a, b) for a, b in zip(shapes, shapes[1:], strict=False))
+
+
+def test_a_movie_plate_on_its_depth_mesh_plays_frame_for_frame(media, addon, tmp_path):
+    """A movie plate (the engine numbers its frames from 0): the mesh's texture shows movie
+    frame n on the shot's frame n. Compared with the PNG frames the movie was encoded from
+    (h264 moves colours a little): each frame matches its own frame best."""
+    import numpy as np
+
+    from .support import MOVIE_FRAMES
+
+    frames = range(MOVIE_FRAMES)
+    _camera_usd(tmp_path / "camera.usda", frames)
+    out = tmp_path / "depth"
+    engine_cli(str(media["movie"]), "-o", str(out), "--checkpoint", media["checkpoint"], *FAST,
+               "--restore-res", "--depth-mode", "depth", "--near", "3", "--far", "9",
+               "--camera", str(tmp_path / "camera.usda"), "--points", "shot.usdc")  # fmt: skip
+    scene = fresh_scene()
+    movie = scene.sequence_editor.strips.new_movie("clip", str(media["movie"]), 1, 1)
+    names = sorted(p.name for p in out.glob("depth.*.exr"))
+    depth = add_image_strip(scene, out, names, 2, 1)
+    depth["rollingdepth_source"] = movie.name
+    select_only(scene, depth)
+    assert bpy.ops.sequencer.rollingdepth_build_shot() == {"FINISHED"}
+    shot = bpy.data.scenes[f"{depth.name} 3D"]
+    for cloud in (o for o in shot.objects if o.type == "POINTCLOUD"):
+        cloud.hide_render = True
+    shot.render.engine = "CYCLES"
+    shot.cycles.samples = 1
+    shot.render.image_settings.file_format = "PNG"
+    shot.render.image_settings.color_mode = "RGBA"
+    pngs = [_pixels(str(media["sequence_dir"] / f"plate.{SEQUENCE_FIRST + n:04d}.png"))
+            for n in frames]  # fmt: skip
+    own, shifted = [], []
+    for n in (0, 5, 13):
+        shot.frame_set(n)
+        shot.render.filepath = str(tmp_path / f"movie.{n}.png")
+        with bpy.context.temp_override(scene=shot):
+            bpy.ops.render.render(write_still=True)
+        render, alpha = _pixels(shot.render.filepath, alpha=True)
+        drawn = alpha > 0.99
+        errors = [float(np.mean(np.abs(render - png)[drawn])) for png in pngs]
+        own.append(errors[n])
+        shifted.append(min(e for k, e in enumerate(errors) if k != n))
+    print(f"movie plate mesh: mean |render - frame| own {[round(e, 3) for e in own]}, "
+          f"best other frame {[round(e, 3) for e in shifted]}")  # fmt: skip
+    assert all(a < b for a, b in zip(own, shifted, strict=True)), (own, shifted)
+    assert max(own) < 0.03, own
 
 
 def _pixels(path: str, alpha: bool = False):
