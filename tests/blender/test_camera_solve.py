@@ -308,9 +308,10 @@ def test_the_dialog_anchors_a_strip_to_its_solved_clip(solved, tmp_path):
         depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
         upsample_edges=True, strip_colorspace=False, holdout_strip="", anchor_solve=True,
         output_dir=str(tmp_path), defocus=False, replace=True, replace_other=False, anchors_file="",
+        camera="NONE", write_passes=False, write_points=True,
     )  # fmt: skip
     stand_in = types.SimpleNamespace(**defaults, report=lambda *a: None)
-    for method in ("_holdout", "_solve_anchors", "_anchors_file"):
+    for method in ("_holdout", "_solve_anchors", "_anchors_file", "_camera"):
         setattr(stand_in, method, types.MethodType(getattr(cls, method), stand_in))
     stand_in._estimate_of = cls._estimate_of
     assert bpy.context.scene == scene  # the fixture made it the window's scene
@@ -419,9 +420,10 @@ def anchored(solved, addon, media, tmp_path_factory):  # noqa: F811
         depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
         upsample_edges=True, strip_colorspace=False, holdout_strip="", anchor_solve=True,
         output_dir=str(output), defocus=True, replace=True, replace_other=False, anchors_file="",
+        camera="NONE", write_passes=False, write_points=True,
     )  # fmt: skip
     stand_in = types.SimpleNamespace(**dialog, report=lambda *a: None)
-    for method in ("_holdout", "_solve_anchors", "_anchors_file"):
+    for method in ("_holdout", "_solve_anchors", "_anchors_file", "_camera"):
         setattr(stand_in, method, types.MethodType(getattr(cls, method), stand_in))
     stand_in._estimate_of = cls._estimate_of
     settings = cls._settings(stand_in, bpy.context, strip)
