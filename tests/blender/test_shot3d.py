@@ -279,6 +279,25 @@ def _save(rgb, path: str) -> None:
     bpy.data.images.remove(image)
 
 
+def test_a_mesh_that_cannot_be_built_is_said_in_words(addon, tmp_path):
+    """The points grid is read back from the count of points and the depth's size; a plate
+    the run read through temporary links is gone: both leave the mesh out, in words."""
+    import importlib
+
+    from .support import ADDON_MODULE
+
+    shot3d = importlib.import_module(f"{ADDON_MODULE}.shot3d")
+    assert shot3d.grid_shape(64 * 48, (64, 48)) == (48, 64, 1)
+    assert shot3d.grid_shape(32 * 24, (64, 48)) == (24, 32, 2)
+    assert shot3d.grid_shape(21 * 16, (64, 48)) == (16, 21, 3)  # columns 1, 4 .. 61; rows 1 .. 46
+    with pytest.raises(shot3d.ShotError, match="does not match this depth's size"):
+        shot3d.grid_shape(1000, (64, 48))
+    with pytest.raises(shot3d.ShotError, match="is not there: the plate mesh is left out"):
+        shot3d._plate_image(str(tmp_path / "gone" / "frame.####.png"))
+    with pytest.raises(shot3d.ShotError, match="is not there: the plate mesh is left out"):
+        shot3d._plate_image(str(tmp_path / "gone.mov"))
+
+
 def test_a_depth_without_points_is_refused_in_words(built):
     scene = built["scene"]
     select_only(scene, built["plate"])
