@@ -175,39 +175,6 @@ def test_the_plate_on_its_depth_mesh_renders_as_the_plate(built, tmp_path):
     assert all(not np.allclose(a, b) for a, b in zip(shapes, shapes[1:], strict=False))
 
 
-@pytest.mark.parametrize("engine", ["BLENDER_WORKBENCH", "BLENDER_EEVEE"])
-def test_the_depth_mesh_shows_in_the_viewport_engines(built, tmp_path, engine):
-    """The mesh through the camera with the viewport's engines (Workbench, the Solid view
-    with Texture colour; Eevee, the Material Preview and Rendered views): the plate, where
-    it covers (they sample the texture between pixels: looser than Cycles' 0.000)."""
-    import numpy as np
-
-    shot = built["shot"]
-    frame = FRAMES[5]
-    shot.frame_set(frame)
-    hidden = [o for o in shot.objects if o.type == "POINTCLOUD"]
-    for cloud in hidden:
-        cloud.hide_render = True
-    shot.render.engine = engine
-    shot.display.shading.light = "FLAT"
-    shot.display.shading.color_type = "TEXTURE"
-    shot.render.image_settings.file_format = "PNG"
-    shot.render.image_settings.color_mode = "RGBA"
-    shot.render.filepath = str(tmp_path / f"{engine}.png")
-    try:
-        with bpy.context.temp_override(scene=shot):
-            bpy.ops.render.render(write_still=True)
-    finally:
-        for cloud in hidden:
-            cloud.hide_render = False
-    render, alpha = _pixels(shot.render.filepath, alpha=True)
-    plate = _pixels(str(built["media"]["sequence_dir"] / f"plate.{frame:04d}.png"))
-    covered = alpha > 0.99
-    error = float(np.median(np.abs(render - plate)[covered]))
-    print(f"{engine}: share covered {covered.mean():.3f}, median |render - plate| {error:.3f}")
-    assert covered.mean() > 0.85 and error < 0.03
-
-
 def test_a_movie_plate_on_its_depth_mesh_plays_frame_for_frame(media, addon, tmp_path):
     """A movie plate (the engine numbers its frames from 0): the mesh's texture shows movie
     frame n on the shot's frame n. Compared with the PNG frames the movie was encoded from
