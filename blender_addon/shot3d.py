@@ -11,7 +11,8 @@ vertex per point of the points file (the engine's points are one per grid cell, 
 every frame), moved each frame onto the points by Geometry Nodes (Sample Index of the imported
 point cloud, which Blender's importer animates), and textured with the plate through UVs at
 each cell's pixel centre, so that through the camera it shows the plate, and from elsewhere
-the plate's surfaces in depth. The grid is one sheet: across a depth edge its faces stretch
+the plate's surfaces in depth; a ring of vertices round the grid continues the surface to
+the frame's edges. The grid is one sheet: across a depth edge its faces stretch
 from the near surface to the far one (seen from the camera they hold the plate's pixels
 there; from the side they show as streaks), as projection set-ups usually are.
 """
@@ -123,23 +124,58 @@ def grid_shape(count: int, size: tuple[int, int]) -> tuple[int, int, int]:
 
 
 def plate_mesh(shot, cloud, size: tuple[int, int], source: str):
-    """The plate on a grid mesh that follows ``cloud`` (the imported points) every frame."""
+    """The plate on a grid mesh that follows ``cloud`` (the imported points) every frame.
+
+    The grid is the points' grid plus a ring round it, so that the mesh reaches the frame's
+    edges: a ring vertex continues the surface outward from the border point ``a`` past its
+    inner neighbour ``b`` by the share ``t`` of a cell that lies between ``a``'s pixel centre
+    and the frame's edge (``P = Pa + tx (Pa - Pbx) + ty (Pa - Pby)``; 0 inside)."""
     graph = shot.view_layers[0].depsgraph
     count = len(cloud.evaluated_get(graph).data.points)
     rows, cols, step = grid_shape(count, size)
     image = _plate_image(source)
     width, height = size
-    ys = [step // 2 + step * r for r in range(rows)]
-    xs = [step // 2 + step * c for c in range(cols)]
+    ys = [step // 2 + step * r + 0.5 for r in range(rows)]  # pixel centres of the points
+    xs = [step // 2 + step * c + 0.5 for c in range(cols)]
+    ring_rows, ring_cols = rows + 2, cols + 2
+
+    def outward(k: int, n: int, centres: list[float], extent: int) -> tuple[int, int, float]:
+        """(point, inner neighbour, share of a cell) along one axis for ring position k."""
+        if k == 0 and n > 1:
+            return 0, 1, centres[0] / step
+        if k == n + 1 and n > 1:
+            return n - 1, n - 2, (extent - centres[-1]) / step
+        inside = min(max(k - 1, 0), n - 1)
+        return inside, inside, 0.0
+
+    def coordinate(k: int, n: int, centres: list[float], extent: int) -> float:
+        return 0.0 if k == 0 else 1.0 if k == n + 1 else centres[k - 1] / extent
+
+    a, bx, by, tx, ty, vertex_uv = [], [], [], [], [], []
+    for i in range(ring_rows):
+        r, r_in, t_r = outward(i, rows, ys, height)
+        for j in range(ring_cols):
+            c, c_in, t_c = outward(j, cols, xs, width)
+            a.append(r * cols + c)
+            bx.append(r * cols + c_in)
+            by.append(r_in * cols + c)
+            tx.append(t_c)
+            ty.append(t_r)
+            u = coordinate(j, cols, xs, width)
+            v = 1.0 - coordinate(i, rows, ys, height)
+            vertex_uv.append((u, v))
     mesh = bpy.data.meshes.new(f"{shot.name} plate")
     faces = [
-        (r * cols + c, (r + 1) * cols + c, (r + 1) * cols + c + 1, r * cols + c + 1)
-        for r in range(rows - 1)
-        for c in range(cols - 1)
-    ]  # counter-clockwise seen from the camera (rows go down the picture)
-    mesh.from_pydata([(0.0, 0.0, 0.0)] * count, [], faces)
+        (i * ring_cols + j, (i + 1) * ring_cols + j, (i + 1) * ring_cols + j + 1,
+         i * ring_cols + j + 1)
+        for i in range(ring_rows - 1)
+        for j in range(ring_cols - 1)
+    ]  # counter-clockwise seen from the camera (rows go down the picture)  # fmt: skip
+    mesh.from_pydata([(0.0, 0.0, 0.0)] * (ring_rows * ring_cols), [], faces)
+    for name, kind, values in (("rd_a", "INT", a), ("rd_bx", "INT", bx), ("rd_by", "INT", by),
+                               ("rd_tx", "FLOAT", tx), ("rd_ty", "FLOAT", ty)):  # fmt: skip
+        mesh.attributes.new(name, kind, "POINT").data.foreach_set("value", values)
     uv = mesh.uv_layers.new(name="UVMap")
-    vertex_uv = [((x + 0.5) / width, 1.0 - (y + 0.5) / height) for y in ys for x in xs]
     loops = [0] * len(mesh.loops)
     mesh.loops.foreach_get("vertex_index", loops)
     uv.data.foreach_set("uv", [v for i in loops for v in vertex_uv[i]])
@@ -152,7 +188,8 @@ def plate_mesh(shot, cloud, size: tuple[int, int], source: str):
 
 
 def _follow_points(cloud):
-    """Geometry Nodes: vertex i goes where point i of ``cloud`` is on the current frame."""
+    """Geometry Nodes: each vertex goes where its points of ``cloud`` are on the current
+    frame (``rd_a``, and outward past ``rd_bx`` / ``rd_by`` by ``rd_tx`` / ``rd_ty``)."""
     tree = bpy.data.node_groups.new("RollingDepth plate on depth", "GeometryNodeTree")
     tree.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
@@ -161,14 +198,35 @@ def _follow_points(cloud):
     info = nodes.new("GeometryNodeObjectInfo")
     info.transform_space = "RELATIVE"  # the points as placed in the scene, in the mesh's space
     info.inputs["Object"].default_value = cloud
-    sample = nodes.new("GeometryNodeSampleIndex")
-    sample.data_type, sample.domain = "FLOAT_VECTOR", "POINT"
+    position = nodes.new("GeometryNodeInputPosition")
+
+    def attribute(name: str, kind: str):
+        node = nodes.new("GeometryNodeInputNamedAttribute")
+        node.data_type = kind
+        node.inputs["Name"].default_value = name
+        return node.outputs["Attribute"]
+
+    def point(index_name: str):
+        sample = nodes.new("GeometryNodeSampleIndex")
+        sample.data_type, sample.domain = "FLOAT_VECTOR", "POINT"
+        links.new(info.outputs["Geometry"], sample.inputs["Geometry"])
+        links.new(position.outputs[0], sample.inputs["Value"])
+        links.new(attribute(index_name, "INT"), sample.inputs["Index"])
+        return sample.outputs[0]
+
+    def math(operation: str, first, second):
+        node = nodes.new("ShaderNodeVectorMath")
+        node.operation = operation
+        links.new(first, node.inputs[0])
+        links.new(second, node.inputs[3 if operation == "SCALE" else 1])
+        return node.outputs[0]
+
+    here = point("rd_a")
+    across = math("SCALE", math("SUBTRACT", here, point("rd_bx")), attribute("rd_tx", "FLOAT"))
+    up = math("SCALE", math("SUBTRACT", here, point("rd_by")), attribute("rd_ty", "FLOAT"))
     move = nodes.new("GeometryNodeSetPosition")
-    links.new(info.outputs["Geometry"], sample.inputs["Geometry"])
-    links.new(nodes.new("GeometryNodeInputPosition").outputs[0], sample.inputs["Value"])
-    links.new(nodes.new("GeometryNodeInputIndex").outputs[0], sample.inputs["Index"])
     links.new(given.outputs[0], move.inputs["Geometry"])
-    links.new(sample.outputs[0], move.inputs["Position"])
+    links.new(math("ADD", math("ADD", here, across), up), move.inputs["Position"])
     links.new(move.outputs[0], result.inputs[0])
     return tree
 

@@ -170,7 +170,7 @@ def test_the_plate_on_its_depth_mesh_renders_as_the_plate(built, tmp_path):
             cloud.hide_render = False
     print(f"plate mesh: median |render - plate| where it covers, per frame (0..1): "
           f"{[round(e, 3) for e in errors]}; share covered: {[round(c, 3) for c in covered]}")  # fmt: skip
-    assert min(covered) > 0.9, covered
+    assert min(covered) > 0.99, covered  # the ring reaches the frame edges (0.964 without)
     assert max(errors) < 0.01, errors
     assert all(not np.allclose(a, b) for a, b in zip(shapes, shapes[1:], strict=False))
 
