@@ -256,13 +256,22 @@ def _check_frames(name: str, frames, available) -> None:
         )
 
 
-def _read_usd(path: Path, frames):
+def require_usd(what: str) -> None:
+    """ConfigError in one line saying what to install unless USD (``pxr``, from the
+    ``usd-core`` package: the ``3d`` extra) imports; ``what`` names the option that needs it."""
     try:
-        from pxr import Sdf, Usd, UsdGeom
+        import pxr.Usd  # noqa: F401 - only whether it imports
     except ImportError:
         raise ConfigError(
-            "`--camera` with a USD file needs usd-core: pip install 'rollingdepth[3d]'"
+            f"{what} needs USD (the usd-core package), which is not installed: "
+            "pip install 'rollingdepth[3d]' (or pip install usd-core)"
         ) from None
+
+
+def _read_usd(path: Path, frames):
+    require_usd("`--camera` with a USD file")
+    from pxr import Sdf, Usd, UsdGeom
+
     try:
         stage = Usd.Stage.Open(str(path))
     except Exception as exc:  # pxr raises Tf.ErrorException with a multi-line text

@@ -106,7 +106,9 @@ def write_depth_exr(
     if not target.parent.is_dir():
         raise OutputError(f"{target}: folder {target.parent} does not exist")
 
-    names = list(planes)
+    # in the order the file keeps (OpenEXR sorts channels by name), so the read-back
+    # compares as it comes, with no 4-byte-strided reordering copy of every pixel
+    names = sorted(planes)
     pixels = np.stack(
         [reframe(np.asarray(planes[n], dtype=np.float32), display, data) for n in names], axis=-1
     )  # [data h, data w, C]
@@ -115,7 +117,7 @@ def write_depth_exr(
     spec.x, spec.y = data[0], data[1]
     spec.full_x, spec.full_y, spec.full_width, spec.full_height = display
     spec.channelnames = tuple(names)
-    spec.z_channel = 0
+    spec.z_channel = names.index(channel)
     spec.attribute("compression", compression)
     spec.attribute("PixelAspectRatio", float(pixel_aspect))
     if datetime is not None:
@@ -229,7 +231,9 @@ def _verify(target: Path, temp: Path, names: list[str], expected: np.ndarray) ->
         raise OutputError(f"{target}: {_unreadable(temp, error)}")
     if sorted(order) != sorted(names):
         raise OutputError(f"{target}: the written file holds channels {order}, not {names}")
-    stored = np.asarray(stored).reshape(expected.shape)[..., [order.index(n) for n in names]]
+    stored = np.asarray(stored).reshape(expected.shape)
+    if order != names:
+        stored = stored[..., [order.index(n) for n in names]]
     # NaN never reaches here (checked before writing), so equality is exact.
     if not np.array_equal(stored, expected):
         raise OutputError(f"{target}: the written file reads back different pixels")

@@ -27,7 +27,8 @@ from .config import InferenceConfig
 from .errors import ConfigError, OutputError, RollingDepthError
 
 # flags whose value is a local path that every farm machine must find the same way
-PATH_FLAGS = ("output", "cache", "holdout", "anchors", "ocio_config", "checkpoint")
+# (`--points` is not one: it names a file inside the output folder, already absolute)
+PATH_FLAGS = ("output", "cache", "holdout", "anchors", "ocio_config", "checkpoint", "camera")
 DEFAULT_PROGRAM = "rollingdepth"
 
 

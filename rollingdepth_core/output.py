@@ -6,8 +6,10 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import fileseq
@@ -285,8 +287,10 @@ def write_depth_frames(
     and the passes, :mod:`.passes`) adds P and N channels computed from the written values
     at the written size, and the frame's camera to the header; it feeds its point cloud the
     plate's colours (``guides``, else ``colours``: the plate's frames at any size). Each
-    write is atomic
-    (written, read back, flushed, renamed); ``on_written(frame_number)`` hears each one.
+    write is atomic (written, read back, flushed, renamed); ``on_written(frame_number)``
+    hears each one, in order, in the caller's thread. Frame k's file is written in a thread
+    while frame k+1 is made (:class:`OneAhead`); the writer returns once every file is in
+    place, or raises the first failure after the write in flight has ended.
     """
     chosen = set(range(len(frame_numbers))) if select is None else set(select)
     confidences = iter(confidence) if confidence is not None else None
@@ -294,21 +298,10 @@ def write_depth_frames(
     pictures = iter(colours) if colours is not None else None
     stamp, utc_offset = export_datetime()
     written: list[Path] = []
-    for i, (number, frame) in enumerate(zip(frame_numbers, frames, strict=True)):
-        conf = next(confidences) if confidences is not None else None
-        guide = next(plates) if plates is not None else None
-        picture = next(pictures) if pictures is not None else None
-        if i not in chosen:
-            continue
-        size = plate_size if output.restore_res else frame.shape
-        values, conf = frame_values(frame, i, output, value_range, size, anchor_fit, conf, guide)
+
+    def write(number, values, conf, header, path, colour) -> None:  # in the writer's thread
         extra = {} if conf is None else {"confidence": conf}
-        path = Path(expand_pattern(pattern, number))
-        header = {**metadata, "source_frame": int(number)}
-        if anchor_fit is not None and anchor_fit.mode != "global":
-            header.update(anchor_fit.header(i))  # this frame's a and b
         if geometry is not None:
-            colour = guide if guide is not None else picture
             extra.update(geometry.channels(number, values, output.depth_mode, conf, colour))
             header.update(geometry.header(number))
         write_depth_exr(
@@ -325,11 +318,80 @@ def write_depth_frames(
             **(windows if windows is not None and output.restore_res else {}),
             **({"compression": geometry.compression} if geometry and geometry.compression else {}),
         )
+
+    def done(number, path) -> None:  # back in the caller's thread, once the file is in place
         written.append(path)
         if on_written is not None:
             on_written(int(number))
         report(progress, "write", len(written), len(chosen))
+
+    with OneAhead() as writer:
+        for i, (number, frame) in enumerate(zip(frame_numbers, frames, strict=True)):
+            conf = next(confidences) if confidences is not None else None
+            guide = next(plates) if plates is not None else None
+            picture = next(pictures) if pictures is not None else None
+            if i not in chosen:
+                continue
+            size = plate_size if output.restore_res else frame.shape
+            values, conf = frame_values(frame, i, output, value_range, size, anchor_fit, conf,
+                                        guide)  # fmt: skip
+            path = Path(expand_pattern(pattern, number))
+            header = {**metadata, "source_frame": int(number)}
+            if anchor_fit is not None and anchor_fit.mode != "global":
+                header.update(anchor_fit.header(i))  # this frame's a and b
+            colour = guide if guide is not None else picture
+            writer.submit(partial(write, number, values, conf, header, path, colour),
+                          partial(done, number, path))  # fmt: skip
     return written
+
+
+class OneAhead:
+    """Frame k's file is written (its P and N computed, the EXR written, read back, flushed,
+    renamed) in one thread of its own while the caller makes frame k+1 (the plate read, the
+    upsampling): numpy, torch and OpenImageIO release the GIL, so the two overlap on two
+    cores. At most one write is in flight and one frame in the making (memory stays at two
+    frames). ``after`` (the publisher's ``wrote``, the progress) runs in the caller's thread
+    once its file is in place, in order; a failed write raises its own error there, before
+    the next frame is handed over. Leaving the block, on an error or Ctrl-C too, waits for
+    the write in flight, so nothing writes into the folder after the writer returns.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollingdepth-write")
+        self._pending: tuple[Future, Callable[[], None]] | None = None
+
+    def submit(self, work: Callable[[], None], after: Callable[[], None]) -> None:
+        self.finish()
+        self._pending = (self._pool.submit(work), after)
+
+    def finish(self) -> None:
+        """Wait for the write in flight; its error is raised here, else ``after`` runs."""
+        if self._pending is None:
+            return
+        future, after = self._pending
+        future.result()
+        self._pending = None
+        after()
+
+    def __enter__(self) -> OneAhead:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        interrupted = False
+        try:
+            if kind is None:
+                self.finish()
+        finally:
+            # a write in flight ends (whole, or removed by the EXR writer) before the caller
+            # hears of the failure and, say, the publisher removes its staging folder
+            while self._pending is not None and not self._pending[0].done():
+                try:
+                    wait([self._pending[0]])
+                except KeyboardInterrupt:
+                    interrupted = True
+            self._pool.shutdown(wait=True)
+        if interrupted and kind is None:
+            raise KeyboardInterrupt
 
 
 def unit_frames(

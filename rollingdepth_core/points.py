@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cameras import CameraTrack
+from .cameras import CameraTrack, require_usd
 from .errors import ConfigError, OutputError
 
 DEFAULT_BUDGET = 50_000  # points per frame
@@ -118,10 +118,9 @@ class PointCloud:
 
     def save(self, path: str | Path, camera: CameraTrack, fps: Fraction | None = None) -> Path:
         """The stage with ``/shot/camera`` and ``/shot/points``, one time sample per frame."""
-        try:
-            from pxr import Gf, Sdf, Usd, UsdGeom, Vt
-        except ImportError:
-            raise ConfigError("`--points` needs usd-core: pip install 'rollingdepth[3d]'") from None
+        require_usd("`--points`")
+        from pxr import Gf, Sdf, Usd, UsdGeom, Vt
+
         path = Path(path)
         frames = sorted(self.frames)
         layer = Sdf.Layer.CreateNew(str(path))

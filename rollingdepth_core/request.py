@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .anchors import Anchors, load_anchors
-from .cameras import CameraRequest, CameraTrack, load_camera
+from .cameras import CameraRequest, CameraTrack, load_camera, require_usd
 from .colorspace import ColorRequest
 from .config import DEFAULT_MAX_FRAME_GIB, DEFAULT_MIN_SHOT_FRAMES, InferenceConfig, OutputConfig
 from .cuts import parse_cuts, shots_from_cuts
@@ -123,6 +123,7 @@ class RunRequest:
                          self.anchors is not None, self.points is not None)  # fmt: skip
             if self.points is not None:
                 check_points_name(self.points)
+                require_usd("`--points`")  # not only once every frame is computed
                 if self.points_budget < 1:
                     raise ConfigError(
                         f"`--points-budget` must be >= 1 point per frame; got {self.points_budget}"

@@ -169,3 +169,35 @@ def test_points_may_not_overwrite_the_camera_file(tmp_path, capsys):
     assert main(args) == 1
     assert "would overwrite the camera file" in capsys.readouterr().err
     assert load_camera(CameraRequest(file=camera), NUMBERS, PLATE).prim == "/rig/cam"
+
+
+# The CLI with USD made unimportable, as on a machine without the `3d` extra.
+WITHOUT_USD = "import sys; sys.modules['pxr'] = None; from rollingdepth_core.cli import main; " \
+    "sys.exit(main(sys.argv[1:]))"  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, what",
+    [
+        (["--camera", "CAMERA"], "`--camera` with a USD file"),
+        (["--fov", "40", "--points", "shot.usda"], "`--points`"),
+    ],
+)
+def test_without_usd_the_run_says_what_to_install_before_the_model(tmp_path, extra, what):
+    """The checkpoint does not exist: the missing USD is said first, in one line naming the
+    extra to install (`--points` was only refused once every frame had been computed)."""
+    import subprocess
+    import sys
+
+    plate = make_image_sequence(tmp_path / "plate", len(NUMBERS), PLATE[1], PLATE[0])
+    camera = write_usd(tmp_path / "cam.usda")
+    args = ["run", plate, "-o", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "none"),
+            "--device", "cpu", "--dtype", "fp32", "--depth-mode", "depth",
+            *[camera if a == "CAMERA" else a for a in extra]]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", WITHOUT_USD, *args], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    err = done.stderr.strip()
+    assert done.returncode == 1, err
+    assert len(err.splitlines()) == 1, err
+    assert f"{what} needs USD" in err and "pip install 'rollingdepth[3d]'" in err, err
+    assert not (tmp_path / "out" / "depth.1001.exr").exists()

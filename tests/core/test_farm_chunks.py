@@ -230,6 +230,22 @@ def test_job_list_routes_each_flag_to_the_commands_that_take_it(tmp_path, monkey
     assert capsys.readouterr().err == "rollingdepth: error: `--chunks` must be at least 1; got 0\n"
 
 
+def test_job_list_makes_the_camera_absolute_and_keeps_the_points_name(tmp_path, monkeypatch):
+    """finalize starts in the farm's folder, not the submitter's: `--camera cam.chan` must name
+    the submitter's file (it was passed on relative), while `--points` stays a file name in
+    the output folder (which is made absolute itself)."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    args = ["jobs", "plate.####.exr", "-o", "out", "--cache", "c", "--chunks", "2"]
+    args += ["--depth-mode", "depth", "--camera", "shot/cam.chan", "--points", "shot.usda"]
+    assert main([*args, "--json", "jobs.json"]) == 0
+    final = json.loads((tmp_path / "jobs.json").read_text())["jobs"][-1]["command"]
+    assert final[final.index("--camera") + 1] == str(tmp_path / "shot" / "cam.chan")
+    assert final[final.index("--points") + 1] == "shot.usda"
+    assert final[final.index("--output") + 1] == str(tmp_path / "out")
+
+
 def test_job_list_quotes_the_program_as_one_argument(tmp_path, monkeypatch, capsys):
     """A program path with a space stays one argument in the JSON and in the script (it was
     split into '/opt/Rolling' and 'Depth/rd')."""

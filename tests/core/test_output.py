@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rollingdepth_core.config import OutputConfig
-from rollingdepth_core.errors import ConfigError
+from rollingdepth_core.errors import ConfigError, OutputError
 from rollingdepth_core.exr import read_exr
 from rollingdepth_core.output import (
     convert_depth,
@@ -77,3 +77,51 @@ def test_writer_selects_frames_but_converts_with_the_clip_range(tmp_path):
     assert channels["Z"].shape == (8, 12) and channels["confidence"].shape == (8, 12)
     np.testing.assert_allclose(channels["Z"], 0.5)
     assert meta["rollingdepth/source_frame"] == 1002
+
+
+def _write_frames(tmp_path, frames, heard, **options):
+    return write_depth_frames(frames, (-1.0, 1.0), [1, 2, 3], str(tmp_path / "d.####.exr"),
+                              OutputConfig(depth_mode="inverse"), {}, plate_size=(4, 6),
+                              on_written=heard.append, **options)  # fmt: skip
+
+
+def test_a_failed_write_stops_the_writer_with_its_message_and_no_half_file(tmp_path):
+    """Frame 2 is written in the writer's thread while frame 3 is made: its failure (NaN)
+    still stops the run with the writer's own error, frame 3 is never handed over, and
+    nothing but frame 1 (complete, heard) is in the folder."""
+    frames = [np.full((4, 6), v, np.float32) for v in (0.5, np.nan, 0.25)]
+    heard = []
+    with pytest.raises(OutputError, match=r"d\.0002\.exr: channel 'Z' holds NaN"):
+        _write_frames(tmp_path, iter(frames), heard)
+    assert heard == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.0001.exr"]
+    np.testing.assert_array_equal(read_exr(tmp_path / "d.0001.exr")[0]["Z"], frames[0])
+
+
+def test_a_failure_while_a_frame_is_written_waits_for_that_file(tmp_path, monkeypatch):
+    """The caller's frames fail while frame 2 is being written in the writer's thread: the
+    error reaches the caller only once frame 2's file is whole (a publisher removes its
+    staging folder then; a write still running would put a file or a temporary back)."""
+    import time
+
+    from rollingdepth_core import output
+
+    real = output.write_depth_exr
+
+    def slow(path, *args, **kwargs):
+        time.sleep(0.5)  # the caller's next frame fails well before this write ends
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(output, "write_depth_exr", slow)
+
+    def frames():
+        yield np.full((4, 6), 0.5, np.float32)
+        yield np.full((4, 6), 0.25, np.float32)
+        raise RuntimeError("the store broke")
+
+    heard = []
+    with pytest.raises(RuntimeError, match="the store broke"):
+        _write_frames(tmp_path, frames(), heard)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.0001.exr", "d.0002.exr"]
+    assert read_exr(tmp_path / "d.0002.exr")[0]["Z"][0, 0] == np.float32(0.25)
+    assert heard == [1]  # frame 2 was complete but never reported: the run failed
