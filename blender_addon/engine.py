@@ -604,6 +604,15 @@ def estimate_argv(
     return [*argv, "--json"]
 
 
+def kept_key(media: str, argv: list[str] | tuple[str, ...]) -> str:
+    """What a strip's kept predictions hold, as the estimate of the run that made them says
+    it (plate file, frames, size, preset, dilations, resolution, model, device, precision):
+    a later estimate with the same key is a rerun that only re-aligns. Conservative: any
+    other change (a dilation subset included) counts as a full run."""
+    not_model = ("--restore-res", "--kept", "--json")  # what the model computes is the same
+    return json.dumps([media, *(a for a in argv if a not in not_model)])
+
+
 class Estimates:
     """Estimates asked of the engine in the background, kept by their command line: the
     dialog asks on every redraw and never waits (the engine starts in a few seconds)."""

@@ -43,6 +43,7 @@ from .engine import (
     RunOptions,
     error_text,
     in_blender_terms,
+    kept_key,
     run_argv,
 )
 from .folders import CACHE_PARTS
@@ -87,6 +88,7 @@ class DepthJob:
         self.files: list[str] = []
         self.created_dirs: list[str] = []  # output folders this job made, deepest first
         self.created_cache: list[str] = []  # the kept predictions' folders it made, likewise
+        self.cache_used = False  # the engine was given the strip's kept predictions
         self.replaced: list[str] = []  # names of the depth strips this job replaced
         self.started_at = time.monotonic()
         self.estimate: dict | None = None  # the engine's estimate, once it has answered
@@ -131,6 +133,7 @@ class DepthJob:
             self.started_at = time.monotonic()
             if options.cache:  # the sidebar shows them and offers to remove them
                 strip[sequencer.CACHE_KEY] = options.cache
+            self.cache_used = bool(options.cache)
             if self.settings.estimate_argv:  # answered in the background, beside the run
                 ESTIMATES.get(list(self.settings.estimate_argv))
         except BaseException:
@@ -295,6 +298,12 @@ class DepthJob:
                 depth.channel = min(depth.channel, channel)
                 depth.name = f"{source.name} depth"  # the replaced strip's name is free now
             self.depth_strip_name = depth.name
+            if self.cache_used and self.settings.estimate_argv:
+                # the kept predictions now hold this run's model work: a rerun's estimate
+                # that matches it only re-aligns
+                source[sequencer.KEPT_FOR_KEY] = kept_key(
+                    sequencer.media_path(source), self.settings.estimate_argv
+                )
             if self.settings.defocus:
                 if self.settings.replace:
                     remove_defocus_scenes(scene, source)
@@ -542,14 +551,21 @@ def _step_until_done(job: DepthJob | DepthBatch, timeout: float | None, interval
     ``timeout`` seconds the job is stopped and told why (``job._timed_out``)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     said = time.monotonic()
-    while job.step() == RUNNING:
-        if deadline is not None and time.monotonic() > deadline:
-            job._timed_out(f"The engine did not finish within {timeout:.0f} s; it was stopped.")
-            break
-        if time.monotonic() - said >= PRINT_EVERY_S:
-            said = time.monotonic()
-            print(f"RollingDepth: {job.strip_name}: {job.status_text} ({job.progress:.0%})")
-        time.sleep(interval)
+    try:
+        while job.step() == RUNNING:
+            if deadline is not None and time.monotonic() > deadline:
+                job._timed_out(f"The engine did not finish within {timeout:.0f} s; it was stopped.")
+                break
+            if time.monotonic() - said >= PRINT_EVERY_S:
+                said = time.monotonic()
+                print(f"RollingDepth: {job.strip_name}: {job.status_text} ({job.progress:.0%})")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        # Ctrl-C in the terminal of a background Blender is this path's Esc: the engine is
+        # stopped (else it runs on for the rest of its hour, holding the folder's lock) and the
+        # call ends cancelled, reported as Esc reports it, instead of a Python traceback
+        print(f"RollingDepth: {job.strip_name}: stopping (Ctrl-C)")
+        job.cancel()
     return job.state
 
 

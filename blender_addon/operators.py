@@ -23,6 +23,7 @@ from .engine import (
     RunOptions,
     estimate_argv,
     estimate_text,
+    kept_key,
     parse_dilations,
 )
 from .frames import StripError
@@ -43,6 +44,12 @@ DEPTH_MODE_LOOK = {
 ANCHORED_LOOK = (
     "Anchors make the depth a distance in their units; the strip shows it as nearest "
     "white .. farthest black"
+)
+
+# Under the estimate of a rerun whose model work is kept (strip_estimate_argv).
+KEPT_NOTE = (
+    "The model's work from the last run of this strip is kept: this run only lines the "
+    "depth up again"
 )
 
 
@@ -662,6 +669,8 @@ def draw_estimate(operator, context, layout, strip) -> None:
     if report is None:
         return
     wrapped_label(layout, estimate_text(report), width=60, icon="TIME")
+    if "--kept" in argv:
+        wrapped_label(layout, KEPT_NOTE, width=60, icon="INFO")
     faster = report.get("at_plate_size")
     if faster and operator.resolution != 0:
         time = protocol.duration_text(faster["seconds"])
@@ -669,11 +678,26 @@ def draw_estimate(operator, context, layout, strip) -> None:
 
 
 def strip_estimate_argv(engine_path: str, strip, options: RunOptions) -> list[str]:
-    """The engine's estimate of a run of ``strip``'s visible frames (engine.estimate_argv)."""
+    """The engine's estimate of a run of ``strip``'s visible frames (engine.estimate_argv);
+    of a rerun that only re-aligns when the strip's kept predictions were made for these
+    settings (it costs seconds, not the first run's minutes)."""
     frames = strip.frame_final_duration
     size = sequencer.plate_size(strip)
     plate = "" if size else sequencer.media_path(strip)
-    return estimate_argv(engine_path, frames, options, plate=plate, size=size)
+    argv = estimate_argv(engine_path, frames, options, plate=plate, size=size)
+    if kept_for(strip, argv):
+        argv.insert(len(argv) - 1, "--kept")  # before the closing --json
+    return argv
+
+
+def kept_for(strip, argv: list[str]) -> bool:
+    """Whether ``strip``'s kept predictions are on disk and were made for the run ``argv``
+    estimates (sequencer.KEPT_FOR_KEY, written when a run with them finished)."""
+    folder = strip.get(sequencer.CACHE_KEY)
+    made_for = strip.get(sequencer.KEPT_FOR_KEY)
+    if not folder or not made_for or not folders.is_cache_folder(folder):
+        return False
+    return made_for == kept_key(sequencer.media_path(strip), argv)
 
 
 def plate_of(strip) -> str:

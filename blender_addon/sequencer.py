@@ -28,6 +28,9 @@ MAX_CHANNEL = 128
 SOURCE_KEY = "rollingdepth_source"
 # on a source strip: the folder of its kept predictions (folders.cache_folder)
 CACHE_KEY = "rollingdepth_cache"
+# on a source strip: what the kept predictions were made for (engine.kept_key of the last
+# finished run), so that the dialog's estimate counts a rerun that only re-aligns as such
+KEPT_FOR_KEY = "rollingdepth_kept_for"
 # A depth strip's source timecode by frame number (the number in its file names; an ID
 # property's key holds at most 63 characters, a file name may not fit) and the plate's frame
 # rate, from the engine's result (a plate without timecode has neither): what the sidebar

@@ -102,6 +102,7 @@ class PanelController(QObject):
     hint_changed = Signal(str, bool)  # what Run would do; True = the shown depth is stale
     progress = Signal(str, str, int, int)  # job, stage, done, total
     job_started = Signal(str)
+    stopping = Signal(str)  # job name: Cancel was pressed, the job ends at its next step
     busy_changed = Signal(bool)
     export_finished = Signal(list)  # written paths
     # the folder holds another run's frames: (what it holds, and the export to repeat with
@@ -614,6 +615,10 @@ class PanelController(QObject):
         self.worker.submit("align", job)
 
     def cancel(self) -> None:
+        if self.worker.busy:
+            # the job stops at its next progress report, which a large processing size can
+            # put a minute away: say at once that the click was heard
+            self.stopping.emit(self.worker.current_job)
         self.worker.cancel()
 
     def export(
@@ -852,7 +857,10 @@ class PanelController(QObject):
                 self._fit_anchors()
                 if name == "run" and self._costing is not None:
                     self._record_costs(prediction)
-                timings = ", ".join(f"{k} {v:.2f} s" for k, v in prediction.timings.items())
+                # the stages by their names in the progress line, not the engine's keys
+                timings = ", ".join(
+                    f"{protocol.STAGES.get(k, k)} {v:.1f} s" for k, v in prediction.timings.items()
+                )
                 self.message.emit(f"{name} done: {timings}")
                 n_snippets = sum(len(idx) for idx in prediction.indices)
                 self.job_ended.emit(

@@ -110,6 +110,7 @@ class MainWindow(QMainWindow):
         # Whether the user wants the holdout overlay, kept while no matte is loaded (the
         # Matte button is off and disabled then, so it never looks pressed over nothing).
         self._matte_wanted = True
+        self._depth_shown = False  # the open plate's first depth was put in view
         self.error_box: QMessageBox | None = None
         # Closing while an export writes asks first (kept in `close_box` for tests); once the
         # user said stop, the close goes through.
@@ -282,6 +283,9 @@ class MainWindow(QMainWindow):
         c.hint_changed.connect(self.settings_panel.set_hint)
         c.estimate_changed.connect(self.settings_panel.set_estimate)
         c.job_started.connect(self.settings_panel.job_started)
+        # the last job's outcome ("run cancelled") is not this one's
+        c.job_started.connect(lambda _job: self.statusBar().clearMessage())
+        c.stopping.connect(self.settings_panel.job_stopping)
         c.job_ended.connect(self.job_ended)
         self.settings_panel.save_defaults_requested.connect(self.save_defaults)
         c.progress.connect(self.job_progress)
@@ -338,6 +342,7 @@ class MainWindow(QMainWindow):
         # what was run, aligned or exported was the previous plate's
         self.settings_panel.reset_progress()
         self.export_pattern = None
+        self._depth_shown = False
         self.viewer.reset_view()
         self.show_frame(self.scrubber.index)
         self.settings_changed()
@@ -369,6 +374,12 @@ class MainWindow(QMainWindow):
 
     def result_changed(self, prediction) -> None:
         info = self.controller.info
+        if prediction is not None and not self._depth_shown:
+            # a plate's first depth is what its run was for: shown, not left behind the RGB
+            # button; a view chosen after it is kept through later runs
+            self._depth_shown = True
+            if self.viewer.mode == "rgb":
+                self.viewer.set_mode("depth")
         self.diagnostics.set_prediction(prediction, info.frame_numbers if info else ())
         self.diagnostics.set_current(self.scrubber.index)
         self.export_action.setEnabled(prediction is not None and not self.controller.worker.busy)

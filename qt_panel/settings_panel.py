@@ -63,6 +63,10 @@ DEFAULT_KEYS = (
 DEBOUNCE_MS = 250
 
 
+# The worker's jobs as the Cancel line names them.
+JOB_NOUNS = {"run": "the run", "align": "the re-alignment", "export": "the export"}
+
+
 def parse_dilations(text: str) -> tuple[int, ...]:
     """``"1 10 25"`` or ``"1, 10, 25"`` → ``(1, 10, 25)``.
 
@@ -180,6 +184,7 @@ class SettingsPanel(QWidget):
         # An empty bar reads as a text field: it says "idle" until the first job.
         self.stage_label = QLabel(self)
         self.stage_label.setWordWrap(True)
+        self._stopping = False  # Cancel pressed, the job not ended yet
         self.reset_progress()
 
         self._build_layout()
@@ -382,6 +387,7 @@ class SettingsPanel(QWidget):
         self.plate_size_button.setEnabled(not busy)
 
     def job_started(self, job: str) -> None:
+        self._stopping = False
         if job == "run":
             # what Run would do is no longer the news: it is doing it
             self.set_hint("running\N{HORIZONTAL ELLIPSIS} (Cancel or Esc stops it)")
@@ -390,9 +396,18 @@ class SettingsPanel(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("%p%")
 
+    def job_stopping(self, job: str) -> None:
+        """Cancel was pressed: the job ends once the step under way is done."""
+        self.set_hint(f"stopping {JOB_NOUNS.get(job, job)}\N{HORIZONTAL ELLIPSIS}")
+        self.stage_label.setText("stopping once the step under way is done")
+        self.cancel_button.setEnabled(False)
+        self._stopping = True  # a report already on its way must not say it still runs
+
     def set_progress(
         self, stage: str, done: int, total: int, remaining: float | None = None
     ) -> None:
+        if self._stopping:
+            return
         left = f" \N{EM DASH} {duration_text(remaining)} left" if remaining is not None else ""
         self.stage_label.setText(f"{protocol.STAGES.get(stage, stage)}: {done}/{total}{left}")
         self.progress_bar.setRange(0, max(total, 1))
@@ -400,6 +415,7 @@ class SettingsPanel(QWidget):
 
     def job_ended(self, outcome: str, text: str) -> None:
         """Keep what happened in view: ``outcome`` is done, cancelled or failed."""
+        self._stopping = False
         self.stage_label.setText(text)
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1 if outcome == "done" else 0)

@@ -728,6 +728,12 @@ def add_estimate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine-steps", type=int, default=None)
     p.add_argument("--res", type=int, default=None)
     p.add_argument("--restore-res", action="store_true")
+    p.add_argument(
+        "--kept",
+        action="store_true",
+        help="the model's work for these settings is kept (a --cache rerun that only "
+        "re-aligns): no model passes, and no model loads unless refinement needs it",
+    )
     p.add_argument("--json", action="store_true")
 
 
@@ -763,9 +769,10 @@ def command_estimate(args: argparse.Namespace) -> dict:
         folder = find_checkpoint(args.checkpoint)
     except RollingDepthError:
         folder = None  # the estimate does without the model's size; the run will say why
+    kept = {"pending": 0, "load": config.refine_steps > 0} if args.kept else {}
     return estimate_run(
         list(args.shots), (height, width), config, describe_device(device), dtype, folder,
-        restore_res=args.restore_res,
+        restore_res=args.restore_res, **kept,
     )  # fmt: skip
 
 

@@ -205,6 +205,9 @@ class MemoryStore:
         parts: list[torch.Tensor] = []
         count = 0
         sizes = ((0, 0), (0, 0))
+        # the stage is named before its first group, which can take a minute at a large size:
+        # until then a progress line would still show the finished previous stage
+        report(progress, "encode", 0, n_frames)
         for group, sizes in _groups(frames, config.vae_batch_size, config):
             size = sizes[1]
             pipe = model()
@@ -370,6 +373,7 @@ class DiskStore:
         needed_groups = None if needed_frames is None else {f // group for f in needed_frames}
         keys: list[str] = []
         sizes = ((0, 0), (0, 0))
+        report(progress, "scan", 0, n_frames)  # named before its first group (as in memory)
         for pending, sizes in _groups(frames, group, config):
             size = sizes[1]
             g = len(keys) // group

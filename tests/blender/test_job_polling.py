@@ -14,7 +14,7 @@ import bpy
 import pytest
 
 from .conftest import fresh_scene
-from .support import ADDON_MODULE, add_image_strip
+from .support import ADDON_MODULE, add_image_strip, run_operator, select_only
 
 
 @pytest.fixture()
@@ -313,3 +313,37 @@ def test_dialog_options_reach_the_command_line(addon, prefs, scene, media, tmp_p
     assert f"--holdout {media['movie']}" in argv(holdout_strip=movie.name)
     with pytest.raises(operators.StripError, match="no strip 'gone'"):
         argv(holdout_strip="gone")
+
+
+def test_ctrl_c_in_a_blocking_run_stops_the_engine_and_reports_cancelled(
+    jobs, prefs, media, tmp_path, monkeypatch, capfd
+):
+    """Background Blender's Ctrl-C lands in the blocking loop as KeyboardInterrupt: it was a
+    traceback, and the engine ran on (holding the folder's lock) for the rest of its run."""
+    scene = fresh_scene()
+    names = [f"plate.{n:04d}.png" for n in range(1001, 1009)]
+    strip = add_image_strip(scene, media["sequence_dir"], names, 1, 1)
+    select_only(scene, strip)
+    seen = {}
+    step = jobs.DepthBatch.step
+
+    def step_then_ctrl_c(batch):
+        state = step(batch)
+        process = batch.current.process if batch.current is not None else None
+        if process is not None and process.state.total > 0:  # the engine is working
+            seen["process"] = process
+            raise KeyboardInterrupt
+        return state
+
+    monkeypatch.setattr(jobs.DepthBatch, "step", step_then_ctrl_c)
+    out = tmp_path / "depth"
+    assert run_operator(output_dir=str(out)) == {"CANCELLED"}  # no exception, no traceback
+    process = seen["process"]
+    assert process.returncode is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(process.pid, 0)
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.out + printed.err
+    assert "RollingDepth cancelled; no depth files were written." in printed.out + printed.err
+    assert not list(out.glob("*.exr")) and not list(out.glob(".*.lock"))
+    assert jobs.current_job() is None

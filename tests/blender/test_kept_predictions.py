@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import types
 
 import bpy
 import pytest
@@ -20,6 +21,7 @@ from .support import (
     run_operator,
     select_only,
 )
+from .test_ui import RecordingLayout
 
 FRAMES = 24
 NAMES = [f"plate.{n:04d}.png" for n in range(1001, 1001 + FRAMES)]
@@ -95,6 +97,31 @@ def _select_plate():
     return scene
 
 
+def _dialog_says(**values) -> tuple[str, list[str]]:
+    """The Estimate Depth dialog's labels once the engine's estimate is in, and the argv of
+    that estimate, for the operator's defaults with run_operator's settings and ``values``."""
+    operators = importlib.import_module(f"{ADDON_MODULE}.operators")
+    rna = bpy.ops.sequencer.rollingdepth_estimate.get_rna_type()
+    settings = {p.identifier: p.default for p in rna.properties
+                if p.identifier != "rna_type" and not getattr(p, "is_array", False)}  # fmt: skip
+    settings.update({"resolution": 64, "dilations": "1 3", "preset": "fast", **values})
+    deadline = time.monotonic() + 300  # a hang guard: the engine answers in seconds
+    while True:
+        stand_in = types.SimpleNamespace(layout=RecordingLayout(), **settings)
+        operators.SEQUENCER_OT_rollingdepth_estimate.draw(stand_in, bpy.context)
+        text = " ".join(stand_in.layout.texts("label"))
+        if "Estimating" not in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    engine = importlib.import_module(f"{ADDON_MODULE}.engine")
+    strip = bpy.context.scene.sequence_editor.active_strip
+    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
+    options = engine.RunOptions(checkpoint=prefs.checkpoint, resolution=settings["resolution"],
+                                dilations=(1, 3), restore_res=settings["restore_res"],
+                                device=prefs.device, dtype=prefs.dtype)  # fmt: skip
+    return text, operators.strip_estimate_argv(prefs.engine_path, strip, options)
+
+
 def test_a_rerun_with_a_holdout_re_aligns_the_kept_predictions(strip24, events):
     jobs = importlib.import_module(f"{ADDON_MODULE}.jobs")
     folders = importlib.import_module(f"{ADDON_MODULE}.folders")
@@ -119,6 +146,16 @@ def test_a_rerun_with_a_holdout_re_aligns_the_kept_predictions(strip24, events):
     line = panels.kept_line(scene, plate)
     assert line and line.startswith("Kept predictions of 'plate': ") and "B" in line
     assert folders.cache_size(str(kept)) > 0
+    # the dialog prices the rerun as what it is: a re-alignment, not the first run again
+    operators = importlib.import_module(f"{ADDON_MODULE}.operators")
+    engine = importlib.import_module(f"{ADDON_MODULE}.engine")
+    text, argv = _dialog_says(holdout_strip="roto")
+    assert "--kept" in argv and operators.KEPT_NOTE in text, text
+    full = [a for a in argv if a != "--kept"]
+    kept_s, full_s = engine.ESTIMATES.wait(argv)["seconds"], engine.ESTIMATES.wait(full)["seconds"]
+    assert kept_s < full_s / 2, (kept_s, full_s)
+    text, argv = _dialog_says(holdout_strip="roto", resolution=48)  # a model setting changed
+    assert "--kept" not in argv and operators.KEPT_NOTE not in text, text
 
     events.clear()
     started = time.perf_counter()
@@ -147,6 +184,7 @@ def test_a_rerun_with_a_holdout_re_aligns_the_kept_predictions(strip24, events):
         assert bpy.ops.sequencer.rollingdepth_remove_kept() == {"FINISHED"}
     assert not kept.exists()
     assert panels.kept_line(scene, plate) is None
+    assert "--kept" not in _dialog_says(holdout_strip="roto")[1]  # nothing kept: full price
     assert len(list(strip24["depth"].glob("depth.*.exr"))) == FRAMES  # depth stays
     events.clear()
     assert run_operator(holdout_strip="roto") == {"FINISHED"}

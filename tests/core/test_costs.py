@@ -153,3 +153,18 @@ def test_a_cached_run_teaches_the_estimate_only_when_it_did_the_whole_work(
     assert main([*run, "-o", str(tmp_path / "b"), "--depth-mode", "normalized"]) == 0
     again = json.loads((tmp_path / "config" / "costs.json").read_text())
     assert again["observations"] == book["observations"]
+
+
+def test_a_rerun_whose_model_work_is_kept_is_estimated_as_a_re_alignment(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    """`estimate --kept` (the add-on's rerun with the strip's kept predictions): no model
+    passes and no model to load; before, such a rerun was priced as the first run."""
+    monkeypatch.setenv("ROLLINGDEPTH_CONFIG_DIR", str(tmp_path / "config"))
+    args = ["estimate", "--plate-size", "64x48", "--shots", "12", "--checkpoint",
+            str(tiny_checkpoint), *FAST, "--json"]  # fmt: skip
+    full = json.loads(_stdout(args))
+    kept = json.loads(_stdout([*args[:-1], "--kept", "--json"]))
+    assert {"load", "snippets"} <= set(full["stages"])
+    assert not {"load", "snippets"} & set(kept["stages"]), kept["stages"]
+    assert kept["seconds"] < full["seconds"]

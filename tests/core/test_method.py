@@ -100,3 +100,30 @@ def test_disk_store_equals_memory_store_within_float16(model, tmp_path, refine_s
         np.concatenate(mem_result.alignment.scales),
         rtol=FLOAT16_CLIP_TOLERANCE,
     )
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "disk"])
+def test_reading_the_plate_is_said_before_its_first_group_is_encoded(model, tmp_path, store_kind):
+    """A progress line names the stage under way: at a large size the first group of frames
+    takes a minute, during which the line showed the model's finished loading at 100 %."""
+    events = []
+    encoding = []
+    original = model.encode
+
+    def encode(*args, **kwargs):
+        encoding.append(len(events))  # how many reports the artist had seen by then
+        return original(*args, **kwargs)
+
+    store = MemoryStore() if store_kind == "memory" else DiskStore(tmp_path / "cache", "tiny")
+    frames = [sample_frame(i, 6, 32, 32) for i in range(6)]
+    config = preset_config("fast", dilations=(1,), processing_res=32, dtype="fp32")
+    try:
+        model.encode = encode
+        run_method(lambda: iter(frames), range(6), config, store, LocalExecutor(), lambda: model,
+                   progress=lambda stage, done, total: events.append((stage, done, total)))  # fmt: skip
+    finally:
+        del model.encode
+        store.close()
+    stage = "encode" if store_kind == "memory" else "scan"
+    assert events[0] == (stage, 0, 6), events[:3]
+    assert encoding and encoding[0] == 1  # said before the first group went to the model

@@ -12,6 +12,7 @@ from qt_panel.main_window import MainWindow
 from qt_panel.viewer import VIEW_MODES
 from rollingdepth_core.exr import read_exr
 from rollingdepth_core.sample import write_sample_video
+from tests.artist_words import tells
 
 from .conftest import EVENT_TIMEOUT_MS, N_FRAMES, RUN_TIMEOUT_MS
 
@@ -159,26 +160,41 @@ def test_export_reads_back(qtbot, window, clip, tmp_path):
 def test_cancel_a_run(qtbot, window, tmp_path):
     long_clip = write_sample_video(tmp_path / "long.mp4", n_frames=40, height=64, width=96)
     window.open_plate(str(long_clip))
-    stages = []
+    stages, said = [], []
 
     def press_cancel(job, stage, done, total):
         stages.append(stage)
         if stage == "encode" and window.settings_panel.cancel_button.isEnabled():
             window.settings_panel.cancel_button.click()
+            # heard at once: the step under way may take a minute at a large size
+            said.append(window.settings_panel.hint_label.text())
+            said.append(window.settings_panel.stage_label.text())
+            said.append(window.settings_panel.cancel_button.isEnabled())
 
     window.controller.progress.connect(press_cancel)
     with qtbot.waitSignal(window.controller.worker.cancelled, timeout=RUN_TIMEOUT_MS):
         window.run()
     window.controller.progress.disconnect(press_cancel)
     assert "snippets" not in stages
+    assert said == ["stopping the run\N{HORIZONTAL ELLIPSIS}",
+                    "stopping once the step under way is done", False]  # fmt: skip
     assert window.controller.result is None
     qtbot.waitUntil(lambda: window.settings_panel.run_button.isEnabled(), timeout=EVENT_TIMEOUT_MS)
     assert window.settings_panel.stage_label.text().startswith("run cancelled after")
     assert window.settings_panel.progress_bar.text() == "cancelled"
     assert "cancelled" in window.statusBar().currentMessage()
 
+    status = []
+    window.controller.job_started.connect(
+        lambda _j: status.append(window.statusBar().currentMessage())
+    )
     result = run_and_wait(qtbot, window)  # the model stayed loaded; a new run completes
     assert result.depth.shape[0] == 40
+    assert status == [""]  # the last run's "cancelled" went when this one started
+    # how long each stage took, named as the progress line names them
+    done = window.statusBar().currentMessage()
+    assert done.startswith("run done: ") and "estimating depth" in done, done
+    assert not tells(done), done
 
 
 def test_errors_show_a_dialog_with_the_cause(qtbot, window, clip, tmp_path):
@@ -300,7 +316,11 @@ def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path,
     window.open_plate(str(clip))
     hint = window.settings_panel.hint_label
     assert hint.text() == "Run will load the model and read the plate"
+    assert window.viewer.mode == "rgb"
     run_and_wait(qtbot, window)
+    # the plate's first depth is put in view, not left behind the Depth button
+    assert window.viewer.mode == "depth" and window.mode_actions["depth"].isChecked()
+    window.mode_actions["rgb"].trigger()  # the artist's own choice after it is kept
     panel = window.settings_panel
     n_snippets = (N_FRAMES - 2) + (N_FRAMES - 6)
     text = panel.stage_label.text()
@@ -315,6 +335,7 @@ def test_after_a_run_the_panel_says_what_happened(qtbot, window, clip, tmp_path,
         panel.set_values(aligner="adam")
     qtbot.waitUntil(lambda: not window.controller.worker.busy, timeout=RUN_TIMEOUT_MS)
     assert panel.stage_label.text().startswith("re-aligned in ")
+    assert window.viewer.mode == "rgb"
 
     # a second plate: the model is loaded already, and the hint says so
     other = write_sample_video(tmp_path / "other.mp4", n_frames=8, height=64, width=96)
