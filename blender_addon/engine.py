@@ -175,6 +175,9 @@ SETTING_OF_FLAG = {
     "--input-colorspace": "the strip's color space (Strip ▸ Source)",
     "--holdout": "Holdout Matte in the Estimate Depth dialog",
     "--anchors": "Anchors File in the Estimate Depth dialog",
+    "--camera": "Camera in the Estimate Depth dialog",
+    "--passes": "Write Position and Normal in the Estimate Depth dialog",
+    "--points": "Points for Build Shot in 3D in the Estimate Depth dialog",
     "--cache": "the strip's Kept Predictions (remove them in the RollingDepth sidebar)",
     "-o": "Output Folder in the Estimate Depth dialog",
     "--output": "Output Folder in the Estimate Depth dialog",
@@ -285,6 +288,11 @@ class RunOptions:
     dtype: str | None = None
     name: str = protocol.DEFAULT_SEQUENCE_NAME
     channel: str = protocol.BLENDER_CHANNEL
+    # the shot's camera (a USD stage, shot_camera.py): P and N, and the points, in the
+    # scene's space; passes as the engine lists them ("Z,P,N")
+    camera: str | None = None
+    passes: str | None = None
+    points: str | None = None  # a USD file name in the output folder
     requested_by: str = ""  # the .blend's path, recorded with the run
     overwrite: bool = False  # the folder's depth may be replaced (folders.choose_folder)
 
@@ -325,6 +333,12 @@ class RunOptions:
             args += ["--anchors", self.anchors]
         if self.cache:
             args += ["--cache", self.cache]
+        if self.camera:
+            args += ["--camera", self.camera]
+        if self.passes:
+            args += ["--passes", self.passes]
+        if self.points:
+            args += ["--points", self.points]
         return args
 
 

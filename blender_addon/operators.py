@@ -15,7 +15,7 @@ import textwrap
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import camera_solve, folders, jobs, protocol, sequencer
+from . import camera_solve, folders, jobs, protocol, sequencer, shot_camera
 from .engine import (
     DEFAULT_DEPTH_MODE,
     ESTIMATES,
@@ -51,6 +51,27 @@ KEPT_NOTE = (
     "The model's work from the last run of this strip is kept: this run only lines the "
     "depth up again"
 )
+
+
+# The dialog's camera choices, kept alive: Blender reads the strings of a dynamic enum after
+# the callback has returned.
+_CAMERA_ITEMS: list[tuple[str, str, str]] = []
+POINTS_FILE = "depth_points.usdc"  # beside the depth EXRs; Build Shot in 3D opens it
+SCENE_UNITS_NEEDED = (
+    "Position, normals and points are in the scene's units: set Convention to Depth (Near "
+    "and Far in scene units), or anchor the depth to a camera solve or an anchors file."
+)
+
+PASSES_SHOW_BLACK = (
+    "With Position and Normal the Sequencer shows the depth strip black (Blender reads the "
+    "files as layers); the compositor's Image node reads the position and normals."
+)
+
+
+def camera_choices(_operator, context):
+    scene = sequencer.sequencer_scene(context) if context is not None else None
+    _CAMERA_ITEMS[:] = shot_camera.camera_items(scene)
+    return _CAMERA_ITEMS
 
 
 def blender_ocio_config() -> str:
@@ -213,6 +234,29 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         default="",
         options={"SKIP_SAVE"},  # points belong to one plate: never reused for the next
     )
+    camera: EnumProperty(
+        name="Camera",
+        description="The shot's camera, per frame of the strip: each frame then also carries "
+        "its position and normals in the scene's space, for relighting, position mattes and "
+        "Build Shot in 3D (needs depth in scene units)",
+        items=camera_choices,
+        default=0,
+        options={"SKIP_SAVE"},  # a camera belongs to one shot
+    )
+    write_passes: BoolProperty(
+        name="Write Position and Normal",
+        description="Each frame also carries where every pixel is in the scene (Position, "
+        "P) and which way its surface faces (Normal, N), read by Nuke, Fusion and Blender's "
+        "compositor as they are. The Sequencer then shows the depth strip black (Blender "
+        "reads such files as layers): use it in the compositor",
+        default=False,
+    )
+    write_points: BoolProperty(
+        name="Points for Build Shot in 3D",
+        description="Also write the plate as coloured points with the camera (a USD file "
+        "beside the depth), which Strip ▸ Build Shot in 3D opens as a scene",
+        default=True,
+    )
     holdout_strip: StringProperty(
         name="Holdout Matte",
         description="An image-sequence or movie strip to use as the holdout, e.g. a roto of a "
@@ -323,6 +367,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         layout.prop(self, "anchors_file")
         if self.anchors_file and len(sources) > 1:
             wrapped_label(layout, anchors_refusal(self.anchors_file, sources), 60, "ERROR")
+        draw_camera(self, layout, sources)
         if scene.sequence_editor is not None:
             layout.prop_search(
                 self, "holdout_strip", scene.sequence_editor, sequencer.ALL_STRIPS, icon="MOD_MASK"
@@ -424,6 +469,7 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             ocio_config=blender_ocio_config() if self.strip_colorspace else None,
             holdout=self._holdout(context),
             anchors=self._anchors_file(),
+            **self._camera(context, strip, output_dir),
             device=prefs.device,
             dtype=None if prefs.dtype == "preset" else prefs.dtype,
             requested_by=folders.requested_by(),
@@ -466,6 +512,36 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
             return camera_solve.usable_solve_anchors(clip, sequencer.sequencer_scene(context))
         except camera_solve.CameraSolveError as exc:
             raise StripError(str(exc)) from exc
+
+    def _camera(self, context, strip, output_dir: str) -> dict:
+        """The RunOptions of the dialog's camera: the camera written per frame of ``strip``
+        as a USD stage beside the strip's kept predictions, the passes and the points."""
+        if self.camera == shot_camera.NONE or not (self.write_passes or self.write_points):
+            return {}
+        if not geometric_ready(self):
+            raise EngineError(SCENE_UNITS_NEEDED, "ConfigError")
+        scene = sequencer.sequencer_scene(context)
+        plan = sequencer.plan_for_strip(strip, "")
+        try:
+            camera = shot_camera.camera_object(scene, self.camera)
+            shot = shot_camera.shot_camera(
+                scene, camera, plan.timeline, sequencer.plate_size(strip)
+            )
+        except shot_camera.ShotCameraError as exc:
+            raise StripError(str(exc)) from exc
+        stem = folders.cache_folder(output_dir, strip.name)
+        try:
+            path = shot_camera.write_camera(stem, shot)
+        except OSError as exc:
+            raise StripError(
+                f"Cannot write the camera for the run beside {stem} ({exc.strerror}): choose "
+                "another Output Folder."
+            ) from exc
+        return {
+            "camera": path,
+            "passes": ",".join(protocol.PASSES if self.write_passes else ("Z",)),
+            "points": POINTS_FILE if self.write_points else None,
+        }
 
     def _anchors_file(self) -> str | None:
         """The artist's own anchors file (the engine reads and checks it), absolute."""
@@ -542,6 +618,30 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         if jobs.depth_added(job) and not bpy.app.background:
             bpy.ops.ed.undo_push(message="Estimate Depth (RollingDepth)")
         return {"FINISHED"} if job.state == jobs.FINISHED else {"CANCELLED"}
+
+
+def geometric_ready(operator) -> bool:
+    """Whether the dialog's depth is in scene units, as position, normals and points need."""
+    return anchored(operator) or operator.depth_mode == "depth"
+
+
+def draw_camera(operator, layout, sources) -> None:
+    """The camera choice, what it adds, and what it needs."""
+    layout.prop(operator, "camera")
+    if operator.camera == shot_camera.NONE:
+        return
+    layout.prop(operator, "write_passes")
+    layout.prop(operator, "write_points")
+    if not (operator.write_passes or operator.write_points):
+        return
+    if not geometric_ready(operator):
+        wrapped_label(layout, SCENE_UNITS_NEEDED, 60, "ERROR")
+    size = sequencer.plate_size(sources[0]) if len(sources) == 1 else None
+    if operator.write_passes:
+        wrapped_label(layout, PASSES_SHOW_BLACK, 60, "INFO")
+        if size and operator.restore_res:
+            frames = sources[0].frame_final_duration
+            wrapped_label(layout, shot_camera.passes_size_text(size, frames), 60, "INFO")
 
 
 def draw_estimate(operator, context, layout, strip) -> None:

@@ -308,9 +308,10 @@ def test_the_dialog_anchors_a_strip_to_its_solved_clip(solved, tmp_path):
         depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
         upsample_edges=True, strip_colorspace=False, holdout_strip="", anchor_solve=True,
         output_dir=str(tmp_path), defocus=False, replace=True, replace_other=False, anchors_file="",
+        camera="NONE", write_passes=False, write_points=True,
     )  # fmt: skip
     stand_in = types.SimpleNamespace(**defaults, report=lambda *a: None)
-    for method in ("_holdout", "_solve_anchors", "_anchors_file"):
+    for method in ("_holdout", "_solve_anchors", "_anchors_file", "_camera"):
         setattr(stand_in, method, types.MethodType(getattr(cls, method), stand_in))
     stand_in._estimate_of = cls._estimate_of
     assert bpy.context.scene == scene  # the fixture made it the window's scene
@@ -419,9 +420,10 @@ def anchored(solved, addon, media, tmp_path_factory):  # noqa: F811
         depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
         upsample_edges=True, strip_colorspace=False, holdout_strip="", anchor_solve=True,
         output_dir=str(output), defocus=True, replace=True, replace_other=False, anchors_file="",
+        camera="NONE", write_passes=False, write_points=True,
     )  # fmt: skip
     stand_in = types.SimpleNamespace(**dialog, report=lambda *a: None)
-    for method in ("_holdout", "_solve_anchors", "_anchors_file"):
+    for method in ("_holdout", "_solve_anchors", "_anchors_file", "_camera"):
         setattr(stand_in, method, types.MethodType(getattr(cls, method), stand_in))
     stand_in._estimate_of = cls._estimate_of
     settings = cls._settings(stand_in, bpy.context, strip)
@@ -585,3 +587,106 @@ def test_the_dialog_says_what_anchoring_writes(anchored):
     text = " ".join(layout.texts("label"))
     assert "Shows as depth in the Sequencer" not in text
     assert "Anchors make the depth a distance in their units" in text
+
+
+# ---------------------------------------------------------------------------- issue 31
+def test_a_solved_shot_opens_in_3d_on_its_plate(solved, media, tmp_path):
+    """The dialog's Camera on a solved shot: the camera a Camera Solver constraint drives (as
+    Setup Tracking Scene makes it), with the solve's anchors; Build Shot in 3D then renders,
+    through that camera, the points and the plate's depth mesh on the plate's own pixels."""
+    import types
+    from dataclasses import replace
+
+    import numpy as np
+
+    from .conftest import point_at_engine
+
+    point_at_engine(media["checkpoint"])
+    scene, strip = _plate_strip(solved)
+    clip = solved["clip"]
+    data = bpy.data.cameras.new("solved")
+    data.lens, data.sensor_width, data.sensor_fit = LENS, SENSOR, "HORIZONTAL"
+    camera = bpy.data.objects.new("solved", data)
+    scene.collection.objects.link(camera)
+    constraint = camera.constraints.new("CAMERA_SOLVER")
+    constraint.use_active_clip, constraint.clip = False, clip
+    previous, scene.camera = scene.camera, camera
+    try:
+        operators = importlib.import_module(f"{ADDON_MODULE}.operators")
+        jobs = importlib.import_module(f"{ADDON_MODULE}.jobs")
+        cls = operators.SEQUENCER_OT_rollingdepth_estimate
+        dialog = dict(
+            checkpoint="", preset="fast", dilations="1 3", refine_steps=-1, resolution=64,
+            depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
+            upsample_edges=True, strip_colorspace=False, holdout_strip="", anchor_solve=True,
+            output_dir=str(tmp_path / "out"), defocus=False, replace=True, replace_other=False,
+            anchors_file="", camera="SCENE", write_passes=False, write_points=True,
+        )  # fmt: skip
+        stand_in = types.SimpleNamespace(**dialog, report=lambda *a: None)
+        for method in ("_holdout", "_solve_anchors", "_anchors_file", "_camera"):
+            setattr(stand_in, method, types.MethodType(getattr(cls, method), stand_in))
+        stand_in._estimate_of = cls._estimate_of
+        settings = cls._settings(stand_in, bpy.context, strip)
+        folder = os.path.dirname(bpy.path.abspath(clip.filepath))
+        anchors = _model_consistent(settings.anchors, os.path.join(folder, "plate.####.png"),
+                                    media["checkpoint"], tmp_path / "model")  # fmt: skip
+        batch = jobs.DepthBatch(scene, [strip], [replace(settings, anchors=anchors)]).start()
+        batch.run_blocking(timeout=600)
+        assert batch.state == jobs.FINISHED, batch.error
+        depth = scene.sequence_editor.strips[f"{strip.name} depth"]
+        select_only(scene, depth)
+        assert bpy.ops.sequencer.rollingdepth_build_shot() == {"FINISHED"}
+    finally:
+        scene.camera = previous
+    shot = bpy.data.scenes[f"{depth.name} 3D"]
+    shot.render.engine = "CYCLES"
+    shot.cycles.samples = 1
+    shot.render.image_settings.file_format = "PNG"
+    shot.render.image_settings.color_mode = "RGBA"
+    found = {}
+    for kind, hide in (("points", "MESH"), ("mesh", "POINTCLOUD")):
+        for ob in shot.objects:
+            ob.hide_render = ob.type == hide
+        for number in (FIRST, FIRST + FRAMES - 1):
+            shot.frame_set(number)
+            path = tmp_path / f"{kind}.{number}.png"
+            shot.render.filepath = str(path)
+            with bpy.context.temp_override(scene=shot):
+                bpy.ops.render.render(write_still=True)
+            render = _rgba(path)
+            plate = _rgba(Path(folder) / f"plate.{number:04d}.png")[..., :3]
+            covered = render[..., 3] > 0.99
+            error = float(np.median(np.abs(render[..., :3] - plate)[covered]))
+            found[(kind, number)] = (round(float(covered.mean()), 3), round(error, 3))
+            if number == FIRST + FRAMES - 1:
+                side = np.concatenate([plate, render[..., :3]], axis=1)
+                _keep_screenshot(_save_rgb(side, tmp_path / f"{kind}_side.png"),
+                                 f"solved_shot_{kind}.png")  # fmt: skip
+    print(f"solved shot through its camera (share covered, median |render - plate|): {found}")
+    for (kind, _), (share, error) in found.items():
+        assert share > (0.3 if kind == "points" else 0.99), found
+        assert error < 0.01, found
+
+
+def _rgba(path: Path):
+    import numpy as np
+
+    image = bpy.data.images.load(str(path))
+    width, height = image.size
+    pixels = np.array(image.pixels[:], np.float32).reshape(height, width, 4)[::-1]
+    bpy.data.images.remove(image)
+    return pixels
+
+
+def _save_rgb(rgb, path: Path) -> Path:
+    import numpy as np
+
+    height, width = rgb.shape[:2]
+    image = bpy.data.images.new("side", width, height)
+    rgba = np.concatenate([rgb, np.ones((height, width, 1), np.float32)], -1)[::-1]
+    image.pixels.foreach_set(rgba.reshape(-1))
+    image.filepath_raw = str(path)
+    image.file_format = "PNG"
+    image.save()
+    bpy.data.images.remove(image)
+    return path

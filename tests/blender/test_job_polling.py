@@ -287,11 +287,12 @@ def test_dialog_options_reach_the_command_line(addon, prefs, scene, media, tmp_p
             depth_mode="normalized", near=1.0, far=100.0, half=False, restore_res=True,
             upsample_edges=False, strip_colorspace=False, holdout_strip="", anchor_solve=False,
             anchors_file="", output_dir=str(tmp_path), defocus=False, replace=True,
-            replace_other=False,
+            replace_other=False, camera="NONE", write_passes=False, write_points=True,
         )  # fmt: skip
         stand_in = types.SimpleNamespace(**{**defaults, **properties}, report=lambda *a: None)
         stand_in._holdout = types.MethodType(cls._holdout, stand_in)
         stand_in._anchors_file = types.MethodType(cls._anchors_file, stand_in)
+        stand_in._camera = types.MethodType(cls._camera, stand_in)
         stand_in._estimate_of = cls._estimate_of
         settings = cls._settings(stand_in, bpy.context, plate)
         return " ".join(engine_module.run_argv(sys.executable, "p", "o", None, settings.options))
