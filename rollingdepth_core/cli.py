@@ -8,8 +8,6 @@ half-written; an interrupt while writing says how much of the sequence is on dis
 from __future__ import annotations
 
 import argparse
-import atexit
-import gc
 import json
 import logging
 import signal
@@ -823,10 +821,6 @@ def main(argv: list[str] | None = None) -> int:
         from .costs import note_process_start
 
         note_process_start()  # its start-up is part of a run's cost
-        # At exit, the interpreter's last garbage collections over torch's and diffusers'
-        # objects took 1-2 s of every run on a 2-core CPU, after the result was out; frozen
-        # (the last exit handler: registered first), they are skipped: 0.2 s.
-        atexit.register(gc.freeze)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="rollingdepth: %(message)s")
     for name in ("diffusers", "transformers"):
