@@ -8,11 +8,16 @@ half-written; an interrupt while writing says how much of the sequence is on dis
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import time
+from typing import NoReturn
 
 from . import __version__, protocol
 from .config import (
@@ -821,6 +826,30 @@ def main(argv: list[str] | None = None) -> int:
         from .costs import note_process_start
 
         note_process_start()  # its start-up is part of a run's cost
+        _leave(_command(None))
+    return _command(argv)
+
+
+def _leave(code: int) -> NoReturn:
+    """End the command's own process once its work and its words are out, without the
+    interpreter's teardown: the last garbage collections over torch's and diffusers' objects
+    took 1.3 s of every run on a 2-core CPU (0.2 s without), after the result was printed,
+    and a front-end or a farm waits for the process, not the line. What a normal exit does
+    that matters is done first, in its order: other threads joined, exit handlers run (Ray's
+    shutdown, logging's flush), the streams flushed."""
+    main_thread = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main_thread and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        # a reader that has gone, a stream already closed: nothing more can reach them
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
+def _command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="rollingdepth: %(message)s")
     for name in ("diffusers", "transformers"):
