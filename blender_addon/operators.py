@@ -62,11 +62,6 @@ SCENE_UNITS_NEEDED = (
     "and Far in scene units), or anchor the depth to a camera solve or an anchors file."
 )
 
-PASSES_SHOW_BLACK = (
-    "With Position and Normal the Sequencer shows the depth strip black (Blender reads the "
-    "files as layers); the compositor's Image node reads the position and normals."
-)
-
 
 def camera_choices(_operator, context):
     scene = sequencer.sequencer_scene(context) if context is not None else None
@@ -247,8 +242,8 @@ class SEQUENCER_OT_rollingdepth_estimate(bpy.types.Operator):
         name="Write Position and Normal",
         description="Each frame also carries where every pixel is in the scene (Position, "
         "P) and which way its surface faces (Normal, N), read by Nuke, Fusion and Blender's "
-        "compositor as they are. The Sequencer then shows the depth strip black (Blender "
-        "reads such files as layers): use it in the compositor",
+        "compositor as they are. The depth strip still shows the depth: the files also keep "
+        "a grey copy of it that Blender's Sequencer shows",
         default=False,
     )
     write_points: BoolProperty(
@@ -637,11 +632,9 @@ def draw_camera(operator, layout, sources) -> None:
     if not geometric_ready(operator):
         wrapped_label(layout, SCENE_UNITS_NEEDED, 60, "ERROR")
     size = sequencer.plate_size(sources[0]) if len(sources) == 1 else None
-    if operator.write_passes:
-        wrapped_label(layout, PASSES_SHOW_BLACK, 60, "INFO")
-        if size and operator.restore_res:
-            frames = sources[0].frame_final_duration
-            wrapped_label(layout, shot_camera.passes_size_text(size, frames), 60, "INFO")
+    if operator.write_passes and size and operator.restore_res:
+        frames = sources[0].frame_final_duration
+        wrapped_label(layout, shot_camera.passes_size_text(size, frames), 60, "INFO")
 
 
 def draw_estimate(operator, context, layout, strip) -> None:

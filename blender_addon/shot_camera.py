@@ -35,10 +35,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+from . import protocol
+
 NONE, SCENE_CAMERA = "NONE", "SCENE"
 ASPECT_TOLERANCE = 0.01  # as the engine's check (rounded sensor sizes)
-# P and N add six float32 channels per pixel (written uncompressed, README)
-PASS_BYTES_PER_PIXEL = 6 * 4
+# P and N add six float32 channels per pixel (written uncompressed, README), and the depth's
+# half-float R, G, B copy that Blender's Sequencer shows beside them (protocol.DISPLAY_CHANNELS)
+PASS_BYTES_PER_PIXEL = 6 * 4 + protocol.DISPLAY_BYTES_PER_PIXEL
 
 
 class ShotCameraError(Exception):

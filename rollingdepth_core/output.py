@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__, protocol
 from .anchors import AnchorFit
 from .colorspace import PlateColor
-from .config import InferenceConfig, OutputConfig
+from .config import HALF_MAX, InferenceConfig, OutputConfig
 from .errors import ConfigError, OutputError
 from .exr import write_depth_exr
 from .passes import FrameGeometry
@@ -303,6 +303,7 @@ def write_depth_frames(
         extra = {} if conf is None else {"confidence": conf}
         if geometry is not None:
             extra.update(geometry.channels(number, values, output.depth_mode, conf, colour))
+            extra.update(display_channels(values, output.channel, extra))
             header.update(geometry.header(number))
         write_depth_exr(
             path,
@@ -343,6 +344,18 @@ def write_depth_frames(
             writer.submit(partial(write, number, values, conf, header, path, colour),
                           partial(done, number, path))  # fmt: skip
     return written
+
+
+def display_channels(
+    values: np.ndarray, channel: str, extra: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The depth again as plain half-float R, G, B when Blender is to show a frame with layers
+    (``protocol.DISPLAY_CHANNELS``: the depth channel is Blender's ``Y`` and a layered channel,
+    P or N, sits beside it), else nothing. Values beyond half's range show white anyway."""
+    if channel != protocol.BLENDER_CHANNEL or not any("." in name for name in extra):
+        return {}
+    grey = np.clip(values, -HALF_MAX, HALF_MAX).astype(np.float16)
+    return dict.fromkeys(protocol.DISPLAY_CHANNELS, grey)
 
 
 class OneAhead:

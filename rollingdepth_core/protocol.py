@@ -72,6 +72,12 @@ DEFAULT_CHANNEL = "Z"
 # Blender read them without a Shuffle: `layer.X/Y/Z` (Blender's own passes, e.g. Position.X).
 PASSES = ("Z", "P", "N")
 PASS_CHANNELS = {"P": ("P.X", "P.Y", "P.Z"), "N": ("N.X", "N.Y", "N.Z")}
+# A frame whose depth is Blender's channel (`Y`) and that carries P or N also holds the depth as
+# plain half-float R, G, B: Blender 5.0.1 reads an EXR with layers (`P.X`...) as a multilayer
+# file, whose picture in the Sequencer (and in a render of it) comes only from plain `R G B`
+# channels: beside `Y` alone it showed black, and a background render of the strip crashed.
+DISPLAY_CHANNELS = ("R", "G", "B")
+DISPLAY_BYTES_PER_PIXEL = 2 * len(DISPLAY_CHANNELS)
 
 
 def nearness_affine(

@@ -140,6 +140,50 @@ def test_the_scene_camera_gives_position_and_normals_in_the_scene(
     assert worst_shot < 1e-4, worst_shot
 
 
+COPY_Y_ONLY = """
+import sys
+from pathlib import Path
+from rollingdepth_core.exr import read_exr, write_depth_exr
+for path in sys.argv[2:]:
+    channels, _ = read_exr(path)
+    write_depth_exr(Path(sys.argv[1]) / Path(path).name, channels["Y"], channel="Y")
+"""
+
+
+def _render_strip(scene, frame: int, path) -> list[float]:
+    """The red of every pixel of the Sequencer's picture at scene ``frame`` (16-bit PNG)."""
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_depth = "16"
+    scene.render.filepath = str(path)
+    scene.frame_set(frame)
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(str(path))
+    red = list(image.pixels)[0::4]
+    bpy.data.images.remove(image)
+    return red
+
+
+def test_with_position_and_normal_the_depth_strip_shows_the_depth(prefs, scene, plate, tmp_path):
+    """Frames with P and N layers show their depth in the Sequencer, as depth alone does:
+    rendered through the edit, the strip is the picture of the same depth written alone
+    (Blender 5.0.1 showed `Y` beside layers black, and its background render crashed)."""
+    _shot_camera(scene, "AUTO")
+    run = _run_with_camera(tmp_path, write_passes=True)
+    assert {"R", "G", "B"} <= set(run["frames"][run["paths"][2]]["channels"])
+    depth = scene.sequence_editor.strips[f"{plate.name} depth"]
+    plate.mute = True
+    shown = _render_strip(scene, STRIP_START + 2, tmp_path / "with_passes.png")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    engine_python(COPY_Y_ONLY, str(alone), *run["paths"])
+    depth.directory = str(alone) + "/"
+    expected = _render_strip(scene, STRIP_START + 2, tmp_path / "depth_alone.png")
+    plate.mute = False
+    assert max(expected) - min(expected) > 0.2, "the depth alone renders flat"
+    worst = max(abs(a - b) for a, b in zip(shown, expected, strict=True))
+    assert worst < 2e-3, f"the strip with P and N shows other values (worst {worst:.4f})"
+
+
 def test_points_alone_keep_the_depth_strip_as_it_shows(prefs, scene, plate, tmp_path):
     """Without Position and Normal the frames hold the depth alone, which the Sequencer shows
     (Blender 5.0.1 shows an EXR whose depth sits beside P and N layers as black), and the
@@ -176,9 +220,9 @@ def test_the_dialog_says_what_the_camera_needs_and_adds(addon, scene, plate):
                    output_dir="/x")  # fmt: skip
     labels = " ".join(layout.texts("label"))
     assert "set Convention to Depth" not in labels
-    # six float channels of 64 x 48 pixels, 6 frames
-    assert "Position and Normal add 73.7 kB per frame (442.4 kB for 6 frames)" in labels
-    assert "shows the depth strip black" in labels
+    # six float channels and the half-float grey copy Blender shows, 64 x 48 pixels, 6 frames
+    assert "Position and Normal add 92.2 kB per frame (553.0 kB for 6 frames)" in labels
+    assert "shows the depth strip black" not in labels
 
 
 def _vector(values):

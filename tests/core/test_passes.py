@@ -119,6 +119,24 @@ def test_passes_choose_and_half_applies(plate, tiny_checkpoint, tmp_path):
     assert header["rollingdepth/passes"] == "Z N"
 
 
+def test_blenders_channel_beside_layers_gets_a_grey_copy_blender_shows(
+    plate, tiny_checkpoint, tmp_path
+):
+    """Depth in Blender's `Y` beside P/N layers is also written as plain half R, G, B (Blender
+    shows a layered EXR only through R G B); `Y` without layers, or `Z`, gets no copy."""
+    common = [plate, "--checkpoint", str(tiny_checkpoint), *FAST, "--depth-mode", "depth",
+              "--near", "2", "--far", "30", "--fov", "40", "--channel", "Y"]  # fmt: skip
+    assert main(["run", *common, "-o", str(tmp_path / "pn")]) == 0
+    channels, header = read_exr(tmp_path / "pn" / "depth.1003.exr")
+    assert set(channels) == {"Y", "R", "G", "B", *P, *N}
+    assert header["channel_formats"]["Y"] == "float"
+    for name in ("R", "G", "B"):
+        assert header["channel_formats"][name] == "half"
+        np.testing.assert_array_equal(channels[name], channels["Y"].astype(np.float16))
+    assert main(["run", *common, "-o", str(tmp_path / "z"), "--passes", "Z"]) == 0
+    assert set(read_exr(tmp_path / "z" / "depth.1003.exr")[0]) == {"Y"}
+
+
 def test_no_camera_writes_z_only(plate, tiny_checkpoint, tmp_path):
     args = ["run", plate, "-o", str(tmp_path / "o"), "--checkpoint", str(tiny_checkpoint), *FAST]
     assert main(args) == 0
