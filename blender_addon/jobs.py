@@ -238,7 +238,9 @@ class DepthJob:
             if not ready or not report:
                 return None
             self.estimate = report
-            self._clock = protocol.RemainingClock(report["stages"], start=self.started_at)
+            self._clock = protocol.RemainingClock(
+                report["stages"], start=self.started_at, rough=not report.get("measured", True)
+            )
         run = self.process.state
         return self._clock.update(run.stage, run.done, run.total)
 

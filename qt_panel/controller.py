@@ -574,7 +574,11 @@ class PanelController(QObject):
         generation, source, color = self._generation, self.plate.info.source, self.color_request
         mattes = self.holdout
         estimate = self.run_estimate(request)
-        self._clock = protocol.RemainingClock(estimate["stages"]) if estimate else None
+        self._clock = (
+            protocol.RemainingClock(estimate["stages"], rough=not estimate["measured"])
+            if estimate
+            else None
+        )
         self._costing = self._cost_record(request, estimate)
         self._load_seconds = []
         self._left = None

@@ -169,10 +169,18 @@ class RemainingClock:
     reports are in (counted from its first report, which carries its warm-up), and, for the
     stages to come, the ratio of measured to estimated over the stages finished and the one
     in progress. A clock started with the engine's process counts the time before the first
-    report as the estimate's ``start``."""
+    report as the estimate's ``start``. ``rough``: the estimate is a first guess (no earlier
+    run on this device, `costs.Estimate.measured` false), which can be several times off
+    either way and wrong by a different factor for each stage: a stage's own pace is then
+    trusted from its first report (its warm-up included, so at most a few times high), and
+    from its second on without the warm-up."""
 
-    def __init__(self, stages: dict[str, float], start: float | None = None) -> None:
+    def __init__(
+        self, stages: dict[str, float], start: float | None = None, rough: bool = False
+    ) -> None:
         self.stages = dict(stages)  # the estimate's seconds per stage
+        self.rough = rough
+        self.rate_reports = 1 if rough else RATE_REPORTS
         self.start = time.monotonic() if start is None else start
         self.stage: str | None = None
         self.stage_start = self.start
@@ -205,10 +213,10 @@ class RemainingClock:
             at, first_done = self.first
             if done > first_done and now > at:
                 rate = (now - at) / (done - first_done)
-                trust = min(1.0, self.reports / RATE_REPORTS)
+                trust = min(1.0, self.reports / self.rate_reports)
             else:  # one report: its time over its units, warm-up and all
                 rate = spent / done
-                trust = 0.0 if planned > 0 else 1.0
+                trust = 0.0 if planned > 0 and not self.rough else 1.0
             projected = spent + rate * (total - done)
         # measured over estimated, the stage in progress counted as far as it is trusted
         estimated = sum(self.stages.get(s, 0.0) for s in self.finished) + trust * planned
@@ -221,10 +229,13 @@ class RemainingClock:
         return current + ratio * sum(self.stages[s] for s in later if _after(s, stage))
 
 
-def remaining_times(stages: dict[str, float], events: list[tuple[float, str, int, int]]):
+def remaining_times(
+    stages: dict[str, float], events: list[tuple[float, str, int, int]], rough: bool = False
+):
     """The time left after each of a run's progress reports ``(elapsed, stage, done,
-    total)`` (seconds since the engine's process started), from its estimate ``stages``."""
-    clock = RemainingClock(stages, start=0.0)
+    total)`` (seconds since the engine's process started), from its estimate ``stages``
+    (``rough``: a first guess, see `RemainingClock`)."""
+    clock = RemainingClock(stages, start=0.0, rough=rough)
     return [clock.update(stage, done, total, now=t) for t, stage, done, total in events]
 
 

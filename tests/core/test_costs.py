@@ -196,6 +196,27 @@ def test_time_left_follows_the_measured_rate_after_a_few_reports():
         assert left[i] == pytest.approx(end - events[i][0], rel=0.25)
 
 
+def test_a_rough_first_guess_gives_way_to_the_stages_own_pace_at_once():
+    """A first guess wrong by a different factor per stage (as the panel's first run of a tiny
+    model at 768 px: load guessed low, the model passes 10x high): a clock told the guess is
+    rough says, at the long stage's first report, its pace with the warm-up (under 2.5x the
+    truth) and from its second on the measured pace's time (within 25 %). Trusting the guess
+    there said 26x the truth (the walkthrough's panel: 'about 16 min left' with under 2 min
+    to go)."""
+    events, end = _steady_run()
+    guess = {"start": 0.5, "load": 0.5, "encode": 1.0, "snippets": 1000.0, "write": 2.0}
+    snippets = [i for i, e in enumerate(events) if e[1] == "snippets"]
+    first = snippets[0]
+    truth = end - events[first][0]
+    left = protocol.remaining_times(guess, events, rough=True)
+    assert truth < left[first] < 2.5 * truth
+    for i in snippets[1:]:
+        if end - events[i][0] > 10:  # the stage's bulk (the guess still scales what follows)
+            assert left[i] == pytest.approx(end - events[i][0], rel=0.25), (events[i], left[i])
+    measured = protocol.remaining_times(guess, events)  # a measured estimate: trusted longer
+    assert measured[first] > 10 * truth
+
+
 def test_time_left_from_a_real_run_and_its_start_up_learned(tiny_checkpoint, tmp_path):
     """One run through the command line, in its own process as a front-end starts it: the
     book learns the process's start-up (Python, torch) besides the model's load, and its
