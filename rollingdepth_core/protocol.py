@@ -186,10 +186,13 @@ class RemainingClock:
         self.stage_start = self.start
         self.first: tuple[float, int] | None = None  # the stage's first report with work done
         self.reports = 0  # the stage's reports since that first one
+        self.last_done = 0  # the stage's work done as last reported
         self.complete: float | None = None  # when the stage reported its last unit
         self.finished: dict[str, float] = {}  # stage -> measured seconds
 
     def update(self, stage: str, done: int, total: int, now: float | None = None) -> float:
+        """Seconds left after the report ``stage`` ``done``/``total`` at ``now``; a front-end
+        may ask again with the same report as time passes (a status line's redraw)."""
         now = time.monotonic() if now is None else now
         if stage != self.stage:
             # stages report their work done, not their start: one began when the one
@@ -200,25 +203,33 @@ class RemainingClock:
             elif "start" in self.stages and stage != "start":
                 self.finished["start"] = began - self.start  # the process's start-up
             self.stage, self.stage_start, self.first, self.reports = stage, began, None, 0
-        self.complete = now if total > 0 and done >= total else None
-        spent = now - self.stage_start
+            self.complete, self.last_done = None, 0
+        if total > 0 and done >= total:
+            self.complete = self.complete if self.complete is not None else now
+        else:
+            self.complete = None
+        # a stage whose last unit is in ended then: the time since is the next one's
+        ended = self.complete if self.complete is not None else now
+        spent = ended - self.stage_start
         planned = self.stages.get(stage, 0.0)
         # the stage's own pace: seconds per unit since its first report with work done
         trust, projected = 0.0, planned
         if done > 0 and total > 0:
             if self.first is None:
-                self.first = (now, done)
-            elif done > self.first[1]:
+                self.first = (ended, done)
+            elif done > self.last_done:
                 self.reports += 1
             at, first_done = self.first
-            if done > first_done and now > at:
-                rate = (now - at) / (done - first_done)
+            if done > first_done and ended > at:
+                rate = (ended - at) / (done - first_done)
                 trust = min(1.0, self.reports / self.rate_reports)
             else:  # one report: its time over its units, warm-up and all
                 rate = spent / done
                 trust = 0.0 if planned > 0 and not self.rough else 1.0
             projected = spent + rate * (total - done)
-        # measured over estimated, the stage in progress counted as far as it is trusted
+        self.last_done = max(self.last_done, done)
+        # measured over estimated, the stage in progress counted as far as it is trusted; a
+        # rough guess is wrong by another factor for each stage: what is to come stays as it
         estimated = sum(self.stages.get(s, 0.0) for s in self.finished) + trust * planned
         measured = sum(self.finished.values()) + trust * projected
         ratio = measured / estimated if estimated > 0 and measured > 0 else 1.0
@@ -226,7 +237,8 @@ class RemainingClock:
         planned_left = max(ratio * planned - spent, 0.0)
         current = trust * max(projected - spent, 0.0) + (1 - trust) * planned_left
         later = [s for s in self.stages if s not in self.finished and s != stage]
-        return current + ratio * sum(self.stages[s] for s in later if _after(s, stage))
+        to_come = sum(self.stages[s] for s in later if _after(s, stage))
+        return max(current + (1.0 if self.rough else ratio) * to_come - (now - ended), 0.0)
 
 
 def remaining_times(

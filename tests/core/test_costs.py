@@ -217,6 +217,21 @@ def test_a_rough_first_guess_gives_way_to_the_stages_own_pace_at_once():
     assert measured[first] > 10 * truth
 
 
+@pytest.mark.parametrize("rough", [True, False])
+def test_a_finished_step_asked_again_counts_down(rough):
+    """A status line asks the clock again with the same report as time passes: after a
+    step's last unit, the waiting is the next step's, so the time left goes down (Blender's
+    walkthrough, 'reading the plate 24/24' asked every 10 s: about 41 min, 1 h 23 min,
+    2 h 4 min left, the finished step's growing time scaling the model passes to come)."""
+    guess = {"load": 2.0, "encode": 1.0, "snippets": 100.0, "write": 2.0}
+    clock = protocol.RemainingClock(guess, start=0.0, rough=rough)
+    clock.update("load", 1, 1, now=2.0)
+    clock.update("encode", 12, 24, now=4.0)
+    said = [clock.update("encode", 24, 24, now=t) for t in (6.0, 16.0, 26.0, 36.0)]
+    assert all(b < a for a, b in zip(said, said[1:], strict=False)), said
+    assert said[0] <= 2 * 102.0 * (1 if rough else 20), said
+
+
 def test_time_left_from_a_real_run_and_its_start_up_learned(tiny_checkpoint, tmp_path):
     """One run through the command line, in its own process as a front-end starts it: the
     book learns the process's start-up (Python, torch) besides the model's load, and its
