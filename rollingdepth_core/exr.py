@@ -23,7 +23,7 @@ import OpenImageIO as oiio
 
 from .config import HALF_MAX
 from .errors import InputError, OutputError
-from .timecode import is_drop_frame, pack_timecode
+from .timecode import RATE_ATTRIBUTE, is_drop_frame, timecode_fields
 
 METADATA_PREFIX = "rollingdepth/"
 COMPRESSION = "zip"
@@ -140,7 +140,7 @@ def write_depth_exr(
     if timecode is not None:
         header["timeCode"] = _timecode(target, timecode)
     if fps is not None:
-        header["framesPerSecond"] = Fraction(fps)
+        header[RATE_ATTRIBUTE] = Fraction(fps)
     header.update(attributes)
 
     # Keep `.exr` last so a reader that goes by the extension knows the temporary file.
@@ -230,14 +230,11 @@ def _compression(target: Path, name: str) -> OpenEXR.Compression:
 
 def _timecode(target: Path, timecode: str) -> OpenEXR.TimeCode:
     """``"HH:MM:SS:FF"`` (``;FF`` drop-frame) -> OpenEXR's SMPTE time code attribute."""
+    code = OpenEXR.TimeCode()
     try:
-        pack_timecode(timecode)  # the one check of the form
+        code.hours, code.minutes, code.seconds, code.frame = timecode_fields(timecode)
     except ValueError:
         raise OutputError(f"{target}: timecode must be HH:MM:SS:FF; got {timecode!r}") from None
-    code = OpenEXR.TimeCode()
-    code.hours, code.minutes, code.seconds, code.frame = (
-        int(d) for d in timecode.replace(";", ":").split(":")
-    )
     code.dropFrame = is_drop_frame(timecode)
     return code
 

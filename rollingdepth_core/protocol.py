@@ -180,7 +180,6 @@ class RemainingClock:
     ) -> None:
         self.stages = dict(stages)  # the estimate's seconds per stage
         self.rough = rough
-        self.rate_reports = 1 if rough else RATE_REPORTS
         self.start = time.monotonic() if start is None else start
         self.stage: str | None = None
         self.stage_start = self.start
@@ -222,14 +221,15 @@ class RemainingClock:
             at, first_done = self.first
             if done > first_done and ended > at:
                 rate = (ended - at) / (done - first_done)
-                trust = min(1.0, self.reports / self.rate_reports)
+                trust = min(1.0, self.reports / (1 if self.rough else RATE_REPORTS))
             else:  # one report: its time over its units, warm-up and all
                 rate = spent / done
                 trust = 0.0 if planned > 0 and not self.rough else 1.0
             projected = spent + rate * (total - done)
         self.last_done = max(self.last_done, done)
         # measured over estimated, the stage in progress counted as far as it is trusted; a
-        # rough guess is wrong by another factor for each stage: what is to come stays as it
+        # rough guess is wrong by another factor for each stage, so the stages to come keep
+        # its figures rather than this one's factor
         estimated = sum(self.stages.get(s, 0.0) for s in self.finished) + trust * planned
         measured = sum(self.finished.values()) + trust * projected
         ratio = measured / estimated if estimated > 0 and measured > 0 else 1.0

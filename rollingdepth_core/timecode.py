@@ -23,7 +23,7 @@ from .errors import InputError
 TIMECODE_ATTRIBUTE = "smpte:TimeCode"
 RATE_ATTRIBUTE = "framesPerSecond"
 # How a plate's header may state its frame rate: OpenEXR's own name, OpenImageIO's, DPX's.
-_RATE_ATTRIBUTES = ("framesPerSecond", "FramesPerSecond", "dpx:FrameRate")
+_RATE_ATTRIBUTES = (RATE_ATTRIBUTE, "FramesPerSecond", "dpx:FrameRate")
 _DROP_FRAME_BIT = 1 << 6
 
 
@@ -149,13 +149,20 @@ def header_timecode(spec) -> str | None:
     return unpack_timecode(int(value[0]))
 
 
-def pack_timecode(timecode: str) -> tuple[int, int]:
-    """``"HH:MM:SS:FF"`` (``;`` before FF for drop-frame) -> SMPTE 12M ``(time and flags,
-    user bits)``, OpenImageIO's `TypeTimeCode` value: BCD digits, bit 6 the drop-frame flag."""
+def timecode_fields(timecode: str) -> tuple[int, int, int, int]:
+    """``"HH:MM:SS:FF"`` (``;`` before FF for drop-frame) -> (hours, minutes, seconds,
+    frames); ValueError for anything else."""
     digits = timecode.replace(";", ":").split(":")
     if len(digits) != 4 or not all(d.isdigit() and len(d) <= 2 for d in digits):
         raise ValueError(f"not a timecode: {timecode!r}")
     hours, minutes, seconds, frames = (int(d) for d in digits)
+    return hours, minutes, seconds, frames
+
+
+def pack_timecode(timecode: str) -> tuple[int, int]:
+    """``"HH:MM:SS:FF"`` (``;`` before FF for drop-frame) -> SMPTE 12M ``(time and flags,
+    user bits)``, OpenImageIO's `TypeTimeCode` value: BCD digits, bit 6 the drop-frame flag."""
+    hours, minutes, seconds, frames = timecode_fields(timecode)
     packed = 0
     for shift, value in ((24, hours), (16, minutes), (8, seconds), (0, frames)):
         packed |= ((value // 10) << 4 | value % 10) << shift
